@@ -1,0 +1,1 @@
+"""vlastack.envs.experts."""

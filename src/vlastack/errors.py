@@ -1,0 +1,43 @@
+"""User-facing errors.
+
+A ``VlastackError`` is a mistake the user can fix (bad input, a missing extra, an unknown name).
+The CLI prints its message in plain words without a traceback; everything else is a bug and keeps
+its traceback. Messages should name the file, the field and the fix.
+"""
+
+from __future__ import annotations
+
+
+class VlastackError(Exception):
+    """An error caused by user input or environment, printed without a traceback by the CLI."""
+
+
+class DataError(VlastackError):
+    """A dataset on disk is malformed, inconsistent, or does not match what was asked of it."""
+
+
+class ConfigError(VlastackError):
+    """A configuration names an unknown component or holds an invalid value."""
+
+
+class MissingExtraError(VlastackError):
+    """An optional dependency is not installed."""
+
+    def __init__(self, package: str, extra: str, purpose: str = "") -> None:
+        what = f" (needed for {purpose})" if purpose else ""
+        super().__init__(
+            f"the optional package '{package}' is not installed{what}. "
+            f"Install it with: pip install 'vlastack[{extra}]'"
+        )
+        self.package = package
+        self.extra = extra
+
+
+def require(module: str, extra: str, purpose: str = ""):
+    """Import ``module`` or raise MissingExtraError naming the extra that provides it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - exercised when extras are absent
+        raise MissingExtraError(module.split(".")[0], extra, purpose) from exc

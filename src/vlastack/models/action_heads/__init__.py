@@ -1,0 +1,1 @@
+"""vlastack.models.action_heads."""

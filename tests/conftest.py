@@ -1,0 +1,28 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("VLASTACK_SHARED", REPO.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    d = SHARED / "fixtures"
+    if not d.exists():
+        pytest.skip(f"shared fixtures not found at {d} (set VLASTACK_SHARED)")
+    return d
+
+
+@pytest.fixture(scope="session")
+def lerobot_fixture(fixtures_dir: Path) -> Path:
+    return fixtures_dir / "lerobot_v3_tiny_two_cam"
