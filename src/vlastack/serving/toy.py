@@ -1,0 +1,172 @@
+"""Small deterministic policies for testing and benchmarking the server and the runtime.
+
+``ToyPolicy`` maps an observation to an action chunk with a fixed random linear map (seeded), so
+served and in-process results can be compared bit for bit; it validates its inputs like a real
+policy would (short ``ProtocolError`` messages) and can sleep to imitate inference latency.
+Presets follow the observation styles of openpi's LIBERO, ALOHA and DROID examples (§1.6).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import numpy as np
+
+from vlastack.serving.protocol import FieldSpec, validate_observation
+
+_IMG_HWC = FieldSpec(shape=(None, None, 3), kinds="u")
+_IMG_CHW = FieldSpec(shape=(3, None, None), kinds="u")
+
+STYLES: dict[str, dict] = {
+    "libero": {
+        "schema": {
+            "observation/image": _IMG_HWC,
+            "observation/wrist_image": _IMG_HWC,
+            "observation/state": FieldSpec(shape=(8,), kinds="fi"),
+            "prompt": FieldSpec(kinds="U", required=False),
+        },
+        "state_keys": ["observation/state"],
+        "image_keys": ["observation/image", "observation/wrist_image"],
+        "action_dim": 7,
+    },
+    "aloha": {
+        "schema": {
+            "state": FieldSpec(shape=(14,), kinds="fi"),
+            "images/cam_high": _IMG_CHW,
+            "images/cam_low": FieldSpec(shape=(3, None, None), kinds="u", required=False),
+            "images/cam_left_wrist": FieldSpec(shape=(3, None, None), kinds="u", required=False),
+            "images/cam_right_wrist": FieldSpec(shape=(3, None, None), kinds="u", required=False),
+            "prompt": FieldSpec(kinds="U", required=False),
+        },
+        "state_keys": ["state"],
+        "image_keys": ["images/cam_high"],
+        "action_dim": 14,
+    },
+    "droid": {
+        "schema": {
+            "observation/exterior_image_1_left": _IMG_HWC,
+            "observation/wrist_image_left": _IMG_HWC,
+            "observation/joint_position": FieldSpec(shape=(7,), kinds="fi"),
+            "observation/gripper_position": FieldSpec(shape=(1,), kinds="fi"),
+            "prompt": FieldSpec(kinds="U", required=False),
+        },
+        "state_keys": ["observation/joint_position", "observation/gripper_position"],
+        "image_keys": ["observation/exterior_image_1_left", "observation/wrist_image_left"],
+        "action_dim": 8,
+    },
+}
+
+
+def _get(obs: Mapping, key: str):
+    if key in obs:
+        return obs[key]
+    node = obs
+    for part in key.split("/"):
+        node = node[part]
+    return node
+
+
+class ToyPolicy:
+    """actions[h] = tanh(W @ state + b + c * mean(images)) + 0.01 * h, float32 (H, A).
+
+    Deterministic for a given ``seed``; ``delay_s`` sleeps inside ``infer`` (per call, also per
+    ``infer_batch`` call, which is what makes batching pay off as for a real GPU policy).
+    """
+
+    def __init__(
+        self,
+        style: str = "libero",
+        action_horizon: int = 10,
+        seed: int = 0,
+        delay_s: float = 0.0,
+    ) -> None:
+        cfg = STYLES[style]
+        self.style = style
+        self.schema: dict[str, FieldSpec] = cfg["schema"]
+        self.state_keys: list[str] = cfg["state_keys"]
+        self.image_keys: list[str] = cfg["image_keys"]
+        self.action_dim: int = cfg["action_dim"]
+        self.action_horizon = action_horizon
+        self.delay_s = delay_s
+        state_dim = sum(int(np.prod(self.schema[k].shape or (1,))) for k in self.state_keys)
+        rng = np.random.default_rng(seed)
+        self._w = rng.normal(0, 0.5, (self.action_dim, state_dim))
+        self._b = rng.normal(0, 0.1, self.action_dim)
+        self._c = rng.normal(0, 0.2, self.action_dim)
+        self.num_resets = 0
+        self.metadata = {
+            "policy": "ToyPolicy",
+            "style": style,
+            "action_horizon": action_horizon,
+            "action_dim": self.action_dim,
+            "seed": seed,
+        }
+
+    def reset(self) -> None:
+        self.num_resets += 1
+
+    def _actions(self, obs: Mapping) -> np.ndarray:
+        validate_observation(obs, self.schema)
+        state = np.concatenate(
+            [np.asarray(_get(obs, k), np.float64).ravel() for k in self.state_keys]
+        )
+        img = np.mean(
+            [np.asarray(_get(obs, k), np.float64).mean() / 255.0 for k in self.image_keys]
+        )
+        base = np.tanh(self._w @ state + self._b + self._c * img)
+        steps = 0.01 * np.arange(self.action_horizon)[:, None]
+        return (base[None, :] + steps).astype(np.float32)
+
+    def infer(self, obs: dict) -> dict:
+        actions = self._actions(obs)
+        if self.delay_s > 0:
+            time.sleep(self.delay_s)
+        return {"actions": actions}
+
+    def infer_batch(self, batch: list[dict]) -> list[dict]:
+        chunks = [self._actions(obs) for obs in batch]
+        if self.delay_s > 0:
+            time.sleep(self.delay_s)
+        return [{"actions": a} for a in chunks]
+
+
+def example_observation(
+    style: str = "libero",
+    seed: int = 0,
+    image_size: int = 224,
+    prompt: str | None = "pick up the cube",
+) -> dict:
+    """An observation dict as openpi's example clients send it (§1.6)."""
+    rng = np.random.default_rng(seed)
+
+    def img(chw: bool = False) -> np.ndarray:
+        shape = (3, image_size, image_size) if chw else (image_size, image_size, 3)
+        return rng.integers(0, 256, shape, dtype=np.uint8)
+
+    if style == "libero":
+        obs: dict = {
+            "observation/image": img(),
+            "observation/wrist_image": img(),
+            "observation/state": rng.normal(size=8).astype(np.float32),
+        }
+    elif style == "aloha":
+        obs = {
+            "state": rng.normal(size=14).astype(np.float32),
+            "images": {
+                c: img(chw=True)
+                for c in ("cam_high", "cam_low", "cam_left_wrist", "cam_right_wrist")
+            },
+        }
+    elif style == "droid":
+        obs = {
+            "observation/exterior_image_1_left": img(),
+            "observation/wrist_image_left": img(),
+            "observation/joint_position": rng.normal(size=7),
+            "observation/gripper_position": rng.uniform(size=1),
+        }
+    else:
+        raise ValueError(f"unknown style {style!r}; choose from {sorted(STYLES)}")
+    if prompt is not None:
+        obs["prompt"] = prompt
+    return obs
