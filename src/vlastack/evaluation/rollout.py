@@ -1,0 +1,802 @@
+"""Closed-loop rollouts of a policy in simulated environments, in parallel worker processes.
+
+``evaluate`` runs ``episodes_per_task`` episodes per task with seeds ``seed + task_index *
+stride + episode``, executes ``execute_horizon`` actions of each predicted chunk (or ensembles
+chunks, ACT-style), records per-episode metrics, videos, a manifest of the protocol, and
+aggregates. A crashed episode or worker is retried once, then recorded as ``error``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import multiprocessing as mp
+import os
+import queue
+import re
+import sys
+import time
+import traceback
+import warnings
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Protocol
+
+import numpy as np
+
+from vlastack.embodiment import EmbodimentSpec
+from vlastack.errors import ConfigError, MissingExtraError, VlastackError
+from vlastack.evaluation.metrics import (
+    EpisodeRecord,
+    chunk_boundary_jump,
+    mean_squared_jerk,
+    peak_memory_mb,
+    summarize,
+)
+
+ACTION_REMAP_MODES = ("strict", "pad")
+MAX_ATTEMPTS = 2  # the first try plus one retry
+
+
+class PolicyLike(Protocol):
+    def reset(self) -> None: ...
+
+    def infer(self, obs: dict[str, Any]) -> dict[str, Any]: ...
+
+
+PolicyFactory = Callable[[], PolicyLike]
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading environments and policies
+# ---------------------------------------------------------------------------------------------
+def env_module(env_name: str) -> ModuleType:
+    """The module providing ``make_env``/``list_tasks``/``difficulty_of`` for ``env_name``."""
+    if env_name.startswith("fake/"):
+        from vlastack.evaluation import fakes
+
+        return fakes
+    try:
+        import vlastack.envs as envs
+    except ImportError as exc:
+        raise MissingExtraError(
+            exc.name or "gymnasium", "sim", f"simulated environment {env_name!r}"
+        ) from exc
+    if not hasattr(envs, "make_env"):
+        raise ConfigError(f"vlastack.envs in this build has no make_env; cannot run {env_name!r}")
+    return envs
+
+
+def resolve_tasks(env_name: str) -> list[str]:
+    """A suite name (``metaworld/mt10``) expands to its tasks; a single task stays itself."""
+    mod = env_module(env_name)
+    try:
+        tasks = list(mod.list_tasks(env_name))
+    except (VlastackError, KeyError, ValueError):
+        tasks = []
+    return tasks or [env_name]
+
+
+def difficulty(env_name: str, task: str) -> str | None:
+    fn = getattr(env_module(env_name), "difficulty_of", None)
+    if fn is None:
+        return None
+    try:
+        return None if (d := fn(task)) is None else str(d)
+    except Exception:
+        return None
+
+
+def load_policy(checkpoint: str | Path) -> PolicyLike:
+    """Load a checkpoint folder as a Policy (a ``fake_policy.json`` folder loads the fake one)."""
+    path = Path(checkpoint)
+    if not path.exists():
+        raise ConfigError(f"checkpoint {path} does not exist; pass a checkpoint folder")
+    if (path / "fake_policy.json").exists():
+        from vlastack.evaluation.fakes import ScriptedReachPolicy
+
+        return ScriptedReachPolicy.from_dir(path)
+    try:
+        from vlastack.policy import Policy
+    except ImportError as exc:
+        raise ConfigError(f"cannot load {path}: vlastack.policy is unavailable ({exc})") from exc
+    return Policy.from_checkpoint(path)
+
+
+def checkpoint_embodiment(checkpoint: str | Path) -> EmbodimentSpec | None:
+    p = Path(checkpoint) / "embodiment.json"
+    return EmbodimentSpec.load(p) if p.exists() else None
+
+
+def policy_embodiment(policy: Any) -> EmbodimentSpec | None:
+    emb = getattr(policy, "embodiment", None)
+    if emb is None:
+        emb = (getattr(policy, "metadata", None) or {}).get("embodiment")
+    if isinstance(emb, dict):
+        emb = EmbodimentSpec.from_dict(emb, source="policy metadata")
+    return emb if isinstance(emb, EmbodimentSpec) else None
+
+
+def mismatch_message(policy_emb: EmbodimentSpec, env_emb: EmbodimentSpec, task: str) -> str:
+    diffs = policy_emb.differences(env_emb)
+    return (
+        f"the checkpoint's embodiment ({policy_emb.robot_type}) does not match environment "
+        f"{task!r} ({env_emb.robot_type}): " + "; ".join(f"policy {d} env" for d in diffs) + ". "
+        "Evaluate on an environment of the robot it was trained on, or pass --action-remap pad "
+        "(alias --allow-mismatch) to zero-pad/truncate actions and state to the environment's "
+        "sizes (a warning is logged and the manifest records it; results are then not comparable)."
+    )
+
+
+class _Remap:
+    """Zero-pad/truncate action (policy A → env A) and state (env S → policy S), rename camera."""
+
+    def __init__(self, policy_emb: EmbodimentSpec, env_emb: EmbodimentSpec) -> None:
+        self.action_dim = env_emb.action.dim
+        self.state_dim = policy_emb.state.dim
+        self.camera_rename: dict[str, str] = {}
+        pol_cams = [c.key for c in policy_emb.cameras]
+        env_cams = [c.key for c in env_emb.cameras]
+        if len(pol_cams) == 1 and len(env_cams) == 1 and pol_cams != env_cams:
+            self.camera_rename = {env_cams[0]: pol_cams[0]}
+
+    def obs(self, obs: dict[str, Any]) -> dict[str, Any]:
+        out = {self.camera_rename.get(k, k): v for k, v in obs.items()}
+        s = np.asarray(out.get("observation.state", np.zeros(0)), dtype=np.float32)
+        out["observation.state"] = _fit(s, self.state_dim)
+        return out
+
+    def actions(self, chunk: np.ndarray) -> np.ndarray:
+        return _fit(chunk, self.action_dim)
+
+
+def _fit(x: np.ndarray, dim: int) -> np.ndarray:
+    """Truncate or zero-pad the last axis to ``dim``."""
+    if x.shape[-1] >= dim:
+        return x[..., :dim]
+    out = np.zeros((*x.shape[:-1], dim), dtype=x.dtype)
+    out[..., : x.shape[-1]] = x
+    return out
+
+
+def _make_ensembler(action_horizon: int) -> Any:
+    """ACT temporal ensembling from ``vlastack.serving.runtime`` (optional component)."""
+    try:
+        runtime = importlib.import_module("vlastack.serving.runtime")
+    except ImportError as exc:
+        raise ConfigError(
+            "--ensemble needs vlastack.serving.runtime, which this build lacks; "
+            "drop --ensemble to execute chunks open-loop"
+        ) from exc
+    cls = getattr(runtime, "TemporalEnsembler", None)
+    if cls is None:
+        raise ConfigError(
+            "--ensemble needs vlastack.serving.runtime.TemporalEnsembler, which this build lacks"
+        )
+    return cls(action_horizon=action_horizon)
+
+
+# ---------------------------------------------------------------------------------------------
+# One episode
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class RunSpec:
+    """Everything a worker needs to run episodes; picklable (spawned workers get a copy)."""
+
+    env: str
+    checkpoint: str | None = None
+    policy_factory: PolicyFactory | None = None
+    image_size: tuple[int, int] = (128, 128)
+    camera: str | None = None
+    max_steps: int | None = None
+    execute_horizon: int | None = None
+    ensemble: bool = False
+    action_remap: str = "strict"
+    out_dir: str | None = None
+    video_fps: float = 20.0
+    condition: str = "default"
+    torch_threads: int | None = None
+
+
+@dataclass
+class Job:
+    task: str
+    task_index: int
+    episode: int
+    seed: int
+    record_video: bool
+    attempts: int = 0
+    difficulty: str | None = None
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.task, self.episode)
+
+
+def video_name(task: str, episode: int, success: bool) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", task).strip("-")
+    return f"{safe}_ep{episode}_{'success' if success else 'fail'}.mp4"
+
+
+class EpisodeRunner:
+    """Builds the policy once and one env per task, then runs episodes (in a worker or inline)."""
+
+    def __init__(self, spec: RunSpec) -> None:
+        self.spec = spec
+        self._policy: PolicyLike | None = None
+        self._envs: dict[str, Any] = {}
+        self._remaps: dict[str, _Remap | None] = {}
+        self.remap_notes: dict[str, str] = {}
+
+    @property
+    def policy(self) -> PolicyLike:
+        if self._policy is None:
+            if self.spec.torch_threads:
+                os.environ.setdefault("OMP_NUM_THREADS", str(self.spec.torch_threads))
+            if self.spec.policy_factory is not None:
+                self._policy = self.spec.policy_factory()
+            elif self.spec.checkpoint is not None:
+                self._policy = load_policy(self.spec.checkpoint)
+            else:
+                raise ConfigError("evaluate() needs a checkpoint path or a policy factory")
+            if self.spec.torch_threads and "torch" in sys.modules:
+                import torch
+
+                torch.set_num_threads(self.spec.torch_threads)
+        return self._policy
+
+    def env(self, task: str) -> Any:
+        if task not in self._envs:
+            mod = env_module(self.spec.env)
+            env = mod.make_env(task, camera=self.spec.camera, image_size=self.spec.image_size)
+            self._envs[task] = env
+            self._remaps[task] = self._check_embodiment(task, env)
+        return self._envs[task]
+
+    def _check_embodiment(self, task: str, env: Any) -> _Remap | None:
+        pol = None
+        if self.spec.checkpoint is not None:
+            pol = checkpoint_embodiment(self.spec.checkpoint)
+        if pol is None:
+            pol = policy_embodiment(self.policy)
+        env_emb = getattr(env, "embodiment", None)
+        if pol is None or env_emb is None or not pol.differences(env_emb):
+            return None
+        msg = mismatch_message(pol, env_emb, task)
+        if self.spec.action_remap == "strict":
+            raise ConfigError(msg)
+        note = "remapped (pad/truncate): " + "; ".join(pol.differences(env_emb))
+        warnings.warn(f"{task}: {note}", stacklevel=2)
+        self.remap_notes[task] = note
+        return _Remap(pol, env_emb)
+
+    def run(self, job: Job) -> EpisodeRecord:
+        spec = self.spec
+        t_start = time.perf_counter()
+        env = self.env(job.task)
+        policy = self.policy
+        remap = self._remaps.get(job.task)
+        max_steps = spec.max_steps or int(getattr(env, "max_steps", 0) or 500)
+        meta = getattr(policy, "metadata", None) or {}
+        execute_horizon = spec.execute_horizon or meta.get("execute_horizon")
+
+        env_s = 0.0
+        t0 = time.perf_counter()
+        obs, _info = env.reset(seed=job.seed)
+        env_s += time.perf_counter() - t0
+        policy.reset()
+        state0 = np.asarray(obs.get("observation.state", np.zeros(0)), dtype=np.float32)
+        init_sha = hashlib.sha256(np.round(state0, 5).tobytes()).hexdigest()[:16]
+        instruction = str(getattr(env, "instruction", obs.get("task", "")))
+        cam_key = _image_key(env, obs)
+        frames: list[np.ndarray] = []
+        if job.record_video and cam_key:
+            frames.append(np.asarray(obs[cam_key]))
+
+        executed: list[np.ndarray] = []
+        chunk_starts: list[int] = []
+        latencies_ms: list[float] = []
+        pending: deque[np.ndarray] = deque()
+        ensembler = None
+        success = False
+        steps_to_success = None
+        step = 0
+        for step in range(1, max_steps + 1):
+            if spec.ensemble or not pending:
+                pobs = remap.obs(obs) if remap else obs
+                t0 = time.perf_counter()
+                chunk = np.asarray(policy.infer(pobs)["actions"], dtype=np.float32)
+                latencies_ms.append((time.perf_counter() - t0) * 1e3)
+                if chunk.ndim == 3:  # (1, H, A) from a batched policy
+                    chunk = chunk[0]
+                if remap:
+                    chunk = remap.actions(chunk)
+                horizon = chunk.shape[0]
+                if execute_horizon is None:
+                    execute_horizon = horizon
+                if spec.ensemble:
+                    if ensembler is None:
+                        ensembler = _make_ensembler(horizon)
+                    pending = deque([np.asarray(ensembler.step(chunk), dtype=np.float32)])
+                else:
+                    chunk_starts.append(step - 1)
+                    pending.extend(chunk[: max(1, min(int(execute_horizon), horizon))])
+            action = pending.popleft()
+            executed.append(action)
+            t0 = time.perf_counter()
+            obs, _r, terminated, truncated, info = env.step(action)
+            env_s += time.perf_counter() - t0
+            if job.record_video and cam_key:
+                frames.append(np.asarray(obs[cam_key]))
+            if info.get("success"):
+                success, steps_to_success = True, step
+                break
+            if terminated or truncated:
+                break
+
+        acts = np.stack(executed) if executed else np.zeros((0, 1), dtype=np.float32)
+        mem = peak_memory_mb()
+        record = EpisodeRecord(
+            task=job.task,
+            episode=job.episode,
+            seed=job.seed,
+            status="success" if success else "failure",
+            steps=step,
+            steps_to_success=steps_to_success,
+            instruction=instruction,
+            difficulty=job.difficulty,
+            condition=spec.condition,
+            mean_squared_jerk=mean_squared_jerk(acts),
+            chunk_jump=chunk_boundary_jump(acts, chunk_starts),
+            num_chunks=len(latencies_ms),
+            latencies_ms=[round(x, 4) for x in latencies_ms],
+            peak_rss_mb=mem["peak_rss_mb"],
+            peak_cuda_mb=mem["peak_cuda_mb"],
+            initial_state_sha=init_sha,
+            attempts=job.attempts,
+            extra={
+                "execute_horizon": execute_horizon,
+                "env_s": round(env_s, 6),
+                "policy_s": round(sum(latencies_ms) / 1e3, 6),
+                "max_steps": max_steps,
+                **({"remap": self.remap_notes[job.task]} if job.task in self.remap_notes else {}),
+            },
+        )
+        if frames and spec.out_dir:
+            from vlastack.evaluation.video import annotate_frames, write_mp4
+
+            outcome = f"SUCCESS at step {steps_to_success}" if success else f"FAIL ({step} steps)"
+            name = video_name(job.task, job.episode, success)
+            write_mp4(
+                Path(spec.out_dir) / "videos" / name,
+                annotate_frames(frames, instruction, outcome),
+                fps=spec.video_fps,
+            )
+            record.video = f"videos/{name}"
+        record.wall_s = time.perf_counter() - t_start
+        return record
+
+    def close(self) -> None:
+        for env in self._envs.values():
+            close = getattr(env, "close", None)
+            if close:
+                close()
+
+
+def _image_key(env: Any, obs: dict[str, Any]) -> str | None:
+    cam = getattr(env, "camera", None)
+    if cam and f"observation.images.{cam}" in obs:
+        return f"observation.images.{cam}"
+    keys = sorted(k for k in obs if k.startswith("observation.images."))
+    return keys[0] if keys else None
+
+
+def _error_record(job: Job, message: str) -> EpisodeRecord:
+    return EpisodeRecord(
+        task=job.task,
+        episode=job.episode,
+        seed=job.seed,
+        status="error",
+        difficulty=job.difficulty,
+        attempts=job.attempts,
+        error=message[-2000:],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Worker processes
+# ---------------------------------------------------------------------------------------------
+def _worker_main(spec: RunSpec, jobs: Any, results: Any) -> None:
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    runner = EpisodeRunner(spec)
+    while True:
+        job = jobs.get()
+        if job is None:
+            break
+        try:
+            rec = runner.run(job)
+            results.put(("done", job.key, rec.to_dict()))
+        except VlastackError as exc:  # a user mistake: stop the whole evaluation
+            results.put(("fatal", job.key, (type(exc).__name__, str(exc))))
+        except Exception:
+            results.put(("error", job.key, traceback.format_exc(limit=8)))
+    runner.close()
+
+
+class _Pool:
+    """N spawned workers, one job at a time each, so a dead worker names the episode it held."""
+
+    def __init__(self, spec: RunSpec, workers: int, episode_timeout_s: float | None) -> None:
+        self.ctx = mp.get_context("spawn")
+        self.spec = spec
+        self.results = self.ctx.Queue()
+        self.timeout_s = episode_timeout_s
+        self.workers: list[dict[str, Any]] = [self._start() for _ in range(workers)]
+
+    def _start(self) -> dict[str, Any]:
+        jobs = self.ctx.Queue()
+        proc = self.ctx.Process(
+            target=_worker_main, args=(self.spec, jobs, self.results), daemon=True
+        )
+        proc.start()
+        return {"proc": proc, "jobs": jobs, "job": None, "since": 0.0}
+
+    def idle(self) -> list[dict[str, Any]]:
+        return [w for w in self.workers if w["job"] is None]
+
+    def submit(self, w: dict[str, Any], job: Job) -> None:
+        w["job"], w["since"] = job, time.monotonic()
+        w["jobs"].put(job)
+
+    def release(self, key: tuple[str, int]) -> Job | None:
+        for w in self.workers:
+            if w["job"] is not None and w["job"].key == key:
+                job, w["job"] = w["job"], None
+                return job
+        return None
+
+    def reap(self) -> list[tuple[Job, str]]:
+        """Restart dead or timed-out workers; return the jobs they held with a reason."""
+        lost = []
+        now = time.monotonic()
+        for i, w in enumerate(self.workers):
+            proc = w["proc"]
+            timed_out = (
+                self.timeout_s is not None
+                and w["job"] is not None
+                and now - w["since"] > self.timeout_s
+            )
+            if proc.is_alive() and not timed_out:
+                continue
+            if timed_out:
+                proc.kill()
+            proc.join(timeout=5)
+            if w["job"] is not None:
+                why = (
+                    f"episode exceeded {self.timeout_s} s"
+                    if timed_out
+                    else f"worker process died (exit code {proc.exitcode})"
+                )
+                lost.append((w["job"], why))
+            self.workers[i] = self._start()
+        return lost
+
+    def close(self) -> None:
+        for w in self.workers:
+            if w["proc"].is_alive():
+                w["jobs"].put(None)
+        for w in self.workers:
+            w["proc"].join(timeout=10)
+            if w["proc"].is_alive():
+                w["proc"].kill()
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate()
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class EvalResults:
+    records: list[EpisodeRecord]
+    summary: dict[str, Any]
+    manifest: dict[str, Any]
+    out_dir: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def success_rate(self) -> float | None:
+        return self.summary["overall"]["success_rate"]
+
+
+def episode_seed(seed: int, task_index: int, episode: int, episodes_per_task: int) -> int:
+    """Deterministic seed of one episode: seed + task offset + episode."""
+    stride = max(1000, episodes_per_task)
+    return seed + task_index * stride + episode
+
+
+def make_jobs(
+    env: str,
+    tasks: list[str],
+    episodes_per_task: int,
+    seed: int,
+    video_episodes_per_task: int,
+    seeds: dict[str, list[int]] | None = None,
+) -> list[Job]:
+    jobs = []
+    for ti, task in enumerate(tasks):
+        diff = difficulty(env, task)
+        for ep in range(episodes_per_task):
+            s = seeds[task][ep] if seeds else episode_seed(seed, ti, ep, episodes_per_task)
+            jobs.append(Job(task, ti, ep, s, ep < video_episodes_per_task, difficulty=diff))
+    return jobs
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def evaluate(
+    policy: str | Path | PolicyFactory,
+    env: str,
+    *,
+    episodes_per_task: int = 10,
+    seed: int = 0,
+    workers: int = 1,
+    execute_horizon: int | None = None,
+    ensemble: bool = False,
+    max_steps: int | None = None,
+    image_size: tuple[int, int] = (128, 128),
+    camera: str | None = None,
+    video_episodes_per_task: int = 0,
+    out_dir: str | Path | None = None,
+    action_remap: str = "strict",
+    tasks: list[str] | None = None,
+    seeds: dict[str, list[int]] | None = None,
+    condition: str = "default",
+    label: str | None = None,
+    run_info: dict[str, Any] | None = None,
+    episode_timeout_s: float | None = None,
+    progress: bool = True,
+    video_fps: float = 20.0,
+) -> EvalResults:
+    """Roll out ``policy`` (checkpoint folder or picklable zero-arg factory) on ``env``.
+
+    ``env`` is a task or a suite (expanded with ``list_tasks``; ``tasks`` overrides). ``workers=0``
+    runs in this process (no crash isolation); ``workers>=1`` spawns that many processes, each
+    building its own env and policy. Results go to ``out_dir`` when given: ``manifest.json``,
+    ``episodes.jsonl``, ``summary.json``, ``videos/``.
+    """
+    from vlastack.evaluation.manifest import build_manifest
+
+    if action_remap not in ACTION_REMAP_MODES:
+        raise ConfigError(f"action_remap={action_remap!r}; expected one of {ACTION_REMAP_MODES}")
+    if episodes_per_task < 1:
+        raise ConfigError(f"episodes_per_task must be >= 1, got {episodes_per_task}")
+    if execute_horizon is not None and execute_horizon < 1:
+        raise ConfigError(f"execute_horizon must be >= 1, got {execute_horizon}")
+    checkpoint = None if callable(policy) else str(policy)
+    if checkpoint is not None and not Path(checkpoint).exists():
+        raise ConfigError(f"checkpoint {checkpoint} does not exist; pass a checkpoint folder")
+    task_list = list(tasks) if tasks else resolve_tasks(env)
+    jobs = make_jobs(env, task_list, episodes_per_task, seed, video_episodes_per_task, seeds)
+    ncpu = os.cpu_count() or 1
+    spec = RunSpec(
+        env=env,
+        checkpoint=checkpoint,
+        policy_factory=policy if callable(policy) else None,
+        image_size=(int(image_size[0]), int(image_size[1])),
+        camera=camera,
+        max_steps=max_steps,
+        execute_horizon=execute_horizon,
+        ensemble=ensemble,
+        action_remap=action_remap,
+        out_dir=str(out_dir) if out_dir else None,
+        video_fps=video_fps,
+        condition=condition,
+        torch_threads=max(1, ncpu // max(1, workers)) if workers >= 1 else None,
+    )
+    manifest = build_manifest(
+        spec,
+        tasks=task_list,
+        episodes_per_task=episodes_per_task,
+        seed=seed,
+        workers=workers,
+        video_episodes_per_task=video_episodes_per_task,
+        seeds={t: [j.seed for j in jobs if j.task == t] for t in task_list},
+    )
+    out = Path(out_dir) if out_dir else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_atomic(out / "manifest.json", json.dumps(manifest, indent=2))
+        (out / "episodes.jsonl").write_text("")
+
+    t0 = time.perf_counter()
+    records = _run_jobs(spec, jobs, workers, episode_timeout_s, progress, out)
+    wall_s = time.perf_counter() - t0
+    order = {j.key: i for i, j in enumerate(jobs)}
+    records.sort(key=lambda r: order[(r.task, r.episode)])
+
+    # Record what workers resolved (execute horizon from the checkpoint, remapping) and the
+    # initial-state fingerprints that a re-run from this manifest must reproduce.
+    resolved = sorted({str(r.extra.get("execute_horizon")) for r in records if r.extra})
+    manifest["protocol"]["execute_horizon_resolved"] = resolved
+    remaps = {r.task: r.extra["remap"] for r in records if r.extra.get("remap")}
+    if remaps:
+        manifest["protocol"]["action_remap_applied"] = remaps
+    manifest["initial_states"] = {
+        f"{r.task}#{r.episode}": r.initial_state_sha for r in records if r.initial_state_sha
+    }
+    summary = summarize(records, baseline_condition=condition)
+    env_s = sum(r.extra.get("env_s", 0.0) for r in records)
+    policy_s = sum(r.extra.get("policy_s", 0.0) for r in records)
+    steps = sum(r.steps for r in records if r.status != "error")
+    summary["run"] = {
+        "label": label or (Path(checkpoint).name if checkpoint else "policy"),
+        "kind": "eval",
+        "env": env,
+        "checkpoint": checkpoint,
+        "condition": condition,
+        **(run_info or {}),
+    }
+    summary["timing"] = {
+        "wall_s": wall_s,
+        "workers": workers,
+        "env_steps": steps,
+        "steps_per_s": steps / wall_s if wall_s > 0 else None,
+        "env_s": env_s,
+        "policy_s": policy_s,
+    }
+    if out:
+        _write_atomic(out / "manifest.json", json.dumps(manifest, indent=2))
+        _write_atomic(
+            out / "episodes.jsonl", "".join(json.dumps(r.to_dict()) + "\n" for r in records)
+        )
+        _write_atomic(out / "summary.json", json.dumps(summary, indent=2))
+    return EvalResults(records, summary, manifest, out)
+
+
+def _progress_bar(total: int, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="episodes", unit="ep", disable=not enabled, dynamic_ncols=True)
+
+
+def _run_jobs(
+    spec: RunSpec,
+    jobs: list[Job],
+    workers: int,
+    episode_timeout_s: float | None,
+    progress: bool,
+    out: Path | None,
+) -> list[EpisodeRecord]:
+    records: list[EpisodeRecord] = []
+    bar = _progress_bar(len(jobs), progress)
+    n_success = 0
+
+    def finish(rec: EpisodeRecord) -> None:
+        nonlocal n_success
+        records.append(rec)
+        n_success += rec.status == "success"
+        if out:  # append as we go so that an interrupted run keeps its finished episodes
+            with open(out / "episodes.jsonl", "a") as f:
+                f.write(json.dumps(rec.to_dict()) + "\n")
+        done = sum(r.status != "error" for r in records)
+        bar.set_postfix(success=f"{n_success}/{done}", errors=len(records) - done)
+        bar.update(1)
+
+    try:
+        if workers <= 0:
+            _run_inline(spec, jobs, finish)
+        else:
+            _run_pool(spec, jobs, workers, episode_timeout_s, finish)
+    finally:
+        bar.close()
+    return records
+
+
+def _run_inline(spec: RunSpec, jobs: list[Job], finish: Callable[[EpisodeRecord], None]) -> None:
+    runner = EpisodeRunner(spec)
+    try:
+        for job in jobs:
+            while True:
+                job.attempts += 1
+                try:
+                    finish(runner.run(job))
+                    break
+                except VlastackError:
+                    raise
+                except Exception:
+                    if job.attempts >= MAX_ATTEMPTS:
+                        finish(_error_record(job, traceback.format_exc(limit=8)))
+                        break
+    finally:
+        runner.close()
+
+
+def _reraise(name: str, message: str) -> None:
+    import vlastack.errors as errors
+
+    cls = getattr(errors, name, None)
+    if isinstance(cls, type) and issubclass(cls, VlastackError):
+        try:
+            raise cls(message)
+        except TypeError:
+            pass
+    raise ConfigError(message)
+
+
+def _run_pool(
+    spec: RunSpec,
+    jobs: list[Job],
+    workers: int,
+    episode_timeout_s: float | None,
+    finish: Callable[[EpisodeRecord], None],
+) -> None:
+    pool = _Pool(spec, min(workers, len(jobs)), episode_timeout_s)
+    pending = deque(jobs)
+
+    def failed(job: Job, why: str) -> None:
+        if job.attempts >= MAX_ATTEMPTS:
+            finish(_error_record(job, why))
+        else:
+            pending.appendleft(job)  # retry once, before the remaining jobs
+
+    consecutive_deaths = 0
+    try:
+        remaining = len(jobs)
+        while remaining:
+            for w in pool.idle():
+                if not pending:
+                    break
+                job = pending.popleft()
+                job.attempts += 1
+                pool.submit(w, job)
+            try:
+                kind, key, payload = pool.results.get(timeout=0.2)
+            except queue.Empty:
+                for job, why in pool.reap():
+                    consecutive_deaths += 1
+                    if consecutive_deaths > 2 * len(pool.workers) + 2:
+                        raise RuntimeError(
+                            f"{consecutive_deaths} worker processes in a row died without "
+                            f"finishing an episode (last: {why}). If evaluate() is called from "
+                            "a script, guard the call with `if __name__ == '__main__':` "
+                            "(workers are spawned and re-import the main module)."
+                        ) from None
+                    failed(job, why)
+                    remaining -= job.attempts >= MAX_ATTEMPTS
+                continue
+            consecutive_deaths = 0
+            held = pool.release(tuple(key))
+            if held is None:
+                continue  # a message from a worker already reaped
+            job = held
+            if kind == "fatal":
+                _reraise(*payload)
+            if kind == "done":
+                rec = EpisodeRecord.from_dict(payload)
+                rec.attempts = job.attempts
+                finish(rec)
+                remaining -= 1
+            else:
+                failed(job, payload)
+                remaining -= job.attempts >= MAX_ATTEMPTS
+    finally:
+        pool.close()
+
+
+__all__ = [
+    "EvalResults",
+    "EpisodeRunner",
+    "Job",
+    "RunSpec",
+    "episode_seed",
+    "evaluate",
+    "load_policy",
+    "resolve_tasks",
+]
