@@ -1,0 +1,119 @@
+"""``vlastack serve CHECKPOINT``: serve a trained policy over openpi's websocket protocol.
+
+Binds 127.0.0.1 unless ``--host`` says otherwise; ``--api-key`` (or $VLASTACK_API_KEY) makes the
+server reject connections without ``Authorization: Api-Key <key>``. ``--toy STYLE`` serves the
+deterministic test policy instead of a checkpoint (for trying a robot client end to end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from vlastack.errors import ConfigError, VlastackError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="serve a policy over openpi's websocket protocol",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("checkpoint", nargs="?", help="checkpoint folder written by `vlastack train`")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="interface to bind (0.0.0.0 = all; default loopback)"
+    )
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help="require 'Authorization: Api-Key <key>' (default $VLASTACK_API_KEY)",
+    )
+    p.add_argument(
+        "--max-frame-mb",
+        type=float,
+        default=None,
+        help="reject frames larger than this (default: no cap, as openpi)",
+    )
+    p.add_argument(
+        "--batch-window-ms",
+        type=float,
+        default=0.0,
+        help="group concurrent clients' requests arriving within this window",
+    )
+    p.add_argument(
+        "--toy",
+        choices=["libero", "aloha", "droid"],
+        default=None,
+        help="serve the deterministic toy policy",
+    )
+    p.add_argument("--log-level", default="INFO")
+    p.set_defaults(func=run)
+
+
+def _load_policy(args: argparse.Namespace):
+    if args.toy:
+        from vlastack.serving.toy import ToyPolicy
+
+        return ToyPolicy(args.toy)
+    if not args.checkpoint:
+        raise ConfigError(
+            "vlastack serve needs a CHECKPOINT folder (or --toy STYLE to try the protocol)"
+        )
+    if not os.path.isdir(args.checkpoint):
+        raise ConfigError(
+            f"{args.checkpoint}: no such checkpoint folder; pass the folder written by `vlastack train`"
+        )
+    try:
+        from vlastack.policy import Policy
+    except ImportError as exc:
+        raise ConfigError(
+            f"cannot import vlastack.policy ({exc}); this install cannot load checkpoints"
+        ) from None
+    try:
+        return Policy.from_checkpoint(args.checkpoint)
+    except VlastackError:
+        raise
+    except Exception as exc:
+        raise ConfigError(
+            f"{args.checkpoint}: could not load the policy ({type(exc).__name__}: {exc}); "
+            "check that the folder is a complete vlastack checkpoint (config.json, weights, stats)"
+        ) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from vlastack.errors import require
+
+    require("websockets", "serve", "the policy server")
+    require("msgpack", "serve", "the policy server")
+    from vlastack.serving.server import run_server
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("vlastack.serving.ws").setLevel(logging.WARNING)  # per-connection chatter
+    api_key = args.api_key or os.environ.get("VLASTACK_API_KEY") or None
+    if args.host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
+        logging.getLogger("vlastack.serving").warning(
+            "serving on %s without an API key: anyone who can reach this port can drive the robot",
+            args.host,
+        )
+    policy = _load_policy(args)
+    max_frame = None if args.max_frame_mb is None else int(args.max_frame_mb * 1024 * 1024)
+    try:
+        run_server(
+            policy,
+            host=args.host,
+            port=args.port,
+            api_key=api_key,
+            max_frame_bytes=max_frame,
+            batch_window_ms=args.batch_window_ms,
+        )
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {args.host}:{args.port} ({exc.strerror}); pick another --port"
+        ) from None
+    return 0
