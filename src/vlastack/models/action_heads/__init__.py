@@ -1,1 +1,76 @@
-"""vlastack.models.action_heads."""
+"""Action heads: every head maps context tokens to a (B, H, A) chunk of normalized actions.
+
+``ACTION_HEADS`` maps a name to ``build(cfg, *, context_dim, action_dim, action_horizon)`` where
+``cfg`` is the head's ``<Name>Config`` dataclass, a dict of its fields, or None (defaults).
+Adding a head = one new module + one ``ACTION_HEADS.add`` line; the contract tests pick it up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from vlastack.models.action_heads import act, bins, diffusion, fast, flow_matching, l1
+from vlastack.models.action_heads.act import ACTHead, ACTHeadConfig
+from vlastack.models.action_heads.base import ActionHead
+from vlastack.models.action_heads.bins import BinsHead, BinsHeadConfig
+from vlastack.models.action_heads.diffusion import DiffusionHead, DiffusionHeadConfig
+from vlastack.models.action_heads.fast import FastHead, FastHeadConfig
+from vlastack.models.action_heads.flow_matching import (
+    FlowMatchingHead,
+    FlowMatchingHeadConfig,
+    FlowPrefixCache,
+)
+from vlastack.models.action_heads.l1 import L1Head, L1HeadConfig
+from vlastack.registry import Registry
+
+HeadBuilder = Callable[..., ActionHead]
+
+ACTION_HEADS: Registry[HeadBuilder] = Registry("action head")
+ACTION_HEADS.add(
+    "bins", bins.build, "256-bin per-dimension classification, parallel (RT-1/OpenVLA)"
+)
+ACTION_HEADS.add(
+    "bins_ar", bins.build_autoregressive, "256-bin tokens decoded autoregressively (RT-2/OpenVLA)"
+)
+ACTION_HEADS.add(
+    "fast", fast.build, "FAST DCT+BPE tokens, autoregressive greedy decoding (π0-FAST)"
+)
+ACTION_HEADS.add("l1", l1.build, "parallel decoding + MLP-ResNet, L1 regression (OpenVLA-OFT)")
+ACTION_HEADS.add("mlp", l1.build, "alias of 'l1' (OpenVLA-OFT parallel L1 regression)")
+ACTION_HEADS.add(
+    "diffusion", diffusion.build, "DDPM ε-prediction, DDIM/DDPM sampling (Diffusion Policy)"
+)
+ACTION_HEADS.add(
+    "flow_matching", flow_matching.build, "π0 flow-matching action expert over a cached prefix"
+)
+ACTION_HEADS.add("act", act.build, "CVAE chunk head, L1 + KL, z=0 at inference (ACT)")
+
+
+def build_action_head(
+    name: str, cfg: Any = None, *, context_dim: int, action_dim: int, action_horizon: int
+) -> ActionHead:
+    """Look up ``name`` (did-you-mean on typos) and build it."""
+    return ACTION_HEADS.get(name)(
+        cfg, context_dim=context_dim, action_dim=action_dim, action_horizon=action_horizon
+    )
+
+
+__all__ = [
+    "ACTION_HEADS",
+    "ACTHead",
+    "ACTHeadConfig",
+    "ActionHead",
+    "BinsHead",
+    "BinsHeadConfig",
+    "DiffusionHead",
+    "DiffusionHeadConfig",
+    "FastHead",
+    "FastHeadConfig",
+    "FlowMatchingHead",
+    "FlowMatchingHeadConfig",
+    "FlowPrefixCache",
+    "L1Head",
+    "L1HeadConfig",
+    "build_action_head",
+]

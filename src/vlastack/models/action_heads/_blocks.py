@@ -1,0 +1,222 @@
+"""Shared transformer pieces for the action heads: attention with precomputed keys/values,
+pre-norm blocks with optional cross-attention and FiLM, learned-query decoders, and masking helpers.
+
+Written here (instead of ``nn.TransformerDecoder``) because the heads need keys/values of the
+context computed once per chunk and reused across denoising steps / decoding steps (π0's prefix
+KV cache idea), and per-token KV caches for greedy autoregressive decoding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlastack.errors import ConfigError
+
+KV = tuple[torch.Tensor, torch.Tensor]  # (B, heads, N, head_dim) each
+
+
+class Attention(nn.Module):
+    """Multi-head attention whose keys/values may be projected once and reused."""
+
+    def __init__(self, dim: int, num_heads: int, kv_dim: int | None = None) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ConfigError(f"width {dim} must be divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(kv_dim or dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, D) → (B, heads, N, hd)
+        B, N, _ = x.shape
+        return x.view(B, N, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def project_kv(self, x: torch.Tensor) -> KV:
+        k, v = self.kv(x).chunk(2, dim=-1)
+        return self._split(k), self._split(v)
+
+    def forward(self, x: torch.Tensor, kv: KV, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, L, D) queries; kv from ``project_kv``; mask broadcastable to (B, 1, L, N), True=attend."""
+        q = self._split(self.q(x))
+        o = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask)
+        B, _, L, _ = o.shape
+        return self.out(o.transpose(1, 2).reshape(B, L, -1))
+
+
+class MLP(nn.Sequential):
+    def __init__(self, dim: int, hidden: int, out: int | None = None) -> None:
+        super().__init__(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, out or dim))
+
+
+class Block(nn.Module):
+    """Pre-norm block: self-attention → optional cross-attention → MLP.
+
+    With ``cond_dim`` each sub-layer's LayerNorm output is FiLM-modulated, x·(1+γ)+β, with γ, β
+    from the conditioning vector (Perez et al. 1709.07871; DiT-style adaLN).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        cross: bool = False,
+        cond_dim: int = 0,
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.self_attn = Attention(dim, num_heads)
+        self.cross_attn = Attention(dim, num_heads) if cross else None
+        self.norm2 = nn.LayerNorm(dim) if cross else None
+        self.norm3 = nn.LayerNorm(dim)
+        self.mlp = MLP(dim, int(dim * mlp_ratio))
+        n_mod = 3 if cross else 2
+        self.film = nn.Linear(cond_dim, 2 * n_mod * dim) if cond_dim else None
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        self_mask: torch.Tensor | None = None,
+        cross_kv: KV | None = None,
+        cross_mask: torch.Tensor | None = None,
+        cond: torch.Tensor | None = None,
+        cache: list[KV] | None = None,
+    ) -> torch.Tensor:
+        """``cache`` (a 1-element list) holds this layer's past self-attention K/V for incremental
+        causal decoding: new K/V are appended and every new query sees all cached positions."""
+        mods: list[torch.Tensor] = []
+        if self.film is not None and cond is not None:
+            mods = list(
+                self.film(cond).unsqueeze(1).chunk(len(self.film.weight) // x.shape[-1], -1)
+            )
+
+        def mod(h: torch.Tensor, i: int) -> torch.Tensor:
+            return h * (1 + mods[2 * i]) + mods[2 * i + 1] if mods else h
+
+        h = mod(self.norm1(x), 0)
+        kv = self.self_attn.project_kv(h)
+        if cache is not None:
+            if cache:
+                kv = (torch.cat([cache[0][0], kv[0]], 2), torch.cat([cache[0][1], kv[1]], 2))
+                cache[0] = kv
+            else:
+                cache.append(kv)
+        x = x + self.self_attn(h, kv, self_mask)
+        i = 1
+        if self.cross_attn is not None and self.norm2 is not None:
+            assert cross_kv is not None, "cross-attention block needs cross_kv"
+            x = x + self.cross_attn(mod(self.norm2(x), i), cross_kv, cross_mask)
+            i += 1
+        return x + self.mlp(mod(self.norm3(x), i))
+
+
+class CrossDecoder(nn.Module):
+    """A stack of ``Block``s that cross-attend to a context whose K/V are computed once."""
+
+    def __init__(
+        self,
+        width: int,
+        depth: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        cond_dim: int = 0,
+    ) -> None:
+        super().__init__()
+        self.context_norm = nn.LayerNorm(width)
+        self.blocks = nn.ModuleList(
+            Block(width, num_heads, mlp_ratio, cross=True, cond_dim=cond_dim) for _ in range(depth)
+        )
+        self.final_norm = nn.LayerNorm(width)
+
+    def context_kv(self, context: torch.Tensor) -> list[KV]:
+        """Per-layer cross-attention K/V of the (already width-projected) context."""
+        c = self.context_norm(context)
+        out: list[KV] = []
+        for b in self.blocks:
+            assert isinstance(b, Block) and b.cross_attn is not None
+            out.append(b.cross_attn.project_kv(c))
+        return out
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        kvs: list[KV],
+        context_mask: torch.Tensor,
+        self_mask: torch.Tensor | None = None,
+        cond: torch.Tensor | None = None,
+        caches: list[list[KV]] | None = None,
+    ) -> torch.Tensor:
+        cross_mask = context_mask[:, None, None, :]
+        for i, blk in enumerate(self.blocks):
+            x = blk(
+                x, self_mask, kvs[i], cross_mask, cond, caches[i] if caches is not None else None
+            )
+        return self.final_norm(x)
+
+
+def causal_mask(length: int, device: torch.device) -> torch.Tensor:
+    return torch.ones(length, length, dtype=torch.bool, device=device).tril()
+
+
+def fill_padded_actions(actions: torch.Tensor, action_is_pad: torch.Tensor) -> torch.Tensor:
+    """Replace padded steps by the last valid step before them (zeros if none), (B, H, A).
+
+    Heads whose inputs see the whole chunk (diffusion, flow, FAST, AR bins) would otherwise let the
+    padded values leak into the loss of valid steps; repeating the last action is also what the
+    data pipeline's edge padding looks like, so the model sees familiar chunks.
+    """
+    valid = ~action_is_pad
+    H = actions.shape[1]
+    idx = torch.where(
+        valid, torch.arange(H, device=actions.device), torch.zeros_like(valid, dtype=torch.long)
+    )
+    idx = torch.cummax(idx, dim=1).values
+    filled = actions.gather(1, idx[..., None].expand_as(actions))
+    any_valid_before = torch.cummax(valid.to(torch.long), dim=1).values.bool()
+    return torch.where(any_valid_before[..., None], filled, torch.zeros_like(actions))
+
+
+def loss_weights(
+    action_is_pad: torch.Tensor, action_dim_mask: torch.Tensor | None, action_dim: int
+) -> torch.Tensor:
+    """(B, H, A) float weights: 1 on valid steps × valid dims."""
+    w = (~action_is_pad).to(torch.float32)[..., None].expand(-1, -1, action_dim)
+    if action_dim_mask is not None:
+        w = w * action_dim_mask.to(torch.float32)[:, None, :]
+    return w
+
+
+def masked_mean(err: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Σ err·w / max(Σ w, 1) over all but the batch dim → (B,)."""
+    dims = tuple(range(1, err.dim()))
+    return (err * w).sum(dims) / w.sum(dims).clamp(min=1.0)
+
+
+def masked_mean_pool(context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+    m = context_mask.to(context.dtype)[..., None]
+    return (context * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def config_from(cls: type, cfg: Any) -> Any:
+    """Accept a config dataclass instance or a dict; unknown keys are an error naming them."""
+    if cfg is None:
+        return cls()
+    if isinstance(cfg, cls):
+        return cfg
+    if not isinstance(cfg, dict):
+        raise ConfigError(
+            f"{cls.__name__}: expected a dict or {cls.__name__}, got {type(cfg).__name__}"
+        )
+    names = {f.name for f in dataclasses.fields(cls)}
+    extra = sorted(set(cfg) - names - {"name", "type"})
+    if extra:
+        raise ConfigError(
+            f"{cls.__name__}: unknown field(s) {extra}; known fields: {sorted(names)}"
+        )
+    return cls(**{k: v for k, v in cfg.items() if k in names})

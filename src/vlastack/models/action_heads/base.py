@@ -1,0 +1,73 @@
+"""Base class of every action head: the (context, mask) → action-chunk contract of ARCHITECTURE.md.
+
+A head maps prefix tokens ``context`` (B, N, D) with ``context_mask`` (B, N) (True = valid) to a
+chunk of ``action_horizon`` normalized actions of size ``action_dim``. ``loss`` returns one value per
+sample (B,) so the training loop can weight or mask samples; padded steps (``action_is_pad``) and
+padded action dims (``action_dim_mask`` False) never contribute.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vlastack.errors import ConfigError
+
+
+class ActionHead(nn.Module):
+    """Common plumbing: sizes, a context projection to the head width, and input checks."""
+
+    def __init__(self, context_dim: int, action_dim: int, action_horizon: int, width: int) -> None:
+        super().__init__()
+        for name, v in (
+            ("context_dim", context_dim),
+            ("action_dim", action_dim),
+            ("action_horizon", action_horizon),
+            ("width", width),
+        ):
+            if int(v) < 1:
+                raise ConfigError(f"action head: {name} must be >= 1, got {v}")
+        self.context_dim = int(context_dim)
+        self.action_dim = int(action_dim)
+        self.action_horizon = int(action_horizon)
+        self.width = int(width)
+        self.context_proj = nn.Linear(self.context_dim, self.width)
+
+    def _check(self, context: torch.Tensor, context_mask: torch.Tensor, actions=None) -> None:
+        if context.dim() != 3 or context.shape[-1] != self.context_dim:
+            raise ConfigError(
+                f"{type(self).__name__}: context must be (B, N, {self.context_dim}), "
+                f"got {tuple(context.shape)}; check the projector output width (context_dim)."
+            )
+        if context_mask.shape != context.shape[:2]:
+            raise ConfigError(
+                f"{type(self).__name__}: context_mask must be {tuple(context.shape[:2])}, "
+                f"got {tuple(context_mask.shape)}"
+            )
+        if actions is not None and tuple(actions.shape[1:]) != (
+            self.action_horizon,
+            self.action_dim,
+        ):
+            raise ConfigError(
+                f"{type(self).__name__}: actions must be (B, {self.action_horizon}, {self.action_dim}) "
+                f"(action_horizon, action_dim), got {tuple(actions.shape)}; match the dataset's "
+                "embodiment spec and the recipe's action_horizon."
+            )
+
+    def loss(
+        self,
+        context: torch.Tensor,
+        context_mask: torch.Tensor,
+        actions: torch.Tensor,
+        action_is_pad: torch.Tensor,
+        action_dim_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sample_actions(
+        self,
+        context: torch.Tensor,
+        context_mask: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        raise NotImplementedError

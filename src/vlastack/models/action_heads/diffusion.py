@@ -1,0 +1,140 @@
+"""Diffusion Policy head (Chi et al. 2303.04137): DDPM ε-prediction, DDIM or DDPM sampling.
+
+Denoiser: a small transformer over the H noisy action tokens that cross-attends to the context
+and is FiLM-conditioned on [timestep embedding, pooled context] (DP-T with DP-C's FiLM). Schedules
+and steps are the pure functions of ``functional.noise_schedules`` / ``functional.diffusion_sampling``
+(diffusers-equivalent); defaults are DP's: 100 train steps, squaredcos_cap_v2, clip_sample, and
+DDIM with 10 inference steps. Context K/V are projected once per chunk, not once per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlastack.errors import ConfigError
+from vlastack.functional.diffusion_sampling import q_sample, sample_loop
+from vlastack.functional.flow_matching import sincos_time_embedding
+from vlastack.functional.noise_schedules import make_alphas_cumprod
+from vlastack.models.action_heads._blocks import (
+    CrossDecoder,
+    config_from,
+    fill_padded_actions,
+    loss_weights,
+    masked_mean,
+    masked_mean_pool,
+)
+from vlastack.models.action_heads.base import ActionHead
+
+
+@dataclass
+class DiffusionHeadConfig:
+    width: int = 256
+    depth: int = 4
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    num_train_timesteps: int = 100
+    beta_schedule: str = "squaredcos_cap_v2"
+    sampler: str = "ddim"
+    num_inference_steps: int = 10
+    clip_sample: bool = True
+
+
+class DiffusionHead(ActionHead):
+    """ε-prediction DDPM over action chunks."""
+
+    def __init__(
+        self,
+        context_dim: int,
+        action_dim: int,
+        action_horizon: int,
+        width: int = 256,
+        depth: int = 4,
+        num_heads: int = 4,
+        mlp_ratio: float = 4.0,
+        num_train_timesteps: int = 100,
+        beta_schedule: str = "squaredcos_cap_v2",
+        sampler: str = "ddim",
+        num_inference_steps: int = 10,
+        clip_sample: bool = True,
+    ) -> None:
+        super().__init__(context_dim, action_dim, action_horizon, width)
+        if sampler not in ("ddim", "ddpm"):
+            raise ConfigError(f"diffusion head: sampler must be 'ddim' or 'ddpm', got {sampler!r}")
+        if not 1 <= num_inference_steps <= num_train_timesteps:
+            raise ConfigError(
+                f"diffusion head: num_inference_steps must be in [1, {num_train_timesteps}] "
+                f"(num_train_timesteps), got {num_inference_steps}"
+            )
+        self.num_train_timesteps = num_train_timesteps
+        self.sampler = sampler
+        self.num_inference_steps = num_inference_steps
+        self.clip_sample = clip_sample
+        self.register_buffer(
+            "alphas_cumprod",
+            make_alphas_cumprod(beta_schedule, num_train_timesteps),
+            persistent=False,
+        )
+        self.action_in = nn.Linear(action_dim, width)
+        self.pos_emb = nn.Parameter(torch.randn(action_horizon, width) * 0.02)
+        self.time_mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
+        self.cond_mlp = nn.Sequential(nn.SiLU(), nn.Linear(2 * width, width))
+        self.decoder = CrossDecoder(width, depth, num_heads, mlp_ratio, cond_dim=width)
+        self.action_out = nn.Linear(width, action_dim)
+
+    def _prefix(self, context, context_mask):
+        c = self.context_proj(context)
+        return self.decoder.context_kv(c), masked_mean_pool(c, context_mask)
+
+    def predict_noise(self, x_t, t, kvs, pooled, context_mask) -> torch.Tensor:
+        """ε̂(x_t, t | context); ``t`` (B,) integer timesteps."""
+        temb = self.time_mlp(
+            sincos_time_embedding(t.float(), self.width, 1.0, 10000.0).to(x_t.dtype)
+        )
+        cond = self.cond_mlp(torch.cat([temb, pooled], -1))
+        h = self.decoder(self.action_in(x_t) + self.pos_emb, kvs, context_mask, cond=cond)
+        return self.action_out(h)
+
+    def loss(self, context, context_mask, actions, action_is_pad, action_dim_mask=None):
+        self._check(context, context_mask, actions)
+        B = actions.shape[0]
+        x0 = fill_padded_actions(actions, action_is_pad)
+        t = torch.randint(0, self.num_train_timesteps, (B,), device=actions.device)
+        noise = torch.randn_like(x0)
+        x_t = q_sample(x0, noise, t, self.alphas_cumprod)
+        kvs, pooled = self._prefix(context, context_mask)
+        err = F.mse_loss(
+            self.predict_noise(x_t, t, kvs, pooled, context_mask), noise, reduction="none"
+        )
+        return masked_mean(err, loss_weights(action_is_pad, action_dim_mask, self.action_dim))
+
+    @torch.no_grad()
+    def sample_actions(self, context, context_mask, generator=None, num_inference_steps=None):
+        self._check(context, context_mask)
+        B = context.shape[0]
+        kvs, pooled = self._prefix(context, context_mask)
+        x_T = torch.randn(
+            (B, self.action_horizon, self.action_dim), generator=generator, device=context.device
+        )
+
+        def eps_fn(x: torch.Tensor, t: int) -> torch.Tensor:
+            tt = torch.full((B,), t, device=x.device, dtype=torch.long)
+            return self.predict_noise(x, tt, kvs, pooled, context_mask)
+
+        return sample_loop(
+            eps_fn,
+            x_T,
+            self.alphas_cumprod,
+            num_inference_steps or self.num_inference_steps,
+            self.sampler,
+            self.clip_sample,
+            generator,
+        )
+
+
+def build(cfg=None, *, context_dim: int, action_dim: int, action_horizon: int) -> DiffusionHead:
+    c = config_from(DiffusionHeadConfig, cfg)
+    return DiffusionHead(context_dim, action_dim, action_horizon, **vars(c))

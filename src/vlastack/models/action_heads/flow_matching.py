@@ -1,0 +1,272 @@
+"""π0 flow-matching action expert (Black et al. 2410.24164; openpi ``pi0.py``), π0.5 adaRMS option.
+
+The expert is a transformer over the suffix [state token (optional), H action tokens]. In every
+layer its queries attend jointly to the prefix (context) keys/values and to the suffix, under the
+blockwise-causal mask of ``functional.attention_masks.make_attn_mask`` (prefix ar=0, state ar=1,
+first action ar=1, other actions 0). The prefix K/V are per-layer projections of the context,
+computed ONCE per chunk (``prefix_cache``) and reused by every Euler step, like π0's KV cache.
+Convention: t=1 noise, t=0 data; see ``functional.flow_matching``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlastack.errors import ConfigError
+from vlastack.functional.attention_masks import make_attn_mask
+from vlastack.functional.flow_matching import (
+    euler_integrate,
+    interpolate,
+    sample_time,
+    sincos_time_embedding,
+    target_velocity,
+)
+from vlastack.models.action_heads._blocks import (
+    KV,
+    MLP,
+    Attention,
+    config_from,
+    fill_padded_actions,
+    loss_weights,
+    masked_mean,
+)
+from vlastack.models.action_heads.base import ActionHead
+
+
+@dataclass
+class FlowMatchingHeadConfig:
+    width: int = 256
+    depth: int = 4
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    num_steps: int = 10
+    time_conditioning: str = "concat"  # "concat" (π0) | "adarms" (π0.5)
+    state_dim: int = 0  # > 0 adds π0's state token; then pass ``state`` (B, state_dim)
+
+
+class RMSNorm(nn.Module):
+    """Gemma RMSNorm x/rms(x)·(1 + w); with ``cond_dim`` it is π0.5's adaRMSNorm:
+    scale, shift, gate = Linear(cond); out = x/rms(x)·(1 + scale) + shift, and the caller gates the
+    residual branch with ``gate``."""
+
+    def __init__(self, dim: int, cond_dim: int = 0) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(dim))
+        # openpi zero-initialises this projection; a small normal init keeps gradients flowing to
+        # the gated branches from the first step (with gate≡0 they would get none).
+        self.mod = nn.Linear(cond_dim, 3 * dim) if cond_dim else None
+        if self.mod is not None:
+            nn.init.normal_(self.mod.weight, std=0.02)
+            nn.init.zeros_(self.mod.bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None):
+        normed = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+        if self.mod is None or cond is None:
+            return normed * (1 + self.weight), None
+        scale, shift, gate = self.mod(cond).unsqueeze(1).chunk(3, -1)
+        return normed * (1 + scale) + shift, gate
+
+
+class ExpertLayer(nn.Module):
+    """One action-expert layer with its own projection of the prefix into keys/values."""
+
+    def __init__(self, width: int, num_heads: int, mlp_ratio: float, cond_dim: int) -> None:
+        super().__init__()
+        self.norm1 = RMSNorm(width, cond_dim)
+        self.attn = Attention(width, num_heads)
+        self.prefix_norm = RMSNorm(width)
+        self.prefix_kv = nn.Linear(width, 2 * width)  # the prefix's own K/V weights (π0: the VLM's)
+        self.norm2 = RMSNorm(width, cond_dim)
+        self.mlp = MLP(width, int(width * mlp_ratio))
+
+    def project_prefix(self, prefix: torch.Tensor) -> KV:
+        k, v = self.prefix_kv(self.prefix_norm(prefix)[0]).chunk(2, -1)
+        return self.attn._split(k), self.attn._split(v)
+
+    def forward(self, x, prefix_kv: KV, mask, cond):
+        h, gate = self.norm1(x, cond)
+        k, v = self.attn.project_kv(h)
+        kv = (torch.cat([prefix_kv[0], k], 2), torch.cat([prefix_kv[1], v], 2))
+        y = self.attn(h, kv, mask)
+        x = x + (y * gate if gate is not None else y)
+        h, gate = self.norm2(x, cond)
+        y = self.mlp(h)
+        return x + (y * gate if gate is not None else y)
+
+
+@dataclass
+class FlowPrefixCache:
+    """Everything about the prefix the Euler steps reuse: per-layer K/V and the suffix→all mask."""
+
+    kvs: list[KV]
+    mask: torch.Tensor  # (B, 1, S, N + S) bool
+    state_token: torch.Tensor | None  # (B, 1, W)
+
+
+class FlowMatchingHead(ActionHead):
+    """π0 action expert: flow matching, Euler sampling over a cached prefix."""
+
+    def __init__(
+        self,
+        context_dim: int,
+        action_dim: int,
+        action_horizon: int,
+        width: int = 256,
+        depth: int = 4,
+        num_heads: int = 4,
+        mlp_ratio: float = 4.0,
+        num_steps: int = 10,
+        time_conditioning: str = "concat",
+        state_dim: int = 0,
+    ) -> None:
+        super().__init__(context_dim, action_dim, action_horizon, width)
+        if time_conditioning not in ("concat", "adarms"):
+            raise ConfigError(
+                f"flow_matching head: time_conditioning must be 'concat' (π0) or 'adarms' (π0.5), "
+                f"got {time_conditioning!r}"
+            )
+        if num_steps < 1:
+            raise ConfigError(f"flow_matching head: num_steps must be >= 1, got {num_steps}")
+        self.num_steps = num_steps
+        self.time_conditioning = time_conditioning
+        self.state_dim = state_dim
+        self.action_in = nn.Linear(action_dim, width)
+        if time_conditioning == "concat":
+            self.action_time_mlp = nn.Sequential(
+                nn.Linear(2 * width, width), nn.SiLU(), nn.Linear(width, width)
+            )
+            cond_dim = 0
+        else:
+            self.time_mlp = nn.Sequential(
+                nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU()
+            )
+            cond_dim = width
+        self.state_in = nn.Linear(state_dim, width) if state_dim > 0 else None
+        self.layers = nn.ModuleList(
+            ExpertLayer(width, num_heads, mlp_ratio, cond_dim) for _ in range(depth)
+        )
+        self.final_norm = RMSNorm(width, cond_dim)
+        self.action_out = nn.Linear(width, action_dim)
+
+    # ---- prefix (once per chunk) ----------------------------------------------------------
+    def prefix_cache(
+        self, context: torch.Tensor, context_mask: torch.Tensor, state: torch.Tensor | None = None
+    ) -> FlowPrefixCache:
+        self._check(context, context_mask)
+        B, N = context_mask.shape
+        prefix = self.context_proj(context)
+        kvs = [layer.project_prefix(prefix) for layer in self.layers]  # type: ignore[operator]
+        H = self.action_horizon
+        if self.state_in is not None:
+            if state is None or state.shape != (B, self.state_dim):
+                raise ConfigError(
+                    f"flow_matching head: state_dim={self.state_dim} needs state (B, {self.state_dim}), "
+                    f"got {None if state is None else tuple(state.shape)}"
+                )
+            state_token = self.state_in(state)[:, None]
+            suffix_ar = [1, 1] + [0] * (H - 1)
+        else:
+            state_token = None
+            suffix_ar = [1] + [0] * (H - 1)
+        S = len(suffix_ar)
+        ar = torch.tensor([0] * N + suffix_ar, device=context.device)
+        valid = torch.cat([context_mask, context_mask.new_ones(B, S)], 1)
+        mask = make_attn_mask(valid, ar)[:, N:, :]  # suffix rows only: the prefix is not recomputed
+        return FlowPrefixCache(kvs, mask[:, None], state_token)
+
+    # ---- one velocity evaluation (what every Euler / guided step runs) ---------------------
+    def velocity(self, x_t: torch.Tensor, t: torch.Tensor, cache: FlowPrefixCache) -> torch.Tensor:
+        """v_θ(x_t, t) (B, H, A) for times ``t`` (B,) in the openpi convention (1 = noise)."""
+        temb = sincos_time_embedding(t, self.width, 4e-3, 4.0).to(x_t.dtype)
+        a = self.action_in(x_t)
+        if self.time_conditioning == "concat":
+            tokens = self.action_time_mlp(torch.cat([a, temb[:, None].expand_as(a)], -1))
+            cond = None
+        else:
+            tokens, cond = a, self.time_mlp(temb)
+        if cache.state_token is not None:
+            tokens = torch.cat([cache.state_token, tokens], 1)
+        for layer, kv in zip(self.layers, cache.kvs):
+            tokens = layer(tokens, kv, cache.mask, cond)
+        h, _ = self.final_norm(tokens, cond)
+        return self.action_out(h[:, -self.action_horizon :])
+
+    # ---- contract -------------------------------------------------------------------------
+    def loss(self, context, context_mask, actions, action_is_pad, action_dim_mask=None, state=None):
+        self._check(context, context_mask, actions)
+        A = fill_padded_actions(actions, action_is_pad)
+        noise = torch.randn_like(A)
+        t = sample_time(A.shape[0], device=A.device)
+        x_t = interpolate(A, noise, t)
+        v = self.velocity(x_t, t, self.prefix_cache(context, context_mask, state))
+        err = F.mse_loss(v, target_velocity(A, noise), reduction="none")
+        return masked_mean(err, loss_weights(action_is_pad, action_dim_mask, self.action_dim))
+
+    def _noise(self, B: int, device, generator) -> torch.Tensor:
+        shape = (B, self.action_horizon, self.action_dim)
+        return torch.randn(shape, generator=generator, device=device)
+
+    @torch.no_grad()
+    def sample_actions(
+        self, context, context_mask, generator=None, noise=None, num_steps=None, state=None
+    ):
+        cache = self.prefix_cache(context, context_mask, state)
+        x1 = (
+            noise if noise is not None else self._noise(context.shape[0], context.device, generator)
+        )
+        return euler_integrate(
+            lambda x, t: self.velocity(x, t, cache), x1, num_steps or self.num_steps
+        )
+
+    def sample_actions_guided(
+        self,
+        context: torch.Tensor,
+        context_mask: torch.Tensor,
+        prev_actions: torch.Tensor,
+        weights: torch.Tensor,
+        max_guidance_weight: float = 5.0,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
+        num_steps: int | None = None,
+        state: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Real-time chunking guided sampling (Black, Galliker, Levine 2506.07339, REFERENCE §3.6).
+
+        ``prev_actions`` (B, H, A): the previous chunk's leftover aligned to this chunk's steps;
+        ``weights`` (H,) or (B, H): 1 on the frozen prefix, decaying to 0 (soft mask). Written in
+        the openpi convention τ (1 = noise); with kinetix time s = 1 − τ the rule is
+        Â = x − τ·v, g = (∂Â/∂x)ᵀ[(Y − Â)·W], w = min(((1−s)/s)·(s² + (1−s)²)/(1−s)², β),
+        and the guided openpi velocity is v − w·g. One VJP per step.
+        """
+        cache = self.prefix_cache(context, context_mask, state)
+        n = num_steps or self.num_steps
+        x = noise if noise is not None else self._noise(context.shape[0], context.device, generator)
+        W = weights.to(x.dtype)
+        W = (W[None] if W.dim() == 1 else W)[..., None]
+        dt = -1.0 / n
+        for k in range(n):
+            tau = 1.0 + k * dt
+            t = torch.full((x.shape[0],), tau, device=x.device, dtype=x.dtype)
+            with torch.enable_grad():
+                xg = x.detach().requires_grad_(True)
+                v = self.velocity(xg, t, cache)
+                a_hat = xg - tau * v
+                err = (prev_actions - a_hat) * W
+                (g,) = torch.autograd.grad(a_hat, xg, grad_outputs=err.detach())
+            s = 1.0 - tau
+            if s <= 0.0:
+                w = max_guidance_weight
+            else:
+                r2_inv = (s * s + (1 - s) ** 2) / (1 - s) ** 2
+                w = min((1 - s) / s * r2_inv, max_guidance_weight)
+            x = (x + dt * (v.detach() - w * g)).detach()
+        return x
+
+
+def build(cfg=None, *, context_dim: int, action_dim: int, action_horizon: int) -> FlowMatchingHead:
+    c = config_from(FlowMatchingHeadConfig, cfg)
+    return FlowMatchingHead(context_dim, action_dim, action_horizon, **vars(c))
