@@ -286,10 +286,14 @@ class EpisodeRunner:
 
         env_s = 0.0
         t0 = time.perf_counter()
-        obs, _info = env.reset(seed=job.seed)
+        obs, reset_info = env.reset(seed=job.seed)
         env_s += time.perf_counter() - t0
         policy.reset()
-        state0 = np.asarray(obs.get("observation.state", np.zeros(0)), dtype=np.float32)
+        # Fingerprint of the initial simulator state (the privileged one when the env exposes
+        # it: the policy's state may not include object poses).
+        state0 = np.asarray(
+            reset_info.get("raw_obs", obs.get("observation.state", np.zeros(0))), dtype=np.float32
+        )
         init_sha = hashlib.sha256(np.round(state0, 5).tobytes()).hexdigest()[:16]
         instruction = str(getattr(env, "instruction", obs.get("task", "")))
         cam_key = _image_key(env, obs)

@@ -1,0 +1,144 @@
+"""``vlastack eval CHECKPOINT --env metaworld/mt10``: closed-loop evaluation with a manifest.
+
+Writes a results folder (manifest.json, episodes.jsonl, summary.json, videos/) and prints the
+success table; ``--manifest FILE`` repeats a previous run's exact protocol.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    parts = text.lower().replace("x", ",").split(",")
+    try:
+        if len(parts) == 1:
+            return int(parts[0]), int(parts[0])
+        h, w = (int(p) for p in parts)
+        return h, w
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"image size {text!r}: give one number (128) or HxW (128x160)"
+        ) from None
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="evaluate a checkpoint in simulation (success ± 95% CI, smoothness, latency, videos)",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("checkpoint", nargs="?", help="checkpoint folder (optional with --manifest)")
+    p.add_argument("--env", help="task or suite, e.g. metaworld/mt10 or metaworld/reach-v3")
+    p.add_argument("--episodes-per-task", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="worker processes (0 = in-process)")
+    p.add_argument(
+        "--execute-horizon",
+        type=int,
+        default=None,
+        help="actions executed per predicted chunk (default: the checkpoint's recommendation)",
+    )
+    p.add_argument("--ensemble", action="store_true", help="ACT temporal ensembling")
+    p.add_argument("--max-steps", type=int, default=None, help="default: the env's limit")
+    p.add_argument("--image-size", type=_image_size, default=(128, 128), help="H or HxW")
+    p.add_argument("--camera", default=None, help="default: the env's default camera")
+    p.add_argument("--videos-per-task", type=int, default=1, help="episodes filmed per task")
+    p.add_argument(
+        "--action-remap",
+        choices=["strict", "pad"],
+        default="strict",
+        help="on an embodiment mismatch: fail (strict) or zero-pad/truncate actions and state",
+    )
+    p.add_argument(
+        "--allow-mismatch",
+        action="store_true",
+        help="alias of --action-remap pad",
+    )
+    p.add_argument("--episode-timeout", type=float, default=None, help="seconds per episode")
+    p.add_argument("--out", default=None, help="results folder (default results/<checkpoint>)")
+    p.add_argument("--label", default=None, help="name of this run in reports")
+    p.add_argument("--manifest", default=None, help="re-run the exact protocol of this manifest")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vlastack.errors import ConfigError
+    from vlastack.evaluation.manifest import evaluate_manifest
+    from vlastack.evaluation.rollout import evaluate
+
+    if args.manifest:
+        out = args.out or str(Path(args.manifest).resolve().parent) + "-rerun"
+        results = evaluate_manifest(
+            args.manifest,
+            out_dir=out,
+            checkpoint=args.checkpoint,
+            workers=args.workers,
+            progress=not args.no_progress,
+        )
+    else:
+        if not args.checkpoint or not args.env:
+            raise ConfigError("vlastack eval needs CHECKPOINT and --env (or --manifest FILE)")
+        out = args.out or str(Path("results") / Path(args.checkpoint).resolve().name)
+        results = evaluate(
+            args.checkpoint,
+            args.env,
+            episodes_per_task=args.episodes_per_task,
+            seed=args.seed,
+            workers=args.workers,
+            execute_horizon=args.execute_horizon,
+            ensemble=args.ensemble,
+            max_steps=args.max_steps,
+            image_size=args.image_size,
+            camera=args.camera,
+            video_episodes_per_task=args.videos_per_task,
+            out_dir=out,
+            action_remap="pad" if args.allow_mismatch else args.action_remap,
+            label=args.label,
+            episode_timeout_s=args.episode_timeout,
+            progress=not args.no_progress,
+        )
+    print_summary(results.summary)
+    print(f"results: {out}  (vlastack report {out} --out {out}/report.html)")
+    return 0
+
+
+def _fmt(x: Any, pct: bool = False, nd: int = 1) -> str:
+    if x is None:
+        return "-"
+    return f"{100 * x:.{nd}f}" if pct else f"{x:.{nd}f}"
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{summary['run']['label']} on {summary['run']['env']}")
+    for col in ("task", "success %", "95% CI", "n", "errors", "steps→success", "jerk", "jump"):
+        table.add_column(col, justify="left" if col == "task" else "right")
+    rows = list(summary["per_task"].items()) + [("overall", summary["overall"])]
+    for name, a in rows:
+        table.add_row(
+            name,
+            _fmt(a["success_rate"], pct=True),
+            f"{_fmt(a['ci95_low'], True)}–{_fmt(a['ci95_high'], True)}",
+            str(a["completed"]),
+            str(a["errors"]),
+            _fmt(a["steps_to_success_mean"]),
+            _fmt(a["mean_squared_jerk"], nd=4),
+            _fmt(a["chunk_jump"], nd=3),
+        )
+    console = Console()
+    console.print(table)
+    lat = summary["overall"]["latency"]
+    mem = summary["overall"]
+    console.print(
+        f"latency per chunk p50/p95/p99: {_fmt(lat['p50_ms'])}/{_fmt(lat['p95_ms'])}/"
+        f"{_fmt(lat['p99_ms'])} ms · peak RSS {_fmt(mem['peak_rss_mb'], nd=0)} MB · "
+        f"{_fmt(summary['timing']['steps_per_s'], nd=0)} env steps/s"
+    )
