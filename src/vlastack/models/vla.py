@@ -1,0 +1,510 @@
+"""The VLA: vision encoder → projector → language backbone → action head, as one ``nn.Module``.
+
+Prefix tokens are [image tokens per camera and frame, language tokens (a decoder LM) or one pooled
+instruction embedding, one state token]; the action head reads them as ``context``. Options follow
+the survey's design axes: FiLM (RT-1), gradient insulation and an auxiliary discrete-token loss
+(π0.5 knowledge insulation, Driess et al. 2505.23705), action bins as the last 256 LM tokens
+(RT-2 / OpenVLA), and RT-H's language-motion hierarchy. Batches are already normalized.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlastack.errors import ConfigError, DataError
+from vlastack.functional.action_tokenization import (
+    actions_to_token_ids,
+    bin_index,
+    token_ids_to_actions,
+)
+from vlastack.models.bitlinear import ternarize_
+from vlastack.models.common import freeze_, make_config, masked_mean
+from vlastack.models.language import LANGUAGE_BACKBONES, build_language
+from vlastack.models.language.language_motion import label_motions, motion_vocabulary
+from vlastack.models.projectors import PROJECTORS, build_projector
+from vlastack.models.vision import VISION_ENCODERS, MultiCameraEncoder, build_vision_encoder
+
+TERNARY_PARTS = ("vision", "language", "projector", "head", "trunk")
+AUX_TOKEN_LOSSES = ("bins",)
+
+
+@dataclass
+class VLAConfig:
+    """Everything needed to build a VLA; stored as ``config.json`` in a checkpoint."""
+
+    action_dim: int = 2
+    action_horizon: int = 8
+    obs_horizon: int = 1
+    state_dim: int = 0  # 0 = no state token
+    cameras: list[str] = field(default_factory=lambda: ["main"])  # [] = no images
+    image_size: tuple[int, int] = (96, 96)  # (H, W) of every camera
+    width: int = 128  # context width D when there is no decoder LM (else the LM's hidden size)
+    vision: str = "small_cnn"
+    vision_kwargs: dict[str, Any] = field(default_factory=dict)
+    shared_vision: bool = True  # one encoder for all cameras, else one copy per camera
+    vision_pooled: bool = False  # one token per camera-frame instead of all spatial tokens
+    projector: str = "mlp"
+    projector_kwargs: dict[str, Any] = field(default_factory=dict)
+    language: str = "minilm"
+    language_kwargs: dict[str, Any] = field(default_factory=dict)
+    film: bool = False  # FiLM-condition the vision encoder on the instruction embedding (RT-1)
+    trunk_layers: int = 0  # transformer layers over the prefix when there is no decoder LM (Octo)
+    trunk_heads: int = 4
+    head: str = "flow_matching"
+    head_kwargs: dict[str, Any] = field(default_factory=dict)
+    freeze_vision: bool = False
+    freeze_language: bool = False  # MiniLM is always frozen
+    insulate_head: bool = False  # the head reads context.detach() (π0.5 knowledge insulation)
+    aux_token_loss: str | None = None  # "bins": discrete-token CE trains the backbone path
+    aux_loss_weight: float = 1.0
+    action_tokens_in_lm: bool = False  # RT-2/OpenVLA: actions as the LM's last 256 token ids
+    num_action_bins: int = 256
+    motion_hierarchy: bool = False  # RT-H: predict a language motion, condition the head on it
+    motion_threshold: float = 0.2
+    motion_loss_weight: float = 1.0
+    gripper_index: int | None = None
+    ternary: list[str] = field(default_factory=list)  # parts to swap to BitLinear (BitVLA)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["image_size"] = list(self.image_size)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> VLAConfig:
+        cfg = make_config(cls, dict(d), "model config")
+        cfg.image_size = (int(cfg.image_size[0]), int(cfg.image_size[1]))
+        cfg.cameras = list(cfg.cameras)
+        return cfg
+
+    def validate(self) -> None:
+        for name in ("action_dim", "action_horizon", "obs_horizon"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"model config: {name} must be >= 1, got {getattr(self, name)}")
+        if self.state_dim < 0:
+            raise ConfigError(f"model config: state_dim must be >= 0, got {self.state_dim}")
+        if len(self.image_size) != 2 or min(self.image_size) < 8:
+            raise ConfigError(
+                f"model config: image_size must be (H, W) >= 8, got {self.image_size}"
+            )
+        for reg, name, fld in (
+            (VISION_ENCODERS, self.vision, "vision"),
+            (PROJECTORS, self.projector, "projector"),
+            (LANGUAGE_BACKBONES, self.language, "language"),
+        ):
+            if name not in reg:
+                raise ConfigError(f"model config field '{fld}': {reg.unknown_message(name)}")
+        if self.aux_token_loss is not None and self.aux_token_loss not in AUX_TOKEN_LOSSES:
+            raise ConfigError(
+                f"model config: aux_token_loss must be one of {AUX_TOKEN_LOSSES} or None, "
+                f"got '{self.aux_token_loss}'"
+            )
+        if self.action_tokens_in_lm and self.language != "hf_causal_lm":
+            raise ConfigError("model config: action_tokens_in_lm needs language='hf_causal_lm'")
+        if self.action_tokens_in_lm and self.motion_hierarchy:
+            raise ConfigError(
+                "model config: motion_hierarchy with action_tokens_in_lm is not supported"
+            )
+        if self.film and self.language != "minilm":
+            raise ConfigError(
+                "model config: film=True needs a sentence-embedding language ('minilm')"
+            )
+        if self.film and not self.cameras:
+            raise ConfigError("model config: film=True needs at least one camera")
+        bad = [p for p in self.ternary if p not in TERNARY_PARTS]
+        if bad:
+            raise ConfigError(
+                f"model config: ternary parts {bad} unknown; choose from {TERNARY_PARTS}"
+            )
+
+
+def _build_head(
+    name: str, kwargs: dict[str, Any], context_dim: int, action_dim: int, action_horizon: int
+) -> nn.Module:
+    from vlastack.models import action_heads
+
+    registry = getattr(action_heads, "ACTION_HEADS", None)
+    if registry is None:
+        raise ConfigError(
+            "no action heads are registered (vlastack.models.action_heads.ACTION_HEADS missing)"
+        )
+    if name not in registry:
+        raise ConfigError(f"model config field 'head': {registry.unknown_message(name)}")
+    return registry.get(name)(
+        kwargs, context_dim=context_dim, action_dim=action_dim, action_horizon=action_horizon
+    )
+
+
+HeadBuilder = Callable[[str, dict[str, Any], int, int, int], nn.Module]
+
+
+class VLA(nn.Module):
+    """Composes the parts named in a ``VLAConfig``; ``loss(batch) -> (B,)``, ``sample_actions``."""
+
+    # Any: the three language kinds expose different helpers (encode / tokenize, embed, ...).
+    language: Any
+    motion_classifier: nn.Linear
+    motion_embed: nn.Embedding
+    head: Any  # an action head (vlastack.models.action_heads.base.ActionHead contract)
+
+    def __init__(self, cfg: VLAConfig, head_builder: HeadBuilder | None = None) -> None:
+        super().__init__()
+        cfg.validate()
+        self.config = cfg
+        self.language = build_language(cfg.language, cfg.language_kwargs)
+        self.lang_kind: str = self.language.kind
+        decoder = self.lang_kind == "decoder"
+        D = int(self.language.out_dim) if decoder else int(cfg.width)
+        self.context_dim = D
+        if cfg.freeze_language:
+            freeze_(self.language)
+        self.lang_proj = (
+            nn.Linear(self.language.out_dim, D) if self.lang_kind == "encoder" else None
+        )
+
+        self.vision: MultiCameraEncoder | None = None
+        self.projector: nn.Module | None = None
+        if cfg.cameras:
+            film_dim = int(self.language.out_dim) if cfg.film else 0
+            self.vision = MultiCameraEncoder(
+                lambda: build_vision_encoder(cfg.vision, cfg.vision_kwargs, film_dim=film_dim),
+                cfg.cameras,
+                cfg.obs_horizon,
+                (int(cfg.image_size[0]), int(cfg.image_size[1])),
+                shared=cfg.shared_vision,
+                pooled=cfg.vision_pooled,
+            )
+            if cfg.freeze_vision:
+                freeze_(self.vision)
+            self.projector = build_projector(
+                cfg.projector, cfg.projector_kwargs, self.vision.out_dim, D
+            )
+            self.camera_embed = nn.Parameter(torch.randn(len(cfg.cameras), D) * 0.02)
+            self.time_embed = nn.Parameter(torch.randn(cfg.obs_horizon, D) * 0.02)
+        self.state_proj = (
+            nn.Linear(cfg.obs_horizon * cfg.state_dim, D) if cfg.state_dim > 0 else None
+        )
+        self.trunk: nn.Module | None = None
+        if cfg.trunk_layers > 0 and not decoder:
+            layer = nn.TransformerEncoderLayer(
+                D, cfg.trunk_heads, 4 * D, dropout=0.0, batch_first=True, norm_first=True
+            )
+            self.trunk = nn.TransformerEncoder(layer, cfg.trunk_layers, enable_nested_tensor=False)
+
+        self.head = None
+        if not cfg.action_tokens_in_lm:
+            build = head_builder or _build_head
+            self.head = build(
+                cfg.head, dict(cfg.head_kwargs), D, cfg.action_dim, cfg.action_horizon
+            )
+        self.motion_vocab: list[str] = []
+        if cfg.motion_hierarchy:
+            self.motion_vocab = motion_vocabulary(cfg.action_dim, cfg.gripper_index)
+            self.motion_classifier = nn.Linear(D, len(self.motion_vocab))
+            self.motion_embed = nn.Embedding(len(self.motion_vocab), D)
+        self.aux_bins: nn.Module | None = None
+        if cfg.aux_token_loss == "bins" and not decoder:
+            self.aux_bins = nn.Linear(D, cfg.action_horizon * cfg.action_dim * cfg.num_action_bins)
+        if (
+            (cfg.action_tokens_in_lm or cfg.aux_token_loss)
+            and decoder
+            and self.language.vocab_size < cfg.num_action_bins
+        ):
+            raise ConfigError("the LM vocabulary is smaller than num_action_bins")
+        for part in cfg.ternary:
+            mod = self.head if part == "head" else getattr(self, part, None)
+            if mod is not None:
+                ternarize_(mod)
+
+    # ------------------------------------------------------------------ inputs
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _batch_size(self, batch: Mapping[str, Any]) -> int:
+        for key in ("action", "observation.state"):
+            if isinstance(batch.get(key), torch.Tensor):
+                return int(batch[key].shape[0])
+        for cam in self.config.cameras:
+            x = batch.get(f"observation.images.{cam}")
+            if isinstance(x, torch.Tensor):
+                return int(x.shape[0])
+        if "task" in batch:
+            return len(batch["task"])
+        raise DataError(
+            "cannot infer the batch size: the batch has no images, state, action or task"
+        )
+
+    def _tasks(self, batch: Mapping[str, Any], B: int) -> list[str]:
+        task = batch.get("task")
+        if task is None:
+            raise DataError(
+                f"batch has no 'task' (instruction strings); language '{self.config.language}' needs one per sample"
+            )
+        tasks = [task] * B if isinstance(task, str) else list(task)
+        if len(tasks) != B:
+            raise DataError(f"batch 'task' has {len(tasks)} strings for batch size {B}")
+        return tasks
+
+    def _state(self, batch: Mapping[str, Any], B: int) -> torch.Tensor:
+        cfg = self.config
+        x = batch.get("observation.state")
+        expected = f"(B, T={cfg.obs_horizon}, S={cfg.state_dim})"
+        if not isinstance(x, torch.Tensor):
+            raise DataError(
+                f"batch has no tensor 'observation.state' {expected}; set state_dim=0 to run without state"
+            )
+        if x.dim() != 3 or tuple(x.shape[1:]) != (cfg.obs_horizon, cfg.state_dim):
+            raise DataError(
+                f"'observation.state' has shape {tuple(x.shape)}, model expects {expected}: state_dim must "
+                "match the embodiment spec's state size and obs_horizon the dataset window."
+            )
+        return x.reshape(B, -1).to(self.device, torch.float32)
+
+    def _actions(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.config
+        a = batch.get("action")
+        if (
+            not isinstance(a, torch.Tensor)
+            or a.dim() != 3
+            or tuple(a.shape[1:]) != (cfg.action_horizon, cfg.action_dim)
+        ):
+            got = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
+            raise DataError(
+                f"'action' is {got}, model expects (B, action_horizon={cfg.action_horizon}, "
+                f"action_dim={cfg.action_dim}); match the embodiment spec's action size and the recipe's horizon."
+            )
+        pad = batch.get("action_is_pad")
+        if pad is None:
+            pad = torch.zeros(a.shape[:2], dtype=torch.bool)
+        return a.to(self.device, torch.float32), pad.to(self.device).bool()
+
+    # ------------------------------------------------------------------ prefix
+    def _image_tokens(
+        self, batch: Mapping[str, Any], film_cond: torch.Tensor | None
+    ) -> torch.Tensor:
+        assert self.vision is not None and self.projector is not None
+        feats = self.vision(batch, film_cond)  # (B, cams, T, n, D_enc)
+        B, C, T, n, _ = feats.shape
+        tok = self.projector(feats.flatten(0, 2))  # (B*C*T, n', D): reduce each frame on its own
+        tok = tok.view(B, C, T, tok.shape[1], -1)
+        tok = (
+            tok
+            + self.camera_embed[None, :, None, None, :]
+            + self.time_embed[None, None, :, None, :]
+        )
+        return tok.flatten(1, 3)
+
+    def _prefix_embeds(
+        self, batch: Mapping[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(B, N, D) prefix embeddings before any backbone, mask (B, N), and the instruction embedding."""
+        B = self._batch_size(batch)
+        dev = self.device
+        parts: list[torch.Tensor] = []
+        masks: list[torch.Tensor] = []
+        sentence = None
+        text = None
+        if self.lang_kind == "encoder":
+            sentence = self.language.encode(self._tasks(batch, B), device=dev)  # (B, 384)
+        elif self.lang_kind == "decoder":
+            ids, tmask = self.language.tokenize(self._tasks(batch, B), device=dev)
+            text = (self.language.embed(ids), tmask)
+        if self.vision is not None:
+            img = self._image_tokens(batch, sentence if self.config.film else None)
+            parts.append(img)
+            masks.append(torch.ones(img.shape[:2], dtype=torch.bool, device=dev))
+        if sentence is not None:
+            assert self.lang_proj is not None
+            parts.append(self.lang_proj(sentence).unsqueeze(1))
+            masks.append(torch.ones(B, 1, dtype=torch.bool, device=dev))
+        if text is not None:
+            parts.append(text[0])
+            masks.append(text[1])
+        if self.state_proj is not None:
+            parts.append(self.state_proj(self._state(batch, B)).unsqueeze(1))
+            masks.append(torch.ones(B, 1, dtype=torch.bool, device=dev))
+        if not parts:
+            raise ConfigError(
+                "model config gives the policy no input: no cameras, no language, state_dim=0"
+            )
+        return torch.cat(parts, 1), torch.cat(masks, 1), sentence
+
+    def encode_prefix(
+        self, batch: Mapping[str, Any], action_ids: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """-> context (B, N, D), context_mask (B, N), and (with ``action_ids`` (B, K), decoder only)
+        the LM logits (B, K, V) predicting those ids, teacher-forced after the prefix."""
+        x, mask, _ = self._prefix_embeds(batch)
+        if self.lang_kind == "decoder":
+            N = x.shape[1]
+            if action_ids is not None:
+                x = torch.cat([x, self.language.embed(action_ids)], 1)
+                mask = torch.cat([mask, torch.ones_like(action_ids, dtype=torch.bool)], 1)
+            hidden, _ = self.language.hidden_states(x, mask)
+            logits = None
+            if action_ids is not None:
+                # Position N-1+k predicts token k; the prefix never sees action tokens (causal mask).
+                logits = self.language.logits(hidden[:, N - 1 : N - 1 + action_ids.shape[1]])
+            return hidden[:, :N], mask[:, :N], logits
+        if self.trunk is not None:
+            x = self.trunk(x, src_key_padding_mask=~mask)
+        return x, mask, None
+
+    # ------------------------------------------------------------------ training
+    def _token_ce(
+        self,
+        logits: torch.Tensor,
+        ids: torch.Tensor,
+        is_pad: torch.Tensor,
+        dim_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        ce = F.cross_entropy(logits.transpose(1, 2), ids, reduction="none")  # (B, H*A)
+        w = (~is_pad).float().repeat_interleave(self.config.action_dim, dim=1)
+        if dim_mask is not None:
+            w = w * dim_mask.to(w).reshape(w.shape[0], -1).repeat(1, self.config.action_horizon)
+        return (ce * w).sum(1) / w.sum(1).clamp_min(1.0)
+
+    def motion_labels(self, actions: torch.Tensor, is_pad: torch.Tensor) -> torch.Tensor:
+        names = label_motions(
+            actions, self.config.motion_threshold, self.config.gripper_index, is_pad
+        )
+        index = {m: i for i, m in enumerate(self.motion_vocab)}
+        return torch.tensor([index[m] for m in names], device=actions.device)
+
+    def _with_motion(
+        self, ctx: torch.Tensor, mask: torch.Tensor, motion: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        tok = self.motion_embed(motion).unsqueeze(1)
+        return torch.cat([ctx, tok], 1), torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+
+    def loss(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        """Per-sample training loss (B,) on a normalized batch."""
+        cfg = self.config
+        actions, is_pad = self._actions(batch)
+        dim_mask = batch.get("action_dim_mask")
+        dim_mask = dim_mask.to(self.device) if isinstance(dim_mask, torch.Tensor) else None
+        decoder = self.lang_kind == "decoder"
+        vocab = self.language.vocab_size if decoder else 0
+        lm_tokens = decoder and (cfg.action_tokens_in_lm or cfg.aux_token_loss == "bins")
+        ids = (
+            actions_to_token_ids(actions, vocab, cfg.num_action_bins).flatten(1)
+            if lm_tokens
+            else None
+        )
+        ctx, mask, logits = self.encode_prefix(batch, ids)
+        if cfg.action_tokens_in_lm:
+            assert logits is not None and ids is not None
+            return self._token_ce(logits, ids, is_pad, dim_mask)
+        head_ctx = ctx.detach() if cfg.insulate_head else ctx
+        head_mask = mask
+        total = torch.zeros(actions.shape[0], device=self.device)
+        if cfg.motion_hierarchy:
+            labels = self.motion_labels(actions, is_pad)
+            motion_logits = self.motion_classifier(masked_mean(ctx, mask))
+            total = total + cfg.motion_loss_weight * F.cross_entropy(
+                motion_logits, labels, reduction="none"
+            )
+            head_ctx, head_mask = self._with_motion(head_ctx, mask, labels)  # teacher forcing
+        assert self.head is not None
+        kwargs = {"action_dim_mask": dim_mask} if dim_mask is not None else {}
+        total = total + self.head.loss(head_ctx, head_mask, actions, is_pad, **kwargs)
+        if cfg.aux_token_loss == "bins":
+            if logits is not None and ids is not None:
+                aux = self._token_ce(logits, ids, is_pad, dim_mask)
+            else:
+                assert self.aux_bins is not None
+                B = actions.shape[0]
+                aux_logits = self.aux_bins(masked_mean(ctx, mask)).view(B, -1, cfg.num_action_bins)
+                aux = self._token_ce(
+                    aux_logits, bin_index(actions, cfg.num_action_bins).flatten(1), is_pad, dim_mask
+                )
+            total = total + cfg.aux_loss_weight * aux
+        return total
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def predict_motions(self, batch: Mapping[str, Any]) -> list[str]:
+        """RT-H: the language motion the policy would condition on for each sample."""
+        if not self.config.motion_hierarchy:
+            raise ConfigError("predict_motions needs motion_hierarchy=True")
+        ctx, mask, _ = self.encode_prefix(batch)
+        idx = self.motion_classifier(masked_mean(ctx, mask)).argmax(-1)
+        return [self.motion_vocab[i] for i in idx.tolist()]
+
+    @torch.no_grad()
+    def _decode_action_tokens(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        cfg = self.config
+        x, mask, _ = self._prefix_embeds(batch)
+        vocab = self.language.vocab_size
+        lo = vocab - cfg.num_action_bins
+        hidden, cache = self.language.hidden_states(x, mask, use_cache=True)
+        logits = self.language.logits(hidden[:, -1])
+        ids = []
+        for k in range(cfg.action_horizon * cfg.action_dim):
+            nxt = logits[:, lo:].argmax(-1) + lo  # greedy, restricted to the action bins
+            ids.append(nxt)
+            if k + 1 == cfg.action_horizon * cfg.action_dim:
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+            hidden, cache = self.language.hidden_states(
+                self.language.embed(nxt[:, None]), mask, cache, use_cache=True
+            )
+            logits = self.language.logits(hidden[:, -1])
+        tokens = torch.stack(ids, 1)
+        return token_ids_to_actions(tokens, vocab, cfg.num_action_bins).view(
+            -1, cfg.action_horizon, cfg.action_dim
+        )
+
+    @torch.no_grad()
+    def sample_actions(
+        self, batch: Mapping[str, Any], generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """A normalized action chunk (B, action_horizon, action_dim)."""
+        if self.config.action_tokens_in_lm:
+            return self._decode_action_tokens(batch)
+        ctx, mask, _ = self.encode_prefix(batch)
+        if self.config.motion_hierarchy:
+            motion = self.motion_classifier(masked_mean(ctx, mask)).argmax(-1)
+            ctx, mask = self._with_motion(ctx, mask, motion)
+        assert self.head is not None
+        return self.head.sample_actions(ctx, mask, generator=generator)
+
+    # ------------------------------------------------------------------ groups
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by freeze group: ``vision``, ``projector`` (+ camera/time embeddings),
+        ``language`` (the LM or trunk, the instruction projection: the backbone), ``state``,
+        ``head`` (+ RT-H motion classifier, auxiliary bins). Every parameter is in exactly one."""
+        groups: dict[str, list[nn.Parameter]] = {
+            k: [] for k in ("vision", "language", "projector", "head", "state")
+        }
+        owner = {
+            "vision": "vision",
+            "projector": "projector",
+            "camera_embed": "projector",
+            "time_embed": "projector",
+            "language": "language",
+            "lang_proj": "language",
+            "trunk": "language",
+            "state_proj": "state",
+        }
+        for name, p in self.named_parameters():
+            groups[owner.get(name.split(".")[0], "head")].append(p)
+        return groups
+
+
+def build_vla(cfg: VLAConfig | Mapping[str, Any], head_builder: HeadBuilder | None = None) -> VLA:
+    """Build a ``VLA`` from a ``VLAConfig`` or its dict form (``config.json``)."""
+    if not isinstance(cfg, VLAConfig):
+        cfg = VLAConfig.from_dict(cfg)
+    return VLA(cfg, head_builder=head_builder)
+
+
+__all__ = ["VLA", "VLAConfig", "build_vla"]
