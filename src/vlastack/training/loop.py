@@ -1,0 +1,654 @@
+"""The one training loop: ``train(cfg) -> TrainResult``, readable top to bottom.
+
+It seeds everything, builds data + normalizer + model (from a recipe, or from a ``build``
+function given by the caller), checks the recipe fits the data, prints parameter counts and a
+memory estimate, then runs AdamW with warmup + cosine, gradient clipping and accumulation, EMA,
+bf16 autocast, DDP/FSDP, open-loop validation, a language probe, atomic checkpoints, and exact
+resume (data order and RNG restored). The model only needs ``loss(batch) -> (B,)`` and, for
+validation, ``sample_actions(batch) -> (B, H, A)``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from vlastack.embodiment import EmbodimentSpec
+from vlastack.errors import ConfigError, DataError, VlastackError
+from vlastack.training import adapters, checkpoint, distributed, probes
+from vlastack.training.config import TrainConfig
+from vlastack.training.logging import RunLogger
+from vlastack.training.optim import build_optimizer, build_scheduler
+
+Batch = dict[str, Any]
+
+
+class TrainingDivergedError(VlastackError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainingParts:
+    """What the loop trains on. ``build_parts`` makes these from a recipe and a dataset."""
+
+    model: nn.Module
+    train_dataset: Dataset
+    val_dataset: Dataset | None = None
+    normalizer: Any = None  # data.normalization.Normalizer (or None = batches already normalized)
+    embodiment: EmbodimentSpec | None = None
+    model_config: dict[str, Any] = field(default_factory=dict)
+    collate_fn: Callable[[list[Batch]], Batch] | None = None
+    tasks: list[str] = field(default_factory=list)  # distinct instructions, for the probe
+    action_names: list[str] | None = None
+    uses_language: bool = True
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    losses: list[float]  # one per optimizer step (mean over micro-batches and ranks)
+    last_checkpoint: Path | None
+    best_checkpoint: Path | None
+    val_metrics: dict[str, float]
+    language_probe: probes.LanguageProbe | None
+    stopped_by: str | None  # None (finished) | 'SIGTERM' | 'SIGINT' | 'max_minutes'
+    samples_per_s: float
+    param_counts: dict[str, tuple[int, int]]
+    memory: probes.MemoryEstimate | None
+
+
+class _LossModule(nn.Module):
+    """Routes ``forward`` to ``loss`` or ``sample_actions`` so DDP/FSDP hooks see every call."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model: Any = model
+
+    def forward(self, batch: Batch, sample: bool = False) -> torch.Tensor:
+        return self.model.sample_actions(batch) if sample else self.model.loss(batch)
+
+
+def train(
+    cfg: TrainConfig, build: Callable[[TrainConfig], TrainingParts] | None = None
+) -> TrainResult:
+    cfg.validate()
+    dist = distributed.init_distributed(cfg.distributed, cfg.device)
+    main = dist.is_main
+    say = print if main else (lambda *a, **k: None)
+    run_dir = Path(cfg.out_dir)
+    ckpt_root = run_dir / "checkpoints"
+
+    # ---- build: seed, data, model, adapters ------------------------------------------------
+    seed_everything(cfg.seed)
+    parts = (build or build_parts)(cfg)
+    check_fits(parts, cfg)
+    model: Any = parts.model
+    frozen = adapters.apply_freeze(model, cfg.freeze)
+    if cfg.lora is not None:
+        if dist.mode == "fsdp":
+            raise ConfigError("LoRA with --distributed=fsdp is not supported yet; use ddp")
+        wrapped_lora = adapters.apply_lora(
+            model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.target, cfg.lora.dropout
+        )
+        say(f"LoRA rank {cfg.lora.rank} on {len(wrapped_lora)} linear layers")
+    if frozen:
+        say(f"frozen: {len(frozen)} parameter tensors ({', '.join(cfg.freeze)})")
+    model.to(dist.device)
+    if parts.normalizer is not None and isinstance(parts.normalizer, nn.Module):
+        parts.normalizer.to(dist.device)
+    seed_everything(cfg.seed + 1000 * dist.rank)  # distinct noise per rank from here on
+
+    # ---- parameter counts and memory estimate, before the first step -----------------------
+    counts = adapters.count_parameters(model)
+    micro_bs = per_rank_batch(cfg, dist)
+    autocast = make_autocast(cfg.precision, dist.device, say)
+    probe_batch = first_batch(parts, micro_bs)
+    probe_in = probes.normalize_batch(parts.normalizer, probes.to_device(probe_batch, dist.device))
+
+    def probe_loss() -> torch.Tensor:
+        with autocast():
+            return model.loss(probe_in).float().mean()
+
+    memory = probes.estimate_memory(model, probe_loss)
+    say(format_param_counts(counts))
+    say(f"memory estimate per rank (micro-batch {micro_bs}):\n{memory.table()}")
+
+    # ---- optimizer, schedule, EMA, distributed wrapper --------------------------------------
+    lookup = adapters.group_lookup(model)
+    optimizer = build_optimizer(
+        model, cfg.lr, cfg.weight_decay, cfg.betas, lambda n: lookup.get(n, "other")
+    )
+    scheduler = build_scheduler(
+        optimizer, cfg.schedule, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio
+    )
+    ema = None
+    if cfg.ema_decay is not None:
+        if dist.mode == "fsdp":
+            raise ConfigError("EMA with --distributed=fsdp is not supported yet; use ddp")
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
+    net = distributed.wrap_model(_LossModule(model), dist)
+
+    # ---- resume or start fresh --------------------------------------------------------------
+    start_step, epoch, batch_in_epoch = 0, 0, 0
+    best_metric, best_path = math.inf, None
+    resume_rng = None
+    existing = checkpoint.list_step_dirs(ckpt_root)
+    if existing and not cfg.resume:
+        raise ConfigError(
+            f"{run_dir} already holds checkpoints ({existing[-1].name}); pass --resume to "
+            "continue that run, or choose another --out_dir"
+        )
+    if cfg.resume and existing:
+        st = checkpoint.load_resume_state(ckpt_root / "last")
+        ck = checkpoint.load_checkpoint(ckpt_root / "last")
+        model.load_state_dict(st.train_weights if st.train_weights is not None else ck.weights)
+        distributed.load_full_optimizer_state(net, optimizer, st.optimizer, dist)
+        scheduler.load_state_dict(st.scheduler)
+        if ema is not None and st.ema is not None:
+            ema.load_state_dict(st.ema)
+        start_step = st.step
+        epoch, batch_in_epoch = st.sampler["epoch"], st.sampler["batch_in_epoch"]
+        best_metric = float(st.extra.get("best_metric", math.inf))
+        if (ckpt_root / "best").exists():
+            best_path = checkpoint.resolve_checkpoint(ckpt_root / "best")
+        resume_rng = st.rng
+        say(f"resumed from {ck.path} at step {start_step}")
+    elif cfg.resume:
+        say(f"--resume: no checkpoint in {ckpt_root}; starting fresh")
+
+    logger = RunLogger(run_dir, cfg.log, enabled=main, config=cfg.to_dict())
+    if resume_rng is not None:
+        checkpoint.restore_rng(
+            resume_rng[dist.rank] if isinstance(resume_rng, list) else resume_rng
+        )
+
+    # ---- signals: SIGTERM / Ctrl-C write a checkpoint, then stop ----------------------------
+    stop_signal: list[str] = []
+    previous = install_stop_handlers(stop_signal)
+
+    def save(step: int, best: bool = False) -> Path | None:
+        weights_raw = distributed.full_model_state(net, dist)
+        weights_raw = {k.removeprefix("model."): v for k, v in weights_raw.items()}
+        rng = gather_rng(dist)
+        opt_state = distributed.full_optimizer_state(net, optimizer, dist)
+        if not main:
+            return None
+        deploy_src = ema.module if ema is not None else model
+        deploy = adapters.deploy_state_dict(deploy_src) if dist.mode != "fsdp" else weights_raw
+        differs = ema is not None or cfg.lora is not None
+        state = checkpoint.ResumeState(
+            step=step,
+            optimizer=opt_state,
+            scheduler=scheduler.state_dict(),
+            rng=rng,
+            sampler={"epoch": epoch, "batch_in_epoch": batch_in_epoch},
+            train_weights=weights_raw if differs else None,
+            ema=ema.state_dict() if ema is not None else None,
+            extra={"best_metric": best_metric if math.isfinite(best_metric) else None},
+        )
+        path = checkpoint.save_checkpoint(
+            ckpt_root,
+            step,
+            weights=deploy,
+            config=full_config(cfg, parts),
+            normalization=parts.normalizer.to_dict() if parts.normalizer is not None else {},
+            embodiment=parts.embodiment,
+            resume=state,
+        )
+        if best:
+            checkpoint.set_pointer(ckpt_root, "best", path.name)
+        checkpoint.prune_checkpoints(ckpt_root, cfg.keep_last)
+        return path
+
+    # ---- the loop ---------------------------------------------------------------------------
+    stream = batch_stream(parts, cfg, dist, micro_bs, epoch, batch_in_epoch)
+    bar = make_progress(cfg, start_step, main)
+    losses: list[float] = []
+    val_metrics: dict[str, float] = {}
+    probe: probes.LanguageProbe | None = None
+    last_path: Path | None = None
+    t_start = time.monotonic()
+    samples_seen = 0
+    train_s = 0.0
+    stopped_by: str | None = None
+    step = start_step
+    net.train()
+    try:
+        while step < cfg.steps:
+            t_step = time.monotonic()
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum = 0.0
+            nonfinite = False
+            bad_episodes: list[int] = []
+            for micro in range(cfg.grad_accum):
+                epoch, batch_in_epoch, raw = next(stream)
+                batch = probes.normalize_batch(parts.normalizer, probes.to_device(raw, dist.device))
+                sync = micro == cfg.grad_accum - 1 or dist.mode != "ddp"
+                with nullcontext() if sync else net.no_sync(), autocast():  # type: ignore[operator]
+                    loss = net(batch).float().mean()
+                if not torch.isfinite(loss):
+                    nonfinite = True
+                    bad_episodes += episode_indices(raw)
+                (loss / cfg.grad_accum).backward()
+                loss_sum += float(loss.detach())
+                samples_seen += micro_bs * dist.world_size
+            time_up = cfg.max_minutes is not None and (
+                time.monotonic() - t_start > 60 * cfg.max_minutes
+            )
+            nonfinite, stop_now = distributed.any_flag(
+                [nonfinite, bool(stop_signal) or time_up], dist
+            )
+            if nonfinite:
+                raise TrainingDivergedError(
+                    f"non-finite loss at step {step + 1} (batch episodes {sorted(set(bad_episodes))}"
+                    f"{' on this rank' if dist.enabled else ''}); stopped without updating. Last "
+                    f"good checkpoint: {last_path or 'none yet'}. Lower --lr, set --grad_clip, "
+                    "or inspect those episodes with `vlastack data doctor`"
+                )
+            grad_norm = (
+                float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+                if cfg.grad_clip is not None
+                else float("nan")
+            )
+            optimizer.step()
+            scheduler.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            step += 1
+            loss_mean = distributed.mean_scalar(loss_sum / cfg.grad_accum, dist)
+            losses.append(loss_mean)
+            train_s += time.monotonic() - t_step  # excludes validation and checkpoint time
+            sps = samples_seen / max(train_s, 1e-9)
+            lr = float(scheduler.get_last_lr()[0])
+            if bar is not None:
+                bar.set_postfix(loss=f"{loss_mean:.4f}", lr=f"{lr:.2e}", sps=f"{sps:.1f}")
+                bar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                logger.scalars(
+                    {
+                        "train/loss": loss_mean,
+                        "train/lr": lr,
+                        "train/grad_norm": grad_norm,
+                        "train/samples_per_s": sps,
+                        "train/epoch": float(epoch),
+                    },
+                    step,
+                )
+
+            is_last = step == cfg.steps
+            improved = False
+            if (cfg.val_every and step % cfg.val_every == 0) or is_last:
+                val_metrics, probe = validate(
+                    cfg, parts, net, ema, model, dist, autocast, step, logger
+                )
+                metric = val_metrics.get("val/action_mse", math.nan)
+                if math.isfinite(metric) and metric < best_metric:
+                    best_metric, improved = metric, True
+            if stop_now:
+                stopped_by = stop_signal[0] if stop_signal else "max_minutes"
+            if (cfg.save_every and step % cfg.save_every == 0) or is_last or improved or stop_now:
+                last_path = save(step, best=improved) or last_path
+                if improved and main:
+                    best_path = last_path
+            if stop_now:
+                say(f"\nstopped by {stopped_by} at step {step}; checkpoint {last_path}")
+                break
+    finally:
+        restore_handlers(previous)
+        if bar is not None:
+            bar.close()
+        logger.close()
+    distributed.barrier(dist)
+    distributed.cleanup(dist)
+    return TrainResult(
+        run_dir=run_dir,
+        step=step,
+        losses=losses,
+        last_checkpoint=last_path,
+        best_checkpoint=best_path,
+        val_metrics=val_metrics,
+        language_probe=probe,
+        stopped_by=stopped_by,
+        samples_per_s=samples_seen / max(train_s, 1e-9),
+        param_counts=counts,
+        memory=memory,
+    )
+
+
+# ---- validation ---------------------------------------------------------------------------
+
+
+def validate(
+    cfg: TrainConfig,
+    parts: TrainingParts,
+    net: nn.Module,
+    ema: Any,
+    model: nn.Module,
+    dist: distributed.DistInfo,
+    autocast: Callable[[], AbstractContextManager],
+    step: int,
+    logger: RunLogger,
+) -> tuple[dict[str, float], probes.LanguageProbe | None]:
+    """Open-loop action error on held-out episodes, the plot, and the language probe."""
+    if parts.val_dataset is None or len(parts.val_dataset) == 0:  # type: ignore[arg-type]
+        return {}, None
+    # FSDP needs every rank in the forward; DDP/single-process validate on rank 0 only.
+    if dist.mode != "fsdp" and not dist.is_main:
+        return {}, None
+    eval_model: Any = ema.module if ema is not None else model
+    sample_fn: Callable[[Batch], torch.Tensor]
+    if dist.mode == "fsdp":
+
+        def sample_fn(b: Batch) -> torch.Tensor:
+            return net(b, sample=True)
+    else:
+        sample_fn = eval_model.sample_actions
+    was_training = net.training
+    net.eval()
+    eval_model.eval()
+    loader = DataLoader(
+        parts.val_dataset,
+        batch_size=cfg.batch_size,
+        shuffle=False,
+        num_workers=0,
+        collate_fn=parts.collate_fn,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    result = probes.open_loop_eval(
+        sample_fn,
+        parts.normalizer,
+        loader,
+        dist.device,
+        cfg.val_batches,
+        seed=cfg.seed,
+        autocast=autocast,
+        trace_episodes=cfg.val_episodes,
+    )
+    metrics = result.metrics()
+    probe = None
+    if parts.uses_language:
+        first = next(iter(loader))
+        probe = probes.language_sensitivity(
+            sample_fn, parts.normalizer, first, dist.device, parts.tasks, cfg.seed, autocast
+        )
+        if probe is not None:
+            metrics.update(probe.metrics())
+    net.train(was_training)
+    eval_model.train(was_training)
+    if not dist.is_main:
+        return metrics, probe
+    logger.scalars(metrics, step)
+    plot_path = Path(cfg.out_dir) / "val" / f"open_loop_step{step}.png"
+    fig = probes.plot_open_loop(result, plot_path, parts.action_names)
+    if fig is not None:
+        logger.figure("val/open_loop", fig, step)
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    dims = " ".join(f"{v:.4g}" for v in result.mse_per_dim[:8])
+    print(
+        f"\nstep {step} open-loop val: action MSE {metrics.get('val/action_mse', math.nan):.5g} "
+        f"(per dim: {dims}), L1 {metrics.get('val/action_l1', math.nan):.5g}; plot {plot_path}"
+    )
+    if probe is not None:
+        swap = f", swapped {probe.swap_delta:.4f}" if probe.swap_delta is not None else ""
+        print(f"language probe: |Δaction| blanked {probe.blank_delta:.4f}{swap}")
+        if probe.min_delta < cfg.language_probe_threshold:
+            print(
+                f"WARNING: policy may ignore language: predicted actions change by "
+                f"{probe.min_delta:.4f} < {cfg.language_probe_threshold} (normalized units) when "
+                "the instruction is blanked or swapped"
+            )
+    return metrics, probe
+
+
+# ---- data ---------------------------------------------------------------------------------
+
+
+def per_rank_batch(cfg: TrainConfig, dist: distributed.DistInfo) -> int:
+    if cfg.batch_size % dist.world_size:
+        raise ConfigError(
+            f"batch_size={cfg.batch_size} is not divisible by the {dist.world_size} processes; "
+            "batch_size is the global batch per micro-step"
+        )
+    return cfg.batch_size // dist.world_size
+
+
+def first_batch(parts: TrainingParts, batch_size: int) -> Batch:
+    n = min(batch_size, len(parts.train_dataset))  # type: ignore[arg-type]
+    collate = parts.collate_fn or torch.utils.data.default_collate
+    return collate([parts.train_dataset[i] for i in range(n)])
+
+
+def batch_stream(
+    parts: TrainingParts,
+    cfg: TrainConfig,
+    dist: distributed.DistInfo,
+    micro_bs: int,
+    epoch: int,
+    batch_in_epoch: int,
+) -> Iterator[tuple[int, int, Batch]]:
+    """Yield (epoch, batches consumed in this epoch, batch) forever, resumable mid-epoch.
+
+    The order is a pure function of (seed, epoch): ``DistributedSampler`` shards one shuffled
+    permutation across ranks, and the first ``batch_in_epoch`` batches are skipped on resume.
+    """
+    dataset = parts.train_dataset
+    while True:
+        sampler: DistributedSampler = DistributedSampler(
+            dataset,
+            num_replicas=dist.world_size,
+            rank=dist.rank,
+            shuffle=True,
+            seed=cfg.seed,
+            drop_last=True,
+        )
+        sampler.set_epoch(epoch)
+        indices = list(sampler)
+        num_batches = len(indices) // micro_bs
+        if num_batches == 0:
+            raise DataError(
+                f"the training split has {len(dataset)} samples, fewer than one batch of "  # type: ignore[arg-type]
+                f"{cfg.batch_size}; lower --batch_size or add episodes"
+            )
+        todo = indices[batch_in_epoch * micro_bs : num_batches * micro_bs]
+        loader = DataLoader(
+            dataset,
+            batch_size=micro_bs,
+            sampler=todo,
+            drop_last=True,
+            num_workers=cfg.num_workers,
+            collate_fn=parts.collate_fn,
+            # Worker seeds come from this generator, not the global RNG, so resume is exact.
+            generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch),
+            pin_memory=dist.device.type == "cuda",
+        )
+        for batch in loader:
+            batch_in_epoch += 1
+            yield epoch, batch_in_epoch, batch
+        epoch, batch_in_epoch = epoch + 1, 0
+
+
+def episode_indices(batch: Batch) -> list[int]:
+    e = batch.get("episode_index")
+    return [int(x) for x in torch.as_tensor(e).reshape(-1).tolist()] if e is not None else []
+
+
+# ---- building from a recipe ---------------------------------------------------------------
+
+
+def build_parts(cfg: TrainConfig) -> TrainingParts:
+    """Dataset(s), normalizer and model from ``cfg.recipe`` and ``cfg.data``."""
+    if not cfg.recipe:
+        raise ConfigError("no recipe given; run `vlastack list recipes` and pass one by name")
+    if not cfg.data:
+        raise ConfigError("no dataset given; pass --data PATH (a vlastack / LeRobot v3 dataset)")
+    from vlastack.data.dataset import DatasetReader, WindowedDataset, collate, split_episodes
+    from vlastack.data.normalization import Normalizer
+    from vlastack.models.vla import build_vla
+    from vlastack.recipes import get_recipe  # type: ignore[attr-defined]
+
+    if len(cfg.data) > 1:
+        raise ConfigError(
+            "several --data paths: mix them into one dataset first (data/mixture.py), or train "
+            "on one path"
+        )
+    root = Path(cfg.data[0])
+    reader = DatasetReader(root)
+    recipe = get_recipe(cfg.recipe, **cfg.model)
+    vla_cfg = adapt_model_config(recipe.model, reader.embodiment)
+    train_eps, val_eps = split_episodes(reader.num_episodes, cfg.val_fraction, cfg.seed)
+    train_ds = WindowedDataset(
+        root, vla_cfg.obs_horizon, vla_cfg.action_horizon, episodes=train_eps
+    )
+    val_ds = (
+        WindowedDataset(root, vla_cfg.obs_horizon, vla_cfg.action_horizon, episodes=val_eps)
+        if val_eps
+        else None
+    )
+    normalizer = Normalizer(
+        reader.stats, recipe.normalization, source=str(root / "meta/stats.json")
+    )
+    model = build_vla(vla_cfg)
+    tasks = sorted(set(getattr(reader, "tasks", []) or []))
+    from dataclasses import asdict
+
+    return TrainingParts(
+        model=model,
+        train_dataset=train_ds,
+        val_dataset=val_ds,
+        normalizer=normalizer,
+        embodiment=reader.embodiment,
+        model_config=asdict(vla_cfg),
+        collate_fn=collate,
+        tasks=tasks,
+        action_names=list(reader.embodiment.action.names),
+        uses_language=bool(getattr(vla_cfg, "language", None)),
+    )
+
+
+def adapt_model_config(model_cfg: Any, emb: EmbodimentSpec) -> Any:
+    """Fill dataset-dependent sizes (action/state dims, cameras) left unset by the recipe."""
+    return model_cfg
+
+
+def check_fits(parts: TrainingParts, cfg: TrainConfig) -> None:
+    """Clear errors, before any step, when the data cannot feed the model."""
+    n = len(parts.train_dataset)  # type: ignore[arg-type]
+    if n == 0:
+        raise DataError(
+            f"{cfg.data or 'dataset'}: the training split has no samples; the dataset is empty "
+            "or every episode is shorter than the horizons. Lower the horizons or add episodes"
+        )
+    if n < cfg.batch_size:
+        raise DataError(
+            f"{cfg.data or 'dataset'}: the training split has {n} windows but batch_size is "
+            f"{cfg.batch_size}; lower --batch_size or add episodes"
+        )
+    fits = getattr(parts.model, "check_batch", None)
+    if callable(fits):
+        fits(first_batch(parts, 1))
+
+
+# ---- small helpers ------------------------------------------------------------------------
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_autocast(
+    precision: str, device: torch.device, say: Callable[..., None]
+) -> Callable[[], AbstractContextManager]:
+    if precision == "fp32":
+        return nullcontext
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        say("bf16 is not supported on this GPU; training in fp32")
+        return nullcontext
+    return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def gather_rng(dist: distributed.DistInfo) -> Any:
+    """This rank's RNG state, or every rank's (list, rank order) when distributed."""
+    mine = checkpoint.capture_rng()
+    if not dist.enabled:
+        return mine
+    import torch.distributed as tdist
+
+    out: list[Any] = [None] * dist.world_size
+    tdist.all_gather_object(out, mine)
+    return out
+
+
+def full_config(cfg: TrainConfig, parts: TrainingParts) -> dict[str, Any]:
+    from vlastack import __version__
+
+    return {
+        "vlastack_version": __version__,
+        "recipe": cfg.recipe,
+        "train": cfg.to_dict(),
+        "model": parts.model_config,
+    }
+
+
+def format_param_counts(counts: dict[str, tuple[int, int]]) -> str:
+    lines = [f"{'group':<18}{'total':>14}{'trainable':>14}"]
+    for g, (total, trainable) in counts.items():
+        if g == "total":
+            continue
+        lines.append(f"{g:<18}{total:>14,}{trainable:>14,}")
+    total, trainable = counts["total"]
+    lines.append(f"{'total':<18}{total:>14,}{trainable:>14,}")
+    return "parameters:\n" + "\n".join("  " + ln for ln in lines)
+
+
+def make_progress(cfg: TrainConfig, start_step: int, main: bool) -> Any:
+    if not (cfg.progress and main):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=cfg.steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
+
+
+def install_stop_handlers(flag: list[str]) -> dict[int, Any]:
+    """SIGTERM / SIGINT set ``flag``; the loop saves and stops after the current step.
+
+    A second Ctrl-C interrupts immediately (the usual escape hatch).
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if flag and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        flag.append(name)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.signal(sig, handler)
+    return previous
+
+
+def restore_handlers(previous: dict[int, Any]) -> None:
+    for sig, h in previous.items():
+        signal.signal(sig, h)
