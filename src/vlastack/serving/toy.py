@@ -170,3 +170,107 @@ def example_observation(
     if prompt is not None:
         obs["prompt"] = prompt
     return obs
+
+
+class GaussianVelocity:
+    """Exact flow velocity (openpi convention) when the data chunk is Gaussian: A ~ N(μ, Σ ⊗ I_A).
+
+    With x_t = (1−t)·A + t·ε: S_t = (1−t)²Σ + t²I, E[A|x] = μ + (1−t)ΣS⁻¹(x − (1−t)μ),
+    E[ε|x] = tS⁻¹(x − (1−t)μ), and v = E[ε − A | x] is linear in x — a toy on which RTC's guidance
+    can be checked exactly. mean (B, H, A) or (H, A); cov (H, H) over time, shared by action dims.
+    """
+
+    def __init__(self, mean, cov) -> None:
+        import torch
+
+        self.mean = torch.as_tensor(mean, dtype=torch.float64)
+        lam, u = torch.linalg.eigh(torch.as_tensor(cov, dtype=torch.float64))
+        self._lam, self._u = lam.clamp_min(1e-9), u
+
+    def velocity(self, x_t, t):
+        t_ = t.reshape(-1, 1, 1).to(x_t)  # (B, 1, 1)
+        mu = self.mean.to(x_t)
+        r = x_t - (1 - t_) * mu  # (B, H, A)
+        r_eig = self._u.T.to(x_t) @ r  # eigenbasis of Σ over time
+        lam = self._lam.to(x_t).view(1, -1, 1)
+        s_inv_r = r_eig / ((1 - t_) ** 2 * lam + t_**2)
+        e_eps = t_ * s_inv_r
+        e_a = (1 - t_) * lam * s_inv_r
+        return self._u.to(x_t) @ (e_eps - e_a) - mu
+
+
+def smooth_cov(action_horizon: int, sigma: float, length_ticks: float) -> np.ndarray:
+    """σ² · exp(−(i−j)²/(2ℓ²)) + jitter: smooth per-chunk model error over the chunk's steps."""
+    i = np.arange(action_horizon)
+    cov = sigma**2 * np.exp(-((i[:, None] - i[None, :]) ** 2) / (2 * length_ticks**2))
+    return cov + 1e-6 * np.eye(action_horizon)
+
+
+class FlowTrackingPolicy:
+    """A flow-matching "policy" for the delay harness: chunks ~ N(target ahead, smooth error).
+
+    ``infer`` reads ``obs["time_s"]``, sets μ[i] = target(time_s + i/control_hz) and samples with
+    ``num_steps`` Euler steps of ``GaussianVelocity``; each chunk carries its own smooth random
+    error (std ``sigma``), so consecutive chunks disagree as a trained policy's do.
+    ``infer_guided`` samples the same way with RTC guidance. ``delay_s`` imitates network time.
+    """
+
+    def __init__(
+        self,
+        target,
+        control_hz: float,
+        action_horizon: int,
+        sigma: float = 0.05,
+        length_ticks: float | None = None,
+        num_steps: int = 10,
+        delay_s: float = 0.0,
+        seed: int = 0,
+        max_guidance_weight: float = 5.0,
+    ) -> None:
+        import torch
+
+        self.target = target
+        self.control_hz = control_hz
+        self.action_horizon = action_horizon
+        self.cov = smooth_cov(action_horizon, sigma, length_ticks or action_horizon / 4)
+        self.num_steps = num_steps
+        self.delay_s = delay_s
+        self.max_guidance_weight = max_guidance_weight
+        self._seed = seed
+        self._gen = torch.Generator().manual_seed(seed)
+        self.metadata = {"policy": "FlowTrackingPolicy", "action_horizon": action_horizon}
+
+    def reset(self) -> None:
+        self._gen.manual_seed(self._seed)
+
+    def _model(self, obs: dict):
+        time_s = float(obs["time_s"])
+        mean = np.stack(
+            [self.target(time_s + i / self.control_hz) for i in range(self.action_horizon)]
+        )
+        return GaussianVelocity(mean, self.cov), mean
+
+    def _sample(self, obs: dict, prev: np.ndarray | None, delay: int) -> dict:
+        import torch
+
+        from vlastack.serving.runtime import guided_flow_sample
+
+        t0 = time.perf_counter()
+        model, mean = self._model(obs)
+        noise = torch.randn((1, *mean.shape), generator=self._gen, dtype=torch.float64)
+        prev_t = (
+            torch.zeros((0, mean.shape[1]), dtype=torch.float64)
+            if prev is None
+            else torch.as_tensor(prev)
+        )
+        gw = 0.0 if prev is None else self.max_guidance_weight
+        x = guided_flow_sample(model, noise, prev_t, delay, self.num_steps, max_guidance_weight=gw)
+        if self.delay_s > 0:
+            time.sleep(max(0.0, self.delay_s - (time.perf_counter() - t0)))
+        return {"actions": x[0].numpy()}
+
+    def infer(self, obs: dict) -> dict:
+        return self._sample(obs, None, 0)
+
+    def infer_guided(self, obs: dict, prev_actions: np.ndarray, inference_delay: int) -> dict:
+        return self._sample(obs, np.asarray(prev_actions, dtype=np.float64), inference_delay)
