@@ -188,6 +188,10 @@ def test_convert_robomimic_end_to_end(tmp_path, reader_cls):
     assert r.episode(1).tasks == ["lift the cube"]
     frames = r.decode_frames("observation.images.agentview", 0, np.array([0, 5]))
     assert frames.shape == (2, 16, 20, 3)
+    png = convert_hdf5(src, tmp_path / "png", progress=False, use_videos=False)
+    got = reader_cls(png).decode_frames("observation.images.agentview", 1, np.arange(9))
+    with h5py.File(src) as f:
+        np.testing.assert_array_equal(got, f["data/demo_1/obs/agentview_image"][()])  # lossless
     with pytest.raises(DataError, match="--overwrite"):
         convert_hdf5(src, dst, progress=False)
     convert_hdf5(src, dst, progress=False, overwrite=True, filter_key="valid")

@@ -123,3 +123,28 @@ def test_pooled_stats_padded_and_normalizable():
     assert torch.all(y[..., 4:].abs() < 1e-6)  # padded zeros stay zero
     with pytest.raises(DataError, match="cannot pool"):
         combine_vector_stats([a.stats["action"]], [1], 1)
+
+
+def test_two_real_datasets_with_different_robots(tmp_path):
+    pytest.importorskip("h5py", reason="h5py ([convert] extra) not installed")
+    pytest.importorskip("zarr", reason="zarr ([convert] extra) not installed")
+    from test_data_convert import make_aloha, make_zarr
+
+    from vlastack.data.convert.hdf5 import convert_hdf5
+    from vlastack.data.convert.zarr import convert_zarr
+    from vlastack.data.dataset import WindowedDataset, collate
+
+    pusht = convert_zarr(make_zarr(tmp_path / "p.zarr")[0], tmp_path / "pusht", progress=False)
+    aloha = convert_hdf5(make_aloha(tmp_path / "aloha"), tmp_path / "aloha_ds", progress=False)
+    a = WindowedDataset(pusht, obs_horizon=2, action_horizon=4)
+    b = WindowedDataset(aloha, obs_horizon=2, action_horizon=4)
+    mix = DatasetMixture([(a, 0.5), (b, 0.5)])
+    assert (mix.state_dim, mix.action_dim) == (14, 14)
+    s = mix[0]
+    assert s["action"].shape == (4, 14) and int(s["action_dim_mask"].sum()) == 2
+    assert s["observation.images.top_is_pad"].all() and not s["observation.images.img_is_pad"].any()
+    batch = collate([mix[i] for i in mix.sampler(num_samples=6, seed=0)])
+    assert batch["action"].shape == (6, 4, 14) and batch["state_dim_mask"].shape == (6, 14)
+    st = mix.stats
+    assert st["action"]["mean"].shape == (14,)
+    Normalizer(st, {"action": "mean_std", "observation.state": "mean_std"})

@@ -167,12 +167,14 @@ class DatasetMixture(Dataset):
     def stats(self) -> dict[str, dict[str, np.ndarray]]:
         """State/action stats pooled over the datasets and padded to the mixture's dims.
 
-        Each dataset must expose ``stats`` (feature -> stat -> array) as the reader does.
+        Each dataset must expose ``stats`` (feature -> stat -> array) or a ``reader`` that does.
         """
         per: list[Mapping[str, Mapping[str, Any]]] = []
         counts: list[int] = []
         for i, d in enumerate(self.datasets):
             st = getattr(d, "stats", None)
+            if st is None and hasattr(d, "reader"):  # WindowedDataset keeps its DatasetReader
+                st = d.reader.stats
             if st is None:
                 raise DataError(
                     f"mixture dataset {i} ({type(d).__name__}) exposes no .stats; "
