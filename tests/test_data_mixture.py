@@ -129,7 +129,6 @@ def test_two_real_datasets_with_different_robots(tmp_path):
     pytest.importorskip("h5py", reason="h5py ([convert] extra) not installed")
     pytest.importorskip("zarr", reason="zarr ([convert] extra) not installed")
     from test_data_convert import make_aloha, make_zarr
-
     from vlastack.data.convert.hdf5 import convert_hdf5
     from vlastack.data.convert.zarr import convert_zarr
     from vlastack.data.dataset import WindowedDataset, collate
