@@ -500,6 +500,33 @@ class VLA(nn.Module):
         return groups
 
 
+def config_for_embodiment(cfg: VLAConfig, emb: Any) -> VLAConfig:
+    """Copy of ``cfg`` with the dataset's sizes: action_dim, state_dim (kept 0 when the recipe uses
+    no state), camera names (kept [] for image-free recipes), image_size and gripper_index."""
+    out = dataclasses.replace(cfg)
+    out.action_dim = int(emb.action.dim)
+    if cfg.state_dim > 0:
+        out.state_dim = int(emb.state.dim)
+    if emb.action.gripper_index is not None:
+        out.gripper_index = int(emb.action.gripper_index)
+    if cfg.cameras:
+        if not emb.cameras:
+            raise ConfigError(
+                f"the model uses cameras {cfg.cameras} but the dataset's embodiment ({emb.robot_type}) "
+                "has none; pick a recipe without images or set cameras=[]"
+            )
+        sizes = {(c.height, c.width) for c in emb.cameras}
+        if len(sizes) > 1:
+            raise ConfigError(
+                f"cameras of '{emb.robot_type}' have different sizes {sorted(sizes)}; the model "
+                "needs one image_size: resize them to one size when converting the dataset"
+            )
+        out.cameras = [c.name for c in emb.cameras]
+        out.image_size = next(iter(sizes))
+    out.validate()
+    return out
+
+
 def build_vla(cfg: VLAConfig | Mapping[str, Any], head_builder: HeadBuilder | None = None) -> VLA:
     """Build a ``VLA`` from a ``VLAConfig`` or its dict form (``config.json``)."""
     if not isinstance(cfg, VLAConfig):
@@ -507,4 +534,4 @@ def build_vla(cfg: VLAConfig | Mapping[str, Any], head_builder: HeadBuilder | No
     return VLA(cfg, head_builder=head_builder)
 
 
-__all__ = ["VLA", "VLAConfig", "build_vla"]
+__all__ = ["VLA", "VLAConfig", "build_vla", "config_for_embodiment"]

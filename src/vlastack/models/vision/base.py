@@ -68,7 +68,7 @@ class MultiCameraEncoder(nn.Module):
         self.pooled = pooled
         n_copies = 1 if shared else len(self.cameras)
         self.encoders = nn.ModuleList([build_encoder() for _ in range(n_copies)])
-        enc = self.encoders[0]
+        enc: VisionEncoder = self.encoders[0]  # type: ignore[assignment]
         self.out_dim = enc.out_dim
         self.register_buffer(
             "mean", torch.tensor(enc.image_mean).view(1, 3, 1, 1), persistent=False
