@@ -9,7 +9,10 @@ export MUJOCO_GL ?= egl
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-slow lint bench install clean
+OPENPI_VENV := .venv-openpi
+OPENPI_STAMP := $(OPENPI_VENV)/.installed
+
+.PHONY: demo test test-slow lint bench install clean browser
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +25,19 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# The real robot-side client (openpi-client pins numpy<2), kept in its own small venv so the
+# protocol tests can run it unchanged against our server.
+$(OPENPI_STAMP):
+	test -x $(OPENPI_VENV)/bin/python || $(PYTHON) -m venv $(OPENPI_VENV)
+	$(OPENPI_VENV)/bin/python -m pip install -q openpi-client==0.1.2 typing_extensions
+	touch $(OPENPI_STAMP)
+
+# Headless Chromium for the report's browser test (Debian package; needs root, skipped otherwise).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+	  || echo "note: chromium not installed; the report browser test will be skipped"; }
+
 demo: $(STAMP)
 	$(VENV)/bin/vlastack demo
 
@@ -29,7 +45,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/mypy
 
-test: $(STAMP) lint
+test: $(STAMP) $(OPENPI_STAMP) browser lint
 	$(VENV)/bin/pytest -m "not slow" -q
 
 test-slow: $(STAMP)

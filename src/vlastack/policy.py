@@ -1,0 +1,283 @@
+"""Policy: a trained VLA plus its normalization, device and observation history, in numpy.
+
+``Policy.infer(obs) -> {"actions": (H, A)}`` is what simulators, the evaluation harness and the
+policy server call. It owns everything between raw robot observations and raw robot actions:
+image layout and size, observation history, normalization of state, un-normalization of actions.
+The model (``models/vla.py``) only ever sees normalized tensors; the server only sees ``Policy``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vlastack.embodiment import EmbodimentSpec
+from vlastack.errors import ConfigError, DataError, VlastackError
+
+
+class ObservationError(VlastackError):
+    """An observation sent to a policy is missing a key or has the wrong shape or dtype."""
+
+
+def _find(obs: Mapping[str, Any], candidates: list[str]) -> Any:
+    for key in candidates:
+        if key in obs:
+            return obs[key]
+        if "/" in key:  # nested dict style, e.g. images/cam_high
+            top, sub = key.split("/", 1)
+            inner = obs.get(top)
+            if isinstance(inner, Mapping) and sub in inner:
+                return inner[sub]
+    return None
+
+
+def image_to_chw_float(img: Any, name: str, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 HWC or CHW (or float in [0, 1]) -> float32 (C, H, W) in [0, 1] resized to ``size``."""
+    arr = np.asarray(img)
+    if arr.ndim != 3:
+        raise ObservationError(
+            f"observation {name!r}: expected an image of shape (H, W, 3) or (3, H, W), "
+            f"got shape {arr.shape}"
+        )
+    if arr.shape[-1] in (1, 3) and arr.shape[0] not in (1, 3):
+        arr = np.moveaxis(arr, -1, 0)
+    elif arr.shape[0] not in (1, 3):
+        raise ObservationError(
+            f"observation {name!r}: expected 3 colour channels first or last, got shape {arr.shape}"
+        )
+    if arr.dtype == np.uint8:
+        t = torch.from_numpy(np.ascontiguousarray(arr)).float().div_(255.0)
+    elif np.issubdtype(arr.dtype, np.floating):
+        t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    else:
+        raise ObservationError(
+            f"observation {name!r}: expected uint8 (0-255) or float (0-1) pixels, got {arr.dtype}"
+        )
+    if t.shape[0] == 1:
+        t = t.expand(3, -1, -1)
+    if tuple(t.shape[-2:]) != tuple(size):
+        t = F.interpolate(t[None], size=size, mode="bilinear", align_corners=False, antialias=True)[
+            0
+        ]
+    return t
+
+
+class Policy:
+    """A VLA ready to act: ``infer(obs)`` returns an action chunk in the robot's own units."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        normalizer: torch.nn.Module,
+        *,
+        cameras: list[str],
+        image_size: tuple[int, int],
+        obs_horizon: int,
+        action_horizon: int,
+        state_dim: int,
+        action_dim: int,
+        embodiment: EmbodimentSpec | None = None,
+        execute_horizon: int | None = None,
+        default_prompt: str = "",
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        source: str = "policy",
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.normalizer = normalizer.to(self.device)
+        self.cameras = list(cameras)
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.obs_horizon = int(obs_horizon)
+        self.action_horizon = int(action_horizon)
+        self.execute_horizon = int(execute_horizon or max(1, action_horizon // 2))
+        self.state_dim = int(state_dim)
+        self.action_dim = int(action_dim)
+        self.embodiment = embodiment
+        self.default_prompt = default_prompt
+        self.source = source
+        self.seed = int(seed)
+        self._generator = torch.Generator(device="cpu").manual_seed(self.seed)
+        self._history: deque[dict[str, torch.Tensor]] = deque(maxlen=self.obs_horizon)
+        self.last_latency_ms: float = 0.0
+
+    # ---- construction ------------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        *,
+        device: str = "cpu",
+        execute_horizon: int | None = None,
+        seed: int = 0,
+        expect_embodiment: EmbodimentSpec | None = None,
+    ) -> Policy:
+        from vlastack.data.normalization import Normalizer
+        from vlastack.models.vla import VLAConfig, build_vla
+        from vlastack.training.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(path, expect_embodiment=expect_embodiment)
+        model_d = ckpt.config.get("model")
+        if not isinstance(model_d, Mapping):
+            raise DataError(f"{ckpt.path}/config.json has no 'model' section; not a VLA checkpoint")
+        cfg = VLAConfig.from_dict(model_d)
+        model = build_vla(cfg)
+        missing, unexpected = model.load_state_dict(ckpt.weights, strict=False)
+        # Frozen pretrained parts (e.g. MiniLM) may be left out of the checkpoint on purpose;
+        # anything else missing means the weights belong to another architecture.
+        missing = [k for k in missing if not k.startswith(getattr(model, "external_prefixes", ()))]
+        if missing or unexpected:
+            raise DataError(
+                f"{ckpt.path}/model.safetensors does not fit the model in config.json: "
+                f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
+        normalizer = Normalizer.from_dict(
+            ckpt.normalization, source=f"{ckpt.path}/normalization.json"
+        )
+        train = ckpt.config.get("train", {}) or {}
+        return cls(
+            model,
+            normalizer,
+            cameras=list(cfg.cameras),
+            image_size=tuple(cfg.image_size),  # type: ignore[arg-type]
+            obs_horizon=cfg.obs_horizon,
+            action_horizon=cfg.action_horizon,
+            state_dim=cfg.state_dim,
+            action_dim=cfg.action_dim,
+            embodiment=ckpt.embodiment,
+            execute_horizon=execute_horizon or train.get("execute_horizon"),
+            device=device,
+            seed=seed,
+            source=str(ckpt.path),
+        )
+
+    # ---- protocol used by envs, evaluation and the server -------------------------------
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "action_horizon": self.action_horizon,
+            "execute_horizon": self.execute_horizon,
+            "obs_horizon": self.obs_horizon,
+            "action_dim": self.action_dim,
+            "state_dim": self.state_dim,
+            "cameras": self.cameras,
+            "image_size": list(self.image_size),
+            "embodiment": self.embodiment.to_dict() if self.embodiment else None,
+            "observation_keys": self.observation_keys(),
+        }
+
+    def observation_keys(self) -> list[str]:
+        keys = [f"observation.images.{c}" for c in self.cameras]
+        if self.state_dim:
+            keys.append("observation.state")
+        keys.append("task")
+        return keys
+
+    def reset(self) -> None:
+        """Forget the observation history (call at the start of every episode)."""
+        self._history.clear()
+        self._generator.manual_seed(self.seed)
+
+    def _parse(self, obs: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
+        if not isinstance(obs, Mapping):
+            raise ObservationError(f"observation must be a dict, got {type(obs).__name__}")
+        frame: dict[str, torch.Tensor] = {}
+        for cam in self.cameras:
+            img = _find(
+                obs,
+                [f"observation.images.{cam}", f"observation/{cam}", f"images/{cam}", cam],
+            )
+            if img is None:
+                raise ObservationError(
+                    f"observation is missing camera {cam!r}: send it as "
+                    f"'observation.images.{cam}' (uint8 HWC); got keys {sorted(obs)}"
+                )
+            frame[f"observation.images.{cam}"] = image_to_chw_float(img, cam, self.image_size)
+        if self.state_dim:
+            st = _find(obs, ["observation.state", "observation/state", "state"])
+            if st is None:
+                raise ObservationError(
+                    f"observation is missing 'observation.state' (float, {self.state_dim} values); "
+                    f"got keys {sorted(obs)}"
+                )
+            arr = np.asarray(st, dtype=np.float32).reshape(-1)
+            if arr.shape[0] != self.state_dim:
+                raise ObservationError(
+                    f"observation 'observation.state' has {arr.shape[0]} values, "
+                    f"expected {self.state_dim}"
+                )
+            frame["observation.state"] = torch.from_numpy(arr.copy())
+        prompt = _find(obs, ["task", "prompt"])
+        if isinstance(prompt, bytes):
+            prompt = prompt.decode()
+        if isinstance(prompt, np.ndarray):
+            prompt = str(prompt.item() if prompt.size == 1 else prompt)
+        if prompt is None:
+            prompt = self.default_prompt
+        return frame, str(prompt)
+
+    def _batch(self, frames: list[dict[str, torch.Tensor]], prompts: list[str]) -> dict[str, Any]:
+        batch: dict[str, Any] = {}
+        for key in frames[0]:
+            batch[key] = torch.stack([f[key] for f in frames]).to(self.device)
+        batch["task"] = prompts
+        return batch
+
+    def _window(self, frame: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Append to history and return (T, ...) tensors, padding by repeating the oldest frame."""
+        if not self._history:
+            for _ in range(self.obs_horizon - 1):
+                self._history.append(frame)
+        self._history.append(frame)
+        return {k: torch.stack([h[k] for h in self._history]) for k in frame}
+
+    @torch.no_grad()
+    def _predict(self, batch: dict[str, Any]) -> np.ndarray:
+        batch = self.normalizer.normalize(batch)
+        actions = self.model.sample_actions(batch, generator=self._generator)
+        actions = self.normalizer.unnormalize_actions(actions)
+        return actions.float().cpu().numpy()
+
+    def infer(self, obs: Mapping[str, Any]) -> dict[str, Any]:
+        """One observation (unbatched) -> {"actions": float32 (H, A), "policy_timing": {...}}."""
+        t0 = time.perf_counter()
+        frame, prompt = self._parse(obs)
+        window = self._window(frame)
+        actions = self._predict(self._batch([window], [prompt]))[0]
+        self.last_latency_ms = (time.perf_counter() - t0) * 1000.0
+        return {"actions": actions, "policy_timing": {"infer_ms": self.last_latency_ms}}
+
+    def infer_batch(self, observations: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Several independent single-frame observations (e.g. several server clients) at once.
+
+        History is not used here (each observation stands alone, obs_horizon frames repeated).
+        """
+        t0 = time.perf_counter()
+        frames, prompts = [], []
+        for obs in observations:
+            f, p = self._parse(obs)
+            frames.append({k: v[None].expand(self.obs_horizon, *v.shape) for k, v in f.items()})
+            prompts.append(p)
+        actions = self._predict(self._batch(frames, prompts))
+        ms = (time.perf_counter() - t0) * 1000.0
+        return [{"actions": a, "policy_timing": {"infer_ms": ms}} for a in actions]
+
+
+def check_policy_fits_env(policy: Policy, env_embodiment: EmbodimentSpec) -> None:
+    """Raise a ConfigError explaining how a policy's embodiment differs from an environment's."""
+    if policy.embodiment is None:
+        return
+    diffs = policy.embodiment.differences(env_embodiment)
+    if diffs:
+        raise ConfigError(
+            f"policy {policy.source} was trained for robot {policy.embodiment.robot_type!r} but the "
+            f"environment is {env_embodiment.robot_type!r}: {'; '.join(diffs)}. Retrain or "
+            "fine-tune on this robot, or pass --allow-mismatch to pad/truncate actions"
+        )
