@@ -12,7 +12,7 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,6 +20,9 @@ import torch.nn.functional as F
 
 from vlastack.embodiment import EmbodimentSpec
 from vlastack.errors import ConfigError, DataError, VlastackError
+
+if TYPE_CHECKING:
+    from vlastack.data.normalization import Normalizer
 
 
 class ObservationError(VlastackError):
@@ -74,8 +77,8 @@ class Policy:
 
     def __init__(
         self,
-        model: torch.nn.Module,
-        normalizer: torch.nn.Module,
+        model: Any,
+        normalizer: Normalizer,
         *,
         cameras: list[str],
         image_size: tuple[int, int],
