@@ -218,3 +218,64 @@ def test_convert_zarr_end_to_end(tmp_path, reader_cls):
     err = np.abs(got.astype(np.float32) - img[[6, 14]])
     assert got.shape == (2, 16, 16, 3) and err.mean() < 6, err.mean()  # lossy video
     assert r.embodiment.cameras[0].name == "img" and r.tasks == ["push the T"]
+
+
+def test_convert_rlds_end_to_end(tmp_path, reader_cls):
+    """Checked with tensorflow-cpu 2.21 + tensorflow-datasets 4.9.10 in a separate venv."""
+    tf = pytest.importorskip("tensorflow", reason="tensorflow ([rlds] extra) not installed")
+    tfds = pytest.importorskip("tensorflow_datasets", reason="[rlds] extra not installed")
+    from vlastack.data.convert.rlds import convert_rlds
+
+    features = tfds.features.FeaturesDict(
+        {
+            "steps": tfds.features.Dataset(
+                {
+                    "observation": tfds.features.FeaturesDict(
+                        {
+                            "image": tfds.features.Image(shape=(16, 16, 3)),
+                            "state": tfds.features.Tensor(shape=(3,), dtype=np.float32),
+                        }
+                    ),
+                    "action": tfds.features.Tensor(shape=(4,), dtype=np.float32),
+                    "language_instruction": tfds.features.Text(),
+                }
+            )
+        }
+    )
+
+    def episode(i, n):
+        steps = [
+            {
+                "observation": {
+                    "image": np.full((16, 16, 3), 10 * t, np.uint8),
+                    "state": np.full(3, t + i, np.float32),
+                },
+                "action": np.full(4, i, np.float32),
+                "language_instruction": f"task {i}",
+            }
+            for t in range(n)
+        ]
+        return {"steps": steps}
+
+    class ToyRlds(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("0.1.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=features)
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples()}
+
+        def _generate_examples(self):
+            for i, n in enumerate([5, 7]):
+                yield i, episode(i, n)
+
+    del tf
+    ToyRlds(data_dir=str(tmp_path / "tfds")).download_and_prepare()
+    src = tmp_path / "tfds" / "toy_rlds" / "0.1.0"
+    r = reader_cls(convert_rlds(src, tmp_path / "out", fps=5, progress=False, use_videos=False))
+    assert r.num_episodes == 2 and r.num_frames == 12 and sorted(r.tasks) == ["task 0", "task 1"]
+    ep = r.episode(1)
+    assert r.decode_frames("observation.images.image", 1, [3])[0, 0, 0].tolist() == [30] * 3
+    first_action = r.column("action")[ep.dataset_from_index]
+    assert r.column("observation.state")[ep.dataset_from_index + 1][0] == first_action[0] + 1
