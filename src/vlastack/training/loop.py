@@ -163,7 +163,8 @@ def train(
             ema.load_state_dict(st.ema)
         start_step = st.step
         epoch, batch_in_epoch = st.sampler["epoch"], st.sampler["batch_in_epoch"]
-        best_metric = float(st.extra.get("best_metric", math.inf))
+        saved_best = st.extra.get("best_metric")
+        best_metric = math.inf if saved_best is None else float(saved_best)
         if (ckpt_root / "best").exists():
             best_path = checkpoint.resolve_checkpoint(ckpt_root / "best")
         resume_rng = st.rng
