@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from training_toy import ToyPolicy, toy_parts
 
+from training_toy import ToyPolicy, toy_parts
 from vlastack.errors import ConfigError, DataError
 from vlastack.training import adapters
 from vlastack.training.checkpoint import load_checkpoint, load_resume_state
