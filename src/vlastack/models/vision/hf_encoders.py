@@ -116,6 +116,13 @@ class HFVisionEncoder(VisionEncoder):
             self.model = (
                 model_cls(cfg) if family != "hf_vit" else model_cls(cfg, add_pooling_layer=False)
             )
+        for owner in (self.model, getattr(self.model, "vision_model", None)):
+            if getattr(owner, "use_head", False):  # SigLIP's pooling head: policies use the tokens
+                owner.use_head = False  # type: ignore[union-attr]
+                del owner.head  # type: ignore[union-attr]
+        for pname, p in self.model.named_parameters():
+            if pname.endswith("mask_token"):  # only used by masked-image pretraining objectives
+                p.requires_grad_(False)
         mcfg = self.model.config
         self.image_mean, self.image_std = mean, std  # type: ignore[assignment]
         self.image_size = image_size or getattr(mcfg, "image_size", None)
