@@ -91,6 +91,20 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         return _from_dict(cls, d, "train config")
 
+    @classmethod
+    def from_recipe(cls, recipe: str, overrides: list[str] | None = None) -> TrainConfig:
+        """Defaults < the recipe's training hyperparameters < ``--key=value`` overrides."""
+        cfg = cls(recipe=recipe, out_dir=f"runs/{recipe}")
+        apply_overrides(cfg, [o for o in overrides or [] if o.lstrip("-").startswith("model.")])
+        from vlastack.recipes import get_recipe
+
+        r = get_recipe(recipe, **cfg.model)
+        for k, v in r.train.items():
+            if k in {f.name for f in dataclasses.fields(cls)}:
+                setattr(cfg, k, tuple(v) if k == "betas" else v)
+        apply_overrides(cfg, overrides or [])
+        return cfg
+
     def validate(self) -> None:
         checks = [
             (self.steps > 0, "steps", "must be positive"),

@@ -10,6 +10,7 @@ validation, ``sample_actions(batch) -> (B, H, A)``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import signal
@@ -53,6 +54,7 @@ class TrainingParts:
     tasks: list[str] = field(default_factory=list)  # distinct instructions, for the probe
     action_names: list[str] | None = None
     uses_language: bool = True
+    recipe_extra: dict[str, Any] = field(default_factory=dict)  # e.g. execute_horizon
 
 
 @dataclass
@@ -494,58 +496,124 @@ def episode_indices(batch: Batch) -> list[int]:
 
 
 def build_parts(cfg: TrainConfig) -> TrainingParts:
-    """Dataset(s), normalizer and model from ``cfg.recipe`` and ``cfg.data``."""
+    """Dataset, normalizer and model from ``cfg.recipe`` and ``cfg.data``, checked to fit."""
     if not cfg.recipe:
         raise ConfigError("no recipe given; run `vlastack list recipes` and pass one by name")
     if not cfg.data:
         raise ConfigError("no dataset given; pass --data PATH (a vlastack / LeRobot v3 dataset)")
-    from vlastack.data.dataset import DatasetReader, WindowedDataset, collate, split_episodes
-    from vlastack.data.normalization import Normalizer
-    from vlastack.models.vla import build_vla
-    from vlastack.recipes import get_recipe  # type: ignore[attr-defined]
-
     if len(cfg.data) > 1:
         raise ConfigError(
             "several --data paths: mix them into one dataset first (data/mixture.py), or train "
             "on one path"
         )
+    from vlastack.data.dataset import WindowedDataset, collate, split_episodes
+    from vlastack.data.format import DatasetReader
+    from vlastack.data.normalization import Normalizer
+    from vlastack.models.vla import build_vla, config_for_embodiment
+    from vlastack.recipes import get_recipe
+
     root = Path(cfg.data[0])
     reader = DatasetReader(root)
+    emb = reader.embodiment or embodiment_from_features(reader)
     recipe = get_recipe(cfg.recipe, **cfg.model)
-    vla_cfg = adapt_model_config(recipe.model, reader.embodiment)
+    # Cameras of different sizes are all resized to the recipe's image_size by the dataset.
+    sizes = {(c.height, c.width) for c in emb.cameras}
+    emb_for_model = emb
+    if len(sizes) > 1:
+        h, w = recipe.model.image_size
+        emb_for_model = dataclasses.replace(
+            emb, cameras=[dataclasses.replace(c, height=h, width=w) for c in emb.cameras]
+        )
+    vla_cfg = config_for_embodiment(recipe.model, emb_for_model)
+    check_recipe_fits(cfg.recipe, vla_cfg, reader, emb)
     train_eps, val_eps = split_episodes(reader.num_episodes, cfg.val_fraction, cfg.seed)
-    train_ds = WindowedDataset(
-        root, vla_cfg.obs_horizon, vla_cfg.action_horizon, episodes=train_eps
+    image_keys = [f"observation.images.{c}" for c in vla_cfg.cameras]
+    windows = dict(
+        obs_horizon=vla_cfg.obs_horizon,
+        action_horizon=vla_cfg.action_horizon,
+        image_keys=image_keys,
+        image_size=tuple(vla_cfg.image_size) if image_keys else None,
     )
-    val_ds = (
-        WindowedDataset(root, vla_cfg.obs_horizon, vla_cfg.action_horizon, episodes=val_eps)
-        if val_eps
-        else None
-    )
+    train_ds = WindowedDataset(reader, episodes=train_eps, **windows)  # type: ignore[arg-type]
+    val_ds = WindowedDataset(reader, episodes=val_eps, **windows) if val_eps else None  # type: ignore[arg-type]
     normalizer = Normalizer(
-        reader.stats, recipe.normalization, source=str(root / "meta/stats.json")
+        reader.stats, recipe.normalization, source=str(root / "meta" / "stats.json")
     )
     model = build_vla(vla_cfg)
-    tasks = sorted(set(getattr(reader, "tasks", []) or []))
-    from dataclasses import asdict
-
     return TrainingParts(
         model=model,
         train_dataset=train_ds,
         val_dataset=val_ds,
         normalizer=normalizer,
-        embodiment=reader.embodiment,
-        model_config=asdict(vla_cfg),
+        embodiment=emb,
+        model_config=vla_cfg.to_dict(),
         collate_fn=collate,
-        tasks=tasks,
-        action_names=list(reader.embodiment.action.names),
-        uses_language=bool(getattr(vla_cfg, "language", None)),
+        tasks=list(reader.tasks),
+        action_names=list(emb.action.names),
+        uses_language=vla_cfg.language != "none",
+        recipe_extra=dict(recipe.extra),
     )
 
 
-def adapt_model_config(model_cfg: Any, emb: EmbodimentSpec) -> Any:
-    """Fill dataset-dependent sizes (action/state dims, cameras) left unset by the recipe."""
-    return model_cfg
+def embodiment_from_features(reader: Any) -> EmbodimentSpec:
+    """An embodiment read off info.json features, for datasets without meta/embodiment.json."""
+    from vlastack.embodiment import CameraSpec, VectorSpec
+
+    feats = reader.features
+    for key in ("action",):
+        if key not in feats:
+            raise DataError(f"{reader.root}/meta/info.json: no '{key}' feature; cannot train")
+
+    def vec(key: str) -> VectorSpec:
+        f = feats.get(key)
+        if f is None:
+            return VectorSpec(["none"])
+        n = int(np.prod(f.shape)) if f.shape else 1
+        names = list(f.names) if f.names and len(f.names) == n else [f"{key}_{i}" for i in range(n)]
+        return VectorSpec(names)
+
+    cams = []
+    for k in reader.camera_keys:
+        h, w, c = feats[k].shape
+        cams.append(CameraSpec(k.removeprefix("observation.images."), int(h), int(w), int(c)))
+    return EmbodimentSpec(
+        robot_type=str(reader.info.get("robot_type") or "unknown"),
+        cameras=cams,
+        state=vec("observation.state"),
+        action=vec("action"),
+        control_hz=float(reader.fps),
+    )
+
+
+def check_recipe_fits(name: str, vla_cfg: Any, reader: Any, emb: EmbodimentSpec) -> None:
+    """Errors before training for a recipe that cannot read this dataset."""
+    where = f"{reader.root}"
+    if reader.num_episodes == 0 or reader.num_frames == 0:
+        raise DataError(f"{where}: the dataset has no episodes; record or convert some first")
+    missing = [c for c in vla_cfg.cameras if f"observation.images.{c}" not in reader.camera_keys]
+    if missing:
+        raise DataError(
+            f"{where}: recipe '{name}' needs cameras {missing}, the dataset has "
+            f"{reader.camera_keys}; set --model.cameras=[...] or convert with those cameras"
+        )
+    if vla_cfg.state_dim > 0 and "observation.state" not in reader.features:
+        raise DataError(
+            f"{where}: recipe '{name}' reads observation.state but the dataset has none; "
+            "pick a recipe without state or pass --model.state_dim=0"
+        )
+    if vla_cfg.language != "none" and not any(t.strip() for t in reader.tasks):
+        raise DataError(
+            f"{where}: recipe '{name}' is language-conditioned but the dataset has no task "
+            "instructions (meta/tasks.parquet is empty); add tasks or pick a recipe without "
+            "language (e.g. diffusion_policy, act)"
+        )
+    lengths = [e.length for e in reader.episodes]
+    if max(lengths) < vla_cfg.action_horizon:
+        raise DataError(
+            f"{where}: the longest episode has {max(lengths)} frames, shorter than the recipe's "
+            f"action_horizon {vla_cfg.action_horizon}: every chunk would be mostly padding. "
+            "Lower --model.action_horizon or record longer episodes"
+        )
 
 
 def check_fits(parts: TrainingParts, cfg: TrainConfig) -> None:
@@ -606,6 +674,7 @@ def full_config(cfg: TrainConfig, parts: TrainingParts) -> dict[str, Any]:
         "recipe": cfg.recipe,
         "train": cfg.to_dict(),
         "model": parts.model_config,
+        "recipe_extra": parts.recipe_extra,
     }
 
 

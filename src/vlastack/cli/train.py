@@ -1,0 +1,108 @@
+"""``vlastack train RECIPE --data PATH [--key=value ...]``: train a recipe on a dataset.
+
+Overrides are ``TrainConfig`` fields (``--steps=500``, ``--lora.rank=8``, ``--freeze=vision``)
+or model-config fields under ``model.`` (``--model.action_horizon=8``). Under torchrun the same
+arguments go to ``python -m vlastack.train``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EPILOG = """examples:
+  vlastack train cpu_default --data data/pusht --steps=2000
+  vlastack train smolvla --data data/libero --freeze=vision --lora.rank=8 --precision=bf16
+  vlastack train act --data data/aloha --resume --out_dir=runs/act
+  torchrun --nproc_per_node 2 -m vlastack.train cpu_default --data data/pusht --distributed=ddp
+"""
+
+
+def _known_parser(prog: str = "vlastack train") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("recipe", help="recipe name (see `vlastack list recipes`)")
+    p.add_argument("--data", action="append", default=[], metavar="PATH", help="dataset folder")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out_dir")
+    p.add_argument("--print-config", action="store_true", help="print the config and exit")
+    return p
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    known = _known_parser()
+    p = subparsers.add_parser(
+        "train",
+        help="train a recipe on a dataset (checkpoints, validation plots, TensorBoard logs)",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage=known.format_usage().removeprefix("usage: ").strip() + " [--key=value ...]",
+    )
+    p.add_argument("recipe", help="recipe name (see `vlastack list recipes`)")
+    # Everything after the recipe: --data/--resume plus free-form --key=value overrides.
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="--data PATH, --resume, --key=value")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return main([args.recipe, *args.rest])
+
+
+def run_training(
+    recipe: str, data: list[str], resume: bool, overrides: list[str], print_config: bool = False
+) -> int:
+    import json
+
+    from vlastack.training.config import TrainConfig
+    from vlastack.training.loop import train
+
+    extra = [f"--data={d}" for d in data] if data else []
+    cfg = TrainConfig.from_recipe(recipe, [*overrides, *extra])
+    if data:
+        cfg.data = list(data)
+    if resume:
+        cfg.resume = True
+    if print_config:
+        print(json.dumps(cfg.to_dict(), indent=2))
+        return 0
+    result = train(cfg)
+    if result.stopped_by == "SIGTERM":
+        return 143
+    if result.stopped_by == "SIGINT":
+        return 130
+    print(f"done: step {result.step}, last checkpoint {result.last_checkpoint}")
+    return 0
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Separate ``--key=value`` overrides from the arguments argparse knows."""
+    known = ("--data", "--resume", "--print-config", "-h", "--help")
+    rest, overrides = [], []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("--") and "=" in a and not a.startswith(known):
+            overrides.append(a)
+        elif a.startswith("--") and a not in known and "=" not in a and not a.startswith(known):
+            # `--key value` form
+            if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                overrides.append(f"{a}={argv[i + 1]}")
+                i += 1
+            else:
+                overrides.append(f"{a}=true")
+        else:
+            rest.append(a)
+        i += 1
+    return rest, overrides
+
+
+def main(argv: list[str] | None = None, prog: str = "vlastack train") -> int:
+    """Parse ``RECIPE --data PATH [--resume] [--key=value ...]`` and train."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    rest, overrides = split_overrides(argv)
+    args = _known_parser(prog).parse_args(rest)
+    return run_training(args.recipe, args.data, args.resume, overrides, args.print_config)
