@@ -222,3 +222,28 @@ def test_simulate_harness_counts_missed_ticks():
     assert results["rtc"].missed_ticks <= results["sync"].missed_ticks // 2
     for r in results.values():
         assert np.isfinite(r.tracking_rmse) and r.tracking_rmse < 0.5
+
+
+def test_simulate_virtual_time_is_exact_and_rtc_is_smoother():
+    from vlastack.serving.runtime import SimClock, SimExecutor
+
+    hz, H = 20.0, 20
+
+    def target(t):
+        return np.array([np.sin(np.pi * 0.5 * t), 0.5 * np.sin(np.pi * t)])
+
+    res = {}
+    for name, kw in (
+        ("sync", {"execute_horizon": 10}),
+        ("async", {"threshold": 0.5, "aggregate": "latest_only", "control_hz": hz}),
+        ("rtc", {"threshold": 0.5, "control_hz": hz}),
+    ):
+        clock = SimClock()
+        policy = FlowTrackingPolicy(target, hz, H, sigma=0.1, seed=0)
+        with make_runtime(name, policy, executor=SimExecutor(clock, 0.2), clock=clock, **kw) as rt:
+            res[name] = simulate(rt, target, hz, num_ticks=100, warmup_ticks=1, clock=clock)
+    # 200 ms at 20 Hz: each sync chunk after the first leaves 3 ticks without a command
+    assert res["sync"].missed_ticks == 3 * (res["sync"].inferences - 1)
+    assert res["async"].missed_ticks == 0 and res["rtc"].missed_ticks == 0
+    assert res["rtc"].boundary_jump < 0.8 * res["async"].boundary_jump
+    assert res["rtc"].mean_sq_jerk < res["async"].mean_sq_jerk

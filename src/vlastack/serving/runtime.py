@@ -213,18 +213,32 @@ class ActionRuntime:
     """Turns chunks from ``policy`` into one action per ``step(obs)`` call (one control tick).
 
     ``last_chunk_id`` says which chunk the last action came from (for measuring boundary jumps).
+    ``executor`` (anything with ``submit(fn, *args) -> future``) and ``clock`` (seconds) default to
+    real threads and ``time.perf_counter``; ``SimExecutor``/``SimClock`` replace them to simulate
+    inference delay in virtual time.
     """
 
     name = "base"
 
-    def __init__(self, policy: ChunkPolicy) -> None:
+    def __init__(
+        self,
+        policy: ChunkPolicy,
+        executor: Any | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self.policy = policy
+        self.executor: Any = executor
+        self.clock = clock or time.perf_counter
         self.last_chunk_id = -1
         self.num_inferences = 0
 
     def _infer_chunk(self, obs: dict) -> np.ndarray:
         self.num_inferences += 1
-        return np.asarray(self.policy.infer(obs)["actions"], dtype=np.float64)
+        if self.executor is not None:  # blocking call through the (possibly simulated) executor
+            out = self.executor.submit(self.policy.infer, obs).result()
+        else:
+            out = self.policy.infer(obs)
+        return np.asarray(out["actions"], dtype=np.float64)
 
     def reset(self) -> None:
         self.policy.reset()
@@ -248,8 +262,10 @@ class SyncRuntime(ActionRuntime):
 
     name = "sync"
 
-    def __init__(self, policy: ChunkPolicy, execute_horizon: int | None = None) -> None:
-        super().__init__(policy)
+    def __init__(
+        self, policy: ChunkPolicy, execute_horizon: int | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(policy, **kwargs)
         self.queue = ActionQueue(execute_horizon)
 
     def reset(self) -> None:
@@ -268,8 +284,8 @@ class EnsembleRuntime(ActionRuntime):
 
     name = "ensemble"
 
-    def __init__(self, policy: ChunkPolicy, m: float = 0.01) -> None:
-        super().__init__(policy)
+    def __init__(self, policy: ChunkPolicy, m: float = 0.01, **kwargs: Any) -> None:
+        super().__init__(policy, **kwargs)
         self.ensembler = TemporalEnsembler(m)
 
     def reset(self) -> None:
@@ -293,25 +309,36 @@ class AsyncRuntime(ActionRuntime):
     background thread as soon as ``len(queue) / chunk_size <= threshold``; on arrival drop the
     actions whose ticks have passed and merge the overlap with ``aggregate``.
 
-    Ticks are ``step()`` calls. ``threshold=0`` requests only when the queue is empty (sync-like);
-    ``threshold=1`` requests on every tick.
+    Ticks are ``step()`` calls, or, with ``control_hz``, wall-clock ticks since the first step (so
+    that after a stall the actions whose time has passed are skipped instead of replayed late).
+    ``threshold=0`` requests only when the queue is empty (sync-like); ``threshold=1`` requests on
+    every tick.
     """
 
     name = "async"
 
     def __init__(
-        self, policy: ChunkPolicy, threshold: float = 0.5, aggregate: str = "weighted_average"
+        self,
+        policy: ChunkPolicy,
+        threshold: float = 0.5,
+        aggregate: str = "weighted_average",
+        control_hz: float | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(policy)
+        super().__init__(policy, **kwargs)
+        self.control_hz = control_hz
+        self._t0: float | None = None
         if aggregate not in AGGREGATES:
             raise ConfigError(f"unknown aggregate {aggregate!r}; choose from {sorted(AGGREGATES)}")
         if not 0.0 <= threshold <= 1.0:
             raise ConfigError(f"threshold must be in [0, 1], got {threshold}")
         self.threshold = threshold
         self.aggregate = AGGREGATES[aggregate]
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            1, thread_name_prefix="vlastack-runtime"
-        )
+        self._own_executor = self.executor is None
+        if self.executor is None:
+            self.executor = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="vlastack-runtime"
+            )
         self._queue: deque[tuple[int, np.ndarray, int]] = deque()  # (tick, action, chunk id)
         self._tick = 0
         self._chunk_size = 0
@@ -325,6 +352,7 @@ class AsyncRuntime(ActionRuntime):
         super().reset()
         self._queue.clear()
         self._tick = 0
+        self._t0 = None
         self._pending = None
         self.delays_ticks.clear()
 
@@ -333,7 +361,7 @@ class AsyncRuntime(ActionRuntime):
 
     def _request(self, obs: dict) -> None:
         self.num_inferences += 1
-        self._pending = _Request(self._tick, self._executor.submit(self._call_policy, dict(obs)))
+        self._pending = _Request(self._tick, self.executor.submit(self._call_policy, dict(obs)))
 
     def _merge(self, start_tick: int, chunk: np.ndarray, chunk_id: int) -> None:
         old = {tick: (a, cid) for tick, a, cid in self._queue}
@@ -359,7 +387,19 @@ class AsyncRuntime(ActionRuntime):
         self._merge(req.tick, chunk, self._next_chunk_id)
         self._next_chunk_id += 1
 
+    def _sync_clock(self) -> None:
+        """Advance ``_tick`` to the wall-clock tick and drop queued actions whose time passed."""
+        if self.control_hz is not None:
+            now = self.clock()
+            if self._t0 is None:
+                self._t0 = now - self._tick / self.control_hz
+            # +0.5: a step called a little before or after its deadline belongs to that tick
+            self._tick = max(self._tick, int((now - self._t0) * self.control_hz + 0.5))
+        while self._queue and self._queue[0][0] < self._tick:
+            self._queue.popleft()
+
     def step(self, obs: dict) -> np.ndarray:
+        self._sync_clock()
         self._collect(block=False)
         if self._pending is None and (
             not self._queue or len(self._queue) <= self.threshold * max(self._chunk_size, 1)
@@ -367,15 +407,17 @@ class AsyncRuntime(ActionRuntime):
             self._request(obs)
         while not self._queue:
             self._collect(block=True)  # queue ran dry: the robot waits (missed ticks)
+            self._sync_clock()
             if not self._queue and self._pending is None:
                 self._request(obs)
         tick, action, chunk_id = self._queue.popleft()
         self.last_chunk_id = chunk_id
-        self._tick += 1
+        self._tick = tick + 1
         return action
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._own_executor:
+            self.executor.shutdown(wait=True, cancel_futures=True)
 
 
 class RTCRuntime(AsyncRuntime):
@@ -387,9 +429,16 @@ class RTCRuntime(AsyncRuntime):
     name = "rtc"
 
     def __init__(
-        self, policy: ChunkPolicy, threshold: float = 0.5, initial_delay_ticks: int = 0
+        self,
+        policy: ChunkPolicy,
+        threshold: float = 0.5,
+        initial_delay_ticks: int = 0,
+        control_hz: float | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(policy, threshold=threshold, aggregate="latest_only")
+        super().__init__(
+            policy, threshold=threshold, aggregate="latest_only", control_hz=control_hz, **kwargs
+        )
         if not isinstance(policy, GuidedChunkPolicy):
             raise ConfigError(
                 f"strategy 'rtc' needs a flow-matching policy with infer_guided(obs, prev_actions, "
@@ -412,7 +461,7 @@ class RTCRuntime(AsyncRuntime):
             return np.asarray(policy.infer_guided(obs, prev, delay)["actions"], dtype=np.float64)
 
         self.num_inferences += 1
-        self._pending = _Request(self._tick, self._executor.submit(call))
+        self._pending = _Request(self._tick, self.executor.submit(call))
 
 
 STRATEGIES: dict[str, type[ActionRuntime]] = {
@@ -424,8 +473,8 @@ STRATEGIES: dict[str, type[ActionRuntime]] = {
 
 
 def make_runtime(strategy: str, policy: ChunkPolicy, **kwargs: Any) -> ActionRuntime:
-    """Build a runtime by name: sync(execute_horizon), ensemble(m), async(threshold, aggregate),
-    rtc(threshold, initial_delay_ticks)."""
+    """Build a runtime by name: sync(execute_horizon), ensemble(m),
+    async(threshold, aggregate, control_hz), rtc(threshold, initial_delay_ticks, control_hz)."""
     try:
         cls = STRATEGIES[strategy]
     except KeyError:
@@ -442,6 +491,48 @@ def make_runtime(strategy: str, policy: ChunkPolicy, **kwargs: Any) -> ActionRun
 # Simulated-delay harness
 
 
+class SimClock:
+    """Virtual time in seconds: advances only when told (``sleep``) or when a ``SimFuture`` is
+    waited for. Makes delay experiments independent of the machine's load."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.t += max(0.0, seconds)
+
+
+class SimFuture:
+    """Result computed at submit time, visible ``delay_s`` of virtual time later."""
+
+    def __init__(self, clock: SimClock, value: Any, ready_at: float) -> None:
+        self._clock, self._value, self.ready_at = clock, value, ready_at
+
+    def done(self) -> bool:
+        return self._clock.t >= self.ready_at
+
+    def result(self, timeout: float | None = None) -> Any:
+        if not self.done():
+            self._clock.t = self.ready_at  # the caller waits: virtual time passes
+        return self._value
+
+
+class SimExecutor:
+    """Executor whose calls take exactly ``delay_s`` of virtual time (their CPU time is ignored)."""
+
+    def __init__(self, clock: SimClock, delay_s: float) -> None:
+        self.clock, self.delay_s = clock, delay_s
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> SimFuture:
+        return SimFuture(self.clock, fn(*args), self.clock.t + self.delay_s)
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
+
+
 @dataclass
 class SimResult:
     """Per-run metrics of ``simulate`` (positions in action units, time in control ticks)."""
@@ -452,8 +543,11 @@ class SimResult:
     ticks: int
     missed_ticks: int
     inferences: int
-    boundary_jump: float  # mean |a_t − a_{t−1}| at ticks where the executing chunk changed
-    step_size: float  # mean |a_t − a_{t−1}| at the other ticks, for scale
+    # |x_t − 2x_{t−1} + x_{t−2}| (second difference of the executed positions: smooth motion
+    # contributes ~0, a discontinuity its full size) at ticks where the executing chunk changed,
+    # and at the other ticks for scale.
+    boundary_jump: float
+    within_chunk_jump: float
     mean_sq_jerk: float  # mean |d³x/dt³|² of the executed positions, (units/s³)²
     tracking_rmse: float  # RMSE between executed position and the target at the same time
 
@@ -467,11 +561,13 @@ def simulate(
     control_hz: float,
     num_ticks: int,
     warmup_ticks: int = 0,
+    clock: SimClock | None = None,
 ) -> SimResult:
     """Drive a position-controlled point robot along ``target(time_s)`` at ``control_hz`` in wall
     clock time. Observations are ``{"time_s", "observation/state"}``. A tick whose deadline passes
     while ``runtime.step`` blocks is missed: the robot holds its position. Metrics skip the first
-    ``warmup_ticks`` executed ticks (the first chunk always has to be waited for)."""
+    ``warmup_ticks`` executed ticks (the first chunk always has to be waited for). With ``clock``
+    (a ``SimClock`` shared with the runtime's ``SimExecutor``) the run is in virtual time."""
     period_s = 1.0 / control_hz
     runtime.reset()
     pos = np.asarray(target(0.0), dtype=np.float64)
@@ -480,13 +576,15 @@ def simulate(
     action_log: list[tuple[int, np.ndarray, int]] = []  # (tick index, action, chunk id)
     missed = 0
     env_tick = 0
-    t0 = time.perf_counter()
+    now_s: Callable[[], float] = clock if clock is not None else time.perf_counter
+    sleep = clock.sleep if clock is not None else time.sleep
+    t0 = now_s()
     for _ in range(num_ticks):
         obs = {"time_s": np.float64(env_tick * period_s), "observation/state": pos.copy()}
         action = runtime.step(obs)
-        now = time.perf_counter() - t0
+        now = now_s() - t0
         # every deadline that passed while waiting is a tick with no new command
-        while now > (env_tick + 1) * period_s:
+        while now > (env_tick + 1) * period_s + 1e-9:  # tolerance: virtual time is exact
             positions.append(pos.copy())
             targets.append(np.asarray(target(env_tick * period_s)))
             if len(action_log) >= warmup_ticks:
@@ -497,19 +595,20 @@ def simulate(
         targets.append(np.asarray(target(env_tick * period_s)))
         action_log.append((len(positions) - 1, pos.copy(), runtime.last_chunk_id))
         env_tick += 1
-        sleep_s = env_tick * period_s - (time.perf_counter() - t0)
+        sleep_s = env_tick * period_s - (now_s() - t0)
         if sleep_s > 0:
-            time.sleep(sleep_s)
+            sleep(sleep_s)
     first = action_log[min(warmup_ticks, len(action_log) - 1)][0]
     x = np.stack(positions)[first:]
     err = x - np.stack(targets)[first:]
     jerk = np.diff(x, n=3, axis=0) * control_hz**3 if len(x) > 3 else np.zeros((1, x.shape[1]))
+    all_x = np.stack(positions)
     switch: list[float] = []
     other: list[float] = []
-    for (_, a_prev, c_prev), (_, a, c) in zip(
-        action_log[warmup_ticks:], action_log[warmup_ticks + 1 :]
-    ):
-        (switch if c != c_prev else other).append(float(np.linalg.norm(a - a_prev)))
+    for (_, _, c_prev), (p, _, c) in zip(action_log[warmup_ticks:], action_log[warmup_ticks + 1 :]):
+        if p >= first + 2:
+            jump = float(np.linalg.norm(all_x[p] - 2 * all_x[p - 1] + all_x[p - 2]))
+            (switch if c != c_prev else other).append(jump)
     return SimResult(
         strategy=runtime.name,
         control_hz=control_hz,
@@ -518,7 +617,7 @@ def simulate(
         missed_ticks=missed,
         inferences=runtime.num_inferences,
         boundary_jump=float(np.mean(switch)) if switch else 0.0,
-        step_size=float(np.mean(other)) if other else 0.0,
+        within_chunk_jump=float(np.mean(other)) if other else 0.0,
         mean_sq_jerk=float(np.mean(np.sum(jerk**2, axis=-1))),
         tracking_rmse=float(np.sqrt(np.mean(np.sum(err**2, axis=-1)))),
     )

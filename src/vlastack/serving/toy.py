@@ -180,11 +180,13 @@ class GaussianVelocity:
     can be checked exactly. mean (B, H, A) or (H, A); cov (H, H) over time, shared by action dims.
     """
 
-    def __init__(self, mean, cov) -> None:
+    def __init__(self, mean, cov, eig=None) -> None:
         import torch
 
         self.mean = torch.as_tensor(mean, dtype=torch.float64)
-        lam, u = torch.linalg.eigh(torch.as_tensor(cov, dtype=torch.float64))
+        lam, u = (
+            eig if eig is not None else torch.linalg.eigh(torch.as_tensor(cov, dtype=torch.float64))
+        )
         self._lam, self._u = lam.clamp_min(1e-9), u
 
     def velocity(self, x_t, t):
@@ -233,6 +235,7 @@ class FlowTrackingPolicy:
         self.control_hz = control_hz
         self.action_horizon = action_horizon
         self.cov = smooth_cov(action_horizon, sigma, length_ticks or action_horizon / 4)
+        self._eig = torch.linalg.eigh(torch.as_tensor(self.cov))
         self.num_steps = num_steps
         self.delay_s = delay_s
         self.max_guidance_weight = max_guidance_weight
@@ -248,7 +251,7 @@ class FlowTrackingPolicy:
         mean = np.stack(
             [self.target(time_s + i / self.control_hz) for i in range(self.action_horizon)]
         )
-        return GaussianVelocity(mean, self.cov), mean
+        return GaussianVelocity(mean, self.cov, self._eig), mean
 
     def _sample(self, obs: dict, prev: np.ndarray | None, delay: int) -> dict:
         import torch
