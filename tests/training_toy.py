@@ -164,3 +164,56 @@ def toy_parts(
         action_names=["a0", "a1"],
         uses_language=True,
     )
+
+
+def main(argv: list[str]) -> int:
+    """``python tests/training_toy.py [--slow_s=X] [--key=value ...]``: train the toy policy.
+
+    Used by the SIGTERM and torchrun tests; prints one JSON line with the result.
+    """
+    import json
+    import time
+
+    from vlastack.training.config import TrainConfig, apply_overrides
+    from vlastack.training.loop import train
+
+    slow_s = 0.0
+    rest = []
+    for a in argv:
+        if a.startswith("--slow_s="):
+            slow_s = float(a.split("=", 1)[1])
+        else:
+            rest.append(a)
+    cfg = apply_overrides(TrainConfig(log="none", progress=False, val_batches=1), rest)
+
+    def build(c: TrainConfig) -> TrainingParts:
+        parts = toy_parts(loss_noise=0.0)
+        if slow_s:
+            loss = parts.model.loss
+
+            def slow_loss(batch: dict[str, Any]) -> torch.Tensor:
+                time.sleep(slow_s)
+                return loss(batch)
+
+            parts.model.loss = slow_loss  # type: ignore[method-assign]
+        return parts
+
+    res = train(cfg, build)
+    print(
+        json.dumps(
+            {
+                "step": res.step,
+                "stopped_by": res.stopped_by,
+                "last": str(res.last_checkpoint),
+                "losses": res.losses,
+            }
+        ),
+        flush=True,
+    )
+    return {"SIGTERM": 143, "SIGINT": 130}.get(res.stopped_by or "", 0)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

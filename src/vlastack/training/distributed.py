@@ -159,3 +159,22 @@ def barrier(info: DistInfo) -> None:
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def load_full_model_state(
+    wrapped: nn.Module, inner: nn.Module, state: dict[str, torch.Tensor], info: DistInfo
+) -> None:
+    """Load unsharded weights (keys of ``inner``) into the possibly sharded model."""
+    if info.mode == "fsdp":
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+        )
+
+        set_model_state_dict(
+            wrapped,
+            {f"model.{k}": v for k, v in state.items()},
+            options=StateDictOptions(full_state_dict=True),
+        )
+    else:
+        inner.load_state_dict(state)

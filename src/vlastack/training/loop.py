@@ -86,6 +86,24 @@ class _LossModule(nn.Module):
 def train(
     cfg: TrainConfig, build: Callable[[TrainConfig], TrainingParts] | None = None
 ) -> TrainResult:
+    """Train ``build(cfg)`` (default: the recipe on the dataset) and return what happened.
+
+    SIGTERM / Ctrl-C at any point set a flag; the loop finishes its step, writes a checkpoint
+    and returns with ``stopped_by`` set (a second Ctrl-C interrupts at once).
+    """
+    stop_signal: list[str] = []
+    previous = install_stop_handlers(stop_signal)
+    try:
+        return _train(cfg, build, stop_signal)
+    finally:
+        restore_handlers(previous)
+
+
+def _train(
+    cfg: TrainConfig,
+    build: Callable[[TrainConfig], TrainingParts] | None,
+    stop_signal: list[str],
+) -> TrainResult:
     cfg.validate()
     dist = distributed.init_distributed(cfg.distributed, cfg.device)
     main = dist.is_main
@@ -128,8 +146,10 @@ def train(
     say(format_param_counts(counts))
     say(f"memory estimate per rank (micro-batch {micro_bs}):\n{memory.table()}")
 
-    # ---- optimizer, schedule, EMA, distributed wrapper --------------------------------------
+    # ---- distributed wrapper, optimizer, schedule, EMA --------------------------------------
     lookup = adapters.group_lookup(model)
+    # FSDP replaces parameters with sharded ones, so the optimizer is built after wrapping.
+    net = distributed.wrap_model(_LossModule(model), dist)
     optimizer = build_optimizer(
         model, cfg.lr, cfg.weight_decay, cfg.betas, lambda n: lookup.get(n, "other")
     )
@@ -143,7 +163,6 @@ def train(
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
-    net = distributed.wrap_model(_LossModule(model), dist)
 
     # ---- resume or start fresh --------------------------------------------------------------
     start_step, epoch, batch_in_epoch = 0, 0, 0
@@ -158,7 +177,8 @@ def train(
     if cfg.resume and existing:
         st = checkpoint.load_resume_state(ckpt_root / "last")
         ck = checkpoint.load_checkpoint(ckpt_root / "last")
-        model.load_state_dict(st.train_weights if st.train_weights is not None else ck.weights)
+        weights = st.train_weights if st.train_weights is not None else ck.weights
+        distributed.load_full_model_state(net, model, weights, dist)
         distributed.load_full_optimizer_state(net, optimizer, st.optimizer, dist)
         scheduler.load_state_dict(st.scheduler)
         if ema is not None and st.ema is not None:
@@ -179,10 +199,6 @@ def train(
         checkpoint.restore_rng(
             resume_rng[dist.rank] if isinstance(resume_rng, list) else resume_rng
         )
-
-    # ---- signals: SIGTERM / Ctrl-C write a checkpoint, then stop ----------------------------
-    stop_signal: list[str] = []
-    previous = install_stop_handlers(stop_signal)
 
     def save(step: int, best: bool = False) -> Path | None:
         weights_raw = distributed.full_model_state(net, dist)
@@ -263,11 +279,10 @@ def train(
                     f"good checkpoint: {last_path or 'none yet'}. Lower --lr, set --grad_clip, "
                     "or inspect those episodes with `vlastack data doctor`"
                 )
-            grad_norm = (
-                float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
-                if cfg.grad_clip is not None
-                else float("nan")
-            )
+            grad_norm = float("nan")
+            if cfg.grad_clip is not None:
+                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
             optimizer.step()
             scheduler.step()
             if ema is not None:
@@ -312,7 +327,6 @@ def train(
                 say(f"\nstopped by {stopped_by} at step {step}; checkpoint {last_path}")
                 break
     finally:
-        restore_handlers(previous)
         if bar is not None:
             bar.close()
         logger.close()
