@@ -523,22 +523,14 @@ def build_parts(cfg: TrainConfig) -> TrainingParts:
     from vlastack.data.dataset import WindowedDataset, collate, split_episodes
     from vlastack.data.format import DatasetReader
     from vlastack.data.normalization import Normalizer
-    from vlastack.models.vla import build_vla, config_for_embodiment
+    from vlastack.models.vla import build_vla
     from vlastack.recipes import get_recipe
 
     root = Path(cfg.data[0])
     reader = DatasetReader(root)
     emb = reader.embodiment or embodiment_from_features(reader)
     recipe = get_recipe(cfg.recipe, **cfg.model)
-    # Cameras of different sizes are all resized to the recipe's image_size by the dataset.
-    sizes = {(c.height, c.width) for c in emb.cameras}
-    emb_for_model = emb
-    if len(sizes) > 1:
-        h, w = recipe.model.image_size
-        emb_for_model = dataclasses.replace(
-            emb, cameras=[dataclasses.replace(c, height=h, width=w) for c in emb.cameras]
-        )
-    vla_cfg = config_for_embodiment(recipe.model, emb_for_model)
+    vla_cfg = fit_model_config(recipe.model, emb)
     check_recipe_fits(cfg.recipe, vla_cfg, reader, emb)
     train_eps, val_eps = split_episodes(reader.num_episodes, cfg.val_fraction, cfg.seed)
     image_keys = [f"observation.images.{c}" for c in vla_cfg.cameras]
@@ -567,6 +559,21 @@ def build_parts(cfg: TrainConfig) -> TrainingParts:
         uses_language=vla_cfg.language != "none",
         recipe_extra=dict(recipe.extra),
     )
+
+
+def fit_model_config(model_cfg: Any, emb: EmbodimentSpec) -> Any:
+    """The recipe's model config with the dataset's sizes (``config_for_embodiment``).
+
+    Cameras of different sizes are all resized to the recipe's image_size by the dataset.
+    """
+    from vlastack.models.vla import config_for_embodiment
+
+    if len({(c.height, c.width) for c in emb.cameras}) > 1:
+        h, w = model_cfg.image_size
+        emb = dataclasses.replace(
+            emb, cameras=[dataclasses.replace(c, height=h, width=w) for c in emb.cameras]
+        )
+    return config_for_embodiment(model_cfg, emb)
 
 
 def embodiment_from_features(reader: Any) -> EmbodimentSpec:
