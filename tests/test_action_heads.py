@@ -317,3 +317,23 @@ def test_bins_heads_sample_bin_centers():
     for name in ("bins", "bins_ar"):
         out = make_head(name).sample_actions(*batch()[:2])
         assert bool(torch.isin(out, centers).all())
+
+
+def test_fill_padded_actions_repeats_last_valid_step():
+    from vlastack.models.action_heads._blocks import fill_padded_actions
+
+    a = torch.arange(1.0, 6.0).view(1, 5, 1).repeat(2, 1, 1)
+    pad = torch.tensor([[False, False, True, True, False], [True, False, True, False, True]])
+    out = fill_padded_actions(a, pad)[..., 0]
+    assert out.tolist() == [[1, 2, 2, 2, 5], [0, 2, 2, 4, 4]]
+
+
+def test_diffusion_ddpm_sampler_and_cosine_schedule():
+    head = make_head("diffusion", sampler="ddpm", beta_schedule="cosine", num_inference_steps=20)
+    context, mask, _, _ = batch()
+    a = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
+    b = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
+    c = head.sample_actions(context, mask, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    with pytest.raises(ConfigError, match="num_inference_steps"):
+        make_head("diffusion", num_inference_steps=500)
