@@ -31,6 +31,9 @@ from vlastack.models.language.language_motion import label_motions, motion_vocab
 from vlastack.models.projectors import PROJECTORS, build_projector
 from vlastack.models.vision import VISION_ENCODERS, MultiCameraEncoder, build_vision_encoder
 
+# Batch key of precomputed vision-encoder outputs, (B, cams, T, n, D_enc); see
+# training/feature_cache.py. When present the (frozen) encoder is skipped.
+IMAGE_FEATURES_KEY = "observation.image_features"
 TERNARY_PARTS = ("vision", "language", "projector", "head", "trunk")
 AUX_TOKEN_LOSSES = ("bins",)
 
@@ -50,6 +53,9 @@ class VLAConfig:
     vision_kwargs: dict[str, Any] = field(default_factory=dict)
     shared_vision: bool = True  # one encoder for all cameras, else one copy per camera
     vision_pooled: bool = False  # one token per camera-frame instead of all spatial tokens
+    # A learned embedding per image-token position: CNN tokens carry little explicit "where",
+    # and robot policies mostly need to know where things are.
+    image_pos_embed: bool = True
     projector: str = "mlp"
     projector_kwargs: dict[str, Any] = field(default_factory=dict)
     language: str = "minilm"
@@ -188,6 +194,10 @@ class VLA(nn.Module):
             )
             self.camera_embed = nn.Parameter(torch.randn(len(cfg.cameras), D) * 0.02)
             self.time_embed = nn.Parameter(torch.randn(cfg.obs_horizon, D) * 0.02)
+            self.image_pos: nn.Parameter | None = None
+            if cfg.image_pos_embed:
+                n_tokens = self._tokens_per_frame()
+                self.image_pos = nn.Parameter(torch.randn(n_tokens, D) * 0.02)
         self.state_proj = (
             nn.Linear(cfg.obs_horizon * cfg.state_dim, D) if cfg.state_dim > 0 else None
         )
@@ -222,6 +232,20 @@ class VLA(nn.Module):
             mod = self.head if part == "head" else getattr(self, part, None)
             if mod is not None:
                 ternarize_(mod)
+
+    def _tokens_per_frame(self) -> int:
+        """Tokens the projector makes from one frame (one dummy forward at build time)."""
+        assert self.vision is not None and self.projector is not None
+        was_training = self.training
+        self.vision.eval()
+        self.projector.eval()
+        with torch.no_grad():
+            H, W = self.config.image_size
+            feats = self.vision.encode_frames(0, torch.zeros(1, 3, int(H), int(W)))
+            n = int(self.projector(feats).shape[1])
+        self.vision.train(was_training)
+        self.projector.train(was_training)
+        return n
 
     # ------------------------------------------------------------------ inputs
     @property
@@ -291,7 +315,9 @@ class VLA(nn.Module):
         self, batch: Mapping[str, Any], film_cond: torch.Tensor | None
     ) -> torch.Tensor:
         assert self.vision is not None and self.projector is not None
-        feats = self.vision(batch, film_cond)  # (B, cams, T, n, D_enc)
+        feats = batch.get(IMAGE_FEATURES_KEY)  # precomputed by a frozen encoder (feature_cache)
+        if feats is None:
+            feats = self.vision(batch, film_cond)  # (B, cams, T, n, D_enc)
         B, C, T, n, _ = feats.shape
         tok = self.projector(feats.flatten(0, 2))  # (B*C*T, n', D): reduce each frame on its own
         tok = tok.view(B, C, T, tok.shape[1], -1)
@@ -300,6 +326,8 @@ class VLA(nn.Module):
             + self.camera_embed[None, :, None, None, :]
             + self.time_embed[None, None, :, None, :]
         )
+        if self.image_pos is not None:
+            tok = tok + self.image_pos[None, None, None, :, :]
         return tok.flatten(1, 3)
 
     def _prefix_embeds(
@@ -489,6 +517,7 @@ class VLA(nn.Module):
             "vision": "vision",
             "projector": "projector",
             "camera_embed": "projector",
+            "image_pos": "projector",
             "time_embed": "projector",
             "language": "language",
             "lang_proj": "language",

@@ -122,6 +122,13 @@ class MultiCameraEncoder(nn.Module):
                     f"image_size=({H}, {W}), i.e. {expected}. Resize the images or set image_size."
                 )
 
+    def encode_frames(self, camera_index: int, images: torch.Tensor) -> torch.Tensor:
+        """(M, 3, H, W) in [0, 1] of one camera -> (M, n, D) tokens, exactly as ``forward`` makes
+        them without FiLM (used to precompute features of a frozen encoder)."""
+        enc = self.encoders[0 if self.shared else camera_index]
+        tok = enc((images - self.mean) / self.std, None)
+        return tok.mean(dim=1, keepdim=True) if self.pooled else tok
+
     def forward(
         self, batch: Mapping[str, object], film_cond: torch.Tensor | None = None
     ) -> torch.Tensor:
