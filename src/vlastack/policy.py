@@ -144,7 +144,7 @@ class Policy:
         normalizer = Normalizer.from_dict(
             ckpt.normalization, source=f"{ckpt.path}/normalization.json"
         )
-        train = ckpt.config.get("train", {}) or {}
+        extra = ckpt.config.get("recipe_extra", {}) or {}
         return cls(
             model,
             normalizer,
@@ -155,7 +155,7 @@ class Policy:
             state_dim=cfg.state_dim,
             action_dim=cfg.action_dim,
             embodiment=ckpt.embodiment,
-            execute_horizon=execute_horizon or train.get("execute_horizon"),
+            execute_horizon=execute_horizon or extra.get("execute_horizon"),
             device=device,
             seed=seed,
             source=str(ckpt.path),

@@ -515,3 +515,42 @@ def bitvla() -> Recipe:
     r.paper = "BitVLA, Wang et al. 2025 (arXiv 2506.07530)"
     r.scaled_down = "BitNet 2B4T + SigLIP-L → tiny ternarized LM + ViT; no distillation"
     return r
+
+
+@recipe(
+    "demo",
+    "the `make demo` VLA: frozen ImageNet MobileNetV2 + frozen MiniLM + L1 chunk head (OFT-style)",
+)
+def demo() -> Recipe:
+    """The main job's recipe: pretrained offline encoders, a continuous head, minutes on a CPU.
+
+    Follows OpenVLA-OFT's action side (Kim, Finn, Liang 2025: parallel decoding of an 8-step
+    chunk, L1 regression) on top of frozen pretrained encoders that ship offline: ImageNet
+    MobileNetV2 cut after its stride-16 stage (6x6 tokens of 96-d at 96x96) and the MiniLM
+    sentence encoder for the instruction. Frozen vision lets the trainer encode every frame once
+    (``cache_vision_features``), so thousands of steps fit in minutes on two cores.
+    """
+    return Recipe(
+        name="demo",
+        model=VLAConfig(
+            action_dim=4,
+            action_horizon=8,
+            obs_horizon=1,
+            state_dim=4,
+            image_size=(96, 96),
+            width=128,
+            vision="mobilenet_v2",
+            vision_kwargs={"num_layers": 14},
+            freeze_vision=True,
+            projector="mlp",
+            language="minilm",
+            trunk_layers=2,
+            head="l1",
+            head_kwargs={"width": 128, "depth": 2, "num_heads": 4},
+        ),
+        train=_train(3e-4, 64, 4000, warmup_steps=100, ema_decay=None),
+        normalization=MEAN_STD,
+        paper="OpenVLA-OFT action head (arXiv 2502.19645) on frozen MobileNetV2 + MiniLM",
+        scaled_down="7B VLM → frozen 2M-param MobileNetV2 stem + 22M MiniLM; 2-layer 128-wide trunk",
+        extra={"execute_horizon": 8},
+    )

@@ -61,6 +61,9 @@ class TrainConfig:
     seed: int = 0
     # data
     num_workers: int = 0
+    # Encode every frame once with a frozen vision encoder instead of every step
+    # (training/feature_cache.py); ignored when the encoder trains, uses FiLM, or LoRA is on.
+    cache_vision_features: bool = True
     val_fraction: float = 0.1
     # validation / probes
     val_every: int = 0  # 0 = only at the end

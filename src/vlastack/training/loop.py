@@ -546,6 +546,17 @@ def build_parts(cfg: TrainConfig) -> TrainingParts:
         reader.stats, recipe.normalization, source=str(root / "meta" / "stats.json")
     )
     model = build_vla(vla_cfg)
+    if cfg.cache_vision_features and cfg.lora is None and model.vision is not None:
+        from vlastack.training.feature_cache import cached_datasets, can_cache
+
+        if "vision" in cfg.freeze:
+            model.vision.requires_grad_(False)
+        if can_cache(model):
+            print("vision encoder is frozen: encoding every frame once (cache_vision_features)")
+            both = cached_datasets(
+                model, [train_ds] + ([val_ds] if val_ds is not None else []), progress=cfg.progress
+            )
+            train_ds, val_ds = both[0], (both[1] if val_ds is not None else None)  # type: ignore[assignment]
     return TrainingParts(
         model=model,
         train_dataset=train_ds,
