@@ -36,36 +36,37 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
     return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
 
 
-def mean_squared_jerk(actions: np.ndarray) -> float:
-    """Mean over steps and dims of the squared third finite difference of (T, A) actions.
+def mean_squared_jerk(actions: np.ndarray, dt_s: float = 1.0) -> float:
+    """Mean squared jerk of executed (T, A) actions, (units/s³)² with ``dt_s`` = 1/control_hz.
 
-    Units are action units per control step cubed (dt = 1 step), so runs at one control rate
-    compare directly. Computed here with ``np.diff`` rather than ``vlastack.functional.smoothness``
-    so that evaluation has no torch dependency. NaN when fewer than 4 actions were executed.
+    Delegates to ``vlastack.functional.smoothness`` (third backward differences) so that the
+    evaluation and the runtime benchmarks share one definition. NaN with fewer than 4 actions.
     """
+    from vlastack.functional.smoothness import mean_squared_jerk as _msj
+
     a = np.asarray(actions, dtype=np.float64)
     if a.ndim == 1:
         a = a[:, None]
     if a.shape[0] < 4:
         return float("nan")
-    jerk = np.diff(a, n=3, axis=0)  # (T-3, A)
-    return float(np.mean(jerk**2))
+    return float(_msj(a, dt_s))
 
 
 def chunk_boundary_jump(actions: np.ndarray, chunk_start_steps: Sequence[int]) -> float:
-    """Mean |a_first_of_new_chunk − a_last_of_previous_chunk| over boundaries and action dims.
+    """Mean over boundaries of ‖a_first_of_new_chunk − a_last_of_previous_chunk‖₂.
 
     ``chunk_start_steps`` are the step indices at which a new chunk began executing (the first,
     at step 0, has no previous chunk and is skipped). NaN when there is no boundary.
     """
+    from vlastack.functional.smoothness import chunk_boundary_jumps
+
     a = np.asarray(actions, dtype=np.float64)
     if a.ndim == 1:
         a = a[:, None]
     starts = [s for s in chunk_start_steps if 0 < s < a.shape[0]]
     if not starts:
         return float("nan")
-    idx = np.asarray(starts)
-    return float(np.mean(np.abs(a[idx] - a[idx - 1])))
+    return float(chunk_boundary_jumps(a, starts).mean())
 
 
 def latency_stats(latencies_ms: Iterable[float]) -> dict[str, float]:

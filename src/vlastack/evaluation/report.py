@@ -408,8 +408,9 @@ def build_report(
 <body>
 <h1>{html.escape(title)}</h1>
 <p class="muted">Success rates exclude errored episodes and carry Wilson 95% intervals. Jerk is the
-mean squared third difference of executed actions (per control step³); chunk jump is the mean
-|first action of a chunk − last action of the previous one|. Latency is per policy call.</p>
+mean squared third derivative of the executed actions ((units/s³)², dt = 1/control rate); chunk
+jump is the mean ‖first action of a chunk − last action of the previous one‖₂. Latency is per
+policy call.</p>
 <h2>Overview</h2>{_overall_table(runs)}
 <h2>Plots</h2><div class="plots">{plot_html}</div>
 <h2>Per task</h2>{_grouped_table(runs, "per_task", "task")}

@@ -8,12 +8,12 @@ aggregates. A crashed episode or worker is retried once, then recorded as ``erro
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
 import multiprocessing as mp
 import os
-import queue
 import re
 import sys
 import time
@@ -343,6 +343,8 @@ class EpisodeRunner:
                 break
 
         acts = np.stack(executed) if executed else np.zeros((0, 1), dtype=np.float32)
+        emb = getattr(env, "embodiment", None)
+        control_hz = float(getattr(emb, "control_hz", 0.0) or 1.0)
         mem = peak_memory_mb()
         record = EpisodeRecord(
             task=job.task,
@@ -354,7 +356,7 @@ class EpisodeRunner:
             instruction=instruction,
             difficulty=job.difficulty,
             condition=spec.condition,
-            mean_squared_jerk=mean_squared_jerk(acts),
+            mean_squared_jerk=mean_squared_jerk(acts, dt_s=1.0 / control_hz),
             chunk_jump=chunk_boundary_jump(acts, chunk_starts),
             num_chunks=len(latencies_ms),
             latencies_ms=[round(x, 4) for x in latencies_ms],
@@ -367,6 +369,7 @@ class EpisodeRunner:
                 "env_s": round(env_s, 6),
                 "policy_s": round(sum(latencies_ms) / 1e3, 6),
                 "max_steps": max_steps,
+                "control_hz": control_hz,
                 **({"remap": self.remap_notes[job.task]} if job.task in self.remap_notes else {}),
             },
         )
@@ -418,85 +421,119 @@ def _worker_main(spec: RunSpec, jobs: Any, results: Any) -> None:
     os.environ.setdefault("MUJOCO_GL", "egl")
     runner = EpisodeRunner(spec)
     while True:
-        job = jobs.get()
+        try:
+            job = jobs.recv()
+        except EOFError:  # the parent went away
+            break
         if job is None:
             break
         try:
             rec = runner.run(job)
-            results.put(("done", job.key, rec.to_dict()))
+            results.send(("done", job.key, rec.to_dict()))
         except VlastackError as exc:  # a user mistake: stop the whole evaluation
-            results.put(("fatal", job.key, (type(exc).__name__, str(exc))))
+            results.send(("fatal", job.key, (type(exc).__name__, str(exc))))
         except Exception:
-            results.put(("error", job.key, traceback.format_exc(limit=8)))
+            results.send(("error", job.key, traceback.format_exc(limit=8)))
     runner.close()
 
 
+@dataclass
+class _Worker:
+    proc: Any
+    jobs: Any  # parent's sending end of the job pipe
+    results: Any  # parent's receiving end of the result pipe
+    job: Job | None = None
+    since: float = 0.0
+
+
 class _Pool:
-    """N spawned workers, one job at a time each, so a dead worker names the episode it held."""
+    """N spawned workers, one job at a time each, so a dead worker names the episode it held.
+
+    Each worker has its own pair of pipes (no queue shared between processes): a worker that dies
+    mid-write cannot leave a shared lock held and stall the others, and ``connection.wait`` on
+    the result pipes and process sentinels notices both results and deaths at once.
+    """
 
     def __init__(self, spec: RunSpec, workers: int, episode_timeout_s: float | None) -> None:
         self.ctx = mp.get_context("spawn")
         self.spec = spec
-        self.results = self.ctx.Queue()
         self.timeout_s = episode_timeout_s
-        self.workers: list[dict[str, Any]] = [self._start() for _ in range(workers)]
+        self.workers: list[_Worker] = [self._start() for _ in range(workers)]
 
-    def _start(self) -> dict[str, Any]:
-        jobs = self.ctx.Queue()
-        proc = self.ctx.Process(
-            target=_worker_main, args=(self.spec, jobs, self.results), daemon=True
-        )
+    def _start(self) -> _Worker:
+        job_r, job_w = self.ctx.Pipe(duplex=False)
+        res_r, res_w = self.ctx.Pipe(duplex=False)
+        proc = self.ctx.Process(target=_worker_main, args=(self.spec, job_r, res_w), daemon=True)
         proc.start()
-        return {"proc": proc, "jobs": jobs, "job": None, "since": 0.0}
+        job_r.close()  # the child holds its own copies
+        res_w.close()
+        return _Worker(proc, job_w, res_r)
 
-    def idle(self) -> list[dict[str, Any]]:
-        return [w for w in self.workers if w["job"] is None]
+    def idle(self) -> list[_Worker]:
+        return [w for w in self.workers if w.job is None]
 
-    def submit(self, w: dict[str, Any], job: Job) -> None:
-        w["job"], w["since"] = job, time.monotonic()
-        w["jobs"].put(job)
+    def submit(self, w: _Worker, job: Job) -> None:
+        w.job, w.since = job, time.monotonic()
+        w.jobs.send(job)
 
-    def release(self, key: tuple[str, int]) -> Job | None:
-        for w in self.workers:
-            if w["job"] is not None and w["job"].key == key:
-                job, w["job"] = w["job"], None
-                return job
-        return None
+    def poll(self, timeout_s: float) -> tuple[list[tuple[Job, Any]], list[tuple[Job, str]]]:
+        """Wait for results; returns (job, message) pairs and (job, reason) for lost jobs."""
+        from multiprocessing.connection import wait
 
-    def reap(self) -> list[tuple[Job, str]]:
-        """Restart dead or timed-out workers; return the jobs they held with a reason."""
-        lost = []
+        busy = [w for w in self.workers if w.job is not None]
+        handles = [w.results for w in busy] + [w.proc.sentinel for w in busy]
+        ready = set(wait(handles, timeout=timeout_s)) if handles else set()
+        messages, lost = [], []
         now = time.monotonic()
         for i, w in enumerate(self.workers):
-            proc = w["proc"]
-            timed_out = (
-                self.timeout_s is not None
-                and w["job"] is not None
-                and now - w["since"] > self.timeout_s
-            )
-            if proc.is_alive() and not timed_out:
+            if w.job is None:
+                if not w.proc.is_alive():
+                    self.workers[i] = self._start()
+                continue
+            msg = None
+            if w.results in ready or w.proc.sentinel in ready:
+                try:
+                    if w.results.poll():
+                        msg = w.results.recv()
+                except (EOFError, OSError):
+                    msg = None
+            if msg is not None:
+                messages.append((w.job, msg))
+                w.job = None
+                continue
+            timed_out = self.timeout_s is not None and now - w.since > self.timeout_s
+            if w.proc.is_alive() and not timed_out:
                 continue
             if timed_out:
-                proc.kill()
-            proc.join(timeout=5)
-            if w["job"] is not None:
-                why = (
-                    f"episode exceeded {self.timeout_s} s"
-                    if timed_out
-                    else f"worker process died (exit code {proc.exitcode})"
-                )
-                lost.append((w["job"], why))
+                w.proc.kill()
+            w.proc.join(timeout=5)
+            why = (
+                f"episode exceeded {self.timeout_s} s"
+                if timed_out
+                else f"worker process died (exit code {w.proc.exitcode})"
+            )
+            lost.append((w.job, why))
+            self._discard(w)
             self.workers[i] = self._start()
-        return lost
+        return messages, lost
+
+    @staticmethod
+    def _discard(w: _Worker) -> None:
+        for conn in (w.jobs, w.results):
+            with contextlib.suppress(OSError):
+                conn.close()
 
     def close(self) -> None:
         for w in self.workers:
-            if w["proc"].is_alive():
-                w["jobs"].put(None)
+            with contextlib.suppress(OSError, BrokenPipeError):
+                w.jobs.send(None)
+        deadline = time.monotonic() + 10
         for w in self.workers:
-            w["proc"].join(timeout=10)
-            if w["proc"].is_alive():
-                w["proc"].kill()
+            w.proc.join(timeout=max(0.1, deadline - time.monotonic()))
+            if w.proc.is_alive():
+                w.proc.kill()
+                w.proc.join(timeout=5)
+            self._discard(w)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -743,16 +780,18 @@ def _run_pool(
 ) -> None:
     pool = _Pool(spec, min(workers, len(jobs)), episode_timeout_s)
     pending = deque(jobs)
+    remaining = len(jobs)
+    consecutive_deaths = 0
 
     def failed(job: Job, why: str) -> None:
+        nonlocal remaining
         if job.attempts >= MAX_ATTEMPTS:
             finish(_error_record(job, why))
+            remaining -= 1
         else:
             pending.appendleft(job)  # retry once, before the remaining jobs
 
-    consecutive_deaths = 0
     try:
-        remaining = len(jobs)
         while remaining:
             for w in pool.idle():
                 if not pending:
@@ -760,36 +799,28 @@ def _run_pool(
                 job = pending.popleft()
                 job.attempts += 1
                 pool.submit(w, job)
-            try:
-                kind, key, payload = pool.results.get(timeout=0.2)
-            except queue.Empty:
-                for job, why in pool.reap():
-                    consecutive_deaths += 1
-                    if consecutive_deaths > 2 * len(pool.workers) + 2:
-                        raise RuntimeError(
-                            f"{consecutive_deaths} worker processes in a row died without "
-                            f"finishing an episode (last: {why}). If evaluate() is called from "
-                            "a script, guard the call with `if __name__ == '__main__':` "
-                            "(workers are spawned and re-import the main module)."
-                        ) from None
-                    failed(job, why)
-                    remaining -= job.attempts >= MAX_ATTEMPTS
-                continue
-            consecutive_deaths = 0
-            held = pool.release(tuple(key))
-            if held is None:
-                continue  # a message from a worker already reaped
-            job = held
-            if kind == "fatal":
-                _reraise(*payload)
-            if kind == "done":
-                rec = EpisodeRecord.from_dict(payload)
-                rec.attempts = job.attempts
-                finish(rec)
-                remaining -= 1
-            else:
-                failed(job, payload)
-                remaining -= job.attempts >= MAX_ATTEMPTS
+            messages, lost = pool.poll(timeout_s=0.5)
+            for job, (kind, _key, payload) in messages:
+                consecutive_deaths = 0
+                if kind == "fatal":
+                    _reraise(*payload)
+                elif kind == "done":
+                    rec = EpisodeRecord.from_dict(payload)
+                    rec.attempts = job.attempts
+                    finish(rec)
+                    remaining -= 1
+                else:
+                    failed(job, payload)
+            for job, why in lost:
+                consecutive_deaths += 1
+                if consecutive_deaths > 2 * len(pool.workers) + 2:
+                    raise RuntimeError(
+                        f"{consecutive_deaths} worker processes in a row died without finishing "
+                        f"an episode (last: {why}). If evaluate() is called from a script, guard "
+                        "the call with `if __name__ == '__main__':` (workers are spawned and "
+                        "re-import the main module)."
+                    )
+                failed(job, why)
     finally:
         pool.close()
 

@@ -1,0 +1,209 @@
+"""evaluate(): seeds, chunk execution, worker processes, crash retry, embodiment checks, outputs.
+
+Uses the point-reaching fake env and scripted policy from ``vlastack.evaluation.fakes``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from vlastack.embodiment import EmbodimentSpec
+from vlastack.errors import ConfigError
+from vlastack.evaluation import fakes
+from vlastack.evaluation.rollout import episode_seed, evaluate, resolve_tasks
+
+KW = dict(image_size=(16, 16), progress=False)
+
+
+@pytest.fixture()
+def ckpt(tmp_path):
+    return fakes.write_fake_checkpoint(tmp_path / "ckpt", action_horizon=8, noise=0.05)
+
+
+def _comparable(records):
+    return [
+        (r.task, r.episode, r.seed, r.status, r.steps, r.steps_to_success, r.initial_state_sha)
+        for r in records
+    ]
+
+
+def test_suite_expands_and_seeds_are_deterministic(ckpt, tmp_path):
+    assert resolve_tasks("fake/suite") == list(fakes.SUITES["fake/suite"])
+    assert resolve_tasks("fake/reach-easy") == ["fake/reach-easy"]
+    r1 = evaluate(ckpt, "fake/suite", episodes_per_task=3, seed=7, workers=0, **KW)
+    r2 = evaluate(ckpt, "fake/suite", episodes_per_task=3, seed=7, workers=0, **KW)
+    assert _comparable(r1.records) == _comparable(r2.records)
+    assert (
+        [r.seed for r in r1.records if r.task == "fake/reach-far"]
+        == [episode_seed(7, 1, e, 3) for e in range(3)]
+        == [1007, 1008, 1009]
+    )
+    per_task = r1.summary["per_task"]
+    assert per_task["fake/reach-easy"]["success_rate"] == 1.0
+    assert per_task["fake/reach-stuck"]["success_rate"] == 0.0  # too slow to arrive in 30 steps
+    assert r1.summary["per_difficulty"]["hard"]["completed"] == 3
+    r3 = evaluate(ckpt, "fake/suite", episodes_per_task=3, seed=8, workers=0, **KW)
+    assert [r.initial_state_sha for r in r3.records] != [r.initial_state_sha for r in r1.records]
+
+
+def test_execute_horizon_sets_how_often_the_policy_is_called(ckpt):
+    full = evaluate(ckpt, "fake/reach-stuck", episodes_per_task=1, workers=0, **KW).records[0]
+    assert full.steps == 30 and full.num_chunks == 4  # ceil(30 / 8): default = checkpoint's 8
+    two = evaluate(
+        ckpt, "fake/reach-stuck", episodes_per_task=1, workers=0, execute_horizon=2, **KW
+    ).records[0]
+    assert two.num_chunks == 15
+    assert len(two.latencies_ms) == 15
+    assert two.extra["execute_horizon"] == 2
+
+
+def test_results_folder_layout_and_videos(ckpt, tmp_path):
+    out = tmp_path / "res"
+    res = evaluate(
+        ckpt,
+        "fake/suite",
+        episodes_per_task=2,
+        workers=0,
+        video_episodes_per_task=1,
+        out_dir=out,
+        **KW,
+    )
+    lines = (out / "episodes.jsonl").read_text().splitlines()
+    assert len(lines) == 6
+    assert json.loads(lines[0])["task"] == "fake/reach-easy"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["overall"]["success_rate"] == res.success_rate
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["protocol"]["seeds"]["fake/reach-easy"] == [0, 1]
+    videos = sorted(p.name for p in (out / "videos").iterdir())
+    assert videos == [
+        "fake-reach-easy_ep0_success.mp4",
+        "fake-reach-far_ep0_success.mp4",
+        "fake-reach-stuck_ep0_fail.mp4",
+    ]
+    filmed = [r for r in res.records if r.video]
+    assert {r.episode for r in filmed} == {0}
+    assert all((out / r.video).stat().st_size > 1000 for r in filmed)
+
+
+def _crash(monkeypatch, **cfg):
+    monkeypatch.setenv("VLASTACK_FAKE_CRASH", json.dumps(cfg))
+
+
+def test_an_always_failing_episode_is_an_error_not_a_failure(ckpt, monkeypatch):
+    _crash(monkeypatch, raise_seeds=[1])
+    res = evaluate(ckpt, "fake/reach-easy", episodes_per_task=3, workers=0, **KW)
+    statuses = [r.status for r in res.records]
+    assert statuses == ["success", "error", "success"]
+    bad = res.records[1]
+    assert bad.attempts == 2 and "injected failure at seed 1" in bad.error
+    o = res.summary["overall"]
+    assert (o["completed"], o["errors"], o["success_rate"]) == (2, 1, 1.0)
+
+
+def test_worker_processes_match_inline_including_errors(ckpt, monkeypatch):
+    _crash(monkeypatch, raise_seeds=[1001])  # fake/reach-far episode 1 always raises
+    inline = evaluate(ckpt, "fake/suite", episodes_per_task=2, workers=0, **KW)
+    pooled = evaluate(ckpt, "fake/suite", episodes_per_task=2, workers=2, **KW)
+    assert _comparable(inline.records) == _comparable(pooled.records)
+    assert [r.status for r in pooled.records].count("error") == 1
+    assert pooled.records[3].error and "seed 1001" in pooled.records[3].error
+    assert pooled.summary["timing"]["workers"] == 2
+
+
+def test_a_transient_failure_is_retried_once(ckpt, monkeypatch, tmp_path):
+    _crash(monkeypatch, raise_seeds=[0], once_dir=str(tmp_path))
+    res = evaluate(ckpt, "fake/reach-easy", episodes_per_task=2, workers=0, **KW)
+    assert [r.status for r in res.records] == ["success", "success"]
+    assert [r.attempts for r in res.records] == [2, 1]
+
+
+def test_a_dying_worker_is_replaced_and_its_episode_retried(ckpt, monkeypatch, tmp_path):
+    _crash(monkeypatch, exit_seeds=[1], once_dir=str(tmp_path))
+    res = evaluate(ckpt, "fake/reach-easy", episodes_per_task=3, workers=1, **KW)
+    assert [r.status for r in res.records] == ["success"] * 3
+    assert res.records[1].attempts == 2
+
+
+def test_a_worker_dying_twice_records_an_error(ckpt, monkeypatch):
+    _crash(monkeypatch, exit_seeds=[0])
+    res = evaluate(ckpt, "fake/reach-easy", episodes_per_task=2, workers=1, **KW)
+    assert [r.status for r in res.records] == ["error", "success"]
+    assert "worker process died (exit code 3)" in res.records[0].error
+
+
+def _mismatched_checkpoint(tmp_path):
+    ck = fakes.write_fake_checkpoint(tmp_path / "other", action_horizon=4)
+    emb = fakes.embodiment(action_dim=3)
+    emb.robot_type = "three_dof_arm"
+    emb.save(ck / "embodiment.json")
+    return ck
+
+
+def test_embodiment_mismatch_is_explained(tmp_path):
+    ck = _mismatched_checkpoint(tmp_path)
+    with pytest.raises(ConfigError) as exc:
+        evaluate(ck, "fake/reach-easy", episodes_per_task=1, workers=0, **KW)
+    msg = str(exc.value)
+    assert "three_dof_arm" in msg and "action dim 3 vs 2" in msg
+    assert "--action-remap pad" in msg and "--allow-mismatch" in msg
+    with pytest.raises(ConfigError, match="action dim 3 vs 2"):  # also from a worker process
+        evaluate(ck, "fake/reach-easy", episodes_per_task=1, workers=1, **KW)
+
+
+def test_embodiment_mismatch_can_be_remapped_with_a_warning(tmp_path):
+    ck = _mismatched_checkpoint(tmp_path)
+    with pytest.warns(UserWarning, match="remapped"):
+        res = evaluate(
+            ck, "fake/reach-easy", episodes_per_task=2, workers=0, action_remap="pad", **KW
+        )
+    assert all(r.status == "success" for r in res.records)
+    assert (
+        "action dim 3 vs 2" in res.manifest["protocol"]["action_remap_applied"]["fake/reach-easy"]
+    )
+
+
+class _ZeroPolicy:
+    """A picklable policy factory output that never moves (every episode fails)."""
+
+    metadata = {"execute_horizon": 5, "embodiment": fakes.embodiment().to_dict()}
+
+    def reset(self):
+        pass
+
+    def infer(self, obs):
+        return {"actions": np.zeros((5, 2), dtype=np.float32)}
+
+
+def test_policy_factory_and_zero_jerk(tmp_path):
+    res = evaluate(_ZeroPolicy, "fake/reach-easy", episodes_per_task=2, workers=0, **KW)
+    assert res.success_rate == 0.0
+    assert res.summary["overall"]["mean_squared_jerk"] == 0.0
+    assert res.summary["overall"]["chunk_jump"] == 0.0
+    assert res.manifest["checkpoint"]["path"] is None
+    assert isinstance(EmbodimentSpec.from_dict(_ZeroPolicy.metadata["embodiment"]), EmbodimentSpec)
+
+
+def test_bad_arguments_are_config_errors(ckpt, tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        evaluate(tmp_path / "nope", "fake/reach-easy", **KW)
+    with pytest.raises(ConfigError, match="action_remap"):
+        evaluate(ckpt, "fake/reach-easy", action_remap="guess", **KW)
+    with pytest.raises(ConfigError, match="unknown fake"):
+        evaluate(ckpt, "fake/nope", episodes_per_task=1, workers=0, **KW)
+
+
+def test_ensembling_needs_the_runtime_or_uses_it(ckpt):
+    try:
+        from vlastack.serving.runtime import TemporalEnsembler  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="ensemble"):
+            evaluate(ckpt, "fake/reach-easy", episodes_per_task=1, workers=0, ensemble=True, **KW)
+    else:
+        rec = evaluate(
+            ckpt, "fake/reach-easy", episodes_per_task=1, workers=0, ensemble=True, **KW
+        ).records[0]
+        assert rec.num_chunks == rec.steps  # queried every step
