@@ -152,6 +152,12 @@ def _dynamic_from_linear(layer: nn.Linear, dyn_cls: Any) -> nn.Module:
     return new
 
 
+def is_int8_linear(module: nn.Module) -> bool:
+    """True for the int8 linears ``quantize_dynamic_int8`` installs (either backend)."""
+    dyn = _ao_dynamic_linear()
+    return isinstance(module, Int8Linear) or (dyn is not None and isinstance(module, dyn))
+
+
 def resolve_int8_backend(backend: str = "auto") -> str:
     """``auto`` → ``dynamic`` (torch.ao, int8 activations too) if it works here, else ``weight_only``."""
     if backend not in INT8_BACKENDS:
@@ -740,6 +746,7 @@ __all__ = [
     "compare",
     "fake_quantize_int8_",
     "int8_per_channel",
+    "is_int8_linear",
     "load_policy",
     "open_loop_actions",
     "parameter_bytes",
