@@ -120,7 +120,7 @@ def print_summary(summary: dict[str, Any]) -> None:
 
     table = Table(title=f"{summary['run']['label']} on {summary['run']['env']}")
     for col in ("task", "success %", "95% CI", "n", "errors", "steps→success", "jerk", "jump"):
-        table.add_column(col, justify="left" if col == "task" else "right")
+        table.add_column(col, justify="left" if col == "task" else "right", no_wrap=col == "task")
     rows = list(summary["per_task"].items()) + [("overall", summary["overall"])]
     for name, a in rows:
         table.add_row(
@@ -133,7 +133,9 @@ def print_summary(summary: dict[str, Any]) -> None:
             _fmt(a["mean_squared_jerk"], nd=4),
             _fmt(a["chunk_jump"], nd=3),
         )
-    console = Console()
+    import sys
+
+    console = Console(width=None if sys.stdout.isatty() else 140)  # logs: do not truncate
     console.print(table)
     lat = summary["overall"]["latency"]
     mem = summary["overall"]
