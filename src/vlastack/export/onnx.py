@@ -410,6 +410,7 @@ def export_model_heads(
     model.eval()
     context, mask = example_context(model, 1)
     context3, mask3 = example_context(model, 3, seed=1)
+    parts = list(parts)
     graphs = head_graphs(model.head, cfg.head, context, mask, parts)
     graphs3 = {g.name: g for g in head_graphs(model.head, cfg.head, context3, mask3, parts, seed=1)}
     manifest: dict[str, Any] = {
@@ -422,6 +423,12 @@ def export_model_heads(
         "torch": torch.__version__,
         "graphs": {},
     }
+    head = model.head
+    if "sampler" in parts and cfg.head == "diffusion" and head.sampler != "ddim":
+        manifest["skipped"] = {
+            "diffusion_sampler": f"sampler {head.sampler!r} draws noise every step; run the "
+            "'step' graph in a loop (only DDIM is exported whole)"
+        }
     for graph in graphs:
         path = export_graph(graph, out / f"{graph.name}.onnx", opset)
         entry: dict[str, Any] = {

@@ -1,0 +1,117 @@
+"""ONNX export of the continuous action heads: onnxruntime vs PyTorch parity, loops from steps."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from _export_tiny import tiny_config, write_tiny_checkpoint
+from vlastack.errors import ConfigError
+from vlastack.export.onnx import (
+    example_context,
+    export_model_heads,
+    export_onnx,
+    head_graphs,
+    ort_session,
+)
+from vlastack.models.vla import build_vla
+
+pytest.importorskip("onnxruntime", reason="ONNX parity needs onnxruntime (vlastack[export])")
+
+ATOL = 1e-4
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _model(head: str, **kw):
+    torch.manual_seed(0)
+    return build_vla(tiny_config(head, **kw)).eval()
+
+
+def _run(sess, feeds):
+    return sess.run(None, {k: v.detach().numpy() for k, v in feeds.items()})
+
+
+@pytest.mark.parametrize("head", ["flow_matching", "diffusion", "l1", "act"])
+def test_every_graph_matches_pytorch(tmp_path, head):
+    model = _model(head)
+    manifest = export_model_heads(model, tmp_path, check=False)
+    expected = {
+        "flow_matching": {"flow_matching_prefix", "flow_matching_step", "flow_matching_sampler"},
+        "diffusion": {"diffusion_prefix", "diffusion_step", "diffusion_sampler"},
+        "l1": {"l1_sampler"},
+        "act": {"act_sampler"},
+    }[head]
+    assert set(manifest["graphs"]) == expected
+    # Check on a batch size and inputs other than the ones used for tracing (dynamic batch).
+    ctx, mask = example_context(model, batch_size=2, seed=7)
+    for graph in head_graphs(model.head, head, ctx, mask, seed=7):
+        sess = ort_session(tmp_path / f"{graph.name}.onnx")
+        with torch.no_grad():
+            ref = graph.module(*graph.inputs)
+        refs = ref if isinstance(ref, tuple) else (ref,)
+        got = _run(sess, dict(zip(graph.input_names, graph.inputs)))
+        for r, o in zip(refs, got):
+            assert o.shape == tuple(r.shape)
+            np.testing.assert_allclose(o, r.numpy(), atol=ATOL, err_msg=graph.name)
+
+
+def test_flow_euler_loop_from_step_graph_equals_sample_actions(tmp_path):
+    model = _model("flow_matching")
+    export_model_heads(model, tmp_path, ["prefix", "step"])
+    head = model.head
+    ctx, mask = example_context(model, batch_size=2, seed=3)
+    noise = torch.randn(2, head.action_horizon, head.action_dim)
+    ref = head.sample_actions(ctx, mask, noise=noise).numpy()
+    k, v, attn = ort_session(tmp_path / "flow_matching_prefix.onnx").run(
+        None, {"context": ctx.numpy(), "context_mask": mask.numpy()}
+    )
+    step = ort_session(tmp_path / "flow_matching_step.onnx")
+    x, n = noise.numpy(), head.num_steps
+    for i in range(n):  # openpi's grid: t = 1, 1 - 1/n, ..., 1/n
+        t = np.full((2,), 1.0 - i / n, dtype=np.float32)
+        (vel,) = step.run(None, {"x_t": x, "t": t, "prefix_k": k, "prefix_v": v, "attn_mask": attn})
+        x = x - vel / n
+    np.testing.assert_allclose(x, ref, atol=ATOL)
+
+
+def test_flow_sampler_graph_equals_sample_actions_with_that_noise(tmp_path):
+    model = _model("flow_matching")
+    export_model_heads(model, tmp_path, ["sampler"])
+    ctx, mask = example_context(model, batch_size=1, seed=5)
+    noise = torch.randn(1, 4, 4)
+    ref = model.head.sample_actions(ctx, mask, noise=noise).numpy()
+    (got,) = ort_session(tmp_path / "flow_matching_sampler.onnx").run(
+        None, {"context": ctx.numpy(), "context_mask": mask.numpy(), "noise": noise.numpy()}
+    )
+    np.testing.assert_allclose(got, ref, atol=ATOL)
+    assert np.abs(ref - noise.numpy()).max() > 0.1  # the loop really ran
+
+
+def test_ddpm_head_exports_steps_but_not_the_loop(tmp_path):
+    model = _model(
+        "diffusion", head_kwargs={"width": 32, "depth": 1, "num_heads": 2, "sampler": "ddpm"}
+    )
+    manifest = export_model_heads(model, tmp_path)
+    assert set(manifest["graphs"]) == {"diffusion_prefix", "diffusion_step"}
+    assert "diffusion_sampler" in manifest["skipped"]
+
+
+def test_export_onnx_from_checkpoint_and_bad_input(tmp_path):
+    ck = write_tiny_checkpoint(tmp_path / "run", "l1")
+    manifest = export_onnx(ck, tmp_path / "onnx")
+    assert manifest["graphs"]["l1_sampler"]["max_abs_error"] < ATOL
+    assert (tmp_path / "onnx" / "normalization.json").is_file()
+    assert (tmp_path / "onnx" / "manifest.json").is_file()
+    with pytest.raises(ConfigError, match="parts"):
+        export_onnx(ck, tmp_path / "x", ["decoder"])
+    with pytest.raises(ConfigError, match="continuous"):
+        export_model_heads(_model("bins"), tmp_path / "bins")
