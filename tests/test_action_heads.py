@@ -186,6 +186,9 @@ def test_unknown_head_and_field_errors():
     with pytest.raises(ConfigError, match="time_conditioning"):
         make_head("flow_matching", time_conditioning="film")
     head = make_head("l1")
+    ctx, mask, acts, pad = batch()
+    with pytest.raises(ConfigError, match="at least one valid context token"):
+        head.sample_actions(ctx, torch.zeros_like(mask))
     with pytest.raises(ConfigError, match="action_horizon"):
         head.loss(*batch()[:2], torch.zeros(3, H + 1, A), torch.zeros(3, H + 1, dtype=torch.bool))
 

@@ -44,6 +44,11 @@ class ActionHead(nn.Module):
                 f"{type(self).__name__}: context_mask must be {tuple(context.shape[:2])}, "
                 f"got {tuple(context_mask.shape)}"
             )
+        if not bool(context_mask.any(dim=1).all()):
+            raise ConfigError(
+                f"{type(self).__name__}: every sample needs at least one valid context token "
+                "(a row of context_mask is all False); check the tokenizer/encoder padding."
+            )
         if actions is not None and tuple(actions.shape[1:]) != (
             self.action_horizon,
             self.action_dim,
