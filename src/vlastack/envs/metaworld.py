@@ -9,7 +9,6 @@ the corner cameras, which MuJoCo renders upside down, are rotated back to uprigh
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import numpy as np
@@ -228,9 +227,10 @@ class MetaWorldEnv(VlaEnv):
             self._gym_env = None
 
     def __del__(self) -> None:
-        # at interpreter shutdown the GL context may already be gone
-        with contextlib.suppress(Exception):
+        try:  # noqa: SIM105 - at interpreter shutdown contextlib and the GL context may be gone
             self.close()
+        except Exception:
+            pass
 
     # ---- helpers -----------------------------------------------------------------------
     def make_expert(self, *, noise: float = 0.0, seed: int | None = None) -> ScriptedExpert:
