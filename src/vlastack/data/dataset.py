@@ -179,8 +179,13 @@ def make_dataloader(
     drop_last: bool = False,
     persistent_workers: bool | None = None,
     prefetch_factor: int | None = None,
+    multiprocessing_context: str | None = "forkserver",
 ) -> DataLoader:
-    """A DataLoader with ``collate``, a seeded shuffle and per-worker decoders."""
+    """A DataLoader with ``collate``, a seeded shuffle and per-worker decoders.
+
+    Workers start by ``forkserver`` (not ``fork``): a worker forked after the parent ran a
+    multi-threaded torch op inherits a broken OpenMP pool and hangs on its first tensor op.
+    """
     gen = torch.Generator()
     gen.manual_seed(seed)
     kwargs: dict[str, Any] = {}
@@ -188,6 +193,7 @@ def make_dataloader(
         kwargs["persistent_workers"] = True if persistent_workers is None else persistent_workers
         kwargs["prefetch_factor"] = prefetch_factor or 4
         kwargs["worker_init_fn"] = _worker_init
+        kwargs["multiprocessing_context"] = multiprocessing_context
     return DataLoader(
         dataset,
         batch_size=batch_size,
