@@ -114,6 +114,33 @@ def test_worker_processes_match_inline_including_errors(ckpt, monkeypatch):
     assert pooled.summary["timing"]["workers"] == 2
 
 
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_vlastack_error_mid_episode_is_an_episode_error(ckpt, monkeypatch, workers):
+    _crash(monkeypatch, raise_seeds=[0], as_config_error=True)
+    res = evaluate(ckpt, "fake/reach-easy", episodes_per_task=2, workers=workers, **KW)
+    assert [r.status for r in res.records] == ["error", "success"]
+    assert "injected config error" in res.records[0].error
+
+
+class _LoudPolicy:
+    """Asks for actions twice the bounds."""
+
+    def reset(self):
+        pass
+
+    def infer(self, obs):
+        return {"actions": np.full((4, 2), 2.0, dtype=np.float32)}
+
+
+def test_out_of_bounds_actions_are_clipped_and_counted():
+    rec = evaluate(_LoudPolicy, "fake/reach-stuck", episodes_per_task=1, workers=0, **KW).records[0]
+    assert rec.extra["clipped_steps"] == rec.steps == 30
+    raw = evaluate(
+        _LoudPolicy, "fake/reach-stuck", episodes_per_task=1, workers=0, clip_actions=False, **KW
+    ).records[0]
+    assert raw.extra["clipped_steps"] == 0
+
+
 def test_a_transient_failure_is_retried_once(ckpt, monkeypatch, tmp_path):
     _crash(monkeypatch, raise_seeds=[0], once_dir=str(tmp_path))
     res = evaluate(ckpt, "fake/reach-easy", episodes_per_task=2, workers=0, **KW)

@@ -144,9 +144,12 @@ class DevTools:
                 out.append(json.dumps(p["exceptionDetails"])[:300])
             elif m == "Runtime.consoleAPICalled" and p.get("type") == "error":
                 out.append(json.dumps(p.get("args"))[:300])
-            elif m == "Log.entryAdded" and p["entry"]["level"] == "error":
-                if "favicon.ico" not in p["entry"].get("url", ""):  # http.server has none
-                    out.append(p["entry"]["text"][:300])
+            elif (
+                m == "Log.entryAdded"
+                and p["entry"]["level"] == "error"
+                and "favicon.ico" not in p["entry"].get("url", "")  # http.server has none
+            ):
+                out.append(p["entry"]["text"][:300])
         return out
 
     def close(self) -> None:

@@ -59,8 +59,9 @@ def difficulty_of(task: str) -> str:
 
 def _maybe_crash(seed: int, step: int) -> None:
     """Inject failures from ``VLASTACK_FAKE_CRASH`` = {"raise_seeds": [...], "exit_seeds": [...],
-    "once_dir": DIR}: raise (or kill the process) at step 2 of those seeds; with ``once_dir`` only
-    the first attempt fails (a marker file remembers it across processes)."""
+    "once_dir": DIR, "as_config_error": bool}: raise (or kill the process) at step 2 of those
+    seeds; with ``once_dir`` only the first attempt fails (a marker file remembers it across
+    processes)."""
     spec = os.environ.get("VLASTACK_FAKE_CRASH")
     if not spec or step != 2:
         return
@@ -77,6 +78,8 @@ def _maybe_crash(seed: int, step: int) -> None:
         marker.touch()
     if hit_exit:
         os._exit(3)  # simulate a segfaulting simulator: no exception, the process is gone
+    if cfg.get("as_config_error"):  # e.g. an env's ActionError: a VlastackError mid-episode
+        raise ConfigError(f"injected config error at seed {seed}")
     raise RuntimeError(f"injected failure at seed {seed}")
 
 

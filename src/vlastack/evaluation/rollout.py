@@ -163,8 +163,8 @@ def _fit(x: np.ndarray, dim: int) -> np.ndarray:
     return out
 
 
-def _make_ensembler(action_horizon: int) -> Any:
-    """ACT temporal ensembling from ``vlastack.serving.runtime`` (optional component)."""
+def _make_ensembler() -> Any:
+    """ACT temporal ensembling (m = 0.01) from ``vlastack.serving.runtime``."""
     try:
         runtime = importlib.import_module("vlastack.serving.runtime")
     except ImportError as exc:
@@ -177,7 +177,7 @@ def _make_ensembler(action_horizon: int) -> Any:
         raise ConfigError(
             "--ensemble needs vlastack.serving.runtime.TemporalEnsembler, which this build lacks"
         )
-    return cls(action_horizon=action_horizon)
+    return cls()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,6 +196,7 @@ class RunSpec:
     execute_horizon: int | None = None
     ensemble: bool = False
     action_remap: str = "strict"
+    clip_actions: bool = True
     out_dir: str | None = None
     video_fps: float = 20.0
     condition: str = "default"
@@ -226,6 +227,8 @@ class EpisodeRunner:
     """Builds the policy once and one env per task, then runs episodes (in a worker or inline)."""
 
     def __init__(self, spec: RunSpec) -> None:
+        # Import the smoothness math (torch) now, not inside the first timed episode.
+        importlib.import_module("vlastack.functional.smoothness")
         self.spec = spec
         self._policy: PolicyLike | None = None
         self._envs: dict[str, Any] = {}
@@ -274,15 +277,28 @@ class EpisodeRunner:
         self.remap_notes[task] = note
         return _Remap(pol, env_emb)
 
+    def prepare(self, task: str) -> None:
+        """Build the policy and the task's env and check their embodiments. A VlastackError
+        here is a setup mistake that stops the evaluation; errors later are episode errors."""
+        self.env(task)
+        _ = self.policy
+
     def run(self, job: Job) -> EpisodeRecord:
         spec = self.spec
-        t_start = time.perf_counter()
         env = self.env(job.task)
         policy = self.policy
+        t_start = time.perf_counter()  # episode time, without building the env and policy
         remap = self._remaps.get(job.task)
         max_steps = spec.max_steps or int(getattr(env, "max_steps", 0) or 500)
         meta = getattr(policy, "metadata", None) or {}
         execute_horizon = spec.execute_horizon or meta.get("execute_horizon")
+
+        act_spec = getattr(getattr(env, "embodiment", None), "action", None)
+        low = high = None
+        if act_spec is not None and act_spec.low is not None and act_spec.high is not None:
+            low = np.asarray(act_spec.low, dtype=np.float32)
+            high = np.asarray(act_spec.high, dtype=np.float32)
+        n_clipped = 0
 
         env_s = 0.0
         t0 = time.perf_counter()
@@ -324,12 +340,16 @@ class EpisodeRunner:
                     execute_horizon = horizon
                 if spec.ensemble:
                     if ensembler is None:
-                        ensembler = _make_ensembler(horizon)
-                    pending = deque([np.asarray(ensembler.step(chunk), dtype=np.float32)])
+                        ensembler = _make_ensembler()
+                    pending = deque([np.asarray(ensembler.update(chunk), dtype=np.float32)])
                 else:
                     chunk_starts.append(step - 1)
                     pending.extend(chunk[: max(1, min(int(execute_horizon), horizon))])
             action = pending.popleft()
+            if spec.clip_actions and low is not None:
+                clipped = np.clip(action, low, high)
+                n_clipped += bool(np.any(clipped != action))
+                action = clipped
             executed.append(action)
             t0 = time.perf_counter()
             obs, _r, terminated, truncated, info = env.step(action)
@@ -370,6 +390,7 @@ class EpisodeRunner:
                 "policy_s": round(sum(latencies_ms) / 1e3, 6),
                 "max_steps": max_steps,
                 "control_hz": control_hz,
+                "clipped_steps": n_clipped,
                 **({"remap": self.remap_notes[job.task]} if job.task in self.remap_notes else {}),
             },
         )
@@ -428,10 +449,16 @@ def _worker_main(spec: RunSpec, jobs: Any, results: Any) -> None:
         if job is None:
             break
         try:
+            runner.prepare(job.task)
+        except VlastackError as exc:  # a setup mistake: stop the whole evaluation
+            results.send(("fatal", job.key, (type(exc).__name__, str(exc))))
+            continue
+        except Exception:
+            results.send(("error", job.key, traceback.format_exc(limit=8)))
+            continue
+        try:
             rec = runner.run(job)
             results.send(("done", job.key, rec.to_dict()))
-        except VlastackError as exc:  # a user mistake: stop the whole evaluation
-            results.send(("fatal", job.key, (type(exc).__name__, str(exc))))
         except Exception:
             results.send(("error", job.key, traceback.format_exc(limit=8)))
     runner.close()
@@ -596,6 +623,7 @@ def evaluate(
     video_episodes_per_task: int = 0,
     out_dir: str | Path | None = None,
     action_remap: str = "strict",
+    clip_actions: bool = True,
     tasks: list[str] | None = None,
     seeds: dict[str, list[int]] | None = None,
     condition: str = "default",
@@ -636,6 +664,7 @@ def evaluate(
         execute_horizon=execute_horizon,
         ensemble=ensemble,
         action_remap=action_remap,
+        clip_actions=clip_actions,
         out_dir=str(out_dir) if out_dir else None,
         video_fps=video_fps,
         condition=condition,
@@ -747,14 +776,22 @@ def _run_inline(spec: RunSpec, jobs: list[Job], finish: Callable[[EpisodeRecord]
             while True:
                 job.attempts += 1
                 try:
-                    finish(runner.run(job))
-                    break
-                except VlastackError:
+                    runner.prepare(job.task)
+                except VlastackError:  # a setup mistake: stop the whole evaluation
                     raise
                 except Exception:
-                    if job.attempts >= MAX_ATTEMPTS:
-                        finish(_error_record(job, traceback.format_exc(limit=8)))
+                    err = traceback.format_exc(limit=8)
+                else:
+                    try:
+                        rec = runner.run(job)
+                    except Exception:
+                        err = traceback.format_exc(limit=8)
+                    else:
+                        finish(rec)
                         break
+                if job.attempts >= MAX_ATTEMPTS:
+                    finish(_error_record(job, err))
+                    break
     finally:
         runner.close()
 
