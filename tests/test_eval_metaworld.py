@@ -16,7 +16,6 @@ pytestmark = pytest.mark.sim
 
 def _checkpoint(root, action_dim=4, camera="corner2"):
     from _export_tiny import tiny_stats
-
     from vlastack.data.normalization import Normalizer
     from vlastack.envs.metaworld import embodiment
     from vlastack.models.vla import VLAConfig, build_vla
