@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from vlastack.data.format import DatasetReader
 from vlastack.errors import DataError
@@ -121,8 +121,12 @@ class WindowedDataset(Dataset):
             # Decode the distinct frames once (a contiguous range), then expand the repeats.
             first, last = int(obs_idx[0]), int(obs_idx[-1])
             frames = r.decode_frames(k, ep, np.arange(first - lo, last - lo + 1))
-            imgs = torch.from_numpy(frames[obs_idx - first]).permute(0, 3, 1, 2)  # (T, C, H, W)
-            imgs = imgs.float().div_(255.0)
+            # uint8 (T, H, W, C) -> contiguous uint8 (T, C, H, W) first, so the float conversion
+            # runs over contiguous memory (about 3x faster than converting the permuted view).
+            imgs = torch.from_numpy(
+                np.ascontiguousarray(frames[obs_idx - first].transpose(0, 3, 1, 2))
+            )
+            imgs = imgs.to(torch.float32).mul_(1.0 / 255.0)
             if self.image_size is not None and tuple(imgs.shape[-2:]) != tuple(self.image_size):
                 imgs = torch.nn.functional.interpolate(
                     imgs, size=self.image_size, mode="bilinear", align_corners=False, antialias=True
@@ -151,7 +155,14 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     for k, v in samples[0].items():
         vals = [s[k] for s in samples]
         if isinstance(v, torch.Tensor):
-            out[k] = torch.stack(vals)
+            out_buf = None
+            if get_worker_info() is not None:
+                # In a worker, stack straight into shared memory so the batch is not copied again
+                # on its way to the main process (what torch's default_collate does too).
+                numel = sum(x.numel() for x in vals)
+                storage = v._typed_storage()._new_shared(numel, device=v.device)
+                out_buf = v.new(storage).resize_(len(vals), *v.shape)
+            out[k] = torch.stack(vals, out=out_buf)
         elif isinstance(v, str):
             out[k] = vals
         elif isinstance(v, (int, np.integer)):
