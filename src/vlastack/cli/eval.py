@@ -119,7 +119,16 @@ def print_summary(summary: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title=f"{summary['run']['label']} on {summary['run']['env']}")
-    for col in ("task", "success %", "95% CI", "n", "errors", "steps→success", "jerk", "jump"):
+    for col in (
+        "task",
+        "success %",
+        "95% CI",
+        "n",
+        "errors",
+        "steps→success",
+        "jerk (u/s³)²",
+        "jump",
+    ):
         table.add_column(col, justify="left" if col == "task" else "right", no_wrap=col == "task")
     rows = list(summary["per_task"].items()) + [("overall", summary["overall"])]
     for name, a in rows:
@@ -130,7 +139,7 @@ def print_summary(summary: dict[str, Any]) -> None:
             str(a["completed"]),
             str(a["errors"]),
             _fmt(a["steps_to_success_mean"]),
-            _fmt(a["mean_squared_jerk"], nd=4),
+            "-" if a["mean_squared_jerk"] is None else f"{a['mean_squared_jerk']:.3g}",
             _fmt(a["chunk_jump"], nd=3),
         )
     import sys

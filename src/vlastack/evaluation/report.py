@@ -264,7 +264,7 @@ def _overall_table(runs: list[Run]) -> str:
                 f"{o['successes']}/{o['completed']}",
                 str(o["errors"]),
                 _num(o.get("steps_to_success_mean")),
-                _num(o.get("mean_squared_jerk"), 4),
+                "–" if o.get("mean_squared_jerk") is None else f"{o['mean_squared_jerk']:.3g}",
                 _num(o.get("chunk_jump"), 3),
                 f"{_num(lat.get('p50_ms'))} / {_num(lat.get('p95_ms'))} / {_num(lat.get('p99_ms'))}",
                 _num(o.get("peak_rss_mb"), 0),

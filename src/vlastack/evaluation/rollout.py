@@ -107,6 +107,26 @@ def load_policy(checkpoint: str | Path) -> PolicyLike:
     return Policy.from_checkpoint(path)
 
 
+def resolve_checkpoint_dir(checkpoint: str | Path) -> Path:
+    """A run folder or a ``last`` pointer resolves to its step folder (so the manifest hashes the
+    weights actually used); other folders stay as given."""
+    try:
+        from vlastack.training.checkpoint import resolve_checkpoint
+
+        return Path(resolve_checkpoint(checkpoint))
+    except (ImportError, VlastackError):
+        return Path(checkpoint).resolve()
+
+
+def checkpoint_label(checkpoint: str | Path) -> str:
+    """``runs/pick/checkpoints/step_001000`` -> ``pick@step_001000``; else the folder name."""
+    p = Path(checkpoint)
+    if p.name.startswith("step_"):
+        run = p.parent.parent if p.parent.name == "checkpoints" else p.parent
+        return f"{run.name}@{p.name}"
+    return p.name
+
+
 def checkpoint_embodiment(checkpoint: str | Path) -> EmbodimentSpec | None:
     p = Path(checkpoint) / "embodiment.json"
     return EmbodimentSpec.load(p) if p.exists() else None
@@ -649,8 +669,10 @@ def evaluate(
     if execute_horizon is not None and execute_horizon < 1:
         raise ConfigError(f"execute_horizon must be >= 1, got {execute_horizon}")
     checkpoint = None if callable(policy) else str(policy)
-    if checkpoint is not None and not Path(checkpoint).exists():
-        raise ConfigError(f"checkpoint {checkpoint} does not exist; pass a checkpoint folder")
+    if checkpoint is not None:
+        if not Path(checkpoint).exists():
+            raise ConfigError(f"checkpoint {checkpoint} does not exist; pass a checkpoint folder")
+        checkpoint = str(resolve_checkpoint_dir(checkpoint))
     task_list = list(tasks) if tasks else resolve_tasks(env)
     jobs = make_jobs(env, task_list, episodes_per_task, seed, video_episodes_per_task, seeds)
     ncpu = os.cpu_count() or 1
@@ -706,7 +728,7 @@ def evaluate(
     policy_s = sum(r.extra.get("policy_s", 0.0) for r in records)
     steps = sum(r.steps for r in records if r.status != "error")
     summary["run"] = {
-        "label": label or (Path(checkpoint).name if checkpoint else "policy"),
+        "label": label or (checkpoint_label(checkpoint) if checkpoint else "policy"),
         "kind": "eval",
         "env": env,
         "checkpoint": checkpoint,
