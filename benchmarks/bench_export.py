@@ -71,8 +71,8 @@ def bench_head(head: str, tmp: Path, iters: int, rss: bool) -> list[dict[str, An
     from vlastack.export.onnx import example_context, export_model_heads
     from vlastack.export.quantize import (
         load_policy,
+        memory_delta_mb,
         parameter_bytes,
-        peak_rss_delta_mb,
         quantize_checkpoint,
         ternary_packed_bytes,
     )
@@ -161,8 +161,92 @@ def bench_head(head: str, tmp: Path, iters: int, rss: bool) -> list[dict[str, An
             row["onnx_file_mb"] = (out_dir / graph["file"]).stat().st_size / 1e6
             row["param_mb"] += row["onnx_file_mb"]
         if rss and name != "onnxruntime":
-            row["peak_rss_delta_mb"] = peak_rss_delta_mb(path, obs)
+            row.update(memory_delta_mb(path, obs))
         rows.append(row)
+    return rows
+
+
+def accuracy_rows(
+    dataset: Path, head: str, train_steps: int, tmp: Path, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Train a small policy on ``dataset`` for ``train_steps``, then ``compare`` each quantized
+    copy with it on the held-out episodes (open-loop action error in original units)."""
+    from vlastack.data.dataset import WindowedDataset, make_dataloader, split_episodes
+    from vlastack.data.format import DatasetReader
+    from vlastack.data.normalization import Normalizer
+    from vlastack.export.quantize import compare, quantize_checkpoint
+    from vlastack.models.vla import build_vla
+    from vlastack.recipes import get_recipe
+    from vlastack.training.checkpoint import save_checkpoint
+
+    reader = DatasetReader(dataset)
+    cams = [k.removeprefix("observation.images.") for k in reader.camera_keys]
+    state_dim = int(np.prod(reader.features["observation.state"].shape))
+    action_dim = int(np.prod(reader.features["action"].shape))
+    cfg = get_recipe("cpu_default").model
+    small = {k: v for k, v in cfg.head_kwargs.items() if k in ("width", "depth", "num_heads")}
+    cfg = dataclasses.replace(
+        cfg,
+        cameras=cams,
+        image_size=(32, 32),
+        state_dim=state_dim,
+        action_dim=action_dim,
+        head=head,
+        head_kwargs=cfg.head_kwargs if head == cfg.head else small,
+    )
+    train_eps, _ = split_episodes(reader.num_episodes, 0.34, seed)
+    ds = WindowedDataset(
+        reader,
+        obs_horizon=cfg.obs_horizon,
+        action_horizon=cfg.action_horizon,
+        episodes=train_eps,
+        image_size=cfg.image_size,
+    )
+    modes = {"observation.state": "mean_std", "action": "mean_std"}
+    norm = Normalizer(reader.stats, modes)
+    torch.manual_seed(seed)
+    model = build_vla(cfg).train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    step = 0
+    while step < train_steps:
+        for batch in make_dataloader(ds, batch_size=16, seed=seed + step):
+            loss = model.loss(norm.normalize(batch)).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+            if step >= train_steps:
+                break
+    src = save_checkpoint(
+        tmp / f"acc_{head}",
+        train_steps,
+        weights=model.state_dict(),
+        config={"model": cfg.to_dict(), "train": {"val_fraction": 0.34, "seed": seed}},
+        normalization=norm.to_dict(),
+        embodiment=None,
+    )
+    rows = []
+    for name, method, backend in (
+        ("int8 dynamic", "int8", "dynamic"),
+        ("int8 weight-only", "int8", "weight_only"),
+        ("ternary", "ternary", "auto"),
+    ):
+        q = quantize_checkpoint(
+            src, tmp / f"acc_{head}_{method}_{backend}", method, backend=backend
+        )
+        res = compare(src, q, dataset, max_windows=64, latency_repeats=5, measure_rss=False)
+        rows.append(
+            {
+                "head": head,
+                "variant": name,
+                "train_steps": train_steps,
+                "final_train_loss": float(loss),
+                "val_windows": res["num_windows"],
+                "fp32_action_mae": res["reference"]["action_mae"],
+                "quant_action_mae": res["quantized"]["action_mae"],
+                "quant_vs_fp32_mae": res["quantized_vs_reference_mae"],
+            }
+        )
     return rows
 
 
@@ -172,32 +256,51 @@ def main() -> None:
     ap.add_argument("--heads", nargs="+", default=["flow_matching", "l1"])
     ap.add_argument("--no-rss", action="store_true")
     ap.add_argument("--threads", type=int, default=1, help="torch and onnxruntime intra-op threads")
+    ap.add_argument(
+        "--accuracy-dataset",
+        default=None,
+        help="LeRobot v3 dataset: also train briefly and report the open-loop error change",
+    )
+    ap.add_argument("--train-steps", type=int, default=300)
+    ap.add_argument("--skip-speed", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rows: list[dict[str, Any]] = []
+    acc: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as d:
         for head in args.heads:
-            rows += bench_head(head, Path(d), args.iters, not args.no_rss)
+            if not args.skip_speed:
+                rows += bench_head(head, Path(d), args.iters, not args.no_rss)
+            if args.accuracy_dataset:
+                acc += accuracy_rows(Path(args.accuracy_dataset), head, args.train_steps, Path(d))
     hdr = (
         f"{'head':14s}{'variant':18s}{'chunk p50':>10s}{'p95':>8s}{'head p50':>10s}{'p95':>8s}"
-        f"{'params MB':>11s}{'RSS MB':>8s}{'max|Δa|':>10s}"
+        f"{'params MB':>11s}{'RSS Δ MB':>9s}{'max|Δa|':>10s}"
     )
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
-        rss = r.get("peak_rss_delta_mb")
+        rss = r.get("rss_delta_mb")
         print(
             f"{r['head']:14s}{r['variant']:18s}{r['latency_ms_p50']:10.2f}{r['latency_ms_p95']:8.2f}"
             f"{r['head_ms_p50']:10.2f}{r['head_ms_p95']:8.2f}{r['param_mb']:11.3f}"
-            f"{'-' if rss is None else f'{rss:.0f}':>8s}"
+            f"{'-' if rss is None else f'{rss:.1f}':>9s}"
             f"{r['max_abs_diff_vs_fp32']:10.2e}"
         )
+    if acc:
+        print()
+        print(f"{'head':14s}{'variant':18s}{'fp32 MAE':>10s}{'quant MAE':>11s}{'quant-fp32':>12s}")
+        for r in acc:
+            print(
+                f"{r['head']:14s}{r['variant']:18s}{r['fp32_action_mae']:10.4f}"
+                f"{r['quant_action_mae']:11.4f}{r['quant_vs_fp32_mae']:12.4f}"
+            )
     info = {
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
         "torch": torch.__version__,
         "iters": args.iters,
     }
-    print(json.dumps({"bench": "export", **info, "rows": rows}))
+    print(json.dumps({"bench": "export", **info, "rows": rows, "accuracy": acc}))
 
 
 if __name__ == "__main__":

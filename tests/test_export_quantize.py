@@ -160,3 +160,12 @@ def test_compare_on_a_dataset(tmp_path, lerobot_fixture):
     assert res["delta"]["action_mae"] == pytest.approx(
         res["quantized"]["action_mae"] - res["reference"]["action_mae"]
     )
+
+
+def test_peak_rss_runs_in_a_fresh_process(tmp_path):
+    from vlastack.export.quantize import memory_delta_mb
+
+    ck = write_tiny_checkpoint(tmp_path / "run", "l1")
+    mem = memory_delta_mb(ck, tiny_obs(), repeats=1)
+    assert set(mem) == {"peak_rss_delta_mb", "rss_delta_mb"}
+    assert 0 < mem["rss_delta_mb"] < 2000 and 0 <= mem["peak_rss_delta_mb"] < 2000

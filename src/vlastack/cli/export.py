@@ -55,6 +55,7 @@ def run_compare(args: argparse.Namespace) -> int:
         ("latency p95 ms / chunk", "latency_ms_p95", "{:.2f}"),
         ("parameter MB", "param_bytes", "{:.3f}"),
         ("peak RSS delta MB", "peak_rss_delta_mb", "{:.1f}"),
+        ("RSS delta MB (after)", "rss_delta_mb", "{:.1f}"),
         ("success rate", "success_rate", "{:.3f}"),
     ]
     print(f"{'':28s}{'reference':>14s}{'quantized':>14s}")

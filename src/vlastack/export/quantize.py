@@ -536,25 +536,34 @@ _RSS_CHILD = """
 import json, resource, sys
 import numpy as np
 from vlastack.export.quantize import load_policy
-spec = json.loads(sys.argv[1])
+spec = json.loads(sys.stdin.read())
 obs = {k: (np.asarray(v, dtype=np.uint8) if k.startswith("observation.images.") else
            (np.asarray(v, dtype=np.float32) if k != "task" else v)) for k, v in spec["obs"].items()}
 import torch
 torch.set_num_threads(spec["threads"])
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def rss_kb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+base_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base_rss = rss_kb()
 policy = load_policy(spec["path"])
 for _ in range(spec["repeats"]):
     policy.infer(obs)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print("RSS_JSON" + json.dumps({"peak_rss_delta_mb": (peak - base) / 1024.0}))
+print("RSS_JSON" + json.dumps({"peak_rss_delta_mb": (peak - base_peak) / 1024.0,
+                               "rss_delta_mb": (rss_kb() - base_rss) / 1024.0}))
 """
 
 
-def peak_rss_delta_mb(path: str | Path, obs: Mapping[str, Any], repeats: int = 3) -> float:
-    """Peak RSS growth (MB) of a fresh process loading ``path`` and inferring ``repeats`` chunks.
+def memory_delta_mb(path: str | Path, obs: Mapping[str, Any], repeats: int = 3) -> dict:
+    """RSS growth (MB) of a fresh process loading ``path`` and inferring ``repeats`` chunks:
+    ``peak_rss_delta_mb`` (ru_maxrss) and ``rss_delta_mb`` (VmRSS after the last chunk).
 
     A subprocess, because ru_maxrss only grows: in-process it would hide the second model's peak.
-    The baseline is taken after importing vlastack and torch.
+    The baseline is taken after importing vlastack and torch (whose import peak can hide a small
+    model's peak entirely; then only ``rss_delta_mb`` moves).
     """
     spec = {
         "path": str(path),
@@ -564,7 +573,8 @@ def peak_rss_delta_mb(path: str | Path, obs: Mapping[str, Any], repeats: int = 3
     }
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     res = subprocess.run(
-        [sys.executable, "-c", _RSS_CHILD, json.dumps(spec)],
+        [sys.executable, "-c", _RSS_CHILD],
+        input=json.dumps(spec),  # images are too large for argv
         capture_output=True,
         text=True,
         env=env,
@@ -572,7 +582,7 @@ def peak_rss_delta_mb(path: str | Path, obs: Mapping[str, Any], repeats: int = 3
     )
     for line in res.stdout.splitlines():
         if line.startswith("RSS_JSON"):
-            return float(json.loads(line[len("RSS_JSON") :])["peak_rss_delta_mb"])
+            return {k: float(v) for k, v in json.loads(line[len("RSS_JSON") :]).items()}
     raise DataError(f"memory measurement of {path} failed: {res.stderr.strip()[-500:]}")
 
 
@@ -694,7 +704,7 @@ def compare(
         m.update(time_policy(pol, obs, latency_repeats))
         pol.reset()
         if measure_rss:
-            m["peak_rss_delta_mb"] = peak_rss_delta_mb(path, obs)
+            m.update(memory_delta_mb(path, obs))
         if sim_env:
             m["success_rate"] = _sim_success(path, sim_env, sim_episodes, seed)
         out[name] = m
@@ -749,6 +759,7 @@ __all__ = [
     "is_int8_linear",
     "load_policy",
     "open_loop_actions",
+    "memory_delta_mb",
     "parameter_bytes",
     "quantization_info",
     "quantize_checkpoint",
