@@ -169,3 +169,17 @@ def test_peak_rss_runs_in_a_fresh_process(tmp_path):
     mem = memory_delta_mb(ck, tiny_obs(), repeats=1)
     assert set(mem) == {"peak_rss_delta_mb", "rss_delta_mb"}
     assert 0 < mem["rss_delta_mb"] < 2000 and 0 <= mem["peak_rss_delta_mb"] < 2000
+
+
+def test_simulator_success_of_a_quantized_checkpoint(tmp_path):
+    """The closed-loop part of compare(): the fake reach env through evaluation.rollout."""
+    pytest.importorskip("vlastack.evaluation.rollout", reason="needs vlastack.evaluation")
+    from _export_tiny import tiny_stats
+    from vlastack.export.quantize import _sim_success
+
+    stats = tiny_stats(4)
+    stats["action"] = {k: v[:2] for k, v in stats["action"].items()}
+    src = write_tiny_checkpoint(tmp_path / "run", "l1", stats=stats, cameras=["top"], action_dim=2)
+    q = quantize_checkpoint(src, tmp_path / "q", "int8", backend="weight_only")
+    rate = _sim_success(q, "fake/reach-easy", 1, 0)
+    assert rate is not None and 0.0 <= rate <= 1.0
