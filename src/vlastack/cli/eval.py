@@ -26,7 +26,7 @@ def _image_size(text: str) -> tuple[int, int]:
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "eval",
-        help="evaluate a checkpoint in simulation (success ± 95% CI, smoothness, latency, videos)",
+        help="evaluate a checkpoint in simulation (success ± 95%% CI, smoothness, latency, videos)",
         description=__doc__,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
