@@ -277,8 +277,9 @@ def main() -> None:
         f"{'head':14s}{'variant':18s}{'chunk p50':>10s}{'p95':>8s}{'head p50':>10s}{'p95':>8s}"
         f"{'params MB':>11s}{'RSS Δ MB':>9s}{'max|Δa|':>10s}"
     )
-    print(hdr)
-    print("-" * len(hdr))
+    if rows:
+        print(hdr)
+        print("-" * len(hdr))
     for r in rows:
         rss = r.get("rss_delta_mb")
         print(
