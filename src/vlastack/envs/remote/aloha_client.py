@@ -116,11 +116,15 @@ class AlohaSim:
             out[c] = [round(float(xs / s) + left, 2), round(float(ys / s) + top, 2)]
         return out
 
-    def reset(self, seed: int, episode: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    def jobs(self, episodes: int, seed: int) -> list[dict[str, Any]]:
+        return [{"task": self.task, "episode": e, "seed": seed + e} for e in range(episodes)]
+
+    def reset(self, job: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         from gym_aloha.tasks.sim import BOX_POSE
         from gym_aloha.utils import sample_box_pose, sample_insertion_pose
 
         # As gym_aloha.env.AlohaEnv.reset: object poses come from the seed via a module global.
+        seed = int(job["seed"])
         self._task.random.seed(seed)
         self._task._random = np.random.RandomState(seed)
         if self.name == "transfer_cube":

@@ -28,12 +28,15 @@ import numpy as np
 class RemoteSim(Protocol):
     """What a client's simulator wrapper provides; observations are already in wire format."""
 
-    task: str  # registry name, e.g. "aloha/transfer_cube"
-    instruction: str
+    instruction: str  # of the task of the current episode
     control_hz: float
     action_dim: int
 
-    def reset(self, seed: int, episode: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    def jobs(self, episodes: int, seed: int) -> list[dict[str, Any]]:
+        """The episodes to run: dicts with "task" (registry-style name), "episode", "seed"."""
+        ...
+
+    def reset(self, job: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """-> (observation to send, info with "initial_state" (array) and optional "extra")."""
         ...
 
@@ -102,9 +105,8 @@ def _connect(args: argparse.Namespace) -> Any:
 def run_episode(
     sim: RemoteSim,
     client: Any,
+    job: dict[str, Any],
     *,
-    episode: int,
-    seed: int,
     max_steps: int,
     execute_horizon: int | None,
     actions_dir: str | None,
@@ -112,7 +114,8 @@ def run_episode(
     """One closed-loop episode; returns an EpisodeRecord-shaped dict (status success/failure)."""
     t_start = time.perf_counter()
     t0 = time.perf_counter()
-    obs, info = sim.reset(seed, episode)
+    obs, info = sim.reset(job)
+    task, episode = str(job["task"]), int(job["episode"])
     env_s = time.perf_counter() - t0
     client.reset()
     executed: list[np.ndarray] = []
@@ -135,7 +138,7 @@ def run_episode(
                 chunk = chunk[None]
             if chunk.ndim != 2 or chunk.shape[1] < sim.action_dim:
                 raise ValueError(
-                    f"policy returned 'actions' of shape {chunk.shape}; {sim.task} needs "
+                    f"policy returned 'actions' of shape {chunk.shape}; {task} needs "
                     f"(H, {sim.action_dim}) ({sim.action_dim}-d actions, openpi's output layout)"
                 )
             # openpi's output transforms keep the leading action_dim dims (AlohaOutputs a[:, :14],
@@ -169,7 +172,7 @@ def run_episode(
     if server_infer_ms:
         extra["server_infer_ms_mean"] = round(float(np.mean(server_infer_ms)), 4)
     if actions_dir and executed:
-        name = f"{sim.task.replace('/', '__')}_ep{episode:04d}.npy"
+        name = f"{task.replace('/', '__')}_ep{episode:04d}.npy"
         path = Path(actions_dir) / name
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{name}.{os.getpid()}.tmp.npy")
@@ -177,9 +180,9 @@ def run_episode(
         tmp.replace(path)
         extra["actions_file"] = name
     return {
-        "task": sim.task,
+        "task": task,
         "episode": episode,
-        "seed": seed,
+        "seed": int(job["seed"]),
         "status": "success" if success else "failure",
         "steps": step,
         "steps_to_success": steps_to_success,
@@ -204,15 +207,17 @@ def run_client(sim: RemoteSim, args: argparse.Namespace, default_max_steps: int)
     out.parent.mkdir(parents=True, exist_ok=True)
     client = _connect(args)
     n_errors = 0
+    jobs: list[dict[str, Any]] = []
     try:
-        for ep in range(args.episodes):
-            seed = args.seed + ep
+        jobs = sim.jobs(args.episodes, args.seed)
+        # The plan first, so the runner can tell which episodes a crashed client never ran.
+        Path(f"{out}.plan.json").write_text(json.dumps(jobs))
+        for job in jobs:
             try:
                 rec = run_episode(
                     sim,
                     client,
-                    episode=ep,
-                    seed=seed,
+                    job,
                     max_steps=max_steps,
                     execute_horizon=args.execute_horizon,
                     actions_dir=args.actions_dir,
@@ -220,9 +225,7 @@ def run_client(sim: RemoteSim, args: argparse.Namespace, default_max_steps: int)
             except Exception as exc:  # one episode's crash must not lose the others
                 n_errors += 1
                 rec = {
-                    "task": sim.task,
-                    "episode": ep,
-                    "seed": seed,
+                    **{k: job[k] for k in ("task", "episode", "seed")},
                     "status": "error",
                     "instruction": sim.instruction,
                     "error": f"{type(exc).__name__}: {exc}",
@@ -233,14 +236,14 @@ def run_client(sim: RemoteSim, args: argparse.Namespace, default_max_steps: int)
                     client = _connect(args)  # the old connection is dead after an error frame
             with open(out, "a") as f:
                 f.write(json.dumps(rec) + "\n")
-            status = rec["status"]
+            err = f", {rec['error']}" if rec.get("error") else ""
             print(
-                f"[{sim.task}] episode {ep} seed {seed}: {status} "
-                f"({rec.get('steps', 0)} steps{', ' + str(rec['error']) if rec.get('error') else ''})",
+                f"[{rec['task']}] episode {rec['episode']} seed {rec['seed']}: {rec['status']} "
+                f"({rec.get('steps', 0)} steps{err})",
                 file=sys.stderr,
                 flush=True,
             )
     finally:
         client.close()
         sim.close()
-    return 0 if n_errors < args.episodes else 1
+    return 0 if n_errors < len(jobs) else 1

@@ -384,19 +384,25 @@ def evaluate_remote(
     wall_s = time.perf_counter() - t0
 
     raws = [json.loads(line) for line in raw_path.read_text().splitlines() if line.strip()]
-    by_episode = {int(r["episode"]): r for r in raws}
-    records: list[EpisodeRecord] = []
-    for e in range(episodes):
-        raw = by_episode.get(e)
-        if raw is None:  # the client died before this episode was written
-            why = f"simulator client exited with code {rc} before this episode: {tail}"
-            raw = _error_record(sim, e, seed + e, why)
-        records.append(_finish_record(raw, actions_dir, condition))
     if rc != 0 and not raws:  # nothing ran (bad venv, import error): fail loudly
         raise VlastackError(
             f"the {sim} client failed (exit {rc}); see {log_path if out else 'its log'}:\n{tail}"
         )
+    plan_path = Path(f"{raw_path}.plan.json")
+    plan = json.loads(plan_path.read_text()) if plan_path.exists() else []
+    by_key = {(str(r["task"]), int(r["episode"])): r for r in raws}
+    records: list[EpisodeRecord] = []
+    for job in plan:
+        raw = by_key.pop((str(job["task"]), int(job["episode"])), None)
+        if raw is None:  # the client died before this episode was written
+            why = f"simulator client exited with code {rc} before this episode: {tail}"
+            raw = _error_record(str(job["task"]), int(job["episode"]), int(job["seed"]), why)
+        records.append(_finish_record(raw, actions_dir, condition))
+    records.extend(_finish_record(r, actions_dir, condition) for r in by_key.values())
 
+    tasks = list(dict.fromkeys(r.task for r in records))
+    manifest["protocol"]["tasks"] = tasks
+    manifest["protocol"]["seeds"] = {t: [r.seed for r in records if r.task == t] for t in tasks}
     manifest["initial_states"] = {
         f"{r.task}#{r.episode}": r.initial_state_sha for r in records if r.initial_state_sha
     }
