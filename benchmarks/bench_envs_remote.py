@@ -4,7 +4,7 @@ Rows: gym-aloha's own ``step`` (three 640×480 cameras with shadows; a few steps
 ``AlohaSim`` alone (one camera, 224² letterboxed, shadows/MSAA off) and the full remote path
 (``evaluate_remote`` with the toy ALOHA policy served in this process) querying every 10 steps
 (openpi's ActionChunkBroker) and every step. Needs ``.venv-aloha``. Prints a table and a
-last-line JSON.
+last-line JSON. ``--libero-steps N`` also times LIBERO alone (CPU render settings vs defaults).
 """
 
 from __future__ import annotations
@@ -51,17 +51,41 @@ print(json.dumps({"sim_alone": alone, "physics_only": physics, "gym_aloha_defaul
 """
 
 
-def sim_alone(steps: int, gym_steps: int, venv: str) -> dict[str, float]:
+LIBERO_ALONE = r"""
+import json, sys, time
+import numpy as np
+from vlastack.envs.remote.libero_client import LiberoSim
+out = {}
+for cpu in (True, False):
+    sim = LiberoSim("libero_spatial", task_ids=[0], cpu_render=cpu)
+    job = sim.jobs(1, 0)[0]
+    sim.reset(job)  # first reset builds the scene
+    t0 = time.perf_counter(); sim.reset(job); reset_s = time.perf_counter() - t0
+    a = np.zeros(7); a[-1] = -1
+    t0 = time.perf_counter()
+    for _ in range(int(sys.argv[1])):
+        sim.step(a)
+    key = "cpu_render" if cpu else "default_render"
+    out[key] = {"step_ms": (time.perf_counter() - t0) / int(sys.argv[1]) * 1e3, "reset_s": reset_s}
+    sim.close()
+print(json.dumps(out))
+"""
+
+
+def _in_venv(code: str, venv: str, *argv: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        env = runner._client_env(Path(tmp))
         out = subprocess.run(
-            [str(runner.venv_python(venv)), "-c", SIM_ALONE, str(steps), str(gym_steps)],
-            env=env,
+            [str(runner.venv_python(venv)), "-c", code, *argv],
+            env=runner._client_env(Path(tmp)),
             capture_output=True,
             text=True,
             check=True,
         )
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def sim_alone(steps: int, gym_steps: int, venv: str) -> dict[str, float]:
+    return _in_venv(SIM_ALONE, venv, str(steps), str(gym_steps))
 
 
 def remote(steps: int, execute_horizon: int, venv: str) -> dict[str, float]:
@@ -98,6 +122,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=400, help="steps per measurement (ACT episode)")
     p.add_argument("--gym-steps", type=int, default=5)
     p.add_argument("--venv", default=str(runner.default_venv("aloha")))
+    p.add_argument(
+        "--libero-steps", type=int, default=0, help="also time LIBERO (needs .venv-libero)"
+    )
     args = p.parse_args()
     if not runner.venv_python(args.venv).exists():
         sys.exit(f"{args.venv} is absent: python -m vlastack.envs.remote.runner --make-venv aloha")
@@ -125,6 +152,15 @@ def main() -> None:
         f"{res['protocol_overhead_h1']:.1%} (every step); round trip p50 "
         f"{r1['round_trip_p50_ms']:.2f} ms; client start-up {r10['startup_s']:.1f} s"
     )
+    libero_venv = str(runner.default_venv("libero"))
+    if args.libero_steps and runner.venv_python(libero_venv).exists():
+        lib = _in_venv(LIBERO_ALONE, libero_venv, str(args.libero_steps))
+        res["libero_spatial"] = lib
+        for k, v in lib.items():
+            print(
+                f"LIBERO libero_spatial 256² x2 cams, {k}: {v['step_ms']:.1f} ms/step, "
+                f"reset (+10 wait steps) {v['reset_s']:.2f} s"
+            )
     print(json.dumps(res))
 
 
