@@ -131,7 +131,7 @@ class Policy:
         if not isinstance(model_d, Mapping):
             raise DataError(f"{ckpt.path}/config.json has no 'model' section; not a VLA checkpoint")
         cfg = VLAConfig.from_dict(model_d)
-        model = build_vla(cfg)
+        model: Any = build_vla(cfg)
         missing, unexpected = model.load_state_dict(ckpt.weights, strict=False)
         # Frozen pretrained parts (e.g. MiniLM) may be left out of the checkpoint on purpose;
         # anything else missing means the weights belong to another architecture.
@@ -141,6 +141,10 @@ class Policy:
                 f"{ckpt.path}/model.safetensors does not fit the model in config.json: "
                 f"missing {missing[:5]}, unexpected {unexpected[:5]}"
             )
+        if ckpt.config.get("quantization"):
+            from vlastack.export.quantize import apply_quantization
+
+            model = apply_quantization(model, ckpt.config["quantization"])
         normalizer = Normalizer.from_dict(
             ckpt.normalization, source=f"{ckpt.path}/normalization.json"
         )

@@ -93,7 +93,7 @@ class Block(nn.Module):
         mods: list[torch.Tensor] = []
         if self.film is not None and cond is not None:
             mods = list(
-                self.film(cond).unsqueeze(1).chunk(len(self.film.weight) // x.shape[-1], -1)
+                self.film(cond).unsqueeze(1).chunk(self.film.out_features // x.shape[-1], -1)
             )
 
         def mod(h: torch.Tensor, i: int) -> torch.Tensor:
