@@ -17,13 +17,14 @@ from typing import Any
 
 from vlastack.errors import ConfigError
 
-# Four "easy"-group Meta-World tasks whose objects are visible from corner2 and whose scripted
-# experts succeed ~100% of the time (see BENCHMARKS.md for the measured expert rates).
+# Four "easy"-group Meta-World tasks whose targets are visible from corner2 at 96x96 and whose
+# scripted experts succeed ~100% of the time. (reach-v3 is left out: its goal is a few pixels
+# wide at this resolution, and a policy that cannot see the goal reaches it 10% of the time.)
 DEMO_TASKS = [
     "metaworld/button-press-topdown-v3",
     "metaworld/drawer-open-v3",
-    "metaworld/reach-v3",
     "metaworld/door-open-v3",
+    "metaworld/handle-press-v3",
 ]
 EVAL_SEED = 100_000  # evaluation seeds start here; collection seeds are hashed (see envs/collect)
 
@@ -36,8 +37,8 @@ class DemoConfig:
     episodes_per_task: int = 40
     eval_episodes_per_task: int = 10
     recipe: str = "demo"
-    train_minutes: float = 9.0
-    steps: int = 4000
+    train_minutes: float = 8.0  # a cap; the cosine schedule is laid out over `steps`
+    steps: int = 1500
     batch_size: int = 64
     image_size: int = 96
     camera: str = "corner2"
@@ -151,6 +152,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         progress=cfg.progress,
     )
     timings["eval_s"] = time.perf_counter() - t0
+    train_seeds = _collected_seeds(data_dir)
+    seen = sum((r.task, r.seed) in train_seeds for r in results.records)
 
     # 4. report -----------------------------------------------------------------------------
     _say("4/4 report")
@@ -174,6 +177,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             sum(expert_success.values()) / len(expert_success) if expert_success else None
         ),
         "per_task": per_task,
+        "eval_seeds_seen_in_training": seen,
         "train_steps": result.step,
         "train_samples_per_s": result.samples_per_s,
         "latency_ms": overall.get("latency"),
@@ -186,6 +190,15 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     (out / "demo_summary.json").write_text(json.dumps(headline, indent=2, default=str))
     _print_headline(headline)
     return headline
+
+
+def _collected_seeds(data_dir: Path) -> set[tuple[str, int]]:
+    """(task, seed) of every collected episode, to prove evaluation seeds are held out."""
+    path = data_dir / "meta" / "collect_state.json"
+    if not path.exists():
+        return set()
+    episodes = json.loads(path.read_text()).get("episodes", [])
+    return {(str(e["env"]), int(e["seed"])) for e in episodes}
 
 
 def _fmt_rate(rate: Any, ci: Any) -> str:
