@@ -11,8 +11,9 @@ export TOKENIZERS_PARALLELISM := false
 
 OPENPI_VENV := .venv-openpi
 OPENPI_STAMP := $(OPENPI_VENV)/.installed
+ALOHA_STAMP := .venv-aloha/.installed
 
-.PHONY: demo test test-slow lint bench install clean browser
+.PHONY: demo test test-slow lint bench install clean browser venv-libero
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +33,15 @@ $(OPENPI_STAMP):
 	$(OPENPI_VENV)/bin/python -m pip install -q openpi-client==0.1.2 typing_extensions
 	touch $(OPENPI_STAMP)
 
+# gym-aloha pins its own MuJoCo, so ALOHA runs in its own venv and reaches the policy over the
+# policy-server protocol (vlastack.envs.remote). LIBERO likewise, opt-in (2.1 GB): make venv-libero.
+$(ALOHA_STAMP): $(STAMP)
+	$(PY) -m vlastack.envs.remote.runner --make-venv aloha
+	touch $(ALOHA_STAMP)
+
+venv-libero: $(STAMP)
+	$(PY) -m vlastack.envs.remote.runner --make-venv libero
+
 # Headless Chromium for the report's browser test (Debian package; needs root, skipped otherwise).
 browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
@@ -45,7 +55,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/mypy
 
-test: $(STAMP) $(OPENPI_STAMP) browser lint
+test: $(STAMP) $(OPENPI_STAMP) $(ALOHA_STAMP) browser lint
 	$(VENV)/bin/pytest -m "not slow" -q
 
 test-slow: $(STAMP)

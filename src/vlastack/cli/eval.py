@@ -65,6 +65,9 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
+REMOTE_FAMILIES = ("aloha", "libero")
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -85,6 +88,25 @@ def run(args: argparse.Namespace) -> int:
         if not args.checkpoint or not args.env:
             raise ConfigError("vlastack eval needs CHECKPOINT and --env (or --manifest FILE)")
         out = args.out or str(Path("results") / Path(args.checkpoint).resolve().name)
+        if args.env.split("/")[0] in REMOTE_FAMILIES:
+            # These simulators pin their own MuJoCo: they run in their own venv and reach the
+            # policy over the policy-server protocol (vlastack.envs.remote).
+            from vlastack.envs.remote.runner import evaluate_remote
+
+            results = evaluate_remote(
+                args.checkpoint,
+                args.env,
+                episodes=args.episodes_per_task,
+                seed=args.seed,
+                out_dir=out,
+                max_steps=args.max_steps,
+                execute_horizon=args.execute_horizon,
+                label=args.label,
+                progress=not args.no_progress,
+            )
+            print_summary(results.summary)
+            print(f"results: {out}  (vlastack report {out} --out {out}/report.html)")
+            return 0
         results = evaluate(
             args.checkpoint,
             args.env,

@@ -36,7 +36,9 @@ class SeparateVenvError(MissingExtraError):
             f"environment '{name}' needs the package '{package}', which pins its own MuJoCo and "
             f"cannot be installed beside Meta-World. {hint} Run it in a separate virtual "
             "environment as its own process and connect it to the policy over the policy-server "
-            "protocol (`vlastack serve`), exactly as a real robot would.",
+            "protocol, exactly as a real robot would: create that venv with `python -m "
+            f"vlastack.envs.remote.runner --make-venv {name.split('/')[0]}`, then run "
+            f"`vlastack eval CHECKPOINT --env {name}`.",
         )
         self.package = package
         self.extra = "sim"
