@@ -8,7 +8,7 @@ import torch
 from vlastack.data.dataset import WindowedDataset, collate
 from vlastack.data.format import DatasetWriter, Feature
 from vlastack.models.vla import IMAGE_FEATURES_KEY, VLAConfig, build_vla
-from vlastack.training.feature_cache import can_cache, cached_datasets
+from vlastack.training.feature_cache import cached_datasets, can_cache
 
 
 def _write(root, episodes=3, length=7):
