@@ -105,10 +105,11 @@ def test_modular_perception_estimates_goal_from_pixels():
     pol.reset()
     for _ in range(env.max_steps - 1):
         obs, _, term, trunc, info = env.step(pol.act(env.raw, obs, true_goal=env.goal))
+        if info["subtask_success"]:
+            pol.new_subtask()
         if term or trunc:
             break
     assert pol.errors_m, "perception never saw the goal"
-    # measured ~0.10 m median on this seed (site pixels mixed with arm highlights); see report
-    assert float(np.median(pol.errors_m)) < 0.15  # metres
-    assert 0 <= info["subtasks_completed"] <= 2
+    assert float(np.median(pol.errors_m)) < 0.04  # metres; the goal sphere is ~2 cm
+    assert info["subtasks_completed"] >= 1
     env.close()

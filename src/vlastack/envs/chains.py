@@ -119,8 +119,14 @@ class ChainEnv(VlaEnv):
 
         if seed is None:
             seed = int(self._rng.integers(0, 2**31 - 1))
+        import mujoco
+
         make_context_current(self.raw)
         obs, info = self.env.reset(seed=seed)
+        # Meta-World moves the goal site after its last physics step, so the first frame would
+        # draw the previous episode's goal; a forward pass puts the marker where the goal is.
+        mujoco.mj_forward(self.raw.model, self.raw.data)
+        obs = self.env._obs()
         self._rng = np.random.default_rng([int(seed), 7919])  # perturbations of this chain
         self.subtask = self.completed = self._sub_steps = 0
         return obs, self._info(info)

@@ -25,7 +25,10 @@ TABLE_OBJECT_MAX_Z_M = 0.045  # back-projected points below this are on the tabl
 # shaded; the Sawyer's
 # (0.5, 0.1, 0.1) links stay below it (measured on corner2 renders at 64-128 px).
 RED_MIN, OTHER_MAX = 0.2, 0.02
-GOAL_RED_MIN = 0.55  # the goal site is bright red; the shaded block stays near 0.4
+
+
+GATE_M = 0.08  # a new goal estimate must lie this close to the tracked one
+CLUSTER_M = 0.04  # points farther than this from the median are not the ~2 cm goal sphere
 
 
 def depth_to_metres(depth: np.ndarray, model: Any) -> np.ndarray:
@@ -65,42 +68,11 @@ class Estimate:
     obj_pixels: int = 0
 
 
-def pixel_ray(
-    v: float,
-    u: float,
-    cam_pos: np.ndarray,
-    cam_mat: np.ndarray,
-    fovy_deg: float,
-    hw: tuple[int, int],
-) -> tuple[np.ndarray, np.ndarray]:
-    """Origin and unit direction (world) of the ray through pixel (row v, col u)."""
-    p = backproject(np.array([[v, u]]), np.array([1.0]), cam_pos, cam_mat, fovy_deg, hw)[0]
-    d = p - cam_pos
-    return cam_pos, d / np.linalg.norm(d)
-
-
-def triangulate(rays: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """Least-squares closest point to several rays (origin, unit direction)."""
-    a = np.zeros((3, 3))
-    b = np.zeros(3)
-    for o, d in rays:
-        proj = np.eye(3) - np.outer(d, d)
-        a += proj
-        b += proj @ o
-    return np.linalg.lstsq(a, b, rcond=None)[0]
-
-
 @dataclass
 class ColorPerception:
-    """Estimates the goal marker and the object from calibrated cameras (see module docstring).
-
-    The goal marker is a MuJoCo site, which the depth buffer does not hold reliably, so it is
-    triangulated from its pixel centroid in two calibrated views (``camera`` and
-    ``second_camera``); the object (a red block on the table) is back-projected with depth.
-    """
+    """Estimates the red goal marker and the red object from an RGB-D frame of ``camera``."""
 
     camera: str
-    second_camera: str = "topview"
     last: Estimate = field(default_factory=Estimate)
 
     def reset(self) -> None:
@@ -124,33 +96,30 @@ class ColorPerception:
 
     def estimate(self, raw: Any) -> Estimate:
         est = Estimate(goal=self.last.goal, obj=self.last.obj)
-        rays = []
-        for k, cam in enumerate((self.camera, self.second_camera)):
-            rgb, depth = self.render_rgbd(raw, cam)
-            x = rgb.astype(np.float32) / 255.0
-            pure = (x[..., 1] < OTHER_MAX) & (x[..., 2] < OTHER_MAX)
-            goal_mask = pure & (x[..., 0] > GOAL_RED_MIN)
-            pos, mat, fovy = self._calib(raw, cam)
-            if goal_mask.any():
-                v, u = np.argwhere(goal_mask).mean(axis=0)
-                rays.append(pixel_ray(v, u, pos, mat, fovy, rgb.shape[:2]))
-                if k == 0:
-                    est.goal_pixels = int(goal_mask.sum())
-            obj_mask = pure & (x[..., 0] > RED_MIN) & ~goal_mask
-            if k == 0 and obj_mask.any():
-                pts = backproject(
-                    np.argwhere(obj_mask).astype(np.float64),
-                    depth_to_metres(depth[obj_mask].astype(np.float64), raw.model),
-                    pos,
-                    mat,
-                    fovy,
-                    rgb.shape[:2],
-                )
-                low = pts[:, 2] < TABLE_OBJECT_MAX_Z_M
-                if low.any():
-                    est.obj, est.obj_pixels = np.median(pts[low], axis=0), int(low.sum())
-        if len(rays) == 2:
-            est.goal = triangulate(rays)
+        rgb, depth = self.render_rgbd(raw)
+        x = rgb.astype(np.float32) / 255.0
+        mask = (x[..., 0] > RED_MIN) & (x[..., 1] < OTHER_MAX) & (x[..., 2] < OTHER_MAX)
+        if mask.any():
+            pos, mat, fovy = self._calib(raw, self.camera)
+            pts = backproject(
+                np.argwhere(mask).astype(np.float64),
+                depth_to_metres(depth[mask].astype(np.float64), raw.model),
+                pos,
+                mat,
+                fovy,
+                rgb.shape[:2],
+            )
+            low = pts[:, 2] < TABLE_OBJECT_MAX_Z_M
+            if low.any():
+                est.obj, est.obj_pixels = np.median(pts[low], axis=0), int(low.sum())
+            goal_pts = pts[~low]
+            if self.last.goal is not None:  # tracking gate: the goal does not jump mid-subtask
+                goal_pts = goal_pts[np.linalg.norm(goal_pts - self.last.goal, axis=1) < GATE_M]
+            if len(goal_pts):
+                centre = np.median(goal_pts, axis=0)  # then drop outliers (arm highlights)
+                near = goal_pts[np.linalg.norm(goal_pts - centre, axis=1) < CLUSTER_M]
+                goal_pts = near if len(near) else goal_pts
+                est.goal, est.goal_pixels = np.median(goal_pts, axis=0), len(goal_pts)
         self.last = est
         return est
 
@@ -189,6 +158,10 @@ class ModularPolicy:
         self.errors_m.clear()
         self.misses = 0
         self._t = 0
+
+    def new_subtask(self) -> None:
+        """A new instruction was issued (the goal may have moved): drop the tracked estimate."""
+        self.perception.reset()
 
     def _controller(self, instruction: str) -> Any:
         skill = skill_for_instruction(instruction)

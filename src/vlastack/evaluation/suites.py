@@ -627,6 +627,7 @@ def _chain_episode(
     *,
     act: Callable[[dict[str, Any]], np.ndarray],
     reset: Callable[[], None],
+    new_subtask: Callable[[], None] | None = None,
     chunked: bool,
     execute_horizon: int,
     condition: str,
@@ -651,6 +652,8 @@ def _chain_episode(
         obs, _, term, trunc, info = env.step(a)
         if info.get("subtask_success"):
             pending = []  # a new instruction: re-plan
+            if new_subtask is not None:
+                new_subtask()
         if term or trunc:
             break
     acts = np.stack(executed)
@@ -763,6 +766,7 @@ def chain(
                     i,
                     act=lambda o: mod.act(env.raw, o, true_goal=env.goal),
                     reset=mod.reset,
+                    new_subtask=mod.new_subtask,
                     chunked=False,
                     execute_horizon=1,
                     condition="modular",
@@ -778,8 +782,8 @@ def chain(
                 "goal_error_m_median": float(np.median(errs)) if errs else None,
                 "goal_error_m_p90": float(np.percentile(errs, 90)) if errs else None,
                 "frames_goal_not_seen": misses,
-                "method": "colour segmentation, triangulated from corner2 + topview (goal); "
-                "RGB-D back-projection (object); no privileged state",
+                "method": "colour segmentation + RGB-D back-projection with the camera's "
+                "intrinsics/extrinsics; no privileged state",
             }
             results["modular"] = write_results(
                 out / "modular",

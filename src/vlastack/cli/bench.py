@@ -1,0 +1,182 @@
+"""``vlastack bench {heads,stress,transfer,chain}``: the survey's proposed checks, one command each.
+
+Each writes results folders that ``vlastack report DIR...`` renders (see
+``vlastack.evaluation.suites`` for what each suite measures and how).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    from vlastack.cli.eval import _image_size as parse
+
+    return parse(text)
+
+
+def _common(p: argparse.ArgumentParser, out: str, image: str = "96") -> None:
+    p.add_argument("--episodes-per-task", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", type=_image_size, default=image, help="H or HxW")
+    p.add_argument("--out", default=out, help="results folder")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "bench",
+        help="benchmark suites: action heads, generalization stress, transfer, long-horizon",
+        description=__doc__,
+    )
+    sub = p.add_subparsers(dest="suite", required=True)
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+
+    h = sub.add_parser("heads", help="train + evaluate each action head", formatter_class=fmt)
+    h.add_argument("--env", default="metaworld/reach-v3")
+    h.add_argument("--heads", default="bins,fast,l1,diffusion,flow_matching,act")
+    h.add_argument("--recipe", default="demo", help="backbone (vision, language, projector)")
+    h.add_argument("--data", default=None, help="dataset to reuse (default: collect one)")
+    h.add_argument("--collect-episodes", type=int, default=20)
+    h.add_argument("--steps", type=int, default=500, help="training steps per head")
+    h.add_argument("--max-minutes", type=float, default=None, help="or a time budget per head")
+    h.add_argument("--max-steps", type=int, default=None, help="episode step limit")
+    h.add_argument("--workers", type=int, default=1)
+    _common(h, "results/heads")
+    h.set_defaults(func=run_heads)
+
+    s = sub.add_parser("stress", help="evaluation-time perturbations", formatter_class=fmt)
+    s.add_argument("checkpoint")
+    s.add_argument("--env", default="metaworld/reach-v3")
+    s.add_argument("--conditions", default=None, help="comma list (default: all)")
+    s.add_argument("--max-steps", type=int, default=None)
+    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--videos-per-task", type=int, default=0)
+    _common(s, "results/stress")
+    s.set_defaults(func=run_stress)
+
+    t = sub.add_parser("transfer", help="native Sawyer -> 7-d Sawyer", formatter_class=fmt)
+    t.add_argument("--task", default="reach-v3")
+    t.add_argument("--recipe", default="demo")
+    t.add_argument("--source-checkpoint", default=None, help="skip source training")
+    t.add_argument("--source-data", default=None)
+    t.add_argument("--target-data", default=None)
+    t.add_argument("--collect-episodes", type=int, default=20)
+    t.add_argument("--finetune-episodes", type=int, default=5)
+    t.add_argument("--steps", type=int, default=500)
+    t.add_argument("--finetune-steps", type=int, default=100)
+    t.add_argument("--max-steps", type=int, default=None)
+    t.add_argument("--workers", type=int, default=1)
+    _common(t, "results/transfer")
+    t.set_defaults(func=run_transfer)
+
+    c = sub.add_parser("chain", help="10-subtask chains vs a modular baseline", formatter_class=fmt)
+    c.add_argument("checkpoint", nargs="?", default=None, help="VLA (omit: modular only)")
+    c.add_argument("--task", default="reach-v3")
+    c.add_argument("--subtasks", type=int, default=10)
+    c.add_argument("--steps-per-subtask", type=int, default=150)
+    c.add_argument("--episodes", type=int, default=10)
+    c.add_argument("--no-modular", action="store_true")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--image-size", type=_image_size, default="128", help="H or HxW")
+    c.add_argument("--out", default="results/chain")
+    c.add_argument("--no-progress", action="store_true")
+    c.set_defaults(func=run_chain)
+
+
+def _done(paths: list[str]) -> None:
+    print("report: vlastack report " + " ".join(paths) + " --out report.html")
+
+
+def run_heads(args: argparse.Namespace) -> int:
+    from vlastack.evaluation.suites import heads
+
+    table = heads(
+        args.env,
+        heads=[x.strip() for x in args.heads.split(",") if x.strip()],
+        recipe=args.recipe,
+        data=args.data,
+        collect_episodes=args.collect_episodes,
+        steps=args.steps,
+        max_minutes=args.max_minutes,
+        episodes_per_task=args.episodes_per_task,
+        seed=args.seed,
+        workers=args.workers,
+        image_size=args.image_size,
+        max_steps=args.max_steps,
+        out_dir=args.out,
+        progress=not args.no_progress,
+    )
+    _done([r["eval_dir"] for r in table["rows"]])
+    return 0
+
+
+def run_stress(args: argparse.Namespace) -> int:
+    from vlastack.evaluation.suites import stress
+
+    stress(
+        args.checkpoint,
+        args.env,
+        conditions=args.conditions.split(",") if args.conditions else None,
+        episodes_per_task=args.episodes_per_task,
+        seed=args.seed,
+        workers=args.workers,
+        out_dir=args.out,
+        image_size=args.image_size,
+        max_steps=args.max_steps,
+        video_episodes_per_task=args.videos_per_task,
+        progress=not args.no_progress,
+    )
+    _done([args.out])
+    return 0
+
+
+def run_transfer(args: argparse.Namespace) -> int:
+    from vlastack.evaluation.suites import transfer
+
+    s = transfer(
+        args.task,
+        recipe=args.recipe,
+        source_data=args.source_data,
+        target_data=args.target_data,
+        source_checkpoint=args.source_checkpoint,
+        collect_episodes=args.collect_episodes,
+        finetune_episodes=args.finetune_episodes,
+        steps=args.steps,
+        finetune_steps=args.finetune_steps,
+        episodes_per_task=args.episodes_per_task,
+        seed=args.seed,
+        workers=args.workers,
+        image_size=args.image_size,
+        max_steps=args.max_steps,
+        out_dir=args.out,
+        progress=not args.no_progress,
+    )
+    print(
+        f"transfer gap (success points): zero-shot {100 * s['gap_zero_shot']:.1f}, "
+        f"fine-tuned {100 * s['gap_finetuned']:.1f}"
+    )
+    _done([v["eval_dir"] for v in s["results"].values()])
+    return 0
+
+
+def run_chain(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vlastack.evaluation.suites import chain
+
+    table = chain(
+        args.checkpoint,
+        task=args.task,
+        num_subtasks=args.subtasks,
+        steps_per_subtask=args.steps_per_subtask,
+        episodes=args.episodes,
+        seed=args.seed,
+        image_size=args.image_size,
+        modular=not args.no_modular,
+        out_dir=args.out,
+        progress=not args.no_progress,
+    )
+    _done([str(Path(args.out) / k) for k in table])
+    return 0
