@@ -1,0 +1,138 @@
+"""The suites end to end at a tiny scale on Meta-World reach (a real tiny checkpoint)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("metaworld", reason="needs the sim extra (Meta-World)")
+
+
+def test_sawyer7_expert_succeeds_and_native_actions_fail():
+    from vlastack.envs import make_env
+    from vlastack.evaluation.suites import register_env_names
+
+    register_env_names(["sawyer7/reach-v3"])
+    env = make_env("sawyer7/reach-v3", image_size=(32, 32))
+    assert env.embodiment.action.dim == 7 and env.embodiment.robot_type != "sawyer"
+    expert = env.make_expert()
+    results = {}
+    for mode in ("converted", "padded_native"):
+        obs, info = env.reset(seed=3)
+        native = make_env("metaworld/reach-v3", image_size=(32, 32)).make_expert()
+        success = False
+        for _ in range(150):
+            if mode == "converted":
+                a = expert.act(info["raw_obs"])
+            else:
+                a = np.concatenate([native.act(info["raw_obs"]), np.zeros(3, np.float32)])
+            obs, _, term, trunc, info = env.step(a)
+            success |= info["success"]
+            if term or trunc:
+                break
+        results[mode] = success
+    assert results == {"converted": True, "padded_native": False}
+    env.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    from vlastack.envs.collect import collect
+    from vlastack.training.config import TrainConfig
+    from vlastack.training.loop import train
+
+    root = tmp_path_factory.mktemp("suite")
+    collect(
+        "metaworld/reach-v3",
+        root / "data",
+        episodes_per_task=3,
+        image_size=(32, 32),
+        progress=False,
+    )
+    cfg = TrainConfig.from_recipe(
+        "cpu_default",
+        ["--steps=3", "--batch_size=8", "--log=none", "--progress=false", "--val_fraction=0"],
+    )
+    cfg.data, cfg.out_dir = [str(root / "data")], str(root / "run")
+    res = train(cfg)
+    return root, res.last_checkpoint
+
+
+@pytest.mark.slow
+def test_stress_suite_reports_drops_on_paired_seeds(tiny_checkpoint):
+    from vlastack.evaluation.report import load_run
+    from vlastack.evaluation.suites import stress
+
+    root, ckpt = tiny_checkpoint
+    s = stress(
+        ckpt,
+        "metaworld/reach-v3",
+        conditions=["lighting_dark", "swapped_instruction"],
+        episodes_per_task=2,
+        max_steps=8,
+        workers=0,
+        image_size=(32, 32),
+        out_dir=root / "stress",
+        progress=False,
+    )
+    per = s["per_condition"]
+    assert set(per) == {"default", "lighting_dark", "swapped_instruction"}
+    assert all(per[c]["drop"] is not None for c in per)
+    eps = [json.loads(x) for x in (root / "stress" / "episodes.jsonl").read_text().splitlines()]
+    by_cond: dict[str, list[int]] = {}
+    for e in eps:
+        assert e["task"] == "metaworld/reach-v3"
+        by_cond.setdefault(e["condition"], []).append(e["seed"])
+    assert len({tuple(v) for v in by_cond.values()}) == 1  # the same seeds under every condition
+    swapped = [e["instruction"] for e in eps if e["condition"] == "swapped_instruction"]
+    assert swapped and all(t != "reach the goal position with the gripper" for t in swapped)
+    assert load_run(root / "stress").summary["per_condition"]
+
+
+@pytest.mark.slow
+def test_chain_suite_vla_and_modular(tiny_checkpoint):
+    from vlastack.evaluation.suites import chain
+
+    root, ckpt = tiny_checkpoint
+    t = chain(
+        ckpt,
+        num_subtasks=2,
+        steps_per_subtask=60,
+        episodes=1,
+        image_size=(64, 64),
+        out_dir=root / "chain",
+        progress=False,
+    )
+    assert set(t) == {"vla", "modular"}
+    for k in t:
+        assert 0 <= t[k]["chain_length_mean"] <= 2
+    assert t["modular"]["perception"]["goal_error_m_median"] is not None
+    ep = json.loads((root / "chain" / "modular" / "episodes.jsonl").read_text().splitlines()[0])
+    assert ep["subtasks_total"] == 2
+
+
+@pytest.mark.slow
+def test_transfer_suite_zero_shot_and_finetune(tiny_checkpoint):
+    from vlastack.evaluation.suites import transfer
+
+    root, ckpt = tiny_checkpoint
+    s = transfer(
+        "reach-v3",
+        recipe="cpu_default",
+        source_checkpoint=ckpt,
+        finetune_episodes=2,
+        finetune_steps=2,
+        episodes_per_task=1,
+        max_steps=8,
+        workers=0,
+        image_size=(32, 32),
+        out_dir=root / "transfer",
+        progress=False,
+    )
+    assert set(s["results"]) == {"native", "zero_shot", "finetuned"}
+    man = json.loads((root / "transfer" / "zero_shot" / "manifest.json").read_text())
+    assert "action_remap_applied" in man["protocol"]
+    emb = json.loads((root / "transfer" / "finetuned" / "manifest.json").read_text())
+    assert "sawyer7" in json.dumps(emb)
