@@ -311,6 +311,9 @@ def _train_one(
     cfg.warmup_steps = min(cfg.warmup_steps, max(1, steps // 10))
     t0 = time.perf_counter()
     result = train(cfg, build)
+    if result.stopped_by in ("SIGINT", "SIGTERM"):
+        # train() saved a checkpoint and returned; a suite must stop, not go on to evaluate
+        raise KeyboardInterrupt(f"training stopped by {result.stopped_by}; run dir {out}")
     return result, time.perf_counter() - t0
 
 
