@@ -261,6 +261,78 @@ class Policy:
         self.last_latency_ms = (time.perf_counter() - t0) * 1000.0
         return {"actions": actions, "policy_timing": {"infer_ms": self.last_latency_ms}}
 
+    @property
+    def supports_guided_sampling(self) -> bool:
+        """True when the action head can run real-time-chunking guidance (flow matching)."""
+        head = getattr(self.model, "head", None)
+        return head is not None and hasattr(head, "sample_actions_guided")
+
+    def infer_guided(
+        self,
+        obs: Mapping[str, Any],
+        prev_actions: np.ndarray,
+        inference_delay: int,
+        *,
+        max_guidance_weight: float = 5.0,
+        schedule: str = "exp",
+    ) -> dict[str, Any]:
+        """Real-time chunking (Black, Galliker & Levine 2025; REFERENCE.md §3.6): sample a chunk
+        guided to agree with ``prev_actions`` (L, A), the previous chunk's not-yet-executed actions
+        in robot units with ``prev_actions[0]`` aligned to this observation's tick. The first
+        ``inference_delay`` of them execute while this call runs (weight 1), the rest are a soft
+        target decaying to 0 at L (``prefix_weights``). Same return as ``infer``."""
+        from vlastack.serving.runtime import prefix_weights
+
+        if not self.supports_guided_sampling:
+            head = getattr(self.model, "head", None)
+            raise ConfigError(
+                f"policy {self.source}: real-time chunking (strategy 'rtc', infer_guided) needs a "
+                f"flow-matching action head; this model's head is "
+                f"{type(head).__name__ if head is not None else 'LM action tokens'} "
+                f"(model.head={getattr(self.model.config, 'head', '?')!r}). Use strategy 'async' "
+                "or retrain with --model.head=flow_matching"
+            )
+        prev = np.asarray(prev_actions, dtype=np.float32)
+        if prev.ndim != 2 or prev.shape[1] != self.action_dim:
+            raise ObservationError(
+                f"infer_guided: prev_actions must have shape (L, {self.action_dim}), "
+                f"got {prev.shape}"
+            )
+        H = self.action_horizon
+        L = min(len(prev), H)
+        t0 = time.perf_counter()
+        frame, prompt = self._parse(obs)
+        window = self._window(frame)
+        batch = self.normalizer.normalize(self._batch([window], [prompt]))
+        # The guidance needs a VJP through the velocity network, so the prefix (and its KV cache)
+        # is built under no_grad, not inference_mode: inference tensors refuse autograd later.
+        with torch.no_grad():
+            ctx, mask, _ = self.model.encode_prefix(batch)
+            if self.model.config.motion_hierarchy:  # RT-H: condition on the predicted motion
+                from vlastack.models.common import masked_mean
+
+                motion = self.model.motion_classifier(masked_mean(ctx, mask)).argmax(-1)
+                ctx, mask = self.model._with_motion(ctx, mask, motion)
+        # prev (L, A) -> normalized (1, H, A), zero after L (weight 0 there)
+        y = torch.zeros(1, H, self.action_dim, device=self.device)
+        if L:
+            y[0, :L] = self.normalizer.normalize_key(
+                "action", torch.from_numpy(prev[:L]).to(self.device)
+            )
+        d = max(0, min(int(inference_delay), L))
+        weights = torch.as_tensor(prefix_weights(d, L, H, schedule), dtype=torch.float32)
+        actions = self.model.head.sample_actions_guided(
+            ctx,
+            mask,
+            y,
+            weights.to(self.device),
+            max_guidance_weight=max_guidance_weight if L else 0.0,
+            generator=self._generator,
+        )
+        out = self.normalizer.unnormalize_actions(actions.detach()).float().cpu().numpy()[0]
+        self.last_latency_ms = (time.perf_counter() - t0) * 1000.0
+        return {"actions": out, "policy_timing": {"infer_ms": self.last_latency_ms}}
+
     def infer_batch(self, observations: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Several independent single-frame observations (e.g. several server clients) at once.
 

@@ -439,10 +439,13 @@ class RTCRuntime(AsyncRuntime):
         super().__init__(
             policy, threshold=threshold, aggregate="latest_only", control_hz=control_hz, **kwargs
         )
-        if not isinstance(policy, GuidedChunkPolicy):
+        if not isinstance(policy, GuidedChunkPolicy) or not getattr(
+            policy, "supports_guided_sampling", True
+        ):
             raise ConfigError(
                 f"strategy 'rtc' needs a flow-matching policy with infer_guided(obs, prev_actions, "
-                f"inference_delay); {type(policy).__name__} has none. Use 'async' instead."
+                f"inference_delay); {type(policy).__name__} {getattr(policy, 'source', '')} has "
+                "none (not a flow-matching head). Use 'async' instead."
             )
         self.initial_delay_ticks = initial_delay_ticks
 
@@ -620,4 +623,132 @@ def simulate(
         within_chunk_jump=float(np.mean(other)) if other else 0.0,
         mean_sq_jerk=float(np.mean(np.sum(jerk**2, axis=-1))),
         tracking_rmse=float(np.sqrt(np.mean(np.sum(err**2, axis=-1)))),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Simulated-delay harness in a real simulator
+
+
+@dataclass
+class EnvSimResult:
+    """Per-episode metrics of ``simulate_env`` (time in control ticks, actions in robot units)."""
+
+    strategy: str
+    control_hz: float
+    seed: int
+    success: bool
+    ticks: int  # control ticks simulated (each is one env step)
+    ticks_to_success: int | None
+    missed_ticks: int  # deadlines with no fresh command (the hold action ran instead)
+    inferences: int
+    # ‖a_t − a_{t−1}‖ of the commands sent (holds included) at ticks where the executing chunk
+    # changed, and at the other ticks for scale. For delta-position actions (Meta-World) this is
+    # the jump in commanded velocity.
+    boundary_jump: float
+    within_chunk_jump: float
+    mean_sq_jerk_action: float  # of the commands, (units/s³)² with dt = 1/control_hz
+    mean_sq_jerk_state: float  # of the measured state (e.g. hand position), same units
+
+    def row(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _mean_sq_jerk(x: list[np.ndarray], control_hz: float) -> float:
+    if len(x) < 4:
+        return float("nan")
+    d3 = np.diff(np.stack(x).astype(np.float64), n=3, axis=0) * control_hz**3
+    return float(np.mean(np.sum(d3**2, axis=-1)))
+
+
+def simulate_env(
+    runtime: ActionRuntime,
+    env: Any,
+    control_hz: float,
+    max_ticks: int,
+    clock: SimClock,
+    seed: int = 0,
+    hold_action: Callable[[np.ndarray | None], np.ndarray] | None = None,
+    state_key: str = "observation.state",
+    state_dims: slice = slice(None),
+    warmup_ticks: int = 1,
+) -> EnvSimResult:
+    """Run one episode of ``env`` (a gymnasium-style ``VlaEnv``) under ``runtime`` at
+    ``control_hz`` in virtual time (``clock`` shared with the runtime's ``SimExecutor``).
+
+    The control rate is emulated: one control tick = one ``env.step`` whatever the simulator's
+    own step length, and the runtime's clock runs at ``control_hz``; so an inference delay of δ
+    seconds costs δ·control_hz ticks. A tick whose deadline passes while ``runtime.step`` blocks
+    is missed: the env steps with ``hold_action(last_command)`` (default: repeat the last
+    command; zeros before the first) and keeps the observation the runtime already used. Missed
+    ticks count after ``warmup_ticks`` executed actions (every strategy waits for its first
+    chunk). Commands are clipped to the env's action bounds, as in evaluation. The episode ends on
+    ``info["success"]``, termination, or ``max_ticks``.
+    ``state_dims`` picks the part of ``obs[state_key]`` whose jerk is reported (hand position).
+    """
+    period_s = 1.0 / control_hz
+    act_spec = getattr(getattr(env, "embodiment", None), "action", None)
+    low = getattr(act_spec, "low", None)
+    high = getattr(act_spec, "high", None)
+    obs, _ = env.reset(seed=seed)
+    runtime.reset()
+    commands: list[np.ndarray] = []  # sent each tick, holds included
+    states: list[np.ndarray] = [np.asarray(obs[state_key], dtype=np.float64)[state_dims]]
+    executed: list[tuple[int, int]] = []  # (tick index, chunk id) of runtime actions
+    missed = 0
+    tick = 0
+    success = False
+    ticks_to_success: int | None = None
+    done = False
+    t0 = clock()
+
+    def env_step(cmd: np.ndarray) -> None:
+        nonlocal obs, tick, success, ticks_to_success, done
+        if low is not None and high is not None:  # like the evaluation harness (clip_actions)
+            cmd = np.clip(cmd, low, high)
+        commands.append(np.asarray(cmd, dtype=np.float64))
+        obs, _r, terminated, truncated, info = env.step(np.asarray(cmd, dtype=np.float32))
+        states.append(np.asarray(obs[state_key], dtype=np.float64)[state_dims])
+        tick += 1
+        if info.get("success") and not success:
+            success, ticks_to_success = True, tick
+        done = success or bool(terminated) or bool(truncated) or tick >= max_ticks
+
+    while not done:
+        action = np.asarray(runtime.step(obs), dtype=np.float64)
+        # every deadline that passed while the runtime blocked is a tick with no fresh command
+        while not done and clock() - t0 > (tick + 1) * period_s + 1e-9:  # virtual time is exact
+            last = commands[-1] if commands else None
+            hold = hold_action(last) if hold_action else (last if last is not None else None)
+            env_step(np.zeros_like(action) if hold is None else hold)
+            missed += len(executed) >= warmup_ticks
+        if done:
+            break
+        executed.append((tick, runtime.last_chunk_id))
+        env_step(action)
+        wait_s = tick * period_s - (clock() - t0)
+        if wait_s > 0:
+            clock.sleep(wait_s)
+
+    cmd = np.stack(commands) if commands else np.zeros((0, 1))
+    switch: list[float] = []
+    other: list[float] = []
+    for (_, c_prev), (p, c) in zip(executed[warmup_ticks:], executed[warmup_ticks + 1 :]):
+        if p >= 1:
+            jump = float(np.linalg.norm(cmd[p] - cmd[p - 1]))
+            (switch if c != c_prev else other).append(jump)
+    first = executed[min(warmup_ticks, len(executed) - 1)][0] if executed else 0
+    return EnvSimResult(
+        strategy=runtime.name,
+        control_hz=control_hz,
+        seed=seed,
+        success=success,
+        ticks=tick,
+        ticks_to_success=ticks_to_success,
+        missed_ticks=missed,
+        inferences=runtime.num_inferences,
+        boundary_jump=float(np.mean(switch)) if switch else float("nan"),
+        within_chunk_jump=float(np.mean(other)) if other else float("nan"),
+        mean_sq_jerk_action=_mean_sq_jerk(list(cmd[first:]), control_hz),
+        mean_sq_jerk_state=_mean_sq_jerk(states[first + 1 :], control_hz),
     )
