@@ -1,12 +1,18 @@
-"""Training throughput (samples/s, data loading included) and peak memory for three recipes.
+"""Training throughput (samples/s, data loading included) and peak memory, vlastack vs LeRobot.
 
-Each recipe trains in its own subprocess (so peak RSS is its own) through ``training.loop.train``
-on a real dataset (default: the LeRobot v3 fixture with two AV1 cameras, decoded every step),
-at the recipe's CPU-default model size. samples/s counts only training steps (not validation or
-checkpoint writes) after ``--warmup`` steps are excluded by running them first. Prints a table
-and a last-line JSON list.
+Each vlastack recipe trains in its own subprocess (so peak RSS is its own) through
+``training.loop.train`` on a real dataset at the recipe's CPU-default model size, with the
+loop's automatic data workers and intra-op threads. samples/s is measured over the steps after
+``--warmup`` (worker start and first decodes excluded), from the loop's per-step times.
+LeRobot 0.4.4 (``--lerobot-python``, default /work/lerobot-venv/bin/python) trains ACT and
+Diffusion Policy on the same dataset files with the same batch size, image size, horizons,
+data-worker count and thread count, head widths matched to vlastack's ``act`` and
+``diffusion_policy`` (dim 64, 4 heads, FFN 256, CVAE encoder 1 / decoder 2 layers; U-Net
+down_dims (64, 128, 256), 100 DDPM steps). The vision backbones cannot be matched: LeRobot builds
+a torchvision ResNet-18 (random init here, no download), vlastack MobileNetV2 (act) and a 16-wide
+CNN (diffusion_policy); the parameter counts are printed beside the ratios.
 
-    .venv/bin/python benchmarks/bench_train.py [--data PATH] [--steps 20] [--batch-size 8]
+    .venv/bin/python benchmarks/bench_train.py [--data /tmp/exp/data] [--steps 30] [--batch-size 8]
 """
 
 from __future__ import annotations
@@ -24,9 +30,86 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "fixtures" / "lerobot_v3_tiny_two_cam"
 RECIPES = ["cpu_default", "diffusion_policy", "act"]
+LEROBOT_OF = {"act": "act", "diffusion_policy": "diffusion"}
+
+# One LeRobot training step as lerobot_train.update_policy does it: preprocessor (normalize),
+# policy.forward -> loss, backward, grad clip, AdamW step. Run with LeRobot's interpreter.
+LEROBOT_SCRIPT = r"""
+import json, os, resource, sys, time
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import torch
+from lerobot.configs.types import FeatureType
+from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
+from lerobot.datasets.utils import dataset_to_policy_features
+from lerobot.datasets.factory import resolve_delta_timestamps
+from lerobot.policies.factory import make_pre_post_processors
+
+policy_name, root, steps, warmup, batch_size, workers, threads, camera = sys.argv[1:9]
+steps, warmup, batch_size, workers, threads = map(int, (steps, warmup, batch_size, workers, threads))
 
 
-def one(recipe: str, data: str, steps: int, batch_size: int, num_workers: int) -> dict:
+def main():
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    meta = LeRobotDatasetMetadata("local/bench", root=root)
+    feats = dataset_to_policy_features(meta.features)
+    keep_cam = f"observation.images.{camera}"
+    inputs = {k: f for k, f in feats.items() if f.type is not FeatureType.ACTION and (
+        f.type is not FeatureType.VISUAL or k == keep_cam)}
+    outputs = {k: f for k, f in feats.items() if f.type is FeatureType.ACTION}
+    if policy_name == "act":
+        from lerobot.policies.act.configuration_act import ACTConfig as C
+        from lerobot.policies.act.modeling_act import ACTPolicy as P
+        cfg = C(input_features=inputs, output_features=outputs, device="cpu", chunk_size=20,
+                n_action_steps=20, dim_model=64, n_heads=4, dim_feedforward=256,
+                n_encoder_layers=1, n_decoder_layers=2, n_vae_encoder_layers=1, latent_dim=32,
+                pretrained_backbone_weights=None, kl_weight=10.0)
+    else:
+        from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig as C
+        from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy as P
+        cfg = C(input_features=inputs, output_features=outputs, device="cpu", n_obs_steps=2,
+                horizon=16, n_action_steps=8, down_dims=(64, 128, 256),
+                diffusion_step_embed_dim=64, num_train_timesteps=100, crop_shape=None,
+                pretrained_backbone_weights=None)
+    delta = resolve_delta_timestamps(cfg, meta)
+    ds = LeRobotDataset("local/bench", root=root, video_backend="pyav", delta_timestamps=delta)
+    policy = P(cfg)
+    pre, _ = make_pre_post_processors(cfg, dataset_stats=ds.meta.stats)
+    opt = torch.optim.AdamW(policy.parameters(), lr=1e-4, weight_decay=1e-4)
+    g = torch.Generator(); g.manual_seed(0)
+    kw = dict(persistent_workers=True, prefetch_factor=4, multiprocessing_context="forkserver") if workers else {}
+    dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
+                                     generator=g, drop_last=True, **kw)
+    it = iter(dl)
+    policy.train()
+    times = []
+    for _ in range(warmup + steps):
+        t = time.perf_counter()
+        try:
+            batch = next(it)
+        except StopIteration:
+            it = iter(dl); batch = next(it)
+        batch = pre(batch)
+        loss, _ = policy.forward(batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), 10.0)
+        opt.step(); opt.zero_grad()
+        times.append(time.perf_counter() - t)
+    timed = times[warmup:]
+    print(json.dumps({
+        "params_M": sum(p.numel() for p in policy.parameters()) / 1e6,
+        "samples_per_s": batch_size * len(timed) / sum(timed),
+        "peak_rss_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "threads": torch.get_num_threads(),
+    }))
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def one(recipe: str, data: str, steps: int, warmup: int, batch_size: int, extra: list[str]) -> dict:
     import torch
 
     from vlastack.training.config import TrainConfig
@@ -36,77 +119,140 @@ def one(recipe: str, data: str, steps: int, batch_size: int, num_workers: int) -
         overrides = [
             f"--data={data}",
             f"--out_dir={tmp}/run",
-            f"--steps={steps}",
+            f"--steps={steps + warmup}",
             f"--batch_size={batch_size}",
-            f"--num_workers={num_workers}",
             "--warmup_steps=1",
             "--log=none",
             "--progress=false",
             "--val_fraction=0",
+            *extra,
         ]
         cfg = TrainConfig.from_recipe(recipe, overrides)
         t0 = time.monotonic()
         res = train(cfg)
         wall_s = time.monotonic() - t0
+        timed = res.step_s[warmup:]
     rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
+        "system": "vlastack",
         "recipe": recipe,
         "params_M": res.param_counts["total"][0] / 1e6,
-        "trainable_M": res.param_counts["total"][1] / 1e6,
         "batch_size": batch_size,
-        "steps": steps,
-        "samples_per_s": res.samples_per_s,
+        "steps": len(timed),
+        "samples_per_s": batch_size * len(timed) / sum(timed),
         "peak_rss_MiB": rss_kib / 1024,
         "estimate_MiB": res.memory.total_bytes / 2**20 if res.memory else None,
         "wall_s": wall_s,
-        "threads": torch.get_num_threads(),
-        "num_workers": num_workers,
+        "threads": torch.get_num_threads(),  # restored by train(); the run's own is in stdout
+        "image_size": cfg.model.get("image_size"),
     }
+
+
+def lerobot_row(
+    python: str,
+    policy: str,
+    recipe: str,
+    data: str,
+    camera: str,
+    steps: int,
+    warmup: int,
+    batch_size: int,
+    workers: int,
+    threads: int,
+) -> dict | None:
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(LEROBOT_SCRIPT)
+    cmd = [python, f.name, policy, data, str(steps), str(warmup), str(batch_size)]
+    cmd += [str(workers), str(threads), camera]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    finally:
+        os.unlink(f.name)
+    if proc.returncode != 0:
+        print(f"LeRobot {policy} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+        return None
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    row.update(system="lerobot", recipe=f"{policy} (vs {recipe})", batch_size=batch_size)
+    row.update(steps=steps, estimate_MiB=None)
+    return row
+
+
+def run_line(stdout: str, prefix: str) -> str:
+    return next((ln for ln in stdout.splitlines() if ln.startswith(prefix)), "")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(DEFAULT_DATA))
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=30, help="timed steps")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed first steps")
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--num-workers", type=int, default=0)
     ap.add_argument("--recipes", default=",".join(RECIPES))
+    ap.add_argument(
+        "--lerobot-python",
+        default=os.environ.get("VLASTACK_LEROBOT_PYTHON", "/work/lerobot-venv/bin/python"),
+    )
+    ap.add_argument("--no-lerobot", action="store_true")
     ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("extra", nargs="*", help="--key=value training overrides for vlastack")
     args = ap.parse_args()
     if args.one:
-        row = one(args.one, args.data, args.steps, args.batch_size, args.num_workers)
+        row = one(args.one, args.data, args.steps, args.warmup, args.batch_size, args.extra)
         print(json.dumps(row))
         return
+    sys.path.insert(0, str(REPO / "src"))
+    from vlastack.data.format import DatasetReader
+
+    camera = DatasetReader(args.data).camera_keys[0].removeprefix("observation.images.")
     rows = []
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    have_lerobot = not args.no_lerobot and Path(args.lerobot_python).exists()
     for recipe in args.recipes.split(","):
-        cmd = [
-            sys.executable,
-            __file__,
-            "--one",
-            recipe,
-            "--data",
-            args.data,
-            "--steps",
-            str(args.steps),
-            "--batch-size",
-            str(args.batch_size),
-            "--num-workers",
-            str(args.num_workers),
-        ]
+        cmd = [sys.executable, __file__, "--one", recipe, "--data", args.data]
+        cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
+        cmd += ["--batch-size", str(args.batch_size)]
+        # one camera for every system, so LeRobot reads the same inputs
+        cmd += ["--", f'--model.cameras=["{camera}"]', *args.extra]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             print(f"{recipe}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
             continue
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        cpu = run_line(proc.stdout, "CPU: ")  # "CPU: N intra-op threads, W data workers"
+        words = cpu.split()
+        row["threads"] = int(words[1]) if len(words) > 1 else row["threads"]
+        row["num_workers"] = int(words[4]) if len(words) > 4 else 0
+        rows.append(row)
+        policy = LEROBOT_OF.get(recipe)
+        if have_lerobot and policy:
+            lr = lerobot_row(
+                args.lerobot_python,
+                policy,
+                recipe,
+                args.data,
+                camera,
+                args.steps,
+                args.warmup,
+                args.batch_size,
+                row["num_workers"],
+                row["threads"],
+            )
+            if lr is not None:
+                lr["num_workers"] = row["num_workers"]
+                row["lerobot_samples_per_s"] = lr["samples_per_s"]
+                row["speedup_vs_lerobot"] = row["samples_per_s"] / lr["samples_per_s"]
+                rows.append(lr)
+    print(f"data {args.data}, camera {camera}, load average {os.getloadavg()[0]:.2f}")
     print(
-        f"{'recipe':<18}{'params M':>10}{'batch':>7}{'samples/s':>11}{'peak RSS MiB':>14}"
-        f"{'estimate MiB':>14}"
+        f"{'system':<10}{'recipe':<26}{'params M':>9}{'batch':>6}{'thr':>4}{'wrk':>4}"
+        f"{'samples/s':>11}{'peak RSS MiB':>13}{'vs LeRobot':>11}"
     )
     for r in rows:
+        ratio = f"{r['speedup_vs_lerobot']:.2f}x" if "speedup_vs_lerobot" in r else ""
         print(
-            f"{r['recipe']:<18}{r['params_M']:>10.2f}{r['batch_size']:>7}"
-            f"{r['samples_per_s']:>11.1f}{r['peak_rss_MiB']:>14.0f}{r['estimate_MiB']:>14.1f}"
+            f"{r['system']:<10}{r['recipe']:<26}{r['params_M']:>9.2f}{r['batch_size']:>6}"
+            f"{r.get('threads', 0):>4}{r.get('num_workers', 0):>4}{r['samples_per_s']:>11.1f}"
+            f"{r['peak_rss_MiB']:>13.0f}{ratio:>11}"
         )
     print(json.dumps(rows))
 

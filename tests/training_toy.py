@@ -8,6 +8,7 @@ and 'head'. Its loss draws a little noise so that resume tests exercise RNG rest
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -199,6 +200,9 @@ def main(argv: list[str]) -> int:
         return parts
 
     res = train(cfg, build)
+    if int(os.environ.get("RANK", "0")) != 0:
+        # Only rank 0 reports: the caller reads the last stdout line, and ranks print in any order.
+        return {"SIGTERM": 143, "SIGINT": 130}.get(res.stopped_by or "", 0)
     print(
         json.dumps(
             {

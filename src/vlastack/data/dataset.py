@@ -174,7 +174,7 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _worker_init(_: int) -> None:
+def worker_init(_: int) -> None:
     # Each worker decodes on one thread: workers already use the cores, and oversubscribed
     # decoder threads slow everyone down.
     torch.set_num_threads(1)
@@ -203,7 +203,7 @@ def make_dataloader(
     if num_workers > 0:
         kwargs["persistent_workers"] = True if persistent_workers is None else persistent_workers
         kwargs["prefetch_factor"] = prefetch_factor or 4
-        kwargs["worker_init_fn"] = _worker_init
+        kwargs["worker_init_fn"] = worker_init
         kwargs["multiprocessing_context"] = multiprocessing_context
     return DataLoader(
         dataset,

@@ -59,8 +59,10 @@ class TrainConfig:
     ema_decay: float | None = None
     precision: Precision = "fp32"
     seed: int = 0
-    # data
-    num_workers: int = 0
+    # data / CPU: -1 and 0 mean "auto" (training.loop.pick_workers_and_threads): one decoding
+    # worker per two cores when the dataset decodes video, and intra-op threads = idle cores left.
+    num_workers: int = -1
+    num_threads: int = 0
     # Encode every frame once with a frozen vision encoder instead of every step
     # (training/feature_cache.py); ignored when the encoder trains, uses FiLM, or LoRA is on.
     cache_vision_features: bool = True
@@ -117,6 +119,8 @@ class TrainConfig:
             (self.warmup_steps >= 0, "warmup_steps", "must be >= 0"),
             (0.0 <= self.val_fraction < 1.0, "val_fraction", "must be in [0, 1)"),
             (self.keep_last >= 1, "keep_last", "must be >= 1"),
+            (self.num_workers >= -1, "num_workers", "must be >= 0, or -1 for auto"),
+            (self.num_threads >= 0, "num_threads", "must be >= 1, or 0 for auto"),
             (
                 self.ema_decay is None or 0.0 < self.ema_decay < 1.0,
                 "ema_decay",

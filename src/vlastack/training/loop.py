@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import random
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,7 @@ class TrainResult:
     samples_per_s: float
     param_counts: dict[str, tuple[int, int]]
     memory: probes.MemoryEstimate | None
+    step_s: list[float] = field(default_factory=list)  # wall time of each step, data included
 
 
 class _LossModule(nn.Module):
@@ -93,10 +95,12 @@ def train(
     """
     stop_signal: list[str] = []
     previous = install_stop_handlers(stop_signal)
+    threads_before = torch.get_num_threads()
     try:
         return _train(cfg, build, stop_signal)
     finally:
         restore_handlers(previous)
+        torch.set_num_threads(threads_before)
 
 
 def _train(
@@ -112,9 +116,15 @@ def _train(
     ckpt_root = run_dir / "checkpoints"
 
     # ---- build: seed, data, model, adapters ------------------------------------------------
+    # Other processes' load, read before this run's own build work raises the load average.
+    other_load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    torch.set_num_threads(pick_threads(cfg, other_load, num_workers=0))
     seed_everything(cfg.seed)
     parts = (build or build_parts)(cfg)
     check_fits(parts, cfg)
+    num_workers = pick_workers(cfg, parts)
+    torch.set_num_threads(pick_threads(cfg, other_load, num_workers))
+    say(f"CPU: {torch.get_num_threads()} intra-op threads, {num_workers} data workers")
     model: Any = parts.model
     frozen = adapters.apply_freeze(model, cfg.freeze)
     if cfg.lora is not None:
@@ -235,9 +245,10 @@ def _train(
         return path
 
     # ---- the loop ---------------------------------------------------------------------------
-    stream = batch_stream(parts, cfg, dist, micro_bs, epoch, batch_in_epoch)
+    stream = batch_stream(parts, cfg, dist, micro_bs, epoch, batch_in_epoch, num_workers)
     bar = make_progress(cfg, start_step, main)
     losses: list[float] = []
+    step_s: list[float] = []
     val_metrics: dict[str, float] = {}
     probe: probes.LanguageProbe | None = None
     last_path: Path | None = None
@@ -290,7 +301,8 @@ def _train(
             step += 1
             loss_mean = distributed.mean_scalar(loss_sum / cfg.grad_accum, dist)
             losses.append(loss_mean)
-            train_s += time.monotonic() - t_step  # excludes validation and checkpoint time
+            step_s.append(time.monotonic() - t_step)
+            train_s += step_s[-1]  # excludes validation and checkpoint time
             sps = samples_seen / max(train_s, 1e-9)
             lr = float(scheduler.get_last_lr()[0])
             if bar is not None:
@@ -327,6 +339,7 @@ def _train(
                 say(f"\nstopped by {stopped_by} at step {step}; checkpoint {last_path}")
                 break
     finally:
+        stream.close()  # shuts the data workers down now rather than at garbage collection
         if bar is not None:
             bar.close()
         logger.close()
@@ -344,6 +357,7 @@ def _train(
         samples_per_s=samples_seen / max(train_s, 1e-9),
         param_counts=counts,
         memory=memory,
+        step_s=step_s,
     )
 
 
@@ -459,46 +473,130 @@ def batch_stream(
     micro_bs: int,
     epoch: int,
     batch_in_epoch: int,
-) -> Iterator[tuple[int, int, Batch]]:
+    num_workers: int = 0,
+) -> Generator[tuple[int, int, Batch], None, None]:
     """Yield (epoch, batches consumed in this epoch, batch) forever, resumable mid-epoch.
 
     The order is a pure function of (seed, epoch): ``DistributedSampler`` shards one shuffled
     permutation across ranks, and the first ``batch_in_epoch`` batches are skipped on resume.
+    One DataLoader serves every epoch (``EpochBatches`` runs on), so data workers start once
+    instead of once per epoch (a small dataset has only a few batches per epoch).
     """
-    dataset = parts.train_dataset
-    while True:
+    from vlastack.data.dataset import worker_init
+
+    num_samples = len(parts.train_dataset)  # type: ignore[arg-type]
+    batches = EpochBatches(num_samples, dist, cfg.seed, micro_bs, epoch, batch_in_epoch)
+    if batches.per_epoch == 0:
+        raise DataError(
+            f"the training split has {num_samples} samples, fewer than one batch of "
+            f"{cfg.batch_size}; lower --batch_size or add episodes"
+        )
+    extra: dict[str, Any] = {}
+    if num_workers > 0:
+        # forkserver, not fork: a worker forked after a multi-threaded torch op inherits a broken
+        # OpenMP pool; each worker decodes on one thread (data/dataset.py make_dataloader).
+        extra = dict(
+            multiprocessing_context="forkserver", worker_init_fn=worker_init, prefetch_factor=4
+        )
+    loader = DataLoader(
+        parts.train_dataset,
+        batch_sampler=batches,
+        num_workers=num_workers,
+        collate_fn=parts.collate_fn,
+        # Worker seeds come from this generator, not the global RNG, so resume is exact.
+        generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch),
+        pin_memory=dist.device.type == "cuda",
+        **extra,
+    )
+    it = iter(loader)
+    try:
+        while True:
+            batch = next(it)
+            batch_in_epoch += 1
+            yield epoch, batch_in_epoch, batch
+            if batch_in_epoch == batches.per_epoch:
+                epoch, batch_in_epoch = epoch + 1, 0
+    finally:
+        del it
+
+
+class EpochBatches(torch.utils.data.Sampler):
+    """Index lists of ``micro_bs`` for epoch after epoch, starting at (epoch, batch_in_epoch).
+
+    Each epoch is ``DistributedSampler(shuffle=True, seed, drop_last=True)`` at that epoch, cut
+    into whole batches (the ragged tail is dropped), exactly as a fresh DataLoader per epoch.
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        dist: distributed.DistInfo,
+        seed: int,
+        micro_bs: int,
+        epoch: int = 0,
+        batch_in_epoch: int = 0,
+    ) -> None:
+        self.num_samples, self.dist, self.seed, self.micro_bs = num_samples, dist, seed, micro_bs
+        self.epoch, self.batch_in_epoch = epoch, batch_in_epoch
+        self.per_epoch = len(self._epoch_indices(0)) // micro_bs
+
+    def _epoch_indices(self, epoch: int) -> list[int]:
         sampler: DistributedSampler = DistributedSampler(
-            dataset,
-            num_replicas=dist.world_size,
-            rank=dist.rank,
+            range(self.num_samples),  # type: ignore[arg-type]
+            num_replicas=self.dist.world_size,
+            rank=self.dist.rank,
             shuffle=True,
-            seed=cfg.seed,
+            seed=self.seed,
             drop_last=True,
         )
         sampler.set_epoch(epoch)
-        indices = list(sampler)
-        num_batches = len(indices) // micro_bs
-        if num_batches == 0:
-            raise DataError(
-                f"the training split has {len(dataset)} samples, fewer than one batch of "  # type: ignore[arg-type]
-                f"{cfg.batch_size}; lower --batch_size or add episodes"
-            )
-        todo = indices[batch_in_epoch * micro_bs : num_batches * micro_bs]
-        loader = DataLoader(
-            dataset,
-            batch_size=micro_bs,
-            sampler=todo,
-            drop_last=True,
-            num_workers=cfg.num_workers,
-            collate_fn=parts.collate_fn,
-            # Worker seeds come from this generator, not the global RNG, so resume is exact.
-            generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch),
-            pin_memory=dist.device.type == "cuda",
-        )
-        for batch in loader:
-            batch_in_epoch += 1
-            yield epoch, batch_in_epoch, batch
-        epoch, batch_in_epoch = epoch + 1, 0
+        return list(sampler)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch, skip = self.epoch, self.batch_in_epoch
+        while True:
+            idx = self._epoch_indices(epoch)
+            for b in range(skip, self.per_epoch):
+                yield idx[b * self.micro_bs : (b + 1) * self.micro_bs]
+            epoch, skip = epoch + 1, 0
+
+
+def cores_per_rank() -> int:
+    """CPU cores this process may use, shared evenly by the ranks on this machine."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // local_ranks())
+
+
+def local_ranks() -> int:
+    return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+def pick_workers(cfg: TrainConfig, parts: TrainingParts) -> int:
+    """``cfg.num_workers``, or for -1: one worker per two cores (at most 4) when samples decode
+    video and the run is long enough (> 50 steps) to repay starting them (~2-5 s each); else 0.
+
+    Samples from the frozen-feature cache or without cameras are in memory: workers only add IPC.
+    """
+    if cfg.num_workers >= 0:
+        return cfg.num_workers
+    decodes = bool(getattr(parts.train_dataset, "image_keys", None))
+    if not decodes or cfg.steps * cfg.grad_accum <= 50:
+        return 0
+    return min(4, max(1, cores_per_rank() // 2))
+
+
+def pick_threads(cfg: TrainConfig, other_load: float, num_workers: int) -> int:
+    """``cfg.num_threads``, or for 0: the cores this rank can have to itself, at least 1.
+
+    That is (cores / local ranks) - data workers - other processes' load (1-min load average
+    ``other_load``, read at the start of the run, shared by the local ranks).
+    Measured on the 2-core CI box under load 8-10: a cpu_default step takes 2.5 s with torch's
+    default 2 threads (OpenMP threads spin-waiting for a core) and 0.1 s with 1 thread.
+    """
+    if cfg.num_threads > 0:
+        return cfg.num_threads
+    per_rank = cores_per_rank()
+    return max(1, min(per_rank - num_workers, round(per_rank - other_load / local_ranks())))
 
 
 def episode_indices(batch: Batch) -> list[int]:

@@ -1,0 +1,59 @@
+"""The loop's CPU plumbing: one DataLoader across epochs, automatic workers and threads."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DistributedSampler
+
+from vlastack.training.config import TrainConfig
+from vlastack.training.distributed import DistInfo
+from vlastack.training.loop import EpochBatches, TrainingParts, pick_threads, pick_workers
+
+
+def per_epoch_reference(n: int, seed: int, bs: int, epoch: int, rank: int, world: int) -> list:
+    s = DistributedSampler(
+        range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True
+    )  # type: ignore[arg-type]
+    s.set_epoch(epoch)
+    idx = list(s)
+    return [idx[b * bs : (b + 1) * bs] for b in range(len(idx) // bs)]
+
+
+def test_epoch_batches_match_a_fresh_sampler_per_epoch_and_resume_mid_epoch() -> None:
+    for world in (1, 2):
+        for rank in range(world):
+            dist = DistInfo(rank=rank, world_size=world)
+            want = [b for e in range(3) for b in per_epoch_reference(23, 7, 4, e, rank, world)]
+            it = iter(EpochBatches(23, dist, seed=7, micro_bs=4))
+            got = [next(it) for _ in range(len(want))]
+            assert got == want
+            per = EpochBatches(23, dist, 7, 4).per_epoch
+            assert per == len(per_epoch_reference(23, 7, 4, 0, rank, world))
+            resumed = iter(EpochBatches(23, dist, seed=7, micro_bs=4, epoch=1, batch_in_epoch=1))
+            assert next(resumed) == want[per + 1]
+
+
+class _Frames(torch.utils.data.Dataset):
+    image_keys = ["observation.images.front"]
+
+    def __len__(self) -> int:
+        return 10
+
+
+def test_auto_workers_only_for_long_runs_that_decode_video() -> None:
+    parts = TrainingParts(model=torch.nn.Linear(1, 1), train_dataset=_Frames())
+    assert pick_workers(TrainConfig(num_workers=3), parts) == 3
+    assert pick_workers(TrainConfig(steps=20), parts) == 0  # too short to repay worker start
+    assert pick_workers(TrainConfig(steps=1000), parts) >= 1
+    cached = TrainingParts(
+        model=torch.nn.Linear(1, 1), train_dataset=torch.utils.data.TensorDataset(torch.zeros(3))
+    )
+    assert pick_workers(TrainConfig(steps=1000), cached) == 0
+
+
+def test_auto_threads_leave_cores_to_workers_and_other_processes() -> None:
+    assert pick_threads(TrainConfig(num_threads=3), other_load=50.0, num_workers=2) == 3
+    cores = len(__import__("os").sched_getaffinity(0))
+    assert pick_threads(TrainConfig(), other_load=0.0, num_workers=0) == cores
+    assert pick_threads(TrainConfig(), other_load=0.0, num_workers=1) == max(1, cores - 1)
+    assert pick_threads(TrainConfig(), other_load=100.0, num_workers=0) == 1
