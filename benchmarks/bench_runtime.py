@@ -90,6 +90,7 @@ def run_sim(args: argparse.Namespace) -> None:
     from vlastack.policy import Policy
     from vlastack.serving.runtime import simulate_env
 
+    torch.set_num_threads(args.threads)
     policy = Policy.from_checkpoint(args.checkpoint)
     env = make_env(
         args.sim, camera=policy.cameras[0] if policy.cameras else None, image_size=policy.image_size
@@ -152,6 +153,7 @@ def run_sim(args: argparse.Namespace) -> None:
                     f"{row['mean_sq_jerk_action']:>10.3g} {row['mean_sq_jerk_state']:>10.3g}",
                     flush=True,
                 )
+    env.close()
     print(
         json.dumps(
             {
@@ -190,6 +192,9 @@ def main() -> None:
     )
     ap.add_argument("--checkpoint", help="checkpoint folder for --sim")
     ap.add_argument("--max-ticks", type=int, default=250, help="--sim: episode length cap")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="--sim: torch threads (virtual time: speed only)"
+    )
     args = ap.parse_args()
     if args.sim:
         if not args.checkpoint:

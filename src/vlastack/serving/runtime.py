@@ -678,8 +678,9 @@ def simulate_env(
 
     The control rate is emulated: one control tick = one ``env.step`` whatever the simulator's
     own step length, and the runtime's clock runs at ``control_hz``; so an inference delay of δ
-    seconds costs δ·control_hz ticks. A tick whose deadline passes while ``runtime.step`` blocks
-    is missed: the env steps with ``hold_action(last_command)`` (default: repeat the last
+    seconds spans δ·control_hz ticks. A command is due by the end of its tick (as in
+    ``simulate``), so a blocking call of δ costs ⌈δ·control_hz⌉ − 1 missed ticks. A tick whose
+    deadline passes while ``runtime.step`` blocks is missed: the env steps with ``hold_action(last_command)`` (default: repeat the last
     command; zeros before the first) and keeps the observation the runtime already used. Missed
     ticks count after ``warmup_ticks`` executed actions (every strategy waits for its first
     chunk). Commands are clipped to the env's action bounds, as in evaluation. The episode ends on
