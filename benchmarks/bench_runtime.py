@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 from typing import Any
@@ -59,20 +60,32 @@ def strategies(horizon: int, hz: float) -> list[tuple[str, str, dict[str, Any]]]
     ]
 
 
-def sim_strategies(policy: Any, hz: float) -> list[tuple[str, str, dict[str, Any]]]:
+def sim_strategies(
+    policy: Any, hz: float, delay_ms: float
+) -> list[tuple[str, str, dict[str, Any]]]:
+    # Request threshold g: SmolVLA's 0.5, raised when the delay is longer than half a chunk so
+    # that the queue still holds the d = ⌈δ·Hz⌉ actions that run while the next chunk computes.
+    delay_ticks = math.ceil(delay_ms / 1000 * hz - 1e-9)
+    g = round(max(0.5, min(1.0, (delay_ticks + 1) / policy.action_horizon)), 3)
     out = [
         (f"sync (execute {policy.execute_horizon})", "sync", {}),
         ("ensemble (ACT m=0.01)", "ensemble", {"m": 0.01}),
-        ("async weighted_avg g=0.5", "async", {"threshold": 0.5, "control_hz": hz}),
+        (f"async weighted_avg g={g}", "async", {"threshold": g, "control_hz": hz}),
         (
-            "async latest_only g=0.5",
+            f"async latest_only g={g}",
             "async",
-            {"threshold": 0.5, "aggregate": "latest_only", "control_hz": hz},
+            {"threshold": g, "aggregate": "latest_only", "control_hz": hz},
         ),
     ]
     if policy.supports_guided_sampling:
-        out.append(("rtc g=0.5 beta=5 exp", "rtc", {"threshold": 0.5, "control_hz": hz}))
+        out.append((f"rtc g={g} beta=5 exp", "rtc", {"threshold": g, "control_hz": hz}))
     return out
+
+
+def nanmean(values: list[float]) -> float:
+    """Mean over the episodes where the metric exists (no boundary inside ensembling: NaN)."""
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else float("nan")
 
 
 def metaworld_hold(last: np.ndarray | None) -> np.ndarray:
@@ -116,7 +129,7 @@ def run_sim(args: argparse.Namespace) -> None:
     t_start = time.perf_counter()
     for hz in args.rates:
         for delay_ms in args.delays:
-            for label, name, kw in sim_strategies(policy, hz):
+            for label, name, kw in sim_strategies(policy, hz, delay_ms):
                 per_seed = []
                 for seed in range(args.seeds):
                     clock = SimClock()
@@ -133,9 +146,7 @@ def run_sim(args: argparse.Namespace) -> None:
                             state_dims=slice(0, 3),
                         )
                     per_seed.append(res.row())
-                row: dict[str, Any] = {
-                    k: float(np.nanmean([float(r[k]) for r in per_seed])) for k in keys
-                }
+                row: dict[str, Any] = {k: nanmean([float(r[k]) for r in per_seed]) for k in keys}
                 row.update(
                     {
                         "label": label,
