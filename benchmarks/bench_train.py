@@ -203,7 +203,10 @@ def main() -> None:
     sys.path.insert(0, str(REPO / "src"))
     from vlastack.data.format import DatasetReader
 
-    camera = DatasetReader(args.data).camera_keys[0].removeprefix("observation.images.")
+    reader = DatasetReader(args.data)
+    cam_key = reader.camera_keys[0]
+    camera = cam_key.removeprefix("observation.images.")
+    height, width = reader.features[cam_key].shape[:2]
     rows = []
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     have_lerobot = not args.no_lerobot and Path(args.lerobot_python).exists()
@@ -211,8 +214,9 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--one", recipe, "--data", args.data]
         cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
         cmd += ["--batch-size", str(args.batch_size)]
-        # one camera for every system, so LeRobot reads the same inputs
-        cmd += ["--", f'--model.cameras=["{camera}"]', *args.extra]
+        # one camera at its stored size for every system, so LeRobot reads the same inputs
+        cmd += ["--", f'--model.cameras=["{camera}"]', f"--model.image_size=[{height},{width}]"]
+        cmd += args.extra
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             print(f"{recipe}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
@@ -242,15 +246,17 @@ def main() -> None:
                 row["lerobot_samples_per_s"] = lr["samples_per_s"]
                 row["speedup_vs_lerobot"] = row["samples_per_s"] / lr["samples_per_s"]
                 rows.append(lr)
-    print(f"data {args.data}, camera {camera}, load average {os.getloadavg()[0]:.2f}")
     print(
-        f"{'system':<10}{'recipe':<26}{'params M':>9}{'batch':>6}{'thr':>4}{'wrk':>4}"
+        f"data {args.data}, camera {camera} {height}x{width}, load average {os.getloadavg()[0]:.2f}"
+    )
+    print(
+        f"{'system':<10}{'recipe':<34}{'params M':>9}{'batch':>6}{'thr':>4}{'wrk':>4}"
         f"{'samples/s':>11}{'peak RSS MiB':>13}{'vs LeRobot':>11}"
     )
     for r in rows:
         ratio = f"{r['speedup_vs_lerobot']:.2f}x" if "speedup_vs_lerobot" in r else ""
         print(
-            f"{r['system']:<10}{r['recipe']:<26}{r['params_M']:>9.2f}{r['batch_size']:>6}"
+            f"{r['system']:<10}{r['recipe']:<34}{r['params_M']:>9.2f}{r['batch_size']:>6}"
             f"{r.get('threads', 0):>4}{r.get('num_workers', 0):>4}{r['samples_per_s']:>11.1f}"
             f"{r['peak_rss_MiB']:>13.0f}{ratio:>11}"
         )
