@@ -321,14 +321,17 @@ class Policy:
             )
         d = max(0, min(int(inference_delay), L))
         weights = torch.as_tensor(prefix_weights(d, L, H, schedule), dtype=torch.float32)
-        actions = self.model.head.sample_actions_guided(
-            ctx,
-            mask,
-            y,
-            weights.to(self.device),
-            max_guidance_weight=max_guidance_weight if L else 0.0,
-            generator=self._generator,
-        )
+        if L == 0:  # nothing committed: plain sampling (same noise draw, no VJPs)
+            actions = self.model.head.sample_actions(ctx, mask, generator=self._generator)
+        else:
+            actions = self.model.head.sample_actions_guided(
+                ctx,
+                mask,
+                y,
+                weights.to(self.device),
+                max_guidance_weight=max_guidance_weight,
+                generator=self._generator,
+            )
         out = self.normalizer.unnormalize_actions(actions.detach()).float().cpu().numpy()[0]
         self.last_latency_ms = (time.perf_counter() - t0) * 1000.0
         return {"actions": out, "policy_timing": {"infer_ms": self.last_latency_ms}}
