@@ -8,7 +8,9 @@ KV cache idea), and per-token KV caches for greedy autoregressive decoding.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -18,6 +20,56 @@ from torch import nn
 from vlastack.errors import ConfigError
 
 KV = tuple[torch.Tensor, torch.Tensor]  # (B, heads, N, head_dim) each
+
+# ---- inference fast path ------------------------------------------------------------------------
+# At batch 1 on a CPU a head's chunk costs a few ms, a good part of it per-op overhead: the fast
+# path runs the same math with fewer ops (fused weight packs cached per weight version, no attention
+# mask when every token is valid, constants of a chunk computed once). It is taken only without
+# autograd and outside tracing/ONNX export (where data-dependent shortcuts would be baked into the
+# graph); ``reference_inference()`` turns it off so tests can compare both paths.
+_FAST_INFERENCE = True
+
+
+@contextlib.contextmanager
+def reference_inference() -> Iterator[None]:
+    """Disable the inference fast path inside the block (tests compare both paths)."""
+    global _FAST_INFERENCE
+    old, _FAST_INFERENCE = _FAST_INFERENCE, False
+    try:
+        yield
+    finally:
+        _FAST_INFERENCE = old
+
+
+def fast_inference() -> bool:
+    return (
+        _FAST_INFERENCE
+        and not torch.is_grad_enabled()
+        and not torch.jit.is_tracing()
+        and not torch.onnx.is_in_onnx_export()
+    )
+
+
+def derived(
+    owner: nn.Module, name: str, params: Sequence[torch.Tensor], make: Callable[[], Any]
+) -> Any:
+    """``make()`` cached on ``owner`` until any of ``params`` changes (storage or in-place version:
+    optimizer steps, ``load_state_dict`` and ``.to`` all invalidate it). Inference only: the value
+    is built without autograd."""
+    key = tuple((p.data_ptr(), p._version, p.device, p.dtype) for p in params)
+    hit = owner.__dict__.get(name)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    with torch.no_grad():
+        value = make()
+    owner.__dict__[name] = (key, value)
+    return value
+
+
+def none_if_all_valid(mask: torch.Tensor) -> torch.Tensor | None:
+    """On the fast path an all-True key mask is dropped: attention over every key is the same
+    softmax, and SDPA without a mask skips building the additive −inf mask."""
+    return None if fast_inference() and bool(mask.all()) else mask
 
 
 class Attention(nn.Module):
@@ -41,12 +93,29 @@ class Attention(nn.Module):
         k, v = self.kv(x).chunk(2, dim=-1)
         return self._split(k), self._split(v)
 
-    def forward(self, x: torch.Tensor, kv: KV, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, L, D) queries; kv from ``project_kv``; mask broadcastable to (B, 1, L, N), True=attend."""
-        q = self._split(self.q(x))
+    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, KV]:
+        """Self-attention q and (k, v) of ``x`` in one GEMM (q/kv weights stacked and cached):
+        the same products as ``q(x)`` and ``project_kv(x)``, one op instead of two."""
+        params = (self.q.weight, self.q.bias, self.kv.weight, self.kv.bias)
+        w, b = derived(
+            self,
+            "_qkv_pack",
+            params,
+            lambda: (torch.cat(params[0::2], 0), torch.cat(params[1::2], 0)),
+        )
+        B, N, _ = x.shape
+        qkv = F.linear(x, w, b).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return qkv[0], (qkv[1], qkv[2])
+
+    def attend(self, q: torch.Tensor, kv: KV, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Split queries q (B, heads, L, hd) → output projection (B, L, D)."""
         o = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask)
         B, _, L, _ = o.shape
         return self.out(o.transpose(1, 2).reshape(B, L, -1))
+
+    def forward(self, x: torch.Tensor, kv: KV, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, L, D) queries; kv from ``project_kv``; mask broadcastable to (B, 1, L, N), True=attend."""
+        return self.attend(self._split(self.q(x)), kv, mask)
 
 
 class MLP(nn.Sequential):
@@ -100,6 +169,10 @@ class Block(nn.Module):
             return h * (1 + mods[2 * i]) + mods[2 * i + 1] if mods else h
 
         h = mod(self.norm1(x), 0)
+        if cache is None and fast_inference():
+            q, kv = self.self_attn.project_qkv(h)
+            x = x + self.self_attn.attend(q, kv, self_mask)
+            return self._after_self_attn(x, cross_kv, cross_mask, mod)
         kv = self.self_attn.project_kv(h)
         if cache is not None:
             if cache:
@@ -108,10 +181,24 @@ class Block(nn.Module):
             else:
                 cache.append(kv)
         x = x + self.self_attn(h, kv, self_mask)
+        return self._after_self_attn(x, cross_kv, cross_mask, mod)
+
+    def _after_self_attn(
+        self,
+        x: torch.Tensor,
+        cross_kv: KV | None,
+        cross_mask: torch.Tensor | None,
+        mod: Callable[[torch.Tensor, int], torch.Tensor],
+        cross_q: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Cross-attention (if any) and MLP; ``cross_q`` (B, heads, L, hd): precomputed queries."""
         i = 1
         if self.cross_attn is not None and self.norm2 is not None:
             assert cross_kv is not None, "cross-attention block needs cross_kv"
-            x = x + self.cross_attn(mod(self.norm2(x), i), cross_kv, cross_mask)
+            if cross_q is None:
+                x = x + self.cross_attn(mod(self.norm2(x), i), cross_kv, cross_mask)
+            else:
+                x = x + self.cross_attn.attend(cross_q, cross_kv, cross_mask)
             i += 1
         return x + self.mlp(mod(self.norm3(x), i))
 
@@ -137,22 +224,44 @@ class CrossDecoder(nn.Module):
     def context_kv(self, context: torch.Tensor) -> list[KV]:
         """Per-layer cross-attention K/V of the (already width-projected) context."""
         c = self.context_norm(context)
+        if fast_inference():
+            return self._context_kv_fused(c)
         out: list[KV] = []
         for b in self.blocks:
             assert isinstance(b, Block) and b.cross_attn is not None
             out.append(b.cross_attn.project_kv(c))
         return out
 
+    def _context_kv_fused(self, c: torch.Tensor) -> list[KV]:
+        """All layers' K/V in one GEMM with the per-layer weights stacked (cached), (B, N, L·2D)."""
+        attns: list[Attention] = []
+        for blk in self.blocks:
+            assert isinstance(blk, Block) and blk.cross_attn is not None
+            attns.append(blk.cross_attn)
+        params = [t for a in attns for t in (a.kv.weight, a.kv.bias)]
+        w, b = derived(
+            self,
+            "_kv_pack",
+            params,
+            lambda: (torch.cat(params[0::2], 0), torch.cat(params[1::2], 0)),
+        )
+        B, N, D = c.shape
+        heads, hd = attns[0].num_heads, attns[0].head_dim
+        # (B, N, L, 2, heads, hd) → (L, 2, B, heads, N, hd)
+        kv = F.linear(c, w, b).view(B, N, len(attns), 2, heads, hd).permute(2, 3, 0, 4, 1, 5)
+        return [(kv[i, 0], kv[i, 1]) for i in range(len(attns))]
+
     def forward(
         self,
         x: torch.Tensor,
         kvs: list[KV],
-        context_mask: torch.Tensor,
+        context_mask: torch.Tensor | None,
         self_mask: torch.Tensor | None = None,
         cond: torch.Tensor | None = None,
         caches: list[list[KV]] | None = None,
     ) -> torch.Tensor:
-        cross_mask = context_mask[:, None, None, :]
+        """``context_mask`` (B, N) True = valid, or None when every context token is valid."""
+        cross_mask = context_mask[:, None, None, :] if context_mask is not None else None
         for i, blk in enumerate(self.blocks):
             x = blk(
                 x, self_mask, kvs[i], cross_mask, cond, caches[i] if caches is not None else None

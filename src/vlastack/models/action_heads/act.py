@@ -17,8 +17,11 @@ from vlastack.models.action_heads._blocks import (
     Block,
     CrossDecoder,
     config_from,
+    derived,
+    fast_inference,
     loss_weights,
     masked_mean,
+    none_if_all_valid,
 )
 from vlastack.models.action_heads.base import ActionHead
 
@@ -100,8 +103,57 @@ class ACTHead(ActionHead):
     def sample_actions(self, context, context_mask, generator=None):
         """z = 0 at inference (deterministic; ``generator`` unused)."""
         self._check(context, context_mask)
+        if fast_inference():
+            return self._sample_fast(context, context_mask)
         z = context.new_zeros(context.shape[0], self.latent_dim)
         return self.decode(z, context, context_mask)
+
+    def _query_constants(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the decoder computes before it first reads the memory, which depends on weights
+        only: the first block's self-attention over the learned queries, x (1, H, W), and that
+        block's cross-attention queries (1, heads, H, hd)."""
+        blk = self.decoder.blocks[0]
+        assert isinstance(blk, Block) and blk.cross_attn is not None and blk.norm2 is not None
+        params = [self.queries]
+        for m in (blk.norm1, blk.self_attn, blk.norm2, blk.cross_attn.q):
+            params.extend(m.parameters())
+
+        def make() -> tuple[torch.Tensor, torch.Tensor]:
+            assert blk.cross_attn is not None and blk.norm2 is not None
+            x = self.queries.unsqueeze(0)
+            h = blk.norm1(x)
+            x = x + blk.self_attn(h, blk.self_attn.project_kv(h))
+            return x, blk.cross_attn._split(blk.cross_attn.q(blk.norm2(x)))
+
+        return derived(self, "_query_pack", params, make)
+
+    def _sample_fast(self, context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+        """``decode(0, …)`` with the same math and fewer ops: latent_in(0) is its bias, the
+        query-only part of block 0 is cached, all layers' memory K/V come from one GEMM."""
+        B = context.shape[0]
+        z_token = self.latent_in.bias.expand(B, 1, -1)
+        memory = torch.cat([z_token, self.context_proj(context)], 1)
+        valid = none_if_all_valid(context_mask)
+        cross_mask = (
+            None
+            if valid is None
+            else torch.cat([torch.ones_like(valid[:, :1]), valid], 1)[:, None, None, :]
+        )
+        kvs = self.decoder.context_kv(memory)
+        x0, q0 = self._query_constants()
+        blocks = list(self.decoder.blocks)
+        first = blocks[0]
+        assert isinstance(first, Block)
+        x = first._after_self_attn(
+            x0.expand(B, -1, -1), kvs[0], cross_mask, _no_mod, q0.expand(B, -1, -1, -1)
+        )
+        for blk, kv in zip(blocks[1:], kvs[1:]):
+            x = blk(x, None, kv, cross_mask)
+        return self.action_out(self.decoder.final_norm(x))
+
+
+def _no_mod(h: torch.Tensor, i: int) -> torch.Tensor:
+    return h
 
 
 def build(cfg=None, *, context_dim: int, action_dim: int, action_horizon: int) -> ACTHead:

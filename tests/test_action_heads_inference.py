@@ -1,0 +1,57 @@
+"""The heads' inference fast path (fused weight packs, cached query constants, dropped all-valid
+masks) must give the reference path's chunks, and must not go stale when weights change."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vlastack.models.action_heads import ACTION_HEADS, build_action_head
+from vlastack.models.action_heads._blocks import fast_inference, reference_inference
+
+D, A, H = 24, 5, 8
+HEADS = [n for n in ACTION_HEADS if n != "fast"]  # FAST needs a fitted tokenizer
+
+
+def make(name: str):
+    torch.manual_seed(0)
+    cfg = {"width": 32, "num_heads": 2, "mlp_ratio": 2.0}
+    return build_action_head(name, cfg, context_dim=D, action_dim=A, action_horizon=H).eval()
+
+
+@pytest.mark.parametrize("name", HEADS)
+@pytest.mark.parametrize("B,padded", [(1, False), (3, True), (2, False)])
+def test_fast_path_matches_reference(name, B, padded):
+    head = make(name)
+    g = torch.Generator().manual_seed(1)
+    context = torch.randn(B, 4, D, generator=g)
+    mask = torch.ones(B, 4, dtype=torch.bool)
+    if padded:
+        mask[1, 2:] = False
+    fast = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
+    with reference_inference():
+        ref = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["act", "diffusion"])
+def test_cached_packs_follow_weight_updates(name):
+    head = make(name)
+    context, mask = torch.randn(1, 3, D), torch.ones(1, 3, dtype=torch.bool)
+    before = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
+    with torch.no_grad():  # an in-place update, like an optimizer step or load_state_dict
+        for p in head.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    after = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
+    with reference_inference():
+        ref = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_fast_path_only_without_autograd():
+    assert not fast_inference()
+    with torch.no_grad():
+        assert fast_inference()
+        with reference_inference():
+            assert not fast_inference()
