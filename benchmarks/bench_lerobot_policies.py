@@ -1,15 +1,21 @@
 """LeRobot ACT / Diffusion Policy latency beside vlastack's heads at matched sizes (issue 4).
 
 Run with LeRobot's interpreter (``/work/lerobot-venv/bin/python``); vlastack is imported from
-``src/`` so both run in the same process, same torch, same thread count (1). State-only inputs
-(observation.state 7-d, observation.environment_state 16-d) so no image encoder is timed.
+``src/`` so both run in the same process, same torch, same thread count (``--threads``, default 1,
+set once for both), both under ``torch.inference_mode``. Timings are interleaved: every round runs
+each policy in turn, so machine load hits all of them alike. State-only inputs (observation.state
+7-d, observation.environment_state 16-d) so no image encoder is timed.
 ACT: dim 256, 4 heads, FFN 1024, 4 decoder layers, 1 encoder layer, chunk 16, latent 32 vs
-vlastack ``act`` (width 256, 4 heads, decoder_depth 4) over 3 context tokens (LeRobot ACT's
-encoder sees latent + state + env tokens). Diffusion: DDIM 10 steps, horizon 16, 100 train steps;
-LeRobot's 1-D conv U-Net with down_dims (128,256,512) and (64,128,256) (its default
-(512,1024,2048) has 249M parameters, ~15 s per chunk on the 2-core CI machine) vs vlastack's
-transformer denoiser (width 256, depth 4): different architectures, same sampler and steps.
-Prints one JSON list on the last line.
+vlastack ``act`` (width 256, 4 heads, MLP 1024, decoder_depth 4) over 3 context tokens (LeRobot
+ACT's encoder sees latent + state + env tokens); both decode with z = 0 and skip the CVAE encoder.
+``vlastack_*_reference`` rows run the same heads with the inference fast path off (the pre-fusion
+op sequence, same outputs) to show what the fast path buys.
+Diffusion: DDIM 10 steps, horizon 16, 100 train steps; LeRobot's 1-D conv U-Net with down_dims
+(128,256,512) and (64,128,256) (its default (512,1024,2048) has 249M parameters, ~15 s per chunk
+on the 2-core CI machine) vs vlastack's transformer denoiser (width 256, depth 4): different
+architectures, same sampler and steps. Flow matching (π0 expert, width 256, depth 4, 10 Euler
+steps) has no LeRobot counterpart without a VLM and is reported alone.
+Prints a latency table, a ratio table (ours / LeRobot p50 and min) and one JSON object last.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,34 +33,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 S, E, H, A = 7, 16, 16, 7
+WIDTH = 256
 
 
-def timed(fn, iters: int) -> np.ndarray:
-    for _ in range(2):
-        fn()
-    out = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1e3)
-    return np.array(out)
-
-
-def row(policy: str, module: torch.nn.Module, ms: np.ndarray, config: str) -> dict:
-    return {
-        "policy": policy,
-        "params_M": sum(p.numel() for p in module.parameters()) / 1e6,
-        "latency_b1_p50_ms": float(np.percentile(ms, 50)),
-        "latency_b1_p95_ms": float(np.percentile(ms, 95)),
-        "config": config,
-    }
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--iters", type=int, default=20)
-    args = ap.parse_args()
-    torch.set_num_threads(1)
+def build_policies() -> list[tuple[str, torch.nn.Module, Callable[[], object], str]]:
     from lerobot.configs.types import FeatureType, PolicyFeature
     from lerobot.policies.act.configuration_act import ACTConfig
     from lerobot.policies.act.modeling_act import ACTPolicy
@@ -61,100 +44,174 @@ def main() -> None:
     from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
 
     from vlastack.models.action_heads import build_action_head
+    from vlastack.models.action_heads._blocks import reference_inference
 
     feats_in = {
         "observation.state": PolicyFeature(FeatureType.STATE, (S,)),
         "observation.environment_state": PolicyFeature(FeatureType.ENV, (E,)),
     }
     feats_out = {"action": PolicyFeature(FeatureType.ACTION, (A,))}
-    rows = []
+    out: list[tuple[str, torch.nn.Module, Callable[[], object], str]] = []
     torch.manual_seed(0)
-    with torch.inference_mode():
-        cfg = ACTConfig(
+
+    def reference(fn: Callable[[], object]) -> Callable[[], object]:
+        def run() -> object:
+            with reference_inference():
+                return fn()
+
+        return run
+
+    cfg = ACTConfig(
+        input_features=feats_in,
+        output_features=feats_out,
+        chunk_size=H,
+        n_action_steps=H,
+        dim_model=WIDTH,
+        n_heads=4,
+        dim_feedforward=4 * WIDTH,
+        n_encoder_layers=1,
+        n_decoder_layers=4,
+        latent_dim=32,
+        device="cpu",
+    )
+    pol = ACTPolicy(cfg).eval()
+    b = {"observation.state": torch.randn(1, S), "observation.environment_state": torch.randn(1, E)}
+    out.append(
+        (
+            "lerobot_act",
+            pol,
+            lambda: pol.model(b),
+            "dim 256, heads 4, ffn 1024, enc 1, dec 4, chunk 16",
+        )
+    )
+    act = build_action_head(
+        "act",
+        {"width": WIDTH, "num_heads": 4, "decoder_depth": 4},
+        context_dim=WIDTH,
+        action_dim=A,
+        action_horizon=H,
+    ).eval()
+    c3, m3 = torch.randn(1, 3, WIDTH), torch.ones(1, 3, dtype=torch.bool)
+    act_cfg = "width 256, heads 4, mlp 1024, dec 4, chunk 16, 3 context tokens"
+    out.append(("vlastack_act", act, lambda: act.sample_actions(c3, m3), act_cfg))
+    out.append(
+        ("vlastack_act_reference", act, reference(lambda: act.sample_actions(c3, m3)), act_cfg)
+    )
+    for dims in ((128, 256, 512), (64, 128, 256)):
+        dcfg = DiffusionConfig(
             input_features=feats_in,
             output_features=feats_out,
-            chunk_size=H,
-            n_action_steps=H,
-            dim_model=256,
-            n_heads=4,
-            dim_feedforward=1024,
-            n_encoder_layers=1,
-            n_decoder_layers=4,
-            latent_dim=32,
+            horizon=H,
+            n_obs_steps=2,
+            n_action_steps=8,
+            noise_scheduler_type="DDIM",
+            num_train_timesteps=100,
+            num_inference_steps=10,
+            down_dims=dims,
             device="cpu",
         )
-        pol = ACTPolicy(cfg).eval()
-        b = {
-            "observation.state": torch.randn(1, S),
-            "observation.environment_state": torch.randn(1, E),
+        dp = DiffusionPolicy(dcfg).eval()
+        db = {
+            "observation.state": torch.randn(1, 2, S),
+            "observation.environment_state": torch.randn(1, 2, E),
         }
-        rows.append(
-            row(
-                "lerobot_act",
-                pol,
-                timed(lambda: pol.model(b), args.iters),
-                "dim 256, heads 4, ffn 1024, enc 1, dec 4, chunk 16",
+        out.append(
+            (
+                f"lerobot_dp{dims[0]}",
+                dp,
+                lambda dp=dp, db=db: dp.diffusion.generate_actions(db),
+                f"1-D U-Net down_dims {dims}, DDIM 10 steps, horizon 16",
             )
         )
-        ours = build_action_head(
-            "act",
-            {"width": 256, "num_heads": 4, "decoder_depth": 4},
-            context_dim=256,
-            action_dim=A,
-            action_horizon=H,
-        ).eval()
-        c, m = torch.randn(1, 3, 256), torch.ones(1, 3, dtype=torch.bool)
+    c2, m2 = torch.randn(1, 2, WIDTH), torch.ones(1, 2, dtype=torch.bool)
+    for name, cfg_d, desc in (
+        ("diffusion", None, "transformer width 256 depth 4, DDIM 10 steps, 2 context tokens"),
+        ("flow_matching", None, "π0 expert width 256 depth 4, 10 Euler steps, 2 context tokens"),
+    ):
+        head = build_action_head(name, cfg_d, context_dim=WIDTH, action_dim=A, action_horizon=H)
+        head = head.eval()
+
+        def sample(head=head) -> object:
+            return head.sample_actions(c2, m2, torch.Generator().manual_seed(0))
+
+        out.append((f"vlastack_{name}", head, sample, desc))
+        out.append((f"vlastack_{name}_reference", head, reference(sample), desc))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=12, help="interleaved rounds")
+    ap.add_argument(
+        "--iters", type=int, default=4, help="calls per policy per round (≤100 ms ones)"
+    )
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads, both sides")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    policies = build_policies()
+    times: dict[str, list[float]] = {p[0]: [] for p in policies}
+    calls: dict[str, int] = {}
+    with torch.inference_mode():
+        for name, _, fn, _ in policies:  # warm-up; slow ones get one call per round
+            t = time.perf_counter()
+            for _ in range(2):
+                fn()
+            calls[name] = args.iters if (time.perf_counter() - t) < 0.2 else 1
+        for r in range(args.rounds):
+            order = policies if r % 2 == 0 else policies[::-1]
+            for name, _, fn, _ in order:
+                for _ in range(calls[name]):
+                    t = time.perf_counter()
+                    fn()
+                    times[name].append((time.perf_counter() - t) * 1e3)
+    rows = []
+    for name, module, _, config in policies:
+        ms = np.array(times[name])
         rows.append(
-            row(
-                "vlastack_act",
-                ours,
-                timed(lambda: ours.sample_actions(c, m), args.iters),
-                "width 256, heads 4, mlp 1024, dec 4, 3 context tokens",
-            )
-        )
-        for dims in ((128, 256, 512), (64, 128, 256)):
-            dcfg = DiffusionConfig(
-                input_features=feats_in,
-                output_features=feats_out,
-                horizon=H,
-                n_obs_steps=2,
-                n_action_steps=8,
-                noise_scheduler_type="DDIM",
-                num_train_timesteps=100,
-                num_inference_steps=10,
-                down_dims=dims,
-                device="cpu",
-            )
-            dp = DiffusionPolicy(dcfg).eval()
-            db = {
-                "observation.state": torch.randn(1, 2, S),
-                "observation.environment_state": torch.randn(1, 2, E),
+            {
+                "policy": name,
+                "params_M": sum(p.numel() for p in module.parameters()) / 1e6,
+                "latency_b1_p50_ms": float(np.percentile(ms, 50)),
+                "latency_b1_p95_ms": float(np.percentile(ms, 95)),
+                "latency_b1_min_ms": float(ms.min()),
+                "samples": int(ms.size),
+                "config": config,
             }
-            rows.append(
-                row(
-                    f"lerobot_dp{dims[0]}",
-                    dp,
-                    timed(lambda dp=dp, db=db: dp.diffusion.generate_actions(db), args.iters),
-                    f"1-D U-Net down_dims {dims}, DDIM 10 steps, horizon 16",
-                )
-            )
-        ours_d = build_action_head(
-            "diffusion", None, context_dim=256, action_dim=A, action_horizon=H
-        ).eval()
-        c, m = torch.randn(1, 2, 256), torch.ones(1, 2, dtype=torch.bool)
-        rows.append(
-            row(
-                "vlastack_diffusion",
-                ours_d,
-                timed(lambda: ours_d.sample_actions(c, m), args.iters),
-                "transformer width 256 depth 4, DDIM 10 steps, 2 context tokens",
-            )
         )
+    by = {r["policy"]: r for r in rows}
+    pairs = [
+        ("vlastack_act", "lerobot_act", "same architecture, z = 0"),
+        ("vlastack_act_reference", "lerobot_act", "same, fast path off"),
+        ("vlastack_diffusion", "lerobot_dp64", "different denoisers, DDIM 10"),
+        ("vlastack_diffusion", "lerobot_dp128", "different denoisers, DDIM 10"),
+    ]
+    ratios = [
+        {
+            "ours": o,
+            "lerobot": t,
+            "ratio_p50": by[o]["latency_b1_p50_ms"] / by[t]["latency_b1_p50_ms"],
+            "ratio_min": by[o]["latency_b1_min_ms"] / by[t]["latency_b1_min_ms"],
+            "note": note,
+        }
+        for o, t, note in pairs
+    ]
+    print(f"torch {torch.__version__}, {args.threads} thread(s), batch 1, CPU, interleaved")
+    print(f"{'policy':<28} {'params':>8}  {'p50 ms':>8} {'p95 ms':>8} {'min ms':>8}  config")
     for r in rows:
         print(
-            f"{r['policy']:<22} {r['params_M']:8.2f} M  p50 {r['latency_b1_p50_ms']:8.2f} ms  p95 {r['latency_b1_p95_ms']:8.2f} ms  {r['config']}"
+            f"{r['policy']:<28} {r['params_M']:7.2f}M  {r['latency_b1_p50_ms']:8.2f} "
+            f"{r['latency_b1_p95_ms']:8.2f} {r['latency_b1_min_ms']:8.2f}  {r['config']}"
         )
-    print(json.dumps(rows))
+    print(f"\n{'ours / lerobot':<50} {'p50':>6} {'min':>6}  (goal ≤ 0.50)")
+    for q in ratios:
+        print(
+            f"{q['ours'] + ' / ' + q['lerobot']:<50} {q['ratio_p50']:6.2f} {q['ratio_min']:6.2f}  {q['note']}"
+        )
+    print(
+        json.dumps(
+            {"threads": args.threads, "torch": torch.__version__, "rows": rows, "ratios": ratios}
+        )
+    )
 
 
 if __name__ == "__main__":
