@@ -130,6 +130,8 @@ def run_sim(args: argparse.Namespace) -> None:
     for hz in args.rates:
         for delay_ms in args.delays:
             for label, name, kw in sim_strategies(policy, hz, delay_ms):
+                if args.strategies and name not in args.strategies:
+                    continue
                 per_seed = []
                 for seed in range(args.seeds):
                     clock = SimClock()
@@ -203,6 +205,9 @@ def main() -> None:
     )
     ap.add_argument("--checkpoint", help="checkpoint folder for --sim")
     ap.add_argument("--max-ticks", type=int, default=250, help="--sim: episode length cap")
+    ap.add_argument(
+        "--strategies", nargs="+", help="--sim: only these (sync, ensemble, async, rtc)"
+    )
     ap.add_argument(
         "--threads", type=int, default=1, help="--sim: torch threads (virtual time: speed only)"
     )
