@@ -104,3 +104,15 @@ class VlaEnv(gym.Env):
         return self._last_image
 
     _last_image: np.ndarray
+
+
+def make_context_current(raw: Any) -> Any:
+    """Make a gymnasium MuJoCo env's offscreen GL context current and return its viewer.
+
+    gymnasium's viewer makes its context current only when created; with several MuJoCo envs in
+    one process (suites cache one per condition), freeing one leaves no current context and the
+    next render of another comes out black, so every render is preceded by this.
+    """
+    viewer = raw.mujoco_renderer._get_viewer("rgb_array")
+    viewer.make_context_current()
+    return viewer

@@ -115,7 +115,7 @@ class ChainEnv(VlaEnv):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[ObsDict, dict[str, Any]]:
-        from vlastack.envs.perturbations import make_context_current
+        from vlastack.envs.base import make_context_current
 
         if seed is None:
             seed = int(self._rng.integers(0, 2**31 - 1))
@@ -132,7 +132,7 @@ class ChainEnv(VlaEnv):
         return obs, self._info(info)
 
     def step(self, action: Any) -> tuple[ObsDict, float, bool, bool, dict[str, Any]]:
-        from vlastack.envs.perturbations import make_context_current
+        from vlastack.envs.base import make_context_current
 
         make_context_current(self.raw)
         obs, reward, _, _, info = self.env.step(action)

@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 
 from vlastack.embodiment import CameraSpec, EmbodimentSpec, VectorSpec
-from vlastack.envs.base import ObsDict, ScriptedExpert, VlaEnv, check_action, orient_upright
+from vlastack.envs.base import (
+    ObsDict,
+    ScriptedExpert,
+    VlaEnv,
+    check_action,
+    make_context_current,
+    orient_upright,
+)
 from vlastack.envs.metaworld_tasks import DIFFICULTY, INSTRUCTIONS, MT10, TASKS, difficulty_of
 from vlastack.errors import ConfigError, require
 
@@ -196,6 +203,11 @@ class MetaWorldEnv(VlaEnv):
         raw._freeze_rand_vec = False
         raw.seeded_rand_vec = True
         raw_obs, _ = raw.reset()
+        # Meta-World moves the goal marker after its last physics call: without a forward pass
+        # the first frame would show the previous episode's goal.
+        import mujoco
+
+        mujoco.mj_forward(raw.model, raw.data)
         self._steps = 0
         self.raw_obs = np.asarray(raw_obs, dtype=np.float64)
         info = {"success": False, "seed": seed, "raw_obs": self.raw_obs}
@@ -244,6 +256,7 @@ class MetaWorldEnv(VlaEnv):
         return self._raw.render()
 
     def _obs(self) -> ObsDict:
+        make_context_current(self._raw)  # several envs in one process share the GL state
         img = orient_upright(self._raw.render(), self._orientation)
         self._last_image = img
         o = self.raw_obs

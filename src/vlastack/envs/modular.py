@@ -79,7 +79,7 @@ class ColorPerception:
         self.last = Estimate()
 
     def render_rgbd(self, raw: Any, camera: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-        from vlastack.envs.perturbations import make_context_current
+        from vlastack.envs.base import make_context_current
 
         viewer = make_context_current(raw)
         cam_id = raw.model.camera(camera or self.camera).id

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from vlastack.envs.base import ObsDict, VlaEnv
+from vlastack.envs.base import ObsDict, VlaEnv, make_context_current
 from vlastack.errors import ConfigError
 
 PREFIX = "stress/"
@@ -299,18 +299,6 @@ class PerturbedEnv(VlaEnv):
                     "mat": np.eye(3).flatten(),
                 }
             )
-
-
-def make_context_current(raw: Any) -> Any:
-    """Make ``raw``'s offscreen GL context current and return its viewer.
-
-    gymnasium's viewer makes its context current only when created; with several MuJoCo envs in
-    one process (a suite caches one per condition), freeing one leaves no current context and the
-    next render of another comes out black, so every render is preceded by this.
-    """
-    viewer = raw.mujoco_renderer._get_viewer("rgb_array")
-    viewer.make_context_current()
-    return viewer
 
 
 def stress_env_name(condition: str, env_name: str) -> str:

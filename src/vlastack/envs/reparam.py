@@ -89,13 +89,13 @@ class ReparamSawyerEnv(VlaEnv):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[ObsDict, dict[str, Any]]:
-        from vlastack.envs.perturbations import make_context_current
+        from vlastack.envs.base import make_context_current
 
         make_context_current(self.env._raw)
         return self.env.reset(seed=seed, options=options)
 
     def step(self, action: Any) -> tuple[ObsDict, float, bool, bool, dict[str, Any]]:
-        from vlastack.envs.perturbations import make_context_current
+        from vlastack.envs.base import make_context_current
 
         a = check_action(
             action, self.embodiment, clip=self.clip_actions, where=f"{PREFIX}{self.task_name}"
