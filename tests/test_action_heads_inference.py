@@ -55,3 +55,20 @@ def test_fast_path_only_without_autograd():
         assert fast_inference()
         with reference_inference():
             assert not fast_inference()
+
+
+@pytest.mark.parametrize("name", ["act", "l1", "flow_matching"])
+def test_fast_path_respects_ternary_linears(name):
+    """BitLinear (and int8) layers must not be bypassed by the stacked raw-weight shortcuts."""
+    from vlastack.models.bitlinear import ternarize_
+
+    head = make(name)
+    with torch.no_grad():
+        assert fast_inference(head)
+        assert ternarize_(head) > 0
+        assert not fast_inference(head)
+    context, mask = torch.randn(2, 4, D), torch.ones(2, 4, dtype=torch.bool)
+    fast = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
+    with reference_inference():
+        ref = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(fast, ref, atol=1e-6, rtol=1e-6)

@@ -41,12 +41,19 @@ def reference_inference() -> Iterator[None]:
         _FAST_INFERENCE = old
 
 
-def fast_inference() -> bool:
-    return (
+def fast_inference(module: nn.Module | None = None) -> bool:
+    """True when the exact-math inference shortcuts may run: autograd off, not tracing or
+    exporting, and (given ``module``) every linear layer in it a plain ``nn.Linear`` — the
+    shortcuts stack raw weights, which would bypass int8 / BitLinear replacements."""
+    if not (
         _FAST_INFERENCE
         and not torch.is_grad_enabled()
         and not torch.jit.is_tracing()
         and not torch.onnx.is_in_onnx_export()
+    ):
+        return False
+    return module is None or all(
+        type(m) is nn.Linear for m in module.modules() if hasattr(m, "in_features")
     )
 
 
@@ -169,7 +176,7 @@ class Block(nn.Module):
             return h * (1 + mods[2 * i]) + mods[2 * i + 1] if mods else h
 
         h = mod(self.norm1(x), 0)
-        if cache is None and fast_inference():
+        if cache is None and fast_inference(self.self_attn):
             q, kv = self.self_attn.project_qkv(h)
             x = x + self.self_attn.attend(q, kv, self_mask)
             return self._after_self_attn(x, cross_kv, cross_mask, mod)
@@ -224,7 +231,7 @@ class CrossDecoder(nn.Module):
     def context_kv(self, context: torch.Tensor) -> list[KV]:
         """Per-layer cross-attention K/V of the (already width-projected) context."""
         c = self.context_norm(context)
-        if fast_inference():
+        if fast_inference(self):
             return self._context_kv_fused(c)
         out: list[KV] = []
         for b in self.blocks:

@@ -103,7 +103,7 @@ class ACTHead(ActionHead):
     def sample_actions(self, context, context_mask, generator=None):
         """z = 0 at inference (deterministic; ``generator`` unused)."""
         self._check(context, context_mask)
-        if fast_inference():
+        if fast_inference(self):
             return self._sample_fast(context, context_mask)
         z = context.new_zeros(context.shape[0], self.latent_dim)
         return self.decode(z, context, context_mask)
