@@ -183,3 +183,27 @@ def test_simulator_success_of_a_quantized_checkpoint(tmp_path):
     q = quantize_checkpoint(src, tmp_path / "q", "int8", backend="weight_only")
     rate = _sim_success(q, "fake/reach-easy", 1, 0)
     assert rate is not None and 0.0 <= rate <= 1.0
+
+
+def test_int8_keeps_torch_transformer_layers_working(tmp_path):
+    """A trunk of nn.TransformerEncoderLayer (Octo-style recipes, `demo`) must still run after
+    int8 quantization: torch's layer reads its linears' raw weights on its inference path."""
+    import torch
+
+    from vlastack.export.quantize import quantize_dynamic_int8
+    from vlastack.models.vla import build_vla
+
+    cfg = tiny_config("l1", trunk_layers=1, language="minilm")
+    model = build_vla(cfg).eval()
+    obs = tiny_obs(0)
+    batch = {
+        "observation.images.front": torch.rand(1, 1, 3, *cfg.image_size),
+        "observation.images.wrist": torch.rand(1, 1, 3, *cfg.image_size),
+        "observation.state": torch.from_numpy(obs["observation.state"])[None, None],
+        "task": [obs["task"]],
+    }
+    with torch.no_grad():
+        ref = model.sample_actions(batch)
+        quantize_dynamic_int8(model, backend="dynamic")
+        out = model.sample_actions(batch)
+    assert out.shape == ref.shape and torch.isfinite(out).all()

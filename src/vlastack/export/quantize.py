@@ -179,6 +179,10 @@ def _swap_linears(
     for name, child in list(module.named_children()):
         if any(s in name for s in skip):
             continue
+        # torch's own Transformer layers read their linears' raw .weight tensors (fast-path
+        # checks, fused kernels), so their linears stay float.
+        if isinstance(child, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)):
+            continue
         # Exact type: BitLinear is already quantized, and MultiheadAttention's out_proj
         # (NonDynamicallyQuantizableLinear) is read as a raw weight by F.multi_head_attention_forward.
         if type(child) is nn.Linear:
