@@ -132,10 +132,9 @@ class Policy:
             raise DataError(f"{ckpt.path}/config.json has no 'model' section; not a VLA checkpoint")
         cfg = VLAConfig.from_dict(model_d)
         model: Any = build_vla(cfg)
+        # MiniLM lives outside the module tree (reloaded from its package), so every key the
+        # model has must be in the file: anything else means another architecture.
         missing, unexpected = model.load_state_dict(ckpt.weights, strict=False)
-        # Frozen pretrained parts (e.g. MiniLM) may be left out of the checkpoint on purpose;
-        # anything else missing means the weights belong to another architecture.
-        missing = [k for k in missing if not k.startswith(getattr(model, "external_prefixes", ()))]
         if missing or unexpected:
             raise DataError(
                 f"{ckpt.path}/model.safetensors does not fit the model in config.json: "
