@@ -57,16 +57,15 @@ def _say(msg: str) -> None:
 
 
 def _check_tasks(tasks: list[str]) -> list[str]:
-    from vlastack.envs import ENVS
+    """Env names with suites expanded (``metaworld/mt10`` -> 10 tasks; a bare task name gets the
+    ``metaworld/`` prefix); an unknown name raises with did-you-mean."""
+    from vlastack.envs import list_tasks
 
     if not tasks:
         raise ConfigError("the demo needs at least one task (--tasks)")
-    out = []
+    out: list[str] = []
     for t in tasks:
-        name = t if "/" in t else f"metaworld/{t}"
-        if name not in ENVS:
-            ENVS.get(name)  # raises with did-you-mean
-        out.append(name)
+        out.extend(list_tasks(t if "/" in t else f"metaworld/{t}"))
     return out
 
 

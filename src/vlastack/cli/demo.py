@@ -46,16 +46,8 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from vlastack.demo import DemoConfig, run_demo
 
-    tasks: list[str] = []
-    for t in args.tasks:
-        if t.startswith("metaworld/mt") or t in ("mt10", "mt50"):
-            from vlastack.envs import list_tasks
-
-            tasks.extend(list_tasks(t if "/" in t else f"metaworld/{t}"))
-        else:
-            tasks.append(t)
     cfg = DemoConfig(
-        tasks=tasks,
+        tasks=list(args.tasks),
         episodes_per_task=args.episodes_per_task,
         eval_episodes_per_task=args.eval_episodes_per_task,
         recipe=args.recipe,

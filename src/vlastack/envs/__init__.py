@@ -13,7 +13,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from vlastack.envs.metaworld_tasks import DIFFICULTY, MT10, TASKS
+from vlastack.envs.metaworld_tasks import DIFFICULTY, MT10, TASKS, difficulty_of
 from vlastack.errors import ConfigError, MissingExtraError
 from vlastack.registry import Registry
 
@@ -119,13 +119,6 @@ def list_tasks(name: str) -> list[str]:
         return list(SUITES[name])
     ENVS.get(name)  # raises ConfigError with did-you-mean
     return [name]
-
-
-def difficulty_of(task: str) -> str:
-    """Seo et al. difficulty group of a Meta-World task ('easy', 'medium', 'hard', 'very_hard')."""
-    from vlastack.envs.metaworld_tasks import difficulty_of as _difficulty_of
-
-    return _difficulty_of(task)
 
 
 __all__ = ["ENVS", "SUITES", "SeparateVenvError", "difficulty_of", "list_tasks", "make_env"]
