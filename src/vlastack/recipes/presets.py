@@ -223,23 +223,26 @@ def octo() -> Recipe:
 
 @recipe(
     "openvla",
-    "OpenVLA: SigLIP/DINOv2 + MLP projector + Llama LM, 256-bin action tokens in the vocab",
+    "OpenVLA: fused DINOv2+SigLIP patches + MLP projector + Llama LM, 256-bin action tokens",
 )
 def openvla() -> Recipe:
     """OpenVLA (Kim et al. 2024, arXiv 2406.09246).
 
-    Paper: Prismatic-7B (DINOv2 + SigLIP fused, 2-layer MLP projector, Llama-2 7B), 7 action dims
-    binned into 256 bins over q01–q99 normalized [-1, 1], written over the last 256 Llama tokens;
-    one action per step; LoRA r=32 fine-tuning. Scaled down: one tiny SigLIP tower (no DINOv2
-    fusion), a 64-wide 2-layer Llama-class LM. ``backbone=`` loads a real LM.
+    Paper: Prismatic-7B (DINOv2 + SigLIP patch features concatenated per patch, 2-layer MLP
+    projector, Llama-2 7B), 7 action dims binned into 256 bins over q01–q99 normalized [-1, 1],
+    written over the last 256 Llama tokens; one action per step; LoRA r=32 fine-tuning. Scaled
+    down: the same fused ``dinosiglip`` tower built from two tiny random ViTs (64 wide, 2 layers,
+    read at the penultimate block as Prismatic does), a 64-wide 2-layer Llama-class LM.
+    ``backbone=`` loads a real LM; ``vision_kwargs={"dino_path": ..., "siglip_path": ...}``
+    loads the real towers.
     """
     return Recipe(
         name="openvla",
-        model=_vlm_model(action_tokens_in_lm=True, head="none"),
+        model=_vlm_model(vision="dinosiglip", action_tokens_in_lm=True, head="none"),
         train=_train(5e-4, 16, 5000, betas=(0.9, 0.999), weight_decay=0.0),
         normalization=QUANTILE,
         paper="OpenVLA, Kim et al. 2024 (arXiv 2406.09246)",
-        scaled_down="Prismatic-7B → tiny SigLIP + 2-layer Llama-class LM; DINOv2 fusion dropped",
+        scaled_down="Prismatic-7B → tiny fused DINOv2+SigLIP towers + 2-layer Llama-class LM",
     )
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vlastack.models.common import make_config
-from vlastack.models.vision import hf_encoders, mobilenet_v2, small_cnn
+from vlastack.models.vision import fused, hf_encoders, mobilenet_v2, small_cnn
 from vlastack.models.vision.base import MultiCameraEncoder, VisionEncoder
 from vlastack.registry import Registry
 
@@ -47,6 +47,12 @@ for _name, _desc in [
     VISION_ENCODERS.add(
         _name, VisionSpec(hf_encoders.HFVisionConfig, hf_encoders.make_builder(_name)), _desc
     )
+
+VISION_ENCODERS.add(
+    "dinosiglip",
+    VisionSpec(fused.DinoSiglipConfig, fused.build),
+    "DINOv2 + SigLIP patch features concatenated per patch (Prismatic, OpenVLA; tiny random by default)",
+)
 
 
 def build_vision_encoder(

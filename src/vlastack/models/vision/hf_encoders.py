@@ -74,6 +74,23 @@ _FAMILIES: dict[str, tuple[str, str, dict[str, Any], tuple[float, ...], tuple[fl
         IMAGENET_MEAN,
         IMAGENET_STD,
     ),
+    # DINOv2 with 4 register tokens (Darcet et al. 2023): the tower Prismatic/OpenVLA fuse with
+    # SigLIP. Not registered on its own; ``fused.py`` builds it.
+    "dinov2_reg": (
+        "Dinov2WithRegistersModel",
+        "Dinov2WithRegistersConfig",
+        {
+            "hidden_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "mlp_ratio": 2,
+            "image_size": 96,
+            "patch_size": 16,
+            "num_register_tokens": 4,
+        },
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+    ),
 }
 
 
