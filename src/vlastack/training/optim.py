@@ -75,7 +75,22 @@ def build_optimizer(
             "no trainable parameters: every parameter is frozen. Remove a --freeze entry or "
             "enable LoRA (--lora.rank=8)"
         )
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay)
+    # torch's default on a CPU is the per-tensor Python loop (``_single_tensor_adam``): ~49 ms a
+    # step for an 11M-param ACT, a sixth of the whole step. The fused kernel does the same update
+    # (AdamW's math, to float rounding) in one pass per group; DTensor (FSDP2) params keep the
+    # default, which handles them.
+    fused = _fused_supported(groups)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay, fused=fused)
+
+
+def _fused_supported(groups: list[dict]) -> bool | None:
+    params = [p for g in groups for p in g["params"]]
+    devices = {p.device.type for p in params}
+    if not devices <= {"cpu", "cuda"}:
+        return None
+    plain = all(type(p.data) is torch.Tensor for p in params)
+    floating = all(p.dtype in (torch.float32, torch.float16, torch.bfloat16) for p in params)
+    return True if plain and floating else None
 
 
 def build_scheduler(
