@@ -8,6 +8,7 @@ The model (``models/vla.py``) only ever sees normalized tensors; the server only
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -23,6 +24,9 @@ from vlastack.errors import ConfigError, DataError, VlastackError
 
 if TYPE_CHECKING:
     from vlastack.data.normalization import Normalizer
+
+
+log = logging.getLogger(__name__)
 
 
 class ObservationError(VlastackError):
@@ -92,6 +96,10 @@ class Policy:
         device: str | torch.device = "cpu",
         seed: int = 0,
         source: str = "policy",
+        model_state_dim: int | None = None,
+        model_action_dim: int | None = None,
+        pad_cameras: list[str] | None = None,
+        embodiment_name: str | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
@@ -110,6 +118,15 @@ class Policy:
         self._generator = torch.Generator(device="cpu").manual_seed(self.seed)
         self._history: deque[dict[str, torch.Tensor]] = deque(maxlen=self.obs_horizon)
         self.last_latency_ms: float = 0.0
+        # A model trained on a mixture reads/writes padded vectors and every camera of the
+        # mixture; this robot sends its own sizes, and cameras it lacks are fed as zero images,
+        # exactly as in training (data/mixture.py).
+        self.model_state_dim = int(model_state_dim if model_state_dim is not None else state_dim)
+        self.model_action_dim = int(
+            model_action_dim if model_action_dim is not None else action_dim
+        )
+        self.pad_cameras = list(pad_cameras or [])
+        self.embodiment_name = embodiment_name
 
     # ---- construction ------------------------------------------------------------------
     @classmethod
@@ -121,7 +138,11 @@ class Policy:
         execute_horizon: int | None = None,
         seed: int = 0,
         expect_embodiment: EmbodimentSpec | None = None,
+        embodiment: str | None = None,
     ) -> Policy:
+        """Load a checkpoint folder. For a checkpoint trained on a mixture of robots,
+        ``embodiment`` names the robot to act as (a member name or its robot_type; default:
+        the one matching ``expect_embodiment``, else the first member, with a log line)."""
         from vlastack.data.normalization import Normalizer
         from vlastack.models.vla import VLAConfig, build_vla
         from vlastack.training.checkpoint import load_checkpoint
@@ -144,24 +165,87 @@ class Policy:
             from vlastack.export.quantize import apply_quantization
 
             model = apply_quantization(model, ckpt.config["quantization"])
-        normalizer = Normalizer.from_dict(
-            ckpt.normalization, source=f"{ckpt.path}/normalization.json"
-        )
         extra = ckpt.config.get("recipe_extra", {}) or {}
-        return cls(
-            model,
-            normalizer,
-            cameras=list(cfg.cameras),
-            image_size=tuple(cfg.image_size),  # type: ignore[arg-type]
+        common: dict[str, Any] = dict(
+            image_size=tuple(cfg.image_size),
             obs_horizon=cfg.obs_horizon,
             action_horizon=cfg.action_horizon,
-            state_dim=cfg.state_dim,
-            action_dim=cfg.action_dim,
-            embodiment=ckpt.embodiment,
             execute_horizon=execute_horizon or extra.get("execute_horizon"),
             device=device,
             seed=seed,
             source=str(ckpt.path),
+        )
+        if ckpt.is_mixture:
+            return cls._mixture_member(ckpt, model, cfg, embodiment, expect_embodiment, common)
+        if embodiment is not None:
+            only = ckpt.select_embodiment(None)
+            if embodiment not in (only.name, getattr(ckpt.embodiment, "robot_type", None)):
+                raise ConfigError(
+                    f"{ckpt.path} was trained on one robot ({only.name!r}), not {embodiment!r}; "
+                    "drop embodiment= or load a checkpoint trained on that robot"
+                )
+        normalizer = Normalizer.from_dict(
+            ckpt.normalization, source=f"{ckpt.path}/normalization.json"
+        )
+        return cls(
+            model,
+            normalizer,
+            cameras=list(cfg.cameras),
+            state_dim=cfg.state_dim,
+            action_dim=cfg.action_dim,
+            embodiment=ckpt.embodiment,
+            **common,
+        )
+
+    @classmethod
+    def _mixture_member(
+        cls,
+        ckpt: Any,
+        model: Any,
+        cfg: Any,
+        name: str | None,
+        expect: EmbodimentSpec | None,
+        common: dict[str, Any],
+    ) -> Policy:
+        """A policy acting as one robot of a mixture checkpoint (its stats, sizes, cameras)."""
+        from vlastack.data.mixture import MemberNormalizer
+        from vlastack.data.normalization import Normalizer
+
+        entries = ckpt.embodiments()
+        if name is None and expect is not None:
+            fits = [e for e in entries if e.embodiment and not e.embodiment.differences(expect)]
+            name = fits[0].name if fits else None
+        entry = ckpt.select_embodiment(name)
+        names = [e.name for e in entries]
+        if name is None:
+            log.warning(
+                "%s was trained on a mixture of %s; acting as the first, %r (pass "
+                "embodiment=NAME to choose)",
+                ckpt.path,
+                names,
+                entry.name,
+            )
+        else:
+            log.info("%s: acting as %r of the mixture %s", ckpt.path, entry.name, names)
+        inner = Normalizer.from_dict(
+            entry.normalization, source=f"{ckpt.path}/normalization.json members[{entry.name}]"
+        )
+        normalizer = MemberNormalizer(
+            inner, {"observation.state": cfg.state_dim, "action": cfg.action_dim}
+        )
+        cameras = [c for c in cfg.cameras if entry.cameras is None or c in entry.cameras]
+        return cls(
+            model,
+            normalizer,  # type: ignore[arg-type]
+            cameras=cameras,
+            state_dim=min(entry.state_dim or 0, cfg.state_dim),
+            action_dim=entry.action_dim or cfg.action_dim,
+            embodiment=entry.embodiment,
+            model_state_dim=cfg.state_dim,
+            model_action_dim=cfg.action_dim,
+            pad_cameras=[c for c in cfg.cameras if c not in cameras],
+            embodiment_name=entry.name,
+            **common,
         )
 
     # ---- protocol used by envs, evaluation and the server -------------------------------
@@ -177,6 +261,7 @@ class Policy:
             "image_size": list(self.image_size),
             "embodiment": self.embodiment.to_dict() if self.embodiment else None,
             "observation_keys": self.observation_keys(),
+            **({"embodiment_name": self.embodiment_name} if self.embodiment_name else {}),
         }
 
     def observation_keys(self) -> list[str]:
@@ -220,6 +305,13 @@ class Policy:
                     f"expected {self.state_dim}"
                 )
             frame["observation.state"] = torch.from_numpy(arr.copy())
+        if self.model_state_dim > self.state_dim:  # mixture: zero-pad to the model's size
+            padded = torch.zeros(self.model_state_dim)
+            if self.state_dim:
+                padded[: self.state_dim] = frame["observation.state"]
+            frame["observation.state"] = padded
+        for cam in self.pad_cameras:
+            frame[f"observation.images.{cam}"] = torch.zeros(3, *self.image_size)
         prompt = _find(obs, ["task", "prompt"])
         if isinstance(prompt, bytes):
             prompt = prompt.decode()
@@ -313,9 +405,9 @@ class Policy:
                 motion = self.model.motion_classifier(masked_mean(ctx, mask)).argmax(-1)
                 ctx, mask = self.model._with_motion(ctx, mask, motion)
         # prev (L, A) -> normalized (1, H, A), zero after L (weight 0 there)
-        y = torch.zeros(1, H, self.action_dim, device=self.device)
+        y = torch.zeros(1, H, self.model_action_dim, device=self.device)
         if L:
-            y[0, :L] = self.normalizer.normalize_key(
+            y[0, :L, : self.action_dim] = self.normalizer.normalize_key(
                 "action", torch.from_numpy(prev[:L]).to(self.device)
             )
         d = max(0, min(int(inference_delay), L))

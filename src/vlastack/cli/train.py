@@ -1,7 +1,8 @@
 """``vlastack train RECIPE --data PATH [--key=value ...]``: train a recipe on a dataset.
 
 Overrides are ``TrainConfig`` fields (``--steps=500``, ``--lora.rank=8``, ``--freeze=vision``)
-or model-config fields under ``model.`` (``--model.action_horizon=8``). Under torchrun the same
+or model-config fields under ``model.`` (``--model.action_horizon=8``). Several ``--data`` (or
+``--data A:0.7,B:0.3``) train on a weighted mixture of datasets. Under torchrun the same
 arguments go to ``python -m vlastack.train``.
 """
 
@@ -15,6 +16,18 @@ EPILOG = """examples:
   vlastack train smolvla --data data/libero --freeze=vision --lora.rank=8 --precision=bf16
   vlastack train act --data data/aloha --resume --out_dir=runs/act
   torchrun --nproc_per_node 2 -m vlastack.train cpu_default --data data/pusht --distributed=ddp
+
+mixtures of datasets (several robots in one model):
+  vlastack train cpu_default --data data/pusht --data data/aloha     (or --data data/pusht,data/aloha)
+  vlastack train cpu_default --data data/pusht:0.7,data/aloha:0.3
+  --data PATH[:WEIGHT]: repeat it or join entries with commas. WEIGHT is the share of training
+  samples drawn from that dataset (normalized to sum to 1). Without weights every window is
+  equally likely, so datasets are sampled in proportion to their size. Give weights to all
+  datasets or to none. Each dataset is normalized with its own stats; state/action are zero-padded
+  to the largest size (padded dims masked in the loss) and a camera a dataset lacks is fed as a
+  zero image. Validation runs per dataset (val/<name>/...). The checkpoint stores every dataset's
+  stats and embodiment: Policy.from_checkpoint(path, embodiment=NAME) picks one (NAME = the
+  dataset's folder name or its robot_type; default: the first dataset).
 """
 
 
@@ -26,7 +39,13 @@ def _known_parser(prog: str = "vlastack train") -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("recipe", help="recipe name (see `vlastack list recipes`)")
-    p.add_argument("--data", action="append", default=[], metavar="PATH", help="dataset folder")
+    p.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="PATH[:WEIGHT]",
+        help="dataset folder; repeat or join with commas to train on a mixture (see below)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out_dir")
     p.add_argument("--print-config", action="store_true", help="print the config and exit")
     return p
@@ -44,7 +63,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("recipe", help="recipe name (see `vlastack list recipes`)")
     # Everything after the recipe: --data/--resume plus free-form --key=value overrides.
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="--data PATH, --resume, --key=value")
+    p.add_argument(
+        "rest", nargs=argparse.REMAINDER, help="--data PATH[:WEIGHT], --resume, --key=value"
+    )
     p.set_defaults(func=run)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import Dataset, Sampler
 
 from vlastack.embodiment import pad_vector
@@ -105,10 +106,16 @@ class DatasetMixture(Dataset):
         # Keys every dataset provides; anything else would break default collation.
         common = set.intersection(*(set(p) - {k for k in p if _is_camera(k)} for p in probes))
         dropped = set().union(*(set(p) for p in probes)) - common - set(self.camera_keys)
-        dropped = {k for k in dropped if not k.endswith("_is_pad")}
+        dropped = {k for k in dropped if not k.endswith("_is_pad") and k != STATE}
         if dropped:
             log.warning("mixture: keys not present in every dataset are dropped: %s", dropped)
         self._common = common
+        # (T, S_max) zeros for members without state, so every sample has the same keys.
+        self._state_template: np.ndarray | None = None
+        with_state = [p for p in probes if STATE in p]
+        if with_state and len(with_state) < len(probes):
+            steps = _to_numpy(with_state[0][STATE]).shape[:-1]
+            self._state_template = np.zeros((*steps, self.state_dim), dtype=np.float32)
 
     @staticmethod
     def _target(requested: int | None, needed: int, what: str) -> int:
@@ -133,7 +140,19 @@ class DatasetMixture(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         d, local = self.locate(int(index))
-        sample = self.datasets[d][local]
+        return self.pad_sample(self.datasets[d][local], d)
+
+    @property
+    def image_keys(self) -> list[str]:
+        """Cameras the samples carry as images (empty when frames come as cached features)."""
+        return list(self.camera_keys)
+
+    def pad_sample(self, sample: Mapping[str, Any], d: int) -> dict[str, Any]:
+        """One sample of dataset ``d`` in the mixture's layout (padded vectors, all cameras).
+
+        Also used for held-out windows of member ``d`` (``PaddedView``), so validation batches
+        have exactly the training layout.
+        """
         out: dict[str, Any] = {k: sample[k] for k in self._common if k in sample}
         out["dataset_index"] = d
         if STATE in sample:
@@ -141,6 +160,8 @@ class DatasetMixture(Dataset):
             out[STATE] = _like(sample[STATE], padded)
         else:
             smask = np.zeros(self.state_dim, dtype=bool)
+            if self._state_template is not None:  # another member has state: zeros keep collation
+                out[STATE] = _like(sample[ACTION], np.zeros_like(self._state_template))
         padded, amask = pad_vector(_to_numpy(sample[ACTION]), self.action_dim)
         out[ACTION] = _like(sample[ACTION], padded)
         out["state_dim_mask"] = _like(sample[ACTION], smask)
@@ -289,3 +310,209 @@ class MixtureSampler(Sampler[int]):
         lengths = np.asarray(self.lengths)[which.numpy()]
         local = np.minimum((u * lengths).astype(np.int64), lengths - 1)
         yield from (self.offsets[which.numpy()] + local).tolist()
+
+
+class PaddedView(Dataset):
+    """Samples of ``dataset`` laid out as member ``index`` of ``mixture`` (held-out windows).
+
+    The view keeps the mixture's cameras and padded sizes even when the held-out split of some
+    other member is empty, so a validation batch always fits the model trained on the mixture.
+    """
+
+    def __init__(self, mixture: DatasetMixture, dataset: Any, index: int) -> None:
+        self.mixture, self.dataset, self.index = mixture, dataset, int(index)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.mixture.pad_sample(self.dataset[i], self.index)
+
+
+def _vector_dims(normalizer: Any) -> dict[str, int]:
+    """Feature -> real size, read off a ``Normalizer``'s stats (identity features have none)."""
+    dims: dict[str, int] = {}
+    for key, st in normalizer.raw_stats.items():
+        shapes = {np.asarray(a).shape for a in st.values()}
+        shape = next(iter(shapes))
+        if len(shape) != 1:
+            raise DataError(
+                f"{normalizer.source}: stats of {key!r} have shape {shape}; a mixture pads only "
+                "vector features (state, action). Use mode 'identity' for that feature"
+            )
+        dims[key] = int(shape[0])
+    return dims
+
+
+class MixtureNormalizer(nn.Module):
+    """Each member's own ``Normalizer`` applied row by row (``batch["dataset_index"]``).
+
+    Different robots have different ranges, so every dataset is normalized with its own
+    statistics before its vectors meet in one padded tensor. The per-member affine parameters
+    are stacked into (D, K_max) buffers (offset 0, scale 1 on padded dims) so one gather
+    normalizes a whole batch; padded dims are then set to exactly 0, whatever the dataset wrote
+    there, so the model sees the same input for a dim no member has.
+    """
+
+    def __init__(self, members: Sequence[Any], names: Sequence[str], dims: Mapping[str, int]):
+        super().__init__()
+        if not members or len(members) != len(names):
+            raise DataError("MixtureNormalizer needs one Normalizer per named member")
+        modes = [dict(m.modes) for m in members]
+        if any(m != modes[0] for m in modes):
+            raise DataError(f"mixture members use different normalization modes: {modes}")
+        self.members: Any = nn.ModuleList(members)
+        self.names = list(names)
+        self.modes: dict[str, str] = modes[0]
+        self.member_dims = [_vector_dims(m) for m in members]
+        self.padded_dims = {k: int(v) for k, v in dims.items()}
+        for key in self.modes:
+            if key not in self.padded_dims or self.modes[key] == "identity":
+                continue
+            K = self.padded_dims[key]
+            offset = torch.zeros(len(members), K)
+            scale = torch.ones(len(members), K)
+            mask = torch.zeros(len(members), K)
+            for d, m in enumerate(members):
+                k = self.member_dims[d].get(key)
+                if k is None:
+                    continue
+                if k > K:
+                    raise DataError(
+                        f"{m.source}: {key!r} has {k} dims, more than the mixture's {K}"
+                    )
+                off, sc = m._params(key)
+                offset[d, :k], scale[d, :k], mask[d, :k] = off.reshape(-1), sc.reshape(-1), 1.0
+            name = key.replace(".", "__")
+            self.register_buffer(f"{name}__offset", offset)
+            self.register_buffer(f"{name}__scale", scale)
+            self.register_buffer(f"{name}__mask", mask)
+
+    def _rows(self, key: str, index: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(offset, scale, mask) gathered for the rows of ``x`` (B, ..., K), broadcastable."""
+        name = key.replace(".", "__")
+        out = []
+        for part in ("offset", "scale", "mask"):
+            t = getattr(self, f"{name}__{part}")[index.to(x.device).long()]  # (B, K)
+            if t.shape[-1] != x.shape[-1]:
+                raise DataError(
+                    f"feature {key!r} has {x.shape[-1]} dims in the batch but the mixture pads "
+                    f"it to {t.shape[-1]}; build batches with the training DatasetMixture"
+                )
+            out.append(t.view(t.shape[0], *([1] * (x.dim() - 2)), t.shape[-1]).to(x.dtype))
+        return tuple(out)
+
+    def _index(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        idx = batch.get("dataset_index")
+        if idx is None:
+            raise DataError(
+                "a mixture batch needs 'dataset_index' (which member each row came from); "
+                "build it with DatasetMixture, or use member(NAME) for one embodiment"
+            )
+        return torch.as_tensor(idx).reshape(-1)
+
+    def normalize(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(batch)
+        index = self._index(batch)
+        for key in self.modes:
+            x = out.get(key)
+            if not isinstance(x, torch.Tensor):
+                continue
+            if key not in self.padded_dims or self.modes[key] == "identity":
+                continue
+            offset, scale, mask = self._rows(key, index, x)
+            out[key] = (x - offset) / scale * mask
+        return out
+
+    def forward(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        return self.normalize(batch)
+
+    def unnormalize_actions(
+        self, x: torch.Tensor, dataset_index: torch.Tensor | None = None, key: str = "action"
+    ) -> torch.Tensor:
+        """Padded model-space actions (B, ..., A_max) -> each row in its own robot's units
+        (padded dims 0). Use ``member(d).unnormalize_actions`` for one robot's own size."""
+        if dataset_index is None:
+            raise DataError(
+                "MixtureNormalizer.unnormalize_actions needs dataset_index (B,); each row is "
+                "un-normalized with its own dataset's stats"
+            )
+        if self.modes.get(key, "identity") == "identity":
+            return x
+        offset, scale, mask = self._rows(key, torch.as_tensor(dataset_index).reshape(-1), x)
+        return (x * scale + offset) * mask
+
+    def member(self, which: int | str) -> MemberNormalizer:
+        """The normalizer of one member, reading and writing that robot's own sizes."""
+        d = self.names.index(which) if isinstance(which, str) else int(which)
+        return MemberNormalizer(self.members[d], self.padded_dims)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The first member's dict (what a single-robot reader of normalization.json sees) plus
+        ``members``: every member's own dict under its name."""
+        first = self.members[0].to_dict()
+        first["members"] = [
+            {"name": n, **m.to_dict()} for n, m in zip(self.names, self.members, strict=True)
+        ]
+        return first
+
+
+class MemberNormalizer(nn.Module):
+    """One robot's ``Normalizer`` in front of a model trained on a padded mixture.
+
+    ``normalize`` accepts a feature padded to the mixture's size or at the robot's own size,
+    normalizes the robot's dims with its own stats and zeroes the rest (as in training);
+    ``unnormalize_actions`` takes the model's padded actions and returns the robot's own dims.
+    """
+
+    def __init__(self, inner: Any, padded_dims: Mapping[str, int]) -> None:
+        super().__init__()
+        self.inner = inner
+        self.modes: dict[str, str] = dict(inner.modes)
+        self.dims = _vector_dims(inner)
+        self.padded_dims = dict(padded_dims)
+        self.source = getattr(inner, "source", "normalization")
+
+    @property
+    def raw_stats(self) -> dict[str, dict[str, np.ndarray]]:
+        return self.inner.raw_stats
+
+    @property
+    def stats(self) -> dict[str, dict[str, np.ndarray]]:
+        return self.inner.stats
+
+    def normalize_key(self, key: str, x: torch.Tensor) -> torch.Tensor:
+        k = self.dims.get(key)
+        if k is None or x.shape[-1] < k:
+            return self.inner.normalize_key(key, x)  # identity, or the inner error for a misfit
+        real = self.inner.normalize_key(key, x[..., :k])
+        if x.shape[-1] == k:
+            return real
+        return torch.cat([real, torch.zeros_like(x[..., k:])], dim=-1)
+
+    def unnormalize_key(self, key: str, x: torch.Tensor) -> torch.Tensor:
+        k = self.dims.get(key)
+        return self.inner.unnormalize_key(key, x if k is None else x[..., :k])
+
+    def normalize(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(batch)
+        for key in self.modes:
+            if key in out and isinstance(out[key], torch.Tensor):
+                out[key] = self.normalize_key(key, out[key])
+        return out
+
+    def forward(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        return self.normalize(batch)
+
+    def unnormalize_actions(self, x: torch.Tensor, key: str = "action") -> torch.Tensor:
+        return self.unnormalize_key(key, x)
+
+    def action_scale(self, key: str = "action") -> np.ndarray:
+        """Per-dim divisor from robot units to normalized units (1 for identity), e.g. to put
+        open-loop errors of different robots on one scale."""
+        if self.modes.get(key, "identity") == "identity":
+            return np.ones(self.dims.get(key, 1))
+        return self.inner._params(key)[1].detach().cpu().numpy().reshape(-1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.inner.to_dict()

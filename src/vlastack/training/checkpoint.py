@@ -13,6 +13,11 @@ Layout of ``<run>/checkpoints/step_000100/``::
 
 A folder is written under ``.tmp-*`` and renamed, so a crash never leaves half a checkpoint.
 ``last`` and ``best`` are symlinks (or one-line pointer files where symlinks fail).
+
+A mixture checkpoint (several robots) keeps that layout for its first (default) member and adds
+``config.json["mixture"]`` = {default, members: [{name, dataset, weight, state_dim, action_dim,
+cameras, embodiment}]} and ``normalization.json["members"]`` = [{name, modes, stats}], each robot
+with its own stats at its own size; ``Checkpoint.select_embodiment(name)`` picks one.
 """
 
 from __future__ import annotations
@@ -315,6 +320,24 @@ def prune_checkpoints(root: str | Path, keep_last: int) -> list[Path]:
 
 
 @dataclass
+class EmbodimentEntry:
+    """One robot a checkpoint can drive: a mixture member, or the single dataset's robot.
+
+    ``state_dim`` / ``action_dim`` / ``cameras`` are the robot's own (None for a single-dataset
+    checkpoint, where they equal the model's).
+    """
+
+    name: str
+    normalization: dict[str, Any]  # Normalizer.to_dict() of this robot's own stats
+    embodiment: EmbodimentSpec | None
+    state_dim: int | None = None
+    action_dim: int | None = None
+    cameras: list[str] | None = None
+    dataset: str | None = None
+    weight: float | None = None  # share of training samples
+
+
+@dataclass
 class Checkpoint:
     path: Path
     weights: dict[str, torch.Tensor]
@@ -327,6 +350,75 @@ class Checkpoint:
     def step(self) -> int | None:
         name = self.path.name
         return int(name[len(STEP_PREFIX) :]) if name.startswith(STEP_PREFIX) else None
+
+    @property
+    def is_mixture(self) -> bool:
+        return bool(self.config.get("mixture"))
+
+    def embodiments(self) -> list[EmbodimentEntry]:
+        """Every robot this checkpoint was trained on, default first.
+
+        A mixture stores ``config.json["mixture"]["members"]`` (name, dataset, weight, sizes,
+        cameras, embodiment) and ``normalization.json["members"]`` (each member's own stats);
+        a single-dataset checkpoint has one entry read from normalization.json/embodiment.json.
+        """
+        members = _mixture_members(self.path, self.config, self.normalization)
+        if members:
+            return members
+        name = self.embodiment.robot_type if self.embodiment is not None else "default"
+        return [EmbodimentEntry(name, self.normalization, self.embodiment)]
+
+    def select_embodiment(self, name: str | None = None) -> EmbodimentEntry:
+        """The entry called ``name`` (a member name, or a robot_type naming one member);
+        None = the default (first) one."""
+        entries = self.embodiments()
+        if name is None:
+            return entries[0]
+        for e in entries:
+            if e.name == name:
+                return e
+        by_robot = [e for e in entries if e.embodiment and e.embodiment.robot_type == name]
+        if len(by_robot) == 1:
+            return by_robot[0]
+        hint = " (robot_type is shared; use the member name)" if by_robot else ""
+        raise DataError(
+            f"{self.path}: no embodiment {name!r}{hint}; this checkpoint was trained on "
+            f"{[e.name for e in entries]}. Pass one of those names"
+        )
+
+
+def _mixture_members(
+    path: Path, config: Mapping[str, Any], normalization: Mapping[str, Any]
+) -> list[EmbodimentEntry]:
+    mix = config.get("mixture")
+    if not mix:
+        return []
+    stats = {m.get("name"): m for m in normalization.get("members", [])}
+    out = []
+    for m in mix.get("members", []):
+        name = str(m.get("name"))
+        if name not in stats:
+            raise DataError(
+                f"{path}/normalization.json has no stats for mixture member {name!r} (listed in "
+                "config.json mixture.members); the checkpoint is incomplete, re-save it"
+            )
+        norm = {k: v for k, v in stats[name].items() if k != "name"}
+        emb_d = m.get("embodiment")
+        out.append(
+            EmbodimentEntry(
+                name=name,
+                normalization=norm,
+                embodiment=EmbodimentSpec.from_dict(emb_d, source=f"{path}/config.json")
+                if emb_d
+                else None,
+                state_dim=int(m["state_dim"]) if m.get("state_dim") is not None else None,
+                action_dim=int(m["action_dim"]) if m.get("action_dim") is not None else None,
+                cameras=list(m["cameras"]) if m.get("cameras") is not None else None,
+                dataset=m.get("dataset"),
+                weight=m.get("weight"),
+            )
+        )
+    return out
 
 
 def load_checkpoint(
@@ -354,16 +446,29 @@ def load_checkpoint(
     config = _read_json(p / "config.json")
     normalization = _read_json(p / "normalization.json")
     emb = EmbodimentSpec.load(p / "embodiment.json") if (p / "embodiment.json").is_file() else None
+    # A mixture checkpoint passes a check when any of its embodiments does.
+    members = _mixture_members(p, config, normalization)
     if expect_stats is not None:
-        diffs = normalization_differences(normalization, expect_stats)
+        candidates = [m.normalization for m in members] or [normalization]
+        tried = [normalization_differences(c, expect_stats) for c in candidates]
+        diffs = [] if any(not d for d in tried) else tried[0]
         if diffs:
+            which = " (of any mixture member; first member shown)" if members else ""
             raise DataError(
-                f"{p}/normalization.json does not match the expected normalization: "
+                f"{p}/normalization.json does not match the expected normalization{which}: "
                 + "; ".join(diffs[:8])
                 + ("" if len(diffs) <= 8 else f"; and {len(diffs) - 8} more")
                 + ". Use the checkpoint trained on this data, or retrain."
             )
-    if expect_embodiment is not None:
+    if expect_embodiment is not None and members:
+        specs = [m.embodiment for m in members if m.embodiment is not None]
+        if specs and not any(not e.differences(expect_embodiment) for e in specs):
+            raise DataError(
+                f"{p}/config.json: no embodiment of this mixture checkpoint "
+                f"({[m.name for m in members]}) matches robot {expect_embodiment.robot_type!r}; "
+                f"first member vs expected: {'; '.join(specs[0].differences(expect_embodiment))}"
+            )
+    elif expect_embodiment is not None:
         if emb is None:
             raise DataError(
                 f"{p}: has no embodiment.json, so it cannot be checked against "

@@ -11,9 +11,11 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 from vlastack.errors import ConfigError
@@ -131,6 +133,68 @@ class TrainConfig:
         for ok, name, why in checks:
             if not ok:
                 raise ConfigError(f"train config: {name}={getattr(self, name)!r} {why}")
+        if self.data:
+            parse_data(self.data)
+
+
+# ---- datasets and mixture weights ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """One ``--data`` entry: a dataset folder and its sampling weight (None = by size)."""
+
+    path: str
+    weight: float | None = None
+
+
+def parse_data(entries: list[str]) -> list[DataSpec]:
+    """``["A:0.7,B:0.3"]`` or ``["A", "B"]`` -> DataSpecs, with errors naming the entry and fix.
+
+    Syntax: ``PATH[:WEIGHT]``, several joined by commas or given as repeated ``--data``. A path
+    that exists is taken whole (so a folder name holding ':' still works). Weights are the share
+    of samples drawn from each dataset (normalized to sum to 1); without weights every training
+    window is equally likely, i.e. datasets are sampled in proportion to their size.
+    """
+    specs: list[DataSpec] = []
+    for entry in entries:
+        for item in (s.strip() for s in str(entry).split(",")):
+            if not item:
+                continue
+            if ":" not in item or Path(item).exists():
+                specs.append(DataSpec(item))
+                continue
+            path, raw = item.rsplit(":", 1)
+            try:
+                weight = float(raw)
+            except ValueError:
+                raise ConfigError(
+                    f"--data {item!r}: {raw!r} after the last ':' is not a number and {item!r} "
+                    "is not an existing folder; write PATH or PATH:WEIGHT (e.g. "
+                    "--data data/pusht:0.7,data/aloha:0.3)"
+                ) from None
+            if not math.isfinite(weight) or weight <= 0:
+                raise ConfigError(
+                    f"--data {item!r}: weight {weight} must be a positive number; drop the "
+                    "dataset instead of giving it weight 0"
+                )
+            specs.append(DataSpec(path, weight))
+    if not specs:
+        raise ConfigError("--data is empty; pass --data PATH (a vlastack / LeRobot v3 dataset)")
+    weighted = [s.path for s in specs if s.weight is not None]
+    if weighted and len(weighted) != len(specs):
+        bare = [s.path for s in specs if s.weight is None]
+        raise ConfigError(
+            f"--data: weights given for {weighted} but not for {bare}; give every dataset a "
+            "weight (PATH:WEIGHT) or none (then each is sampled in proportion to its size)"
+        )
+    seen: set[str] = set()
+    for s in specs:
+        key = str(Path(s.path).resolve())
+        if key in seen:
+            raise ConfigError(f"--data: {s.path!r} is given twice; list each dataset once")
+        seen.add(key)
+    return specs
 
 
 # ---- overrides ------------------------------------------------------------------------------

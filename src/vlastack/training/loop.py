@@ -16,7 +16,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from vlastack.embodiment import EmbodimentSpec
 from vlastack.errors import ConfigError, DataError, VlastackError
 from vlastack.training import adapters, checkpoint, distributed, probes
-from vlastack.training.config import TrainConfig
+from vlastack.training.config import DataSpec, TrainConfig, parse_data
 from vlastack.training.logging import RunLogger
 from vlastack.training.optim import build_optimizer, build_scheduler
 
@@ -56,6 +56,23 @@ class TrainingParts:
     action_names: list[str] | None = None
     uses_language: bool = True
     recipe_extra: dict[str, Any] = field(default_factory=dict)  # e.g. execute_horizon
+    # Mixtures (build_mixture_parts): held-out data per member, the epoch's sample order when
+    # members have explicit weights (default: a seeded shuffle), and what the checkpoint records.
+    val_sets: list[ValSet] = field(default_factory=list)
+    epoch_indices: Callable[[int], Sequence[int]] | None = None
+    mixture: dict[str, Any] | None = None
+
+
+@dataclass
+class ValSet:
+    """Held-out windows validated on their own: one per mixture member, in that robot's units."""
+
+    name: str  # "" for a single dataset (metric keys stay val/action_mse)
+    dataset: Dataset
+    normalizer: Any
+    collate_fn: Callable[[list[Batch]], Batch] | None = None
+    action_names: list[str] | None = None
+    tasks: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -375,8 +392,14 @@ def validate(
     step: int,
     logger: RunLogger,
 ) -> tuple[dict[str, float], probes.LanguageProbe | None]:
-    """Open-loop action error on held-out episodes, the plot, and the language probe."""
-    if parts.val_dataset is None or len(parts.val_dataset) == 0:  # type: ignore[arg-type]
+    """Open-loop action error on held-out episodes, the plot, and the language probe.
+
+    A mixture validates each member on its own held-out episodes, in that robot's units
+    (``val/<name>/...``); ``val/action_mse`` / ``val/action_l1`` are then the members' mean
+    errors in normalized units.
+    """
+    sets = validation_sets(parts)
+    if not sets:
         return {}, None
     # FSDP needs every rank in the forward; DDP/single-process validate on rank 0 only.
     if dist.mode != "fsdp" and not dist.is_main:
@@ -392,31 +415,50 @@ def validate(
     was_training = net.training
     net.eval()
     eval_model.eval()
-    loader = DataLoader(
-        parts.val_dataset,
-        batch_size=cfg.batch_size,
-        shuffle=False,
-        num_workers=0,
-        collate_fn=parts.collate_fn,
-        generator=torch.Generator().manual_seed(cfg.seed),
-    )
-    result = probes.open_loop_eval(
-        sample_fn,
-        parts.normalizer,
-        loader,
-        dist.device,
-        cfg.val_batches,
-        seed=cfg.seed,
-        autocast=autocast,
-        trace_episodes=cfg.val_episodes,
-    )
-    metrics = result.metrics()
-    probe = None
-    if parts.uses_language:
-        first = next(iter(loader))
-        probe = probes.language_sensitivity(
-            sample_fn, parts.normalizer, first, dist.device, parts.tasks, cfg.seed, autocast
+    metrics: dict[str, float] = {}
+    outcomes: list[tuple[ValSet, probes.OpenLoopResult, probes.LanguageProbe | None]] = []
+    for vs in sets:
+        loader = DataLoader(
+            vs.dataset,
+            batch_size=cfg.batch_size,
+            shuffle=False,
+            num_workers=0,
+            collate_fn=vs.collate_fn,
+            generator=torch.Generator().manual_seed(cfg.seed),
         )
+        result = probes.open_loop_eval(
+            sample_fn,
+            vs.normalizer,
+            loader,
+            dist.device,
+            cfg.val_batches,
+            seed=cfg.seed,
+            autocast=autocast,
+            trace_episodes=cfg.val_episodes,
+        )
+        metrics.update(result.metrics(f"val/{vs.name}/" if vs.name else "val/"))
+        probe = None
+        if parts.uses_language:
+            first = next(iter(loader))
+            probe = probes.language_sensitivity(
+                sample_fn, vs.normalizer, first, dist.device, vs.tasks, cfg.seed, autocast
+            )
+            if probe is not None:
+                metrics.update(probe.metrics(f"probe/{vs.name}/" if vs.name else "probe/"))
+        outcomes.append((vs, result, probe))
+    probe = outcomes[0][2]
+    if len(outcomes) > 1:
+        # A mixture: robots' units differ (metres vs radians vs pixels), so the headline numbers
+        # (and best-checkpoint choice) are the members' mean errors in normalized units.
+        mse, l1 = [], []
+        for vs, r, _ in outcomes:
+            if r.num_samples:
+                scale = np.asarray(vs.normalizer.action_scale(), dtype=np.float64)
+                mse.append(float(np.mean(r.mse_per_dim / scale**2)))
+                l1.append(float(np.mean(r.l1_per_dim / scale)))
+        metrics["val/action_mse"] = float(np.mean(mse)) if mse else math.nan
+        metrics["val/action_l1"] = float(np.mean(l1)) if l1 else math.nan
+        probe = mean_probe([p for _, _, p in outcomes if p is not None])
         if probe is not None:
             metrics.update(probe.metrics())
     net.train(was_training)
@@ -424,28 +466,67 @@ def validate(
     if not dist.is_main:
         return metrics, probe
     logger.scalars(metrics, step)
-    plot_path = Path(cfg.out_dir) / "val" / f"open_loop_step{step}.png"
-    fig = probes.plot_open_loop(result, plot_path, parts.action_names)
-    if fig is not None:
-        logger.figure("val/open_loop", fig, step)
-        import matplotlib.pyplot as plt
+    for vs, result, member_probe in outcomes:
+        tag = f"_{vs.name}" if vs.name else ""
+        plot_path = Path(cfg.out_dir) / "val" / f"open_loop{tag}_step{step}.png"
+        fig = probes.plot_open_loop(result, plot_path, vs.action_names)
+        if fig is not None:
+            logger.figure(f"val/open_loop/{vs.name}" if vs.name else "val/open_loop", fig, step)
+            import matplotlib.pyplot as plt
 
-        plt.close(fig)
-    dims = " ".join(f"{v:.4g}" for v in result.mse_per_dim[:8])
-    print(
-        f"\nstep {step} open-loop val: action MSE {metrics.get('val/action_mse', math.nan):.5g} "
-        f"(per dim: {dims}), L1 {metrics.get('val/action_l1', math.nan):.5g}; plot {plot_path}"
-    )
-    if probe is not None:
-        swap = f", swapped {probe.swap_delta:.4f}" if probe.swap_delta is not None else ""
-        print(f"language probe: |Δaction| blanked {probe.blank_delta:.4f}{swap}")
-        if probe.min_delta < cfg.language_probe_threshold:
-            print(
-                f"WARNING: policy may ignore language: predicted actions change by "
-                f"{probe.min_delta:.4f} < {cfg.language_probe_threshold} (normalized units) when "
-                "the instruction is blanked or swapped"
+            plt.close(fig)
+        prefix = f"val/{vs.name}/" if vs.name else "val/"
+        dims = " ".join(f"{v:.4g}" for v in result.mse_per_dim[:8])
+        print(
+            f"\nstep {step} open-loop val{f' [{vs.name}]' if vs.name else ''}: action MSE "
+            f"{metrics.get(prefix + 'action_mse', math.nan):.5g} (per dim: {dims}), "
+            f"L1 {metrics.get(prefix + 'action_l1', math.nan):.5g}; plot {plot_path}"
+        )
+        if member_probe is not None:
+            swap = (
+                f", swapped {member_probe.swap_delta:.4f}"
+                if member_probe.swap_delta is not None
+                else ""
             )
+            print(f"language probe: |Δaction| blanked {member_probe.blank_delta:.4f}{swap}")
+            if member_probe.min_delta < cfg.language_probe_threshold:
+                print(
+                    f"WARNING: policy may ignore language{f' on {vs.name}' if vs.name else ''}: "
+                    f"predicted actions change by {member_probe.min_delta:.4f} < "
+                    f"{cfg.language_probe_threshold} (normalized units) when the instruction is "
+                    "blanked or swapped"
+                )
     return metrics, probe
+
+
+def validation_sets(parts: TrainingParts) -> list[ValSet]:
+    """``parts.val_sets`` (one per mixture member), else the one held-out dataset, else none."""
+    if parts.val_sets:
+        return [vs for vs in parts.val_sets if len(vs.dataset)]  # type: ignore[arg-type]
+    if parts.val_dataset is None or len(parts.val_dataset) == 0:  # type: ignore[arg-type]
+        return []
+    return [
+        ValSet(
+            "",
+            parts.val_dataset,
+            parts.normalizer,
+            parts.collate_fn,
+            parts.action_names,
+            parts.tasks,
+        )
+    ]
+
+
+def mean_probe(found: list[probes.LanguageProbe]) -> probes.LanguageProbe | None:
+    """The members' language probes averaged (a swap delta only over members that have one)."""
+    if not found:
+        return None
+    swaps = [p.swap_delta for p in found if p.swap_delta is not None]
+    return probes.LanguageProbe(
+        blank_delta=float(np.mean([p.blank_delta for p in found])),
+        swap_delta=float(np.mean(swaps)) if swaps else None,
+        scale=float(np.mean([p.scale for p in found])),
+    )
 
 
 # ---- data ---------------------------------------------------------------------------------
@@ -485,7 +566,9 @@ def batch_stream(
     from vlastack.data.dataset import worker_init
 
     num_samples = len(parts.train_dataset)  # type: ignore[arg-type]
-    batches = EpochBatches(num_samples, dist, cfg.seed, micro_bs, epoch, batch_in_epoch)
+    batches = EpochBatches(
+        num_samples, dist, cfg.seed, micro_bs, epoch, batch_in_epoch, order=parts.epoch_indices
+    )
     if batches.per_epoch == 0:
         raise DataError(
             f"the training split has {num_samples} samples, fewer than one batch of "
@@ -525,6 +608,8 @@ class EpochBatches(torch.utils.data.Sampler):
 
     Each epoch is ``DistributedSampler(shuffle=True, seed, drop_last=True)`` at that epoch, cut
     into whole batches (the ragged tail is dropped), exactly as a fresh DataLoader per epoch.
+    With ``order`` (a weighted mixture) epoch e is ``order(e)``, a pure function of the seed and
+    e, dealt round-robin to the ranks; resume stays exact either way.
     """
 
     def __init__(
@@ -535,12 +620,18 @@ class EpochBatches(torch.utils.data.Sampler):
         micro_bs: int,
         epoch: int = 0,
         batch_in_epoch: int = 0,
+        order: Callable[[int], Sequence[int]] | None = None,
     ) -> None:
         self.num_samples, self.dist, self.seed, self.micro_bs = num_samples, dist, seed, micro_bs
         self.epoch, self.batch_in_epoch = epoch, batch_in_epoch
+        self.order = order
         self.per_epoch = len(self._epoch_indices(0)) // micro_bs
 
     def _epoch_indices(self, epoch: int) -> list[int]:
+        if self.order is not None:
+            idx = [int(i) for i in self.order(epoch)]
+            world = self.dist.world_size
+            return idx[self.dist.rank : len(idx) - len(idx) % world : world]
         sampler: DistributedSampler = DistributedSampler(
             range(self.num_samples),  # type: ignore[arg-type]
             num_replicas=self.dist.world_size,
@@ -613,18 +704,16 @@ def build_parts(cfg: TrainConfig) -> TrainingParts:
         raise ConfigError("no recipe given; run `vlastack list recipes` and pass one by name")
     if not cfg.data:
         raise ConfigError("no dataset given; pass --data PATH (a vlastack / LeRobot v3 dataset)")
-    if len(cfg.data) > 1:
-        raise ConfigError(
-            "several --data paths: mix them into one dataset first (data/mixture.py), or train "
-            "on one path"
-        )
+    specs = parse_data(cfg.data)
+    if len(specs) > 1:
+        return build_mixture_parts(cfg, specs)
     from vlastack.data.dataset import WindowedDataset, collate, split_episodes
     from vlastack.data.format import DatasetReader
     from vlastack.data.normalization import Normalizer
     from vlastack.models.vla import build_vla
     from vlastack.recipes import get_recipe
 
-    root = Path(cfg.data[0])
+    root = Path(specs[0].path)
     reader = DatasetReader(root)
     emb = reader.embodiment or embodiment_from_features(reader)
     recipe = get_recipe(cfg.recipe, **cfg.model)
@@ -668,6 +757,223 @@ def build_parts(cfg: TrainConfig) -> TrainingParts:
         uses_language=vla_cfg.language != "none",
         recipe_extra=dict(recipe.extra),
     )
+
+
+def build_mixture_parts(cfg: TrainConfig, specs: list[DataSpec]) -> TrainingParts:
+    """Several datasets (robots) in one training stream (data/mixture.py, as Octo and π0 do).
+
+    Each member must fit the recipe on its own (cameras, language, state, horizons) and is
+    normalized with its own stats; the model gets the largest state/action size and the union
+    of cameras (by name; a member lacking one gets zero images). Sampling: explicit weights are
+    each member's share of the samples; without them every window is equally likely (shares
+    proportional to size, like concatenating the datasets). Held-out episodes are split per
+    member and validated per member in that robot's units.
+    """
+    from functools import partial
+
+    from torch.utils.data import ConcatDataset
+
+    from vlastack.data.dataset import WindowedDataset, collate, split_episodes
+    from vlastack.data.format import DatasetReader
+    from vlastack.data.mixture import DatasetMixture, MixtureNormalizer, PaddedView
+    from vlastack.data.normalization import Normalizer
+    from vlastack.models.vla import build_vla
+    from vlastack.recipes import get_recipe
+
+    recipe = get_recipe(cfg.recipe, **cfg.model)
+    names = member_names([s.path for s in specs])
+    readers, embs = [], []
+    for spec in specs:
+        reader = DatasetReader(Path(spec.path))
+        emb = reader.embodiment or embodiment_from_features(reader)
+        try:
+            own = fit_model_config(recipe.model, emb)
+        except ConfigError as exc:
+            raise ConfigError(f"{reader.root}: {exc}") from None
+        check_recipe_fits(cfg.recipe, own, reader, emb)
+        readers.append(reader)
+        embs.append(emb)
+    h, w = (int(x) for x in recipe.model.image_size)
+    merged, resized = merge_embodiments(embs, (h, w))
+    if resized:
+        print(
+            f"mixture: cameras differ in size ({', '.join(resized)}); every image is resized "
+            f"to the recipe's {h}x{w} (set --model.image_size=H,W to choose)"
+        )
+    vla_cfg = fit_model_config(recipe.model, merged)
+    all_keys = [f"observation.images.{c}" for c in vla_cfg.cameras]
+    trains: list[Any] = []
+    vals: list[Any] = []
+    normalizers = []
+    for reader in readers:
+        keys = [k for k in all_keys if k in reader.camera_keys]
+        windows: dict[str, Any] = dict(
+            obs_horizon=vla_cfg.obs_horizon,
+            action_horizon=vla_cfg.action_horizon,
+            image_keys=keys,
+            image_size=tuple(vla_cfg.image_size) if keys else None,
+        )
+        train_eps, val_eps = split_episodes(reader.num_episodes, cfg.val_fraction, cfg.seed)
+        train_ds = WindowedDataset(reader, episodes=train_eps, **windows)
+        if len(train_ds) == 0:
+            raise DataError(
+                f"{reader.root}: no training windows after holding out {len(val_eps)} episodes; "
+                "add episodes, lower --val_fraction, or drop this dataset from --data"
+            )
+        trains.append(train_ds)
+        vals.append(WindowedDataset(reader, episodes=val_eps, **windows) if val_eps else None)
+        normalizers.append(
+            Normalizer(
+                reader.stats, recipe.normalization, source=str(reader.root / "meta" / "stats.json")
+            )
+        )
+    model = build_vla(vla_cfg)
+    if cfg.cache_vision_features and cfg.lora is None and model.vision is not None:
+        from vlastack.training.feature_cache import cached_datasets, can_cache
+
+        if "vision" in cfg.freeze:
+            model.vision.requires_grad_(False)
+        lacking = [n for n, r in zip(names, readers) if set(all_keys) - set(r.camera_keys)]
+        if can_cache(model) and lacking:
+            print(f"not caching vision features: {lacking} lack some of the cameras {all_keys}")
+        elif can_cache(model):
+            print("vision encoder is frozen: encoding every frame once (cache_vision_features)")
+            for i in range(len(trains)):
+                pair = [trains[i]] + ([vals[i]] if vals[i] is not None else [])
+                both = cached_datasets(model, pair, progress=cfg.progress)
+                trains[i], vals[i] = both[0], (both[1] if vals[i] is not None else None)
+    explicit = all(s.weight is not None for s in specs)
+    sizes = [len(t) for t in trains]
+    weights = [float(s.weight) if s.weight is not None else float(n) for s, n in zip(specs, sizes)]
+    mixture = DatasetMixture(
+        list(zip(trains, weights)),
+        pad_state_dim=vla_cfg.state_dim or None,
+        pad_action_dim=vla_cfg.action_dim,
+    )
+    normalizer = MixtureNormalizer(
+        normalizers,
+        names,
+        {"observation.state": mixture.state_dim, "action": mixture.action_dim},
+    )
+    tasks = sorted({t for r in readers for t in r.tasks if t.strip()})
+    val_sets = [
+        ValSet(
+            name,
+            PaddedView(mixture, val, i),
+            normalizer.member(i),
+            partial(collate_own_actions, action_dim=mixture.action_dims[i]),
+            list(embs[i].action.names),
+            tasks,
+        )
+        for i, (name, val) in enumerate(zip(names, vals))
+        if val is not None and len(val)
+    ]
+    order = None
+    if explicit:
+        sampler = mixture.sampler(num_samples=len(mixture), seed=cfg.seed)
+
+        def order(epoch: int) -> list[int]:
+            sampler.set_epoch(epoch)
+            return list(sampler)
+
+    members = []
+    print(f"mixture of {len(specs)} datasets ({'by weight' if explicit else 'by size'}):")
+    for i, (name, reader, emb) in enumerate(zip(names, readers, embs)):
+        share = float(mixture.weights[i])
+        members.append(
+            {
+                "name": name,
+                "dataset": str(reader.root),
+                "weight": share,
+                "train_windows": sizes[i],
+                "state_dim": int(mixture.state_dims[i]),
+                "action_dim": int(mixture.action_dims[i]),
+                "cameras": [
+                    c for c in vla_cfg.cameras if f"observation.images.{c}" in reader.camera_keys
+                ],
+                "embodiment": emb.to_dict(),
+            }
+        )
+        print(
+            f"  {name:<20} {share:6.1%} of samples  {sizes[i]:>7} windows  "
+            f"state {mixture.state_dims[i]}/{mixture.state_dim}  "
+            f"action {mixture.action_dims[i]}/{mixture.action_dim}  {reader.root}"
+        )
+    return TrainingParts(
+        model=model,
+        train_dataset=mixture,
+        val_dataset=ConcatDataset([vs.dataset for vs in val_sets]) if val_sets else None,
+        normalizer=normalizer,
+        embodiment=embs[0],
+        model_config=vla_cfg.to_dict(),
+        collate_fn=collate,
+        tasks=tasks,
+        action_names=list(merged.action.names),
+        uses_language=vla_cfg.language != "none",
+        recipe_extra=dict(recipe.extra),
+        val_sets=val_sets,
+        epoch_indices=order,
+        mixture={"default": names[0], "members": members},
+    )
+
+
+def member_names(paths: list[str]) -> list[str]:
+    """A short unique name per dataset: its folder name, suffixed -2, -3 on a clash."""
+    out: list[str] = []
+    for p in paths:
+        base = Path(p).resolve().name or "dataset"
+        name, k = base, 2
+        while name in out:
+            name, k = f"{base}-{k}", k + 1
+        out.append(name)
+    return out
+
+
+def merge_embodiments(
+    embs: list[EmbodimentSpec], image_size: tuple[int, int]
+) -> tuple[EmbodimentSpec, list[str]]:
+    """One spec the model can be built for: largest state/action, the union of camera names.
+
+    Cameras of one size keep it; when sizes differ all get ``image_size`` and the differing
+    ``name HxW`` are returned so the caller can say so.
+    """
+    from vlastack.embodiment import CameraSpec, VectorSpec
+
+    cams: dict[str, CameraSpec] = {}
+    for e in embs:
+        for c in e.cameras:
+            cams.setdefault(c.name, c)
+    sizes = {(c.height, c.width) for e in embs for c in e.cameras}
+    resized: list[str] = []
+    if len(sizes) > 1:
+        resized = sorted({f"{c.name} {c.height}x{c.width}" for e in embs for c in e.cameras})
+        h, w = image_size
+        cams = {n: dataclasses.replace(c, height=h, width=w) for n, c in cams.items()}
+
+    def widest(vecs: list[VectorSpec]) -> VectorSpec:
+        big = max(vecs, key=lambda v: v.dim)
+        grips = {v.gripper_index for v in vecs}
+        return VectorSpec(list(big.names), gripper_index=grips.pop() if len(grips) == 1 else None)
+
+    merged = EmbodimentSpec(
+        robot_type="+".join(dict.fromkeys(e.robot_type for e in embs)),
+        cameras=list(cams.values()),
+        state=widest([e.state for e in embs]),
+        action=widest([e.action for e in embs]),
+        control_hz=embs[0].control_hz,
+    )
+    return merged, resized
+
+
+def collate_own_actions(samples: list[Batch], action_dim: int) -> Batch:
+    """Collate a member's held-out windows and cut ``action`` back to that robot's size, so
+    open-loop errors are per real dimension in its units (the model input stays padded)."""
+    from vlastack.data.dataset import collate
+
+    batch = collate(samples)
+    batch["action"] = batch["action"][..., :action_dim]
+    batch["action_dim_mask"] = batch["action_dim_mask"][..., :action_dim]
+    return batch
 
 
 def fit_model_config(model_cfg: Any, emb: EmbodimentSpec) -> Any:
@@ -805,6 +1111,7 @@ def full_config(cfg: TrainConfig, parts: TrainingParts) -> dict[str, Any]:
         "train": cfg.to_dict(),
         "model": parts.model_config,
         "recipe_extra": parts.recipe_extra,
+        **({"mixture": parts.mixture} if parts.mixture else {}),
     }
 
 
