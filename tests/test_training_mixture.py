@@ -3,6 +3,7 @@ per-member validation, and a checkpoint that serves every embodiment it was trai
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -214,3 +215,43 @@ def test_mixture_errors_name_the_dataset(tmp_path: Path, two_robots: tuple[Path,
     parts = build_parts(cfg_for(tmp_path / "r2", f"{small},{odd}", "--model.image_size=[16,16]"))
     assert tuple(parts.model_config["image_size"]) == (16, 16)
     assert parts.train_dataset[0]["observation.images.front"].shape[-2:] == (16, 16)
+
+
+def test_weighted_mixture_resumes_exactly(tmp_path: Path, two_robots: tuple[Path, Path]) -> None:
+    """The weighted order is a function of (seed, epoch), so a resumed run sees the same
+    batches; 4 batches per epoch make the 6 steps cross an epoch boundary."""
+    import shutil
+
+    from vlastack.training.checkpoint import set_pointer
+    from vlastack.training.loop import train
+
+    small, big = two_robots
+    kw = ("--steps=6", "--save_every=3", "--batch_size=16", "--val_fraction=0")
+    straight = train(cfg_for(tmp_path / "a", f"{small}:0.3,{big}:0.7", *kw))
+    ckpts = tmp_path / "b" / "checkpoints"
+    train(cfg_for(tmp_path / "b", f"{small}:0.3,{big}:0.7", *kw))
+    shutil.rmtree(ckpts / "step_000006")  # as if the run had stopped after step 3
+    set_pointer(ckpts, "last", "step_000003")
+    resumed = train(cfg_for(tmp_path / "b", f"{small}:0.3,{big}:0.7", *kw, "--resume=true"))
+    assert resumed.losses == straight.losses[3:]
+
+
+def test_expected_embodiment_picks_the_member(
+    two_robots: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Evaluating in an environment passes its embodiment; a mixture checkpoint then acts as
+    the member that matches it, and refuses a robot it was not trained on."""
+    from vlastack.policy import Policy
+    from vlastack.training import checkpoint as ck
+    from vlastack.training.loop import embodiment_from_features, train
+
+    small, big = two_robots
+    result = train(cfg_for(tmp_path, f"{small},{big}", "--steps=1", "--val_fraction=0"))
+    big_spec = embodiment_from_features(DatasetReader(big))
+    policy = Policy.from_checkpoint(result.last_checkpoint, expect_embodiment=big_spec)
+    assert policy.embodiment_name == "big" and policy.action_dim == 4
+    other = dataclasses.replace(
+        big_spec, action=dataclasses.replace(big_spec.action, names=[f"j{i}" for i in range(7)])
+    )
+    with pytest.raises(DataError, match="no embodiment of this mixture checkpoint"):
+        ck.load_checkpoint(result.last_checkpoint, expect_embodiment=other)
