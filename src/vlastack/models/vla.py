@@ -3,8 +3,9 @@
 Prefix tokens are [image tokens per camera and frame, language tokens (a decoder LM) or one pooled
 instruction embedding, one state token]; the action head reads them as ``context``. Options follow
 the survey's design axes: FiLM (RT-1), gradient insulation and an auxiliary discrete-token loss
-(π0.5 knowledge insulation, Driess et al. 2505.23705), action bins as the last 256 LM tokens
-(RT-2 / OpenVLA), and RT-H's language-motion hierarchy. Batches are already normalized.
+(π0.5 knowledge insulation, Driess et al. 2505.23705: 256-bin or FAST tokens, next-token CE in the
+LM after the prefix), action bins as the last 256 LM tokens (RT-2 / OpenVLA), and RT-H's
+language-motion hierarchy. Batches are already normalized.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from vlastack.functional.action_tokenization import (
     bin_index,
     token_ids_to_actions,
 )
+from vlastack.functional.fast_tokenizer import FastTokenizer
+from vlastack.models.action_heads.fast import check_tokenizer_shape, encode_chunks
 from vlastack.models.bitlinear import ternarize_
 from vlastack.models.common import freeze_, make_config, masked_mean
 from vlastack.models.language import LANGUAGE_BACKBONES, build_language
@@ -35,7 +38,15 @@ from vlastack.models.vision import VISION_ENCODERS, MultiCameraEncoder, build_vi
 # training/feature_cache.py. When present the (frozen) encoder is skipped.
 IMAGE_FEATURES_KEY = "observation.image_features"
 TERNARY_PARTS = ("vision", "language", "projector", "head", "trunk")
-AUX_TOKEN_LOSSES = ("bins",)
+AUX_TOKEN_LOSSES = ("bins", "fast")
+
+
+@dataclass
+class FastAuxConfig:
+    """``VLAConfig.aux_token_kwargs`` for ``aux_token_loss="fast"``."""
+
+    tokenizer_path: str | None = None  # folder written by `vlastack fast fit`; None → no-merge FAST
+    scale: float = 10.0  # DCT coefficient scale; only used when tokenizer_path is None
 
 
 @dataclass
@@ -68,7 +79,9 @@ class VLAConfig:
     freeze_vision: bool = False
     freeze_language: bool = False  # MiniLM is always frozen
     insulate_head: bool = False  # the head reads context.detach() (π0.5 knowledge insulation)
-    aux_token_loss: str | None = None  # "bins": discrete-token CE trains the backbone path
+    # "bins" (256-bin tokens) or "fast" (FAST tokens, LM only): discrete-token CE trains the backbone
+    aux_token_loss: str | None = None
+    aux_token_kwargs: dict[str, Any] = field(default_factory=dict)  # FastAuxConfig for "fast"
     aux_loss_weight: float = 1.0
     action_tokens_in_lm: bool = False  # RT-2/OpenVLA: actions as the LM's last 256 token ids
     num_action_bins: int = 256
@@ -111,6 +124,11 @@ class VLAConfig:
             raise ConfigError(
                 f"model config: aux_token_loss must be one of {AUX_TOKEN_LOSSES} or None, "
                 f"got '{self.aux_token_loss}'"
+            )
+        if self.aux_token_loss == "fast" and self.language != "hf_causal_lm":
+            raise ConfigError(
+                "model config: aux_token_loss='fast' predicts FAST tokens with the LM; it needs "
+                f"language='hf_causal_lm' (got '{self.language}'); use aux_token_loss='bins' otherwise"
             )
         if self.action_tokens_in_lm and self.language != "hf_causal_lm":
             raise ConfigError("model config: action_tokens_in_lm needs language='hf_causal_lm'")
@@ -223,15 +241,62 @@ class VLA(nn.Module):
         if cfg.aux_token_loss == "bins" and not decoder:
             self.aux_bins = nn.Linear(D, cfg.action_horizon * cfg.action_dim * cfg.num_action_bins)
         if (
-            (cfg.action_tokens_in_lm or cfg.aux_token_loss)
+            (cfg.action_tokens_in_lm or cfg.aux_token_loss == "bins")
             and decoder
             and self.language.vocab_size < cfg.num_action_bins
         ):
             raise ConfigError("the LM vocabulary is smaller than num_action_bins")
+        self.aux_fast: FastTokenizer | None = None
+        if cfg.aux_token_loss == "fast":
+            self.aux_fast = self._build_aux_fast()
         for part in cfg.ternary:
             mod = self.head if part == "head" else getattr(self, part, None)
             if mod is not None:
                 ternarize_(mod)
+
+    def _build_aux_fast(self) -> FastTokenizer:
+        """The FAST tokenizer of the auxiliary loss; its ids take the LM vocabulary's last
+        ``vocab_size + 1`` slots (one end-of-action id), as openpi overwrites PaliGemma's."""
+        cfg = self.config
+        fc = make_config(FastAuxConfig, cfg.aux_token_kwargs, "model config aux_token_kwargs")
+        if fc.tokenizer_path:
+            tok = FastTokenizer.load(fc.tokenizer_path)
+            check_tokenizer_shape(
+                tok, cfg.action_horizon, cfg.action_dim, "aux_token_kwargs.tokenizer_path"
+            )
+        else:
+            tok = FastTokenizer.untrained(cfg.action_horizon, cfg.action_dim, fc.scale)
+        if self.language.vocab_size < tok.vocab_size + 1:
+            raise ConfigError(
+                f"aux_token_loss='fast': the LM vocabulary ({self.language.vocab_size}) is smaller "
+                f"than the FAST vocabulary + end-of-action ({tok.vocab_size + 1}); fit a smaller "
+                "tokenizer (`vlastack fast fit --vocab-size`)"
+            )
+        return tok
+
+    def fast_lm_ids(
+        self, actions: torch.Tensor, action_is_pad: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """FAST tokens of each chunk as LM ids: FAST id t -> vocab-1-t, end-of-action ->
+        vocab-1-V_fast. Returns the teacher-forced inputs (B, L) and their mask (B, L) (False on
+        right padding), and targets (B, L+1) = tokens + end-of-action, -100 on padding."""
+        assert self.aux_fast is not None
+        top = self.language.vocab_size - 1
+        eoa = top - self.aux_fast.vocab_size
+        seqs = [
+            [top - t for t in s][: self.aux_fast.max_tokens_per_chunk]
+            for s in encode_chunks(self.aux_fast, actions, action_is_pad)
+        ]
+        B, L = len(seqs), max(len(s) for s in seqs)
+        inp = torch.full((B, L), eoa, dtype=torch.long)
+        inp_mask = torch.zeros(B, L, dtype=torch.bool)
+        tgt = torch.full((B, L + 1), -100, dtype=torch.long)
+        for i, seq in enumerate(seqs):
+            inp[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+            inp_mask[i, : len(seq)] = True
+            tgt[i, : len(seq) + 1] = torch.tensor([*seq, eoa], dtype=torch.long)
+        dev = self.device
+        return inp.to(dev), inp_mask.to(dev), tgt.to(dev)
 
     def _tokens_per_frame(self) -> int:
         """Tokens the projector makes from one frame (one dummy forward at build time)."""
@@ -366,21 +431,28 @@ class VLA(nn.Module):
         return torch.cat(parts, 1), torch.cat(masks, 1), sentence
 
     def encode_prefix(
-        self, batch: Mapping[str, Any], action_ids: torch.Tensor | None = None
+        self,
+        batch: Mapping[str, Any],
+        action_ids: torch.Tensor | None = None,
+        action_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """-> context (B, N, D), context_mask (B, N), and (with ``action_ids`` (B, K), decoder only)
-        the LM logits (B, K, V) predicting those ids, teacher-forced after the prefix."""
+        the LM logits (B, K+1, V), teacher-forced after the prefix: entry k predicts token k, the
+        last one what follows token K-1. ``action_mask`` (B, K) marks right padding (False)."""
         x, mask, _ = self._prefix_embeds(batch)
         if self.lang_kind == "decoder":
             N = x.shape[1]
             if action_ids is not None:
                 x = torch.cat([x, self.language.embed(action_ids)], 1)
-                mask = torch.cat([mask, torch.ones_like(action_ids, dtype=torch.bool)], 1)
+                if action_mask is None:
+                    action_mask = torch.ones_like(action_ids, dtype=torch.bool)
+                mask = torch.cat([mask, action_mask], 1)
+            # Causal LM: prefix positions never attend to the action tokens after them, so the
+            # context the head reads is the same with or without them.
             hidden, _ = self.language.hidden_states(x, mask)
             logits = None
             if action_ids is not None:
-                # Position N-1+k predicts token k; the prefix never sees action tokens (causal mask).
-                logits = self.language.logits(hidden[:, N - 1 : N - 1 + action_ids.shape[1]])
+                logits = self.language.logits(hidden[:, N - 1 :])
             return hidden[:, :N], mask[:, :N], logits
         if self.trunk is not None:
             x = self.trunk(x, src_key_padding_mask=~mask)
@@ -427,10 +499,13 @@ class VLA(nn.Module):
             if lm_tokens
             else None
         )
-        ctx, mask, logits = self.encode_prefix(batch, ids)
+        ids_mask = fast_tgt = None
+        if cfg.aux_token_loss == "fast":
+            ids, ids_mask, fast_tgt = self.fast_lm_ids(actions, is_pad)
+        ctx, mask, logits = self.encode_prefix(batch, ids, ids_mask)
         if cfg.action_tokens_in_lm:
             assert logits is not None and ids is not None
-            return self._token_ce(logits, ids, is_pad, dim_mask)
+            return self._token_ce(logits[:, :-1], ids, is_pad, dim_mask)
         head_ctx = ctx.detach() if cfg.insulate_head else ctx
         head_mask = mask
         total = torch.zeros(actions.shape[0], device=self.device)
@@ -446,7 +521,7 @@ class VLA(nn.Module):
         total = total + self.head.loss(head_ctx, head_mask, actions, is_pad, **kwargs)
         if cfg.aux_token_loss == "bins":
             if logits is not None and ids is not None:
-                aux = self._token_ce(logits, ids, is_pad, dim_mask)
+                aux = self._token_ce(logits[:, :-1], ids, is_pad, dim_mask)
             else:
                 assert self.aux_bins is not None
                 B = actions.shape[0]
@@ -454,6 +529,15 @@ class VLA(nn.Module):
                 aux = self._token_ce(
                     aux_logits, bin_index(actions, cfg.num_action_bins).flatten(1), is_pad, dim_mask
                 )
+            total = total + cfg.aux_loss_weight * aux
+        elif cfg.aux_token_loss == "fast":
+            # Every FAST token mixes all dims, so action_dim_mask cannot apply (padded dims are
+            # zeros, which cost few tokens); padded steps were filled before the DCT.
+            assert logits is not None and fast_tgt is not None
+            ce = F.cross_entropy(
+                logits.transpose(1, 2), fast_tgt, ignore_index=-100, reduction="none"
+            )
+            aux = ce.sum(1) / (fast_tgt != -100).sum(1).clamp_min(1)
             total = total + cfg.aux_loss_weight * aux
         return total
 

@@ -333,15 +333,17 @@ def pi0_fast() -> Recipe:
 
 @recipe(
     "pi05",
-    "π0.5 + knowledge insulation: flow expert on detached features, discrete-token CE trains the VLM",
+    "π0.5 + knowledge insulation: flow expert on detached features, FAST-token CE trains the VLM",
 )
 def pi05() -> Recipe:
     """π0.5 (Intelligence et al. 2025, arXiv 2504.16054) with knowledge insulation (2505.23705).
 
-    Paper: the VLM learns from a discrete-token loss (FAST) while the flow-matching expert
-    (adaRMSNorm time conditioning) reads stop-gradient VLM features; 10 Euler steps; quantile
-    normalization; chunk 10 on LIBERO. Scaled down: tiny SigLIP + tiny Gemma-class LM; the
-    discrete loss is 256-bin tokens in the LM vocabulary (FAST tokens are a TODO for the aux loss).
+    Paper: the VLM learns from next-token CE on the action chunk's FAST tokens (teacher-forced
+    after the prefix) while the flow-matching expert (adaRMSNorm time conditioning) reads
+    stop-gradient VLM features and never attends to the FAST tokens; 10 Euler steps; quantile
+    normalization; chunk 10 on LIBERO. Scaled down: tiny SigLIP + tiny Gemma-class LM; FAST
+    tokens without BPE merges unless ``aux_token_kwargs={"tokenizer_path": DIR}`` names a
+    tokenizer fitted with ``vlastack fast fit``; no web-data co-training.
     """
     return Recipe(
         name="pi05",
@@ -352,13 +354,13 @@ def pi05() -> Recipe:
             head="flow_matching",
             head_kwargs={**SMALL_HEAD, "num_steps": 10, "time_conditioning": "adarms"},
             insulate_head=True,
-            aux_token_loss="bins",
+            aux_token_loss="fast",
             aux_loss_weight=1.0,
         ),
         train=_train(2.5e-4, 32, 5000, betas=(0.9, 0.95), weight_decay=1e-10, ema_decay=0.999),
         normalization=QUANTILE,
         paper="π0.5, Physical Intelligence 2025 (arXiv 2504.16054); KI (arXiv 2505.23705)",
-        scaled_down="PaliGemma → tiny SigLIP + 2-layer Gemma; FAST aux loss → 256-bin LM tokens",
+        scaled_down="PaliGemma → tiny SigLIP + 2-layer Gemma; FAST+ vocab 2048 → fitted or no-merge FAST; no web data",
     )
 
 

@@ -27,6 +27,26 @@ from vlastack.models.action_heads._blocks import (
 from vlastack.models.action_heads.base import ActionHead
 
 
+def check_tokenizer_shape(
+    tok: FastTokenizer, action_horizon: int, action_dim: int, where: str
+) -> None:
+    """A fitted tokenizer codes one chunk shape; say how to refit when the model's differs."""
+    if (tok.time_horizon, tok.action_dim) != (action_horizon, action_dim):
+        raise ConfigError(
+            f"{where}: the FAST tokenizer was fit on chunks ({tok.time_horizon}, {tok.action_dim}) "
+            f"but the model predicts ({action_horizon}, {action_dim}) (action_horizon, action_dim); "
+            "refit it with `vlastack fast fit DATASET --action-horizon H --out DIR`."
+        )
+
+
+def encode_chunks(
+    tok: FastTokenizer, actions: torch.Tensor, action_is_pad: torch.Tensor
+) -> list[list[int]]:
+    """(B, H, A) normalized chunks -> B FAST token-id lists; padded steps repeat the last valid
+    action first (the DCT sees the whole chunk)."""
+    return tok.encode(fill_padded_actions(actions, action_is_pad).detach().cpu().numpy())
+
+
 @dataclass
 class FastHeadConfig:
     width: int = 256
@@ -56,12 +76,7 @@ class FastHead(ActionHead):
     ) -> None:
         super().__init__(context_dim, action_dim, action_horizon, width)
         tok = tokenizer or FastTokenizer.untrained(action_horizon, action_dim, scale)
-        if (tok.time_horizon, tok.action_dim) != (action_horizon, action_dim):
-            raise ConfigError(
-                f"fast head: the FAST tokenizer was fit on chunks ({tok.time_horizon}, {tok.action_dim}) "
-                f"but the head predicts ({action_horizon}, {action_dim}) (action_horizon, action_dim); "
-                "refit it with `vlastack fast fit DATASET --action-horizon H --out DIR`."
-            )
+        check_tokenizer_shape(tok, action_horizon, action_dim, "fast head")
         self.tokenizer = tok
         self.bos_id = tok.vocab_size
         self.eos_id = tok.vocab_size + 1
@@ -74,9 +89,9 @@ class FastHead(ActionHead):
 
     def _targets(self, actions: torch.Tensor, action_is_pad: torch.Tensor):
         """Token inputs (B, L) and targets (B, L) with −100 on padding, L = longest + 1."""
-        chunks = fill_padded_actions(actions, action_is_pad).detach().cpu().numpy()
         seqs = [
-            s[: self.max_decode_tokens - 1] + [self.eos_id] for s in self.tokenizer.encode(chunks)
+            s[: self.max_decode_tokens - 1] + [self.eos_id]
+            for s in encode_chunks(self.tokenizer, actions, action_is_pad)
         ]
         L = max(len(s) for s in seqs)
         B = len(seqs)
