@@ -13,9 +13,16 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import threading
 import time
 import zlib
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -271,9 +278,14 @@ def collect(
                 f"{root} exists and is not a collection output (no {STATE_FILE}); "
                 "choose an empty or new --out directory"
             )
-        probe = make_env(tasks[0], camera=camera, image_size=image_size, **env_kwargs)
+        probe = make_env(tasks[0], camera=camera, image_size=image_size, seed=seed, **env_kwargs)
         spec = probe.embodiment
-        probe.close()
+        if workers == 1 and tasks[0] not in _WORKER_ENVS:
+            # in-process collection starts with this task: keep the env (building a Meta-World
+            # env costs ~1 s, a sizeable share of a short collection)
+            _WORKER_ENVS[tasks[0]] = probe
+        else:
+            probe.close()
         writer = DatasetWriter.create(
             root,
             fps=int(round(spec.control_hz)),
@@ -432,14 +444,41 @@ class _Runner:
             _WORKER_ENVS.clear()
 
     def _run_inline_jobs(self) -> None:
-        while jobs := self._jobs(1):
-            job = jobs[0]
-            try:
-                res = run_episode(*self._job_args(job))
-            except Exception as exc:  # a simulator error: retry, then record and go on
-                self._retry_or_fail(job, exc)
-                continue
-            self._deliver(job, res)
+        """Simulate in this thread; write each finished episode (AV1 encode + parquet, ~10% of
+        an episode's time) on one writer thread while the next episode runs. At most one episode
+        waits to be written, so memory stays bounded and episodes are written in order; the
+        lock keeps scheduling (``_jobs``) from reading the counters a write is updating."""
+        lock = threading.Lock()
+
+        def deliver(job: tuple[str, int], res: EpisodeResult | Exception) -> None:
+            with lock:
+                self._deliver(job, res)
+
+        pending: Future[None] | None = None
+        with ThreadPoolExecutor(1, thread_name_prefix="vlastack-collect-writer") as write_pool:
+            while True:
+                with lock:
+                    jobs = self._jobs(1)
+                if not jobs:
+                    if pending is None:
+                        break
+                    # the episode being written counts as a success in flight; once written,
+                    # a failed attempt may call for another one
+                    pending.result()
+                    pending = None
+                    continue
+                job = jobs[0]
+                try:
+                    res = run_episode(*self._job_args(job))
+                except Exception as exc:  # a simulator error: retry, then record and go on
+                    with lock:
+                        self._retry_or_fail(job, exc)
+                    continue
+                if pending is not None:
+                    pending.result()  # a write error surfaces here, before more work is done
+                pending = write_pool.submit(deliver, job, res)
+            if pending is not None:
+                pending.result()
 
     def _run_pool(self, workers: int, start_method: str) -> None:
         ctx = mp.get_context(start_method)
