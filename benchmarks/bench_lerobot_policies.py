@@ -139,6 +139,78 @@ def build_policies() -> list[tuple[str, torch.nn.Module, Callable[[], object], s
     return out
 
 
+def precision_variants() -> list[tuple[str, torch.nn.Module, Callable[[], object], str]]:
+    """ACT on both sides in bf16 weights and under ``torch.compile`` (inductor, frozen weights),
+    alone and combined: the same transform applied to each, so the ratios stay like for like."""
+    import copy
+
+    import torch._inductor.config as inductor_config
+    from lerobot.configs.types import FeatureType, PolicyFeature
+    from lerobot.policies.act.configuration_act import ACTConfig
+    from lerobot.policies.act.modeling_act import ACTPolicy
+
+    from vlastack.models.action_heads import build_action_head
+
+    inductor_config.freezing = True
+    torch.manual_seed(0)
+    cfg = ACTConfig(
+        input_features={
+            "observation.state": PolicyFeature(FeatureType.STATE, (S,)),
+            "observation.environment_state": PolicyFeature(FeatureType.ENV, (E,)),
+        },
+        output_features={"action": PolicyFeature(FeatureType.ACTION, (A,))},
+        chunk_size=H,
+        n_action_steps=H,
+        dim_model=WIDTH,
+        n_heads=4,
+        dim_feedforward=4 * WIDTH,
+        n_encoder_layers=1,
+        n_decoder_layers=4,
+        latent_dim=32,
+        device="cpu",
+    )
+    lerobot = ACTPolicy(cfg).eval().requires_grad_(False)
+    ours = build_action_head(
+        "act",
+        {"width": WIDTH, "num_heads": 4, "decoder_depth": 4},
+        context_dim=WIDTH,
+        action_dim=A,
+        action_horizon=H,
+    ).eval()
+    ours.requires_grad_(False)
+    out: list[tuple[str, torch.nn.Module, Callable[[], object], str]] = []
+    for dtype, tag in ((torch.float32, ""), (torch.bfloat16, "_bf16")):
+        lr_m = copy.deepcopy(lerobot.model).to(dtype)
+        our_m = copy.deepcopy(ours).to(dtype)
+        b = {
+            "observation.state": torch.randn(1, S, dtype=dtype),
+            "observation.environment_state": torch.randn(1, E, dtype=dtype),
+        }
+        c3, m3 = torch.randn(1, 3, WIDTH, dtype=dtype), torch.ones(1, 3, dtype=torch.bool)
+        if dtype != torch.float32:
+            out.append((f"lerobot_act{tag}", lr_m, lambda m=lr_m, b=b: m(b), f"eager {dtype}"))
+            out.append(
+                (
+                    f"vlastack_act{tag}",
+                    our_m,
+                    lambda m=our_m, c=c3, k=m3: m.sample_actions(c, k),
+                    f"eager {dtype}",
+                )
+            )
+        lr_c = torch.compile(lr_m)
+        our_c = torch.compile(our_m.sample_actions)
+        out.append((f"lerobot_act{tag}_compiled", lr_m, lambda f=lr_c, b=b: f(b), "torch.compile"))
+        out.append(
+            (
+                f"vlastack_act{tag}_compiled",
+                our_m,
+                lambda f=our_c, c=c3, k=m3: f(c, k),
+                "torch.compile",
+            )
+        )
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=12, help="interleaved rounds")
@@ -146,9 +218,16 @@ def main() -> None:
         "--iters", type=int, default=4, help="calls per policy per round (≤100 ms ones)"
     )
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads, both sides")
+    ap.add_argument(
+        "--variants",
+        action="store_true",
+        help="add ACT rows in bf16 and under torch.compile on both sides (compiles take ~1 min)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     policies = build_policies()
+    if args.variants:
+        policies += precision_variants()
     times: dict[str, list[float]] = {p[0]: [] for p in policies}
     calls: dict[str, int] = {}
     with torch.inference_mode():
@@ -182,6 +261,20 @@ def main() -> None:
     pairs = [
         ("vlastack_act", "lerobot_act", "same architecture, z = 0"),
         ("vlastack_act_reference", "lerobot_act", "same, fast path off"),
+        *(
+            (f"vlastack_act{v}", f"lerobot_act{v}", f"same, {v[1:].replace('_', ' ')} both sides")
+            for v in ("_bf16", "_compiled", "_bf16_compiled")
+            if args.variants
+        ),
+        *(
+            (
+                f"vlastack_act{v}",
+                "lerobot_act",
+                f"ours {v[1:].replace('_', ' ')}, LeRobot eager fp32",
+            )
+            for v in ("_bf16", "_compiled", "_bf16_compiled")
+            if args.variants
+        ),
         ("vlastack_diffusion", "lerobot_dp64", "different denoisers, DDIM 10"),
         ("vlastack_diffusion", "lerobot_dp128", "different denoisers, DDIM 10"),
     ]

@@ -31,6 +31,18 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "fixtures" / "lerobot_v3_tiny_two_cam"
 RECIPES = ["cpu_default", "diffusion_policy", "act"]
 LEROBOT_OF = {"act": "act", "diffusion_policy": "diffusion"}
+# torchvision ResNet-18's shape as a transformers ResNetConfig (11.41M params with ACT's head vs
+# LeRobot ACT's 11.44M): ``--same-arch`` compares the two loops on the same network.
+RESNET18_SHAPED = json.dumps(
+    {
+        "config": {
+            "embedding_size": 64,
+            "hidden_sizes": [64, 128, 256, 512],
+            "depths": [2, 2, 2, 2],
+            "layer_type": "basic",
+        }
+    }
+)
 
 # One LeRobot training step as lerobot_train.update_policy does it: preprocessor (normalize),
 # policy.forward -> loss, backward, grad clip, AdamW step. Run with LeRobot's interpreter.
@@ -44,7 +56,7 @@ from lerobot.datasets.utils import dataset_to_policy_features
 from lerobot.datasets.factory import resolve_delta_timestamps
 from lerobot.policies.factory import make_pre_post_processors
 
-policy_name, root, steps, warmup, batch_size, workers, threads, camera = sys.argv[1:9]
+policy_name, root, steps, warmup, batch_size, workers, threads, camera, precision = sys.argv[1:10]
 steps, warmup, batch_size, workers, threads = map(int, (steps, warmup, batch_size, workers, threads))
 
 
@@ -90,7 +102,9 @@ def main():
         except StopIteration:
             it = iter(dl); batch = next(it)
         batch = pre(batch)
-        loss, _ = policy.forward(batch)
+        # lerobot_train.update_policy's use_amp: autocast around forward (bf16 on a CPU)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss, _ = policy.forward(batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(policy.parameters(), 10.0)
         opt.step(); opt.zero_grad()
@@ -159,11 +173,12 @@ def lerobot_row(
     batch_size: int,
     workers: int,
     threads: int,
+    precision: str = "fp32",
 ) -> dict | None:
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(LEROBOT_SCRIPT)
     cmd = [python, f.name, policy, data, str(steps), str(warmup), str(batch_size)]
-    cmd += [str(workers), str(threads), camera]
+    cmd += [str(workers), str(threads), camera, precision]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
     finally:
@@ -194,6 +209,17 @@ def main() -> None:
     )
     ap.add_argument("--no-lerobot", action="store_true")
     ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="bf16: vlastack --precision=bf16 and LeRobot's use_amp (autocast) on both sides",
+    )
+    ap.add_argument(
+        "--same-arch",
+        action="store_true",
+        help="act only: swap vlastack's vision for a ResNet-18-shaped hf_resnet (LeRobot's backbone)",
+    )
     ap.add_argument("extra", nargs="*", help="--key=value training overrides for vlastack")
     args = ap.parse_args()
     if args.one:
@@ -216,6 +242,9 @@ def main() -> None:
         cmd += ["--batch-size", str(args.batch_size)]
         # one camera at its stored size for every system, so LeRobot reads the same inputs
         cmd += ["--", f'--model.cameras=["{camera}"]', f"--model.image_size=[{height},{width}]"]
+        cmd += [f"--precision={args.precision}"] if args.precision != "fp32" else []
+        if args.same_arch and recipe == "act":
+            cmd += ["--model.vision=hf_resnet", f"--model.vision_kwargs={RESNET18_SHAPED}"]
         cmd += args.extra
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
@@ -240,6 +269,7 @@ def main() -> None:
                 args.batch_size,
                 row["num_workers"],
                 row["threads"],
+                args.precision,
             )
             if lr is not None:
                 lr["num_workers"] = row["num_workers"]

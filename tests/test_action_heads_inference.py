@@ -72,3 +72,27 @@ def test_fast_path_respects_ternary_linears(name):
     with reference_inference():
         ref = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
     torch.testing.assert_close(fast, ref, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["act", "l1"])
+def test_fast_path_with_weights_cast_under_inference_mode(name):
+    """A head cast to bf16 inside ``inference_mode`` has inference-tensor weights (no version
+    counter); the weight-pack cache must still work and match the reference path."""
+    head = make(name)
+    context, mask = torch.randn(2, 4, D), torch.ones(2, 4, dtype=torch.bool)
+    with torch.inference_mode():
+        head = head.to(torch.bfloat16)
+        assert next(head.parameters()).is_inference()
+        fast = head.sample_actions(context.bfloat16(), mask, torch.Generator().manual_seed(0))
+        with reference_inference():
+            ref = head.sample_actions(context.bfloat16(), mask, torch.Generator().manual_seed(0))
+    assert fast.dtype == torch.bfloat16
+    torch.testing.assert_close(fast.float(), ref.float(), atol=3e-2, rtol=3e-2)
+
+
+def test_fast_path_is_off_while_compiling(monkeypatch):
+    """Under torch.compile the reference ops run (the pack cache keys on storage pointers)."""
+    with torch.no_grad():
+        assert fast_inference()
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+        assert not fast_inference()

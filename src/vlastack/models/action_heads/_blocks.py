@@ -50,6 +50,9 @@ def fast_inference(module: nn.Module | None = None) -> bool:
         and not torch.is_grad_enabled()
         and not torch.jit.is_tracing()
         and not torch.onnx.is_in_onnx_export()
+        # under torch.compile the reference ops are what inductor fuses; the weight-pack cache
+        # below keys on storage pointers, which would make dynamo recompile every call
+        and not torch.compiler.is_compiling()
     ):
         return False
     return module is None or all(
@@ -63,7 +66,7 @@ def derived(
     """``make()`` cached on ``owner`` until any of ``params`` changes (storage or in-place version:
     optimizer steps, ``load_state_dict`` and ``.to`` all invalidate it). Inference only: the value
     is built without autograd."""
-    key = tuple((p.data_ptr(), p._version, p.device, p.dtype) for p in params)
+    key = tuple((p.data_ptr(), _version(p), p.device, p.dtype) for p in params)
     hit = owner.__dict__.get(name)
     if hit is not None and hit[0] == key:
         return hit[1]
@@ -71,6 +74,13 @@ def derived(
         value = make()
     owner.__dict__[name] = (key, value)
     return value
+
+
+def _version(t: torch.Tensor) -> int:
+    """In-place version counter; inference tensors (made under ``inference_mode``, e.g. a model
+    cast to bf16 there) have none and can only change inside ``inference_mode``, where callers
+    do not update weights: -1 keys them by storage alone."""
+    return -1 if t.is_inference() else t._version
 
 
 def none_if_all_valid(mask: torch.Tensor) -> torch.Tensor | None:
