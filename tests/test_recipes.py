@@ -69,7 +69,7 @@ def test_recipe_characteristics_follow_the_papers():
         and get_recipe("openvla").model.action_tokens_in_lm
     )
     pi05 = get_recipe("pi05").model
-    assert pi05.insulate_head and pi05.aux_token_loss == "bins"
+    assert pi05.insulate_head and pi05.aux_token_loss == "fast"
     assert get_recipe("rt1").model.film and get_recipe("rt1").model.projector == "token_learner"
     assert get_recipe("rt_h").model.motion_hierarchy
     assert set(get_recipe("bitvla").model.ternary) == {"language", "vision"}
