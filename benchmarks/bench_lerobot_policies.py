@@ -187,8 +187,23 @@ def precision_variants() -> list[tuple[str, torch.nn.Module, Callable[[], object
             "observation.environment_state": torch.randn(1, E, dtype=dtype),
         }
         c3, m3 = torch.randn(1, 3, WIDTH, dtype=dtype), torch.ones(1, 3, dtype=torch.bool)
+        # LeRobot's ACT builds its z = 0 latent in float32, so bf16 weights need autocast too
+        # (its use_amp); autocast is a no-op for ops whose inputs are already bf16.
+        amp = dtype == torch.bfloat16
+
+        def lerobot_call(m: torch.nn.Module, b: dict, amp: bool = amp) -> object:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                return m(b)
+
         if dtype != torch.float32:
-            out.append((f"lerobot_act{tag}", lr_m, lambda m=lr_m, b=b: m(b), f"eager {dtype}"))
+            out.append(
+                (
+                    f"lerobot_act{tag}",
+                    lr_m,
+                    lambda m=lr_m, b=b: lerobot_call(m, b),
+                    f"eager {dtype}",
+                )
+            )
             out.append(
                 (
                     f"vlastack_act{tag}",
@@ -199,7 +214,14 @@ def precision_variants() -> list[tuple[str, torch.nn.Module, Callable[[], object
             )
         lr_c = torch.compile(lr_m)
         our_c = torch.compile(our_m.sample_actions)
-        out.append((f"lerobot_act{tag}_compiled", lr_m, lambda f=lr_c, b=b: f(b), "torch.compile"))
+        out.append(
+            (
+                f"lerobot_act{tag}_compiled",
+                lr_m,
+                lambda f=lr_c, b=b: lerobot_call(f, b),
+                "torch.compile",
+            )
+        )
         out.append(
             (
                 f"vlastack_act{tag}_compiled",
