@@ -96,3 +96,65 @@ def test_fast_path_is_off_while_compiling(monkeypatch):
         assert fast_inference()
         monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
         assert not fast_inference()
+
+
+def test_fast_path_respects_int8_swap_after_caching():
+    """torch's dynamic int8 swap replaces Linear layers after the plain-linear check was cached;
+    the cache must notice (module registration bumps its key) and the swapped layers must run."""
+    head = make("act")
+    context, mask = torch.randn(1, 3, D), torch.ones(1, 3, dtype=torch.bool)
+    with torch.no_grad():
+        assert fast_inference(head)  # cached: every linear is plain
+        head.sample_actions(context, mask)
+    torch.ao.quantization.quantize_dynamic(head, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+    with torch.no_grad():
+        assert not fast_inference(head)
+    fast = head.sample_actions(context, mask)
+    with reference_inference():
+        ref = head.sample_actions(context, mask)
+    torch.testing.assert_close(fast, ref, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("gelu", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packed_linear_matches_linear(gelu, dtype, monkeypatch):
+    from torch import nn
+
+    from vlastack.models.action_heads import _blocks
+
+    lin = nn.Linear(48, 96).to(dtype)
+    x = torch.randn(2, 16, 48, dtype=dtype)
+    ref = torch.nn.functional.linear(x, lin.weight, lin.bias)
+    ref = torch.nn.functional.gelu(ref) if gelu else ref
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    with torch.no_grad():
+        out = _blocks.fast_linear(lin, x, gelu=gelu)
+        torch.testing.assert_close(out, ref, atol=tol, rtol=tol)
+        monkeypatch.setattr(_blocks, "_MKLDNN_LINEAR", False)  # a build without oneDNN
+        torch.testing.assert_close(_blocks.fast_linear(lin, x, gelu=gelu), ref, atol=tol, rtol=tol)
+        x3 = torch.randn(3, 48, dtype=dtype)  # another row count than the pack was made for
+        monkeypatch.setattr(_blocks, "_MKLDNN_LINEAR", True)
+        torch.testing.assert_close(
+            _blocks.fast_linear(lin, x3),
+            torch.nn.functional.linear(x3, lin.weight, lin.bias),
+            atol=tol,
+            rtol=tol,
+        )
+
+
+def test_head_with_cached_packs_deepcopies_and_pickles():
+    """Quantization and checkpoint code copy heads after inference ran; the caches (oneDNN packs
+    are opaque tensors) must not travel, and the copy must rebuild them and agree."""
+    import copy
+    import io
+
+    head = make("act")
+    context, mask = torch.randn(1, 3, D), torch.ones(1, 3, dtype=torch.bool)
+    before = head.sample_actions(context, mask)
+    clone = copy.deepcopy(head)
+    buf = io.BytesIO()
+    torch.save(head, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=False)
+    torch.testing.assert_close(clone.sample_actions(context, mask), before)
+    torch.testing.assert_close(loaded.sample_actions(context, mask), before)

@@ -55,9 +55,32 @@ def fast_inference(module: nn.Module | None = None) -> bool:
         and not torch.compiler.is_compiling()
     ):
         return False
-    return module is None or all(
-        type(m) is nn.Linear for m in module.modules() if hasattr(m, "in_features")
-    )
+    return module is None or _plain_linears(module)
+
+
+# Whether a module's linear layers are all plain ``nn.Linear`` is asked on every chunk; walking
+# the module tree each time cost ~0.3 ms per ACT chunk. The answer is cached per module and keyed
+# on a counter that torch's global module-registration hook bumps whenever any submodule is
+# assigned anywhere (``setattr``, ``add_module``: how int8/BitLinear swaps replace layers).
+_STRUCTURE_GENERATION = 0
+
+
+def _on_module_registration(parent: nn.Module, name: str, sub: nn.Module | None) -> None:
+    global _STRUCTURE_GENERATION
+    _STRUCTURE_GENERATION += 1
+
+
+torch.nn.modules.module.register_module_module_registration_hook(_on_module_registration)
+
+
+def _plain_linears(module: nn.Module) -> bool:
+    cache = _cache_of(module)
+    hit = cache.get("plain_linears")
+    if hit is not None and hit[0] == _STRUCTURE_GENERATION:
+        return bool(hit[1])
+    ok = all(type(m) is nn.Linear for m in module.modules() if hasattr(m, "in_features"))
+    cache["plain_linears"] = (_STRUCTURE_GENERATION, ok)
+    return ok
 
 
 def derived(
@@ -67,13 +90,32 @@ def derived(
     optimizer steps, ``load_state_dict`` and ``.to`` all invalidate it). Inference only: the value
     is built without autograd."""
     key = tuple((p.data_ptr(), _version(p), p.device, p.dtype) for p in params)
-    hit = owner.__dict__.get(name)
+    cache = _cache_of(owner)
+    hit = cache.get(name)
     if hit is not None and hit[0] == key:
         return hit[1]
     with torch.no_grad():
         value = make()
-    owner.__dict__[name] = (key, value)
+    cache[name] = (key, value)
     return value
+
+
+class _Cache(dict):
+    """Per-module inference cache. Copies and pickles of the module start empty: the values are
+    rebuilt on demand, and oneDNN-packed weights are opaque tensors that cannot be copied."""
+
+    def __deepcopy__(self, memo: dict) -> _Cache:
+        return _Cache()
+
+    def __reduce__(self) -> tuple[type, tuple]:
+        return (_Cache, ())
+
+
+def _cache_of(owner: nn.Module) -> _Cache:
+    cache = owner.__dict__.get("_inference_cache")
+    if cache is None:
+        cache = owner.__dict__["_inference_cache"] = _Cache()
+    return cache
 
 
 def _version(t: torch.Tensor) -> int:
@@ -81,6 +123,65 @@ def _version(t: torch.Tensor) -> int:
     cast to bf16 there) have none and can only change inside ``inference_mode``, where callers
     do not update weights: -1 keys them by storage alone."""
     return -1 if t.is_inference() else t._version
+
+
+def _mkldnn_linear_ops() -> bool:
+    """oneDNN's prepacked linear (what inductor's CPU freezing pass emits) is in this build."""
+    global _MKLDNN_LINEAR
+    if _MKLDNN_LINEAR is None:
+        ops = torch.ops.mkldnn
+        _MKLDNN_LINEAR = bool(
+            torch.backends.mkldnn.is_available()
+            and hasattr(ops, "_reorder_linear_weight")
+            and hasattr(ops, "_linear_pointwise")
+        )
+    return _MKLDNN_LINEAR
+
+
+_MKLDNN_LINEAR: bool | None = None
+
+
+def packed_linear(
+    owner: nn.Module,
+    name: str,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    gelu: bool = False,
+) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` (then exact GELU) with the weight reordered once into oneDNN's
+    blocked layout and cached on ``owner`` until it changes. Inference only. At a chunk's small
+    row counts (16 queries) MKL's sgemm re-packs the weight on every call; the prepacked kernel
+    skips that and fuses GELU into the GEMM epilogue (~15-25% faster per GEMM here, same math up
+    to float rounding). Falls back to the plain ops off-CPU or without oneDNN."""
+    if (
+        x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.bfloat16)
+        and weight.dtype == x.dtype
+        and (bias is None or bias.dtype == x.dtype)
+        and _mkldnn_linear_ops()
+    ):
+        rows = max(1, x.numel() // max(1, x.shape[-1]))
+        packed = derived(
+            owner,
+            name,
+            (weight,),
+            lambda: torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), rows),
+        )
+        if gelu:
+            return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "gelu", [], "none")
+        return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+    y = F.linear(x, weight, bias)
+    return F.gelu(y) if gelu else y
+
+
+def fast_linear(lin: nn.Module, x: torch.Tensor, gelu: bool = False) -> torch.Tensor:
+    """``lin(x)`` (then GELU) through ``packed_linear`` when ``lin`` is a plain ``nn.Linear``;
+    int8 / BitLinear replacements run their own forward."""
+    if type(lin) is nn.Linear:
+        return packed_linear(lin, "_packed", x, lin.weight, lin.bias, gelu)
+    y = lin(x)
+    return F.gelu(y) if gelu else y
 
 
 def none_if_all_valid(mask: torch.Tensor) -> torch.Tensor | None:
@@ -121,23 +222,32 @@ class Attention(nn.Module):
             lambda: (torch.cat(params[0::2], 0), torch.cat(params[1::2], 0)),
         )
         B, N, _ = x.shape
-        qkv = F.linear(x, w, b).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        qkv = packed_linear(self, "_qkv_packed", x, w, b)
+        qkv = qkv.view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         return qkv[0], (qkv[1], qkv[2])
 
     def attend(self, q: torch.Tensor, kv: KV, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Split queries q (B, heads, L, hd) → output projection (B, L, D)."""
         o = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask)
         B, _, L, _ = o.shape
-        return self.out(o.transpose(1, 2).reshape(B, L, -1))
+        o = o.transpose(1, 2).reshape(B, L, -1)
+        return fast_linear(self.out, o) if fast_inference() else self.out(o)
 
     def forward(self, x: torch.Tensor, kv: KV, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, L, D) queries; kv from ``project_kv``; mask broadcastable to (B, 1, L, N), True=attend."""
-        return self.attend(self._split(self.q(x)), kv, mask)
+        q = fast_linear(self.q, x) if fast_inference() else self.q(x)
+        return self.attend(self._split(q), kv, mask)
 
 
 class MLP(nn.Sequential):
     def __init__(self, dim: int, hidden: int, out: int | None = None) -> None:
         super().__init__(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, out or dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fc1, act, fc2 = self[0], self[1], self[2]
+        if fast_inference() and type(act) is nn.GELU and act.approximate == "none":
+            return fast_linear(fc2, fast_linear(fc1, x, gelu=True))
+        return fc2(act(fc1(x)))
 
 
 class Block(nn.Module):
@@ -265,7 +375,11 @@ class CrossDecoder(nn.Module):
         B, N, D = c.shape
         heads, hd = attns[0].num_heads, attns[0].head_dim
         # (B, N, L, 2, heads, hd) → (L, 2, B, heads, N, hd)
-        kv = F.linear(c, w, b).view(B, N, len(attns), 2, heads, hd).permute(2, 3, 0, 4, 1, 5)
+        kv = (
+            packed_linear(self, "_kv_packed", c, w, b)
+            .view(B, N, len(attns), 2, heads, hd)
+            .permute(2, 3, 0, 4, 1, 5)
+        )
         return [(kv[i, 0], kv[i, 1]) for i in range(len(attns))]
 
     def forward(

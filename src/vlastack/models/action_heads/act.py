@@ -19,6 +19,7 @@ from vlastack.models.action_heads._blocks import (
     config_from,
     derived,
     fast_inference,
+    fast_linear,
     loss_weights,
     masked_mean,
     none_if_all_valid,
@@ -132,7 +133,7 @@ class ACTHead(ActionHead):
         query-only part of block 0 is cached, all layers' memory K/V come from one GEMM."""
         B = context.shape[0]
         z_token = self.latent_in.bias.expand(B, 1, -1)
-        memory = torch.cat([z_token, self.context_proj(context)], 1)
+        memory = torch.cat([z_token, fast_linear(self.context_proj, context)], 1)
         valid = none_if_all_valid(context_mask)
         cross_mask = (
             None
@@ -149,7 +150,7 @@ class ACTHead(ActionHead):
         )
         for blk, kv in zip(blocks[1:], kvs[1:]):
             x = blk(x, None, kv, cross_mask)
-        return self.action_out(self.decoder.final_norm(x))
+        return fast_linear(self.action_out, self.decoder.final_norm(x))
 
 
 def _no_mod(h: torch.Tensor, i: int) -> torch.Tensor:
