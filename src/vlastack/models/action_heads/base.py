@@ -44,7 +44,8 @@ class ActionHead(nn.Module):
                 f"{type(self).__name__}: context_mask must be {tuple(context.shape[:2])}, "
                 f"got {tuple(context_mask.shape)}"
             )
-        if not bool(context_mask.any(dim=1).all()):
+        # a data-dependent branch: under torch.compile it would break the graph, so it runs eagerly
+        if not torch.compiler.is_compiling() and not bool(context_mask.any(dim=1).all()):
             raise ConfigError(
                 f"{type(self).__name__}: every sample needs at least one valid context token "
                 "(a row of context_mask is all False); check the tokenizer/encoder padding."
