@@ -114,12 +114,16 @@ def bench_one(name: str, iters: int) -> dict:
 def bench_lerobot(python: str, iters: int) -> list[dict]:
     script = Path(__file__).with_name("bench_lerobot_policies.py")
     r = subprocess.run(
-        [python, str(script), "--iters", str(iters)], capture_output=True, text=True, timeout=1800
+        [python, str(script), "--rounds", str(max(4, iters // 2)), "--threads", "1"],
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     if r.returncode != 0:
         print(f"LeRobot benchmark failed:\n{r.stderr[-2000:]}", file=sys.stderr)
         return []
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    rows = json.loads(r.stdout.strip().splitlines()[-1])["rows"]
+    return [row for row in rows if row["policy"].startswith("lerobot_")]
 
 
 def main() -> None:
