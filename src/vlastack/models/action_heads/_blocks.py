@@ -208,7 +208,7 @@ class Attention(nn.Module):
         return x.view(B, N, self.num_heads, self.head_dim).transpose(1, 2)
 
     def project_kv(self, x: torch.Tensor) -> KV:
-        k, v = self.kv(x).chunk(2, dim=-1)
+        k, v = (fast_linear(self.kv, x) if fast_inference() else self.kv(x)).chunk(2, dim=-1)
         return self._split(k), self._split(v)
 
     def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, KV]:

@@ -30,6 +30,8 @@ from vlastack.models.action_heads._blocks import (
     MLP,
     Attention,
     config_from,
+    fast_inference,
+    fast_linear,
     fill_padded_actions,
     loss_weights,
     masked_mean,
@@ -89,9 +91,12 @@ class ExpertLayer(nn.Module):
 
     def forward(self, x, prefix_kv: KV, mask, cond):
         h, gate = self.norm1(x, cond)
-        k, v = self.attn.project_kv(h)
+        if fast_inference(self.attn):  # q, k, v in one prepacked GEMM
+            q, (k, v) = self.attn.project_qkv(h)
+        else:
+            q, (k, v) = self.attn._split(self.attn.q(h)), self.attn.project_kv(h)
         kv = (torch.cat([prefix_kv[0], k], 2), torch.cat([prefix_kv[1], v], 2))
-        y = self.attn(h, kv, mask)
+        y = self.attn.attend(q, kv, mask)
         x = x + (y * gate if gate is not None else y)
         h, gate = self.norm2(x, cond)
         y = self.mlp(h)
@@ -182,9 +187,11 @@ class FlowMatchingHead(ActionHead):
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor, cache: FlowPrefixCache) -> torch.Tensor:
         """v_θ(x_t, t) (B, H, A) for times ``t`` (B,) in the openpi convention (1 = noise)."""
         temb = sincos_time_embedding(t, self.width, 4e-3, 4.0).to(x_t.dtype)
-        a = self.action_in(x_t)
+        a = _linear(self.action_in, x_t)
         if self.time_conditioning == "concat":
-            tokens = self.action_time_mlp(torch.cat([a, temb[:, None].expand_as(a)], -1))
+            mlp = self.action_time_mlp
+            h = _linear(mlp[0], torch.cat([a, temb[:, None].expand_as(a)], -1))
+            tokens = _linear(mlp[2], mlp[1](h))
             cond = None
         else:
             tokens, cond = a, self.time_mlp(temb)
@@ -193,7 +200,7 @@ class FlowMatchingHead(ActionHead):
         for layer, kv in zip(self.layers, cache.kvs):
             tokens = layer(tokens, kv, cache.mask, cond)
         h, _ = self.final_norm(tokens, cond)
-        return self.action_out(h[:, -self.action_horizon :])
+        return _linear(self.action_out, h[:, -self.action_horizon :])
 
     # ---- contract -------------------------------------------------------------------------
     def loss(self, context, context_mask, actions, action_is_pad, action_dim_mask=None, state=None):
@@ -265,6 +272,10 @@ class FlowMatchingHead(ActionHead):
                 w = min((1 - s) / s * r2_inv, max_guidance_weight)
             x = (x + dt * (v.detach() - w * g)).detach()
         return x
+
+
+def _linear(lin: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return fast_linear(lin, x) if fast_inference() else lin(x)
 
 
 def build(cfg=None, *, context_dim: int, action_dim: int, action_horizon: int) -> FlowMatchingHead:
