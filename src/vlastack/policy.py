@@ -33,6 +33,11 @@ class ObservationError(VlastackError):
     """An observation sent to a policy is missing a key or has the wrong shape or dtype."""
 
 
+class UnknownEmbodimentError(ConfigError, DataError):
+    """``embodiment=NAME`` names no member of a mixture checkpoint (a config mistake; also a
+    DataError, the type ``Checkpoint.select_embodiment`` raises, for callers catching that)."""
+
+
 def _find(obs: Mapping[str, Any], candidates: list[str]) -> Any:
     for key in candidates:
         if key in obs:
@@ -100,6 +105,7 @@ class Policy:
         model_action_dim: int | None = None,
         pad_cameras: list[str] | None = None,
         embodiment_name: str | None = None,
+        mixture_members: list[str] | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
@@ -127,6 +133,7 @@ class Policy:
         )
         self.pad_cameras = list(pad_cameras or [])
         self.embodiment_name = embodiment_name
+        self.mixture_members = list(mixture_members or [])
 
     # ---- construction ------------------------------------------------------------------
     @classmethod
@@ -215,7 +222,10 @@ class Policy:
         if name is None and expect is not None:
             fits = [e for e in entries if e.embodiment and not e.embodiment.differences(expect)]
             name = fits[0].name if fits else None
-        entry = ckpt.select_embodiment(name)
+        try:
+            entry = ckpt.select_embodiment(name)
+        except DataError as exc:
+            raise UnknownEmbodimentError(str(exc)) from None
         names = [e.name for e in entries]
         if name is None:
             log.warning(
@@ -245,6 +255,7 @@ class Policy:
             model_action_dim=cfg.action_dim,
             pad_cameras=[c for c in cfg.cameras if c not in cameras],
             embodiment_name=entry.name,
+            mixture_members=names,
             **common,
         )
 
@@ -261,7 +272,15 @@ class Policy:
             "image_size": list(self.image_size),
             "embodiment": self.embodiment.to_dict() if self.embodiment else None,
             "observation_keys": self.observation_keys(),
-            **({"embodiment_name": self.embodiment_name} if self.embodiment_name else {}),
+            **(self._mixture_metadata() if self.embodiment_name else {}),
+        }
+
+    def _mixture_metadata(self) -> dict[str, Any]:
+        """Which robot of a mixture checkpoint this policy acts as (clients check it)."""
+        return {
+            "embodiment_name": self.embodiment_name,
+            "robot_type": self.embodiment.robot_type if self.embodiment else None,
+            "mixture_members": self.mixture_members,
         }
 
     def observation_keys(self) -> list[str]:

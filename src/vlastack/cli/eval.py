@@ -1,7 +1,8 @@
 """``vlastack eval CHECKPOINT --env metaworld/mt10``: closed-loop evaluation with a manifest.
 
 Writes a results folder (manifest.json, episodes.jsonl, summary.json, videos/) and prints the
-success table; ``--manifest FILE`` repeats a previous run's exact protocol.
+success table; ``--manifest FILE`` repeats a previous run's exact protocol. A checkpoint trained
+on a mixture of robots acts as the member matching the environment (``--embodiment`` forces one).
 """
 
 from __future__ import annotations
@@ -57,6 +58,13 @@ def add_parser(subparsers: Any) -> None:
         action="store_true",
         help="alias of --action-remap pad",
     )
+    p.add_argument(
+        "--embodiment",
+        default=None,
+        metavar="NAME",
+        help="mixture checkpoints: the member (name or robot_type) to act as "
+        "(default: the one matching the environment)",
+    )
     p.add_argument("--episode-timeout", type=float, default=None, help="seconds per episode")
     p.add_argument("--out", default=None, help="results folder (default results/<checkpoint>)")
     p.add_argument("--label", default=None, help="name of this run in reports")
@@ -76,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
     from vlastack.evaluation.rollout import evaluate
 
     if args.manifest:
+        if args.embodiment is not None:
+            raise ConfigError(
+                "--manifest repeats the manifest's protocol, embodiment included; drop --embodiment"
+            )
         out = args.out or str(Path(args.manifest).resolve().parent) + "-rerun"
         results = evaluate_manifest(
             args.manifest,
@@ -93,8 +105,22 @@ def run(args: argparse.Namespace) -> int:
             # policy over the policy-server protocol (vlastack.envs.remote).
             from vlastack.envs.remote.runner import evaluate_remote
 
+            policy: Any = args.checkpoint
+            if args.embodiment is not None:
+                # evaluate_remote takes a loaded policy; the label keeps the checkpoint's name.
+                from vlastack.evaluation.rollout import (
+                    check_embodiment_name,
+                    checkpoint_label,
+                    load_policy,
+                    resolve_checkpoint_dir,
+                )
+
+                ckpt = resolve_checkpoint_dir(args.checkpoint)
+                check_embodiment_name(ckpt, args.embodiment)
+                policy = load_policy(ckpt, embodiment=args.embodiment)
+                args.label = args.label or f"{checkpoint_label(ckpt)}[{args.embodiment}]"
             results = evaluate_remote(
-                args.checkpoint,
+                policy,
                 args.env,
                 episodes=args.episodes_per_task,
                 seed=args.seed,
@@ -124,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
             label=args.label,
             episode_timeout_s=args.episode_timeout,
             progress=not args.no_progress,
+            embodiment=args.embodiment,
         )
     print_summary(results.summary)
     print(f"results: {out}  (vlastack report {out} --out {out}/report.html)")

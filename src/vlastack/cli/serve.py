@@ -3,11 +3,14 @@
 Binds 127.0.0.1 unless ``--host`` says otherwise; ``--api-key`` (or $VLASTACK_API_KEY) makes the
 server reject connections without ``Authorization: Api-Key <key>``. ``--toy STYLE`` serves the
 deterministic test policy instead of a checkpoint (for trying a robot client end to end).
+A checkpoint trained on a mixture of robots serves one of them: ``--embodiment NAME`` (default:
+the first member); the metadata frame names it (``embodiment_name``, ``robot_type``).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 
 from vlastack.errors import ConfigError, VlastackError
@@ -43,6 +46,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="group concurrent clients' requests arriving within this window",
     )
     p.add_argument(
+        "--embodiment",
+        default=None,
+        metavar="NAME",
+        help="mixture checkpoints: the member (name or robot_type) to act as (default: the first)",
+    )
+    p.add_argument(
         "--toy",
         choices=["libero", "aloha", "droid"],
         default=None,
@@ -56,6 +65,10 @@ def _load_policy(args: argparse.Namespace):
     if args.toy:
         from vlastack.serving.toy import ToyPolicy
 
+        if args.embodiment is not None:
+            raise ConfigError(
+                "--embodiment picks a member of a mixture checkpoint; drop it with --toy"
+            )
         return ToyPolicy(args.toy)
     if not args.checkpoint:
         raise ConfigError(
@@ -72,7 +85,7 @@ def _load_policy(args: argparse.Namespace):
             f"cannot import vlastack.policy ({exc}); this install cannot load checkpoints"
         ) from None
     try:
-        return Policy.from_checkpoint(args.checkpoint)
+        policy = Policy.from_checkpoint(args.checkpoint, embodiment=args.embodiment)
     except VlastackError:
         raise
     except Exception as exc:
@@ -80,11 +93,18 @@ def _load_policy(args: argparse.Namespace):
             f"{args.checkpoint}: could not load the policy ({type(exc).__name__}: {exc}); "
             "check that the folder is a complete vlastack checkpoint (config.json, weights, stats)"
         ) from None
+    if policy.embodiment_name:
+        logging.getLogger("vlastack.serving").info(
+            "%s: acting as %r (robot_type %s) of the mixture %s; --embodiment NAME picks another",
+            args.checkpoint,
+            policy.embodiment_name,
+            policy.metadata.get("robot_type"),
+            policy.mixture_members,
+        )
+    return policy
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
-
     from vlastack.errors import require
 
     require("websockets", "serve", "the policy server")

@@ -91,20 +91,83 @@ def difficulty(env_name: str, task: str) -> str | None:
         return None
 
 
-def load_policy(checkpoint: str | Path) -> PolicyLike:
-    """Load a checkpoint folder as a Policy (a ``fake_policy.json`` folder loads the fake one)."""
+def mixture_members(checkpoint: str | Path) -> list[Any]:
+    """The robots a mixture checkpoint was trained on (``EmbodimentEntry`` list, default
+    first), read from its JSON files only; empty for a single-robot or unreadable checkpoint
+    (loading it then reports what is wrong)."""
+    try:
+        from vlastack.training.checkpoint import FORMAT_VERSION, Checkpoint, resolve_checkpoint
+
+        path = Path(resolve_checkpoint(checkpoint))
+        config = json.loads((path / "config.json").read_text())
+        if not isinstance(config, dict) or not config.get("mixture"):
+            return []
+        normalization = json.loads((path / "normalization.json").read_text())
+    except (ImportError, OSError, ValueError, VlastackError):
+        return []
+    # Weights are not needed to list the members, so none are read.
+    ckpt = Checkpoint(path, {}, config, normalization, None, FORMAT_VERSION)
+    return ckpt.embodiments()
+
+
+def check_embodiment_name(checkpoint: str | Path, name: str) -> None:
+    """Raise a ConfigError naming the members when ``name`` (``--embodiment``) is not one of a
+    mixture checkpoint's members (by member name, or a robot_type naming exactly one)."""
+    members = mixture_members(checkpoint)
+    if not members:
+        return  # a single-robot checkpoint: Policy.from_checkpoint checks the name
+    by_robot = [m for m in members if m.embodiment and m.embodiment.robot_type == name]
+    if any(m.name == name for m in members) or len(by_robot) == 1:
+        return
+    shared = " (that robot_type is shared by several; use the member name)" if by_robot else ""
+    raise ConfigError(
+        f"--embodiment {name!r}{shared}: {checkpoint} was trained on a mixture of "
+        f"{[m.name for m in members]}; pass one of those member names"
+    )
+
+
+def load_policy(
+    checkpoint: str | Path,
+    *,
+    expect_embodiment: EmbodimentSpec | None = None,
+    embodiment: str | None = None,
+) -> PolicyLike:
+    """Load a checkpoint folder as a Policy (a ``fake_policy.json`` folder loads the fake one).
+
+    For a mixture checkpoint, ``embodiment`` names the member to act as; without it the member
+    whose embodiment matches ``expect_embodiment`` (the environment's) is chosen, else the first
+    (the environment check then explains the mismatch or remaps). A single-robot checkpoint
+    loads as before (``expect_embodiment`` is left to that check, so ``--action-remap pad``
+    still works).
+    """
     path = Path(checkpoint)
     if not path.exists():
         raise ConfigError(f"checkpoint {path} does not exist; pass a checkpoint folder")
     if (path / "fake_policy.json").exists():
         from vlastack.evaluation.fakes import ScriptedReachPolicy
+        from vlastack.evaluation.fakes import embodiment as fake_embodiment
 
+        if embodiment is not None and embodiment != fake_embodiment().robot_type:
+            raise ConfigError(
+                f"{path} holds the scripted fake policy (robot {fake_embodiment().robot_type!r}), "
+                f"not {embodiment!r}; drop --embodiment"
+            )
         return ScriptedReachPolicy.from_dir(path)
     try:
         from vlastack.policy import Policy
     except ImportError as exc:
         raise ConfigError(f"cannot load {path}: vlastack.policy is unavailable ({exc})") from exc
-    return Policy.from_checkpoint(path)
+    members = mixture_members(path)
+    if not members:
+        return Policy.from_checkpoint(path, embodiment=embodiment)
+    if embodiment is not None:
+        check_embodiment_name(path, embodiment)
+        return Policy.from_checkpoint(path, embodiment=embodiment)
+    fits = expect_embodiment is not None and any(
+        m.embodiment is not None and not m.embodiment.differences(expect_embodiment)
+        for m in members
+    )
+    return Policy.from_checkpoint(path, expect_embodiment=expect_embodiment if fits else None)
 
 
 def resolve_checkpoint_dir(checkpoint: str | Path) -> Path:
@@ -141,12 +204,21 @@ def policy_embodiment(policy: Any) -> EmbodimentSpec | None:
     return emb if isinstance(emb, EmbodimentSpec) else None
 
 
-def mismatch_message(policy_emb: EmbodimentSpec, env_emb: EmbodimentSpec, task: str) -> str:
+def mismatch_message(
+    policy_emb: EmbodimentSpec,
+    env_emb: EmbodimentSpec,
+    task: str,
+    note: str = "",
+) -> str:
+    """``note`` (ending in a space) says which mixture member was tried and why."""
     diffs = policy_emb.differences(env_emb)
     return (
         f"the checkpoint's embodiment ({policy_emb.robot_type}) does not match environment "
-        f"{task!r} ({env_emb.robot_type}): " + "; ".join(f"policy {d} env" for d in diffs) + ". "
-        "Evaluate on an environment of the robot it was trained on, or pass --action-remap pad "
+        f"{task!r} ({env_emb.robot_type}): "
+        + "; ".join(f"policy {d} env" for d in diffs)
+        + ". "
+        + note
+        + "Evaluate on an environment of the robot it was trained on, or pass --action-remap pad "
         "(alias --allow-mismatch) to zero-pad/truncate actions and state to the environment's "
         "sizes (a warning is logged and the manifest records it; results are then not comparable)."
     )
@@ -221,6 +293,7 @@ class RunSpec:
     video_fps: float = 20.0
     condition: str = "default"
     torch_threads: int | None = None
+    embodiment: str | None = None  # mixture member to act as (None: the one matching the env)
 
 
 @dataclass
@@ -254,6 +327,12 @@ class EpisodeRunner:
         self._envs: dict[str, Any] = {}
         self._remaps: dict[str, _Remap | None] = {}
         self.remap_notes: dict[str, str] = {}
+        # A mixture checkpoint is loaded knowing the first env's embodiment, to act as the
+        # member matching it; its embodiment.json is only the default member's.
+        self._members = (
+            [m.name for m in mixture_members(spec.checkpoint)] if spec.checkpoint else []
+        )
+        self._env_embodiment: EmbodimentSpec | None = None
 
     @property
     def policy(self) -> PolicyLike:
@@ -263,7 +342,11 @@ class EpisodeRunner:
             if self.spec.policy_factory is not None:
                 self._policy = self.spec.policy_factory()
             elif self.spec.checkpoint is not None:
-                self._policy = load_policy(self.spec.checkpoint)
+                self._policy = load_policy(
+                    self.spec.checkpoint,
+                    expect_embodiment=self._env_embodiment,
+                    embodiment=self.spec.embodiment,
+                )
             else:
                 raise ConfigError("evaluate() needs a checkpoint path or a policy factory")
             if self.spec.torch_threads and "torch" in sys.modules:
@@ -277,19 +360,29 @@ class EpisodeRunner:
             mod = env_module(self.spec.env)
             env = mod.make_env(task, camera=self.spec.camera, image_size=self.spec.image_size)
             self._envs[task] = env
+            if self._env_embodiment is None:
+                self._env_embodiment = getattr(env, "embodiment", None)
             self._remaps[task] = self._check_embodiment(task, env)
         return self._envs[task]
 
     def _check_embodiment(self, task: str, env: Any) -> _Remap | None:
         pol = None
-        if self.spec.checkpoint is not None:
+        if self.spec.checkpoint is not None and not self._members:
             pol = checkpoint_embodiment(self.spec.checkpoint)
         if pol is None:
             pol = policy_embodiment(self.policy)
         env_emb = getattr(env, "embodiment", None)
         if pol is None or env_emb is None or not pol.differences(env_emb):
             return None
-        msg = mismatch_message(pol, env_emb, task)
+        note = ""
+        if self._members:
+            acting_as = getattr(self.policy, "embodiment_name", None)
+            note = (
+                f"It acts as {acting_as!r} (--embodiment) of the mixture {self._members}. "
+                if self.spec.embodiment
+                else f"No member of this mixture checkpoint {self._members} matches it. "
+            )
+        msg = mismatch_message(pol, env_emb, task, note)
         if self.spec.action_remap == "strict":
             raise ConfigError(msg)
         note = "remapped (pad/truncate): " + "; ".join(pol.differences(env_emb))
@@ -411,6 +504,7 @@ class EpisodeRunner:
                 "max_steps": max_steps,
                 "control_hz": control_hz,
                 "clipped_steps": n_clipped,
+                **({"embodiment": meta["embodiment_name"]} if meta.get("embodiment_name") else {}),
                 **({"remap": self.remap_notes[job.task]} if job.task in self.remap_notes else {}),
             },
         )
@@ -652,13 +746,16 @@ def evaluate(
     episode_timeout_s: float | None = None,
     progress: bool = True,
     video_fps: float = 20.0,
+    embodiment: str | None = None,
 ) -> EvalResults:
     """Roll out ``policy`` (checkpoint folder or picklable zero-arg factory) on ``env``.
 
     ``env`` is a task or a suite (expanded with ``list_tasks``; ``tasks`` overrides). ``workers=0``
     runs in this process (no crash isolation); ``workers>=1`` spawns that many processes, each
     building its own env and policy. Results go to ``out_dir`` when given: ``manifest.json``,
-    ``episodes.jsonl``, ``summary.json``, ``videos/``.
+    ``episodes.jsonl``, ``summary.json``, ``videos/``. A checkpoint trained on a mixture of
+    robots acts as the member matching the environment's embodiment, or ``embodiment`` (a
+    member name or robot_type) when given.
     """
     from vlastack.evaluation.manifest import build_manifest
 
@@ -673,6 +770,8 @@ def evaluate(
         if not Path(checkpoint).exists():
             raise ConfigError(f"checkpoint {checkpoint} does not exist; pass a checkpoint folder")
         checkpoint = str(resolve_checkpoint_dir(checkpoint))
+        if embodiment is not None:  # fail here, not in every worker
+            check_embodiment_name(checkpoint, embodiment)
     task_list = list(tasks) if tasks else resolve_tasks(env)
     jobs = make_jobs(env, task_list, episodes_per_task, seed, video_episodes_per_task, seeds)
     ncpu = os.cpu_count() or 1
@@ -691,6 +790,7 @@ def evaluate(
         video_fps=video_fps,
         condition=condition,
         torch_threads=max(1, ncpu // max(1, workers)) if workers >= 1 else None,
+        embodiment=embodiment,
     )
     manifest = build_manifest(
         spec,
@@ -720,6 +820,10 @@ def evaluate(
     remaps = {r.task: r.extra["remap"] for r in records if r.extra.get("remap")}
     if remaps:
         manifest["protocol"]["action_remap_applied"] = remaps
+    acted_as = sorted({r.extra["embodiment"] for r in records if r.extra.get("embodiment")})
+    if embodiment is not None or acted_as:
+        manifest["protocol"]["embodiment"] = embodiment
+        manifest["protocol"]["embodiment_resolved"] = acted_as
     manifest["initial_states"] = {
         f"{r.task}#{r.episode}": r.initial_state_sha for r in records if r.initial_state_sha
     }
@@ -733,6 +837,7 @@ def evaluate(
         "env": env,
         "checkpoint": checkpoint,
         "condition": condition,
+        **({"embodiment": acted_as[0] if len(acted_as) == 1 else acted_as} if acted_as else {}),
         **(run_info or {}),
     }
     summary["timing"] = {
@@ -891,6 +996,8 @@ __all__ = [
     "RunSpec",
     "episode_seed",
     "evaluate",
+    "check_embodiment_name",
     "load_policy",
+    "mixture_members",
     "resolve_tasks",
 ]
