@@ -214,3 +214,28 @@ def test_config_round_trip_and_embodiment_adaptation():
     )
     no_state = config_for_embodiment(VLAConfig(state_dim=0, **SMALL, **HEAD), emb)
     assert no_state.state_dim == 0
+
+
+def test_missing_camera_tokens_are_masked_not_fed():
+    """A mixture member without camera 'b' arrives as a zero image with every history step's
+    ``_is_pad`` set: its tokens leave the context (what that image holds cannot change the
+    actions), while a camera with only a padded older frame (episode start) keeps its tokens."""
+    torch.manual_seed(0)
+    cfg = VLAConfig(cameras=["a", "b"], obs_horizon=2, state_dim=3, **SMALL, **HEAD)
+    vla = build_vla(cfg).eval()
+    batch = make_batch(cfg)
+    batch["observation.images.a_is_pad"] = torch.tensor([[True, False], [False, False]])
+    batch["observation.images.b_is_pad"] = torch.tensor([[True, True], [False, False]])
+    _, mask, _ = vla.encode_prefix(batch)
+    n_cam = 2 * (32 // 8) ** 2  # T * tokens per frame
+    assert mask[0, :n_cam].all() and not mask[0, n_cam : 2 * n_cam].any()
+    assert mask[1].all() and mask[0, 2 * n_cam :].all()  # language and state stay
+    with torch.no_grad():
+        before = vla.head.sample_actions(*vla.encode_prefix(batch)[:2])
+        batch["observation.images.b"][0] = torch.rand_like(batch["observation.images.b"][0])
+        after = vla.head.sample_actions(*vla.encode_prefix(batch)[:2])
+    torch.testing.assert_close(after[0], before[0])
+    batch["observation.images.b_is_pad"][0] = False  # now the image is real: it must matter
+    with torch.no_grad():
+        seen = vla.head.sample_actions(*vla.encode_prefix(batch)[:2])
+    assert not torch.allclose(seen[0], before[0])

@@ -395,6 +395,20 @@ class VLA(nn.Module):
             tok = tok + self.image_pos[None, None, None, :, :]
         return tok.flatten(1, 3)
 
+    def _image_token_mask(self, batch: Mapping[str, Any], B: int, n_tokens: int) -> torch.Tensor:
+        """(B, n_tokens) bool, camera-major like ``_image_tokens``: False on the tokens of a camera
+        a sample lacks entirely, i.e. every history step of ``observation.images.<cam>_is_pad``
+        set (a mixture member without that camera, fed as a zero image; Octo and openpi mask such
+        images the same way). A camera with only some padded history steps (episode start, frames
+        edge-repeated) keeps all its tokens."""
+        cams = self.config.cameras
+        valid = torch.ones(B, len(cams), dtype=torch.bool, device=self.device)
+        for i, cam in enumerate(cams):
+            pad = batch.get(f"observation.images.{cam}_is_pad")
+            if isinstance(pad, torch.Tensor):
+                valid[:, i] = ~pad.to(self.device, torch.bool).reshape(B, -1).all(-1)
+        return valid.repeat_interleave(n_tokens // len(cams), dim=1)
+
     def _prefix_embeds(
         self, batch: Mapping[str, Any]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -413,7 +427,7 @@ class VLA(nn.Module):
         if self.vision is not None:
             img = self._image_tokens(batch, sentence if self.config.film else None)
             parts.append(img)
-            masks.append(torch.ones(img.shape[:2], dtype=torch.bool, device=dev))
+            masks.append(self._image_token_mask(batch, B, img.shape[1]))
         if sentence is not None:
             assert self.lang_proj is not None
             parts.append(self.lang_proj(sentence).unsqueeze(1))
