@@ -40,21 +40,25 @@ def _member_norm(state_dim: int, action_dim: int, action_mean: float) -> dict:
     return Normalizer(stats, {"observation.state": "mean_std", "action": "mean_std"}).to_dict()
 
 
-def write_mixture_checkpoint(root: Path) -> Path:
+def write_mixture_checkpoint(
+    root: Path, robot: tuple[str, EmbodimentSpec] = ("point", fakes.embodiment())
+) -> Path:
     """What ``vlastack train --data arm,point`` writes, for a random tiny VLA: the model at the
-    padded sizes (state 6, action 3), config.json["mixture"] and each member's own
-    stats in normalization.json["members"]; embodiment.json is the default (first) member's, the
-    arm, so acting as the fake env's robot needs the env's embodiment."""
+    padded sizes, config.json["mixture"] and each member's own stats in
+    normalization.json["members"]; embodiment.json is the default (first) member's, the arm, so
+    acting as the env's ``robot`` (member name, spec) needs the env's embodiment."""
     from vlastack.models.vla import VLAConfig, build_vla
     from vlastack.training.checkpoint import save_checkpoint
 
+    name, spec = robot
+    cams = [c.name for c in spec.cameras]
     torch.manual_seed(0)
-    cfg = VLAConfig(
-        action_dim=3,
+    cfg = VLAConfig(  # the mixture's padded sizes and union of cameras
+        action_dim=max(3, spec.action.dim),
         action_horizon=4,
         obs_horizon=1,
-        state_dim=6,
-        cameras=["top"],
+        state_dim=max(6, spec.state.dim),
+        cameras=["top", *[c for c in cams if c != "top"]],
         image_size=(16, 16),
         width=32,
         vision="small_cnn",
@@ -64,25 +68,24 @@ def write_mixture_checkpoint(root: Path) -> Path:
         head="l1",
         head_kwargs={"width": 32, "depth": 1, "num_heads": 2, "resnet_blocks": 1},
     )
-    point = fakes.embodiment()
     members = [
         ("arm", _arm(), 6, 3, ["top"]),
-        ("point", point, 4, 2, ["top"]),
+        (name, spec, spec.state.dim, spec.action.dim, cams),
     ]
-    norms = [{"name": name, **_member_norm(s, a, MEAN[name])} for name, _, s, a, _ in members]
+    norms = [{"name": n, **_member_norm(s, a, MEAN.get(n, 0.0))} for n, _, s, a, _ in members]
     mixture = {
         "default": "arm",
         "members": [
             {
-                "name": name,
-                "dataset": f"/data/{name}",
+                "name": n,
+                "dataset": f"/data/{n}",
                 "weight": 0.5,
                 "state_dim": s,
                 "action_dim": a,
                 "cameras": cams,
                 "embodiment": emb.to_dict(),
             }
-            for name, emb, s, a, cams in members
+            for n, emb, s, a, cams in members
         ],
     }
     return save_checkpoint(
@@ -138,6 +141,28 @@ def test_eval_in_a_worker_picks_the_member_from_the_env(ckpt: Path, tmp_path: Pa
     assert rec["extra"]["embodiment"] == "point" and summary["run"]["embodiment"] == "point"
     assert manifest["protocol"]["embodiment"] is None  # chosen by the env, not forced
     assert manifest["protocol"]["embodiment_resolved"] == ["point"]
+
+
+@pytest.mark.sim
+def test_metaworld_episode_acts_as_the_sawyer(tmp_path: Path) -> None:
+    """One short Meta-World episode (in process): the mixture acts as its Sawyer member."""
+    pytest.importorskip("metaworld", reason="Meta-World is not installed (vlastack[sim])")
+    from vlastack.envs.metaworld import embodiment as sawyer
+    from vlastack.evaluation.rollout import evaluate
+
+    ckpt = write_mixture_checkpoint(tmp_path / "ckpt", ("sawyer", sawyer("corner2", (64, 64))))
+    res = evaluate(
+        ckpt,
+        "metaworld/reach-v3",
+        episodes_per_task=1,
+        workers=0,
+        max_steps=3,
+        image_size=(64, 64),
+        progress=False,
+    )
+    (rec,) = res.records
+    assert rec.status in ("success", "failure"), rec.error
+    assert rec.extra["embodiment"] == "sawyer" and res.summary["run"]["embodiment"] == "sawyer"
 
 
 def test_forced_member_is_checked_against_the_env(ckpt: Path) -> None:
