@@ -130,6 +130,9 @@ def test_cli_trains_mixture_and_checkpoint_serves_each_embodiment(
             out = policy.infer({**obs, "observation.state": np.zeros(state_dim, np.float32)})
             assert out["actions"].shape == (8, action_dim)
             assert np.isfinite(out["actions"]).all()
+            if name == "small":  # the camera it lacks is flagged, so the model masks it out
+                frame, _ = policy._parse({**obs, "observation.state": np.zeros(2, np.float32)})
+                assert bool(frame["observation.images.wrist_is_pad"])
         # Each robot un-normalizes with its own stats: model-space 0 is that dataset's mean.
         mean = DatasetReader(small if name == "small" else big).stats["action"]["mean"]
         zero = policy.normalizer.unnormalize_actions(torch.zeros(1, 8, 4))

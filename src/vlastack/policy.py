@@ -125,8 +125,8 @@ class Policy:
         self._history: deque[dict[str, torch.Tensor]] = deque(maxlen=self.obs_horizon)
         self.last_latency_ms: float = 0.0
         # A model trained on a mixture reads/writes padded vectors and every camera of the
-        # mixture; this robot sends its own sizes, and cameras it lacks are fed as zero images,
-        # exactly as in training (data/mixture.py).
+        # mixture; this robot sends its own sizes, and cameras it lacks are fed as zero images
+        # flagged ``_is_pad`` (masked out of the context), exactly as in training (data/mixture.py).
         self.model_state_dim = int(model_state_dim if model_state_dim is not None else state_dim)
         self.model_action_dim = int(
             model_action_dim if model_action_dim is not None else action_dim
@@ -329,8 +329,9 @@ class Policy:
             if self.state_dim:
                 padded[: self.state_dim] = frame["observation.state"]
             frame["observation.state"] = padded
-        for cam in self.pad_cameras:
+        for cam in self.pad_cameras:  # flagged like training does, so the model masks it out
             frame[f"observation.images.{cam}"] = torch.zeros(3, *self.image_size)
+            frame[f"observation.images.{cam}_is_pad"] = torch.tensor(True)
         prompt = _find(obs, ["task", "prompt"])
         if isinstance(prompt, bytes):
             prompt = prompt.decode()
