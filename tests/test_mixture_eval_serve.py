@@ -180,6 +180,21 @@ def test_forced_member_is_checked_against_the_env(ckpt: Path) -> None:
     assert res.manifest["protocol"]["embodiment"] == "arm3"
 
 
+def test_manifest_rerun_keeps_a_forced_member(ckpt: Path, tmp_path: Path) -> None:
+    from vlastack.evaluation.manifest import evaluate_manifest
+    from vlastack.evaluation.rollout import evaluate
+
+    kw = dict(episodes_per_task=1, workers=0, max_steps=3, image_size=(32, 32), progress=False)
+    with pytest.warns(UserWarning, match="remapped"):
+        evaluate(ckpt, ENV, embodiment="arm", action_remap="pad", out_dir=tmp_path / "a", **kw)  # type: ignore[arg-type]
+    with pytest.warns(UserWarning, match="remapped"):
+        again = evaluate_manifest(
+            tmp_path / "a" / "manifest.json", out_dir=tmp_path / "b", progress=False
+        )
+    (rec,) = again.records
+    assert rec.extra["embodiment"] == "arm"  # not the env-matching 'point'
+
+
 def test_unknown_member_is_a_config_error_naming_the_members(
     ckpt: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

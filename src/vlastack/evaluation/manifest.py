@@ -230,6 +230,7 @@ def evaluate_manifest(
         out_dir=out_dir,
         progress=progress,
         video_fps=float(p.get("video_fps", 20.0)),
+        embodiment=p.get("embodiment"),  # a member forced with --embodiment (mixtures)
     )
     old = m.get("initial_states", {})
     new = results.manifest.get("initial_states", {})
