@@ -101,3 +101,22 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
             workers=1,
             progress=False,
         )
+
+
+def test_several_envs_share_one_collected_dataset(tmp_path):
+    """``--env a,b`` (heads suite): one dataset holding every env's demonstrations."""
+    from vlastack.data.format import DatasetReader
+    from vlastack.evaluation.suites import ensure_dataset, split_envs
+
+    assert split_envs(" metaworld/reach-v3 , metaworld/mt10") == [
+        "metaworld/reach-v3",
+        "metaworld/mt10",
+    ]
+    with pytest.raises(ConfigError, match="at least one"):
+        split_envs(" , ")
+    env = "metaworld/reach-v3,metaworld/button-press-topdown-v3"
+    kw = dict(episodes_per_task=1, image_size=(32, 32), seed=0, workers=1, progress=False)
+    root = ensure_dataset(env, None, tmp_path / "d", **kw)
+    reader = DatasetReader(root)
+    assert reader.num_episodes == 2
+    assert len(set(reader.tasks.values() if isinstance(reader.tasks, dict) else reader.tasks)) == 2

@@ -34,7 +34,9 @@ def add_parser(subparsers: Any) -> None:
     fmt = argparse.ArgumentDefaultsHelpFormatter
 
     h = sub.add_parser("heads", help="train + evaluate each action head", formatter_class=fmt)
-    h.add_argument("--env", default="metaworld/reach-v3")
+    h.add_argument(
+        "--env", default="metaworld/reach-v3", help="env or suite; several: comma-separated"
+    )
     h.add_argument("--heads", default="bins,fast,l1,diffusion,flow_matching,act")
     h.add_argument("--recipe", default="demo", help="backbone (vision, language, projector)")
     h.add_argument("--data", default=None, help="dataset to reuse (default: collect one)")

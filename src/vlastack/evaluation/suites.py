@@ -259,7 +259,8 @@ def ensure_dataset(
     workers: int,
     progress: bool,
 ) -> Path:
-    """``data`` if given (must exist), else expert demonstrations collected into ``out``."""
+    """``data`` if given (must exist), else expert demonstrations collected into ``out``
+    (``env`` may list several envs or suites, comma-separated: one dataset for all)."""
     if data is not None:
         p = Path(data)
         if not (p / "meta" / "info.json").exists():
@@ -270,17 +271,27 @@ def ensure_dataset(
         return p
     from vlastack.envs.collect import collect
 
-    register_env_names([env])
-    collect(
-        env,
-        out,
-        episodes_per_task=episodes_per_task,
-        image_size=image_size,
-        seed=seed,
-        workers=max(1, workers),
-        progress=progress,
-    )
+    names = split_envs(env)
+    register_env_names(names)
+    for name in names:  # collect appends each env's tasks to the same dataset (and resumes)
+        collect(
+            name,
+            out,
+            episodes_per_task=episodes_per_task,
+            image_size=image_size,
+            seed=seed,
+            workers=max(1, workers),
+            progress=progress,
+        )
     return out
+
+
+def split_envs(env: str) -> list[str]:
+    """``"metaworld/door-open-v3,metaworld/drawer-open-v3"`` -> the names; one name -> [name]."""
+    names = [e.strip() for e in env.split(",") if e.strip()]
+    if not names:
+        raise ConfigError(f"env {env!r}: name at least one environment or suite")
+    return names
 
 
 def _train_one(
@@ -348,6 +359,9 @@ def heads(
         raise ConfigError(f"unknown action head(s) {unknown}; known: {sorted(HEADS)}")
     if steps < 1:
         raise ConfigError(f"steps={steps} must be >= 1")
+    from vlastack.envs import list_tasks
+
+    tasks = [t for name in split_envs(env) for t in list_tasks(name)]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dataset = ensure_dataset(
@@ -391,7 +405,8 @@ def heads(
         }
         res = evaluate(
             str(result.last_checkpoint),
-            env,
+            tasks[0],
+            tasks=tasks,
             episodes_per_task=episodes_per_task,
             seed=seed,
             workers=workers,
