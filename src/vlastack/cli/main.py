@@ -26,6 +26,7 @@ SUBCOMMANDS = [
     "report",
     "serve",
     "export",
+    "inspect_cmd",
     "fast",
     "list_cmd",
     "demo",
