@@ -30,6 +30,15 @@ from vlastack.evaluation.metrics import (
 )
 
 DEFAULT_HEADS = ("bins", "fast", "l1", "diffusion", "flow_matching", "act")
+# Action normalization each head was published with where it needs a bounded range (diffusion
+# clips x̂0 to [-1, 1]: Diffusion Policy's min-max; the bins and FAST: OpenVLA's / π0-FAST's
+# quantiles). The other heads keep the recipe's (mean-std for `demo`).
+HEAD_ACTION_NORMALIZATION = {
+    "diffusion": "min_max",
+    "bins": "quantile",
+    "bins_ar": "quantile",
+    "fast": "quantile",
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,13 +389,16 @@ def heads(
         if progress:
             print(f"[heads] {head}: training {steps} steps of recipe {recipe}")
         kw = head_kwargs(head, base.model.head_kwargs)
+        model: dict[str, Any] = {"head": head, "head_kwargs": kw}
+        if head in HEAD_ACTION_NORMALIZATION:
+            model["normalization"] = {"action": HEAD_ACTION_NORMALIZATION[head]}
         result, train_s = _train_one(
             recipe,
             dataset,
             out / head,
             steps=steps,
             max_minutes=max_minutes,
-            model={"head": head, "head_kwargs": kw},
+            model=model,
             seed=seed,
             progress=progress,
         )

@@ -137,7 +137,13 @@ class DiffusionSampler(nn.Module):
             return head.predict_noise(x, tt, kvs, pooled, mask)
 
         return sample_loop(
-            eps_fn, noise, head.alphas_cumprod, self.num_inference_steps, "ddim", head.clip_sample
+            eps_fn,
+            noise,
+            head.alphas_cumprod,
+            self.num_inference_steps,
+            "ddim",
+            head.clip_sample,
+            clip_range=head.clip_range,
         )
 
 

@@ -52,14 +52,16 @@ def ddim_step(
     t_prev: int,
     alphas_cumprod: torch.Tensor,
     clip_sample: bool = False,
+    clip_range: float = 1.0,
 ) -> torch.Tensor:
     """Deterministic DDIM (η=0) step t → t_prev: √ᾱ_prev·x̂0 + √(1−ᾱ_prev)·ε̂.
 
-    As in diffusers, clipping applies to x̂0 only; ε̂ is kept (``use_clipped_model_output=False``).
+    As in diffusers, clipping applies to x̂0 only (to ±``clip_range``, diffusers'
+    ``clip_sample_range``); ε̂ is kept (``use_clipped_model_output=False``).
     """
     x0 = predict_x0(x_t, eps, t, alphas_cumprod)
     if clip_sample:
-        x0 = x0.clamp(-1.0, 1.0)
+        x0 = x0.clamp(-clip_range, clip_range)
     abar_prev = _alpha_prev(alphas_cumprod, t_prev)
     return abar_prev.sqrt() * x0 + (1 - abar_prev).sqrt() * eps
 
@@ -72,6 +74,7 @@ def ddpm_step(
     alphas_cumprod: torch.Tensor,
     clip_sample: bool = True,
     generator: torch.Generator | None = None,
+    clip_range: float = 1.0,
 ) -> torch.Tensor:
     """Ancestral DDPM step t → t_prev: posterior mean of q(x_prev | x_t, x̂0) + σ·z (fixed_small).
 
@@ -84,7 +87,7 @@ def ddpm_step(
     beta_t = 1 - alpha_t
     x0 = predict_x0(x_t, eps, t, alphas_cumprod)
     if clip_sample:
-        x0 = x0.clamp(-1.0, 1.0)
+        x0 = x0.clamp(-clip_range, clip_range)
     mean = (abar_prev.sqrt() * beta_t / (1 - abar_t)) * x0 + (
         alpha_t.sqrt() * (1 - abar_prev) / (1 - abar_t)
     ) * x_t
@@ -103,6 +106,7 @@ def sample_loop(
     sampler: str = "ddim",
     clip_sample: bool = True,
     generator: torch.Generator | None = None,
+    clip_range: float = 1.0,
 ) -> torch.Tensor:
     """Run the reverse chain from x_T with ``eps_fn(x_t, t) -> ε̂`` and return x̂_0.
 
@@ -117,9 +121,9 @@ def sample_loop(
     for t in ts:
         eps = eps_fn(x, t)
         if sampler == "ddim":
-            x = ddim_step(x, eps, t, t - ratio, alphas_cumprod, clip_sample)
+            x = ddim_step(x, eps, t, t - ratio, alphas_cumprod, clip_sample, clip_range)
         elif sampler == "ddpm":
-            x = ddpm_step(x, eps, t, t - ratio, alphas_cumprod, clip_sample, generator)
+            x = ddpm_step(x, eps, t, t - ratio, alphas_cumprod, clip_sample, generator, clip_range)
         else:
             raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
     return x

@@ -312,6 +312,22 @@ class VLA(nn.Module):
         self.projector.train(was_training)
         return n
 
+    @property
+    def action_output_range(self) -> float | None:
+        """The largest |normalized action| the policy can output (None = unbounded): 1.0 for
+        256-bin tokens in the LM vocabulary, else the head's ``output_range``."""
+        if self.config.action_tokens_in_lm:
+            return 1.0
+        return getattr(self.head, "output_range", None)
+
+    @property
+    def action_range_reason(self) -> str:
+        if self.config.action_tokens_in_lm:
+            return "256-bin action tokens span [-1, 1]"
+        if self.config.head == "diffusion":
+            return "diffusion clips its x0 estimate, --model.head_kwargs.clip_range"
+        return f"head '{self.config.head}' bins span [-1, 1]"
+
     # ------------------------------------------------------------------ inputs
     @property
     def device(self) -> torch.device:

@@ -87,8 +87,8 @@ def get_recipe(name: str, **overrides: Any) -> Recipe:
         if key == "backbone":
             if value:
                 _apply_backbone(r.model, str(value), name)
-        elif key == "normalization":
-            r.normalization = dict(value)
+        elif key == "normalization":  # per feature: --model.normalization.action=min_max
+            r.normalization = {**r.normalization, **dict(value)}
         elif key in model_fields:
             setattr(r.model, key, tuple(value) if key == "image_size" else value)
         elif key in TRAIN_KEYS:

@@ -212,6 +212,9 @@ def octo() -> Recipe:
                 "beta_schedule": "cosine",
                 "sampler": "ddpm",
                 "num_inference_steps": 20,
+                # Octo normalizes actions mean-std and clips them at max_action = 5
+                # (octo/model/components/action_heads.py)
+                "clip_range": 5.0,
             },
         ),
         train=_train(3e-4, 32, 5000, weight_decay=0.1, warmup_steps=200),

@@ -16,7 +16,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -733,6 +733,7 @@ def build_parts(cfg: TrainConfig) -> TrainingParts:
         reader.stats, recipe.normalization, source=str(root / "meta" / "stats.json")
     )
     model = build_vla(vla_cfg)
+    check_action_range(model, recipe.normalization, reader.stats, str(root / "meta" / "stats.json"))
     if cfg.cache_vision_features and cfg.lora is None and model.vision is not None:
         from vlastack.training.feature_cache import cached_datasets, can_cache
 
@@ -828,6 +829,10 @@ def build_mixture_parts(cfg: TrainConfig, specs: list[DataSpec]) -> TrainingPart
             )
         )
     model = build_vla(vla_cfg)
+    for reader in readers:
+        check_action_range(
+            model, recipe.normalization, reader.stats, str(reader.root / "meta" / "stats.json")
+        )
     if cfg.cache_vision_features and cfg.lora is None and model.vision is not None:
         from vlastack.training.feature_cache import cached_datasets, can_cache
 
@@ -1019,6 +1024,42 @@ def embodiment_from_features(reader: Any) -> EmbodimentSpec:
         action=vec("action"),
         control_hz=float(reader.fps),
     )
+
+
+def check_action_range(
+    model: Any, modes: Mapping[str, str], stats: Mapping[str, Any], source: str
+) -> None:
+    """Refuse a head that cannot output the data's actions: diffusion clips x̂0 to ±clip_range and
+    the bins cover [−1, 1] in normalized units, while mean-std normalization leaves actions
+    unbounded. If the 1st/99th percentile (else min/max) of a dim lies outside the head's range,
+    every action beyond it would be clipped: the policy trains, then moves too little, silently.
+    Min-max and quantile normalization map the data into [−1, 1] by construction."""
+    limit = getattr(model, "action_output_range", None)
+    if limit is None or modes.get("action") != "mean_std" or "action" not in stats:
+        return
+    st = stats["action"]
+    if not all(k in st for k in ("mean", "std")):
+        return
+    lo_key, hi_key = ("q01", "q99") if "q01" in st and "q99" in st else ("min", "max")
+    if lo_key not in st:
+        return
+    mean = np.asarray(st["mean"], dtype=np.float64).reshape(-1)
+    std = np.maximum(np.asarray(st["std"], dtype=np.float64).reshape(-1), 1e-8)
+    z = np.maximum(
+        np.abs((np.asarray(st[lo_key], dtype=np.float64).reshape(-1) - mean) / std),
+        np.abs((np.asarray(st[hi_key], dtype=np.float64).reshape(-1) - mean) / std),
+    )
+    bad = [int(i) for i in np.flatnonzero(z > limit + 1e-6)]
+    if bad:
+        worst = ", ".join(f"dim {i}: ±{z[i]:.2f}" for i in bad[:6])
+        raise ConfigError(
+            f"{source}: the action head outputs normalized actions within ±{limit:g} "
+            f"({model.action_range_reason}), but mean-std normalization puts this dataset's "
+            f"{lo_key}/{hi_key} actions at {worst} (in std units): they could never be "
+            "produced. Use --model.normalization.action=min_max (Diffusion Policy) or quantile "
+            "(OpenVLA), or for the diffusion head widen --model.head_kwargs.clip_range (Octo "
+            "clips at 5)"
+        )
 
 
 def check_recipe_fits(name: str, vla_cfg: Any, reader: Any, emb: EmbodimentSpec) -> None:

@@ -17,6 +17,10 @@ from vlastack.errors import ConfigError
 class ActionHead(nn.Module):
     """Common plumbing: sizes, a context projection to the head width, and input checks."""
 
+    # The largest |normalized action| the head can output (diffusion's x̂0 clip, the bins' edge),
+    # or None when unbounded. Training checks it against the data's normalized stats.
+    output_range: float | None = None
+
     def __init__(self, context_dim: int, action_dim: int, action_horizon: int, width: int) -> None:
         super().__init__()
         for name, v in (

@@ -41,6 +41,9 @@ class DiffusionHeadConfig:
     sampler: str = "ddim"
     num_inference_steps: int = 10
     clip_sample: bool = True
+    # x̂0 is clipped to ±clip_range in normalized units: 1.0 with min-max normalized actions
+    # (Diffusion Policy), 5.0 with mean-std ones (Octo's max_action).
+    clip_range: float = 1.0
 
 
 class DiffusionHead(ActionHead):
@@ -60,6 +63,7 @@ class DiffusionHead(ActionHead):
         sampler: str = "ddim",
         num_inference_steps: int = 10,
         clip_sample: bool = True,
+        clip_range: float = 1.0,
     ) -> None:
         super().__init__(context_dim, action_dim, action_horizon, width)
         if sampler not in ("ddim", "ddpm"):
@@ -72,7 +76,12 @@ class DiffusionHead(ActionHead):
         self.num_train_timesteps = num_train_timesteps
         self.sampler = sampler
         self.num_inference_steps = num_inference_steps
+        if clip_range <= 0:
+            raise ConfigError(f"diffusion head: clip_range must be > 0, got {clip_range}")
         self.clip_sample = clip_sample
+        self.clip_range = float(clip_range)
+        # what the sampler can output, in normalized units (checked against the data's stats)
+        self.output_range = self.clip_range if clip_sample else None
         self.register_buffer(
             "alphas_cumprod",
             make_alphas_cumprod(beta_schedule, num_train_timesteps),
@@ -132,6 +141,7 @@ class DiffusionHead(ActionHead):
             self.sampler,
             self.clip_sample,
             generator,
+            self.clip_range,
         )
 
 
