@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from vlastack.embodiment import EmbodimentSpec
 from vlastack.errors import ConfigError, DataError, VlastackError
+from vlastack.profiling import stage
 
 if TYPE_CHECKING:
     from vlastack.data.normalization import Normalizer
@@ -358,17 +359,21 @@ class Policy:
 
     @torch.no_grad()
     def _predict(self, batch: dict[str, Any]) -> np.ndarray:
-        batch = self.normalizer.normalize(batch)
+        with stage("normalize"):
+            batch = self.normalizer.normalize(batch)
         actions = self.model.sample_actions(batch, generator=self._generator)
-        actions = self.normalizer.unnormalize_actions(actions)
-        return actions.float().cpu().numpy()
+        with stage("unnormalize"):
+            actions = self.normalizer.unnormalize_actions(actions)
+            return actions.float().cpu().numpy()
 
     def infer(self, obs: Mapping[str, Any]) -> dict[str, Any]:
         """One observation (unbatched) -> {"actions": float32 (H, A), "policy_timing": {...}}."""
         t0 = time.perf_counter()
-        frame, prompt = self._parse(obs)
-        window = self._window(frame)
-        actions = self._predict(self._batch([window], [prompt]))[0]
+        with stage("preprocess"):  # parse, history window, batch, to device
+            frame, prompt = self._parse(obs)
+            window = self._window(frame)
+            batch = self._batch([window], [prompt])
+        actions = self._predict(batch)[0]
         self.last_latency_ms = (time.perf_counter() - t0) * 1000.0
         return {"actions": actions, "policy_timing": {"infer_ms": self.last_latency_ms}}
 

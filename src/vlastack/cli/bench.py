@@ -1,4 +1,5 @@
-"""``vlastack bench {heads,stress,transfer,chain}``: the survey's proposed checks, one command each.
+"""``vlastack bench {heads,stress,transfer,chain,latency}``: the survey's proposed checks, one
+command each, and a per-stage latency profile of a checkpoint.
 
 Each writes results folders that ``vlastack report DIR...`` renders (see
 ``vlastack.evaluation.suites`` for what each suite measures and how).
@@ -85,6 +86,20 @@ def add_parser(subparsers: Any) -> None:
     c.add_argument("--out", default="results/chain")
     c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=run_chain)
+
+    lat = sub.add_parser(
+        "latency",
+        help="per-stage latency of one policy call (vision, language, backbone, head, ...)",
+        formatter_class=fmt,
+    )
+    lat.add_argument("checkpoint")
+    lat.add_argument("--iters", type=int, default=50, help="timed calls")
+    lat.add_argument("--warmup", type=int, default=5, help="untimed first calls")
+    lat.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's)")
+    lat.add_argument("--device", default="cpu")
+    lat.add_argument("--embodiment", default=None, help="mixture checkpoints: the member to act as")
+    lat.add_argument("--json", action="store_true", help="print one JSON object instead")
+    lat.set_defaults(func=run_latency)
 
 
 def _done(paths: list[str]) -> None:
@@ -181,4 +196,46 @@ def run_chain(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     _done([str(Path(args.out) / k) for k in table])
+    return 0
+
+
+def run_latency(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from vlastack.errors import ConfigError
+    from vlastack.policy import Policy
+    from vlastack.profiling import profile_policy, synthetic_observation
+
+    if args.iters < 1 or args.warmup < 0:
+        raise ConfigError(f"--iters must be >= 1 and --warmup >= 0, got {args.iters}/{args.warmup}")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    policy = Policy.from_checkpoint(args.checkpoint, device=args.device, embodiment=args.embodiment)
+    result = profile_policy(
+        policy, synthetic_observation(policy), iters=args.iters, warmup=args.warmup
+    )
+    result["checkpoint"] = str(args.checkpoint)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(
+        title=f"{args.checkpoint}: one call, batch 1, {result['device']}, "
+        f"{result['threads']} threads, {result['iters']} calls"
+    )
+    for col in ("stage", "p50 ms", "p95 ms", "mean ms", "share"):
+        t.add_column(col, justify="left" if col == "stage" else "right")
+    for r in [*result["stages"], result["total"]]:
+        t.add_row(
+            r["stage"],
+            f"{r['p50_ms']:.2f}",
+            f"{r['p95_ms']:.2f}",
+            f"{r['mean_ms']:.2f}",
+            f"{100 * r['share']:.0f}%",
+        )
+    Console().print(t)
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,7 @@ from vlastack.models.language import LANGUAGE_BACKBONES, build_language
 from vlastack.models.language.language_motion import label_motions, motion_vocabulary
 from vlastack.models.projectors import PROJECTORS, build_projector
 from vlastack.models.vision import VISION_ENCODERS, MultiCameraEncoder, build_vision_encoder
+from vlastack.profiling import stage
 
 # Batch key of precomputed vision-encoder outputs, (B, cams, T, n, D_enc); see
 # training/feature_cache.py. When present the (frozen) encoder is skipped.
@@ -435,13 +437,15 @@ class VLA(nn.Module):
         masks: list[torch.Tensor] = []
         sentence = None
         text = None
-        if self.lang_kind == "encoder":
-            sentence = self.language.encode(self._tasks(batch, B), device=dev)  # (B, 384)
-        elif self.lang_kind == "decoder":
-            ids, tmask = self.language.tokenize(self._tasks(batch, B), device=dev)
-            text = (self.language.embed(ids), tmask)
+        with stage("language") if self.lang_kind in ("encoder", "decoder") else nullcontext():
+            if self.lang_kind == "encoder":
+                sentence = self.language.encode(self._tasks(batch, B), device=dev)  # (B, 384)
+            elif self.lang_kind == "decoder":
+                ids, tmask = self.language.tokenize(self._tasks(batch, B), device=dev)
+                text = (self.language.embed(ids), tmask)
         if self.vision is not None:
-            img = self._image_tokens(batch, sentence if self.config.film else None)
+            with stage("vision"):  # encoder + projector + camera/time embeddings
+                img = self._image_tokens(batch, sentence if self.config.film else None)
             parts.append(img)
             masks.append(self._image_token_mask(batch, B, img.shape[1]))
         if sentence is not None:
@@ -479,13 +483,15 @@ class VLA(nn.Module):
                 mask = torch.cat([mask, action_mask], 1)
             # Causal LM: prefix positions never attend to the action tokens after them, so the
             # context the head reads is the same with or without them.
-            hidden, _ = self.language.hidden_states(x, mask)
+            with stage("backbone"):
+                hidden, _ = self.language.hidden_states(x, mask)
             logits = None
             if action_ids is not None:
                 logits = self.language.logits(hidden[:, N - 1 :])
             return hidden[:, :N], mask[:, :N], logits
         if self.trunk is not None:
-            x = self.trunk(x, src_key_padding_mask=~mask)
+            with stage("backbone"):
+                x = self.trunk(x, src_key_padding_mask=~mask)
         return x, mask, None
 
     # ------------------------------------------------------------------ training
@@ -587,7 +593,16 @@ class VLA(nn.Module):
         x, mask, _ = self._prefix_embeds(batch)
         vocab = self.language.vocab_size
         lo = vocab - cfg.num_action_bins
-        hidden, cache = self.language.hidden_states(x, mask, use_cache=True)
+        with stage("backbone"):
+            hidden, cache = self.language.hidden_states(x, mask, use_cache=True)
+        with stage("head"):  # greedy decoding of the action tokens, one LM step each
+            return self._greedy_action_tokens(hidden, cache, mask, lo)
+
+    def _greedy_action_tokens(
+        self, hidden: torch.Tensor, cache: Any, mask: torch.Tensor, lo: int
+    ) -> torch.Tensor:
+        cfg = self.config
+        vocab = self.language.vocab_size
         logits = self.language.logits(hidden[:, -1])
         ids = []
         for k in range(cfg.action_horizon * cfg.action_dim):
@@ -613,11 +628,12 @@ class VLA(nn.Module):
         if self.config.action_tokens_in_lm:
             return self._decode_action_tokens(batch)
         ctx, mask, _ = self.encode_prefix(batch)
-        if self.config.motion_hierarchy:
-            motion = self.motion_classifier(masked_mean(ctx, mask)).argmax(-1)
-            ctx, mask = self._with_motion(ctx, mask, motion)
-        assert self.head is not None
-        return self.head.sample_actions(ctx, mask, generator=generator)
+        with stage("head"):
+            if self.config.motion_hierarchy:
+                motion = self.motion_classifier(masked_mean(ctx, mask)).argmax(-1)
+                ctx, mask = self._with_motion(ctx, mask, motion)
+            assert self.head is not None
+            return self.head.sample_actions(ctx, mask, generator=generator)
 
     # ------------------------------------------------------------------ groups
     def param_groups(self) -> dict[str, list[nn.Parameter]]:

@@ -1,0 +1,61 @@
+"""Per-stage latency (`vlastack bench latency`): stages are timed only while recording, cover the
+parts a model has, and add up to no more than the whole call."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _export_tiny import write_tiny_checkpoint  # noqa: E402
+from vlastack.profiling import profile_policy, record_stages, stage, synthetic_observation  # noqa: E402
+
+
+def test_stage_records_only_inside_record_stages() -> None:
+    with stage("head"):  # not recording: a no-op
+        time.sleep(0.001)
+    with record_stages() as rec:
+        with stage("head"):
+            time.sleep(0.002)
+        with stage("head"):  # the same stage twice in one call adds up
+            time.sleep(0.002)
+    assert set(rec) == {"head"} and rec["head"] >= 0.004
+    with stage("vision"):
+        pass
+    assert "vision" not in rec
+
+
+def test_profile_covers_the_model_stages_and_adds_up(tmp_path: Path) -> None:
+    from vlastack.policy import Policy
+
+    ckpt = write_tiny_checkpoint(tmp_path / "ck", "flow_matching")
+    policy = Policy.from_checkpoint(ckpt)
+    obs = synthetic_observation(policy)
+    assert set(policy.cameras) == {k.split(".")[-1] for k in obs if k.startswith("observation.im")}
+    r = profile_policy(policy, obs, iters=5, warmup=1)
+    names = [row["stage"] for row in r["stages"]]
+    # the tiny model has no language model: that stage is absent, not reported as zero
+    assert names == ["preprocess", "normalize", "vision", "head", "unnormalize", "other"]
+    assert all(row["mean_ms"] > 0 for row in r["stages"] if row["stage"] != "other")
+    parts = sum(row["mean_ms"] for row in r["stages"])
+    assert parts == pytest.approx(r["total"]["mean_ms"], rel=0.05)  # 'other' is the remainder
+    with pytest.raises(ValueError, match="iters"):
+        profile_policy(policy, obs, iters=0)
+
+
+def test_cli_prints_a_table_or_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from vlastack.cli.main import main
+
+    ckpt = write_tiny_checkpoint(tmp_path / "ck", "act")
+    assert main(["bench", "latency", str(ckpt), "--iters", "3", "--warmup", "0", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["iters"] == 3 and out["total"]["p50_ms"] > 0
+    assert "head" in [row["stage"] for row in out["stages"]]
+    assert main(["bench", "latency", str(ckpt), "--iters", "2", "--warmup", "0"]) == 0
+    text = capsys.readouterr().out
+    assert "vision" in text and "total" in text
+    assert main(["bench", "latency", str(ckpt), "--iters", "0"]) == 2  # a clear error, exit 2
