@@ -26,3 +26,15 @@ def fixtures_dir() -> Path:
 @pytest.fixture(scope="session")
 def lerobot_fixture(fixtures_dir: Path) -> Path:
     return fixtures_dir / "lerobot_v3_tiny_two_cam"
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Code under test may set torch's global intra-op thread count (the server's startup
+    timing, training's auto threads); later tests start from the count they would have had."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != before:
+        torch.set_num_threads(before)

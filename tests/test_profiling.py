@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -59,3 +60,38 @@ def test_cli_prints_a_table_or_json(tmp_path: Path, capsys: pytest.CaptureFixtur
     text = capsys.readouterr().out
     assert "vision" in text and "total" in text
     assert main(["bench", "latency", str(ckpt), "--iters", "0"]) == 2  # a clear error, exit 2
+
+
+def test_pick_inference_threads_keeps_the_fastest_and_resets_the_policy(tmp_path: Path) -> None:
+    import torch
+
+    from vlastack.policy import Policy
+    from vlastack.profiling import pick_inference_threads
+
+    policy = Policy.from_checkpoint(write_tiny_checkpoint(tmp_path / "ck", "flow_matching"))
+    obs = synthetic_observation(policy)
+    first = policy.infer(obs)["actions"]
+    policy.reset()
+    best, p50 = pick_inference_threads(policy, candidates=[1, 2], calls=2)
+    assert set(p50) == {1, 2} and best == min(p50, key=lambda n: p50[n])
+    assert torch.get_num_threads() == best
+    # the calibration calls left no history and the sampler seed where it was
+    np.testing.assert_allclose(policy.infer(obs)["actions"], first, atol=1e-5)
+
+
+def test_serve_threads_flag(tmp_path: Path) -> None:
+    import argparse
+
+    import torch
+
+    from vlastack.cli import serve
+
+    parser = argparse.ArgumentParser()
+    serve.add_parser(parser.add_subparsers())
+    ckpt = write_tiny_checkpoint(tmp_path / "ck", "l1")
+    serve._load_policy(parser.parse_args(["serve", str(ckpt), "--threads", "1"]))
+    assert torch.get_num_threads() == 1
+    from vlastack.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--threads"):
+        serve._load_policy(parser.parse_args(["serve", str(ckpt), "--threads", "-1"]))

@@ -57,6 +57,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="serve the deterministic toy policy",
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads for inference on the CPU; 0 = time 1, half and all cores "
+        "on a synthetic observation at startup and keep the fastest",
+    )
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=run)
 
@@ -93,6 +100,7 @@ def _load_policy(args: argparse.Namespace):
             f"{args.checkpoint}: could not load the policy ({type(exc).__name__}: {exc}); "
             "check that the folder is a complete vlastack checkpoint (config.json, weights, stats)"
         ) from None
+    _set_threads(policy, args.threads)
     if policy.embodiment_name:
         logging.getLogger("vlastack.serving").info(
             "%s: acting as %r (robot_type %s) of the mixture %s; --embodiment NAME picks another",
@@ -102,6 +110,25 @@ def _load_policy(args: argparse.Namespace):
             policy.mixture_members,
         )
     return policy
+
+
+def _set_threads(policy, threads: int) -> None:
+    import torch
+
+    log = logging.getLogger("vlastack.serving")
+    if threads < 0:
+        raise ConfigError(f"--threads must be >= 0 (0 = pick by timing), got {threads}")
+    if threads > 0:
+        torch.set_num_threads(threads)
+        log.info("inference threads: %d (--threads)", threads)
+        return
+    if getattr(getattr(policy, "device", None), "type", "cpu") != "cpu":
+        return
+    from vlastack.profiling import pick_inference_threads
+
+    best, p50 = pick_inference_threads(policy)
+    timings = ", ".join(f"{n}: {ms:.1f} ms" for n, ms in p50.items())
+    log.info("inference threads: %d (timed at startup, p50 per call by threads: %s)", best, timings)
 
 
 def run(args: argparse.Namespace) -> int:
