@@ -36,10 +36,42 @@ S, E, H, A = 7, 16, 16, 7
 WIDTH = 256
 
 
-def build_policies() -> list[tuple[str, torch.nn.Module, Callable[[], object], str]]:
+def act_pair() -> tuple[torch.nn.Module, torch.nn.Module]:
+    """LeRobot's ACTPolicy and vlastack's ``act`` head at the matched size (see the docstring)."""
     from lerobot.configs.types import FeatureType, PolicyFeature
     from lerobot.policies.act.configuration_act import ACTConfig
     from lerobot.policies.act.modeling_act import ACTPolicy
+
+    from vlastack.models.action_heads import build_action_head
+
+    cfg = ACTConfig(
+        input_features={
+            "observation.state": PolicyFeature(FeatureType.STATE, (S,)),
+            "observation.environment_state": PolicyFeature(FeatureType.ENV, (E,)),
+        },
+        output_features={"action": PolicyFeature(FeatureType.ACTION, (A,))},
+        chunk_size=H,
+        n_action_steps=H,
+        dim_model=WIDTH,
+        n_heads=4,
+        dim_feedforward=4 * WIDTH,
+        n_encoder_layers=1,
+        n_decoder_layers=4,
+        latent_dim=32,
+        device="cpu",
+    )
+    ours = build_action_head(
+        "act",
+        {"width": WIDTH, "num_heads": 4, "decoder_depth": 4},
+        context_dim=WIDTH,
+        action_dim=A,
+        action_horizon=H,
+    )
+    return ACTPolicy(cfg).eval(), ours.eval()
+
+
+def build_policies() -> list[tuple[str, torch.nn.Module, Callable[[], object], str]]:
+    from lerobot.configs.types import FeatureType, PolicyFeature
     from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
     from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
 
@@ -61,20 +93,7 @@ def build_policies() -> list[tuple[str, torch.nn.Module, Callable[[], object], s
 
         return run
 
-    cfg = ACTConfig(
-        input_features=feats_in,
-        output_features=feats_out,
-        chunk_size=H,
-        n_action_steps=H,
-        dim_model=WIDTH,
-        n_heads=4,
-        dim_feedforward=4 * WIDTH,
-        n_encoder_layers=1,
-        n_decoder_layers=4,
-        latent_dim=32,
-        device="cpu",
-    )
-    pol = ACTPolicy(cfg).eval()
+    pol, act = act_pair()
     b = {"observation.state": torch.randn(1, S), "observation.environment_state": torch.randn(1, E)}
     out.append(
         (
@@ -84,13 +103,6 @@ def build_policies() -> list[tuple[str, torch.nn.Module, Callable[[], object], s
             "dim 256, heads 4, ffn 1024, enc 1, dec 4, chunk 16",
         )
     )
-    act = build_action_head(
-        "act",
-        {"width": WIDTH, "num_heads": 4, "decoder_depth": 4},
-        context_dim=WIDTH,
-        action_dim=A,
-        action_horizon=H,
-    ).eval()
     c3, m3 = torch.randn(1, 3, WIDTH), torch.ones(1, 3, dtype=torch.bool)
     act_cfg = "width 256, heads 4, mlp 1024, dec 4, chunk 16, 3 context tokens"
     out.append(("vlastack_act", act, lambda: act.sample_actions(c3, m3), act_cfg))
@@ -145,38 +157,11 @@ def precision_variants() -> list[tuple[str, torch.nn.Module, Callable[[], object
     import copy
 
     import torch._inductor.config as inductor_config
-    from lerobot.configs.types import FeatureType, PolicyFeature
-    from lerobot.policies.act.configuration_act import ACTConfig
-    from lerobot.policies.act.modeling_act import ACTPolicy
-
-    from vlastack.models.action_heads import build_action_head
 
     inductor_config.freezing = True
     torch.manual_seed(0)
-    cfg = ACTConfig(
-        input_features={
-            "observation.state": PolicyFeature(FeatureType.STATE, (S,)),
-            "observation.environment_state": PolicyFeature(FeatureType.ENV, (E,)),
-        },
-        output_features={"action": PolicyFeature(FeatureType.ACTION, (A,))},
-        chunk_size=H,
-        n_action_steps=H,
-        dim_model=WIDTH,
-        n_heads=4,
-        dim_feedforward=4 * WIDTH,
-        n_encoder_layers=1,
-        n_decoder_layers=4,
-        latent_dim=32,
-        device="cpu",
-    )
-    lerobot = ACTPolicy(cfg).eval().requires_grad_(False)
-    ours = build_action_head(
-        "act",
-        {"width": WIDTH, "num_heads": 4, "decoder_depth": 4},
-        context_dim=WIDTH,
-        action_dim=A,
-        action_horizon=H,
-    ).eval()
+    lerobot, ours = act_pair()
+    lerobot.requires_grad_(False)
     ours.requires_grad_(False)
     out: list[tuple[str, torch.nn.Module, Callable[[], object], str]] = []
     for dtype, tag in ((torch.float32, ""), (torch.bfloat16, "_bf16")):

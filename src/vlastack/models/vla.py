@@ -326,9 +326,7 @@ class VLA(nn.Module):
     def action_range_reason(self) -> str:
         if self.config.action_tokens_in_lm:
             return "256-bin action tokens span [-1, 1]"
-        if self.config.head == "diffusion":
-            return "diffusion clips its x0 estimate, --model.head_kwargs.clip_range"
-        return f"head '{self.config.head}' bins span [-1, 1]"
+        return f"head '{self.config.head}': {getattr(self.head, 'output_range_reason', '')}"
 
     # ------------------------------------------------------------------ inputs
     @property

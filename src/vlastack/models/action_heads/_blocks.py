@@ -184,6 +184,11 @@ def fast_linear(lin: nn.Module, x: torch.Tensor, gelu: bool = False) -> torch.Te
     return F.gelu(y) if gelu else y
 
 
+def linear(lin: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``lin(x)``, through the prepacked kernel when the fast path is on."""
+    return fast_linear(lin, x) if fast_inference() else lin(x)
+
+
 def none_if_all_valid(mask: torch.Tensor) -> torch.Tensor | None:
     """On the fast path an all-True key mask is dropped: attention over every key is the same
     softmax, and SDPA without a mask skips building the additive −inf mask."""
@@ -208,7 +213,7 @@ class Attention(nn.Module):
         return x.view(B, N, self.num_heads, self.head_dim).transpose(1, 2)
 
     def project_kv(self, x: torch.Tensor) -> KV:
-        k, v = (fast_linear(self.kv, x) if fast_inference() else self.kv(x)).chunk(2, dim=-1)
+        k, v = linear(self.kv, x).chunk(2, dim=-1)
         return self._split(k), self._split(v)
 
     def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, KV]:
@@ -231,11 +236,11 @@ class Attention(nn.Module):
         o = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask)
         B, _, L, _ = o.shape
         o = o.transpose(1, 2).reshape(B, L, -1)
-        return fast_linear(self.out, o) if fast_inference() else self.out(o)
+        return linear(self.out, o)
 
     def forward(self, x: torch.Tensor, kv: KV, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, L, D) queries; kv from ``project_kv``; mask broadcastable to (B, 1, L, N), True=attend."""
-        q = fast_linear(self.q, x) if fast_inference() else self.q(x)
+        q = linear(self.q, x)
         return self.attend(self._split(q), kv, mask)
 
 

@@ -20,6 +20,7 @@ class ActionHead(nn.Module):
     # The largest |normalized action| the head can output (diffusion's x̂0 clip, the bins' edge),
     # or None when unbounded. Training checks it against the data's normalized stats.
     output_range: float | None = None
+    output_range_reason = ""  # why it is bounded, for the error that names it
 
     def __init__(self, context_dim: int, action_dim: int, action_horizon: int, width: int) -> None:
         super().__init__()

@@ -40,7 +40,8 @@ class BinsHeadConfig:
 class BinsHead(ActionHead):
     """Per-dimension 256-way classification of normalized actions; greedy (argmax) decoding."""
 
-    output_range = 1.0  # bin centers span [-1, 1]
+    output_range = 1.0
+    output_range_reason = "its bins span [-1, 1]"
 
     def __init__(
         self,

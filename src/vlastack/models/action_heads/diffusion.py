@@ -82,6 +82,7 @@ class DiffusionHead(ActionHead):
         self.clip_range = float(clip_range)
         # what the sampler can output, in normalized units (checked against the data's stats)
         self.output_range = self.clip_range if clip_sample else None
+        self.output_range_reason = "diffusion clips its x0 estimate, --model.head_kwargs.clip_range"
         self.register_buffer(
             "alphas_cumprod",
             make_alphas_cumprod(beta_schedule, num_train_timesteps),

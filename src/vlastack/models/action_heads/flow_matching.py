@@ -31,8 +31,8 @@ from vlastack.models.action_heads._blocks import (
     Attention,
     config_from,
     fast_inference,
-    fast_linear,
     fill_padded_actions,
+    linear,
     loss_weights,
     masked_mean,
 )
@@ -187,11 +187,11 @@ class FlowMatchingHead(ActionHead):
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor, cache: FlowPrefixCache) -> torch.Tensor:
         """v_θ(x_t, t) (B, H, A) for times ``t`` (B,) in the openpi convention (1 = noise)."""
         temb = sincos_time_embedding(t, self.width, 4e-3, 4.0).to(x_t.dtype)
-        a = _linear(self.action_in, x_t)
+        a = linear(self.action_in, x_t)
         if self.time_conditioning == "concat":
             mlp = self.action_time_mlp
-            h = _linear(mlp[0], torch.cat([a, temb[:, None].expand_as(a)], -1))
-            tokens = _linear(mlp[2], mlp[1](h))
+            h = linear(mlp[0], torch.cat([a, temb[:, None].expand_as(a)], -1))
+            tokens = linear(mlp[2], mlp[1](h))
             cond = None
         else:
             tokens, cond = a, self.time_mlp(temb)
@@ -200,7 +200,7 @@ class FlowMatchingHead(ActionHead):
         for layer, kv in zip(self.layers, cache.kvs):
             tokens = layer(tokens, kv, cache.mask, cond)
         h, _ = self.final_norm(tokens, cond)
-        return _linear(self.action_out, h[:, -self.action_horizon :])
+        return linear(self.action_out, h[:, -self.action_horizon :])
 
     # ---- contract -------------------------------------------------------------------------
     def loss(self, context, context_mask, actions, action_is_pad, action_dim_mask=None, state=None):
@@ -272,10 +272,6 @@ class FlowMatchingHead(ActionHead):
                 w = min((1 - s) / s * r2_inv, max_guidance_weight)
             x = (x + dt * (v.detach() - w * g)).detach()
         return x
-
-
-def _linear(lin: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return fast_linear(lin, x) if fast_inference() else lin(x)
 
 
 def build(cfg=None, *, context_dim: int, action_dim: int, action_horizon: int) -> FlowMatchingHead:

@@ -19,6 +19,15 @@ from vlastack.models.common import FiLM
 from vlastack.models.vision.base import IMAGENET_MEAN, IMAGENET_STD, VisionEncoder
 
 # name -> (model class, config class, default tiny config, mean, std)
+# The random-init DINOv2 size shared by the plain and the with-registers tower.
+_SMALL_DINOV2: dict[str, Any] = {
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "mlp_ratio": 2,
+    "image_size": 96,
+    "patch_size": 16,
+}
 _FAMILIES: dict[str, tuple[str, str, dict[str, Any], tuple[float, ...], tuple[float, ...]]] = {
     "hf_resnet": (
         "ResNetModel",
@@ -63,14 +72,7 @@ _FAMILIES: dict[str, tuple[str, str, dict[str, Any], tuple[float, ...], tuple[fl
     "dinov2": (
         "Dinov2Model",
         "Dinov2Config",
-        {
-            "hidden_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "mlp_ratio": 2,
-            "image_size": 96,
-            "patch_size": 16,
-        },
+        _SMALL_DINOV2,
         IMAGENET_MEAN,
         IMAGENET_STD,
     ),
@@ -79,15 +81,7 @@ _FAMILIES: dict[str, tuple[str, str, dict[str, Any], tuple[float, ...], tuple[fl
     "dinov2_reg": (
         "Dinov2WithRegistersModel",
         "Dinov2WithRegistersConfig",
-        {
-            "hidden_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "mlp_ratio": 2,
-            "image_size": 96,
-            "patch_size": 16,
-            "num_register_tokens": 4,
-        },
+        {**_SMALL_DINOV2, "num_register_tokens": 4},
         IMAGENET_MEAN,
         IMAGENET_STD,
     ),
