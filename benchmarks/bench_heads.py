@@ -30,27 +30,43 @@ import torch
 B1, B32, N, D, H, A = 1, 32, 64, 256, 16, 7
 
 
+DEVICE = torch.device("cpu")
+
+
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def _inputs(B: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     ctx = torch.randn(B, N, D, generator=g)
     mask = torch.ones(B, N, dtype=torch.bool)
     actions = torch.rand(B, H, A, generator=g) * 2 - 1
-    return ctx, mask, actions, torch.zeros(B, H, dtype=torch.bool)
+    pad = torch.zeros(B, H, dtype=torch.bool)
+    return tuple(t.to(DEVICE) for t in (ctx, mask, actions, pad))
 
 
 def _time(fn, iters: int, warmup: int = 2) -> np.ndarray:
+    """Wall time per call in ms; on a GPU each call ends with a synchronize, so the time is the
+    chunk's latency as a robot client sees it, not the launch time."""
     for _ in range(warmup):
         fn()
+    _sync()
     out = []
     for _ in range(iters):
         t = time.perf_counter()
         fn()
+        _sync()
         out.append((time.perf_counter() - t) * 1e3)
     return np.array(out)
 
 
 def matmul_peak_gflops(n: int = 2048, reps: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    """float32 matmul peak of DEVICE (on a GPU with TF32 off, torch's default for matmul)."""
+    if DEVICE.type == "cuda":
+        n, reps = 8192, 10
+    a, b = torch.randn(n, n, device=DEVICE), torch.randn(n, n, device=DEVICE)
     torch.matmul(a, b)
     best = min(_time(lambda: torch.matmul(a, b), reps, warmup=1))
     return 2 * n**3 / (best / 1e3) / 1e9
@@ -68,20 +84,25 @@ def flops_of(fn) -> int:
     return int(fc.get_total_flops())
 
 
+def _gen() -> torch.Generator:
+    return torch.Generator().manual_seed(0)  # a CPU generator on every device, as Policy keeps
+
+
 def bench_one(name: str, iters: int) -> dict:
     from vlastack.models.action_heads import build_action_head
 
     torch.manual_seed(0)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     head = build_action_head(name, None, context_dim=D, action_dim=A, action_horizon=H)
+    head = head.to(DEVICE)
     params = sum(p.numel() for p in head.parameters())
     c1, m1, _, _ = _inputs(B1)
     c32, m32, a32, p32 = _inputs(B32)
     head.eval()
     with torch.inference_mode():
-        lat = _time(lambda: head.sample_actions(c1, m1, torch.Generator().manual_seed(0)), iters)
+        lat = _time(lambda: head.sample_actions(c1, m1, _gen()), iters)
         thr_ms = _time(
-            lambda: head.sample_actions(c32, m32, torch.Generator().manual_seed(0)),
+            lambda: head.sample_actions(c32, m32, _gen()),
             max(3, iters // 5),
             1,
         )
@@ -105,6 +126,8 @@ def bench_one(name: str, iters: int) -> dict:
         "peak_rss_growth_MB": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss)
         / 1024,
     }
+    if DEVICE.type == "cuda":
+        row["gpu_peak_MiB"] = torch.cuda.max_memory_allocated() / 2**20
     if name == "flow_matching":
         head.eval()
         with torch.inference_mode():
@@ -118,7 +141,8 @@ def bench_one(name: str, iters: int) -> dict:
 def bench_lerobot(python: str, iters: int) -> list[dict]:
     script = Path(__file__).with_name("bench_lerobot_policies.py")
     r = subprocess.run(
-        [python, str(script), "--rounds", str(max(4, iters // 2)), "--threads", "1"],
+        [python, str(script), "--rounds", str(max(4, iters // 2)), "--threads", "1"]
+        + ["--device", DEVICE.type],
         capture_output=True,
         text=True,
         timeout=1800,
@@ -136,8 +160,14 @@ def main() -> None:
     ap.add_argument("--heads", nargs="*", default=None)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one head
-    ap.add_argument("--lerobot-python", default="/work/lerobot-venv/bin/python")
+    ap.add_argument(
+        "--lerobot-python",
+        default=os.environ.get("VLASTACK_LEROBOT_PYTHON", "/work/lerobot-venv/bin/python"),
+    )
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.one:
@@ -151,6 +181,7 @@ def main() -> None:
     rows = []
     for name in names:
         cmd = [sys.executable, __file__, "--one", name, "--iters", str(args.iters)]
+        cmd += ["--device", args.device]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
         r = subprocess.run(cmd, capture_output=True, text=True)
@@ -164,9 +195,11 @@ def main() -> None:
         else []
     )
 
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if DEVICE.type == "cuda" else ""
     print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
-        f"{torch.__version__}, {torch.get_num_threads()} threads; matmul peak {peak:.1f} GFLOP/s"
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores{gpu}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; {DEVICE.type} fp32 "
+        f"matmul peak {peak:.1f} GFLOP/s"
     )
     print(f"size: B=1/32, N={N} context tokens, D={D}, H={H}, A={A}, default head configs")
     hdr = f"{'head':<16}{'params M':>9}{'b1 p50 ms':>11}{'b1 p95 ms':>11}{'chunks/s b32':>14}{'train b32 ms':>14}{'RSS+ MB':>9}"
@@ -190,7 +223,16 @@ def main() -> None:
             f"LeRobot {r['policy']:<10} params {r['params_M']:.2f} M, b1 p50 {r['latency_b1_p50_ms']:.2f} ms "
             f"(p95 {r['latency_b1_p95_ms']:.2f}); config {r['config']}"
         )
-    print(json.dumps({"matmul_peak_gflops": peak, "heads": rows, "lerobot": lerobot_rows}))
+    print(
+        json.dumps(
+            {
+                "device": DEVICE.type,
+                "matmul_peak_gflops": peak,
+                "heads": rows,
+                "lerobot": lerobot_rows,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -34,6 +34,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 S, E, H, A = 7, 16, 16, 7
 WIDTH = 256
+DEVICE = torch.device("cpu")
+
+
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _on(t: torch.Tensor) -> torch.Tensor:
+    return t.to(DEVICE)
 
 
 def act_pair() -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -58,7 +68,7 @@ def act_pair() -> tuple[torch.nn.Module, torch.nn.Module]:
         n_encoder_layers=1,
         n_decoder_layers=4,
         latent_dim=32,
-        device="cpu",
+        device=DEVICE.type,
     )
     ours = build_action_head(
         "act",
@@ -67,7 +77,7 @@ def act_pair() -> tuple[torch.nn.Module, torch.nn.Module]:
         action_dim=A,
         action_horizon=H,
     )
-    return ACTPolicy(cfg).eval(), ours.eval()
+    return ACTPolicy(cfg).to(DEVICE).eval(), ours.to(DEVICE).eval()
 
 
 def build_policies() -> list[tuple[str, torch.nn.Module, Callable[[], object], str]]:
@@ -94,7 +104,10 @@ def build_policies() -> list[tuple[str, torch.nn.Module, Callable[[], object], s
         return run
 
     pol, act = act_pair()
-    b = {"observation.state": torch.randn(1, S), "observation.environment_state": torch.randn(1, E)}
+    b = {
+        "observation.state": _on(torch.randn(1, S)),
+        "observation.environment_state": _on(torch.randn(1, E)),
+    }
     out.append(
         (
             "lerobot_act",
@@ -103,7 +116,7 @@ def build_policies() -> list[tuple[str, torch.nn.Module, Callable[[], object], s
             "dim 256, heads 4, ffn 1024, enc 1, dec 4, chunk 16",
         )
     )
-    c3, m3 = torch.randn(1, 3, WIDTH), torch.ones(1, 3, dtype=torch.bool)
+    c3, m3 = _on(torch.randn(1, 3, WIDTH)), _on(torch.ones(1, 3, dtype=torch.bool))
     act_cfg = "width 256, heads 4, mlp 1024, dec 4, chunk 16, 3 context tokens"
     out.append(("vlastack_act", act, lambda: act.sample_actions(c3, m3), act_cfg))
     out.append(
@@ -120,12 +133,12 @@ def build_policies() -> list[tuple[str, torch.nn.Module, Callable[[], object], s
             num_train_timesteps=100,
             num_inference_steps=10,
             down_dims=dims,
-            device="cpu",
+            device=DEVICE.type,
         )
-        dp = DiffusionPolicy(dcfg).eval()
+        dp = DiffusionPolicy(dcfg).to(DEVICE).eval()
         db = {
-            "observation.state": torch.randn(1, 2, S),
-            "observation.environment_state": torch.randn(1, 2, E),
+            "observation.state": _on(torch.randn(1, 2, S)),
+            "observation.environment_state": _on(torch.randn(1, 2, E)),
         }
         out.append(
             (
@@ -135,13 +148,13 @@ def build_policies() -> list[tuple[str, torch.nn.Module, Callable[[], object], s
                 f"1-D U-Net down_dims {dims}, DDIM 10 steps, horizon 16",
             )
         )
-    c2, m2 = torch.randn(1, 2, WIDTH), torch.ones(1, 2, dtype=torch.bool)
+    c2, m2 = _on(torch.randn(1, 2, WIDTH)), _on(torch.ones(1, 2, dtype=torch.bool))
     for name, cfg_d, desc in (
         ("diffusion", None, "transformer width 256 depth 4, DDIM 10 steps, 2 context tokens"),
         ("flow_matching", None, "π0 expert width 256 depth 4, 10 Euler steps, 2 context tokens"),
     ):
         head = build_action_head(name, cfg_d, context_dim=WIDTH, action_dim=A, action_horizon=H)
-        head = head.eval()
+        head = head.to(DEVICE).eval()
 
         def sample(head=head) -> object:
             return head.sample_actions(c2, m2, torch.Generator().manual_seed(0))
@@ -168,16 +181,17 @@ def precision_variants() -> list[tuple[str, torch.nn.Module, Callable[[], object
         lr_m = copy.deepcopy(lerobot.model).to(dtype)
         our_m = copy.deepcopy(ours).to(dtype)
         b = {
-            "observation.state": torch.randn(1, S, dtype=dtype),
-            "observation.environment_state": torch.randn(1, E, dtype=dtype),
+            "observation.state": _on(torch.randn(1, S, dtype=dtype)),
+            "observation.environment_state": _on(torch.randn(1, E, dtype=dtype)),
         }
-        c3, m3 = torch.randn(1, 3, WIDTH, dtype=dtype), torch.ones(1, 3, dtype=torch.bool)
+        c3 = _on(torch.randn(1, 3, WIDTH, dtype=dtype))
+        m3 = _on(torch.ones(1, 3, dtype=torch.bool))
         # LeRobot's ACT builds its z = 0 latent in float32, so bf16 weights need autocast too
         # (its use_amp); autocast is a no-op for ops whose inputs are already bf16.
         amp = dtype == torch.bfloat16
 
         def lerobot_call(m: torch.nn.Module, b: dict, amp: bool = amp) -> object:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=amp):
                 return m(b)
 
         if dtype != torch.float32:
@@ -225,12 +239,15 @@ def main() -> None:
         "--iters", type=int, default=4, help="calls per policy per round (≤100 ms ones)"
     )
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads, both sides")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (times end with a synchronize)")
     ap.add_argument(
         "--variants",
         action="store_true",
         help="add ACT rows in bf16 and under torch.compile on both sides (compiles take ~1 min)",
     )
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.set_num_threads(args.threads)
     policies = build_policies()
     if args.variants:
@@ -242,6 +259,7 @@ def main() -> None:
             t = time.perf_counter()
             for _ in range(2):
                 fn()
+            _sync()
             calls[name] = args.iters if (time.perf_counter() - t) < 0.2 else 1
         for r in range(args.rounds):
             order = policies if r % 2 == 0 else policies[::-1]
@@ -249,6 +267,7 @@ def main() -> None:
                 for _ in range(calls[name]):
                     t = time.perf_counter()
                     fn()
+                    _sync()
                     times[name].append((time.perf_counter() - t) * 1e3)
     rows = []
     for name, module, _, config in policies:
@@ -295,7 +314,8 @@ def main() -> None:
         }
         for o, t, note in pairs
     ]
-    print(f"torch {torch.__version__}, {args.threads} thread(s), batch 1, CPU, interleaved")
+    where = torch.cuda.get_device_name(0) if DEVICE.type == "cuda" else "CPU"
+    print(f"torch {torch.__version__}, {args.threads} thread(s), batch 1, {where}, interleaved")
     print(f"{'policy':<28} {'params':>8}  {'p50 ms':>8} {'p95 ms':>8} {'min ms':>8}  config")
     for r in rows:
         print(
@@ -309,7 +329,13 @@ def main() -> None:
         )
     print(
         json.dumps(
-            {"threads": args.threads, "torch": torch.__version__, "rows": rows, "ratios": ratios}
+            {
+                "device": where,
+                "threads": args.threads,
+                "torch": torch.__version__,
+                "rows": rows,
+                "ratios": ratios,
+            }
         )
     )
 

@@ -56,8 +56,9 @@ from lerobot.datasets.utils import dataset_to_policy_features
 from lerobot.datasets.factory import resolve_delta_timestamps
 from lerobot.policies.factory import make_pre_post_processors
 
-policy_name, root, steps, warmup, batch_size, workers, threads, camera, precision = sys.argv[1:10]
+policy_name, root, steps, warmup, batch_size, workers, threads, camera, precision, device = sys.argv[1:11]
 steps, warmup, batch_size, workers, threads = map(int, (steps, warmup, batch_size, workers, threads))
+cuda = device == "cuda"
 
 
 def main():
@@ -72,26 +73,27 @@ def main():
     if policy_name == "act":
         from lerobot.policies.act.configuration_act import ACTConfig as C
         from lerobot.policies.act.modeling_act import ACTPolicy as P
-        cfg = C(input_features=inputs, output_features=outputs, device="cpu", chunk_size=20,
+        cfg = C(input_features=inputs, output_features=outputs, device=device, chunk_size=20,
                 n_action_steps=20, dim_model=64, n_heads=4, dim_feedforward=256,
                 n_encoder_layers=1, n_decoder_layers=2, n_vae_encoder_layers=1, latent_dim=32,
                 pretrained_backbone_weights=None, kl_weight=10.0)
     else:
         from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig as C
         from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy as P
-        cfg = C(input_features=inputs, output_features=outputs, device="cpu", n_obs_steps=2,
+        cfg = C(input_features=inputs, output_features=outputs, device=device, n_obs_steps=2,
                 horizon=16, n_action_steps=8, down_dims=(64, 128, 256),
                 diffusion_step_embed_dim=64, num_train_timesteps=100, crop_shape=None,
                 pretrained_backbone_weights=None)
     delta = resolve_delta_timestamps(cfg, meta)
     ds = LeRobotDataset("local/bench", root=root, video_backend="pyav", delta_timestamps=delta)
-    policy = P(cfg)
+    policy = P(cfg).to(device)
+    # LeRobot's preprocessor moves the batch to cfg.device (its DeviceProcessorStep)
     pre, _ = make_pre_post_processors(cfg, dataset_stats=ds.meta.stats)
     opt = torch.optim.AdamW(policy.parameters(), lr=1e-4, weight_decay=1e-4)
     g = torch.Generator(); g.manual_seed(0)
     kw = dict(persistent_workers=True, prefetch_factor=4, multiprocessing_context="forkserver") if workers else {}
     dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
-                                     generator=g, drop_last=True, **kw)
+                                     generator=g, drop_last=True, pin_memory=cuda, **kw)
     it = iter(dl)
     policy.train()
     times = []
@@ -103,11 +105,12 @@ def main():
             it = iter(dl); batch = next(it)
         batch = pre(batch)
         # lerobot_train.update_policy's use_amp: autocast around forward (bf16 on a CPU)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss, _ = policy.forward(batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(policy.parameters(), 10.0)
         opt.step(); opt.zero_grad()
+        loss.item()  # as lerobot_train logs it each step; on a GPU this waits for the step
         times.append(time.perf_counter() - t)
     timed = times[warmup:]
     print(json.dumps({
@@ -115,6 +118,7 @@ def main():
         "samples_per_s": batch_size * len(timed) / sum(timed),
         "peak_rss_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "threads": torch.get_num_threads(),
+        "gpu_peak_MiB": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
     }))
 
 
@@ -159,7 +163,19 @@ def one(recipe: str, data: str, steps: int, warmup: int, batch_size: int, extra:
         "wall_s": wall_s,
         "threads": torch.get_num_threads(),  # restored by train(); the run's own is in stdout
         "image_size": cfg.model.get("image_size"),
+        "device": str(res_device(cfg)),
+        "gpu_peak_MiB": torch.cuda.max_memory_allocated() / 2**20
+        if torch.cuda.is_available() and cfg.device != "cpu"
+        else None,
     }
+
+
+def res_device(cfg) -> str:
+    import torch
+
+    if cfg.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return cfg.device
 
 
 def lerobot_row(
@@ -174,11 +190,12 @@ def lerobot_row(
     workers: int,
     threads: int,
     precision: str = "fp32",
+    device: str = "cpu",
 ) -> dict | None:
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(LEROBOT_SCRIPT)
     cmd = [python, f.name, policy, data, str(steps), str(warmup), str(batch_size)]
-    cmd += [str(workers), str(threads), camera, precision]
+    cmd += [str(workers), str(threads), camera, precision, device]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
     finally:
@@ -220,6 +237,12 @@ def main() -> None:
         action="store_true",
         help="act only: swap vlastack's vision for a ResNet-18-shaped hf_resnet (LeRobot's backbone)",
     )
+    ap.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cuda: both systems train on the GPU (vlastack --device=cuda, LeRobot cfg.device)",
+    )
     ap.add_argument("extra", nargs="*", help="--key=value training overrides for vlastack")
     args = ap.parse_args()
     if args.one:
@@ -243,6 +266,7 @@ def main() -> None:
         # one camera at its stored size for every system, so LeRobot reads the same inputs
         cmd += ["--", f'--model.cameras=["{camera}"]', f"--model.image_size=[{height},{width}]"]
         cmd += [f"--precision={args.precision}"] if args.precision != "fp32" else []
+        cmd += [f"--device={args.device}"]
         if args.same_arch and recipe == "act":
             cmd += ["--model.vision=hf_resnet", f"--model.vision_kwargs={RESNET18_SHAPED}"]
         cmd += args.extra
@@ -270,25 +294,33 @@ def main() -> None:
                 row["num_workers"],
                 row["threads"],
                 args.precision,
+                args.device,
             )
             if lr is not None:
                 lr["num_workers"] = row["num_workers"]
                 row["lerobot_samples_per_s"] = lr["samples_per_s"]
                 row["speedup_vs_lerobot"] = row["samples_per_s"] / lr["samples_per_s"]
                 rows.append(lr)
+    gpu = ""
+    if args.device == "cuda":
+        import torch
+
+        gpu = f", GPU {torch.cuda.get_device_name(0)}, torch {torch.__version__}"
     print(
-        f"data {args.data}, camera {camera} {height}x{width}, load average {os.getloadavg()[0]:.2f}"
+        f"data {args.data}, camera {camera} {height}x{width}, load average "
+        f"{os.getloadavg()[0]:.2f}, {os.cpu_count()} cores{gpu}"
     )
     print(
         f"{'system':<10}{'recipe':<34}{'params M':>9}{'batch':>6}{'thr':>4}{'wrk':>4}"
-        f"{'samples/s':>11}{'peak RSS MiB':>13}{'vs LeRobot':>11}"
+        f"{'samples/s':>11}{'peak RSS MiB':>13}{'GPU MiB':>9}{'vs LeRobot':>11}"
     )
     for r in rows:
         ratio = f"{r['speedup_vs_lerobot']:.2f}x" if "speedup_vs_lerobot" in r else ""
+        gpu_mib = f"{r['gpu_peak_MiB']:.0f}" if r.get("gpu_peak_MiB") else ""
         print(
             f"{r['system']:<10}{r['recipe']:<34}{r['params_M']:>9.2f}{r['batch_size']:>6}"
             f"{r.get('threads', 0):>4}{r.get('num_workers', 0):>4}{r['samples_per_s']:>11.1f}"
-            f"{r['peak_rss_MiB']:>13.0f}{ratio:>11}"
+            f"{r['peak_rss_MiB']:>13.0f}{gpu_mib:>9}{ratio:>11}"
         )
     print(json.dumps(rows))
 

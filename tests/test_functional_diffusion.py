@@ -122,3 +122,16 @@ def test_q_sample_endpoints():
     x0, n = torch.ones(1, 2, 2), torch.full((1, 2, 2), 3.0)
     assert torch.equal(q_sample(x0, n, torch.tensor([0]), abar), x0)
     assert torch.equal(q_sample(x0, n, torch.tensor([1]), abar), n)
+
+
+def test_noise_from_a_cpu_generator_lands_on_the_model_device():
+    # A Policy keeps one CPU generator on every device; samples must not depend on where the
+    # model runs ("meta" stands in for a GPU here: any device other than the generator's).
+    from vlastack.functional.noise import randn
+
+    a = randn((2, 4, 3), torch.Generator().manual_seed(7), "cpu")
+    b = torch.randn((2, 4, 3), generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a, b)
+    m = randn((2, 4, 3), torch.Generator().manual_seed(7), "meta")
+    assert m.device.type == "meta" and m.shape == (2, 4, 3)
+    assert randn((5,), None, "meta").device.type == "meta"

@@ -190,6 +190,12 @@ def test_bad_inputs_raise_errors_naming_the_field():
         build_vla(VLAConfig(action_tokens_in_lm=True))
     with pytest.raises(ConfigError, match="unknown field 'actoin_dim'"):
         VLAConfig.from_dict({"actoin_dim": 3})
+    # `--model.language=none` reaches the config as None: it means the registered "none"
+    cfg = VLAConfig(language=None, **SMALL, **HEAD)  # type: ignore[arg-type]
+    cfg.validate()
+    assert cfg.language == "none"
+    with pytest.raises(ConfigError, match="unknown vision encoder 'None'"):
+        VLAConfig(vision=None, **HEAD).validate()  # type: ignore[arg-type]
 
 
 def test_config_round_trip_and_embodiment_adaptation():

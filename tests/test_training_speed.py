@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
@@ -49,6 +50,17 @@ def test_auto_workers_only_for_long_runs_that_decode_video() -> None:
         model=torch.nn.Linear(1, 1), train_dataset=torch.utils.data.TensorDataset(torch.zeros(3))
     )
     assert pick_workers(TrainConfig(steps=1000), cached) == 0
+
+
+def test_auto_workers_cap_is_higher_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import vlastack.training.loop as loop
+
+    monkeypatch.setattr(loop, "cores_per_rank", lambda: 16)
+    parts = TrainingParts(model=torch.nn.Linear(1, 1), train_dataset=_Frames())
+    assert pick_workers(TrainConfig(steps=1000), parts, "cpu") == 4
+    assert pick_workers(TrainConfig(steps=1000), parts, "cuda") == 8
+    monkeypatch.setattr(loop, "cores_per_rank", lambda: 2)
+    assert pick_workers(TrainConfig(steps=1000), parts, "cuda") == 1
 
 
 def test_auto_threads_leave_cores_to_workers_and_other_processes() -> None:

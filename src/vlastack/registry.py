@@ -51,8 +51,8 @@ class Registry(Generic[T]):
         except KeyError:
             raise ConfigError(self.unknown_message(name)) from None
 
-    def unknown_message(self, name: str) -> str:
-        close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5)
+    def unknown_message(self, name: object) -> str:
+        close = difflib.get_close_matches(str(name), list(self._entries), n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         known = ", ".join(sorted(self._entries))
         return f"unknown {self.family} '{name}'.{hint} Known: {known}"

@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import torch
 
+from vlastack.functional.noise import randn
+
 
 def _bcast(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Reshape a (B,) or scalar tensor to broadcast against ``like`` (B, ...)."""
@@ -93,7 +95,7 @@ def ddpm_step(
     ) * x_t
     if t > 0:
         var = ((1 - abar_prev) / (1 - abar_t) * beta_t).clamp(min=1e-20)
-        z = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
+        z = randn(x_t.shape, generator, x_t.device, x_t.dtype)
         mean = mean + var.sqrt() * z
     return mean
 

@@ -120,7 +120,9 @@ class VLAConfig:
             (PROJECTORS, self.projector, "projector"),
             (LANGUAGE_BACKBONES, self.language, "language"),
         ):
-            if name not in reg:
+            if name is None and "none" in reg:  # `--model.language=none` parses to None
+                setattr(self, fld, "none")
+            elif name not in reg:
                 raise ConfigError(f"model config field '{fld}': {reg.unknown_message(name)}")
         if self.aux_token_loss is not None and self.aux_token_loss not in AUX_TOKEN_LOSSES:
             raise ConfigError(

@@ -139,7 +139,7 @@ def _train(
     seed_everything(cfg.seed)
     parts = (build or build_parts)(cfg)
     check_fits(parts, cfg)
-    num_workers = pick_workers(cfg, parts)
+    num_workers = pick_workers(cfg, parts, dist.device.type)
     torch.set_num_threads(pick_threads(cfg, other_load, num_workers))
     say(f"CPU: {torch.get_num_threads()} intra-op threads, {num_workers} data workers")
     model: Any = parts.model
@@ -662,9 +662,11 @@ def local_ranks() -> int:
     return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
-def pick_workers(cfg: TrainConfig, parts: TrainingParts) -> int:
-    """``cfg.num_workers``, or for -1: one worker per two cores (at most 4) when samples decode
-    video and the run is long enough (> 50 steps) to repay starting them (~2-5 s each); else 0.
+def pick_workers(cfg: TrainConfig, parts: TrainingParts, device_type: str = "cpu") -> int:
+    """``cfg.num_workers``, or for -1: one worker per two cores when samples decode images and the
+    run is long enough (> 50 steps) to repay starting them (~2-5 s each); else 0. At most 4 on a
+    CPU, where workers take cores from the step itself; at most 8 on a GPU, where the step leaves
+    the cores idle and decoding is what a small policy waits on.
 
     Samples from the frozen-feature cache or without cameras are in memory: workers only add IPC.
     """
@@ -673,7 +675,7 @@ def pick_workers(cfg: TrainConfig, parts: TrainingParts) -> int:
     decodes = bool(getattr(parts.train_dataset, "image_keys", None))
     if not decodes or cfg.steps * cfg.grad_accum <= 50:
         return 0
-    return min(4, max(1, cores_per_rank() // 2))
+    return min(4 if device_type == "cpu" else 8, max(1, cores_per_rank() // 2))
 
 
 def pick_threads(cfg: TrainConfig, other_load: float, num_workers: int) -> int:

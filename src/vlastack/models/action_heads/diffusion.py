@@ -18,6 +18,7 @@ from torch import nn
 from vlastack.errors import ConfigError
 from vlastack.functional.diffusion_sampling import q_sample, sample_loop
 from vlastack.functional.flow_matching import sincos_time_embedding
+from vlastack.functional.noise import randn
 from vlastack.functional.noise_schedules import make_alphas_cumprod
 from vlastack.models.action_heads._blocks import (
     CrossDecoder,
@@ -126,9 +127,7 @@ class DiffusionHead(ActionHead):
         self._check(context, context_mask)
         B = context.shape[0]
         kvs, pooled = self._prefix(context, context_mask)
-        x_T = torch.randn(
-            (B, self.action_horizon, self.action_dim), generator=generator, device=context.device
-        )
+        x_T = randn((B, self.action_horizon, self.action_dim), generator, context.device)
 
         def eps_fn(x: torch.Tensor, t: int) -> torch.Tensor:
             tt = torch.full((B,), t, device=x.device, dtype=torch.long)

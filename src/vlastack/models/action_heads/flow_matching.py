@@ -25,6 +25,7 @@ from vlastack.functional.flow_matching import (
     sincos_time_embedding,
     target_velocity,
 )
+from vlastack.functional.noise import randn
 from vlastack.models.action_heads._blocks import (
     KV,
     MLP,
@@ -215,7 +216,7 @@ class FlowMatchingHead(ActionHead):
 
     def _noise(self, B: int, device, generator) -> torch.Tensor:
         shape = (B, self.action_horizon, self.action_dim)
-        return torch.randn(shape, generator=generator, device=device)
+        return randn(shape, generator, device)
 
     @torch.no_grad()
     def sample_actions(
