@@ -106,6 +106,12 @@ def bench_one(name: str, iters: int) -> dict:
             max(3, iters // 5),
             1,
         )
+        graphed_lat = None
+        if DEVICE.type == "cuda" and head.cuda_graph_support()[0]:
+            from vlastack.models.action_heads.graphs import GraphedHead
+
+            graphed = GraphedHead(head)
+            graphed_lat = _time(lambda: graphed(c1, m1, _gen()), iters)
     head.train()
     opt = torch.optim.AdamW(head.parameters(), lr=1e-4)
 
@@ -128,6 +134,9 @@ def bench_one(name: str, iters: int) -> dict:
     }
     if DEVICE.type == "cuda":
         row["gpu_peak_MiB"] = torch.cuda.max_memory_allocated() / 2**20
+    if graphed_lat is not None:  # Policy.enable_cuda_graphs: the sampler replayed as a graph
+        row["latency_b1_graph_p50_ms"] = float(np.percentile(graphed_lat, 50))
+        row["latency_b1_graph_p95_ms"] = float(np.percentile(graphed_lat, 95))
     if name == "flow_matching":
         head.eval()
         with torch.inference_mode():
@@ -218,6 +227,12 @@ def main() -> None:
                     f"flow sampler b{B}: {r[f'flow_gflop_b{B}']:.3f} GFLOP/chunk-batch, {g:.1f} GFLOP/s "
                     f"= {100 * g / peak:.0f}% of matmul peak"
                 )
+    for r in rows:
+        if "latency_b1_graph_p50_ms" in r:
+            print(
+                f"{r['head']:<16} CUDA graph b1 p50 {r['latency_b1_graph_p50_ms']:.2f} ms "
+                f"(p95 {r['latency_b1_graph_p95_ms']:.2f}) vs eager {r['latency_b1_p50_ms']:.2f}"
+            )
     for r in lerobot_rows:
         print(
             f"LeRobot {r['policy']:<10} params {r['params_M']:.2f} M, b1 p50 {r['latency_b1_p50_ms']:.2f} ms "

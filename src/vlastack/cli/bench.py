@@ -97,6 +97,11 @@ def add_parser(subparsers: Any) -> None:
     lat.add_argument("--warmup", type=int, default=5, help="untimed first calls")
     lat.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's)")
     lat.add_argument("--device", default="cpu")
+    lat.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="replay the action head's sampler as CUDA graphs (GPU only)",
+    )
     lat.add_argument("--embodiment", default=None, help="mixture checkpoints: the member to act as")
     lat.add_argument("--json", action="store_true", help="print one JSON object instead")
     lat.set_defaults(func=run_latency)
@@ -213,6 +218,8 @@ def run_latency(args: argparse.Namespace) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     policy = Policy.from_checkpoint(args.checkpoint, device=args.device, embodiment=args.embodiment)
+    if args.cuda_graphs:
+        policy.enable_cuda_graphs()
     result = profile_policy(
         policy, synthetic_observation(policy), iters=args.iters, warmup=args.warmup
     )

@@ -64,6 +64,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="torch intra-op threads for inference on the CPU; 0 = time 1, half and all cores "
         "on a synthetic observation at startup and keep the fastest",
     )
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="where the policy runs: auto (cuda when available, else cpu), cpu, cuda, cuda:N",
+    )
+    p.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="replay the action head's sampler as CUDA graphs (GPU only; same actions, fewer "
+        "kernel launches at batch 1)",
+    )
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=run)
 
@@ -76,6 +87,8 @@ def _load_policy(args: argparse.Namespace):
             raise ConfigError(
                 "--embodiment picks a member of a mixture checkpoint; drop it with --toy"
             )
+        if args.cuda_graphs:
+            raise ConfigError("--cuda-graphs applies to checkpoints; drop it with --toy")
         return ToyPolicy(args.toy)
     if not args.checkpoint:
         raise ConfigError(
@@ -92,7 +105,9 @@ def _load_policy(args: argparse.Namespace):
             f"cannot import vlastack.policy ({exc}); this install cannot load checkpoints"
         ) from None
     try:
-        policy = Policy.from_checkpoint(args.checkpoint, embodiment=args.embodiment)
+        policy = Policy.from_checkpoint(
+            args.checkpoint, embodiment=args.embodiment, device=_pick_device(args.device)
+        )
     except VlastackError:
         raise
     except Exception as exc:
@@ -100,6 +115,8 @@ def _load_policy(args: argparse.Namespace):
             f"{args.checkpoint}: could not load the policy ({type(exc).__name__}: {exc}); "
             "check that the folder is a complete vlastack checkpoint (config.json, weights, stats)"
         ) from None
+    if args.cuda_graphs:
+        policy.enable_cuda_graphs()
     _set_threads(policy, args.threads)
     if policy.embodiment_name:
         logging.getLogger("vlastack.serving").info(
@@ -110,6 +127,16 @@ def _load_policy(args: argparse.Namespace):
             policy.mixture_members,
         )
     return policy
+
+
+def _pick_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available here; use --device cpu")
+    return name
 
 
 def _set_threads(policy, threads: int) -> None:

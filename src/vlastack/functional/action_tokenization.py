@@ -13,14 +13,15 @@ import torch
 NUM_BINS = 256
 
 
-def bin_edges(num_bins: int = NUM_BINS) -> torch.Tensor:
+def bin_edges(num_bins: int = NUM_BINS, device: torch.device | str | None = None) -> torch.Tensor:
     """``linspace(−1, 1, num_bins)`` (OpenVLA calls these ``bins``)."""
-    return torch.linspace(-1.0, 1.0, num_bins, dtype=torch.float32)
+    return torch.linspace(-1.0, 1.0, num_bins, dtype=torch.float32, device=device)
 
 
-def bin_centers(num_bins: int = NUM_BINS) -> torch.Tensor:
-    """Midpoints of consecutive edges: ``num_bins − 1`` values."""
-    e = bin_edges(num_bins)
+def bin_centers(num_bins: int = NUM_BINS, device: torch.device | str | None = None) -> torch.Tensor:
+    """Midpoints of consecutive edges: ``num_bins − 1`` values (built on ``device``: no
+    host-to-device copy, which a CUDA-graph capture forbids)."""
+    e = bin_edges(num_bins, device)
     return (e[:-1] + e[1:]) / 2
 
 
@@ -59,7 +60,7 @@ def bin_index(x: torch.Tensor, num_bins: int = NUM_BINS) -> torch.Tensor:
 
 def index_to_value(idx: torch.Tensor, num_bins: int = NUM_BINS) -> torch.Tensor:
     """Class index → bin center; index is clipped to [0, num_bins − 2] as OpenVLA does."""
-    centers = bin_centers(num_bins).to(idx.device)
+    centers = bin_centers(num_bins, idx.device)
     return centers[idx.clamp(0, num_bins - 2)]
 
 

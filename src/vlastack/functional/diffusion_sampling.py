@@ -36,7 +36,8 @@ def inference_timesteps(num_train_timesteps: int, num_inference_steps: int) -> l
 
 def _alpha_prev(alphas_cumprod: torch.Tensor, t_prev: int) -> torch.Tensor:
     # set_alpha_to_one=True: the step past t=0 lands on clean data (ᾱ=1).
-    return alphas_cumprod[t_prev] if t_prev >= 0 else alphas_cumprod.new_tensor(1.0)
+    # ones_like, not new_tensor(1.0): no host-to-device copy (CUDA-graph capture forbids one)
+    return alphas_cumprod[t_prev] if t_prev >= 0 else torch.ones_like(alphas_cumprod[0])
 
 
 def predict_x0(

@@ -44,8 +44,13 @@ def target_velocity(actions: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=32)
-def _angular_freqs(dim: int, min_period: float, max_period: float) -> torch.Tensor:
-    # cached: rebuilding this float64 linspace was ~10% of a small expert's Euler step on CPU
+def _angular_freqs(
+    dim: int, min_period: float, max_period: float, device: torch.device | None = None
+) -> torch.Tensor:
+    # cached: rebuilding this float64 linspace was ~10% of a small expert's Euler step on CPU;
+    # per device, so a GPU step copies nothing from the host (CUDA-graph capture forbids it)
+    if device is not None and device.type != "cpu":
+        return _angular_freqs(dim, min_period, max_period).to(device)
     frac = torch.linspace(0.0, 1.0, dim // 2, dtype=torch.float64)
     return 2 * math.pi / (min_period * (max_period / min_period) ** frac)
 
@@ -59,7 +64,7 @@ def sincos_time_embedding(
     """
     if dim % 2:
         raise ValueError(f"time embedding dim must be even, got {dim}")
-    freqs = _angular_freqs(dim, float(min_period), float(max_period)).to(t.device)
+    freqs = _angular_freqs(dim, float(min_period), float(max_period), t.device)
     angle = t.to(torch.float64)[:, None] * freqs[None, :]
     return torch.cat([angle.sin(), angle.cos()], dim=-1).to(torch.float32)
 

@@ -633,6 +633,9 @@ class VLA(nn.Module):
                 motion = self.motion_classifier(masked_mean(ctx, mask)).argmax(-1)
                 ctx, mask = self._with_motion(ctx, mask, motion)
             assert self.head is not None
+            graphed = self.__dict__.get("_graphed_head")  # Policy.enable_cuda_graphs
+            if graphed is not None:
+                return graphed(ctx, mask, generator)
             return self.head.sample_actions(ctx, mask, generator=generator)
 
     # ------------------------------------------------------------------ groups

@@ -41,6 +41,25 @@ def reference_inference() -> Iterator[None]:
         _FAST_INFERENCE = old
 
 
+_CAPTURING = False
+
+
+@contextlib.contextmanager
+def graph_capture() -> Iterator[None]:
+    """Inside: a CUDA graph is being recorded (``graphs.GraphedHead``). Host synchronizations
+    (``bool(tensor)``) are illegal then, so the fast path and data-reading checks stand aside."""
+    global _CAPTURING
+    old, _CAPTURING = _CAPTURING, True
+    try:
+        yield
+    finally:
+        _CAPTURING = old
+
+
+def is_capturing() -> bool:
+    return _CAPTURING
+
+
 def fast_inference(module: nn.Module | None = None) -> bool:
     """True when the exact-math inference shortcuts may run: autograd off, not tracing or
     exporting, and (given ``module``) every linear layer in it a plain ``nn.Linear`` — the
@@ -53,6 +72,7 @@ def fast_inference(module: nn.Module | None = None) -> bool:
         # under torch.compile the reference ops are what inductor fuses; the weight-pack cache
         # below keys on storage pointers, which would make dynamo recompile every call
         and not torch.compiler.is_compiling()
+        and not _CAPTURING  # the fast path drops all-valid masks after a host check
     ):
         return False
     return module is None or _plain_linears(module)

@@ -41,6 +41,9 @@ class ACTHeadConfig:
 class ACTHead(ActionHead):
     """CVAE over action chunks; L1 reconstruction + KL."""
 
+    def cuda_graph_support(self) -> tuple[bool, str]:
+        return True, ""
+
     def __init__(
         self,
         context_dim: int,

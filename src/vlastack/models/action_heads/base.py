@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from vlastack.errors import ConfigError
+from vlastack.models.action_heads._blocks import is_capturing
 
 
 class ActionHead(nn.Module):
@@ -49,8 +50,13 @@ class ActionHead(nn.Module):
                 f"{type(self).__name__}: context_mask must be {tuple(context.shape[:2])}, "
                 f"got {tuple(context_mask.shape)}"
             )
-        # a data-dependent branch: under torch.compile it would break the graph, so it runs eagerly
-        if not torch.compiler.is_compiling() and not bool(context_mask.any(dim=1).all()):
+        # a data-dependent branch: under torch.compile it would break the graph, so it runs
+        # eagerly; a CUDA graph capture runs it before the capture (graphs.GraphedHead)
+        if (
+            not torch.compiler.is_compiling()
+            and not is_capturing()
+            and not bool(context_mask.any(dim=1).all())
+        ):
             raise ConfigError(
                 f"{type(self).__name__}: every sample needs at least one valid context token "
                 "(a row of context_mask is all False); check the tokenizer/encoder padding."
@@ -64,6 +70,14 @@ class ActionHead(nn.Module):
                 f"(action_horizon, action_dim), got {tuple(actions.shape)}; match the dataset's "
                 "embodiment spec and the recipe's action_horizon."
             )
+
+    # CUDA-graph replay (graphs.GraphedHead): heads whose sampler has fixed shapes and no host
+    # synchronization say so; stochastic ones also take their initial noise as ``noise=``.
+    cuda_graph_noise = False
+
+    def cuda_graph_support(self) -> tuple[bool, str]:
+        """(whether ``sample_actions`` can be recorded as a CUDA graph, why not)."""
+        return False, "this head does not declare a capturable sampler"
 
     def loss(
         self,

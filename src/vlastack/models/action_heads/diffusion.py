@@ -50,6 +50,13 @@ class DiffusionHeadConfig:
 class DiffusionHead(ActionHead):
     """ε-prediction DDPM over action chunks."""
 
+    cuda_graph_noise = True
+
+    def cuda_graph_support(self) -> tuple[bool, str]:
+        if self.sampler != "ddim":
+            return False, "DDPM sampling draws fresh noise at every step; use sampler='ddim'"
+        return True, ""
+
     def __init__(
         self,
         context_dim: int,
@@ -123,11 +130,15 @@ class DiffusionHead(ActionHead):
         return masked_mean(err, loss_weights(action_is_pad, action_dim_mask, self.action_dim))
 
     @torch.no_grad()
-    def sample_actions(self, context, context_mask, generator=None, num_inference_steps=None):
+    def sample_actions(
+        self, context, context_mask, generator=None, num_inference_steps=None, noise=None
+    ):
+        """DDIM/DDPM from x_T = ``noise`` (B, H, A) if given, else drawn from ``generator``."""
         self._check(context, context_mask)
         B = context.shape[0]
         kvs, pooled = self._prefix(context, context_mask)
-        x_T = randn((B, self.action_horizon, self.action_dim), generator, context.device)
+        shape = (B, self.action_horizon, self.action_dim)
+        x_T = noise if noise is not None else randn(shape, generator, context.device)
 
         def eps_fn(x: torch.Tensor, t: int) -> torch.Tensor:
             tt = torch.full((B,), t, device=x.device, dtype=torch.long)

@@ -116,6 +116,11 @@ class FlowPrefixCache:
 class FlowMatchingHead(ActionHead):
     """π0 action expert: flow matching, Euler sampling over a cached prefix."""
 
+    cuda_graph_noise = True
+
+    def cuda_graph_support(self) -> tuple[bool, str]:
+        return True, ""
+
     def __init__(
         self,
         context_dim: int,
@@ -179,7 +184,11 @@ class FlowMatchingHead(ActionHead):
             state_token = None
             suffix_ar = [1] + [0] * (H - 1)
         S = len(suffix_ar)
-        ar = torch.tensor([0] * N + suffix_ar, device=context.device)
+        # filled on the device (no host-to-device copy: CUDA-graph capture forbids one)
+        ar = torch.zeros(N + S, dtype=torch.long, device=context.device)
+        for i, v in enumerate(suffix_ar):
+            if v:  # fill_ takes the scalar as a kernel argument; ar[i] = 1 would copy it
+                ar.narrow(0, N + i, 1).fill_(1)
         valid = torch.cat([context_mask, context_mask.new_ones(B, S)], 1)
         mask = make_attn_mask(valid, ar)[:, N:, :]  # suffix rows only: the prefix is not recomputed
         return FlowPrefixCache(kvs, mask[:, None], state_token)

@@ -53,6 +53,9 @@ class MLPResNet(nn.Module):
 class L1Head(ActionHead):
     """Parallel decoding of the whole chunk + MLP-ResNet, L1 loss."""
 
+    def cuda_graph_support(self) -> tuple[bool, str]:
+        return True, ""
+
     def __init__(
         self,
         context_dim: int,
