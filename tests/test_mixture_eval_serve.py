@@ -267,3 +267,33 @@ def test_serve_unknown_member_is_a_clear_error(
     assert main(["serve", str(ckpt), "--embodiment", "nope", "--port", "0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "['arm', 'point']" in err and "Traceback" not in err
+
+
+# ---- remote simulators (no EmbodimentSpec in this process) ----------------------------------
+def _aloha() -> EmbodimentSpec:
+    return EmbodimentSpec(
+        robot_type="aloha",
+        cameras=[CameraSpec("cam_high", 32, 32)],
+        state=VectorSpec([f"q{i}" for i in range(14)]),
+        action=VectorSpec([f"a{i}" for i in range(14)], kind="absolute"),
+        control_hz=50.0,
+    )
+
+
+def test_remote_sim_acts_as_the_member_with_the_clients_sizes(tmp_path: Path, caplog) -> None:
+    from vlastack.envs.remote.runner import SIMS, _as_policy, member_for_sim, style_dims
+    from vlastack.evaluation.rollout import mixture_members
+
+    assert style_dims("aloha") == (14, 14) and style_dims("libero") == (8, 7)
+    ckpt = write_mixture_checkpoint(tmp_path / "checkpoints", robot=("bimanual", _aloha()))
+    members = mixture_members(ckpt)
+    assert member_for_sim(members, SIMS["aloha/transfer_cube"])[0] == "bimanual"
+    policy, _ = _as_policy(str(ckpt), SIMS["aloha/transfer_cube"])
+    assert getattr(policy, "embodiment_name", None) == "bimanual"
+    # no member has LIBERO's 8-d state / 7-d actions: the first one, and a warning naming sizes
+    name, why = member_for_sim(members, SIMS["libero/libero_spatial"])
+    assert name is None and "8-d state" in why and "bimanual" in why
+    with caplog.at_level("WARNING", logger="vlastack.eval"):
+        policy, _ = _as_policy(str(ckpt), SIMS["libero/libero_spatial"])
+    assert getattr(policy, "embodiment_name", None) == "arm"
+    assert "--embodiment" in caplog.text

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -217,14 +218,56 @@ def sim_versions(family: str, python: str | Path) -> dict[str, str | None]:
 # ---------------------------------------------------------------------------------------------
 # evaluate_remote
 # ---------------------------------------------------------------------------------------------
-def _as_policy(policy: Any) -> tuple[Any, str | None]:
-    """A checkpoint path, a zero-arg factory or a policy object -> (policy, checkpoint or None)."""
-    from vlastack.evaluation.rollout import load_policy, resolve_checkpoint_dir
+def style_dims(style: str) -> tuple[int, int]:
+    """(state_dim, action_dim) a remote simulator's client sends and expects (openpi style)."""
+    import numpy as np
+
+    from vlastack.serving.toy import STYLES
+
+    cfg = STYLES[style]
+    state = sum(int(np.prod(cfg["schema"][k].shape or (1,))) for k in cfg["state_keys"])
+    return state, int(cfg["action_dim"])
+
+
+def member_for_sim(members: Sequence[Any], spec: SimSpec) -> tuple[str | None, str]:
+    """The mixture member to act as on a remote simulator, and why. The simulator runs in
+    another venv, so there is no EmbodimentSpec here to compare with (as Meta-World has): a
+    member fits when its own state and action sizes are the client's; among several, one whose
+    name or robot_type names the simulator's family wins. None when no member fits."""
+    state, action = style_dims(spec.style)
+    fits = [m for m in members if m.state_dim == state and m.action_dim == action]
+    if not fits:
+        sizes = [(m.name, m.state_dim, m.action_dim) for m in members]
+        return None, (
+            f"no member has the {spec.family} client's {state}-d state and {action}-d actions "
+            f"(members, state, action: {sizes})"
+        )
+
+    def named(m: Any) -> bool:
+        robot = getattr(m.embodiment, "robot_type", "") or ""
+        return spec.family in m.name.lower() or spec.family in robot.lower()
+
+    best = next((m for m in fits if named(m)), fits[0])
+    return best.name, f"{state}-d state and {action}-d actions like the {spec.family} client"
+
+
+def _as_policy(policy: Any, spec: SimSpec | None = None) -> tuple[Any, str | None]:
+    """A checkpoint path, a zero-arg factory or a policy object -> (policy, checkpoint or None).
+    A mixture checkpoint acts as the member that fits ``spec``'s client (``member_for_sim``)."""
+    from vlastack.evaluation.rollout import load_policy, mixture_members, resolve_checkpoint_dir
 
     if isinstance(policy, (str, Path)):
         if not Path(policy).exists():
             raise ConfigError(f"checkpoint {policy} does not exist; pass a checkpoint folder")
         ckpt = str(resolve_checkpoint_dir(policy))
+        members = mixture_members(ckpt) if spec is not None else []
+        if members and spec is not None:
+            name, why = member_for_sim(members, spec)
+            log = logging.getLogger("vlastack.eval")
+            if name is not None:
+                log.info("%s: acting as mixture member %r (%s)", ckpt, name, why)
+                return load_policy(ckpt, embodiment=name), ckpt
+            log.warning("%s: %s; acting as the first member (--embodiment NAME picks)", ckpt, why)
         return load_policy(ckpt), ckpt
     if not hasattr(policy, "infer") and callable(policy):
         policy = policy()
@@ -299,7 +342,7 @@ def evaluate_remote(
         raise ConfigError(f"episodes must be >= 1, got {episodes}")
     venv_path = Path(venv) if venv is not None else default_venv(spec.family)
     python = _check_venv(spec.family, venv_path)
-    pol, checkpoint = _as_policy(policy)
+    pol, checkpoint = _as_policy(policy, spec)
     cams = tuple(cameras) if cameras else _cameras_for(pol, spec)
 
     out = Path(out_dir) if out_dir else None
