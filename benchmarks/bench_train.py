@@ -131,6 +131,7 @@ def one(recipe: str, data: str, steps: int, warmup: int, batch_size: int, extra:
     import torch
 
     from vlastack.training.config import TrainConfig
+    from vlastack.training.distributed import pick_device
     from vlastack.training.loop import train
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -151,6 +152,7 @@ def one(recipe: str, data: str, steps: int, warmup: int, batch_size: int, extra:
         wall_s = time.monotonic() - t0
         timed = res.step_s[warmup:]
     rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    device = pick_device(cfg.device).type
     return {
         "system": "vlastack",
         "recipe": recipe,
@@ -163,19 +165,9 @@ def one(recipe: str, data: str, steps: int, warmup: int, batch_size: int, extra:
         "wall_s": wall_s,
         "threads": torch.get_num_threads(),  # restored by train(); the run's own is in stdout
         "image_size": cfg.model.get("image_size"),
-        "device": str(res_device(cfg)),
-        "gpu_peak_MiB": torch.cuda.max_memory_allocated() / 2**20
-        if torch.cuda.is_available() and cfg.device != "cpu"
-        else None,
+        "device": device,
+        "gpu_peak_MiB": torch.cuda.max_memory_allocated() / 2**20 if device != "cpu" else None,
     }
-
-
-def res_device(cfg) -> str:
-    import torch
-
-    if cfg.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return cfg.device
 
 
 def lerobot_row(

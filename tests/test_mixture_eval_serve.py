@@ -20,14 +20,20 @@ ENV = "fake/reach-easy"  # robot "fake_point": camera "top", 4-d state, 2-d delt
 MEAN = {"point": 50.0, "arm": -50.0}  # action means far apart: which stats un-normalize shows
 
 
-def _arm() -> EmbodimentSpec:
+def _robot(
+    robot_type: str, camera: str, state: int, action: int, kind: str, hz: float, act: str = "a"
+) -> EmbodimentSpec:
     return EmbodimentSpec(
-        robot_type="arm3",
-        cameras=[CameraSpec("top", 32, 32)],
-        state=VectorSpec([f"q{i}" for i in range(6)]),
-        action=VectorSpec([f"dq{i}" for i in range(3)], kind="delta"),
-        control_hz=10.0,
+        robot_type=robot_type,
+        cameras=[CameraSpec(camera, 32, 32)],
+        state=VectorSpec([f"q{i}" for i in range(state)]),
+        action=VectorSpec([f"{act}{i}" for i in range(action)], kind=kind),
+        control_hz=hz,
     )
+
+
+def _arm() -> EmbodimentSpec:
+    return _robot("arm3", "top", 6, 3, "delta", 10.0, act="dq")
 
 
 def _member_norm(state_dim: int, action_dim: int, action_mean: float) -> dict:
@@ -271,18 +277,13 @@ def test_serve_unknown_member_is_a_clear_error(
 
 # ---- remote simulators (no EmbodimentSpec in this process) ----------------------------------
 def _aloha() -> EmbodimentSpec:
-    return EmbodimentSpec(
-        robot_type="aloha",
-        cameras=[CameraSpec("cam_high", 32, 32)],
-        state=VectorSpec([f"q{i}" for i in range(14)]),
-        action=VectorSpec([f"a{i}" for i in range(14)], kind="absolute"),
-        control_hz=50.0,
-    )
+    return _robot("aloha", "cam_high", 14, 14, "absolute", 50.0)
 
 
 def test_remote_sim_acts_as_the_member_with_the_clients_sizes(tmp_path: Path, caplog) -> None:
-    from vlastack.envs.remote.runner import SIMS, _as_policy, member_for_sim, style_dims
+    from vlastack.envs.remote.runner import SIMS, _as_policy, member_for_sim
     from vlastack.evaluation.rollout import mixture_members
+    from vlastack.serving.toy import style_dims
 
     assert style_dims("aloha") == (14, 14) and style_dims("libero") == (8, 7)
     ckpt = write_mixture_checkpoint(tmp_path / "checkpoints", robot=("bimanual", _aloha()))

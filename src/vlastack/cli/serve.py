@@ -105,8 +105,10 @@ def _load_policy(args: argparse.Namespace):
             f"cannot import vlastack.policy ({exc}); this install cannot load checkpoints"
         ) from None
     try:
+        from vlastack.training.distributed import pick_device
+
         policy = Policy.from_checkpoint(
-            args.checkpoint, embodiment=args.embodiment, device=_pick_device(args.device)
+            args.checkpoint, embodiment=args.embodiment, device=str(pick_device(args.device))
         )
     except VlastackError:
         raise
@@ -127,16 +129,6 @@ def _load_policy(args: argparse.Namespace):
             policy.mixture_members,
         )
     return policy
-
-
-def _pick_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available here; use --device cpu")
-    return name
 
 
 def _set_threads(policy, threads: int) -> None:

@@ -58,6 +58,14 @@ STYLES: dict[str, dict] = {
 }
 
 
+def style_dims(style: str) -> tuple[int, int]:
+    """(state_dim, action_dim) a client of this openpi style sends and expects."""
+    cfg = STYLES[style]
+    schema = cfg["schema"]
+    state = sum(int(np.prod(schema[k].shape or (1,))) for k in cfg["state_keys"])
+    return state, int(cfg["action_dim"])
+
+
 def _get(obs: Mapping, key: str):
     if key in obs:
         return obs[key]
@@ -89,7 +97,7 @@ class ToyPolicy:
         self.action_dim: int = cfg["action_dim"]
         self.action_horizon = action_horizon
         self.delay_s = delay_s
-        state_dim = sum(int(np.prod(self.schema[k].shape or (1,))) for k in self.state_keys)
+        state_dim = style_dims(style)[0]
         rng = np.random.default_rng(seed)
         self._w = rng.normal(0, 0.5, (self.action_dim, state_dim))
         self._b = rng.normal(0, 0.1, self.action_dim)

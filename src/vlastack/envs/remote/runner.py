@@ -218,22 +218,13 @@ def sim_versions(family: str, python: str | Path) -> dict[str, str | None]:
 # ---------------------------------------------------------------------------------------------
 # evaluate_remote
 # ---------------------------------------------------------------------------------------------
-def style_dims(style: str) -> tuple[int, int]:
-    """(state_dim, action_dim) a remote simulator's client sends and expects (openpi style)."""
-    import numpy as np
-
-    from vlastack.serving.toy import STYLES
-
-    cfg = STYLES[style]
-    state = sum(int(np.prod(cfg["schema"][k].shape or (1,))) for k in cfg["state_keys"])
-    return state, int(cfg["action_dim"])
-
-
 def member_for_sim(members: Sequence[Any], spec: SimSpec) -> tuple[str | None, str]:
     """The mixture member to act as on a remote simulator, and why. The simulator runs in
     another venv, so there is no EmbodimentSpec here to compare with (as Meta-World has): a
     member fits when its own state and action sizes are the client's; among several, one whose
     name or robot_type names the simulator's family wins. None when no member fits."""
+    from vlastack.serving.toy import style_dims
+
     state, action = style_dims(spec.style)
     fits = [m for m in members if m.state_dim == state and m.action_dim == action]
     if not fits:

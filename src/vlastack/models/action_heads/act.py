@@ -41,8 +41,7 @@ class ACTHeadConfig:
 class ACTHead(ActionHead):
     """CVAE over action chunks; L1 reconstruction + KL."""
 
-    def cuda_graph_support(self) -> tuple[bool, str]:
-        return True, ""
+    cuda_graph_blocker = None
 
     def __init__(
         self,

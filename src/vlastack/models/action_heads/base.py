@@ -72,12 +72,14 @@ class ActionHead(nn.Module):
             )
 
     # CUDA-graph replay (graphs.GraphedHead): heads whose sampler has fixed shapes and no host
-    # synchronization say so; stochastic ones also take their initial noise as ``noise=``.
+    # synchronization set the blocker to None; stochastic ones also take their initial noise as
+    # ``noise=``.
+    cuda_graph_blocker: str | None = "this head does not declare a capturable sampler"
     cuda_graph_noise = False
 
     def cuda_graph_support(self) -> tuple[bool, str]:
         """(whether ``sample_actions`` can be recorded as a CUDA graph, why not)."""
-        return False, "this head does not declare a capturable sampler"
+        return self.cuda_graph_blocker is None, self.cuda_graph_blocker or ""
 
     def loss(
         self,

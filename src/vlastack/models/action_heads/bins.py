@@ -40,8 +40,7 @@ class BinsHeadConfig:
 class BinsHead(ActionHead):
     """Per-dimension 256-way classification of normalized actions; greedy (argmax) decoding."""
 
-    def cuda_graph_support(self) -> tuple[bool, str]:
-        return True, ""
+    cuda_graph_blocker = None
 
     output_range = 1.0
     output_range_reason = "its bins span [-1, 1]"

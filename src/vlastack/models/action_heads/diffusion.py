@@ -52,11 +52,6 @@ class DiffusionHead(ActionHead):
 
     cuda_graph_noise = True
 
-    def cuda_graph_support(self) -> tuple[bool, str]:
-        if self.sampler != "ddim":
-            return False, "DDPM sampling draws fresh noise at every step; use sampler='ddim'"
-        return True, ""
-
     def __init__(
         self,
         context_dim: int,
@@ -83,6 +78,11 @@ class DiffusionHead(ActionHead):
             )
         self.num_train_timesteps = num_train_timesteps
         self.sampler = sampler
+        self.cuda_graph_blocker = (
+            None
+            if sampler == "ddim"
+            else "DDPM sampling draws fresh noise at every step; use sampler='ddim'"
+        )
         self.num_inference_steps = num_inference_steps
         if clip_range <= 0:
             raise ConfigError(f"diffusion head: clip_range must be > 0, got {clip_range}")

@@ -61,8 +61,7 @@ class FastHeadConfig:
 class FastHead(ActionHead):
     """Autoregressive FAST tokens, greedy decoding."""
 
-    def cuda_graph_support(self) -> tuple[bool, str]:
-        return False, "autoregressive decoding stops on the tokens it reads"
+    cuda_graph_blocker = "autoregressive decoding stops on the tokens it reads"
 
     def __init__(
         self,

@@ -118,8 +118,7 @@ class FlowMatchingHead(ActionHead):
 
     cuda_graph_noise = True
 
-    def cuda_graph_support(self) -> tuple[bool, str]:
-        return True, ""
+    cuda_graph_blocker = None
 
     def __init__(
         self,

@@ -107,8 +107,4 @@ class GraphedHead:
         return bufs["out"].clone()
 
 
-def cuda_graphs_available() -> bool:
-    return torch.cuda.is_available()
-
-
-__all__ = ["GraphedHead", "cuda_graphs_available"]
+__all__ = ["GraphedHead"]

@@ -53,8 +53,7 @@ class MLPResNet(nn.Module):
 class L1Head(ActionHead):
     """Parallel decoding of the whole chunk + MLP-ResNet, L1 loss."""
 
-    def cuda_graph_support(self) -> tuple[bool, str]:
-        return True, ""
+    cuda_graph_blocker = None
 
     def __init__(
         self,
