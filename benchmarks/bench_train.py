@@ -32,7 +32,8 @@ DEFAULT_DATA = REPO.parent / "shared" / "fixtures" / "lerobot_v3_tiny_two_cam"
 RECIPES = ["cpu_default", "diffusion_policy", "act"]
 LEROBOT_OF = {"act": "act", "diffusion_policy": "diffusion"}
 # torchvision ResNet-18's shape as a transformers ResNetConfig (11.41M params with ACT's head vs
-# LeRobot ACT's 11.44M): ``--same-arch`` compares the two loops on the same network.
+# LeRobot ACT's 11.44M): ``--same-arch`` compares the two loops on the same network, BatchNorm
+# frozen on both sides (LeRobot builds its ResNet with torchvision's FrozenBatchNorm2d).
 RESNET18_SHAPED = json.dumps(
     {
         "config": {
@@ -40,7 +41,8 @@ RESNET18_SHAPED = json.dumps(
             "hidden_sizes": [64, 128, 256, 512],
             "depths": [2, 2, 2, 2],
             "layer_type": "basic",
-        }
+        },
+        "freeze_bn": True,
     }
 )
 

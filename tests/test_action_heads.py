@@ -340,3 +340,27 @@ def test_diffusion_ddpm_sampler_and_cosine_schedule():
     assert torch.equal(a, b) and not torch.equal(a, c)
     with pytest.raises(ConfigError, match="num_inference_steps"):
         make_head("diffusion", num_inference_steps=500)
+
+
+def test_bf16_attention_under_autograd_runs_in_float32_on_the_cpu() -> None:
+    """CPU bf16 flash-attention backward is several times slower than float32's; the heads' sdpa
+    runs it in float32 there and returns bf16, with gradients to q, k and v."""
+    import torch.nn.functional as F
+
+    from vlastack.models.action_heads._blocks import sdpa
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 20, 16, dtype=torch.bfloat16, requires_grad=True) for _ in "qkv")
+    mask = torch.rand(2, 1, 20, 20) > 0.2
+    mask[..., 0] = True
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = sdpa(q, k, v, mask)
+    assert out.dtype == torch.bfloat16
+    ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=mask)
+    torch.testing.assert_close(out.double(), ref, rtol=0.02, atol=0.02)
+    out.float().sum().backward()
+    assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in (q, k, v))
+    with torch.no_grad():  # inference keeps the stock bf16 kernel
+        torch.testing.assert_close(
+            sdpa(q, k, v, mask), F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        )

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch.utils.data import DistributedSampler
@@ -69,3 +73,64 @@ def test_auto_threads_leave_cores_to_workers_and_other_processes() -> None:
     assert pick_threads(TrainConfig(), other_load=0.0, num_workers=0) == cores
     assert pick_threads(TrainConfig(), other_load=0.0, num_workers=1) == max(1, cores - 1)
     assert pick_threads(TrainConfig(), other_load=100.0, num_workers=0) == 1
+
+
+def test_read_ahead_keeps_order_and_reraises_the_sources_error() -> None:
+    from vlastack.training.loop import ReadAhead
+
+    def source():
+        yield from range(5)
+        raise ValueError("bad episode 7")
+
+    it = ReadAhead(source())
+    assert [next(it) for _ in range(5)] == list(range(5))
+    with pytest.raises(ValueError, match="bad episode 7"):
+        next(it)
+    it.close()
+    # closing mid-stream stops the reader thread
+    it = ReadAhead(iter(range(100)))
+    assert next(it) == 0
+    it.close()
+    assert it._pool._shutdown
+
+
+def test_video_decoder_keeps_one_container_table_per_thread(tmp_path) -> None:
+    import threading
+
+    from vlastack.data.video import VideoDecoder
+
+    dec = VideoDecoder()
+    dec._open["main"] = object()
+    seen: list[dict] = []
+    t = threading.Thread(target=lambda: seen.append(dict(dec._open)))
+    t.start()
+    t.join()
+    assert seen == [{}] and "main" in dec._open
+
+
+_HEAP_SCRIPT = r"""
+import sys, torch
+from vlastack.training.host_memory import retain_freed_memory
+if sys.argv[1] == "retain":
+    assert retain_freed_memory() and retain_freed_memory()  # idempotent
+x = torch.ones(12 << 20)  # 48 MiB: above glibc's largest automatic mmap threshold (32 MiB)
+heap = [ln.split()[0] for ln in open("/proc/self/maps") if ln.rstrip().endswith("[heap]")]
+lo, hi = (int(v, 16) for v in heap[0].split("-"))
+print(lo <= x.data_ptr() < hi)
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or not Path("/proc/self/maps").exists(),
+    reason="glibc mallopt and /proc/self/maps are Linux-only",
+)
+def test_retained_host_memory_serves_large_tensors_from_the_heap() -> None:
+    """By default glibc maps a large tensor on its own and unmaps it when freed, so the next step's
+    tensor page-faults afresh; retained, it lives in the heap, whose pages stay mapped."""
+    where = {}
+    for mode in ("default", "retain"):
+        out = subprocess.run(
+            [sys.executable, "-c", _HEAP_SCRIPT, mode], capture_output=True, text=True, check=True
+        )
+        where[mode] = out.stdout.split()[-1]
+    assert where == {"default": "False", "retain": "True"}

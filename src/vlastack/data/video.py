@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -200,24 +201,34 @@ def probe_video(path: str | Path) -> tuple[int, int, float]:
 
 
 class VideoDecoder:
-    """Decodes frames at timestamps, keeping one open container per file in this process.
+    """Decodes frames at timestamps, keeping one open container per file in this process and
+    thread.
 
-    Containers are not shared across processes: each DataLoader worker (a fork) notices the pid
-    changed and opens its own.
+    Containers are not shared across processes (each DataLoader worker, a fork, notices the pid
+    changed and opens its own) nor across threads (a container's seek/decode state is not
+    thread-safe, and the training loop's prefetch thread decodes while validation does too).
     """
 
     def __init__(self, tolerance_s: float = 1e-4, max_open: int = 64) -> None:
         self.tolerance_s = tolerance_s
         self.max_open = max_open
         self._pid = os.getpid()
-        self._open: dict[str, Any] = {}
+        self._local = threading.local()
+
+    @property
+    def _open(self) -> dict[str, Any]:
+        """This thread's open containers (a thread's are closed when it ends)."""
+        if os.getpid() != self._pid:
+            self._local = threading.local()
+            self._pid = os.getpid()
+        table = getattr(self._local, "open", None)
+        if table is None:
+            table = self._local.open = {}
+        return table
 
     def _container(self, path: str) -> Any:
         import av
 
-        if os.getpid() != self._pid:
-            self._open = {}
-            self._pid = os.getpid()
         c = self._open.get(path)
         if c is None:
             if len(self._open) >= self.max_open:
@@ -240,10 +251,11 @@ class VideoDecoder:
         return c
 
     def close(self) -> None:
+        """Close this thread's containers."""
         for c in self._open.values():
             with contextlib.suppress(Exception):
                 c.close()
-        self._open = {}
+        self._open.clear()
 
     def __getstate__(self) -> dict[str, Any]:
         return {"tolerance_s": self.tolerance_s, "max_open": self.max_open}

@@ -10,6 +10,7 @@ validation, ``sample_actions(batch) -> (B, H, A)``.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import math
 import os
@@ -29,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from vlastack.embodiment import EmbodimentSpec
 from vlastack.errors import ConfigError, DataError, VlastackError
-from vlastack.training import adapters, checkpoint, distributed, probes
+from vlastack.training import adapters, checkpoint, distributed, host_memory, probes
 from vlastack.training.config import DataSpec, TrainConfig, parse_data
 from vlastack.training.logging import RunLogger
 from vlastack.training.optim import build_optimizer, build_scheduler
@@ -142,6 +143,8 @@ def _train(
     num_workers = pick_workers(cfg, parts, dist.device.type)
     torch.set_num_threads(pick_threads(cfg, other_load, num_workers))
     say(f"CPU: {torch.get_num_threads()} intra-op threads, {num_workers} data workers")
+    if cfg.retain_host_memory and dist.device.type == "cpu":
+        host_memory.retain_freed_memory()
     model: Any = parts.model
     frozen = adapters.apply_freeze(model, cfg.freeze)
     if cfg.lora is not None:
@@ -591,7 +594,9 @@ def batch_stream(
         pin_memory=dist.device.type == "cuda",
         **extra,
     )
-    it = iter(loader)
+    # Without workers the batches are read on a thread one step ahead, so decoding overlaps the
+    # step (the decoders and torch ops release the GIL). Same batches in the same order.
+    it = iter(loader) if num_workers > 0 or not _decodes(parts) else ReadAhead(iter(loader))
     try:
         while True:
             batch = next(it)
@@ -600,7 +605,37 @@ def batch_stream(
             if batch_in_epoch == batches.per_epoch:
                 epoch, batch_in_epoch = epoch + 1, 0
     finally:
+        if isinstance(it, ReadAhead):
+            it.close()
         del it
+
+
+class ReadAhead:
+    """An iterator that computes its source's next item on a background thread while the caller
+    works on the current one (one item ahead). Items come in the source's order; an exception
+    raised by the source is raised by ``next`` for the item that raised it."""
+
+    def __init__(self, source: Iterator[Any]) -> None:
+        self._source = source
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vlastack-read")
+        self._ahead: concurrent.futures.Future | None = None
+
+    def _read(self) -> Any:
+        return next(self._source)
+
+    def __iter__(self) -> ReadAhead:
+        return self
+
+    def __next__(self) -> Any:
+        ahead = self._ahead or self._pool.submit(self._read)
+        item = ahead.result()  # StopIteration and errors re-raise here
+        self._ahead = self._pool.submit(self._read)
+        return item
+
+    def close(self) -> None:
+        if self._ahead is not None:
+            self._ahead.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class EpochBatches(torch.utils.data.Sampler):
@@ -672,10 +707,14 @@ def pick_workers(cfg: TrainConfig, parts: TrainingParts, device_type: str = "cpu
     """
     if cfg.num_workers >= 0:
         return cfg.num_workers
-    decodes = bool(getattr(parts.train_dataset, "image_keys", None))
-    if not decodes or cfg.steps * cfg.grad_accum <= 50:
+    if not _decodes(parts) or cfg.steps * cfg.grad_accum <= 50:
         return 0
     return min(4 if device_type == "cpu" else 8, max(1, cores_per_rank() // 2))
+
+
+def _decodes(parts: TrainingParts) -> bool:
+    """Samples decode camera frames (not in memory: no frozen-feature cache, cameras present)."""
+    return bool(getattr(parts.train_dataset, "image_keys", None))
 
 
 def pick_threads(cfg: TrainConfig, other_load: float, num_workers: int) -> int:

@@ -215,6 +215,25 @@ def none_if_all_valid(mask: torch.Tensor) -> torch.Tensor | None:
     return None if fast_inference() and bool(mask.all()) else mask
 
 
+def sdpa(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``F.scaled_dot_product_attention``, except bf16 under autograd on a CPU, which runs in
+    float32: PyTorch's CPU flash-attention backward is 2.6-5.4x slower in bf16 than in float32
+    at these heads' sizes (ACT's 8x4x20x16: 2.33 vs 0.43 ms; BENCHMARKS.md), and float32 is the
+    more precise of the two."""
+    if (
+        q.dtype == torch.bfloat16
+        and q.device.type == "cpu"
+        and torch.is_grad_enabled()
+        and (q.requires_grad or k.requires_grad or v.requires_grad)
+    ):
+        with torch.autocast("cpu", enabled=False):
+            o = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask)
+        return o.to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
 class Attention(nn.Module):
     """Multi-head attention whose keys/values may be projected once and reused."""
 
@@ -253,7 +272,7 @@ class Attention(nn.Module):
 
     def attend(self, q: torch.Tensor, kv: KV, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Split queries q (B, heads, L, hd) → output projection (B, L, D)."""
-        o = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask)
+        o = sdpa(q, kv[0], kv[1], mask)
         B, _, L, _ = o.shape
         o = o.transpose(1, 2).reshape(B, L, -1)
         return linear(self.out, o)

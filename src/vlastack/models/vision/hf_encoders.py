@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from vlastack.errors import ConfigError, require
 from vlastack.models.common import FiLM
 from vlastack.models.vision.base import IMAGENET_MEAN, IMAGENET_STD, VisionEncoder
+from vlastack.models.vision.fusion import accelerate_hf_resnet
 
 # name -> (model class, config class, default tiny config, mean, std)
 # The random-init DINOv2 size shared by the plain and the with-registers tower.
@@ -93,6 +94,10 @@ class HFVisionConfig:
     pretrained: str | None = None  # local folder or hub id; None = random init from ``config``
     config: dict[str, Any] = field(default_factory=dict)  # overrides of the tiny default config
     image_size: int | None = None  # resize frames to this; default = the model config's image_size
+    # BatchNorm normalizes with its running statistics and its affine weights stay fixed, in
+    # training too: torchvision's FrozenBatchNorm2d, which DETR, ACT and LeRobot's ResNet
+    # backbones use (small robot batches make poor batch statistics). ResNet only.
+    freeze_bn: bool = False
 
 
 class HFVisionEncoder(VisionEncoder):
@@ -105,6 +110,7 @@ class HFVisionEncoder(VisionEncoder):
         config: dict[str, Any] | None = None,
         image_size: int | None = None,
         film_dim: int = 0,
+        freeze_bn: bool = False,
     ) -> None:
         super().__init__()
         if family not in _FAMILIES:
@@ -134,6 +140,18 @@ class HFVisionEncoder(VisionEncoder):
         for pname, p in self.model.named_parameters():
             if pname.endswith("mask_token"):  # only used by masked-image pretraining objectives
                 p.requires_grad_(False)
+        if family == "hf_resnet":
+            accelerate_hf_resnet(self.model)
+        self.freeze_bn = freeze_bn
+        if freeze_bn:
+            if not self._batchnorms():
+                raise ConfigError(
+                    f"vision_kwargs.freeze_bn: the {family} encoder has no BatchNorm layers; "
+                    "drop the option (it applies to hf_resnet)"
+                )
+            for bn in self._batchnorms():
+                bn.eval()
+                bn.requires_grad_(False)
         mcfg = self.model.config
         self.image_mean, self.image_std = mean, std  # type: ignore[assignment]
         self.image_size = image_size or getattr(mcfg, "image_size", None)
@@ -141,6 +159,16 @@ class HFVisionEncoder(VisionEncoder):
             int(mcfg.hidden_sizes[-1]) if family == "hf_resnet" else int(mcfg.hidden_size)
         )
         self.film = FiLM(film_dim, self.out_dim) if film_dim > 0 else None
+
+    def _batchnorms(self) -> list[torch.nn.BatchNorm2d]:
+        return [m for m in self.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+    def train(self, mode: bool = True) -> HFVisionEncoder:
+        super().train(mode)
+        if self.freeze_bn:
+            for bn in self._batchnorms():
+                bn.eval()
+        return self
 
     def encode(self, images: torch.Tensor, film_cond: torch.Tensor | None = None) -> torch.Tensor:
         if self.image_size and tuple(images.shape[-2:]) != (self.image_size, self.image_size):
@@ -159,7 +187,9 @@ class HFVisionEncoder(VisionEncoder):
 
 def make_builder(family: str):
     def build(cfg: HFVisionConfig, film_dim: int = 0) -> HFVisionEncoder:
-        return HFVisionEncoder(family, cfg.pretrained, cfg.config, cfg.image_size, film_dim)
+        return HFVisionEncoder(
+            family, cfg.pretrained, cfg.config, cfg.image_size, film_dim, cfg.freeze_bn
+        )
 
     build.__doc__ = (
         f"transformers {_FAMILIES[family][0]} (pretrained path/hub id, or a random config)"
