@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlastack.models.action_heads._blocks import derived
+from vlastack.models.action_heads._blocks import derived, fast_inference
 
 
 def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
@@ -61,9 +61,10 @@ def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tens
 
 
 def conv_bn(conv: nn.Module, bn: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``bn(conv(x))``; without autograd, folded into one convolution when ``bn`` uses its
-    running statistics."""
-    if torch.is_grad_enabled() or not _foldable(conv, bn):
+    """``bn(conv(x))``; folded into one convolution when ``bn`` uses its running statistics and
+    the inference fast path is on (autograd off, not tracing, exporting or compiling; see
+    ``action_heads._blocks.fast_inference``, whose ``reference_inference()`` turns this off)."""
+    if not fast_inference() or not _foldable(conv, bn):
         return bn(conv(x))
     assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
     params = [t for t in (conv.weight, conv.bias, bn.weight, bn.bias) if t is not None]
@@ -98,7 +99,8 @@ class _ChannelsLastMaxPool(torch.autograd.Function):
 
 class FastMaxPool2d(nn.MaxPool2d):
     """``nn.MaxPool2d`` whose CPU path uses the vectorized channels-last forward (see above);
-    other devices, dilation, ``ceil_mode`` and ``return_indices`` take the stock op."""
+    other devices, dilation, ``ceil_mode``, ``return_indices`` and graph capture take the stock
+    op."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         if (
@@ -108,6 +110,10 @@ class FastMaxPool2d(nn.MaxPool2d):
             or self.ceil_mode
             or self.return_indices
             or not x.is_floating_point()
+            # graphs (tracing, ONNX, inductor) get the plain op, which they lower themselves
+            or torch.jit.is_tracing()
+            or torch.onnx.is_in_onnx_export()
+            or torch.compiler.is_compiling()
         ):
             return super().forward(x)
         if not torch.is_grad_enabled() or not x.requires_grad:
