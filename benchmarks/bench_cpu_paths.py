@@ -9,6 +9,9 @@ each variant once, so machine load hits both alike), and reports the medians and
   as ``bench_train.py --same-arch``) with the stock pool vs the fast one.
 * ``attention bf16``: the heads' attention forward + backward under bf16 autocast at ACT's
   training size (8 × 4 heads × 20 × 16), PyTorch's bf16 kernel vs ``_blocks.sdpa`` (float32).
+* ``ACT GEMM``: the ACT chunk's four GEMM shapes at 16 rows, 24 distinct weights in turn, MKL
+  ``addmm`` (eager LeRobot) vs the oneDNN prepacked linear (vlastack's fast path), in GFLOP/s
+  beside the 2048² matmul peak.
 * ``bn fold``: MobileNetV2 (the demo's 14 blocks) and the ResNet-18 at inference, batch 1 and 8
   at 96², Conv→BatchNorm unfolded (``reference_inference``) vs folded.
 * ``page faults``: a ResNet-18 ACT training step (``training.loop.train``, 20 steps on a real
@@ -133,6 +136,36 @@ def attention_rows(rounds: int) -> list[dict]:
     ]
 
 
+def gemm_rows(rounds: int) -> list[dict]:
+    """The ACT chunk's GEMMs at its 16 query rows, each of 24 weights in turn (as a 4-layer
+    decoder streams them): MKL's ``addmm`` (what eager LeRobot runs) vs vlastack's oneDNN
+    prepacked linear; GFLOP/s beside the machine's 2048² peak shows what is left."""
+    rows = []
+    for k, n in ((256, 1024), (1024, 256), (256, 768), (256, 256)):
+        x, b = torch.randn(16, k), torch.randn(n)
+        ws = [torch.randn(n, k) for _ in range(24)]
+        packed = [torch.ops.mkldnn._reorder_linear_weight(w, 16) for w in ws]
+
+        def stock(x: torch.Tensor = x, b: torch.Tensor = b, ws: list = ws) -> None:
+            for w in ws:
+                torch.addmm(b, x, w.t())
+
+        def ours(x: torch.Tensor = x, b: torch.Tensor = b, ps: list = packed) -> None:
+            for w in ps:
+                torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+
+        with torch.inference_mode():
+            t = interleaved({"stock": stock, "vlastack": ours}, rounds * 4)
+        r = row(f"ACT GEMM 16x{k}x{n}, 24 weights in turn", t)
+        r["gflops"] = {m: 24 * 2 * 16 * k * n / (t[m] * 1e6) for m in t}
+        rows.append(r)
+    a = torch.randn(2048, 2048)
+    with torch.inference_mode():
+        ms = interleaved({"stock": lambda: a @ a, "vlastack": lambda: a @ a}, 5)["stock"]
+    rows.append({"case": "matmul peak 2048² fp32", "gflops_peak": 2 * 2048**3 / (ms * 1e6)})
+    return rows
+
+
 def fold_rows(rounds: int) -> list[dict]:
     from vlastack.models.action_heads._blocks import reference_inference
     from vlastack.models.vision import build_vision_encoder
@@ -230,7 +263,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rows = pool_rows(args.rounds) + resnet_rows(args.rounds) + attention_rows(args.rounds)
-    rows += fold_rows(args.rounds)
+    rows += gemm_rows(args.rounds) + fold_rows(args.rounds)
     if args.data:
         rows += fault_rows(args.data)
     print(
@@ -238,9 +271,15 @@ def main() -> None:
     )
     print(f"{'case':<58}{'stock ms':>10}{'vlastack ms':>13}{'speed-up':>10}")
     for r in rows:
+        if "gflops_peak" in r:
+            print(f"{r['case']:<58}{r['gflops_peak']:>10.1f} GFLOP/s")
+            continue
         print(
             f"{r['case']:<58}{r['stock_ms']:>10.2f}{r['vlastack_ms']:>13.2f}{r['speedup']:>9.2f}x"
         )
+        if "gflops" in r:
+            gf = r["gflops"]
+            print(f"{'  GFLOP/s':<58}{gf['stock']:>10.1f}{gf['vlastack']:>13.1f}")
         if "faults_process" in r:
             print(
                 f"{'  minor page faults in the whole run (24 steps)':<58}{r['faults_process']['stock']:>10}{r['faults_process']['vlastack']:>13}"
