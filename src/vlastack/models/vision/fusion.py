@@ -64,9 +64,12 @@ def conv_bn(conv: nn.Module, bn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``bn(conv(x))``; folded into one convolution when ``bn`` uses its running statistics and
     the inference fast path is on (autograd off, not tracing, exporting or compiling; see
     ``action_heads._blocks.fast_inference``, whose ``reference_inference()`` turns this off)."""
-    if not fast_inference() or not _foldable(conv, bn):
-        return bn(conv(x))
-    assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
+    if fast_inference() and _foldable(conv, bn):
+        return _folded_conv(conv, bn, x)  # type: ignore[arg-type]
+    return bn(conv(x))
+
+
+def _folded_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
     params = [t for t in (conv.weight, conv.bias, bn.weight, bn.bias) if t is not None]
     # BatchNorm updates its running statistics inside its kernel, which does not bump their
     # version counters; the counter it bumps from Python on every training step does
@@ -168,15 +171,24 @@ class FoldingSequential(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         mods = list(self)
+        fold = fast_inference()
         i = 0
         while i < len(mods):
-            if i + 1 < len(mods) and _foldable(mods[i], mods[i + 1]):
-                x = conv_bn(mods[i], mods[i + 1], x)
+            if fold and i + 1 < len(mods) and _foldable(mods[i], mods[i + 1]):
+                x = _folded_conv(mods[i], mods[i + 1], x)  # type: ignore[arg-type]
                 i += 2
             else:
                 x = mods[i](x)
                 i += 1
         return x
+
+
+def keep_batchnorm_eval(module: nn.Module) -> None:
+    """Put every BatchNorm2d under ``module`` in eval mode (its running statistics); encoders
+    call it from ``train()`` when their BatchNorm is frozen (``bn_eval``, ``freeze_bn``)."""
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()
 
 
 def accelerate_hf_resnet(model: nn.Module) -> nn.Module:

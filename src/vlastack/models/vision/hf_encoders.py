@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from vlastack.errors import ConfigError, require
 from vlastack.models.common import FiLM
 from vlastack.models.vision.base import IMAGENET_MEAN, IMAGENET_STD, VisionEncoder
-from vlastack.models.vision.fusion import accelerate_hf_resnet
+from vlastack.models.vision.fusion import accelerate_hf_resnet, keep_batchnorm_eval
 
 # name -> (model class, config class, default tiny config, mean, std)
 # The random-init DINOv2 size shared by the plain and the with-registers tower.
@@ -166,8 +166,7 @@ class HFVisionEncoder(VisionEncoder):
     def train(self, mode: bool = True) -> HFVisionEncoder:
         super().train(mode)
         if self.freeze_bn:
-            for bn in self._batchnorms():
-                bn.eval()
+            keep_batchnorm_eval(self.model)
         return self
 
     def encode(self, images: torch.Tensor, film_cond: torch.Tensor | None = None) -> torch.Tensor:

@@ -17,7 +17,7 @@ from torch import nn
 from vlastack.errors import ConfigError, MissingExtraError
 from vlastack.models.common import FiLM
 from vlastack.models.vision.base import VisionEncoder
-from vlastack.models.vision.fusion import FoldingSequential
+from vlastack.models.vision.fusion import FoldingSequential, keep_batchnorm_eval
 
 WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
 # (expansion t, channels c, repeats n, first stride s) from the MobileNetV2 paper, Table 2.
@@ -157,9 +157,7 @@ class MobileNetV2(VisionEncoder):
     def train(self, mode: bool = True) -> MobileNetV2:
         super().train(mode)
         if self.bn_eval:  # small robot batches would corrupt the ImageNet BatchNorm statistics
-            for m in self.modules():
-                if isinstance(m, nn.BatchNorm2d):
-                    m.eval()
+            keep_batchnorm_eval(self)
         return self
 
     def feature_map(
