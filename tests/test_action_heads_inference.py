@@ -13,10 +13,68 @@ D, A, H = 24, 5, 8
 HEADS = [n for n in ACTION_HEADS if n != "fast"]  # FAST needs a fitted tokenizer
 
 
-def make(name: str):
+def make(name: str, width: int = 32):
     torch.manual_seed(0)
-    cfg = {"width": 32, "num_heads": 2, "mlp_ratio": 2.0}
+    cfg = {"width": width, "num_heads": 2, "mlp_ratio": 2.0 if width == 32 else 4.0}
     return build_action_head(name, cfg, context_dim=D, action_dim=A, action_horizon=H).eval()
+
+
+# width 64: the q/k/v, FFN and context K/V layers are wide enough (≥129 outputs) to run through
+# oneDNN's prepacked kernel in the decoder plans, the 64-wide ones through F.linear
+@pytest.mark.parametrize("name", ["act", "diffusion", "l1", "bins"])
+@pytest.mark.parametrize("B,padded", [(1, False), (3, True)])
+def test_decoder_plan_matches_reference_at_prepacked_widths(name, B, padded):
+    head = make(name, width=64)
+    g = torch.Generator().manual_seed(1)
+    context = torch.randn(B, 4, D, generator=g)
+    mask = torch.ones(B, 4, dtype=torch.bool)
+    if padded:
+        mask[1, 1:] = False
+    with torch.no_grad():
+        assert head.decoder.plan() is not None
+    fast = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
+    with reference_inference():
+        ref = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("how", ["assign", "load_state_dict_assign", "dict_swap"])
+def test_decoder_plan_sees_replaced_parameters(how):
+    """A parameter replaced by a new tensor (not updated in place) must rebuild the plan."""
+    from torch import nn
+
+    head = make("act", width=64)
+    context, mask = torch.randn(1, 3, D), torch.ones(1, 3, dtype=torch.bool)
+    before = head.sample_actions(context, mask)
+    fc1 = head.decoder.blocks[2].mlp[0]
+    new = nn.Parameter(fc1.weight.detach() + 0.5 * torch.randn_like(fc1.weight))
+    if how == "assign":
+        fc1.weight = new
+    elif how == "load_state_dict_assign":
+        sd = {k: v.clone() for k, v in head.state_dict().items()}
+        sd["decoder.blocks.2.mlp.0.weight"] = new.detach().clone()
+        head.load_state_dict(sd, assign=True)
+    else:  # written straight into the module's parameter dict: no registration hook fires
+        fc1._parameters["weight"] = new
+    after = head.sample_actions(context, mask)
+    with reference_inference():
+        ref = head.sample_actions(context, mask)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_decoder_plan_declines_what_it_does_not_run():
+    """A tanh-approximated GELU is not what the plan's fused GELU computes: no plan, and the
+    module path (still exact) runs."""
+    head = make("diffusion", width=64)
+    context, mask = torch.randn(2, 3, D), torch.ones(2, 3, dtype=torch.bool)
+    head.decoder.blocks[1].mlp[1] = torch.nn.GELU(approximate="tanh")
+    with torch.no_grad():
+        assert head.decoder.plan() is None
+    fast = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
+    with reference_inference():
+        ref = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", HEADS)
@@ -122,8 +180,12 @@ def test_packed_linear_matches_linear(gelu, dtype, monkeypatch):
 
     from vlastack.models.action_heads import _blocks
 
-    lin = nn.Linear(48, 96).to(dtype)
+    lin = nn.Linear(48, 160).to(dtype)  # wide enough for the prepacked kernel
     x = torch.randn(2, 16, 48, dtype=dtype)
+    if _blocks._mkldnn_linear_ops():
+        with torch.no_grad():
+            assert _blocks._onednn_pays(x, lin.weight)
+            assert not _blocks._onednn_pays(x, lin.weight[:96])  # narrow: MKL's sgemm
     ref = torch.nn.functional.linear(x, lin.weight, lin.bias)
     ref = torch.nn.functional.gelu(ref) if gelu else ref
     tol = 1e-5 if dtype == torch.float32 else 3e-2

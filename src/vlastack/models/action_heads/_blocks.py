@@ -91,6 +91,8 @@ def _on_module_registration(parent: nn.Module, name: str, sub: nn.Module | None)
 
 
 torch.nn.modules.module.register_module_module_registration_hook(_on_module_registration)
+# a parameter assigned anew (``module.weight = nn.Parameter(...)``, ``load_state_dict(assign=True)``)
+torch.nn.modules.module.register_module_parameter_registration_hook(_on_module_registration)
 
 
 def _plain_linears(module: nn.Module) -> bool:
@@ -109,7 +111,7 @@ def derived(
     """``make()`` cached on ``owner`` until any of ``params`` changes (storage or in-place version:
     optimizer steps, ``load_state_dict`` and ``.to`` all invalidate it). Inference only: the value
     is built without autograd."""
-    key = tuple((p.data_ptr(), _version(p), p.device, p.dtype) for p in params)
+    key = _params_key(params)
     cache = _cache_of(owner)
     hit = cache.get(name)
     if hit is not None and hit[0] == key:
@@ -138,6 +140,20 @@ def _cache_of(owner: nn.Module) -> _Cache:
     return cache
 
 
+def _params_key(params: Sequence[torch.Tensor]) -> tuple:
+    """What ``derived`` compares: every tensor's storage and in-place version, and the first
+    one's device and dtype (``.to()`` moves all of a module's tensors, and gives each new
+    storage). ~4x cheaper than asking each tensor for its device and dtype, which matters for
+    the decoder plans' ~90 tensors checked on every call."""
+    if not params:
+        return ()
+    try:
+        state = [(p.data_ptr(), p._version) for p in params]
+    except RuntimeError:  # inference tensors: no version counter
+        state = [(p.data_ptr(), _version(p)) for p in params]
+    return (params[0].device, params[0].dtype, state)
+
+
 def _version(t: torch.Tensor) -> int:
     """In-place version counter; inference tensors (made under ``inference_mode``, e.g. a model
     cast to bf16 there) have none and can only change inside ``inference_mode``, where callers
@@ -161,6 +177,23 @@ def _mkldnn_linear_ops() -> bool:
 _MKLDNN_LINEAR: bool | None = None
 
 
+# Below this many outputs MKL's plain sgemm wins: oneDNN's prepacked call costs ~15-20 µs of
+# fixed overhead (primitive-descriptor setup on every call), more than the whole product of a
+# narrow layer such as ACT's 7-wide action output (16 rows: 9 vs 28 µs; 64 wide: 12 vs 26;
+# 128 wide: 23 vs 35; measured with benchmarks/bench_cpu_paths.py's shapes, 1 thread).
+_ONEDNN_MIN_OUT = 129
+
+
+def _onednn_pays(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return (
+        x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.bfloat16)
+        and weight.dtype == x.dtype
+        and weight.shape[0] >= _ONEDNN_MIN_OUT
+        and _mkldnn_linear_ops()
+    )
+
+
 def packed_linear(
     owner: nn.Module,
     name: str,
@@ -174,13 +207,7 @@ def packed_linear(
     row counts (16 queries) MKL's sgemm re-packs the weight on every call; the prepacked kernel
     skips that and fuses GELU into the GEMM epilogue (~15-25% faster per GEMM here, same math up
     to float rounding). Falls back to the plain ops off-CPU or without oneDNN."""
-    if (
-        x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.bfloat16)
-        and weight.dtype == x.dtype
-        and (bias is None or bias.dtype == x.dtype)
-        and _mkldnn_linear_ops()
-    ):
+    if _onednn_pays(x, weight) and (bias is None or bias.dtype == x.dtype):
         rows = max(1, x.numel() // max(1, x.shape[-1]))
         packed = derived(
             owner,
@@ -394,9 +421,12 @@ class CrossDecoder(nn.Module):
 
     def context_kv(self, context: torch.Tensor) -> list[KV]:
         """Per-layer cross-attention K/V of the (already width-projected) context."""
-        c = self.context_norm(context)
         if fast_inference(self):
-            return self._context_kv_fused(c)
+            plan = self.plan()
+            if plan is not None:
+                return plan.context_kv(context)
+            return self._context_kv_fused(self.context_norm(context))
+        c = self.context_norm(context)
         out: list[KV] = []
         for b in self.blocks:
             assert isinstance(b, Block) and b.cross_attn is not None
@@ -437,11 +467,253 @@ class CrossDecoder(nn.Module):
     ) -> torch.Tensor:
         """``context_mask`` (B, N) True = valid, or None when every context token is valid."""
         cross_mask = context_mask[:, None, None, :] if context_mask is not None else None
+        if caches is None and fast_inference(self):
+            plan = self.plan()
+            if plan is not None:
+                return plan.run(x, kvs, cross_mask, self_mask, cond)
         for i, blk in enumerate(self.blocks):
             x = blk(
                 x, self_mask, kvs[i], cross_mask, cond, caches[i] if caches is not None else None
             )
         return self.final_norm(x)
+
+    def plan(self) -> DecoderPlan | None:
+        """The blocks as a flat ``DecoderPlan`` for the inference fast path, rebuilt when any
+        of their tensors changes; None when a block holds something the plan does not run (a
+        non-exact GELU, a replaced linear layer)."""
+        params = plan_params(self, "plan", lambda: [self], lambda: DecoderPlan.supports(self))
+        if params is None:
+            return None
+        return derived(self, "_plan", params, lambda: DecoderPlan(self))
+
+
+def plan_params(
+    owner: nn.Module,
+    name: str,
+    parts: Callable[[], Sequence[nn.Module | tuple[nn.Module, str]]],
+    supported: Callable[[], bool] = lambda: True,
+) -> list[torch.Tensor] | None:
+    """The current tensors behind an inference plan of ``owner``: every parameter of the modules
+    ``parts()`` names (or single ``(module, parameter name)`` pairs), read fresh from the modules'
+    parameter dicts on each call so a swapped-in parameter is seen. The module walk, and
+    ``supported()``, are cached until the module structure changes (walking ~90 parameters costs
+    ~0.2 ms, more than a GEMM). None when ``supported()`` is False."""
+    cache = _cache_of(owner)
+    hit = cache.get(name)
+    if hit is None or hit[0] != _STRUCTURE_GENERATION:
+        slots: list[tuple[dict, str]] = []
+        for part in parts():
+            if isinstance(part, tuple):
+                slots.append((part[0]._parameters, part[1]))
+            else:
+                slots.extend((m._parameters, n) for m in part.modules() for n in m._parameters)
+        hit = (_STRUCTURE_GENERATION, slots, supported())
+        cache[name] = hit
+    if not hit[2]:
+        return None
+    return [t for t in (d[n] for d, n in hit[1]) if t is not None]
+
+
+def _onednn_plan(t: torch.Tensor) -> bool:
+    """Plans built from weights like ``t`` use oneDNN's prepacked linear."""
+    return (
+        t.device.type == "cpu"
+        and t.dtype in (torch.float32, torch.bfloat16)
+        and _mkldnn_linear_ops()
+    )
+
+
+def plan_linear(
+    weight: torch.Tensor, bias: torch.Tensor | None, onednn: bool, rows: int = 16
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A linear layer's weight as a plan holds it: oneDNN-prepacked where that pays (see
+    ``_ONEDNN_MIN_OUT``), else as is; run it with the plan's ``lin``."""
+    weight, bias = weight.detach(), None if bias is None else bias.detach()
+    if onednn and weight.shape[0] >= _ONEDNN_MIN_OUT:
+        return (torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), rows), bias)
+    return (weight, bias)
+
+
+def _plan_norm(n: nn.LayerNorm) -> tuple:
+    return (
+        None if n.weight is None else n.weight.detach(),
+        None if n.bias is None else n.bias.detach(),
+        n.eps,
+    )
+
+
+class DecoderPlan:
+    """A ``CrossDecoder``'s blocks flattened for inference: per block its LayerNorm parameters
+    and weight packs (q/k/v stacked, oneDNN-prepacked on a CPU), all blocks' context K/V and
+    FiLM weights stacked into one product each, run by one loop of raw tensor ops.
+
+    Same math as the modules, up to float rounding. What it removes is Python: module calls,
+    per-GEMM cache lookups, attribute reads and fast-path checks were ~1,500 Python calls and
+    ~1 ms of a 3.3 ms ACT chunk on one CPU core (the GEMMs themselves ~2.3 ms); see
+    BENCHMARKS.md. Written by hand because no library offers it for eager mode: torch.compile
+    does this to a graph, but compiles for minutes, recompiles on new shapes and is slower than
+    this path on these heads (BENCHMARKS.md), and TorchScript is deprecated.
+    """
+
+    def __init__(self, dec: CrossDecoder) -> None:
+        blocks = [b for b in dec.blocks if isinstance(b, Block)]
+        first = blocks[0]
+        assert first.cross_attn is not None
+        self.width = first.norm1.normalized_shape[0]
+        self.heads, self.head_dim = first.self_attn.num_heads, first.self_attn.head_dim
+        self.depth = len(blocks)
+        onednn = self.onednn = _onednn_plan(first.norm1.weight)
+        if onednn:
+            lp = torch.ops.mkldnn._linear_pointwise.default  # the overload: no per-call lookup
+
+            def lin(x: torch.Tensor, wb: tuple) -> torch.Tensor:
+                if wb[0].layout is torch.strided:  # a narrow layer left to MKL
+                    return F.linear(x, wb[0], wb[1])
+                return lp(x, wb[0], wb[1], "none", [], "")
+
+            def lin_gelu(x: torch.Tensor, wb: tuple) -> torch.Tensor:
+                if wb[0].layout is torch.strided:
+                    return F.gelu(F.linear(x, wb[0], wb[1]))
+                return lp(x, wb[0], wb[1], "gelu", [], "none")
+
+        else:
+
+            def lin(x: torch.Tensor, wb: tuple) -> torch.Tensor:
+                return F.linear(x, wb[0], wb[1])
+
+            def lin_gelu(x: torch.Tensor, wb: tuple) -> torch.Tensor:
+                return F.gelu(F.linear(x, wb[0], wb[1]))
+
+        def pack(w: torch.Tensor, b: torch.Tensor | None) -> tuple:
+            return plan_linear(w, b, onednn)
+
+        norm = _plan_norm
+        self.lin, self.lin_gelu = lin, lin_gelu
+        self.context_norm = norm(dec.context_norm)
+        cross = [b.cross_attn for b in blocks if b.cross_attn is not None]
+        self.context_kv_pack = plan_linear(
+            torch.cat([a.kv.weight for a in cross], 0),
+            torch.cat([a.kv.bias for a in cross], 0),
+            onednn,
+            rows=4,
+        )
+        self.blocks: list[tuple] = []
+        for b in blocks:
+            sa, ca = b.self_attn, b.cross_attn
+            assert ca is not None and b.norm2 is not None
+            qkv_w = torch.cat([sa.q.weight, sa.kv.weight], 0)
+            qkv_b = torch.cat([sa.q.bias, sa.kv.bias], 0)
+            fc1, fc2 = b.mlp[0], b.mlp[2]
+            assert isinstance(fc1, nn.Linear) and isinstance(fc2, nn.Linear)
+            self.blocks.append(
+                (
+                    norm(b.norm1),
+                    pack(qkv_w, qkv_b),
+                    pack(sa.out.weight, sa.out.bias),
+                    norm(b.norm2),
+                    pack(ca.q.weight, ca.q.bias),
+                    pack(ca.out.weight, ca.out.bias),
+                    norm(b.norm3),
+                    pack(fc1.weight, fc1.bias),
+                    pack(fc2.weight, fc2.bias),
+                )
+            )
+        self.final_norm = norm(dec.final_norm)
+        # FiLM: every block's γ/β from one product; the γ biases carry the +1 of x·(1+γ)+β so
+        # each modulation is one addcmul
+        self.film = None
+        if first.film is not None:
+            ws, bs = [], []
+            for b in blocks:
+                assert b.film is not None
+                bias = b.film.bias.detach().clone()
+                D = self.width
+                for i in range(0, b.film.out_features // D, 2):
+                    bias[i * D : (i + 1) * D] += 1
+                ws.append(b.film.weight.detach())
+                bs.append(bias)
+            self.film = pack(torch.cat(ws, 0), torch.cat(bs, 0))
+            assert first.film.out_features == 6 * self.width  # γ, β for 3 sub-layers
+
+    @staticmethod
+    def supports(dec: CrossDecoder) -> bool:
+        blocks = list(dec.blocks)
+        return (
+            bool(blocks)
+            and all(
+                isinstance(b, Block)
+                and b.cross_attn is not None
+                and b.norm2 is not None
+                and type(b.mlp[1]) is nn.GELU
+                and b.mlp[1].approximate == "none"
+                and (b.film is None) == (blocks[0].film is None)  # type: ignore[union-attr]
+                for b in blocks
+            )
+            and _plain_linears(dec)
+        )
+
+    def context_kv(self, context: torch.Tensor) -> list[KV]:
+        """``CrossDecoder.context_kv``: every layer's K/V of the context from one product."""
+        B, N, D = context.shape
+        n = self.context_norm
+        c = torch.layer_norm(context, (D,), n[0], n[1], n[2])
+        # (B, N, L, 2, heads, hd) → (L, 2, B, heads, N, hd)
+        kv = (
+            self.lin(c, self.context_kv_pack)
+            .view(B, N, self.depth, 2, self.heads, self.head_dim)
+            .permute(2, 3, 0, 4, 1, 5)
+        )
+        return [(kv[i, 0], kv[i, 1]) for i in range(self.depth)]
+
+    def run(
+        self,
+        x: torch.Tensor,
+        kvs: list[KV],
+        cross_mask: torch.Tensor | None,
+        self_mask: torch.Tensor | None = None,
+        cond: torch.Tensor | None = None,
+        start: int = 0,
+        first_q: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``CrossDecoder.forward`` from block ``start`` on; ``first_q`` (B, heads, L, hd): that
+        block's cross-attention queries, already computed (its self-attention is then skipped
+        and ``x`` is the state after it)."""
+        lin, lin_gelu, ln, attn = self.lin, self.lin_gelu, torch.layer_norm, _sdpa_plain
+        addcmul = torch.addcmul
+        B, T, D = x.shape
+        H, hd = self.heads, self.head_dim
+        shape = (D,)
+        mods: Any = None
+        if self.film is not None and cond is not None:
+            mods = lin(cond, self.film).view(B, 1, -1).chunk(self.depth * 6, -1)
+        for i in range(start, self.depth):
+            n1, qkv, o1, n2, q2, o2, n3, f1, f2 = self.blocks[i]
+            m = i * 6
+            if i == start and first_q is not None:
+                q = first_q
+            else:
+                h = ln(x, shape, n1[0], n1[1], n1[2])
+                if mods is not None:
+                    h = addcmul(mods[m + 1], h, mods[m])
+                t = lin(h, qkv).view(B, T, 3, H, hd).permute(2, 0, 3, 1, 4)
+                a = attn(t[0], t[1], t[2], attn_mask=self_mask)
+                x = x + lin(a.transpose(1, 2).reshape(B, T, D), o1)
+                h = ln(x, shape, n2[0], n2[1], n2[2])
+                if mods is not None:
+                    h = addcmul(mods[m + 3], h, mods[m + 2])
+                q = lin(h, q2).view(B, T, H, hd).transpose(1, 2)
+            k, v = kvs[i]
+            a = attn(q, k, v, attn_mask=cross_mask)
+            x = x + lin(a.transpose(1, 2).reshape(B, T, D), o2)
+            h = ln(x, shape, n3[0], n3[1], n3[2])
+            if mods is not None:
+                h = addcmul(mods[m + 5], h, mods[m + 4])
+            x = x + lin(lin_gelu(h, f1), f2)
+        n = self.final_norm
+        return ln(x, shape, n[0], n[1], n[2])
+
+
+_sdpa_plain = F.scaled_dot_product_attention
 
 
 def causal_mask(length: int, device: torch.device) -> torch.Tensor:

@@ -11,11 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vlastack.models.action_heads._blocks import (
     Block,
     CrossDecoder,
+    DecoderPlan,
     config_from,
     derived,
     fast_inference,
@@ -23,6 +25,8 @@ from vlastack.models.action_heads._blocks import (
     loss_weights,
     masked_mean,
     none_if_all_valid,
+    plan_linear,
+    plan_params,
 )
 from vlastack.models.action_heads.base import ActionHead
 
@@ -132,16 +136,28 @@ class ACTHead(ActionHead):
 
     def _sample_fast(self, context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
         """``decode(0, …)`` with the same math and fewer ops: latent_in(0) is its bias, the
-        query-only part of block 0 is cached, all layers' memory K/V come from one GEMM."""
+        query-only part of block 0 is cached, all layers' memory K/V come from one GEMM, and the
+        decoder runs as one flat ``DecoderPlan`` loop."""
         B = context.shape[0]
-        z_token = self.latent_in.bias.expand(B, 1, -1)
-        memory = torch.cat([z_token, fast_linear(self.context_proj, context)], 1)
         valid = none_if_all_valid(context_mask)
         cross_mask = (
             None
             if valid is None
             else torch.cat([torch.ones_like(valid[:, :1]), valid], 1)[:, None, None, :]
         )
+        plan = self._plan()
+        if plan is not None:
+            dec, proj, z, x0, q0, out_w, out_b = plan
+            memory = torch.cat([z.expand(B, 1, -1), dec.lin(context, proj)], 1)
+            x = dec.run(
+                x0.expand(B, -1, -1),
+                dec.context_kv(memory),
+                cross_mask,
+                first_q=q0.expand(B, -1, -1, -1),
+            )
+            return F.linear(x, out_w, out_b)
+        z_token = self.latent_in.bias.expand(B, 1, -1)
+        memory = torch.cat([z_token, fast_linear(self.context_proj, context)], 1)
         kvs = self.decoder.context_kv(memory)
         x0, q0 = self._query_constants()
         blocks = list(self.decoder.blocks)
@@ -153,6 +169,40 @@ class ACTHead(ActionHead):
         for blk, kv in zip(blocks[1:], kvs[1:]):
             x = blk(x, None, kv, cross_mask)
         return fast_linear(self.action_out, self.decoder.final_norm(x))
+
+    def _plan(self) -> tuple | None:
+        """Everything ``_sample_fast`` reads, built once per weight version: the decoder plan,
+        the context projection's pack, the z token, block 0's query constants, the output layer.
+        One cache check per chunk instead of one per layer."""
+        params = plan_params(
+            self,
+            "plan_params",
+            lambda: [
+                self.context_proj,
+                self.latent_in,
+                (self, "queries"),
+                self.decoder,
+                self.action_out,
+            ],
+            lambda: DecoderPlan.supports(self.decoder),
+        )
+        if params is None:
+            return None
+
+        def make() -> tuple:
+            dec = DecoderPlan(self.decoder)
+            x0, q0 = self._query_constants()
+            return (
+                dec,
+                plan_linear(self.context_proj.weight, self.context_proj.bias, dec.onednn, rows=3),
+                self.latent_in.bias.detach(),
+                x0,
+                q0,
+                self.action_out.weight.detach(),
+                self.action_out.bias.detach(),
+            )
+
+        return derived(self, "_plan", params, make)
 
 
 def _no_mod(h: torch.Tensor, i: int) -> torch.Tensor:
