@@ -216,8 +216,8 @@ def packed_linear(
             lambda: torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), rows),
         )
         if gelu:
-            return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "gelu", [], "none")
-        return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+            return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "gelu", (), "none")
+        return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", (), "")
     y = F.linear(x, weight, bias)
     return F.gelu(y) if gelu else y
 
@@ -569,12 +569,12 @@ class DecoderPlan:
             def lin(x: torch.Tensor, wb: tuple) -> torch.Tensor:
                 if wb[0].layout is torch.strided:  # a narrow layer left to MKL
                     return F.linear(x, wb[0], wb[1])
-                return lp(x, wb[0], wb[1], "none", [], "")
+                return lp(x, wb[0], wb[1], "none", (), "")
 
             def lin_gelu(x: torch.Tensor, wb: tuple) -> torch.Tensor:
                 if wb[0].layout is torch.strided:
                     return F.gelu(F.linear(x, wb[0], wb[1]))
-                return lp(x, wb[0], wb[1], "gelu", [], "none")
+                return lp(x, wb[0], wb[1], "gelu", (), "none")
 
         else:
 
