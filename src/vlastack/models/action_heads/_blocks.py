@@ -177,11 +177,18 @@ def _mkldnn_linear_ops() -> bool:
 _MKLDNN_LINEAR: bool | None = None
 
 
-# Below this many outputs MKL's plain sgemm wins: oneDNN's prepacked call costs ~15-20 µs of
-# fixed overhead (primitive-descriptor setup on every call), more than the whole product of a
-# narrow layer such as ACT's 7-wide action output (16 rows: 9 vs 28 µs; 64 wide: 12 vs 26;
-# 128 wide: 23 vs 35; measured with benchmarks/bench_cpu_paths.py's shapes, 1 thread).
+# oneDNN's prepacked call has ~15-25 µs of fixed overhead (it sets up a primitive descriptor on
+# every call); MKL's plain sgemm has ~5 µs but re-packs the weight each time. So small layers go
+# to MKL: measured at batch-1 shapes on one core (16 rows unless noted), µs oneDNN / MKL:
+# 7 outputs × K 256: 28 / 9; 64 × 320: 33 / 15; 128 × 256: 39 / 25; 128 × 1280 (8 rows):
+# 63 / 62; 256 × 640 (4 rows): 46 / 46; 256 × 1280 (4 rows): 63 / 93; 256 × 256: ~equal hot and
+# oneDNN ~10 µs ahead with the weights out of cache (ACT's decoder streaming 24 of them).
 _ONEDNN_MIN_OUT = 129
+_ONEDNN_MIN_WEIGHT = 160_000  # out × in
+
+
+def _onednn_shape(out_features: int, in_features: int) -> bool:
+    return out_features >= _ONEDNN_MIN_OUT or out_features * in_features >= _ONEDNN_MIN_WEIGHT
 
 
 def _onednn_pays(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -189,7 +196,7 @@ def _onednn_pays(x: torch.Tensor, weight: torch.Tensor) -> bool:
         x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.bfloat16)
         and weight.dtype == x.dtype
-        and weight.shape[0] >= _ONEDNN_MIN_OUT
+        and _onednn_shape(weight.shape[0], weight.shape[-1])
         and _mkldnn_linear_ops()
     )
 
@@ -527,9 +534,9 @@ def plan_linear(
     weight: torch.Tensor, bias: torch.Tensor | None, onednn: bool, rows: int = 16
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A linear layer's weight as a plan holds it: oneDNN-prepacked where that pays (see
-    ``_ONEDNN_MIN_OUT``), else as is; run it with the plan's ``lin``."""
+    ``_onednn_shape``), else as is; run it with the plan's ``lin``."""
     weight, bias = weight.detach(), None if bias is None else bias.detach()
-    if onednn and weight.shape[0] >= _ONEDNN_MIN_OUT:
+    if onednn and _onednn_shape(weight.shape[0], weight.shape[-1]):
         return (torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), rows), bias)
     return (weight, bias)
 
@@ -691,7 +698,7 @@ class DecoderPlan:
             return None
         kvs.passes += 1
         N = kvs[0][0].shape[2]
-        if kvs.passes < 2 or N > rows or 4 * self.heads * N > self.width:
+        if kvs.passes < 2 or rows < N or 4 * self.heads * N > self.width:
             return None
         # the mask is usually a fresh view per pass (context_mask[:, None, None, :]); holding a
         # reference to the cached one keeps its storage from being reused by another mask

@@ -1,7 +1,9 @@
 """Diffusion Policy head (Chi et al. 2303.04137): DDPM ε-prediction, DDIM or DDPM sampling.
 
-Denoiser: a small transformer over the H noisy action tokens that cross-attends to the context
-and is FiLM-conditioned on [timestep embedding, pooled context] (DP-T with DP-C's FiLM). Schedules
+Denoiser (``denoiser``): ``"transformer"`` (default), a small transformer over the H noisy action
+tokens that cross-attends to the context and is FiLM-conditioned on [timestep embedding, pooled
+context] (DP-T with DP-C's FiLM); or ``"unet"``, DP-C's 1-D temporal U-Net (``unet1d``) FiLM-
+conditioned on [timestep embedding (sinusoid → MLP with Mish), pooled projected context]. Schedules
 and steps are the pure functions of ``functional.noise_schedules`` / ``functional.diffusion_sampling``
 (diffusers-equivalent); defaults are DP's: 100 train steps, squaredcos_cap_v2, clip_sample, and
 DDIM with 10 inference steps. Context K/V are projected once per chunk, not once per step.
@@ -22,13 +24,19 @@ from vlastack.functional.noise import randn
 from vlastack.functional.noise_schedules import make_alphas_cumprod
 from vlastack.models.action_heads._blocks import (
     CrossDecoder,
+    _plain_linears,
+    _version,
     config_from,
+    derived,
+    fast_inference,
     fill_padded_actions,
     loss_weights,
     masked_mean,
     masked_mean_pool,
+    plan_params,
 )
 from vlastack.models.action_heads.base import ActionHead
+from vlastack.models.action_heads.unet1d import ConditionalUnet1d, UnetPlan
 
 
 @dataclass
@@ -45,6 +53,12 @@ class DiffusionHeadConfig:
     # x̂0 is clipped to ±clip_range in normalized units: 1.0 with min-max normalized actions
     # (Diffusion Policy), 5.0 with mean-std ones (Octo's max_action).
     clip_range: float = 1.0
+    denoiser: str = "transformer"  # or "unet" (DP-C); the fields below are the U-Net's
+    down_dims: tuple[int, ...] = (64, 128, 256)  # Diffusion Policy's default: (256, 512, 1024)
+    kernel_size: int = 5
+    n_groups: int = 8
+    step_embed_dim: int = 128
+    film_scale: bool = True  # FiLM scale and bias (False: bias only)
 
 
 class DiffusionHead(ActionHead):
@@ -67,8 +81,20 @@ class DiffusionHead(ActionHead):
         num_inference_steps: int = 10,
         clip_sample: bool = True,
         clip_range: float = 1.0,
+        denoiser: str = "transformer",
+        down_dims: tuple[int, ...] = (64, 128, 256),
+        kernel_size: int = 5,
+        n_groups: int = 8,
+        step_embed_dim: int = 128,
+        film_scale: bool = True,
     ) -> None:
         super().__init__(context_dim, action_dim, action_horizon, width)
+        if denoiser not in ("transformer", "unet"):
+            raise ConfigError(
+                f"diffusion head: denoiser must be 'transformer' (DP-T) or 'unet' (DP-C), "
+                f"got {denoiser!r}"
+            )
+        self.denoiser = denoiser
         if sampler not in ("ddim", "ddpm"):
             raise ConfigError(f"diffusion head: sampler must be 'ddim' or 'ddpm', got {sampler!r}")
         if not 1 <= num_inference_steps <= num_train_timesteps:
@@ -96,6 +122,20 @@ class DiffusionHead(ActionHead):
             make_alphas_cumprod(beta_schedule, num_train_timesteps),
             persistent=False,
         )
+        if denoiser == "unet":
+            if step_embed_dim <= 0 or step_embed_dim % 2:
+                raise ConfigError(
+                    f"diffusion unet: step_embed_dim must be a positive even number, got "
+                    f"{step_embed_dim}"
+                )
+            self.step_embed_dim = step_embed_dim
+            d = step_embed_dim
+            self.step_encoder = nn.Sequential(nn.Linear(d, 4 * d), nn.Mish(), nn.Linear(4 * d, d))
+            self.unet = ConditionalUnet1d(
+                action_dim, d + width, down_dims, kernel_size, n_groups, film_scale
+            )
+            self.unet.check_horizon(action_horizon)
+            return
         self.action_in = nn.Linear(action_dim, width)
         self.pos_emb = nn.Parameter(torch.randn(action_horizon, width) * 0.02)
         self.time_mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
@@ -105,16 +145,58 @@ class DiffusionHead(ActionHead):
 
     def _prefix(self, context, context_mask):
         c = self.context_proj(context)
+        if self.denoiser == "unet":  # the U-Net sees the context only through FiLM
+            return None, masked_mean_pool(c, context_mask)
         return self.decoder.context_kv(c), masked_mean_pool(c, context_mask)
 
     def predict_noise(self, x_t, t, kvs, pooled, context_mask) -> torch.Tensor:
         """ε̂(x_t, t | context); ``t`` (B,) integer timesteps."""
+        if self.denoiser == "unet":
+            plan = self._unet_plan() if fast_inference(self) else None
+            if plan is not None:
+                return plan.run(x_t, None, self._unet_film(plan, t, pooled))
+            return self.unet(x_t, torch.cat([self._step_embedding(t, x_t.dtype), pooled], -1))
         temb = self.time_mlp(
             sincos_time_embedding(t.float(), self.width, 1.0, 10000.0).to(x_t.dtype)
         )
         cond = self.cond_mlp(torch.cat([temb, pooled], -1))
         h = self.decoder(self.action_in(x_t) + self.pos_emb, kvs, context_mask, cond=cond)
         return self.action_out(h)
+
+    def _step_embedding(self, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """DP-C's diffusion-step encoder: sinusoid → Linear → Mish → Linear, (B,) → (B, d)."""
+        e = sincos_time_embedding(t.float(), self.step_embed_dim, 1.0, 10000.0).to(dtype)
+        return self.step_encoder(e)
+
+    def _unet_plan(self) -> UnetPlan | None:
+        params = plan_params(self, "unet_plan", lambda: [self.step_encoder, self.unet])
+        if params is None or not _plain_linears(self.unet):
+            return None
+        return derived(self, "_unet_plan", params, lambda: UnetPlan(self.unet))
+
+    def _unet_film(self, plan: UnetPlan, t: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        """Every residual block's FiLM output, (B, Σ FiLM widths), without the per-step GEMM.
+
+        FiLM is W·mish([e(t), pooled]) + b = W_t·mish(e(t)) + (W_p·mish(pooled) + b): the first
+        term depends on the weights and the step only, so it is cached per step value with the
+        plan; the second is computed once per chunk (cached on the ``pooled`` tensor, which the
+        sampler passes to every step). Exact up to float rounding of the split sum."""
+        d = self.step_embed_dim
+        w, b = plan.film_weight, plan.film_bias
+        key = (pooled.data_ptr(), pooled.shape, _version(pooled))
+        hit = plan.pooled_film
+        if hit is None or hit[0] != key:
+            hit = (key, F.linear(F.mish(pooled), w[:, d:], b), pooled)  # holds pooled alive
+            plan.pooled_film = hit
+        steps = t.tolist()
+        if len(set(steps)) != 1:  # mixed steps in one batch: no per-step cache
+            temb = F.mish(self._step_embedding(t, pooled.dtype))
+            return hit[1] + F.linear(temb, w[:, :d])
+        part = plan.step_film.get(steps[0])
+        if part is None:
+            temb = F.mish(self._step_embedding(t[:1], pooled.dtype))
+            part = plan.step_film[steps[0]] = F.linear(temb, w[:, :d])
+        return hit[1] + part
 
     def loss(self, context, context_mask, actions, action_is_pad, action_dim_mask=None):
         self._check(context, context_mask, actions)
