@@ -2,7 +2,8 @@
 
 Fixed size: context B×N×D with N=64 tokens, D=256 (a small backbone's output), action_horizon
 H=16, action_dim A=7; every head at its default config (width 256, depth 4, 4 heads; diffusion
-DDIM 10 steps, flow 10 Euler steps, FAST without merges). Per head: parameters, latency per chunk
+DDIM 10 steps, flow 10 Euler steps, FAST without merges; ``diffusion_unet`` is the diffusion head
+with DP-C's U-Net denoiser, down_dims (64, 128, 256)). Per head: parameters, latency per chunk
 at batch 1 (p50/p95 of ``sample_actions``), chunk throughput at batch 32, one AdamW train step at
 batch 32, and peak RSS growth (each head runs in its own subprocess so ``ru_maxrss`` is its own).
 Also: the flow sampler's achieved GFLOP/s (FLOPs counted by ``torch.utils.flop_counter``) against
@@ -28,6 +29,8 @@ import numpy as np
 import torch
 
 B1, B32, N, D, H, A = 1, 32, 64, 256, 16, 7
+# rows beyond the registered heads' defaults: name → (head, config)
+VARIANTS = {"diffusion_unet": ("diffusion", {"denoiser": "unet"})}  # DP-C, down_dims (64,128,256)
 
 
 DEVICE = torch.device("cpu")
@@ -93,7 +96,8 @@ def bench_one(name: str, iters: int) -> dict:
 
     torch.manual_seed(0)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    head = build_action_head(name, None, context_dim=D, action_dim=A, action_horizon=H)
+    base, cfg = VARIANTS.get(name, (name, None))
+    head = build_action_head(base, cfg, context_dim=D, action_dim=A, action_horizon=H)
     head = head.to(DEVICE)
     params = sum(p.numel() for p in head.parameters())
     c1, m1, _, _ = _inputs(B1)
@@ -185,7 +189,7 @@ def main() -> None:
 
     from vlastack.models.action_heads import ACTION_HEADS
 
-    names = args.heads or [n for n in ACTION_HEADS if n != "mlp"]  # mlp is an alias of l1
+    names = args.heads or [n for n in ACTION_HEADS if n != "mlp"] + list(VARIANTS)  # mlp = l1
     peak = matmul_peak_gflops()
     rows = []
     for name in names:

@@ -12,8 +12,9 @@ ACT's encoder sees latent + state + env tokens); both decode with z = 0 and skip
 op sequence, same outputs) to show what the fast path buys.
 Diffusion: DDIM 10 steps, horizon 16, 100 train steps; LeRobot's 1-D conv U-Net with down_dims
 (128,256,512) and (64,128,256) (its default (512,1024,2048) has 249M parameters, ~15 s per chunk
-on the 2-core CI machine) vs vlastack's transformer denoiser (width 256, depth 4): different
-architectures, same sampler and steps. Flow matching (π0 expert, width 256, depth 4, 10 Euler
+on the 2-core CI machine) vs vlastack's ``diffusion`` head with ``denoiser="unet"`` at the same
+layer shapes (same architecture, same sampler and steps), and vs its default transformer denoiser
+(width 256, depth 4: a different architecture). Flow matching (π0 expert, width 256, depth 4, 10 Euler
 steps) has no LeRobot counterpart without a VLM and is reported alone.
 Prints a latency table, a ratio table (ours / LeRobot p50 and min) and one JSON object last.
 """
@@ -148,6 +149,26 @@ def build_policies() -> list[tuple[str, torch.nn.Module, Callable[[], object], s
                 f"1-D U-Net down_dims {dims}, DDIM 10 steps, horizon 16",
             )
         )
+    # DP-C at LeRobot's layer shapes: the U-Net's FiLM input is [step embedding 128, 46-d
+    # global condition] on both sides (LeRobot: 2 obs steps × (7 + 16)-d state; vlastack: one
+    # 46-d context token through a 46-wide projection, the only extra layer, 2,162 parameters)
+    c46, m46 = _on(torch.randn(1, 1, 2 * (S + E))), _on(torch.ones(1, 1, dtype=torch.bool))
+    for dims in ((128, 256, 512), (64, 128, 256)):
+        unet = build_action_head(
+            "diffusion",
+            {"denoiser": "unet", "width": 2 * (S + E), "down_dims": dims},
+            context_dim=2 * (S + E),
+            action_dim=A,
+            action_horizon=H,
+        )
+        unet = unet.to(DEVICE).eval()
+
+        def sample_unet(head=unet) -> object:
+            return head.sample_actions(c46, m46, torch.Generator().manual_seed(0))
+
+        desc = f"1-D U-Net down_dims {dims}, DDIM 10 steps, horizon 16"
+        out.append((f"vlastack_unet{dims[0]}", unet, sample_unet, desc))
+        out.append((f"vlastack_unet{dims[0]}_reference", unet, reference(sample_unet), desc))
     c2, m2 = _on(torch.randn(1, 2, WIDTH)), _on(torch.ones(1, 2, dtype=torch.bool))
     for name, cfg_d, desc in (
         ("diffusion", None, "transformer width 256 depth 4, DDIM 10 steps, 2 context tokens"),
@@ -301,6 +322,9 @@ def main() -> None:
             for v in ("_bf16", "_compiled", "_bf16_compiled")
             if args.variants
         ),
+        ("vlastack_unet64", "lerobot_dp64", "same architecture (DP-C U-Net), DDIM 10"),
+        ("vlastack_unet128", "lerobot_dp128", "same architecture (DP-C U-Net), DDIM 10"),
+        ("vlastack_unet64_reference", "lerobot_dp64", "same, fast path off"),
         ("vlastack_diffusion", "lerobot_dp64", "different denoisers, DDIM 10"),
         ("vlastack_diffusion", "lerobot_dp128", "different denoisers, DDIM 10"),
     ]

@@ -95,3 +95,29 @@ def test_serve_threads_flag(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="--threads"):
         serve._load_policy(parser.parse_args(["serve", str(ckpt), "--threads", "-1"]))
+
+
+@pytest.mark.parametrize(
+    "user_env,expect",
+    [
+        ({}, {"GOMP_SPINCOUNT": "10000", "OMP_WAIT_POLICY": None}),
+        ({"OMP_WAIT_POLICY": "PASSIVE"}, {"GOMP_SPINCOUNT": None, "OMP_WAIT_POLICY": "PASSIVE"}),
+        ({"GOMP_SPINCOUNT": "50"}, {"GOMP_SPINCOUNT": "50", "OMP_WAIT_POLICY": None}),
+    ],
+)
+def test_openmp_wait_default_is_a_short_spin_and_yields_to_the_user(user_env, expect):
+    """Importing vlastack sets a bounded OpenMP spin (not PASSIVE, whose futex wake per op made
+    2-thread batch-1 inference ~3x slower) unless the user set their own wait policy."""
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env.update(user_env)
+    code = (
+        "import os, json, vlastack; "
+        "print(json.dumps({k: os.environ.get(k) for k in ('GOMP_SPINCOUNT', 'OMP_WAIT_POLICY')}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout) == expect

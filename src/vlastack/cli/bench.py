@@ -95,7 +95,13 @@ def add_parser(subparsers: Any) -> None:
     lat.add_argument("checkpoint")
     lat.add_argument("--iters", type=int, default=50, help="timed calls")
     lat.add_argument("--warmup", type=int, default=5, help="untimed first calls")
-    lat.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's)")
+    lat.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads (0 = the fastest of 1 / half / all cores, timed first, as "
+        "`vlastack serve` picks them)",
+    )
     lat.add_argument("--device", default="cpu")
     lat.add_argument(
         "--cuda-graphs",
@@ -215,11 +221,17 @@ def run_latency(args: argparse.Namespace) -> int:
 
     if args.iters < 1 or args.warmup < 0:
         raise ConfigError(f"--iters must be >= 1 and --warmup >= 0, got {args.iters}/{args.warmup}")
+    if args.threads < 0:
+        raise ConfigError(f"--threads must be >= 0 (0 = pick by timing), got {args.threads}")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     policy = Policy.from_checkpoint(args.checkpoint, device=args.device, embodiment=args.embodiment)
     if args.cuda_graphs:
         policy.enable_cuda_graphs()
+    if args.threads == 0 and policy.device.type == "cpu":
+        from vlastack.profiling import pick_inference_threads
+
+        pick_inference_threads(policy)  # what the server would run with
     result = profile_policy(
         policy, synthetic_observation(policy), iters=args.iters, warmup=args.warmup
     )

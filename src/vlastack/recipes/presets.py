@@ -459,6 +459,35 @@ def diffusion_policy() -> Recipe:
 
 
 @recipe(
+    "diffusion_policy_cnn",
+    "Diffusion Policy (DP-C): the same encoder with the paper's 1-D temporal U-Net denoiser",
+)
+def diffusion_policy_cnn() -> Recipe:
+    """Diffusion Policy's CNN variant (Chi et al. 2023, arXiv 2303.04137, DP-C).
+
+    Everything as in ``diffusion_policy`` except the denoiser: the paper's 1-D temporal U-Net
+    (two FiLM-conditioned residual blocks per level, GroupNorm(8), Mish, kernel 5, stride-2
+    down/up-sampling, FiLM scale and bias from [diffusion-step embedding, observation features]).
+    The paper's widths are (256, 512, 1024) and its DP-C beats DP-T on PushT (0.91 vs 0.78 max
+    success, image obs). Scaled down: widths (32, 64, 128), step embedding 64.
+    """
+    r = diffusion_policy()
+    r.name = "diffusion_policy_cnn"
+    r.model.head_kwargs = {
+        "width": r.model.head_kwargs["width"],
+        "num_train_timesteps": 100,
+        "beta_schedule": "squaredcos_cap_v2",
+        "sampler": "ddim",
+        "num_inference_steps": 10,
+        "denoiser": "unet",
+        "down_dims": (32, 64, 128),
+        "step_embed_dim": 64,
+    }
+    r.scaled_down = "ResNet-18 → 16-wide CNN; U-Net widths (256, 512, 1024) → (32, 64, 128)"
+    return r
+
+
+@recipe(
     "act", "ACT: pretrained CNN + CVAE transformer, L1 chunks with a KL term (z = 0 at inference)"
 )
 def act() -> Recipe:
