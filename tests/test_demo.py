@@ -46,3 +46,12 @@ def test_demo_end_to_end_tiny(tmp_path):
     assert saved["eval_seeds_seen_in_training"] == 0
     collected = json.loads((out / "data" / "meta" / "collect_state.json").read_text())["episodes"]
     assert {e["seed"] for e in collected}.isdisjoint({100000})
+    # a second run in the same folder works: episodes reused, the first run kept aside
+    first_ckpt = (out / "run" / "checkpoints" / "last" / "model.safetensors").read_bytes()
+    run_demo(cfg)
+    assert (out / "run.1" / "checkpoints" / "last" / "model.safetensors").read_bytes() == first_ckpt
+    assert (out / "eval.1" / "summary.json").exists()
+    assert (out / "run" / "checkpoints" / "last" / "model.safetensors").exists()
+    info = json.loads((out / "data" / "meta" / "info.json").read_text())
+    assert info["total_episodes"] == 2
+

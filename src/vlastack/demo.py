@@ -69,6 +69,19 @@ def _check_tasks(tasks: list[str]) -> list[str]:
     return out
 
 
+def _set_aside(path: Path) -> Path | None:
+    """Rename a non-empty ``path`` to the first free ``path.1``, ``path.2``, ... (nothing is
+    deleted); None when there was nothing to move."""
+    if not path.is_dir() or not any(path.iterdir()):
+        return None
+    i = 1
+    while path.with_name(f"{path.name}.{i}").exists():
+        i += 1
+    dest = path.with_name(f"{path.name}.{i}")
+    path.rename(dest)
+    return dest
+
+
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run every stage; return the headline numbers (also written to ``<out>/demo_summary.json``)."""
     from vlastack.envs.collect import collect
@@ -81,6 +94,12 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     data_dir, run_dir, eval_dir = out / "data", out / "run", out / "eval"
+    # a second `make demo` in the same folder: the collected episodes are reused (collect tops
+    # them up), the earlier run and its evaluation are kept under a numbered name
+    for old in (run_dir, eval_dir):
+        moved = _set_aside(old)
+        if moved is not None:
+            _say(f"an earlier demo's {old.name}/ is kept as {moved}")
     timings: dict[str, float] = {}
     size = (cfg.image_size, cfg.image_size)
 
