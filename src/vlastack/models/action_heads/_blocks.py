@@ -744,41 +744,30 @@ class DecoderPlan:
         for i in range(start, self.depth):
             n1, qkv, o1, n2, q2, o2, n3, f1, f2 = self.blocks[i]
             m = i * 6
-            if short is not None:
-                if i != start or first_q is None:  # (else: x is past this block's self-attn)
-                    h = ln(x, shape, n1[0], n1[1], n1[2])
-                    if mods is not None:
-                        h = addcmul(mods[m + 1], h, mods[m])
-                    t = lin(h, qkv).view(B, T, 3, H, hd).permute(2, 0, 3, 1, 4)
-                    a = attn(t[0], t[1], t[2], attn_mask=self_mask)
-                    x = x + lin(a.transpose(1, 2).reshape(B, T, D), o1)
-                h = ln(x, shape, n2[0], n2[1], n2[2])
-                if mods is not None:
-                    h = addcmul(mods[m + 3], h, mods[m + 2])
-                p = baddbmm(short.bias[i], h, short.keys[i].transpose(1, 2))
-                p = p.view(B, T, H, -1).softmax(-1).view(B, T, -1)
-                x = baddbmm(x, p, short.values[i])
-                h = ln(x, shape, n3[0], n3[1], n3[2])
-                if mods is not None:
-                    h = addcmul(mods[m + 5], h, mods[m + 4])
-                x = x + lin(lin_gelu(h, f1), f2)
-                continue
-            if i == start and first_q is not None:
-                q = first_q
-            else:
+            past_self_attn = i == start and first_q is not None  # x is already past it
+            if not past_self_attn:
                 h = ln(x, shape, n1[0], n1[1], n1[2])
                 if mods is not None:
                     h = addcmul(mods[m + 1], h, mods[m])
                 t = lin(h, qkv).view(B, T, 3, H, hd).permute(2, 0, 3, 1, 4)
                 a = attn(t[0], t[1], t[2], attn_mask=self_mask)
                 x = x + lin(a.transpose(1, 2).reshape(B, T, D), o1)
+            if short is None and first_q is not None and past_self_attn:
+                q = first_q
+            else:
                 h = ln(x, shape, n2[0], n2[1], n2[2])
                 if mods is not None:
                     h = addcmul(mods[m + 3], h, mods[m + 2])
-                q = lin(h, q2).view(B, T, H, hd).transpose(1, 2)
-            k, v = kvs[i]
-            a = attn(q, k, v, attn_mask=cross_mask)
-            x = x + lin(a.transpose(1, 2).reshape(B, T, D), o2)
+                if short is None:
+                    q = lin(h, q2).view(B, T, H, hd).transpose(1, 2)
+            if short is not None:  # scores = h Âᵀ + c; x + P·VO (residual and b_o folded in)
+                p = baddbmm(short.bias[i], h, short.keys[i].transpose(1, 2))
+                p = p.view(B, T, H, -1).softmax(-1).view(B, T, -1)
+                x = baddbmm(x, p, short.values[i])
+            else:
+                k, v = kvs[i]
+                a = attn(q, k, v, attn_mask=cross_mask)
+                x = x + lin(a.transpose(1, 2).reshape(B, T, D), o2)
             h = ln(x, shape, n3[0], n3[1], n3[2])
             if mods is not None:
                 h = addcmul(mods[m + 5], h, mods[m + 4])
