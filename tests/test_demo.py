@@ -54,4 +54,3 @@ def test_demo_end_to_end_tiny(tmp_path):
     assert (out / "run" / "checkpoints" / "last" / "model.safetensors").exists()
     info = json.loads((out / "data" / "meta" / "info.json").read_text())
     assert info["total_episodes"] == 2
-

@@ -64,6 +64,29 @@ def test_every_graph_matches_pytorch(tmp_path, head):
             np.testing.assert_allclose(o, r.numpy(), atol=ATOL, err_msg=graph.name)
 
 
+def test_unet_diffusion_graphs_match_pytorch_and_the_sampler(tmp_path):
+    """The diffusion head with DP-C's U-Net exports too: the prefix is the pooled context."""
+    model = _model(
+        "diffusion",
+        head_kwargs={"denoiser": "unet", "width": 32, "down_dims": [16, 32], "step_embed_dim": 16},
+    )
+    manifest = export_model_heads(model, tmp_path, check=False)
+    assert set(manifest["graphs"]) == {"diffusion_prefix", "diffusion_step", "diffusion_sampler"}
+    ctx, mask = example_context(model, batch_size=2, seed=7)
+    for graph in head_graphs(model.head, "diffusion", ctx, mask, seed=7):
+        sess = ort_session(tmp_path / f"{graph.name}.onnx")
+        with torch.no_grad():
+            ref = graph.module(*graph.inputs)
+        (got,) = _run(sess, dict(zip(graph.input_names, graph.inputs)))
+        np.testing.assert_allclose(got, ref.numpy(), atol=ATOL, err_msg=graph.name)
+    noise = torch.randn(2, model.head.action_horizon, model.head.action_dim)
+    ref = model.head.sample_actions(ctx, mask, noise=noise).numpy()  # the eager plan path
+    (got,) = ort_session(tmp_path / "diffusion_sampler.onnx").run(
+        None, {"context": ctx.numpy(), "context_mask": mask.numpy(), "noise": noise.numpy()}
+    )
+    np.testing.assert_allclose(got, ref, atol=ATOL)
+
+
 def test_flow_euler_loop_from_step_graph_equals_sample_actions(tmp_path):
     model = _model("flow_matching")
     export_model_heads(model, tmp_path, ["prefix", "step"])

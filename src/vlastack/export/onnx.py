@@ -111,6 +111,28 @@ class DiffusionEps(nn.Module):
         )
 
 
+class UnetPrefix(nn.Module):
+    """context, context_mask → pooled context (B, W) (the U-Net denoiser's only context input)."""
+
+    def __init__(self, head: Any) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, context, context_mask):
+        return self.head._prefix(context, context_mask.bool())[1]
+
+
+class UnetEps(nn.Module):
+    """ε̂(x_t, t | pooled) (B, H, A) of the U-Net denoiser; ``t`` (B,) int64 timesteps."""
+
+    def __init__(self, head: Any) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, x_t, t, pooled):
+        return self.head.predict_noise(x_t, t, None, pooled, None)
+
+
 class DiffusionSampler(nn.Module):
     """context, context_mask, x_T (B, H, A) → x̂_0 with the DDIM steps unrolled (η = 0)."""
 
@@ -264,6 +286,8 @@ def head_graphs(
                 )
             )
         return out
+    if getattr(head, "denoiser", "transformer") == "unet":
+        return _unet_graphs(head, context, mask, noise, parts, g)
     # diffusion
     k, v, pooled = DiffusionPrefix(head)(context, mask)
     if "prefix" in parts:
@@ -290,6 +314,56 @@ def head_graphs(
             )
         )
     if "sampler" in parts and getattr(head, "sampler", "ddim") == "ddim":
+        out.append(
+            ExportedGraph(
+                "diffusion_sampler",
+                DiffusionSampler(head),
+                (context, mask, noise),
+                ["context", "context_mask", "noise"],
+                ["actions"],
+                _batch_axes(["context", "context_mask", "noise", "actions"]),
+            )
+        )
+    return out
+
+
+def _unet_graphs(
+    head: Any,
+    context: torch.Tensor,
+    mask: torch.Tensor,
+    noise: torch.Tensor,
+    parts: list[str],
+    g: torch.Generator,
+) -> list[ExportedGraph]:
+    """The diffusion head with DP-C's U-Net: the context reaches the denoiser only through its
+    pooled projection, so the prefix graph outputs ``pooled`` alone and the step takes it."""
+    B = context.shape[0]
+    out: list[ExportedGraph] = []
+    if "prefix" in parts:
+        out.append(
+            ExportedGraph(
+                "diffusion_prefix",
+                UnetPrefix(head),
+                (context, mask),
+                ["context", "context_mask"],
+                ["pooled"],
+                _batch_axes(["context", "context_mask", "pooled"]),
+            )
+        )
+    if "step" in parts:
+        t = torch.randint(0, int(head.num_train_timesteps), (B,), generator=g)
+        pooled = UnetPrefix(head)(context, mask)
+        out.append(
+            ExportedGraph(
+                "diffusion_step",
+                UnetEps(head),
+                (noise, t, pooled),
+                ["x_t", "t", "pooled"],
+                ["eps"],
+                _batch_axes(["x_t", "t", "pooled", "eps"]),
+            )
+        )
+    if "sampler" in parts and head.sampler == "ddim":
         out.append(
             ExportedGraph(
                 "diffusion_sampler",
