@@ -541,6 +541,32 @@ def plan_linear(
     return (weight, bias)
 
 
+def plan_linear_fns(onednn: bool) -> tuple[Callable, Callable]:
+    """``lin(x, pack)`` and ``lin_gelu(x, pack)`` for packs made by ``plan_linear``."""
+
+    def lin(x: torch.Tensor, wb: tuple) -> torch.Tensor:
+        return F.linear(x, wb[0], wb[1])
+
+    def lin_gelu(x: torch.Tensor, wb: tuple) -> torch.Tensor:
+        return F.gelu(F.linear(x, wb[0], wb[1]))
+
+    if not onednn:
+        return lin, lin_gelu
+    lp = torch.ops.mkldnn._linear_pointwise.default  # the overload: no per-call lookup
+
+    def lin_packed(x: torch.Tensor, wb: tuple) -> torch.Tensor:
+        if wb[0].layout is torch.strided:  # a small layer left to MKL
+            return F.linear(x, wb[0], wb[1])
+        return lp(x, wb[0], wb[1], "none", (), "")
+
+    def lin_gelu_packed(x: torch.Tensor, wb: tuple) -> torch.Tensor:
+        if wb[0].layout is torch.strided:
+            return F.gelu(F.linear(x, wb[0], wb[1]))
+        return lp(x, wb[0], wb[1], "gelu", (), "none")
+
+    return lin_packed, lin_gelu_packed
+
+
 def _plan_norm(n: nn.LayerNorm) -> tuple:
     return (
         None if n.weight is None else n.weight.detach(),
@@ -570,26 +596,7 @@ class DecoderPlan:
         self.heads, self.head_dim = first.self_attn.num_heads, first.self_attn.head_dim
         self.depth = len(blocks)
         onednn = self.onednn = _onednn_plan(first.norm1.weight)
-        if onednn:
-            lp = torch.ops.mkldnn._linear_pointwise.default  # the overload: no per-call lookup
-
-            def lin(x: torch.Tensor, wb: tuple) -> torch.Tensor:
-                if wb[0].layout is torch.strided:  # a narrow layer left to MKL
-                    return F.linear(x, wb[0], wb[1])
-                return lp(x, wb[0], wb[1], "none", (), "")
-
-            def lin_gelu(x: torch.Tensor, wb: tuple) -> torch.Tensor:
-                if wb[0].layout is torch.strided:
-                    return F.gelu(F.linear(x, wb[0], wb[1]))
-                return lp(x, wb[0], wb[1], "gelu", (), "none")
-
-        else:
-
-            def lin(x: torch.Tensor, wb: tuple) -> torch.Tensor:
-                return F.linear(x, wb[0], wb[1])
-
-            def lin_gelu(x: torch.Tensor, wb: tuple) -> torch.Tensor:
-                return F.gelu(F.linear(x, wb[0], wb[1]))
+        lin, lin_gelu = plan_linear_fns(onednn)
 
         def pack(w: torch.Tensor, b: torch.Tensor | None) -> tuple:
             return plan_linear(w, b, onednn)

@@ -154,7 +154,7 @@ class DiffusionHead(ActionHead):
         if self.denoiser == "unet":
             plan = self._unet_plan() if fast_inference(self) else None
             if plan is not None:
-                return plan.run(x_t, None, self._unet_film(plan, t, pooled))
+                return plan.run(x_t, self._unet_film(plan, t, pooled))
             return self.unet(x_t, torch.cat([self._step_embedding(t, x_t.dtype), pooled], -1))
         temb = self.time_mlp(
             sincos_time_embedding(t.float(), self.width, 1.0, 10000.0).to(x_t.dtype)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlastack.errors import ConfigError
-from vlastack.models.action_heads._blocks import _onednn_plan, plan_linear
+from vlastack.models.action_heads._blocks import _onednn_plan, plan_linear, plan_linear_fns
 
 
 class Conv1dBlock(nn.Module):
@@ -169,23 +169,8 @@ class UnetPlan:
     """
 
     def __init__(self, net: ConditionalUnet1d) -> None:
-        w0 = net.out.weight
-        onednn = _onednn_plan(w0)
-        self.onednn = onednn
-        if onednn:
-            lp = torch.ops.mkldnn._linear_pointwise.default
-
-            def lin(x: torch.Tensor, wb: tuple) -> torch.Tensor:
-                if wb[0].layout is torch.strided:
-                    return F.linear(x, wb[0], wb[1])
-                return lp(x, wb[0], wb[1], "none", (), "")
-
-        else:
-
-            def lin(x: torch.Tensor, wb: tuple) -> torch.Tensor:
-                return F.linear(x, wb[0], wb[1])
-
-        self.lin = lin
+        onednn = self.onednn = _onednn_plan(net.out.weight)
+        self.lin = plan_linear_fns(onednn)[0]
 
         def conv(c: nn.Conv1d) -> tuple:
             k = c.kernel_size[0]
@@ -233,10 +218,9 @@ class UnetPlan:
         self.final = block(net.final)
         self.out = plan_linear(net.out.weight.detach().squeeze(-1), net.out.bias, onednn)
         self.film_split = pieces  # the FiLM row cut per block: (scale, bias) or (bias,)
-        # all residual blocks' FiLM layers stacked: (Σ widths, cond_dim), as is and packed
+        # all residual blocks' FiLM layers stacked: (Σ widths, cond_dim)
         self.film_weight = torch.cat([f.weight.detach() for f in films])
         self.film_bias = torch.cat([f.bias.detach() for f in films])
-        self.film = plan_linear(self.film_weight, self.film_bias, onednn)
         # what a sampler caches against this plan (DiffusionHead._unet_film): FiLM's step term
         # per step value, and its context term for the current chunk
         self.step_film: dict[int, torch.Tensor] = {}
@@ -269,12 +253,13 @@ class UnetPlan:
         h = self._block(h, b2)
         return h + (self.lin(x, res) if res is not None else x)
 
-    def run(self, x: torch.Tensor, cond: torch.Tensor | None, film: torch.Tensor | None = None):
-        """(B, T, A) noisy actions and (B, cond_dim) conditioning → ε̂ (B, T, A); or, instead
-        of ``cond``, every residual block's FiLM output already computed (``film``)."""
-        if film is None:
-            assert cond is not None
-            film = self.lin(F.mish(cond), self.film)  # every residual block's FiLM at once
+    def film(self, cond: torch.Tensor) -> torch.Tensor:
+        """Every residual block's FiLM output for a (B, cond_dim) conditioning, one product."""
+        return F.linear(F.mish(cond), self.film_weight, self.film_bias)
+
+    def run(self, x: torch.Tensor, film: torch.Tensor) -> torch.Tensor:
+        """(B, T, A) noisy actions and every residual block's FiLM output (B, Σ widths), from
+        ``film(cond)`` or a caller's cache of its terms → ε̂ (B, T, A)."""
         film = film.unsqueeze(1).split(self.film_split, -1)  # (B, 1, C) pieces, one op
         h = x
         skips = []
