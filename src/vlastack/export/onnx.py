@@ -314,17 +314,22 @@ def head_graphs(
             )
         )
     if "sampler" in parts and getattr(head, "sampler", "ddim") == "ddim":
-        out.append(
-            ExportedGraph(
-                "diffusion_sampler",
-                DiffusionSampler(head),
-                (context, mask, noise),
-                ["context", "context_mask", "noise"],
-                ["actions"],
-                _batch_axes(["context", "context_mask", "noise", "actions"]),
-            )
-        )
+        out.append(_diffusion_sampler_graph(head, context, mask, noise))
     return out
+
+
+def _diffusion_sampler_graph(
+    head: Any, context: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor
+) -> ExportedGraph:
+    """The whole DDIM loop as one graph (either denoiser)."""
+    return ExportedGraph(
+        "diffusion_sampler",
+        DiffusionSampler(head),
+        (context, mask, noise),
+        ["context", "context_mask", "noise"],
+        ["actions"],
+        _batch_axes(["context", "context_mask", "noise", "actions"]),
+    )
 
 
 def _unet_graphs(
@@ -364,16 +369,7 @@ def _unet_graphs(
             )
         )
     if "sampler" in parts and head.sampler == "ddim":
-        out.append(
-            ExportedGraph(
-                "diffusion_sampler",
-                DiffusionSampler(head),
-                (context, mask, noise),
-                ["context", "context_mask", "noise"],
-                ["actions"],
-                _batch_axes(["context", "context_mask", "noise", "actions"]),
-            )
-        )
+        out.append(_diffusion_sampler_graph(head, context, mask, noise))
     return out
 
 

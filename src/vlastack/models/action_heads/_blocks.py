@@ -453,15 +453,8 @@ class CrossDecoder(nn.Module):
             params,
             lambda: (torch.cat(params[0::2], 0), torch.cat(params[1::2], 0)),
         )
-        B, N, D = c.shape
-        heads, hd = attns[0].num_heads, attns[0].head_dim
-        # (B, N, L, 2, heads, hd) → (L, 2, B, heads, N, hd)
-        kv = (
-            packed_linear(self, "_kv_packed", c, w, b)
-            .view(B, N, len(attns), 2, heads, hd)
-            .permute(2, 3, 0, 4, 1, 5)
-        )
-        return [(kv[i, 0], kv[i, 1]) for i in range(len(attns))]
+        kv = packed_linear(self, "_kv_packed", c, w, b)
+        return _per_layer_kv(kv, len(attns), attns[0].num_heads, attns[0].head_dim)
 
     def forward(
         self,
@@ -679,16 +672,10 @@ class DecoderPlan:
 
     def context_kv(self, context: torch.Tensor) -> list[KV]:
         """``CrossDecoder.context_kv``: every layer's K/V of the context from one product."""
-        B, N, D = context.shape
         n = self.context_norm
-        c = torch.layer_norm(context, (D,), n[0], n[1], n[2])
-        # (B, N, L, 2, heads, hd) → (L, 2, B, heads, N, hd)
-        kv = (
-            self.lin(c, self.context_kv_pack)
-            .view(B, N, self.depth, 2, self.heads, self.head_dim)
-            .permute(2, 3, 0, 4, 1, 5)
-        )
-        return _PlanKV((kv[i, 0], kv[i, 1]) for i in range(self.depth))
+        c = torch.layer_norm(context, (context.shape[-1],), n[0], n[1], n[2])
+        kv = self.lin(c, self.context_kv_pack)
+        return _PlanKV(_per_layer_kv(kv, self.depth, self.heads, self.head_dim))
 
     def short_memory(
         self, kvs: list[KV], cross_mask: torch.Tensor | None, rows: int
@@ -825,6 +812,14 @@ class _ShortMemory:
             neg = neg.masked_fill(~cross_mask, float("-inf"))
             bias = bias + neg.view(B, 1, N).repeat(1, 1, H)
         self.bias = bias
+
+
+def _per_layer_kv(kv: torch.Tensor, layers: int, heads: int, head_dim: int) -> list[KV]:
+    """Every layer's (K, V) views of one stacked projection (B, N, L·2·heads·hd)."""
+    B, N, _ = kv.shape
+    # (B, N, L, 2, heads, hd) → (L, 2, B, heads, N, hd)
+    kv = kv.view(B, N, layers, 2, heads, head_dim).permute(2, 3, 0, 4, 1, 5)
+    return [(kv[i, 0], kv[i, 1]) for i in range(layers)]
 
 
 def causal_mask(length: int, device: torch.device) -> torch.Tensor:
