@@ -39,7 +39,9 @@ ACTION_HEADS.add(
 ACTION_HEADS.add("l1", l1.build, "parallel decoding + MLP-ResNet, L1 regression (OpenVLA-OFT)")
 ACTION_HEADS.add("mlp", l1.build, "alias of 'l1' (OpenVLA-OFT parallel L1 regression)")
 ACTION_HEADS.add(
-    "diffusion", diffusion.build, "DDPM ε-prediction, DDIM/DDPM sampling (Diffusion Policy)"
+    "diffusion",
+    diffusion.build,
+    "DDPM ε-prediction, DDIM/DDPM sampling, transformer or 1-D U-Net denoiser (Diffusion Policy)",
 )
 ACTION_HEADS.add(
     "flow_matching", flow_matching.build, "π0 flow-matching action expert over a cached prefix"
