@@ -169,7 +169,7 @@ class UnetPlan:
     """
 
     def __init__(self, net: ConditionalUnet1d) -> None:
-        onednn = self.onednn = _onednn_plan(net.out.weight)
+        onednn = _onednn_plan(net.out.weight)
         self.lin = plan_linear_fns(onednn)[0]
 
         def conv(c: nn.Conv1d) -> tuple:
@@ -253,13 +253,9 @@ class UnetPlan:
         h = self._block(h, b2)
         return h + (self.lin(x, res) if res is not None else x)
 
-    def film(self, cond: torch.Tensor) -> torch.Tensor:
-        """Every residual block's FiLM output for a (B, cond_dim) conditioning, one product."""
-        return F.linear(F.mish(cond), self.film_weight, self.film_bias)
-
     def run(self, x: torch.Tensor, film: torch.Tensor) -> torch.Tensor:
-        """(B, T, A) noisy actions and every residual block's FiLM output (B, Σ widths), from
-        ``film(cond)`` or a caller's cache of its terms → ε̂ (B, T, A)."""
+        """(B, T, A) noisy actions and every residual block's FiLM output (B, Σ widths), i.e.
+        mish(cond) @ ``film_weight``ᵀ + ``film_bias`` (DiffusionHead caches its terms) → ε̂."""
         film = film.unsqueeze(1).split(self.film_split, -1)  # (B, 1, C) pieces, one op
         h = x
         skips = []
