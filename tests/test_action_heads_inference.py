@@ -184,7 +184,8 @@ def test_packed_linear_matches_linear(gelu, dtype, monkeypatch):
     x = torch.randn(2, 16, 48, dtype=dtype)
     if _blocks._mkldnn_linear_ops():
         with torch.no_grad():
-            assert _blocks._onednn_pays(x, lin.weight)
+            # bf16 needs AVX-512 or AVX-NE-CONVERT in oneDNN; elsewhere it must stand aside
+            assert _blocks._onednn_pays(x, lin.weight) == _blocks._onednn_dtype(dtype)
             assert not _blocks._onednn_pays(x, lin.weight[:96])  # narrow: MKL's sgemm
     ref = torch.nn.functional.linear(x, lin.weight, lin.bias)
     ref = torch.nn.functional.gelu(ref) if gelu else ref

@@ -67,7 +67,10 @@ def test_plan_matches_module_path(horizon, B, cfg):
     with reference_inference():
         chunk_ref = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
     assert chunk.shape == (B, horizon, A)
-    torch.testing.assert_close(chunk, chunk_ref, atol=2e-5, rtol=2e-5)
+    # ten DDIM steps amplify ε̂'s rounding: x̂0 = (x − √(1−ᾱ)·ε̂)/√ᾱ multiplies it by 1/√ᾱ,
+    # ~2,000 at t = 99 and ~7 at t = 90 (squared-cosine schedule, 100 train steps; x̂0 is then
+    # clipped to ±1); 4.7e-5 was seen on an AVX2-only CPU. The ε̂ check above is the tight one.
+    torch.testing.assert_close(chunk, chunk_ref, atol=2e-4, rtol=1e-3)
 
 
 def test_mixed_timesteps_in_a_batch():

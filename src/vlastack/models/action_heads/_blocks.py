@@ -177,6 +177,22 @@ def _mkldnn_linear_ops() -> bool:
 _MKLDNN_LINEAR: bool | None = None
 
 
+def _onednn_dtype(dtype: torch.dtype) -> bool:
+    """oneDNN's prepacked linear runs this dtype on this CPU: float32 always; bfloat16 only with
+    AVX-512 (BW/VL/DQ) or AVX-NE-CONVERT, else its reorder raises (seen on an AVX2-only EPYC)."""
+    global _ONEDNN_BF16
+    if dtype == torch.float32:
+        return True
+    if dtype != torch.bfloat16:
+        return False
+    if _ONEDNN_BF16 is None:
+        _ONEDNN_BF16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return _ONEDNN_BF16
+
+
+_ONEDNN_BF16: bool | None = None
+
+
 # oneDNN's prepacked call has ~15-25 µs of fixed overhead (it sets up a primitive descriptor on
 # every call); MKL's plain sgemm has ~5 µs but re-packs the weight each time. So small layers go
 # to MKL: measured at batch-1 shapes on one core (16 rows unless noted), µs oneDNN / MKL:
@@ -194,8 +210,8 @@ def _onednn_shape(out_features: int, in_features: int) -> bool:
 def _onednn_pays(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (
         x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.bfloat16)
         and weight.dtype == x.dtype
+        and _onednn_dtype(x.dtype)
         and _onednn_shape(weight.shape[0], weight.shape[-1])
         and _mkldnn_linear_ops()
     )
@@ -516,11 +532,7 @@ def plan_params(
 
 def _onednn_plan(t: torch.Tensor) -> bool:
     """Plans built from weights like ``t`` use oneDNN's prepacked linear."""
-    return (
-        t.device.type == "cpu"
-        and t.dtype in (torch.float32, torch.bfloat16)
-        and _mkldnn_linear_ops()
-    )
+    return t.device.type == "cpu" and _onednn_dtype(t.dtype) and _mkldnn_linear_ops()
 
 
 def plan_linear(
