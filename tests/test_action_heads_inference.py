@@ -20,8 +20,9 @@ def make(name: str, width: int = 32):
 
 
 # width 64: the q/k/v, FFN and context K/V layers are wide enough (≥129 outputs) to run through
-# oneDNN's prepacked kernel in the decoder plans, the 64-wide ones through F.linear
-@pytest.mark.parametrize("name", ["act", "diffusion", "l1", "bins"])
+# oneDNN's prepacked kernel in the decoder plans, the 64-wide ones through F.linear; bins_ar
+# decodes 40 tokens one row at a time (B = 1: the GEMV branch) through the plan's KV caches
+@pytest.mark.parametrize("name", ["act", "diffusion", "l1", "bins", "bins_ar"])
 @pytest.mark.parametrize("B,padded", [(1, False), (3, True)])
 def test_decoder_plan_matches_reference_at_prepacked_widths(name, B, padded):
     head = make(name, width=64)
@@ -36,6 +37,22 @@ def test_decoder_plan_matches_reference_at_prepacked_widths(name, B, padded):
     with reference_inference():
         ref = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
     torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_layer_kv_cache_appends_like_concatenation():
+    """Growing past its first capacity (16) and appending several tokens at once both give
+    what concatenating every step's K/V would."""
+    from vlastack.models.action_heads._blocks import LayerKVCache
+
+    cache, ks, vs = LayerKVCache(), [], []
+    g = torch.Generator().manual_seed(0)
+    for T in [1] * 20 + [5, 1, 17]:
+        k, v = torch.randn(2, 3, T, 4, generator=g), torch.randn(2, 3, T, 4, generator=g)
+        ks.append(k)
+        vs.append(v)
+        k_all, v_all = cache.append(k, v)
+        assert torch.equal(k_all, torch.cat(ks, 2)) and torch.equal(v_all, torch.cat(vs, 2))
+    assert cache.n == 43 and cache.k is not None and cache.k.shape[2] == 64
 
 
 @pytest.mark.parametrize("how", ["assign", "load_state_dict_assign", "dict_swap"])

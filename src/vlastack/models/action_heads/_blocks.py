@@ -21,6 +21,34 @@ from vlastack.errors import ConfigError
 
 KV = tuple[torch.Tensor, torch.Tensor]  # (B, heads, N, head_dim) each
 
+
+class LayerKVCache:
+    """One layer's self-attention K/V of the tokens decoded so far (greedy autoregressive
+    decoding), in buffers that grow by doubling: appending copies only the new tokens. (A
+    ``torch.cat`` of the whole past per token was 39 ms, 7%, of a 112-token chunk.)"""
+
+    def __init__(self) -> None:
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+        self.n = 0
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> KV:
+        """Add (B, heads, T, hd) keys/values; returns every position's so far (views)."""
+        n0, n1 = self.n, self.n + k.shape[2]
+        if self.k is None or self.v is None or n1 > self.k.shape[2]:
+            cap = max(n1, 16, 0 if self.k is None else 2 * self.k.shape[2])
+            B, H, _, hd = k.shape
+            nk, nv = k.new_empty(B, H, cap, hd), v.new_empty(B, H, cap, hd)
+            if self.k is not None and self.v is not None and n0:
+                nk[:, :, :n0] = self.k[:, :, :n0]
+                nv[:, :, :n0] = self.v[:, :, :n0]
+            self.k, self.v = nk, nv
+        self.k[:, :, n0:n1] = k
+        self.v[:, :, n0:n1] = v
+        self.n = n1
+        return self.k[:, :, :n1], self.v[:, :, :n1]
+
+
 # ---- inference fast path ------------------------------------------------------------------------
 # At batch 1 on a CPU a head's chunk costs a few ms, a good part of it per-op overhead: the fast
 # path runs the same math with fewer ops (fused weight packs cached per weight version, no attention
@@ -230,7 +258,11 @@ def packed_linear(
     row counts (16 queries) MKL's sgemm re-packs the weight on every call; the prepacked kernel
     skips that and fuses GELU into the GEMM epilogue (~15-25% faster per GEMM here, same math up
     to float rounding). Falls back to the plain ops off-CPU or without oneDNN."""
-    if _onednn_pays(x, weight) and (bias is None or bias.dtype == x.dtype):
+    if (
+        _onednn_pays(x, weight)
+        and (bias is None or bias.dtype == x.dtype)
+        and (gelu or x.numel() != x.shape[-1])  # one row is a GEMV: see plan_linear_fns
+    ):
         rows = max(1, x.numel() // max(1, x.shape[-1]))
         packed = derived(
             owner,
@@ -376,10 +408,10 @@ class Block(nn.Module):
         cross_kv: KV | None = None,
         cross_mask: torch.Tensor | None = None,
         cond: torch.Tensor | None = None,
-        cache: list[KV] | None = None,
+        cache: LayerKVCache | None = None,
     ) -> torch.Tensor:
-        """``cache`` (a 1-element list) holds this layer's past self-attention K/V for incremental
-        causal decoding: new K/V are appended and every new query sees all cached positions."""
+        """``cache`` holds this layer's past self-attention K/V for incremental causal decoding:
+        new K/V are appended and every new query sees all cached positions."""
         mods: list[torch.Tensor] = []
         if self.film is not None and cond is not None:
             mods = list(
@@ -396,11 +428,7 @@ class Block(nn.Module):
             return self._after_self_attn(x, cross_kv, cross_mask, mod)
         kv = self.self_attn.project_kv(h)
         if cache is not None:
-            if cache:
-                kv = (torch.cat([cache[0][0], kv[0]], 2), torch.cat([cache[0][1], kv[1]], 2))
-                cache[0] = kv
-            else:
-                cache.append(kv)
+            kv = cache.append(*kv)
         x = x + self.self_attn(h, kv, self_mask)
         return self._after_self_attn(x, cross_kv, cross_mask, mod)
 
@@ -479,19 +507,24 @@ class CrossDecoder(nn.Module):
         context_mask: torch.Tensor | None,
         self_mask: torch.Tensor | None = None,
         cond: torch.Tensor | None = None,
-        caches: list[list[KV]] | None = None,
+        caches: list[LayerKVCache] | None = None,
     ) -> torch.Tensor:
-        """``context_mask`` (B, N) True = valid, or None when every context token is valid."""
+        """``context_mask`` (B, N) True = valid, or None when every context token is valid;
+        ``caches`` (from ``new_caches``): incremental decoding, ``x`` the new tokens only."""
         cross_mask = context_mask[:, None, None, :] if context_mask is not None else None
-        if caches is None and fast_inference(self):
+        if fast_inference(self):
             plan = self.plan()
             if plan is not None:
-                return plan.run(x, kvs, cross_mask, self_mask, cond)
+                return plan.run(x, kvs, cross_mask, self_mask, cond, caches=caches)
         for i, blk in enumerate(self.blocks):
             x = blk(
                 x, self_mask, kvs[i], cross_mask, cond, caches[i] if caches is not None else None
             )
         return self.final_norm(x)
+
+    def new_caches(self) -> list[LayerKVCache]:
+        """Empty per-layer self-attention caches for greedy decoding with ``forward``."""
+        return [LayerKVCache() for _ in self.blocks]
 
     def plan(self) -> DecoderPlan | None:
         """The blocks as a flat ``DecoderPlan`` for the inference fast path, rebuilt when any
@@ -537,12 +570,14 @@ def _onednn_plan(t: torch.Tensor) -> bool:
 
 def plan_linear(
     weight: torch.Tensor, bias: torch.Tensor | None, onednn: bool, rows: int = 16
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A linear layer's weight as a plan holds it: oneDNN-prepacked where that pays (see
-    ``_onednn_shape``), else as is; run it with the plan's ``lin``."""
+) -> tuple:
+    """A linear layer's weight as a plan holds it: (weight, bias), or (oneDNN-prepacked weight,
+    bias, weight) where the pack pays (see ``_onednn_shape``; the plain weight serves one-row
+    calls); run it with the plan's ``lin``."""
     weight, bias = weight.detach(), None if bias is None else bias.detach()
     if onednn and _onednn_shape(weight.shape[0], weight.shape[-1]):
-        return (torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), rows), bias)
+        w = weight.contiguous()
+        return (torch.ops.mkldnn._reorder_linear_weight(w, rows), bias, w)
     return (weight, bias)
 
 
@@ -559,9 +594,16 @@ def plan_linear_fns(onednn: bool) -> tuple[Callable, Callable]:
         return lin, lin_gelu
     lp = torch.ops.mkldnn._linear_pointwise.default  # the overload: no per-call lookup
 
+    # One row (a decoding step) is a GEMV: streaming the weight is the cost, oneDNN's pack buys
+    # nothing and its fixed overhead shows, so MKL runs it from the plain weight. 16 weights
+    # cycling, one row, µs MKL / oneDNN on an AVX2 EPYC: 256 × 256 28 / 47, 256 × 1024 80 /
+    # 117, 1024 × 256 118 / 108 (BENCHMARKS.md). Not with GELU: oneDNN fuses it, and torch's
+    # exact GELU alone costs ~20 µs on 1,024 values on that CPU.
     def lin_packed(x: torch.Tensor, wb: tuple) -> torch.Tensor:
         if wb[0].layout is torch.strided:  # a small layer left to MKL
             return F.linear(x, wb[0], wb[1])
+        if x.numel() == x.shape[-1]:
+            return F.linear(x, wb[2], wb[1])
         return lp(x, wb[0], wb[1], "none", (), "")
 
     def lin_gelu_packed(x: torch.Tensor, wb: tuple) -> torch.Tensor:
@@ -733,10 +775,11 @@ class DecoderPlan:
         cond: torch.Tensor | None = None,
         start: int = 0,
         first_q: torch.Tensor | None = None,
+        caches: list[LayerKVCache] | None = None,
     ) -> torch.Tensor:
         """``CrossDecoder.forward`` from block ``start`` on; ``first_q`` (B, heads, L, hd): that
         block's cross-attention queries, already computed (its self-attention is then skipped
-        and ``x`` is the state after it)."""
+        and ``x`` is the state after it); ``caches``: incremental decoding, as there."""
         lin, lin_gelu, ln, attn = self.lin, self.lin_gelu, torch.layer_norm, _sdpa_plain
         addcmul = torch.addcmul
         B, T, D = x.shape
@@ -756,7 +799,8 @@ class DecoderPlan:
                 if mods is not None:
                     h = addcmul(mods[m + 1], h, mods[m])
                 t = lin(h, qkv).view(B, T, 3, H, hd).permute(2, 0, 3, 1, 4)
-                a = attn(t[0], t[1], t[2], attn_mask=self_mask)
+                k, v = (t[1], t[2]) if caches is None else caches[i].append(t[1], t[2])
+                a = attn(t[0], k, v, attn_mask=self_mask)
                 x = x + lin(a.transpose(1, 2).reshape(B, T, D), o1)
             if short is None and first_q is not None and past_self_attn:
                 q = first_q

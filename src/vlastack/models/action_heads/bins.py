@@ -23,6 +23,7 @@ from vlastack.models.action_heads._blocks import (
     fill_padded_actions,
     loss_weights,
     masked_mean,
+    none_if_all_valid,
 )
 from vlastack.models.action_heads.base import ActionHead
 
@@ -102,12 +103,13 @@ class BinsHead(ActionHead):
         if not self.autoregressive:
             idx = self._logits_parallel(kvs, context_mask).argmax(-1)
             return index_to_value(idx, self.num_bins)
-        caches: list[list] = [[] for _ in self.decoder.blocks]
+        caches = self.decoder.new_caches()
+        mask = none_if_all_valid(context_mask)  # one check per chunk, not per token
         tok = torch.full((B,), self.num_bins, dtype=torch.long, device=context.device)
         out = []
         for k in range(H * A):
             x = (self.token_emb(tok) + self.pos_emb[k]).unsqueeze(1)
-            h = self.decoder(x, kvs, context_mask, caches=caches)
+            h = self.decoder(x, kvs, mask, caches=caches)
             tok = self.out(h[:, 0]).argmax(-1)
             out.append(tok)
         return index_to_value(torch.stack(out, 1).view(B, H, A), self.num_bins)

@@ -10,7 +10,6 @@ Padded steps are replaced by the last valid action before tokenizing (the DCT se
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +22,7 @@ from vlastack.models.action_heads._blocks import (
     causal_mask,
     config_from,
     fill_padded_actions,
+    none_if_all_valid,
 )
 from vlastack.models.action_heads.base import ActionHead
 
@@ -124,13 +124,14 @@ class FastHead(ActionHead):
         self._check(context, context_mask)
         B = context.shape[0]
         kvs = self.decoder.context_kv(self.context_proj(context))
-        caches: list[list[Any]] = [[] for _ in self.decoder.blocks]
+        caches = self.decoder.new_caches()
+        mask = none_if_all_valid(context_mask)  # one check per chunk, not per token
         tok = torch.full((B,), self.bos_id, dtype=torch.long, device=context.device)
         done = torch.zeros(B, dtype=torch.bool, device=context.device)
         out: list[torch.Tensor] = []
         for k in range(self.max_decode_tokens):
             x = (self.token_emb(tok) + self.pos_emb[k]).unsqueeze(1)
-            logits = self.out(self.decoder(x, kvs, context_mask, caches=caches)[:, 0])
+            logits = self.out(self.decoder(x, kvs, mask, caches=caches)[:, 0])
             logits[:, self.bos_id] = float("-inf")
             tok = logits.argmax(-1)
             out.append(torch.where(done, torch.full_like(tok, self.eos_id), tok))
