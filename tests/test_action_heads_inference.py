@@ -19,13 +19,16 @@ def make(name: str, width: int = 32):
     return build_action_head(name, cfg, context_dim=D, action_dim=A, action_horizon=H).eval()
 
 
-# width 64: the q/k/v, FFN and context K/V layers are wide enough (≥129 outputs) to run through
-# oneDNN's prepacked kernel in the decoder plans, the 64-wide ones through F.linear; bins_ar
+# width 256: the q/k/v, FFN and context K/V weights are large enough (≥ 131,072 elements) to run
+# through oneDNN's prepacked kernel in the decoder plans, the small ones through F.linear; bins_ar
 # decodes 40 tokens one row at a time (B = 1: the GEMV branch) through the plan's KV caches
 @pytest.mark.parametrize("name", ["act", "diffusion", "l1", "bins", "bins_ar"])
 @pytest.mark.parametrize("B,padded", [(1, False), (3, True)])
 def test_decoder_plan_matches_reference_at_prepacked_widths(name, B, padded):
-    head = make(name, width=64)
+    head = make(name, width=256)
+    from vlastack.models.action_heads import _blocks
+
+    assert _blocks._onednn_shape(4 * 256, 256) and not _blocks._onednn_shape(256, D)
     g = torch.Generator().manual_seed(1)
     context = torch.randn(B, 4, D, generator=g)
     mask = torch.ones(B, 4, dtype=torch.bool)
@@ -197,13 +200,13 @@ def test_packed_linear_matches_linear(gelu, dtype, monkeypatch):
 
     from vlastack.models.action_heads import _blocks
 
-    lin = nn.Linear(48, 160).to(dtype)  # wide enough for the prepacked kernel
-    x = torch.randn(2, 16, 48, dtype=dtype)
+    lin = nn.Linear(512, 320).to(dtype)  # large enough for the prepacked kernel
+    x = torch.randn(2, 16, 512, dtype=dtype)
     if _blocks._mkldnn_linear_ops():
         with torch.no_grad():
             # bf16 needs AVX-512 or AVX-NE-CONVERT in oneDNN; elsewhere it must stand aside
             assert _blocks._onednn_pays(x, lin.weight) == _blocks._onednn_dtype(dtype)
-            assert not _blocks._onednn_pays(x, lin.weight[:96])  # narrow: MKL's sgemm
+            assert not _blocks._onednn_pays(x, lin.weight[:64])  # small: MKL's sgemm
     ref = torch.nn.functional.linear(x, lin.weight, lin.bias)
     ref = torch.nn.functional.gelu(ref) if gelu else ref
     tol = 1e-5 if dtype == torch.float32 else 3e-2
@@ -212,7 +215,7 @@ def test_packed_linear_matches_linear(gelu, dtype, monkeypatch):
         torch.testing.assert_close(out, ref, atol=tol, rtol=tol)
         monkeypatch.setattr(_blocks, "_MKLDNN_LINEAR", False)  # a build without oneDNN
         torch.testing.assert_close(_blocks.fast_linear(lin, x, gelu=gelu), ref, atol=tol, rtol=tol)
-        x3 = torch.randn(3, 48, dtype=dtype)  # another row count than the pack was made for
+        x3 = torch.randn(3, 512, dtype=dtype)  # another row count than the pack was made for
         monkeypatch.setattr(_blocks, "_MKLDNN_LINEAR", True)
         torch.testing.assert_close(
             _blocks.fast_linear(lin, x3),

@@ -221,18 +221,30 @@ def _onednn_dtype(dtype: torch.dtype) -> bool:
 _ONEDNN_BF16: bool | None = None
 
 
-# oneDNN's prepacked call has ~15-25 µs of fixed overhead (it sets up a primitive descriptor on
-# every call); MKL's plain sgemm has ~5 µs but re-packs the weight each time. So small layers go
-# to MKL: measured at batch-1 shapes on one core (16 rows unless noted), µs oneDNN / MKL:
-# 7 outputs × K 256: 28 / 9; 64 × 320: 33 / 15; 128 × 256: 39 / 25; 128 × 1280 (8 rows):
-# 63 / 62; 256 × 640 (4 rows): 46 / 46; 256 × 1280 (4 rows): 63 / 93; 256 × 256: ~equal hot and
-# oneDNN ~10 µs ahead with the weights out of cache (ACT's decoder streaming 24 of them).
-_ONEDNN_MIN_OUT = 129
-_ONEDNN_MIN_WEIGHT = 160_000  # out × in
+# oneDNN's prepacked call has ~15-40 µs of fixed overhead (it sets up a primitive descriptor on
+# every call); MKL's plain sgemm has ~5 µs but re-packs the weight each time. So a layer goes to
+# oneDNN only if its weight is large enough for the pack to pay. Measured at batch-1 shapes on
+# one core, 16 rows unless noted, µs oneDNN / MKL:
+# - AVX-512 EPYC: 7 outputs × K 256: 28 / 9; 64 × 320: 33 / 15; 128 × 256: 39 / 25; 128 × 1280
+#   (8 rows): 63 / 62; 256 × 640 (4 rows): 46 / 46; 256 × 1280 (4 rows): 63 / 93; 256 × 256:
+#   ~equal hot and oneDNN ~10 µs ahead with the weights out of cache (ACT's decoder streaming).
+# - AVX2-only EPYC (16 weights cycling): 256 × 7: 42 / 10; 256 × 128: 58 / 33; 256 × 256:
+#   101 / 72; 256 × 512: 120 / 117; 384 × 384: 129 / 129; 512 × 256: 140 / 165; 768 × 256:
+#   178 / 227; 1024 × 256: 237 / 317.
+# Hence the cut, in weight elements: 256² and up with AVX-512, 512 × 256 and up without.
+def _onednn_min_weight() -> int:
+    global _ONEDNN_MIN_WEIGHT
+    if _ONEDNN_MIN_WEIGHT is None:
+        avx512 = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+        _ONEDNN_MIN_WEIGHT = 65_536 if avx512 else 131_072
+    return _ONEDNN_MIN_WEIGHT
+
+
+_ONEDNN_MIN_WEIGHT: int | None = None
 
 
 def _onednn_shape(out_features: int, in_features: int) -> bool:
-    return out_features >= _ONEDNN_MIN_OUT or out_features * in_features >= _ONEDNN_MIN_WEIGHT
+    return out_features * in_features >= _onednn_min_weight()
 
 
 def _onednn_pays(x: torch.Tensor, weight: torch.Tensor) -> bool:
