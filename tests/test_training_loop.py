@@ -183,6 +183,21 @@ def test_bf16_autocast_and_memory_estimate(tmp_path: Path) -> None:
     assert 0 < small.activations_bytes < big.activations_bytes
 
 
+@pytest.mark.parametrize("kernels", [True, False])
+def test_bf16_on_a_cpu_without_bf16_kernels_trains_in_fp32(kernels, monkeypatch) -> None:
+    """Without oneDNN's bf16 kernels (no AVX-512 / AVX-NE-CONVERT) CPU autocast runs reference
+    loops ~50x slower than fp32; the loop says so and keeps fp32, as it does on such a GPU."""
+    from vlastack.training import loop
+
+    said: list[str] = []
+    monkeypatch.setattr(loop, "_cpu_bf16_kernels", lambda: kernels)
+    ctx = loop.make_autocast("bf16", torch.device("cpu"), lambda *a, **k: said.append(a[0]))
+    with ctx():
+        y = torch.nn.functional.linear(torch.randn(2, 4), torch.randn(3, 4))
+    assert y.dtype == (torch.bfloat16 if kernels else torch.float32)
+    assert bool(said) != kernels and all("training in fp32" in m for m in said)
+
+
 def test_too_little_data_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="batch_size"):
         train(cfg_for(tmp_path, batch_size=500), lambda c: toy_parts())

@@ -1169,7 +1169,22 @@ def make_autocast(
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         say("bf16 is not supported on this GPU; training in fp32")
         return nullcontext
+    if device.type == "cpu" and not _cpu_bf16_kernels():
+        # without them every bf16 product runs PyTorch's reference loops: a 512² matmul took
+        # 394 ms vs 8 ms in fp32 on an AVX2-only EPYC (BENCHMARKS.md, session 7)
+        say(
+            "bf16 has no fast kernels on this CPU (oneDNN needs AVX-512 or AVX-NE-CONVERT); "
+            "training in fp32"
+        )
+        return nullcontext
     return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def _cpu_bf16_kernels() -> bool:
+    """oneDNN runs bf16 on this CPU (what CPU autocast's bf16 matmuls and convolutions use)."""
+    return bool(
+        torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
 
 
 def gather_rng(dist: distributed.DistInfo) -> Any:
