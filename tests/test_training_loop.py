@@ -190,7 +190,7 @@ def test_bf16_on_a_cpu_without_bf16_kernels_trains_in_fp32(kernels, monkeypatch)
     from vlastack.training import loop
 
     said: list[str] = []
-    monkeypatch.setattr(loop, "_cpu_bf16_kernels", lambda: kernels)
+    monkeypatch.setattr(loop, "cpu_bf16_kernels", lambda: kernels)
     ctx = loop.make_autocast("bf16", torch.device("cpu"), lambda *a, **k: said.append(a[0]))
     with ctx():
         y = torch.nn.functional.linear(torch.randn(2, 4), torch.randn(3, 4))

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from vlastack.embodiment import EmbodimentSpec
 from vlastack.errors import ConfigError, DataError, VlastackError
+from vlastack.models.common import cpu_bf16_kernels
 from vlastack.training import adapters, checkpoint, distributed, host_memory, probes
 from vlastack.training.config import DataSpec, TrainConfig, parse_data
 from vlastack.training.logging import RunLogger
@@ -1169,22 +1170,13 @@ def make_autocast(
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         say("bf16 is not supported on this GPU; training in fp32")
         return nullcontext
-    if device.type == "cpu" and not _cpu_bf16_kernels():
-        # without them every bf16 product runs PyTorch's reference loops: a 512² matmul took
-        # 394 ms vs 8 ms in fp32 on an AVX2-only EPYC (BENCHMARKS.md, session 7)
+    if device.type == "cpu" and not cpu_bf16_kernels():
         say(
             "bf16 has no fast kernels on this CPU (oneDNN needs AVX-512 or AVX-NE-CONVERT); "
             "training in fp32"
         )
         return nullcontext
     return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
-def _cpu_bf16_kernels() -> bool:
-    """oneDNN runs bf16 on this CPU (what CPU autocast's bf16 matmuls and convolutions use)."""
-    return bool(
-        torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    )
 
 
 def gather_rng(dist: distributed.DistInfo) -> Any:

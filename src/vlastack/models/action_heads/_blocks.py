@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlastack.errors import ConfigError
+from vlastack.models.common import cpu_bf16_kernels
 
 KV = tuple[torch.Tensor, torch.Tensor]  # (B, heads, N, head_dim) each
 
@@ -206,19 +207,9 @@ _MKLDNN_LINEAR: bool | None = None
 
 
 def _onednn_dtype(dtype: torch.dtype) -> bool:
-    """oneDNN's prepacked linear runs this dtype on this CPU: float32 always; bfloat16 only with
-    AVX-512 (BW/VL/DQ) or AVX-NE-CONVERT, else its reorder raises (seen on an AVX2-only EPYC)."""
-    global _ONEDNN_BF16
-    if dtype == torch.float32:
-        return True
-    if dtype != torch.bfloat16:
-        return False
-    if _ONEDNN_BF16 is None:
-        _ONEDNN_BF16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return _ONEDNN_BF16
-
-
-_ONEDNN_BF16: bool | None = None
+    """oneDNN's prepacked linear runs this dtype on this CPU: float32 always; bfloat16 only where
+    the CPU has bf16 kernels, else its reorder raises (seen on an AVX2-only EPYC)."""
+    return dtype == torch.float32 or (dtype == torch.bfloat16 and cpu_bf16_kernels())
 
 
 # oneDNN's prepacked call has ~15-40 µs of fixed overhead (it sets up a primitive descriptor on
