@@ -112,7 +112,7 @@ def test_fast_path_matches_reference(name, B, padded):
     torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["act", "diffusion"])
+@pytest.mark.parametrize("name", ["act", "diffusion", "flow_matching"])
 def test_cached_packs_follow_weight_updates(name):
     head = make(name)
     context, mask = torch.randn(1, 3, D), torch.ones(1, 3, dtype=torch.bool)

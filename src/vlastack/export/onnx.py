@@ -49,7 +49,10 @@ class FlowPrefix(nn.Module):
         self.head = head
 
     def forward(self, context: torch.Tensor, context_mask: torch.Tensor):
-        cache = self.head.prefix_cache(context, context_mask.bool())
+        from vlastack.models.action_heads._blocks import reference_inference
+
+        with reference_inference():  # the fast path drops an all-True mask; this graph returns it
+            cache = self.head.prefix_cache(context, context_mask.bool())
         k, v = _stack_kv(cache.kvs)
         return k, v, cache.mask
 
