@@ -740,6 +740,9 @@ class DecoderPlan:
         """The re-associated cross-attention operands for ``kvs`` (cached on the list returned
         by ``context_kv``, so a sampler's steps share them), from the second decoder pass over
         the same memory on; None on the first pass and where the memory is too long to pay.
+        A one-token decoding step pays up to H·N = width: its two products are then no larger
+        than the q and output GEMVs they replace, and the attention call goes (bins_ar, 64
+        context tokens: 0.89-0.93× the chunk time; BENCHMARKS.md).
 
         Why not on the first pass: at batch 1 these layers are bound by streaming their weights
         from memory, not by FLOPs, and building Â and VO streams W_q and W_o just as the q and
@@ -749,7 +752,12 @@ class DecoderPlan:
             return None
         kvs.passes += 1
         N = kvs[0][0].shape[2]
-        if kvs.passes < 2 or rows < N or 4 * self.heads * N > self.width:
+        if kvs.passes < 2:
+            return None
+        if rows == 1:  # a decoding step: two products the size of the q and output projections
+            if self.heads * N > self.width:  # replace those two and the attention call
+                return None
+        elif rows < N or 4 * self.heads * N > self.width:
             return None
         # the mask is usually a fresh view per pass (context_mask[:, None, None, :]); holding a
         # reference to the cached one keeps its storage from being reused by another mask
