@@ -206,7 +206,7 @@ class FlowMatchingHead(ActionHead):
                 # W₀·[W_in·x + b_in; e(t)] + b₀ = (W₀ₐ·W_in)·x + W₀ₜ·e(t) + (W₀ₐ·b_in + b₀): one
                 # (H × A) product and one row per sample for e(t), instead of the action
                 # projection and a 2·width-wide product over all H tokens (same math up to
-                # float rounding; 6-10% of a batch-1 chunk, BENCHMARKS.md)
+                # float rounding; 5-13% of a batch-1 chunk, BENCHMARKS.md)
                 w_x, w_t, b = self._action_time_pack()
                 h = torch.addmm(b, temb, w_t.t()).unsqueeze(1) + F.linear(x_t, w_x)
             else:
