@@ -740,9 +740,10 @@ class DecoderPlan:
         """The re-associated cross-attention operands for ``kvs`` (cached on the list returned
         by ``context_kv``, so a sampler's steps share them), from the second decoder pass over
         the same memory on; None on the first pass and where the memory is too long to pay.
-        A one-token decoding step pays up to H·N = width: its two products are then no larger
-        than the q and output GEMVs they replace, and the attention call goes (bins_ar, 64
-        context tokens: 0.89-0.93× the chunk time; BENCHMARKS.md).
+        A one-token decoding step pays up to B·H·N = width: its two products are then no larger
+        than the q and output GEMVs they replace, and the attention call goes (bins_ar at batch
+        1, 64 context tokens: 0.89-0.93× the chunk time; at batch 32 without the B factor it
+        made chunks/s 17.6 → 11.8; BENCHMARKS.md).
 
         Why not on the first pass: at batch 1 these layers are bound by streaming their weights
         from memory, not by FLOPs, and building Â and VO streams W_q and W_o just as the q and
@@ -754,8 +755,10 @@ class DecoderPlan:
         N = kvs[0][0].shape[2]
         if kvs.passes < 2:
             return None
-        if rows == 1:  # a decoding step: two products the size of the q and output projections
-            if self.heads * N > self.width:  # replace those two and the attention call
+        if rows == 1:  # a decoding step: per sample, two products the size of the q and output
+            # projections replace those two and the attention call; Â and VO are per sample, so
+            # a batch streams B of them where the projections stream one weight for all rows
+            if kvs[0][0].shape[0] * self.heads * N > self.width:
                 return None
         elif rows < N or 4 * self.heads * N > self.width:
             return None
