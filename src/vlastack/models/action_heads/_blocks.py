@@ -753,14 +753,16 @@ class DecoderPlan:
             return None
         kvs.passes += 1
         N = kvs[0][0].shape[2]
-        if kvs.passes < 2:
-            return None
-        if rows == 1:  # a decoding step: per sample, two products the size of the q and output
-            # projections replace those two and the attention call; Â and VO are per sample, so
-            # a batch streams B of them where the projections stream one weight for all rows
-            if kvs[0][0].shape[0] * self.heads * N > self.width:
-                return None
-        elif rows < N or 4 * self.heads * N > self.width:
+        # a decoding step (one row): per sample, two products the size of the q and output
+        # projections replace those two and the attention call; Â and VO are per sample, so a
+        # batch streams B of them where the projections stream one weight for all rows
+        B = kvs[0][0].shape[0]
+        pays = (
+            B * self.heads * N <= self.width
+            if rows == 1
+            else rows >= N and 4 * self.heads * N <= self.width
+        )
+        if kvs.passes < 2 or not pays:
             return None
         # the mask is usually a fresh view per pass (context_mask[:, None, None, :]); holding a
         # reference to the cached one keeps its storage from being reused by another mask
