@@ -42,6 +42,33 @@ def test_decoder_plan_matches_reference_at_prepacked_widths(name, B, padded):
     torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
 
 
+def test_single_pass_chunk_takes_the_short_memory_path(monkeypatch):
+    """ACT's one decoder pass over a short memory (16 queries, 5 memory tokens, 2 heads, width
+    256) runs re-associated from the first pass, and still gives the reference chunk."""
+    from vlastack.models.action_heads import _blocks
+
+    built = []
+
+    class Counting(_blocks._ShortMemory):
+        def __init__(self, *args):
+            built.append(1)
+            super().__init__(*args)
+
+    monkeypatch.setattr(_blocks, "_ShortMemory", Counting)
+    torch.manual_seed(0)
+    head = build_action_head(
+        "act", {"width": 256, "num_heads": 2}, context_dim=D, action_dim=A, action_horizon=16
+    ).eval()
+    context = torch.randn(2, 4, D)
+    mask = torch.ones(2, 4, dtype=torch.bool)
+    mask[1, 3:] = False
+    fast = head.sample_actions(context, mask)
+    assert built == [1]
+    with reference_inference():
+        ref = head.sample_actions(context, mask)
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+
+
 def test_layer_kv_cache_appends_like_concatenation():
     """Growing past its first capacity (16) and appending several tokens at once both give
     what concatenating every step's K/V would."""

@@ -732,23 +732,25 @@ class DecoderPlan:
         n = self.context_norm
         c = torch.layer_norm(context, (context.shape[-1],), n[0], n[1], n[2])
         kv = self.lin(c, self.context_kv_pack)
-        return _PlanKV(_per_layer_kv(kv, self.depth, self.heads, self.head_dim))
+        out = _PlanKV(_per_layer_kv(kv, self.depth, self.heads, self.head_dim))
+        out.stacked = kv
+        return out
 
     def short_memory(
         self, kvs: list[KV], cross_mask: torch.Tensor | None, rows: int
     ) -> _ShortMemory | None:
         """The re-associated cross-attention operands for ``kvs`` (cached on the list returned
-        by ``context_kv``, so a sampler's steps share them), from the second decoder pass over
-        the same memory on; None on the first pass and where the memory is too long to pay.
-        A one-token decoding step pays up to B·H·N = width: its two products are then no larger
-        than the q and output GEMVs they replace, and the attention call goes (bins_ar at batch
-        1, 64 context tokens: 0.89-0.93× the chunk time; at batch 32 without the B factor it
-        made chunks/s 17.6 → 11.8; BENCHMARKS.md).
-
-        Why not on the first pass: at batch 1 these layers are bound by streaming their weights
-        from memory, not by FLOPs, and building Â and VO streams W_q and W_o just as the q and
-        output GEMMs do. ACT's single pass measured the same either way (2.72 vs 2.69 ms); a
-        sampler's later steps skip those weights altogether."""
+        by ``context_kv``, so a sampler's steps share them); None where the memory is too long
+        to pay. A multi-row pass (a chunk's queries) pays from the first pass on when rows ≥ N
+        and 4·H·N ≤ width: building Â and VO costs H·N·hd·D per layer, a quarter of the q GEMM
+        at ACT's shapes (16 queries, 4 memory tokens, 4 heads), and each pass then runs two
+        small products in place of the q and output GEMMs and the attention call. ACT's single
+        pass, same-process A/B on the AVX2 EPYC: 0.96-0.98× the chunk time; on the AVX-512
+        machine it measured the same either way (2.72 vs 2.69 ms; BENCHMARKS.md). A one-token
+        decoding step pays from the second token on, up to B·H·N = width: its two products are
+        then no larger than the q and output GEMVs they replace, and the attention call goes
+        (bins_ar at batch 1, 64 context tokens: 0.89-0.93× the chunk time; at batch 32 without
+        the B factor it made chunks/s 17.6 → 11.8; BENCHMARKS.md)."""
         if not isinstance(kvs, _PlanKV):
             return None
         kvs.passes += 1
@@ -762,7 +764,7 @@ class DecoderPlan:
             if rows == 1
             else rows >= N and 4 * self.heads * N <= self.width
         )
-        if kvs.passes < 2 or not pays:
+        if (rows == 1 and kvs.passes < 2) or not pays:
             return None
         # the mask is usually a fresh view per pass (context_mask[:, None, None, :]); holding a
         # reference to the cached one keeps its storage from being reused by another mask
@@ -851,6 +853,7 @@ class _PlanKV(list):
 
     short: Any = None
     passes = 0
+    stacked: torch.Tensor | None = None  # the one (B, N, L·2·H·hd) product the views are of
 
 
 class _ShortMemory:
@@ -868,8 +871,13 @@ class _ShortMemory:
         k0 = kvs[0][0]
         B, N = k0.shape[0], k0.shape[2]
         # (L, B, H, N, hd) → (L·H, B·N, hd): a head's rows for every batch element in one GEMM
-        k = torch.stack([kv[0] for kv in kvs]).transpose(1, 2).reshape(L * H, B * N, hd)
-        v = torch.stack([kv[1] for kv in kvs]).transpose(1, 2).reshape(L * H, B * N, hd)
+        stacked = getattr(kvs, "stacked", None)
+        if stacked is not None:  # one copy each, straight from the stacked projection
+            kv = stacked.view(B, N, L, 2, H, hd).permute(3, 2, 4, 0, 1, 5)
+            k, v = kv[0].reshape(L * H, B * N, hd), kv[1].reshape(L * H, B * N, hd)
+        else:
+            k = torch.stack([kv[0] for kv in kvs]).transpose(1, 2).reshape(L * H, B * N, hd)
+            v = torch.stack([kv[1] for kv in kvs]).transpose(1, 2).reshape(L * H, B * N, hd)
 
         def per_batch(t: torch.Tensor) -> torch.Tensor:  # (L·H, B·N, D) → (L, B, H·N, D)
             return t.view(L, H, B, N, D).transpose(1, 2).reshape(L, B, H * N, D)
