@@ -6,8 +6,10 @@ set once for both), both under ``torch.inference_mode``. Timings are interleaved
 each policy in turn, so machine load hits all of them alike. State-only inputs (observation.state
 7-d, observation.environment_state 16-d) so no image encoder is timed.
 ACT: dim 256, 4 heads, FFN 1024, 4 decoder layers, 1 encoder layer, chunk 16, latent 32 vs
-vlastack ``act`` (width 256, 4 heads, MLP 1024, decoder_depth 4) over 3 context tokens (LeRobot
-ACT's encoder sees latent + state + env tokens); both decode with z = 0 and skip the CVAE encoder.
+vlastack's policy trunk (``models.trunk``: 1 pre-norm encoder layer, 4 heads, FFN 1024, over 3
+tokens, as LeRobot ACT's encoder sees latent + state + env tokens) and ``act`` head (width 256, 4
+heads, MLP 1024, decoder_depth 4); both decode with z = 0 and skip the CVAE encoder. The
+``vlastack_act`` row is the head alone, without the encoder layer LeRobot runs.
 ``vlastack_*_reference`` rows run the same heads with the inference fast path off (the pre-fusion
 op sequence, same outputs) to show what the fast path buys.
 Diffusion: DDIM 10 steps, horizon 16, 100 train steps; LeRobot's 1-D conv U-Net with down_dims
@@ -118,7 +120,18 @@ def build_policies() -> list[tuple[str, torch.nn.Module, Callable[[], object], s
         )
     )
     c3, m3 = _on(torch.randn(1, 3, WIDTH)), _on(torch.ones(1, 3, dtype=torch.bool))
-    act_cfg = "width 256, heads 4, mlp 1024, dec 4, chunk 16, 3 context tokens"
+    from vlastack.models.trunk import build_trunk, encoder_forward
+
+    enc = build_trunk(WIDTH, 4, 1).to(DEVICE).eval()
+    enc_act = torch.nn.ModuleList([enc, act])  # for the parameter count
+
+    def trunk_then_head() -> object:
+        return act.sample_actions(encoder_forward(enc, c3, m3), m3)
+
+    enc_cfg = "trunk: enc 1 (heads 4, ffn 1024) over 3 tokens; act head: dec 4, chunk 16"
+    out.append(("vlastack_act_enc1", enc_act, trunk_then_head, enc_cfg))
+    out.append(("vlastack_act_enc1_reference", enc_act, reference(trunk_then_head), enc_cfg))
+    act_cfg = "head only: width 256, heads 4, mlp 1024, dec 4, chunk 16, 3 context tokens"
     out.append(("vlastack_act", act, lambda: act.sample_actions(c3, m3), act_cfg))
     out.append(
         ("vlastack_act_reference", act, reference(lambda: act.sample_actions(c3, m3)), act_cfg)
@@ -306,10 +319,15 @@ def main() -> None:
         )
     by = {r["policy"]: r for r in rows}
     pairs = [
-        ("vlastack_act", "lerobot_act", "same architecture, z = 0"),
-        ("vlastack_act_reference", "lerobot_act", "same, fast path off"),
+        ("vlastack_act_enc1", "lerobot_act", "same architecture (enc 1, dec 4), z = 0"),
+        ("vlastack_act_enc1_reference", "lerobot_act", "same, fast path off"),
+        ("vlastack_act", "lerobot_act", "our head alone (no encoder layer), z = 0"),
         *(
-            (f"vlastack_act{v}", f"lerobot_act{v}", f"same, {v[1:].replace('_', ' ')} both sides")
+            (
+                f"vlastack_act{v}",
+                f"lerobot_act{v}",
+                f"head alone, {v[1:].replace('_', ' ')} both sides",
+            )
             for v in ("_bf16", "_compiled", "_bf16_compiled")
             if args.variants
         ),
@@ -317,7 +335,7 @@ def main() -> None:
             (
                 f"vlastack_act{v}",
                 "lerobot_act",
-                f"ours {v[1:].replace('_', ' ')}, LeRobot eager fp32",
+                f"our head alone {v[1:].replace('_', ' ')}, LeRobot eager fp32",
             )
             for v in ("_bf16", "_compiled", "_bf16_compiled")
             if args.variants

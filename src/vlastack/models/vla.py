@@ -33,6 +33,7 @@ from vlastack.models.common import freeze_, make_config, masked_mean
 from vlastack.models.language import LANGUAGE_BACKBONES, build_language
 from vlastack.models.language.language_motion import label_motions, motion_vocabulary
 from vlastack.models.projectors import PROJECTORS, build_projector
+from vlastack.models.trunk import build_trunk, encoder_forward
 from vlastack.models.vision import VISION_ENCODERS, MultiCameraEncoder, build_vision_encoder
 from vlastack.profiling import stage
 
@@ -225,10 +226,7 @@ class VLA(nn.Module):
         )
         self.trunk: nn.Module | None = None
         if cfg.trunk_layers > 0 and not decoder:
-            layer = nn.TransformerEncoderLayer(
-                D, cfg.trunk_heads, 4 * D, dropout=0.0, batch_first=True, norm_first=True
-            )
-            self.trunk = nn.TransformerEncoder(layer, cfg.trunk_layers, enable_nested_tensor=False)
+            self.trunk = build_trunk(D, cfg.trunk_heads, cfg.trunk_layers)
 
         self.head = None
         if not cfg.action_tokens_in_lm:
@@ -491,7 +489,7 @@ class VLA(nn.Module):
             return hidden[:, :N], mask[:, :N], logits
         if self.trunk is not None:
             with stage("backbone"):
-                x = self.trunk(x, src_key_padding_mask=~mask)
+                x = encoder_forward(self.trunk, x, mask)
         return x, mask, None
 
     # ------------------------------------------------------------------ training

@@ -495,8 +495,9 @@ def act() -> Recipe:
 
     Paper: ImageNet ResNet-18, CVAE transformer (encoder 4 / decoder 7 layers, hidden 512),
     kl_weight 10, chunk k=100, temporal ensembling exp(-0.01 i), lr 1e-5, batch 8, mean/std
-    normalization. Scaled down: the offline ImageNet MobileNetV2 instead of ResNet-18, 1/2-layer
-    64-wide CVAE, k=20, lr 1e-4 for the small model.
+    normalization. Scaled down: the offline ImageNet MobileNetV2 instead of ResNet-18, a 64-wide
+    CVAE with a 1-layer action encoder, a 1-layer observation encoder (the policy trunk, over the
+    image and state tokens) and a 2-layer decoder, k=20, lr 1e-4 for the small model.
     """
     return Recipe(
         name="act",
@@ -510,6 +511,7 @@ def act() -> Recipe:
             vision_kwargs={"pretrained": True},
             projector="mlp",
             language="none",
+            trunk_layers=1,  # ACT's transformer encoder over the observation tokens
             head="act",
             head_kwargs={
                 "width": 64,
