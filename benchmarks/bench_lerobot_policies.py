@@ -75,7 +75,8 @@ def act_pair() -> tuple[torch.nn.Module, torch.nn.Module]:
     )
     ours = build_action_head(
         "act",
-        {"width": WIDTH, "num_heads": 4, "decoder_depth": 4},
+        # ReLU feed-forward as LeRobot's ACT (feedforward_activation="relu"): the same network
+        {"width": WIDTH, "num_heads": 4, "decoder_depth": 4, "activation": "relu"},
         context_dim=WIDTH,
         action_dim=A,
         action_horizon=H,

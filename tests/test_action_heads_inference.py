@@ -268,3 +268,79 @@ def test_head_with_cached_packs_deepcopies_and_pickles():
     loaded = torch.load(buf, weights_only=False)
     torch.testing.assert_close(clone.sample_actions(context, mask), before)
     torch.testing.assert_close(loaded.sample_actions(context, mask), before)
+
+
+@pytest.mark.parametrize("width", [32, 256])
+@pytest.mark.parametrize("B,padded", [(1, False), (3, True)])
+def test_relu_act_head_fast_path_matches_reference(width, B, padded):
+    """ACT's ReLU feed-forward (DETR's, LeRobot's): the decoder plan fuses ReLU into the first
+    FFN product (oneDNN's post-op at width 256) and must give the module path's chunk; the CVAE
+    encoder's blocks (training only) take the same activation."""
+    torch.manual_seed(0)
+    head = build_action_head(
+        "act",
+        {"width": width, "num_heads": 2, "activation": "relu"},
+        context_dim=D,
+        action_dim=A,
+        action_horizon=H,
+    ).eval()
+    assert all(type(b.mlp[1]) is torch.nn.ReLU for b in head.decoder.blocks)
+    assert all(type(b.mlp[1]) is torch.nn.ReLU for b in head.encoder)
+    with torch.no_grad():
+        assert head.decoder.plan() is not None
+    g = torch.Generator().manual_seed(1)
+    context = torch.randn(B, 4, D, generator=g)
+    mask = torch.ones(B, 4, dtype=torch.bool)
+    if padded:
+        mask[1, 1:] = False
+    fast = head.sample_actions(context, mask)
+    with reference_inference():
+        ref = head.sample_actions(context, mask)
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+    # and a ReLU that differs from GELU on these inputs: the plan really ran ReLU
+    gelu = build_action_head(
+        "act", {"width": width, "num_heads": 2}, context_dim=D, action_dim=A, action_horizon=H
+    ).eval()
+    gelu.load_state_dict(head.state_dict())
+    assert not torch.allclose(gelu.sample_actions(context, mask), fast, atol=1e-4)
+
+
+def test_decoder_plan_declines_mixed_activations():
+    head = build_action_head(
+        "act",
+        {"width": 32, "num_heads": 2, "activation": "relu"},
+        context_dim=D,
+        action_dim=A,
+        action_horizon=H,
+    ).eval()
+    head.decoder.blocks[0].mlp[1] = torch.nn.GELU()
+    context, mask = torch.randn(2, 3, D), torch.ones(2, 3, dtype=torch.bool)
+    with torch.no_grad():
+        assert head.decoder.plan() is None
+    fast = head.sample_actions(context, mask)
+    with reference_inference():
+        ref = head.sample_actions(context, mask)
+    torch.testing.assert_close(fast, ref, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packed_linear_relu_matches_linear(dtype):
+    from torch import nn
+
+    from vlastack.models.action_heads import _blocks
+
+    lin = nn.Linear(512, 320).to(dtype)
+    x = torch.randn(2, 16, 512, dtype=dtype)
+    ref = torch.relu(torch.nn.functional.linear(x, lin.weight, lin.bias))
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    with torch.no_grad():
+        torch.testing.assert_close(_blocks.fast_linear(lin, x, relu=True), ref, atol=tol, rtol=tol)
+
+
+def test_unknown_activation_names_the_field():
+    from vlastack.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="activation.*'swish'"):
+        build_action_head(
+            "act", {"activation": "swish"}, context_dim=D, action_dim=A, action_horizon=H
+        )

@@ -76,6 +76,7 @@ def test_recipe_characteristics_follow_the_papers():
     assert get_recipe("diffusion_policy").model.head_kwargs["num_train_timesteps"] == 100
     assert get_recipe("openvla").normalization["action"] == "quantile"
     assert get_recipe("act").normalization["action"] == "mean_std"
+    assert get_recipe("act").model.head_kwargs["activation"] == "relu"  # DETR's FFN, as ACT's
     assert get_recipe("smolvla").model.language_kwargs["num_layers"] == 2
 
 

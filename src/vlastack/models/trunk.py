@@ -25,6 +25,7 @@ from vlastack.models.action_heads._blocks import (
     fast_inference,
     plan_linear,
     plan_linear_fns,
+    plan_linear_relu_fn,
     plan_params,
 )
 
@@ -68,7 +69,7 @@ class EncoderPlan:
         self.onednn = onednn = _onednn_plan(first.linear1.weight)
         self.lin, lin_gelu = plan_linear_fns(onednn)
         self.act = _ACTIVATIONS[first.activation_relu_or_gelu]
-        self.ffn_in = lin_gelu if self.act == "gelu" else _relu_fn(onednn)
+        self.ffn_in = lin_gelu if self.act == "gelu" else plan_linear_relu_fn(onednn)
         self.norm_first = first.norm_first
         self.heads = first.self_attn.num_heads
         self.layers = [
@@ -141,16 +142,3 @@ class EncoderPlan:
             n = self.final_norm
             x = ln(x, shape, n[0], n[1], n[2])
         return x
-
-
-def _relu_fn(onednn: bool):
-    """``relu(linear(x))`` for a plan's pack: fused into oneDNN's prepacked product where the
-    layer has one (as ``plan_linear_fns``'s GELU), else MKL then ReLU."""
-    lp = torch.ops.mkldnn._linear_pointwise.default if onednn else None
-
-    def lin_relu(x: torch.Tensor, wb: tuple) -> torch.Tensor:
-        if lp is None or wb[0].layout is torch.strided:
-            return F.relu(F.linear(x, wb[0], wb[1]))
-        return lp(x, wb[0], wb[1], "relu", (), "")
-
-    return lin_relu

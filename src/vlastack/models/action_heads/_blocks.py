@@ -255,8 +255,9 @@ def packed_linear(
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     gelu: bool = False,
+    relu: bool = False,
 ) -> torch.Tensor:
-    """``F.linear(x, weight, bias)`` (then exact GELU) with the weight reordered once into oneDNN's
+    """``F.linear(x, weight, bias)`` (then exact GELU, or ReLU) with the weight reordered once into oneDNN's
     blocked layout and cached on ``owner`` until it changes. Inference only. At a chunk's small
     row counts (16 queries) MKL's sgemm re-packs the weight on every call; the prepacked kernel
     skips that and fuses GELU into the GEMM epilogue (~15-25% faster per GEMM here, same math up
@@ -275,18 +276,22 @@ def packed_linear(
         )
         if gelu:
             return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "gelu", (), "none")
+        if relu:
+            return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "relu", (), "")
         return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", (), "")
     y = F.linear(x, weight, bias)
-    return F.gelu(y) if gelu else y
+    return F.gelu(y) if gelu else F.relu(y) if relu else y
 
 
-def fast_linear(lin: nn.Module, x: torch.Tensor, gelu: bool = False) -> torch.Tensor:
-    """``lin(x)`` (then GELU) through ``packed_linear`` when ``lin`` is a plain ``nn.Linear``;
-    int8 / BitLinear replacements run their own forward."""
+def fast_linear(
+    lin: nn.Module, x: torch.Tensor, gelu: bool = False, relu: bool = False
+) -> torch.Tensor:
+    """``lin(x)`` (then GELU or ReLU) through ``packed_linear`` when ``lin`` is a plain
+    ``nn.Linear``; int8 / BitLinear replacements run their own forward."""
     if type(lin) is nn.Linear:
-        return packed_linear(lin, "_packed", x, lin.weight, lin.bias, gelu)
+        return packed_linear(lin, "_packed", x, lin.weight, lin.bias, gelu, relu)
     y = lin(x)
-    return F.gelu(y) if gelu else y
+    return F.gelu(y) if gelu else F.relu(y) if relu else y
 
 
 def linear(lin: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -368,14 +373,32 @@ class Attention(nn.Module):
         return self.attend(self._split(q), kv, mask)
 
 
+ACTIVATIONS = ("gelu", "relu")
+
+
+def check_activation(activation: str) -> str:
+    if activation not in ACTIVATIONS:
+        raise ConfigError(
+            f"activation: unknown value {activation!r}; expected one of {list(ACTIVATIONS)}"
+        )
+    return activation
+
+
 class MLP(nn.Sequential):
-    def __init__(self, dim: int, hidden: int, out: int | None = None) -> None:
-        super().__init__(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, out or dim))
+    """Linear → GELU (exact, the default) or ReLU (ACT/DETR's choice) → Linear."""
+
+    def __init__(
+        self, dim: int, hidden: int, out: int | None = None, activation: str = "gelu"
+    ) -> None:
+        act = nn.ReLU() if check_activation(activation) == "relu" else nn.GELU()
+        super().__init__(nn.Linear(dim, hidden), act, nn.Linear(hidden, out or dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fc1, act, fc2 = self[0], self[1], self[2]
         if fast_inference() and type(act) is nn.GELU and act.approximate == "none":
             return fast_linear(fc2, fast_linear(fc1, x, gelu=True))
+        if fast_inference() and type(act) is nn.ReLU:
+            return fast_linear(fc2, fast_linear(fc1, x, relu=True))
         return fc2(act(fc1(x)))
 
 
@@ -393,6 +416,7 @@ class Block(nn.Module):
         mlp_ratio: float = 4.0,
         cross: bool = False,
         cond_dim: int = 0,
+        activation: str = "gelu",
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
@@ -400,7 +424,7 @@ class Block(nn.Module):
         self.cross_attn = Attention(dim, num_heads) if cross else None
         self.norm2 = nn.LayerNorm(dim) if cross else None
         self.norm3 = nn.LayerNorm(dim)
-        self.mlp = MLP(dim, int(dim * mlp_ratio))
+        self.mlp = MLP(dim, int(dim * mlp_ratio), activation=activation)
         n_mod = 3 if cross else 2
         self.film = nn.Linear(cond_dim, 2 * n_mod * dim) if cond_dim else None
 
@@ -465,11 +489,13 @@ class CrossDecoder(nn.Module):
         num_heads: int,
         mlp_ratio: float = 4.0,
         cond_dim: int = 0,
+        activation: str = "gelu",
     ) -> None:
         super().__init__()
         self.context_norm = nn.LayerNorm(width)
         self.blocks = nn.ModuleList(
-            Block(width, num_heads, mlp_ratio, cross=True, cond_dim=cond_dim) for _ in range(depth)
+            Block(width, num_heads, mlp_ratio, cross=True, cond_dim=cond_dim, activation=activation)
+            for _ in range(depth)
         )
         self.final_norm = nn.LayerNorm(width)
 
@@ -531,8 +557,8 @@ class CrossDecoder(nn.Module):
 
     def plan(self) -> DecoderPlan | None:
         """The blocks as a flat ``DecoderPlan`` for the inference fast path, rebuilt when any
-        of their tensors changes; None when a block holds something the plan does not run (a
-        non-exact GELU, a replaced linear layer)."""
+        of their tensors changes; None when a block holds something the plan does not run (an
+        activation other than exact GELU or ReLU, blocks that mix them, a replaced linear layer)."""
         params = plan_params(self, "plan", lambda: [self], lambda: DecoderPlan.supports(self))
         if params is None:
             return None
@@ -617,6 +643,29 @@ def plan_linear_fns(onednn: bool) -> tuple[Callable, Callable]:
     return lin_packed, lin_gelu_packed
 
 
+def plan_linear_relu_fn(onednn: bool) -> Callable:
+    """``relu(linear(x))`` for a plan's pack: fused into oneDNN's prepacked product where the
+    layer has one (as ``plan_linear_fns``'s GELU), else MKL then ReLU."""
+    lp = torch.ops.mkldnn._linear_pointwise.default if onednn else None
+
+    def lin_relu(x: torch.Tensor, wb: tuple) -> torch.Tensor:
+        if lp is None or wb[0].layout is torch.strided:
+            return F.relu(F.linear(x, wb[0], wb[1]))
+        return lp(x, wb[0], wb[1], "relu", (), "")
+
+    return lin_relu
+
+
+def _mlp_activation(mlp: nn.Module) -> str | None:
+    """ "gelu" (exact) or "relu" for a block's MLP a plan can run, else None."""
+    act = mlp[1]
+    if type(act) is nn.GELU and act.approximate == "none":
+        return "gelu"
+    if type(act) is nn.ReLU:
+        return "relu"
+    return None
+
+
 def _plan_norm(n: nn.LayerNorm) -> tuple:
     return (
         None if n.weight is None else n.weight.detach(),
@@ -652,7 +701,10 @@ class DecoderPlan:
             return plan_linear(w, b, onednn)
 
         norm = _plan_norm
-        self.lin, self.lin_gelu = lin, lin_gelu
+        self.lin = lin
+        # the FFN's first product with its activation fused (GELU or ReLU, as the blocks have)
+        relu = _mlp_activation(first.mlp) == "relu"
+        self.ffn_in = plan_linear_relu_fn(onednn) if relu else lin_gelu
         self.context_norm = norm(dec.context_norm)
         cross = [b.cross_attn for b in blocks if b.cross_attn is not None]
         self.context_kv_pack = plan_linear(
@@ -719,8 +771,8 @@ class DecoderPlan:
                 isinstance(b, Block)
                 and b.cross_attn is not None
                 and b.norm2 is not None
-                and type(b.mlp[1]) is nn.GELU
-                and b.mlp[1].approximate == "none"
+                and _mlp_activation(b.mlp) is not None
+                and _mlp_activation(b.mlp) == _mlp_activation(blocks[0].mlp)  # type: ignore[union-attr]
                 and (b.film is None) == (blocks[0].film is None)  # type: ignore[union-attr]
                 for b in blocks
             )
@@ -798,7 +850,7 @@ class DecoderPlan:
         """``CrossDecoder.forward`` from block ``start`` on; ``first_q`` (B, heads, L, hd): that
         block's cross-attention queries, already computed (its self-attention is then skipped
         and ``x`` is the state after it); ``caches``: incremental decoding, as there."""
-        lin, lin_gelu, ln, attn = self.lin, self.lin_gelu, torch.layer_norm, _sdpa_plain
+        lin, ffn_in, ln, attn = self.lin, self.ffn_in, torch.layer_norm, _sdpa_plain
         addcmul = torch.addcmul
         B, T, D = x.shape
         H, hd = self.heads, self.head_dim
@@ -839,7 +891,7 @@ class DecoderPlan:
             h = ln(x, shape, n3[0], n3[1], n3[2])
             if mods is not None:
                 h = addcmul(mods[m + 5], h, mods[m + 4])
-            x = x + lin(lin_gelu(h, f1), f2)
+            x = x + lin(ffn_in(h, f1), f2)
         n = self.final_norm
         return ln(x, shape, n[0], n[1], n[2])
 

@@ -40,6 +40,10 @@ class ACTHeadConfig:
     mlp_ratio: float = 4.0
     latent_dim: int = 32
     kl_weight: float = 10.0
+    # the feed-forward activation of the CVAE encoder and decoder blocks: "relu" as ACT (and
+    # DETR, which it builds on) and LeRobot's ACTPolicy; "gelu" (exact) stays the default so
+    # checkpoints saved before this field load unchanged
+    activation: str = "gelu"
 
 
 class ACTHead(ActionHead):
@@ -59,6 +63,7 @@ class ACTHead(ActionHead):
         mlp_ratio: float = 4.0,
         latent_dim: int = 32,
         kl_weight: float = 10.0,
+        activation: str = "gelu",
     ) -> None:
         super().__init__(context_dim, action_dim, action_horizon, width)
         self.latent_dim = latent_dim
@@ -67,13 +72,15 @@ class ACTHead(ActionHead):
         self.action_in = nn.Linear(action_dim, width)
         self.enc_pos = nn.Parameter(torch.randn(action_horizon + 1, width) * 0.02)
         self.encoder = nn.ModuleList(
-            Block(width, num_heads, mlp_ratio) for _ in range(encoder_depth)
+            Block(width, num_heads, mlp_ratio, activation=activation) for _ in range(encoder_depth)
         )
         self.enc_norm = nn.LayerNorm(width)
         self.to_latent = nn.Linear(width, 2 * latent_dim)
         self.latent_in = nn.Linear(latent_dim, width)
         self.queries = nn.Parameter(torch.randn(action_horizon, width) * 0.02)
-        self.decoder = CrossDecoder(width, decoder_depth, num_heads, mlp_ratio)
+        self.decoder = CrossDecoder(
+            width, decoder_depth, num_heads, mlp_ratio, activation=activation
+        )
         self.action_out = nn.Linear(width, action_dim)
 
     def encode(self, actions: torch.Tensor, action_is_pad: torch.Tensor):
