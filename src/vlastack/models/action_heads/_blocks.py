@@ -657,7 +657,9 @@ def plan_linear_relu_fn(onednn: bool) -> Callable:
 
 
 def _mlp_activation(mlp: nn.Module) -> str | None:
-    """ "gelu" (exact) or "relu" for a block's MLP a plan can run, else None."""
+    """The activation of a block's MLP a plan can run: "gelu" (exact) or "relu", else None."""
+    if not isinstance(mlp, nn.Sequential) or len(mlp) != 3:
+        return None
     act = mlp[1]
     if type(act) is nn.GELU and act.approximate == "none":
         return "gelu"
@@ -765,14 +767,14 @@ class DecoderPlan:
     @staticmethod
     def supports(dec: CrossDecoder) -> bool:
         blocks = list(dec.blocks)
+        first = _mlp_activation(blocks[0].mlp) if blocks and isinstance(blocks[0], Block) else None
         return (
-            bool(blocks)
+            first is not None
             and all(
                 isinstance(b, Block)
                 and b.cross_attn is not None
                 and b.norm2 is not None
-                and _mlp_activation(b.mlp) is not None
-                and _mlp_activation(b.mlp) == _mlp_activation(blocks[0].mlp)  # type: ignore[union-attr]
+                and _mlp_activation(b.mlp) == first
                 and (b.film is None) == (blocks[0].film is None)  # type: ignore[union-attr]
                 for b in blocks
             )
