@@ -220,9 +220,9 @@ def test_fast_path_respects_int8_swap_after_caching():
     torch.testing.assert_close(fast, ref, atol=1e-6, rtol=1e-6)
 
 
-@pytest.mark.parametrize("gelu", [False, True])
+@pytest.mark.parametrize("activation", [None, "gelu", "relu"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_packed_linear_matches_linear(gelu, dtype, monkeypatch):
+def test_packed_linear_matches_linear(activation, dtype, monkeypatch):
     from torch import nn
 
     from vlastack.models.action_heads import _blocks
@@ -235,13 +235,14 @@ def test_packed_linear_matches_linear(gelu, dtype, monkeypatch):
             assert _blocks._onednn_pays(x, lin.weight) == _blocks._onednn_dtype(dtype)
             assert not _blocks._onednn_pays(x, lin.weight[:64])  # small: MKL's sgemm
     ref = torch.nn.functional.linear(x, lin.weight, lin.bias)
-    ref = torch.nn.functional.gelu(ref) if gelu else ref
+    fns = {None: lambda y: y, "gelu": torch.nn.functional.gelu, "relu": torch.relu}
+    ref = fns[activation](ref)
     tol = 1e-5 if dtype == torch.float32 else 3e-2
     with torch.no_grad():
-        out = _blocks.fast_linear(lin, x, gelu=gelu)
+        out = _blocks.fast_linear(lin, x, activation)
         torch.testing.assert_close(out, ref, atol=tol, rtol=tol)
         monkeypatch.setattr(_blocks, "_MKLDNN_LINEAR", False)  # a build without oneDNN
-        torch.testing.assert_close(_blocks.fast_linear(lin, x, gelu=gelu), ref, atol=tol, rtol=tol)
+        torch.testing.assert_close(_blocks.fast_linear(lin, x, activation), ref, atol=tol, rtol=tol)
         x3 = torch.randn(3, 512, dtype=dtype)  # another row count than the pack was made for
         monkeypatch.setattr(_blocks, "_MKLDNN_LINEAR", True)
         torch.testing.assert_close(
@@ -321,20 +322,6 @@ def test_decoder_plan_declines_mixed_activations():
     with reference_inference():
         ref = head.sample_actions(context, mask)
     torch.testing.assert_close(fast, ref, atol=1e-6, rtol=1e-6)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_packed_linear_relu_matches_linear(dtype):
-    from torch import nn
-
-    from vlastack.models.action_heads import _blocks
-
-    lin = nn.Linear(512, 320).to(dtype)
-    x = torch.randn(2, 16, 512, dtype=dtype)
-    ref = torch.relu(torch.nn.functional.linear(x, lin.weight, lin.bias))
-    tol = 1e-5 if dtype == torch.float32 else 3e-2
-    with torch.no_grad():
-        torch.testing.assert_close(_blocks.fast_linear(lin, x, relu=True), ref, atol=tol, rtol=tol)
 
 
 def test_unknown_activation_names_the_field():

@@ -25,7 +25,6 @@ from vlastack.models.action_heads._blocks import (
     fast_inference,
     plan_linear,
     plan_linear_fns,
-    plan_linear_relu_fn,
     plan_params,
 )
 
@@ -67,9 +66,8 @@ class EncoderPlan:
         layers = list(trunk.layers)
         first = layers[0]
         self.onednn = onednn = _onednn_plan(first.linear1.weight)
-        self.lin, lin_gelu = plan_linear_fns(onednn)
         self.act = _ACTIVATIONS[first.activation_relu_or_gelu]
-        self.ffn_in = lin_gelu if self.act == "gelu" else plan_linear_relu_fn(onednn)
+        self.lin, self.ffn_in = plan_linear_fns(onednn, self.act)
         self.norm_first = first.norm_first
         self.heads = first.self_attn.num_heads
         self.layers = [

@@ -495,9 +495,10 @@ def act() -> Recipe:
 
     Paper: ImageNet ResNet-18, CVAE transformer (encoder 4 / decoder 7 layers, hidden 512),
     kl_weight 10, chunk k=100, temporal ensembling exp(-0.01 i), lr 1e-5, batch 8, mean/std
-    normalization, ReLU feed-forward layers (from DETR). Scaled down: the offline ImageNet MobileNetV2 instead of ResNet-18, a 64-wide
-    CVAE with a 1-layer action encoder, a 1-layer observation encoder (the policy trunk, over the
-    image and state tokens) and a 2-layer decoder, k=20, lr 1e-4 for the small model.
+    normalization, ReLU feed-forward layers (from DETR). Scaled down: the offline ImageNet
+    MobileNetV2 instead of ResNet-18, a 64-wide CVAE with a 1-layer action encoder, a 1-layer
+    observation encoder (the policy trunk, over the image and state tokens) and a 2-layer
+    decoder, k=20, lr 1e-4 for the small model.
     """
     return Recipe(
         name="act",

@@ -248,24 +248,30 @@ def _onednn_pays(x: torch.Tensor, weight: torch.Tensor) -> bool:
     )
 
 
+# the activations fused into a product's epilogue: oneDNN's post-op (name, algorithm), and the
+# plain op that follows F.linear where oneDNN is not used
+_POST_OPS = {"gelu": ("gelu", "none"), "relu": ("relu", "")}
+_ACT_FNS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"gelu": F.gelu, "relu": F.relu}
+
+
 def packed_linear(
     owner: nn.Module,
     name: str,
     x: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor | None,
-    gelu: bool = False,
-    relu: bool = False,
+    activation: str | None = None,
 ) -> torch.Tensor:
-    """``F.linear(x, weight, bias)`` (then exact GELU, or ReLU) with the weight reordered once into oneDNN's
-    blocked layout and cached on ``owner`` until it changes. Inference only. At a chunk's small
-    row counts (16 queries) MKL's sgemm re-packs the weight on every call; the prepacked kernel
-    skips that and fuses GELU into the GEMM epilogue (~15-25% faster per GEMM here, same math up
-    to float rounding). Falls back to the plain ops off-CPU or without oneDNN."""
+    """``F.linear(x, weight, bias)``, then ``activation`` ("gelu", exact, or "relu") if given,
+    with the weight reordered once into oneDNN's blocked layout and cached on ``owner`` until it
+    changes. Inference only. At a chunk's small row counts (16 queries) MKL's sgemm re-packs the
+    weight on every call; the prepacked kernel skips that and fuses the activation into the GEMM
+    epilogue (~15-25% faster per GEMM here, same math up to float rounding). Falls back to the
+    plain ops off-CPU or without oneDNN."""
     if (
         _onednn_pays(x, weight)
         and (bias is None or bias.dtype == x.dtype)
-        and (gelu or x.numel() != x.shape[-1])  # one row is a GEMV: see plan_linear_fns
+        and (activation == "gelu" or x.numel() != x.shape[-1])  # one row: see plan_linear_fns
     ):
         rows = max(1, x.numel() // max(1, x.shape[-1]))
         packed = derived(
@@ -274,24 +280,19 @@ def packed_linear(
             (weight,),
             lambda: torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), rows),
         )
-        if gelu:
-            return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "gelu", (), "none")
-        if relu:
-            return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "relu", (), "")
-        return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", (), "")
+        op, algorithm = _POST_OPS[activation] if activation else ("none", "")
+        return torch.ops.mkldnn._linear_pointwise(x, packed, bias, op, (), algorithm)
     y = F.linear(x, weight, bias)
-    return F.gelu(y) if gelu else F.relu(y) if relu else y
+    return _ACT_FNS[activation](y) if activation else y
 
 
-def fast_linear(
-    lin: nn.Module, x: torch.Tensor, gelu: bool = False, relu: bool = False
-) -> torch.Tensor:
-    """``lin(x)`` (then GELU or ReLU) through ``packed_linear`` when ``lin`` is a plain
+def fast_linear(lin: nn.Module, x: torch.Tensor, activation: str | None = None) -> torch.Tensor:
+    """``lin(x)`` (then ``activation``) through ``packed_linear`` when ``lin`` is a plain
     ``nn.Linear``; int8 / BitLinear replacements run their own forward."""
     if type(lin) is nn.Linear:
-        return packed_linear(lin, "_packed", x, lin.weight, lin.bias, gelu, relu)
+        return packed_linear(lin, "_packed", x, lin.weight, lin.bias, activation)
     y = lin(x)
-    return F.gelu(y) if gelu else F.relu(y) if relu else y
+    return _ACT_FNS[activation](y) if activation else y
 
 
 def linear(lin: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -395,10 +396,10 @@ class MLP(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fc1, act, fc2 = self[0], self[1], self[2]
-        if fast_inference() and type(act) is nn.GELU and act.approximate == "none":
-            return fast_linear(fc2, fast_linear(fc1, x, gelu=True))
-        if fast_inference() and type(act) is nn.ReLU:
-            return fast_linear(fc2, fast_linear(fc1, x, relu=True))
+        if fast_inference():
+            fused = _mlp_activation(self)
+            if fused is not None:
+                return fast_linear(fc2, fast_linear(fc1, x, fused))
         return fc2(act(fc1(x)))
 
 
@@ -610,24 +611,28 @@ def plan_linear(
     return (weight, bias)
 
 
-def plan_linear_fns(onednn: bool) -> tuple[Callable, Callable]:
-    """``lin(x, pack)`` and ``lin_gelu(x, pack)`` for packs made by ``plan_linear``."""
+def plan_linear_fns(onednn: bool, activation: str = "gelu") -> tuple[Callable, Callable]:
+    """``lin(x, pack)`` and ``lin_act(x, pack)`` (then ``activation``: "gelu", exact, or
+    "relu", fused into oneDNN's product where the layer has a pack) for packs made by
+    ``plan_linear``."""
+    act = _ACT_FNS[activation]
 
     def lin(x: torch.Tensor, wb: tuple) -> torch.Tensor:
         return F.linear(x, wb[0], wb[1])
 
-    def lin_gelu(x: torch.Tensor, wb: tuple) -> torch.Tensor:
-        return F.gelu(F.linear(x, wb[0], wb[1]))
+    def lin_act(x: torch.Tensor, wb: tuple) -> torch.Tensor:
+        return act(F.linear(x, wb[0], wb[1]))
 
     if not onednn:
-        return lin, lin_gelu
+        return lin, lin_act
     lp = torch.ops.mkldnn._linear_pointwise.default  # the overload: no per-call lookup
+    op, algorithm = _POST_OPS[activation]
 
     # One row (a decoding step) is a GEMV: streaming the weight is the cost, oneDNN's pack buys
     # nothing and its fixed overhead shows, so MKL runs it from the plain weight. 16 weights
     # cycling, one row, µs MKL / oneDNN on an AVX2 EPYC: 256 × 256 28 / 47, 256 × 1024 80 /
-    # 117, 1024 × 256 118 / 108 (BENCHMARKS.md). Not with GELU: oneDNN fuses it, and torch's
-    # exact GELU alone costs ~20 µs on 1,024 values on that CPU.
+    # 117, 1024 × 256 118 / 108 (BENCHMARKS.md). Not with the activation: oneDNN fuses it, and
+    # torch's exact GELU alone costs ~20 µs on 1,024 values on that CPU.
     def lin_packed(x: torch.Tensor, wb: tuple) -> torch.Tensor:
         if wb[0].layout is torch.strided:  # a small layer left to MKL
             return F.linear(x, wb[0], wb[1])
@@ -635,25 +640,12 @@ def plan_linear_fns(onednn: bool) -> tuple[Callable, Callable]:
             return F.linear(x, wb[2], wb[1])
         return lp(x, wb[0], wb[1], "none", (), "")
 
-    def lin_gelu_packed(x: torch.Tensor, wb: tuple) -> torch.Tensor:
+    def lin_act_packed(x: torch.Tensor, wb: tuple) -> torch.Tensor:
         if wb[0].layout is torch.strided:
-            return F.gelu(F.linear(x, wb[0], wb[1]))
-        return lp(x, wb[0], wb[1], "gelu", (), "none")
+            return act(F.linear(x, wb[0], wb[1]))
+        return lp(x, wb[0], wb[1], op, (), algorithm)
 
-    return lin_packed, lin_gelu_packed
-
-
-def plan_linear_relu_fn(onednn: bool) -> Callable:
-    """``relu(linear(x))`` for a plan's pack: fused into oneDNN's prepacked product where the
-    layer has one (as ``plan_linear_fns``'s GELU), else MKL then ReLU."""
-    lp = torch.ops.mkldnn._linear_pointwise.default if onednn else None
-
-    def lin_relu(x: torch.Tensor, wb: tuple) -> torch.Tensor:
-        if lp is None or wb[0].layout is torch.strided:
-            return F.relu(F.linear(x, wb[0], wb[1]))
-        return lp(x, wb[0], wb[1], "relu", (), "")
-
-    return lin_relu
+    return lin_packed, lin_act_packed
 
 
 def _mlp_activation(mlp: nn.Module) -> str | None:
@@ -697,16 +689,14 @@ class DecoderPlan:
         self.heads, self.head_dim = first.self_attn.num_heads, first.self_attn.head_dim
         self.depth = len(blocks)
         onednn = self.onednn = _onednn_plan(first.norm1.weight)
-        lin, lin_gelu = plan_linear_fns(onednn)
+        # the FFN's first product with the blocks' activation (GELU or ReLU) fused
+        lin, self.ffn_in = plan_linear_fns(onednn, _mlp_activation(first.mlp) or "gelu")
 
         def pack(w: torch.Tensor, b: torch.Tensor | None) -> tuple:
             return plan_linear(w, b, onednn)
 
         norm = _plan_norm
         self.lin = lin
-        # the FFN's first product with its activation fused (GELU or ReLU, as the blocks have)
-        relu = _mlp_activation(first.mlp) == "relu"
-        self.ffn_in = plan_linear_relu_fn(onednn) if relu else lin_gelu
         self.context_norm = norm(dec.context_norm)
         cross = [b.cross_attn for b in blocks if b.cross_attn is not None]
         self.context_kv_pack = plan_linear(
