@@ -374,7 +374,7 @@ class Attention(nn.Module):
         return self.attend(self._split(q), kv, mask)
 
 
-ACTIVATIONS = ("gelu", "relu")
+ACTIVATIONS = tuple(_ACT_FNS)  # the names a block's MLP takes
 
 
 def check_activation(activation: str) -> str:
