@@ -1,0 +1,228 @@
+/* vlastack's native CPU kernels for batch-1 inference: a small-row fp32 product over weights
+ * packed once, with bias, activation and residual fused into its epilogue, and attention over a
+ * few tokens read straight from the projections' output.
+ *
+ * Why by hand: a policy chunk at batch 1 is ~20 products of 3-16 rows. The libraries torch
+ * calls for them either re-pack the weight on every call (MKL's sgemm) or set up a primitive
+ * descriptor on every call (oneDNN's prepacked linear, 15-40 us each); neither streams the
+ * weight from L3 at the rate the core can use it (BENCHMARKS.md, session 12: 87-92 GFLOP/s for
+ * oneDNN on the ACT chunk's 16 products against 130 for this kernel, 198 peak). Nothing here is
+ * a general BLAS: one register-blocked micro-kernel, the panel layout it reads, and the
+ * epilogues the plans need. Built by vlastack.native with the host compiler for the host CPU
+ * (-march=native); GCC/Clang vector extensions give AVX-512, AVX2 or SSE code from one source.
+ *
+ * Layout of a packed weight W (N x K, row-major as nn.Linear holds it): panels of NR output
+ * columns, panel p holding W[p*NR + j, k] at [(p*K + k)*NR + j], zero-padded past N; the bias
+ * padded to a multiple of NR. vlastack.native.pack_linear writes it.
+ */
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define VL_ABI 1
+
+typedef float vf __attribute__((vector_size(64)));
+typedef int vi __attribute__((vector_size(64)));
+#define VL 16 /* floats in vf */
+
+/* register blocking: MR rows x NV vectors of 16 columns. 2 x 8 keeps 16 accumulators in the
+ * 32 AVX-512 registers; with 16 AVX2 registers (a vf is two of them) 1 x 6 keeps 12 */
+#if defined(__AVX512F__)
+#define NV 2
+#define MR 8
+#else
+#define NV 1
+#define MR 6
+#endif
+#define NR (VL * NV)
+/* how far ahead, in floats, the packed weight is prefetched (the next panel is contiguous):
+ * 256-512 measured best on the ACT chunk's products (130 vs 114 GFLOP/s without) */
+#define PREFETCH 512
+
+int vl_abi(void) { return VL_ABI; }
+int vl_nr(void) { return NR; }
+
+static inline vf ld(const float *p) {
+    vf v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline void st(float *p, vf v) { memcpy(p, &v, sizeof v); }
+static inline vf splat(float s) { return (vf){0} + s; }
+#define SIGN ((vi){0} + (int)0x80000000) /* not splat(-0.0f): 0.0f + -0.0f is +0.0f */
+static inline vf vmax(vf a, vf b) { return (vf)(((vi)a & (a > b)) | ((vi)b & ~(a > b))); }
+static inline vf vmin(vf a, vf b) { return (vf)(((vi)a & (a < b)) | ((vi)b & ~(a < b))); }
+
+/* e^x for x <= 0 (what GELU's erf needs): Cephes' expf range reduction and polynomial,
+ * ~1 ulp on [-87, 0]; below that the result flushes to 0 */
+static inline vf vexp_neg(vf x) {
+    x = vmax(x, splat(-87.0f));
+    vf n = x * 1.44269504088896341f;
+    /* round to nearest */
+    vi ni = __builtin_convertvector(n + (vf)((vi)splat(0.5f) | ((vi)n & SIGN)), vi);
+    vf nf = __builtin_convertvector(ni, vf);
+    vf r = x - nf * 0.693359375f - nf * -2.12194440e-4f;
+    vf p = splat(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    vi e = (ni + 127) << 23;
+    return p * (vf)e;
+}
+
+/* exact-form GELU, x/2 (1 + erf(x / sqrt 2)), erf by Abramowitz & Stegun 7.1.26 (absolute error
+ * <= 1.5e-7), the approximation PyTorch's vectorized CPU erf uses too */
+static inline vf vgelu(vf x) {
+    vf z = x * 0.70710678118654752f;
+    vf sign = (vf)((vi)z & SIGN);
+    vf a = (vf)((vi)z & ~SIGN);
+    vf t = 1.0f / (1.0f + 0.3275911f * a);
+    vf y = splat(1.061405429f);
+    y = y * t - 1.453152027f;
+    y = y * t + 1.421413741f;
+    y = y * t - 0.284496736f;
+    y = y * t + 0.254829592f;
+    y = 1.0f - y * t * vexp_neg(-a * a);
+    vf erf = (vf)((vi)y | (vi)sign);
+    return 0.5f * x * (1.0f + erf);
+}
+
+enum { ACT_NONE = 0, ACT_RELU = 1, ACT_GELU = 2 };
+
+static inline vf act(vf v, int a) {
+    if (a == ACT_RELU) return vmax(v, (vf){0});
+    if (a == ACT_GELU) return vgelu(v);
+    return v;
+}
+
+/* rows [0, mr) of x times one packed panel; mr is a constant at each call site, so the
+ * accumulators stay in registers */
+static inline __attribute__((always_inline)) void micro(const int mr, const float *x, long ldx,
+                                                        const float *wp, long K, const float *bias,
+                                                        const float *res, long ldr, float *y,
+                                                        long ldy, long ncols, int a) {
+    vf acc[MR][NV];
+    for (int r = 0; r < mr; r++)
+        for (int j = 0; j < NV; j++) acc[r][j] = (vf){0};
+    for (long k = 0; k < K; k++) {
+        vf w[NV];
+        for (int j = 0; j < NV; j++) {
+            __builtin_prefetch(wp + k * NR + PREFETCH + VL * j, 0, 3);
+            w[j] = ld(wp + k * NR + VL * j);
+        }
+        for (int r = 0; r < mr; r++) {
+            float s = x[r * ldx + k];
+            for (int j = 0; j < NV; j++) acc[r][j] += s * w[j];
+        }
+    }
+    for (int r = 0; r < mr; r++) {
+        float tmp[NR];
+        for (int j = 0; j < NV; j++) {
+            vf v = acc[r][j];
+            if (bias) v += ld(bias + VL * j);
+            v = act(v, a);
+            if (ncols == NR) {
+                if (res) v += ld(res + r * ldr + VL * j);
+                st(y + r * ldy + VL * j, v);
+            } else {
+                st(tmp + VL * j, v);
+            }
+        }
+        if (ncols != NR)
+            for (long j = 0; j < ncols; j++)
+                y[r * ldy + j] = tmp[j] + (res ? res[r * ldr + j] : 0.0f);
+    }
+}
+
+#define MICRO(n) micro(n, xr, ldx, w, K, b, rr, ldr, yr, ldy, nc, a)
+
+/* y = act(x W^T + bias) + res, x (M x K) with row stride ldx, y and res (M x N) with row
+ * strides ldy, ldr; bias and res may be NULL; y must not alias x (it may alias res) */
+void vl_linear(long M, long N, long K, const float *x, long ldx, const float *wp,
+               const float *bias, const float *res, long ldr, float *y, long ldy, int a) {
+    long panels = (N + NR - 1) / NR;
+    for (long p = 0; p < panels; p++) {
+        const float *w = wp + p * K * NR;
+        const float *b = bias ? bias + p * NR : NULL;
+        long nc = N - p * NR < NR ? N - p * NR : NR;
+        for (long m = 0; m < M; m += MR) {
+            long mr = M - m < MR ? M - m : MR;
+            const float *xr = x + m * ldx;
+            float *yr = y + m * ldy + p * NR;
+            const float *rr = res ? res + m * ldr + p * NR : NULL;
+            switch (mr) {
+#if MR == 8
+            case 8: MICRO(8); break;
+            case 7: MICRO(7); break;
+#endif
+            case 6: MICRO(6); break;
+            case 5: MICRO(5); break;
+            case 4: MICRO(4); break;
+            case 3: MICRO(3); break;
+            case 2: MICRO(2); break;
+            default: MICRO(1); break;
+            }
+        }
+    }
+}
+
+static inline float dot(const float *a, const float *b, long n) {
+    long i = 0;
+    float s = 0.0f;
+    if (n >= VL) {
+        vf acc = {0};
+        for (; i + VL <= n; i += VL) acc += ld(a + i) * ld(b + i);
+        for (int j = 0; j < VL; j++) s += acc[j];
+    }
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static inline void axpy(float *y, float s, const float *x, long n) {
+    long i = 0;
+    for (; i + VL <= n; i += VL) st(y + i, ld(y + i) + s * ld(x + i));
+    for (; i < n; i++) y[i] += s * x[i];
+}
+
+/* softmax(scale q k^T, keys where mask != 0) v for every batch b, head h and query t.
+ * q[b, t, h*hd + i] at q + b*qb + t*qt + h*hd + i, likewise k (keys s: kb, ks) and v (vb, vs);
+ * mask: NULL or (B x S) bytes, nonzero = attend; out: (B, T, H*hd) contiguous. A query whose
+ * keys are all masked gets NaN, as torch's SDPA gives. Returns 0, or -1 if out of memory. */
+int vl_attention(long B, long T, long S, long H, long hd, const float *q, long qb, long qt,
+                 const float *k, long kb, long ks, const float *v, long vb, long vs,
+                 const unsigned char *mask, float scale, float *out) {
+    float stack[256];
+    float *p = S <= 256 ? stack : (float *)malloc(sizeof(float) * S);
+    if (!p) return -1;
+    long D = H * hd;
+    for (long b = 0; b < B; b++)
+        for (long t = 0; t < T; t++)
+            for (long h = 0; h < H; h++) {
+                const float *qr = q + b * qb + t * qt + h * hd;
+                float mx = -INFINITY;
+                for (long s = 0; s < S; s++) {
+                    if (mask && !mask[b * S + s]) {
+                        p[s] = -INFINITY;
+                        continue;
+                    }
+                    p[s] = scale * dot(qr, k + b * kb + s * ks + h * hd, hd);
+                    if (p[s] > mx) mx = p[s];
+                }
+                float sum = 0.0f;
+                for (long s = 0; s < S; s++) {
+                    p[s] = expf(p[s] - mx);
+                    sum += p[s];
+                }
+                float inv = 1.0f / sum;
+                float *o = out + (b * T + t) * D + h * hd;
+                memset(o, 0, sizeof(float) * hd);
+                for (long s = 0; s < S; s++)
+                    if (p[s] != 0.0f || p[s] != p[s]) axpy(o, p[s] * inv, v + b * vb + s * vs + h * hd, hd);
+            }
+    if (p != stack) free(p);
+    return 0;
+}
