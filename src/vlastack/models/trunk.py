@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlastack import native
 from vlastack.models.action_heads._blocks import (
     _onednn_plan,
     _plan_norm,
@@ -66,6 +67,7 @@ class EncoderPlan:
         layers = list(trunk.layers)
         first = layers[0]
         self.onednn = onednn = _onednn_plan(first.linear1.weight)
+        self.native = native.usable(first.linear1.weight)  # every pack a NativeLinear
         self.act = _ACTIVATIONS[first.activation_relu_or_gelu]
         self.lin, self.ffn_in = plan_linear_fns(onednn, self.act)
         self.norm_first = first.norm_first
@@ -119,6 +121,8 @@ class EncoderPlan:
 
     def run(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         """``attn_mask`` (B, 1, 1, N) True = attend, or None for all keys."""
+        if self.native and x.dtype is torch.float32 and not x.requires_grad:
+            return self._run_native(x, attn_mask)
         lin, ffn_in, ln = self.lin, self.ffn_in, torch.layer_norm
         B, T, D = x.shape
         H = self.heads
@@ -134,6 +138,29 @@ class EncoderPlan:
                 x = ln(x, shape, n1[0], n1[1], n1[2])
             h = ln(x, shape, n2[0], n2[1], n2[2]) if self.norm_first else x
             x = x + lin(ffn_in(h, f1), f2)
+            if not self.norm_first:
+                x = ln(x, shape, n2[0], n2[1], n2[2])
+        if self.final_norm is not None:
+            n = self.final_norm
+            x = ln(x, shape, n[0], n[1], n[2])
+        return x
+
+    def _run_native(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        """``run`` with vlastack's native kernels, as ``DecoderPlan._run_native``: residual adds
+        and the activation inside the products, attention straight from the in-projection's
+        output."""
+        nl, attend, ln = native.linear, native.self_attention, torch.layer_norm
+        B, T, D = x.shape
+        H = self.heads
+        shape = (D,)
+        key_mask = native.key_mask_bytes(attn_mask, B)
+        for n1, qkv, out, n2, f1, f2 in self.layers:
+            h = ln(x, shape, n1[0], n1[1], n1[2]) if self.norm_first else x
+            x = nl(attend(nl(h, qkv), H, key_mask), out, None, x)
+            if not self.norm_first:
+                x = ln(x, shape, n1[0], n1[1], n1[2])
+            h = ln(x, shape, n2[0], n2[1], n2[2]) if self.norm_first else x
+            x = nl(nl(h, f1, self.act), f2, None, x)
             if not self.norm_first:
                 x = ln(x, shape, n2[0], n2[1], n2[2])
         if self.final_norm is not None:

@@ -166,7 +166,8 @@ def usable(weight: torch.Tensor) -> bool:
 
 class NativeLinear(tuple):
     """A linear layer packed for ``vl_linear``: (panels, padded bias or None, weight, bias,
-    out_features, in_features). The plain weight and bias serve the torch fallback."""
+    out_features, in_features, the panels' address, the padded bias's address or None). The
+    plain weight and bias serve the torch fallback."""
 
     __slots__ = ()
 
@@ -185,7 +186,12 @@ def pack_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> NativeLinear
         b = w.new_zeros(Np)
         b[:N] = bias.detach().float()
         bias = bias.detach()
-    return NativeLinear((panels, b, w, bias, N, K))
+    return NativeLinear(
+        (panels, b, w, bias, N, K, panels.data_ptr(), None if b is None else b.data_ptr())
+    )
+
+
+_F32 = torch.float32
 
 
 def linear(
@@ -195,17 +201,18 @@ def linear(
     residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``act(x Wᵀ + b) (+ residual)`` for a pack from ``pack_linear``; x (…, K) float32 on the
-    CPU. Runs torch's kernels where the native one does not fit (see the module docstring)."""
-    panels, bp, w, b, N, K = pack
+    CPU. Runs torch's kernels where the native one does not fit (see the module docstring).
+    Kept lean: it runs ~30 times per chunk, and each Python step here costs about what a
+    16-row product of a 256-wide layer saves."""
+    N, K = pack[4], pack[5]
     M = x.numel() // K if K else 0
-    lib = _lib
     if (
-        lib is None
-        or x.dtype is not torch.float32
+        x.dtype is not _F32
         or x.requires_grad
+        or _lib is None
         or (M * N * K >= _THREADED_MIN_MACS and torch.get_num_threads() > 1)
     ):
-        y = F.linear(x, w, b)
+        y = F.linear(x, pack[2], pack[3])
         if activation == "relu":
             y = F.relu(y)
         elif activation == "gelu":
@@ -213,28 +220,43 @@ def linear(
         return y if residual is None else residual + y
     if not x.is_contiguous():
         x = x.contiguous()
-    shape = (*x.shape[:-1], N)
+    y = torch.empty((*x.shape[:-1], N), dtype=_F32)
+    r = None
     if residual is not None:
-        if residual.shape != shape or residual.dtype is not torch.float32:
-            residual = residual.expand(shape).float()
+        if residual.shape != y.shape or residual.dtype is not _F32:
+            residual = residual.expand(y.shape).to(_F32)
         if not residual.is_contiguous():
             residual = residual.contiguous()
-    y = torch.empty(shape, dtype=torch.float32)
-    lib.vl_linear(
-        M,
-        N,
-        K,
-        x.data_ptr(),
-        K,
-        panels.data_ptr(),
-        None if bp is None else bp.data_ptr(),
-        None if residual is None else residual.data_ptr(),
-        N,
-        y.data_ptr(),
-        N,
-        _ACT[activation],
+        r = residual.data_ptr()
+    _lib.vl_linear(
+        M, N, K, x.data_ptr(), K, pack[6], pack[7], r, N, y.data_ptr(), N, _ACT[activation]
     )
     return y
+
+
+def key_mask_bytes(mask: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+    """A boolean key mask broadcastable to (B, 1, 1, S) or (B, S), True = attend, as the
+    attention calls here take it: (B, S) bytes; None stays None. Make it once per chunk."""
+    if mask is None:
+        return None
+    return mask.reshape(batch, -1).to(torch.uint8).contiguous()
+
+
+def _attend(
+    B: int, T: int, S: int, H: int, D: int,
+    q: int, qb: int, qt: int, k: int, kb: int, ks: int, v: int, vb: int, vs: int,
+    mask: torch.Tensor | None,
+) -> torch.Tensor:
+    out = torch.empty((B, T, D), dtype=_F32)
+    hd = D // H
+    assert _lib is not None
+    rc = _lib.vl_attention(
+        B, T, S, H, hd, q, qb, qt, k, kb, ks, v, vb, vs,
+        None if mask is None else mask.data_ptr(), hd**-0.5, out.data_ptr(),
+    )  # fmt: skip
+    if rc != 0:
+        raise MemoryError("vl_attention could not allocate its buffers")
+    return out
 
 
 def attention(
@@ -244,43 +266,53 @@ def attention(
     heads: int,
     key_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Multi-head attention with the heads still side by side in the last dimension:
-    q (B, T, ·), k and v (B, S, ·), each row holding the H heads' hd values contiguously from
-    its start (views into a stacked projection are fine: only the last dimension must have
-    stride 1); key_mask (B, S) bool, True = attend. Returns (B, T, H·hd), the input of the
-    output projection, with no transposes. Scale 1/√hd, as SDPA's default."""
-    lib = _load()
-    assert lib is not None
-    B, T = q.shape[0], q.shape[1]
+    """Multi-head attention with the heads side by side in the last dimension: q (B, T, D),
+    k and v (B, S, D), float32 on the CPU, each with stride 1 in the last dimension (views into
+    a stacked projection are fine); key_mask (B, S) bool or bytes, True = attend. Returns
+    (B, T, D), the input of the output projection, with no transposes. Scale 1/√(D/heads), as
+    SDPA's default; a query whose keys are all masked gets NaN, as SDPA gives."""
+    assert _load() is not None
+    B, T, D = q.shape
     S = k.shape[1]
-    D = q.shape[-1] if q.shape[-1] % heads == 0 and q.dim() == 3 else None
-    assert D is not None
-    hd = D // heads
-    for t in (q, k, v):
-        assert t.dtype is torch.float32 and t.stride(-1) == 1
-    m = None
-    if key_mask is not None:
-        m = key_mask.reshape(B, S).to(torch.uint8).contiguous()
-    out = torch.empty(B, T, D, dtype=torch.float32)
-    rc = lib.vl_attention(
-        B,
-        T,
-        S,
-        heads,
-        hd,
-        q.data_ptr(),
-        q.stride(0),
-        q.stride(1),
-        k.data_ptr(),
-        k.stride(0),
-        k.stride(1),
-        v.data_ptr(),
-        v.stride(0),
-        v.stride(1),
-        None if m is None else m.data_ptr(),
-        hd**-0.5,
-        out.data_ptr(),
-    )
-    if rc != 0:
-        raise MemoryError("vl_attention could not allocate its score buffer")
-    return out
+    if D % heads:
+        raise ValueError(f"attention: width {D} is not divisible by heads {heads}")
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.dtype is not _F32 or t.device.type != "cpu" or t.stride(-1) != 1:
+            raise ValueError(f"attention: {name} must be float32 on the CPU with stride 1 last")
+    m = key_mask_bytes(key_mask, B) if key_mask is not None and key_mask.dtype is not torch.uint8 else key_mask
+    return _attend(
+        B, T, S, heads, D,
+        q.data_ptr(), q.stride(0), q.stride(1),
+        k.data_ptr(), k.stride(0), k.stride(1),
+        v.data_ptr(), v.stride(0), v.stride(1), m,
+    )  # fmt: skip
+
+
+def self_attention(
+    qkv: torch.Tensor, heads: int, key_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``attention`` over one stacked projection: qkv (B, T, 3·D) contiguous, q then k then v;
+    key_mask from ``key_mask_bytes`` or None."""
+    B, T, D3 = qkv.shape
+    D = D3 // 3
+    p = qkv.data_ptr()
+    return _attend(B, T, T, heads, D, p, T * D3, D3, p + 4 * D, T * D3, D3, p + 8 * D, T * D3,
+                   D3, key_mask)  # fmt: skip
+
+
+def cross_attention(
+    q: torch.Tensor,
+    stacked: torch.Tensor,
+    layer: int,
+    heads: int,
+    key_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``attention`` of q (B, T, D), rows contiguous (a batch stride of 0, an expanded
+    constant, is fine), to layer ``layer``'s K and V in ``stacked`` (B, S, L·2·D) contiguous,
+    every layer's K then V as ``DecoderPlan.context_kv`` makes it; key_mask from
+    ``key_mask_bytes`` or None."""
+    B, T, D = q.shape
+    S, W = stacked.shape[1], stacked.shape[2]
+    p = stacked.data_ptr() + 8 * layer * D
+    return _attend(B, T, S, heads, D, q.data_ptr(), q.stride(0), D, p, S * W, W, p + 4 * D, S * W,
+                   W, key_mask)  # fmt: skip

@@ -170,59 +170,100 @@ void vl_linear(long M, long N, long K, const float *x, long ldx, const float *wp
     }
 }
 
-static inline float dot(const float *a, const float *b, long n) {
-    long i = 0;
-    float s = 0.0f;
-    if (n >= VL) {
-        vf acc = {0};
-        for (; i + VL <= n; i += VL) acc += ld(a + i) * ld(b + i);
-        for (int j = 0; j < VL; j++) s += acc[j];
-    }
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-
-static inline void axpy(float *y, float s, const float *x, long n) {
-    long i = 0;
-    for (; i + VL <= n; i += VL) st(y + i, ld(y + i) + s * ld(x + i));
-    for (; i < n; i++) y[i] += s * x[i];
-}
-
 /* softmax(scale q k^T, keys where mask != 0) v for every batch b, head h and query t.
  * q[b, t, h*hd + i] at q + b*qb + t*qt + h*hd + i, likewise k (keys s: kb, ks) and v (vb, vs);
  * mask: NULL or (B x S) bytes, nonzero = attend; out: (B, T, H*hd) contiguous. A query whose
- * keys are all masked gets NaN, as torch's SDPA gives. Returns 0, or -1 if out of memory. */
+ * keys are all masked gets NaN, as torch's SDPA gives. Returns 0, or -1 if out of memory.
+ *
+ * Vectorized over queries, 16 at a time: per (b, h) the queries are transposed once into
+ * qt[i][t], so a key's scores for 16 queries are hd vector FMAs and the softmax runs down the
+ * keys on whole vectors; no horizontal sums. */
 int vl_attention(long B, long T, long S, long H, long hd, const float *q, long qb, long qt,
                  const float *k, long kb, long ks, const float *v, long vb, long vs,
                  const unsigned char *mask, float scale, float *out) {
-    float stack[256];
-    float *p = S <= 256 ? stack : (float *)malloc(sizeof(float) * S);
-    if (!p) return -1;
+    long TV = (T + VL - 1) / VL; /* query vectors */
+    long Tp = TV * VL;
+    float *qtr = (float *)aligned_alloc(64, sizeof(float) * (size_t)(hd * Tp + S * Tp + Tp));
+    if (!qtr) return -1;
+    float *sc = qtr + hd * Tp; /* sc[s][t]: scores, then probabilities */
+    float *inv = sc + S * Tp;  /* 1 / sum per query */
     long D = H * hd;
-    for (long b = 0; b < B; b++)
-        for (long t = 0; t < T; t++)
-            for (long h = 0; h < H; h++) {
-                const float *qr = q + b * qb + t * qt + h * hd;
-                float mx = -INFINITY;
+    for (long b = 0; b < B; b++) {
+        const unsigned char *mb = mask ? mask + b * S : NULL;
+        for (long h = 0; h < H; h++) {
+            for (long i = 0; i < hd; i++) {
+                for (long t = 0; t < T; t++) qtr[i * Tp + t] = q[b * qb + t * qt + h * hd + i];
+                for (long t = T; t < Tp; t++) qtr[i * Tp + t] = 0.0f;
+            }
+            for (long tv = 0; tv < TV; tv++) {
+                vf mx = splat(-INFINITY);
                 for (long s = 0; s < S; s++) {
-                    if (mask && !mask[b * S + s]) {
-                        p[s] = -INFINITY;
+                    if (mb && !mb[s]) continue;
+                    const float *kr = k + b * kb + s * ks + h * hd;
+                    /* four independent sums: one chain of hd dependent FMAs is latency-bound */
+                    vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+                    const float *qv = qtr + tv * VL;
+                    long i = 0;
+                    for (; i + 4 <= hd; i += 4) {
+                        a0 += kr[i] * ld(qv + i * Tp);
+                        a1 += kr[i + 1] * ld(qv + (i + 1) * Tp);
+                        a2 += kr[i + 2] * ld(qv + (i + 2) * Tp);
+                        a3 += kr[i + 3] * ld(qv + (i + 3) * Tp);
+                    }
+                    for (; i < hd; i++) a0 += kr[i] * ld(qv + i * Tp);
+                    vf acc = ((a0 + a1) + (a2 + a3)) * scale;
+                    st(sc + s * Tp + tv * VL, acc);
+                    mx = vmax(mx, acc);
+                }
+                vf sum = {0};
+                for (long s = 0; s < S; s++) {
+                    if (mb && !mb[s]) {
+                        st(sc + s * Tp + tv * VL, (vf){0});
                         continue;
                     }
-                    p[s] = scale * dot(qr, k + b * kb + s * ks + h * hd, hd);
-                    if (p[s] > mx) mx = p[s];
+                    vf e = vexp_neg(ld(sc + s * Tp + tv * VL) - mx);
+                    st(sc + s * Tp + tv * VL, e);
+                    sum += e;
                 }
-                float sum = 0.0f;
-                for (long s = 0; s < S; s++) {
-                    p[s] = expf(p[s] - mx);
-                    sum += p[s];
-                }
-                float inv = 1.0f / sum;
-                float *o = out + (b * T + t) * D + h * hd;
-                memset(o, 0, sizeof(float) * hd);
-                for (long s = 0; s < S; s++)
-                    if (p[s] != 0.0f || p[s] != p[s]) axpy(o, p[s] * inv, v + b * vb + s * vs + h * hd, hd);
+                st(inv + tv * VL, 1.0f / sum); /* all keys masked: 1/0 = inf, and 0 * inf NaN */
             }
-    if (p != stack) free(p);
+            const float *vh = v + b * vb + h * hd;
+            for (long t = 0; t < T; t++) {
+                float *o = out + (b * T + t) * D + h * hd;
+                float r = inv[t];
+                if (r == INFINITY) {
+                    for (long i = 0; i < hd; i++) o[i] = NAN;
+                    continue;
+                }
+                long i = 0;
+                for (; i + 4 * VL <= hd; i += 4 * VL) { /* 4 accumulators in registers */
+                    vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+                    for (long s = 0; s < S; s++) {
+                        float p = sc[s * Tp + t];
+                        const float *vr = vh + s * vs + i;
+                        a0 += p * ld(vr);
+                        a1 += p * ld(vr + VL);
+                        a2 += p * ld(vr + 2 * VL);
+                        a3 += p * ld(vr + 3 * VL);
+                    }
+                    st(o + i, a0 * r);
+                    st(o + i + VL, a1 * r);
+                    st(o + i + 2 * VL, a2 * r);
+                    st(o + i + 3 * VL, a3 * r);
+                }
+                for (; i + VL <= hd; i += VL) {
+                    vf a0 = {0};
+                    for (long s = 0; s < S; s++) a0 += sc[s * Tp + t] * ld(vh + s * vs + i);
+                    st(o + i, a0 * r);
+                }
+                for (; i < hd; i++) {
+                    float a0 = 0.0f;
+                    for (long s = 0; s < S; s++) a0 += sc[s * Tp + t] * vh[s * vs + i];
+                    o[i] = a0 * r;
+                }
+            }
+        }
+    }
+    free(qtr);
     return 0;
 }

@@ -17,8 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlastack import native
 from vlastack.errors import ConfigError
 from vlastack.models.common import cpu_bf16_kernels
+from vlastack.native import NativeLinear
 
 KV = tuple[torch.Tensor, torch.Tensor]  # (B, heads, N, head_dim) each
 
@@ -267,7 +269,12 @@ def packed_linear(
     changes. Inference only. At a chunk's small row counts (16 queries) MKL's sgemm re-packs the
     weight on every call; the prepacked kernel skips that and fuses the activation into the GEMM
     epilogue (~15-25% faster per GEMM here, same math up to float rounding). Falls back to the
-    plain ops off-CPU or without oneDNN."""
+    plain ops off-CPU or without oneDNN. On a float32 CPU with vlastack's native kernels
+    (``vlastack.native``) the product runs there instead, from a pack cached the same way."""
+    if x.dtype is torch.float32 and weight.dtype is torch.float32 and native.usable(weight):
+        params = (weight,) if bias is None else (weight, bias)
+        pack = derived(owner, name + "_native", params, lambda: native.pack_linear(weight, bias))
+        return native.linear(x, pack, activation)
     if (
         _onednn_pays(x, weight)
         and (bias is None or bias.dtype == x.dtype)
@@ -603,8 +610,11 @@ def plan_linear(
 ) -> tuple:
     """A linear layer's weight as a plan holds it: (weight, bias), or (oneDNN-prepacked weight,
     bias, weight) where the pack pays (see ``_onednn_shape``; the plain weight serves one-row
-    calls); run it with the plan's ``lin``."""
+    calls); run it with the plan's ``lin``. A float32 CPU weight becomes a ``NativeLinear``
+    where vlastack's native kernels are built (``vlastack.native``), whatever ``onednn`` says."""
     weight, bias = weight.detach(), None if bias is None else bias.detach()
+    if native.usable(weight):
+        return native.pack_linear(weight, bias)
     if onednn and _onednn_shape(weight.shape[0], weight.shape[-1]):
         w = weight.contiguous()
         return (torch.ops.mkldnn._reorder_linear_weight(w, rows), bias, w)
@@ -616,11 +626,16 @@ def plan_linear_fns(onednn: bool, activation: str = "gelu") -> tuple[Callable, C
     "relu", fused into oneDNN's product where the layer has a pack) for packs made by
     ``plan_linear``."""
     act = _ACT_FNS[activation]
+    nl = native.linear
 
     def lin(x: torch.Tensor, wb: tuple) -> torch.Tensor:
+        if type(wb) is NativeLinear:
+            return nl(x, wb)
         return F.linear(x, wb[0], wb[1])
 
     def lin_act(x: torch.Tensor, wb: tuple) -> torch.Tensor:
+        if type(wb) is NativeLinear:
+            return nl(x, wb, activation)
         return act(F.linear(x, wb[0], wb[1]))
 
     if not onednn:
@@ -634,6 +649,8 @@ def plan_linear_fns(onednn: bool, activation: str = "gelu") -> tuple[Callable, C
     # 117, 1024 × 256 118 / 108 (BENCHMARKS.md). Not with the activation: oneDNN fuses it, and
     # torch's exact GELU alone costs ~20 µs on 1,024 values on that CPU.
     def lin_packed(x: torch.Tensor, wb: tuple) -> torch.Tensor:
+        if type(wb) is NativeLinear:
+            return nl(x, wb)
         if wb[0].layout is torch.strided:  # a small layer left to MKL
             return F.linear(x, wb[0], wb[1])
         if x.numel() == x.shape[-1]:
@@ -641,6 +658,8 @@ def plan_linear_fns(onednn: bool, activation: str = "gelu") -> tuple[Callable, C
         return lp(x, wb[0], wb[1], "none", (), "")
 
     def lin_act_packed(x: torch.Tensor, wb: tuple) -> torch.Tensor:
+        if type(wb) is NativeLinear:
+            return nl(x, wb, activation)
         if wb[0].layout is torch.strided:
             return act(F.linear(x, wb[0], wb[1]))
         return lp(x, wb[0], wb[1], op, (), algorithm)
@@ -689,8 +708,11 @@ class DecoderPlan:
         self.heads, self.head_dim = first.self_attn.num_heads, first.self_attn.head_dim
         self.depth = len(blocks)
         onednn = self.onednn = _onednn_plan(first.norm1.weight)
+        # every pack a NativeLinear: run() takes the native loop (see _run_native)
+        self.native = native.usable(first.norm1.weight)
+        self.activation = _mlp_activation(first.mlp) or "gelu"
         # the FFN's first product with the blocks' activation (GELU or ReLU) fused
-        lin, self.ffn_in = plan_linear_fns(onednn, _mlp_activation(first.mlp) or "gelu")
+        lin, self.ffn_in = plan_linear_fns(onednn, self.activation)
 
         def pack(w: torch.Tensor, b: torch.Tensor | None) -> tuple:
             return plan_linear(w, b, onednn)
@@ -781,7 +803,7 @@ class DecoderPlan:
         return out
 
     def short_memory(
-        self, kvs: list[KV], cross_mask: torch.Tensor | None, rows: int
+        self, kvs: list[KV], cross_mask: torch.Tensor | None, rows: int, first_pass: bool = True
     ) -> _ShortMemory | None:
         """The re-associated cross-attention operands for ``kvs`` (cached on the list returned
         by ``context_kv``, so a sampler's steps share them); None where the memory is too long
@@ -794,7 +816,9 @@ class DecoderPlan:
         decoding step pays from the second token on, up to B·H·N = width: its two products are
         then no larger than the q and output GEMVs they replace, and the attention call goes
         (bins_ar at batch 1, 64 context tokens: 0.89-0.93× the chunk time; at batch 32 without
-        the B factor it made chunks/s 17.6 → 11.8; BENCHMARKS.md)."""
+        the B factor it made chunks/s 17.6 → 11.8; BENCHMARKS.md). ``first_pass=False``: a multi-row
+        pass pays only from the second on too (the native loop, whose q and output products and
+        attention cost less than building Â and VO for one pass)."""
         if not isinstance(kvs, _PlanKV):
             return None
         kvs.passes += 1
@@ -808,7 +832,7 @@ class DecoderPlan:
             if rows == 1
             else rows >= N and 4 * self.heads * N <= self.width
         )
-        if (rows == 1 and kvs.passes < 2) or not pays:
+        if ((rows == 1 or not first_pass) and kvs.passes < 2) or not pays:
             return None
         # the mask is usually a fresh view per pass (context_mask[:, None, None, :]); holding a
         # reference to the cached one keeps its storage from being reused by another mask
@@ -842,6 +866,15 @@ class DecoderPlan:
         """``CrossDecoder.forward`` from block ``start`` on; ``first_q`` (B, heads, L, hd): that
         block's cross-attention queries, already computed (its self-attention is then skipped
         and ``x`` is the state after it); ``caches``: incremental decoding, as there."""
+        if (
+            self.native
+            and caches is None
+            and self_mask is None
+            and getattr(kvs, "stacked", None) is not None
+            and x.dtype is torch.float32
+            and not x.requires_grad
+        ):
+            return self._run_native(x, kvs, cross_mask, cond, start, first_q)
         lin, ffn_in, ln, attn = self.lin, self.ffn_in, torch.layer_norm, _sdpa_plain
         addcmul = torch.addcmul
         B, T, D = x.shape
@@ -887,6 +920,63 @@ class DecoderPlan:
         n = self.final_norm
         return ln(x, shape, n[0], n[1], n[2])
 
+
+    def _run_native(
+        self,
+        x: torch.Tensor,
+        kvs: list[KV],
+        cross_mask: torch.Tensor | None,
+        cond: torch.Tensor | None,
+        start: int,
+        first_q: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """``run`` with vlastack's native kernels (``vlastack.native``): each product carries
+        its bias, activation and residual add, and attention reads q, k and v straight from the
+        products' outputs (heads side by side) and writes the output projection's input, so
+        the views, transposes and copies around SDPA go too. Same math, float32."""
+        nl, ln, addcmul = native.linear, torch.layer_norm, torch.addcmul
+        self_attend, cross_attend = native.self_attention, native.cross_attention
+        act = self.activation
+        B, T, D = x.shape
+        H = self.heads
+        shape = (D,)
+        mods: Any = None
+        if self.film is not None and cond is not None:
+            mods = self.lin(cond, self.film).view(B, 1, -1).chunk(self.depth * 6, -1)
+        stacked = getattr(kvs, "stacked")  # (B, N, L·2·D): layer i's K, then V
+        key_mask = native.key_mask_bytes(cross_mask, B)
+        short = self.short_memory(kvs, cross_mask, T, first_pass=False)
+        if first_q is not None and first_q.dim() == 4:  # (B, H, T, hd) → heads side by side
+            first_q = first_q.transpose(1, 2).reshape(B, T, D)
+        for i in range(start, self.depth):
+            n1, qkv, o1, n2, q2, o2, n3, f1, f2 = self.blocks[i]
+            m = i * 6
+            past_self_attn = i == start and first_q is not None
+            if not past_self_attn:
+                h = ln(x, shape, n1[0], n1[1], n1[2])
+                if mods is not None:
+                    h = addcmul(mods[m + 1], h, mods[m])
+                x = nl(self_attend(nl(h, qkv), H), o1, None, x)
+            if short is None and past_self_attn:
+                q = first_q
+            else:
+                h = ln(x, shape, n2[0], n2[1], n2[2])
+                if mods is not None:
+                    h = addcmul(mods[m + 3], h, mods[m + 2])
+            if short is not None:  # as in run()
+                p = torch.baddbmm(short.bias[i], h, short.keys[i].transpose(1, 2))
+                p = p.view(B, T, H, -1).softmax(-1).view(B, T, -1)
+                x = torch.baddbmm(x, p, short.values[i])
+            else:
+                if not past_self_attn:
+                    q = nl(h, q2)
+                x = nl(cross_attend(q, stacked, i, H, key_mask), o2, None, x)
+            h = ln(x, shape, n3[0], n3[1], n3[2])
+            if mods is not None:
+                h = addcmul(mods[m + 5], h, mods[m + 4])
+            x = nl(nl(h, f1, act), f2, None, x)
+        n = self.final_norm
+        return ln(x, shape, n[0], n[1], n[2])
 
 _sdpa_plain = F.scaled_dot_product_attention
 

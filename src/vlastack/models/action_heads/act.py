@@ -160,7 +160,7 @@ class ACTHead(ActionHead):
                 x0.expand(B, -1, -1),
                 dec.context_kv(memory),
                 cross_mask,
-                first_q=q0.expand(B, -1, -1, -1),
+                first_q=q0.expand(B, *q0.shape[1:]),
             )
             return F.linear(x, out_w, out_b)
         z_token = self.latent_in.bias.expand(B, 1, -1)
@@ -199,6 +199,8 @@ class ACTHead(ActionHead):
         def make() -> tuple:
             dec = DecoderPlan(self.decoder)
             x0, q0 = self._query_constants()
+            if dec.native:  # the native loop takes queries with the heads side by side
+                q0 = q0.transpose(1, 2).reshape(1, x0.shape[1], -1)
             return (
                 dec,
                 plan_linear(self.context_proj.weight, self.context_proj.bias, dec.onednn, rows=3),
