@@ -36,7 +36,7 @@ import torch.nn.functional as F
 log = logging.getLogger(__name__)
 
 _SRC = Path(__file__).with_name("kernels.c")
-_ABI = 1
+_ABI = 2
 _FLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno", "-std=gnu11"]
 _ACT = {None: 0, "none": 0, "relu": 1, "gelu": 2}
 # products of at least this many multiply-adds run torch's threaded kernels when torch has
@@ -141,6 +141,8 @@ def _load() -> ctypes.CDLL | None:
     lib.vl_linear.restype = None
     lib.vl_attention.argtypes = [L] * 5 + [P, L, L] * 3 + [P, ctypes.c_float, P]
     lib.vl_attention.restype = ctypes.c_int
+    lib.vl_conv1d.argtypes = [L, L, L, P, L, L, L, P, P, L, L, P, P, ctypes.c_float, P, P, L, P, P]
+    lib.vl_conv1d.restype = ctypes.c_int
     _NR = lib.vl_nr()
     _lib = lib
     _state = f"on ({path.name}, {_NR}-column panels)"
@@ -316,3 +318,56 @@ def cross_attention(
     p = stacked.data_ptr() + 8 * layer * D
     return _attend(B, T, S, heads, D, q.data_ptr(), q.stride(0), D, p, S * W, W, p + 4 * D, S * W,
                    W, key_mask)  # fmt: skip
+
+
+def pack_conv1d(weight: torch.Tensor, bias: torch.Tensor | None) -> NativeLinear:
+    """A ``Conv1d`` weight (N, C, k) packed tap-major for ``conv1d``: the (N, k·C) layer whose
+    input row is k consecutive time steps of C channels."""
+    N, C, k = weight.shape
+    return pack_linear(weight.detach().permute(0, 2, 1).reshape(N, k * C), bias)
+
+
+def conv1d(
+    x: torch.Tensor,
+    pack: NativeLinear,
+    kernel: int,
+    stride: int = 1,
+    padding: int = 0,
+    norm: tuple | None = None,
+    film: tuple | None = None,
+    residual: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """A 1-D convolution of time-major x (B, T, C) float32 (made contiguous) with a pack from
+    ``pack_conv1d`` (or ``pack_linear`` of a tap-major (N, k·C) matrix), then optionally
+    GroupNorm + Mish (``norm`` = (groups, weight, bias, eps)), FiLM (``film`` = (scale or None,
+    bias): (B, N) views with stride 1 in the last dimension, e.g. slices of one stacked
+    product), and a residual (B, T_out, N). Returns (B, T_out, N)."""
+    assert _lib is not None
+    if not x.is_contiguous():
+        x = x.contiguous()
+    B, T, C = x.shape
+    N = pack[4]
+    T_out = (T + 2 * padding - kernel) // stride + 1
+    out = torch.empty((B, T_out, N), dtype=_F32)
+    groups, gw, gb, eps = norm if norm is not None else (0, None, None, 0.0)
+    fs = fb = None
+    fstride = 0
+    if film is not None:
+        scale, shift = film
+        fb = shift.data_ptr()
+        fstride = shift.stride(0)
+        if scale is not None:
+            fs = scale.data_ptr()
+    r = None
+    if residual is not None:
+        if not residual.is_contiguous():
+            residual = residual.contiguous()
+        r = residual.data_ptr()
+    rc = _lib.vl_conv1d(
+        B, T, C, x.data_ptr(), kernel, stride, padding, pack[6], pack[7], N, groups,
+        None if gw is None else gw.data_ptr(), None if gb is None else gb.data_ptr(), eps,
+        fs, fb, fstride, r, out.data_ptr(),
+    )  # fmt: skip
+    if rc != 0:
+        raise MemoryError("vl_conv1d could not allocate its buffers")
+    return out

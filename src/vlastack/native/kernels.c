@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define VL_ABI 1
+#define VL_ABI 2
 
 typedef float vf __attribute__((vector_size(64)));
 typedef int vi __attribute__((vector_size(64)));
@@ -54,10 +54,10 @@ static inline vf splat(float s) { return (vf){0} + s; }
 static inline vf vmax(vf a, vf b) { return (vf)(((vi)a & (a > b)) | ((vi)b & ~(a > b))); }
 static inline vf vmin(vf a, vf b) { return (vf)(((vi)a & (a < b)) | ((vi)b & ~(a < b))); }
 
-/* e^x for x <= 0 (what GELU's erf needs): Cephes' expf range reduction and polynomial,
- * ~1 ulp on [-87, 0]; below that the result flushes to 0 */
-static inline vf vexp_neg(vf x) {
-    x = vmax(x, splat(-87.0f));
+/* e^x: Cephes' expf range reduction and polynomial, ~1 ulp on [-87, 88]; x is clamped to
+ * that range (so e^-inf gives ~1e-38, not 0: callers that need 0 say so) */
+static inline vf vexp(vf x) {
+    x = vmin(vmax(x, splat(-87.0f)), splat(88.0f));
     vf n = x * 1.44269504088896341f;
     /* round to nearest */
     vi ni = __builtin_convertvector(n + (vf)((vi)splat(0.5f) | ((vi)n & SIGN)), vi);
@@ -86,9 +86,17 @@ static inline vf vgelu(vf x) {
     y = y * t + 1.421413741f;
     y = y * t - 0.284496736f;
     y = y * t + 0.254829592f;
-    y = 1.0f - y * t * vexp_neg(-a * a);
+    y = 1.0f - y * t * vexp(-a * a);
     vf erf = (vf)((vi)y | (vi)sign);
     return 0.5f * x * (1.0f + erf);
+}
+
+/* Mish, x tanh(softplus(x)): with n = e^x, tanh(log(1 + n)) = n (n + 2) / (n (n + 2) + 2);
+ * past x = 20 that is 1 in float32 */
+static inline vf vmish(vf x) {
+    vf n = vexp(vmin(x, splat(20.0f)));
+    vf u = n * (n + 2.0f);
+    return x * (u / (u + 2.0f));
 }
 
 enum { ACT_NONE = 0, ACT_RELU = 1, ACT_GELU = 2 };
@@ -221,7 +229,7 @@ int vl_attention(long B, long T, long S, long H, long hd, const float *q, long q
                         st(sc + s * Tp + tv * VL, (vf){0});
                         continue;
                     }
-                    vf e = vexp_neg(ld(sc + s * Tp + tv * VL) - mx);
+                    vf e = vexp(ld(sc + s * Tp + tv * VL) - mx);
                     st(sc + s * Tp + tv * VL, e);
                     sum += e;
                 }
@@ -265,5 +273,103 @@ int vl_attention(long B, long T, long S, long H, long hd, const float *q, long q
         }
     }
     free(qtr);
+    return 0;
+}
+
+/* A 1-D convolution over time-major activations, with Diffusion Policy's block epilogue.
+ * x (B, T, C) contiguous; the weight packed tap-major, W[n, j*C + c] for tap j (an N x k*C
+ * linear layer), so each output step's im2col row is k*C contiguous floats of the padded
+ * input and the product reads them in place: T_out = (T + 2p - k) / s + 1 rows at stride s*C.
+ * Then, in order, each optional: GroupNorm(groups; gw, gb, eps) and Mish; FiLM, h * fs[b] +
+ * fb[b] (fs NULL: h + fb[b]; fs and fb rows at batch stride fstride); + res (B, T_out, N).
+ * out (B, T_out, N) contiguous. Returns 0, or -1 if out of memory. */
+int vl_conv1d(long B, long T, long C, const float *x, long k, long s, long p, const float *wp,
+              const float *bias, long N, long groups, const float *gw, const float *gb, float eps,
+              const float *fs, const float *fb, long fstride, const float *res, float *out) {
+    long Tp = T + 2 * p, To = (Tp - k) / s + 1;
+    float *xp = p ? (float *)malloc(sizeof(float) * (size_t)(Tp * C)) : NULL;
+    float *stat = groups ? (float *)malloc(sizeof(float) * (size_t)(3 * N)) : NULL;
+    if ((p && !xp) || (groups && !stat)) {
+        free(xp);
+        free(stat);
+        return -1;
+    }
+    if (p) {
+        memset(xp, 0, sizeof(float) * (size_t)(p * C));
+        memset(xp + (p + T) * C, 0, sizeof(float) * (size_t)(p * C));
+    }
+    for (long b = 0; b < B; b++) {
+        const float *xb = x + b * T * C;
+        float *ob = out + b * To * N;
+        if (p) memcpy(xp + p * C, xb, sizeof(float) * (size_t)(T * C));
+        const float *rb = res && !groups && !fs && !fb ? res + b * To * N : NULL;
+        vl_linear(To, N, k * C, p ? xp : xb, s * C, wp, bias, rb, N, ob, N, ACT_NONE);
+        if (rb || (!groups && !fs && !fb && !res)) continue;
+        float *scale = stat, *shift = stat + N, *csum = stat + 2 * N;
+        if (groups) {
+            /* two passes: per-channel sums -> group means, then squared deviations from them */
+            long cg = N / groups;
+            for (long c = 0; c < N; c++) csum[c] = 0.0f;
+            for (long t = 0; t < To; t++)
+                for (long c = 0; c < N; c++) csum[c] += ob[t * N + c];
+            for (long g = 0; g < groups; g++) {
+                float m = 0.0f;
+                for (long c = g * cg; c < (g + 1) * cg; c++) m += csum[c];
+                m /= (float)(To * cg);
+                for (long c = g * cg; c < (g + 1) * cg; c++) shift[c] = m; /* mean, for now */
+            }
+            for (long c = 0; c < N; c++) csum[c] = 0.0f;
+            for (long t = 0; t < To; t++)
+                for (long c = 0; c < N; c++) {
+                    float d = ob[t * N + c] - shift[c];
+                    csum[c] += d * d;
+                }
+            for (long g = 0; g < groups; g++) {
+                float var = 0.0f;
+                for (long c = g * cg; c < (g + 1) * cg; c++) var += csum[c];
+                float rstd = 1.0f / sqrtf(var / (float)(To * cg) + eps);
+                for (long c = g * cg; c < (g + 1) * cg; c++) {
+                    scale[c] = rstd * gw[c];
+                    shift[c] = gb[c] - shift[c] * scale[c];
+                }
+            }
+        }
+        const float *fsb = fs ? fs + b * fstride : NULL, *fbb = fb ? fb + b * fstride : NULL;
+        const float *rr = res ? res + b * To * N : NULL;
+        for (long t = 0; t < To; t++) {
+            float *o = ob + t * N;
+            const float *r = rr ? rr + t * N : NULL;
+            long c = 0;
+            for (; c + VL <= N; c += VL) {
+                vf h = ld(o + c);
+                if (groups) h = vmish(h * ld(scale + c) + ld(shift + c));
+                if (fsb) h *= ld(fsb + c);
+                if (fbb) h += ld(fbb + c);
+                if (r) h += ld(r + c);
+                st(o + c, h);
+            }
+            if (c < N) { /* the tail through a zero-padded vector */
+                float tmp[VL] = {0}, sc[VL] = {0}, sh[VL] = {0};
+                long n = N - c;
+                memcpy(tmp, o + c, sizeof(float) * (size_t)n);
+                vf h = ld(tmp);
+                if (groups) {
+                    memcpy(sc, scale + c, sizeof(float) * (size_t)n);
+                    memcpy(sh, shift + c, sizeof(float) * (size_t)n);
+                    h = vmish(h * ld(sc) + ld(sh));
+                }
+                st(tmp, h);
+                for (long j = 0; j < n; j++) {
+                    float v = tmp[j];
+                    if (fsb) v *= fsb[c + j];
+                    if (fbb) v += fbb[c + j];
+                    if (r) v += r[c + j];
+                    o[c + j] = v;
+                }
+            }
+        }
+    }
+    free(xp);
+    free(stat);
     return 0;
 }

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlastack import native
 from vlastack.errors import ConfigError
 from vlastack.models.action_heads._blocks import _onednn_plan, plan_linear, plan_linear_fns
 
@@ -171,9 +172,14 @@ class UnetPlan:
     def __init__(self, net: ConditionalUnet1d) -> None:
         onednn = _onednn_plan(net.out.weight)
         self.lin = plan_linear_fns(onednn)[0]
+        # native kernels (float32 CPU): each conv block is one call (_run_native), weights
+        # packed tap-major, (C_out, k·C_in) with index j·C_in + c
+        self.native = nat = native.usable(net.out.weight)
 
         def conv(c: nn.Conv1d) -> tuple:
             k = c.kernel_size[0]
+            if nat:
+                return (native.pack_conv1d(c.weight, c.bias), k, c.stride[0], c.padding[0])
             w = c.weight.detach().reshape(c.out_channels, -1)  # (C_out, C_in·k), index c·k + j
             return (plan_linear(w, c.bias, onednn), k, c.stride[0], c.padding[0])
 
@@ -212,12 +218,15 @@ class UnetPlan:
             M[1, :, :, 1], M[1, :, :, 2] = W[:, :, 2].T, W[:, :, 0].T
             assert up.bias is not None
             bias = torch.cat([up.bias.detach(), up.bias.detach()])
-            self.up.append(
-                (resblock(r1), resblock(r2), plan_linear(M.reshape(2 * c_out, -1), bias, onednn))
-            )
+            if nat:  # tap-major: (2·C_out, 3, C_in)
+                up_pack = native.pack_linear(M.permute(0, 1, 3, 2).reshape(2 * c_out, -1), bias)
+            else:
+                up_pack = plan_linear(M.reshape(2 * c_out, -1), bias, onednn)
+            self.up.append((resblock(r1), resblock(r2), up_pack))
         self.final = block(net.final)
         self.out = plan_linear(net.out.weight.detach().squeeze(-1), net.out.bias, onednn)
         self.film_split = pieces  # the FiLM row cut per block: (scale, bias) or (bias,)
+        self.film_cols = [sum(pieces[:i]) for i in range(len(pieces))]  # piece → column
         # all residual blocks' FiLM layers stacked: (Σ widths, cond_dim)
         self.film_weight = torch.cat([f.weight.detach() for f in films])
         self.film_bias = torch.cat([f.bias.detach() for f in films])
@@ -256,6 +265,8 @@ class UnetPlan:
     def run(self, x: torch.Tensor, film: torch.Tensor) -> torch.Tensor:
         """(B, T, A) noisy actions and every residual block's FiLM output (B, Σ widths), i.e.
         mish(cond) @ ``film_weight``ᵀ + ``film_bias`` (DiffusionHead caches its terms) → ε̂."""
+        if self.native and x.dtype is torch.float32 and not x.requires_grad:
+            return self._run_native(x, film)
         film = film.unsqueeze(1).split(self.film_split, -1)  # (B, 1, C) pieces, one op
         h = x
         skips = []
@@ -273,3 +284,37 @@ class UnetPlan:
             cols = F.pad(h, (0, 0, 1, 1)).unfold(1, 3, 1).reshape(B * T, C * 3)
             h = self.lin(cols, up).view(B, 2 * T, -1)  # (B, T, 2·C_out) → phases interleaved
         return self.lin(self._block(h, self.final), self.out)
+
+    def _run_native(self, x: torch.Tensor, film: torch.Tensor) -> torch.Tensor:
+        """``run`` on vlastack's native kernels: a conv block (convolution read in place from
+        the padded input, GroupNorm, Mish, then FiLM or the residual add) is one call, where
+        the torch path runs ~10 ops (pad, im2col copy, product, transposes, GroupNorm, Mish,
+        FiLM)."""
+        conv, lin = native.conv1d, native.linear
+        film = film.contiguous()  # (B, Σ widths): the blocks' FiLM rows are slices of it
+        cols = self.film_cols
+
+        def res(h: torch.Tensor, r: tuple) -> torch.Tensor:
+            b1, b2, piece, C, scale, rp = r
+            i = cols[piece]
+            (p1, k1, s1, q1), *n1 = b1
+            (p2, k2, s2, q2), *n2 = b2
+            f = (film[:, i : i + C], film[:, i + C : i + 2 * C]) if scale else (None, film[:, i : i + C])
+            h1 = conv(h, p1, k1, s1, q1, tuple(n1), f)
+            return conv(h1, p2, k2, s2, q2, tuple(n2), residual=h if rp is None else lin(h, rp))
+
+        h = x
+        skips = []
+        for r1, r2, down in self.down:
+            h = res(res(h, r1), r2)
+            skips.append(h)
+            if down is not None:
+                h = conv(h, *down)
+        for r in self.mid:
+            h = res(h, r)
+        for r1, r2, up in self.up:
+            h = res(res(torch.cat([h, skips.pop()], -1), r1), r2)
+            B, T, _ = h.shape
+            h = conv(h, up, 3, 1, 1).view(B, 2 * T, -1)  # (B, T, 2·C_out) → phases interleaved
+        (pf, kf, sf, qf), *nf = self.final
+        return lin(conv(h, pf, kf, sf, qf, tuple(nf)), self.out)
