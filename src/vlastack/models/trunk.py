@@ -154,13 +154,14 @@ class EncoderPlan:
         H = self.heads
         shape = (D,)
         key_mask = native.key_mask_bytes(attn_mask, B)
+        nln = native.ln_linear
         for n1, qkv, out, n2, f1, f2 in self.layers:
-            h = ln(x, shape, n1[0], n1[1], n1[2]) if self.norm_first else x
-            x = nl(attend(nl(h, qkv), H, key_mask), out, None, x)
+            t = nln(x, n1, qkv) if self.norm_first else nl(x, qkv)
+            x = nl(attend(t, H, key_mask), out, None, x)
             if not self.norm_first:
                 x = ln(x, shape, n1[0], n1[1], n1[2])
-            h = ln(x, shape, n2[0], n2[1], n2[2]) if self.norm_first else x
-            x = nl(nl(h, f1, self.act), f2, None, x)
+            h = nln(x, n2, f1, self.act) if self.norm_first else nl(x, f1, self.act)
+            x = nl(h, f2, None, x)
             if not self.norm_first:
                 x = ln(x, shape, n2[0], n2[1], n2[2])
         if self.final_norm is not None:

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 log = logging.getLogger(__name__)
 
 _SRC = Path(__file__).with_name("kernels.c")
-_ABI = 2
+_ABI = 3
 _FLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno", "-std=gnu11"]
 _ACT = {None: 0, "none": 0, "relu": 1, "gelu": 2}
 # products of at least this many multiply-adds run torch's threaded kernels when torch has
@@ -141,6 +141,8 @@ def _load() -> ctypes.CDLL | None:
     lib.vl_linear.restype = None
     lib.vl_attention.argtypes = [L] * 5 + [P, L, L] * 3 + [P, ctypes.c_float, P]
     lib.vl_attention.restype = ctypes.c_int
+    lib.vl_ln_linear.argtypes = [L, L, L, P, L, P, P, ctypes.c_float, P, P, P, L, P, L, ctypes.c_int]
+    lib.vl_ln_linear.restype = ctypes.c_int
     lib.vl_conv1d.argtypes = [L, L, L, P, L, L, L, P, P, L, L, P, P, ctypes.c_float, P, P, L, P, P]
     lib.vl_conv1d.restype = ctypes.c_int
     _NR = lib.vl_nr()
@@ -233,6 +235,32 @@ def linear(
     _lib.vl_linear(
         M, N, K, x.data_ptr(), K, pack[6], pack[7], r, N, y.data_ptr(), N, _ACT[activation]
     )
+    return y
+
+
+def ln_linear(
+    x: torch.Tensor, norm: tuple, pack: NativeLinear, activation: str | None = None
+) -> torch.Tensor:
+    """``linear(layer_norm(x), pack, activation)`` with ``norm`` = (weight or None, bias or
+    None, eps) over the last dimension, the normalized rows never a tensor of their own (one
+    call where a plan makes two)."""
+    N, K = pack[4], pack[5]
+    if x.dtype is not _F32 or x.requires_grad or _lib is None:
+        return linear(torch.layer_norm(x, (K,), norm[0], norm[1], norm[2]), pack, activation)
+    if not x.is_contiguous():
+        x = x.contiguous()
+    M = x.numel() // K
+    if M * N * K >= _THREADED_MIN_MACS and torch.get_num_threads() > 1:
+        return linear(torch.layer_norm(x, (K,), norm[0], norm[1], norm[2]), pack, activation)
+    y = torch.empty((*x.shape[:-1], N), dtype=_F32)
+    g, b, eps = norm
+    rc = _lib.vl_ln_linear(
+        M, N, K, x.data_ptr(), K, None if g is None else g.data_ptr(),
+        None if b is None else b.data_ptr(), eps, pack[6], pack[7], None, N, y.data_ptr(), N,
+        _ACT[activation],
+    )  # fmt: skip
+    if rc != 0:
+        raise MemoryError("vl_ln_linear could not allocate its buffer")
     return y
 
 

@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define VL_ABI 2
+#define VL_ABI 3
 
 typedef float vf __attribute__((vector_size(64)));
 typedef int vi __attribute__((vector_size(64)));
@@ -176,6 +176,52 @@ void vl_linear(long M, long N, long K, const float *x, long ldx, const float *wp
             }
         }
     }
+}
+
+static inline float hsum(vf v) {
+    float s = 0.0f;
+    for (int j = 0; j < VL; j++) s += v[j];
+    return s;
+}
+
+/* vl_linear of LayerNorm(x) (weight g, bias bt, either may be NULL; biased variance, as
+ * torch): the normalized rows go to a scratch buffer, not to a tensor of their own. Returns 0,
+ * or -1 if out of memory. */
+int vl_ln_linear(long M, long N, long K, const float *x, long ldx, const float *g,
+                 const float *bt, float eps, const float *wp, const float *bias, const float *res,
+                 long ldr, float *y, long ldy, int a) {
+    float stack[4096];
+    float *h = M * K <= 4096 ? stack : (float *)malloc(sizeof(float) * (size_t)(M * K));
+    if (!h) return -1;
+    for (long r = 0; r < M; r++) {
+        const float *xr = x + r * ldx;
+        float *hr = h + r * K;
+        long i = 0;
+        vf acc = {0};
+        float sum = 0.0f;
+        for (; i + VL <= K; i += VL) acc += ld(xr + i);
+        sum = hsum(acc);
+        for (; i < K; i++) sum += xr[i];
+        float mean = sum / (float)K;
+        acc = (vf){0};
+        float sq = 0.0f;
+        for (i = 0; i + VL <= K; i += VL) {
+            vf d = ld(xr + i) - mean;
+            acc += d * d;
+        }
+        sq = hsum(acc);
+        for (; i < K; i++) sq += (xr[i] - mean) * (xr[i] - mean);
+        float rstd = 1.0f / sqrtf(sq / (float)K + eps);
+        for (i = 0; i < K; i++) {
+            float v = (xr[i] - mean) * rstd;
+            if (g) v *= g[i];
+            if (bt) v += bt[i];
+            hr[i] = v;
+        }
+    }
+    vl_linear(M, N, K, h, K, wp, bias, res, ldr, y, ldy, a);
+    if (h != stack) free(h);
+    return 0;
 }
 
 /* softmax(scale q k^T, keys where mask != 0) v for every batch b, head h and query t.

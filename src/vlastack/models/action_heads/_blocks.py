@@ -796,6 +796,11 @@ class DecoderPlan:
     def context_kv(self, context: torch.Tensor) -> list[KV]:
         """``CrossDecoder.context_kv``: every layer's K/V of the context from one product."""
         n = self.context_norm
+        if self.native:  # the native loop reads K/V from the stacked product: views on demand
+            out = _PlanKV()
+            out.stacked = native.ln_linear(context, n, self.context_kv_pack)
+            out.lazy = (self.depth, self.heads, self.head_dim)
+            return out
         c = torch.layer_norm(context, (context.shape[-1],), n[0], n[1], n[2])
         kv = self.lin(c, self.context_kv_pack)
         out = _PlanKV(_per_layer_kv(kv, self.depth, self.heads, self.head_dim))
@@ -934,7 +939,7 @@ class DecoderPlan:
         its bias, activation and residual add, and attention reads q, k and v straight from the
         products' outputs (heads side by side) and writes the output projection's input, so
         the views, transposes and copies around SDPA go too. Same math, float32."""
-        nl, ln, addcmul = native.linear, torch.layer_norm, torch.addcmul
+        nl, nln, ln, addcmul = native.linear, native.ln_linear, torch.layer_norm, torch.addcmul
         self_attend, cross_attend = native.self_attention, native.cross_attention
         act = self.activation
         B, T, D = x.shape
@@ -953,28 +958,33 @@ class DecoderPlan:
             m = i * 6
             past_self_attn = i == start and first_q is not None
             if not past_self_attn:
-                h = ln(x, shape, n1[0], n1[1], n1[2])
                 if mods is not None:
-                    h = addcmul(mods[m + 1], h, mods[m])
-                x = nl(self_attend(nl(h, qkv), H), o1, None, x)
+                    h = addcmul(mods[m + 1], ln(x, shape, n1[0], n1[1], n1[2]), mods[m])
+                    t = nl(h, qkv)
+                else:
+                    t = nln(x, n1, qkv)
+                x = nl(self_attend(t, H), o1, None, x)
             if short is None and past_self_attn:
                 q = first_q
+            elif short is None and mods is None:
+                q = nln(x, n2, q2)
             else:
                 h = ln(x, shape, n2[0], n2[1], n2[2])
                 if mods is not None:
                     h = addcmul(mods[m + 3], h, mods[m + 2])
+                if short is None:
+                    q = nl(h, q2)
             if short is not None:  # as in run()
                 p = torch.baddbmm(short.bias[i], h, short.keys[i].transpose(1, 2))
                 p = p.view(B, T, H, -1).softmax(-1).view(B, T, -1)
                 x = torch.baddbmm(x, p, short.values[i])
             else:
-                if not past_self_attn:
-                    q = nl(h, q2)
                 x = nl(cross_attend(q, stacked, i, H, key_mask), o2, None, x)
-            h = ln(x, shape, n3[0], n3[1], n3[2])
             if mods is not None:
-                h = addcmul(mods[m + 5], h, mods[m + 4])
-            x = nl(nl(h, f1, act), f2, None, x)
+                h = addcmul(mods[m + 5], ln(x, shape, n3[0], n3[1], n3[2]), mods[m + 4])
+                x = nl(nl(h, f1, act), f2, None, x)
+            else:
+                x = nl(nln(x, n3, f1, act), f2, None, x)
         n = self.final_norm
         return ln(x, shape, n[0], n[1], n[2])
 
@@ -988,6 +998,27 @@ class _PlanKV(list):
     short: Any = None
     passes = 0
     stacked: torch.Tensor | None = None  # the one (B, N, L·2·H·hd) product the views are of
+    # (layers, heads, hd) while the per-layer views are not made yet: the native loop reads
+    # ``stacked`` and never needs them; anything that indexes or iterates makes them then
+    lazy: tuple | None = None
+
+    def _views(self) -> None:
+        lazy, self.lazy = self.lazy, None
+        assert lazy is not None and self.stacked is not None
+        list.extend(self, _per_layer_kv(self.stacked, *lazy))
+
+    def __getitem__(self, i: Any) -> Any:
+        if self.lazy is not None:
+            self._views()
+        return list.__getitem__(self, i)
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.lazy is not None:
+            self._views()
+        return list.__iter__(self)
+
+    def __len__(self) -> int:
+        return self.lazy[0] if self.lazy is not None else list.__len__(self)
 
 
 class _ShortMemory:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlastack import native
 from vlastack.models.action_heads._blocks import (
     Block,
     CrossDecoder,
@@ -29,6 +30,7 @@ from vlastack.models.action_heads._blocks import (
     plan_params,
 )
 from vlastack.models.action_heads.base import ActionHead
+from vlastack.native import NativeLinear
 
 
 @dataclass
@@ -162,6 +164,8 @@ class ACTHead(ActionHead):
                 cross_mask,
                 first_q=q0.expand(B, *q0.shape[1:]),
             )
+            if type(out_w) is NativeLinear:
+                return native.linear(x, out_w)
             return F.linear(x, out_w, out_b)
         z_token = self.latent_in.bias.expand(B, 1, -1)
         memory = torch.cat([z_token, fast_linear(self.context_proj, context)], 1)
@@ -207,7 +211,10 @@ class ACTHead(ActionHead):
                 self.latent_in.bias.detach(),
                 x0,
                 q0,
-                self.action_out.weight.detach(),
+                # the native product where the decoder runs native (the bias rides in the pack)
+                native.pack_linear(self.action_out.weight, self.action_out.bias)
+                if dec.native
+                else self.action_out.weight.detach(),
                 self.action_out.bias.detach(),
             )
 
