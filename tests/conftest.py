@@ -38,3 +38,18 @@ def _restore_torch_threads():
     yield
     if torch.get_num_threads() != before:
         torch.set_num_threads(before)
+
+
+@pytest.fixture(params=["native", "torch"])
+def kernels(request):
+    """Run the test once with vlastack's native CPU kernels (``vlastack.native``) and once with
+    torch's (oneDNN / MKL): plans and packs built inside take the one named."""
+    from vlastack import native
+
+    if request.param == "native":
+        if not native.available():
+            pytest.skip(f"native kernels unavailable here: {native.status()}")
+        yield "native"
+    else:
+        with native.disabled():
+            yield "torch"

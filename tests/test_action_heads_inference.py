@@ -24,7 +24,7 @@ def make(name: str, width: int = 32):
 # decodes 40 tokens one row at a time (B = 1: the GEMV branch) through the plan's KV caches
 @pytest.mark.parametrize("name", ["act", "diffusion", "l1", "bins", "bins_ar"])
 @pytest.mark.parametrize("B,padded", [(1, False), (3, True)])
-def test_decoder_plan_matches_reference_at_prepacked_widths(name, B, padded):
+def test_decoder_plan_matches_reference_at_prepacked_widths(name, B, padded, kernels):
     head = make(name, width=256)
     from vlastack.models.action_heads import _blocks
 
@@ -42,9 +42,11 @@ def test_decoder_plan_matches_reference_at_prepacked_widths(name, B, padded):
     torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
 
 
-def test_single_pass_chunk_takes_the_short_memory_path(monkeypatch):
+@pytest.mark.parametrize("kernels", ["torch"], indirect=True)
+def test_single_pass_chunk_takes_the_short_memory_path(monkeypatch, kernels):
     """ACT's one decoder pass over a short memory (16 queries, 5 memory tokens, 2 heads, width
-    256) runs re-associated from the first pass, and still gives the reference chunk."""
+    256) runs re-associated from the first pass on torch's kernels, and still gives the
+    reference chunk."""
     from vlastack.models.action_heads import _blocks
 
     built = []
@@ -67,6 +69,40 @@ def test_single_pass_chunk_takes_the_short_memory_path(monkeypatch):
     with reference_inference():
         ref = head.sample_actions(context, mask)
     torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kernels", ["native"], indirect=True)
+def test_native_loop_reassociates_only_from_the_second_pass(monkeypatch, kernels):
+    """On the native kernels ACT's single pass runs the plain cross-attention (its products and
+    attention cost less than building Â and VO once), while a sampler's passes over one memory
+    (diffusion: 10 steps) build the short memory once, from the second pass; both still give
+    the reference chunks."""
+    from vlastack.models.action_heads import _blocks
+
+    built = []
+
+    class Counting(_blocks._ShortMemory):
+        def __init__(self, *args):
+            built.append(1)
+            super().__init__(*args)
+
+    monkeypatch.setattr(_blocks, "_ShortMemory", Counting)
+    context = torch.randn(2, 4, D)
+    mask = torch.ones(2, 4, dtype=torch.bool)
+    mask[1, 3:] = False
+    for name, expect in (("act", []), ("diffusion", [1])):
+        torch.manual_seed(0)
+        cfg = {"width": 256, "num_heads": 2}
+        head = build_action_head(name, cfg, context_dim=D, action_dim=A, action_horizon=16).eval()
+        with torch.no_grad():
+            plan = head.decoder.plan()
+            assert plan is not None and plan.native
+        built.clear()
+        fast = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
+        assert built == expect, name
+        with reference_inference():
+            ref = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
+        torch.testing.assert_close(fast, ref, atol=2e-5, rtol=2e-5)
 
 
 def test_layer_kv_cache_appends_like_concatenation():
@@ -126,7 +162,7 @@ def test_decoder_plan_declines_what_it_does_not_run():
 
 @pytest.mark.parametrize("name", HEADS)
 @pytest.mark.parametrize("B,padded", [(1, False), (3, True), (2, False)])
-def test_fast_path_matches_reference(name, B, padded):
+def test_fast_path_matches_reference(name, B, padded, kernels):
     head = make(name)
     g = torch.Generator().manual_seed(1)
     context = torch.randn(B, 4, D, generator=g)
@@ -140,7 +176,7 @@ def test_fast_path_matches_reference(name, B, padded):
 
 
 @pytest.mark.parametrize("name", ["act", "diffusion", "flow_matching"])
-def test_cached_packs_follow_weight_updates(name):
+def test_cached_packs_follow_weight_updates(name, kernels):
     head = make(name)
     context, mask = torch.randn(1, 3, D), torch.ones(1, 3, dtype=torch.bool)
     before = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
@@ -222,7 +258,7 @@ def test_fast_path_respects_int8_swap_after_caching():
 
 @pytest.mark.parametrize("activation", [None, "gelu", "relu"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_packed_linear_matches_linear(activation, dtype, monkeypatch):
+def test_packed_linear_matches_linear(activation, dtype, monkeypatch, kernels):
     from torch import nn
 
     from vlastack.models.action_heads import _blocks
@@ -273,7 +309,7 @@ def test_head_with_cached_packs_deepcopies_and_pickles():
 
 @pytest.mark.parametrize("width", [32, 256])
 @pytest.mark.parametrize("B,padded", [(1, False), (3, True)])
-def test_relu_act_head_fast_path_matches_reference(width, B, padded):
+def test_relu_act_head_fast_path_matches_reference(width, B, padded, kernels):
     """ACT's ReLU feed-forward (DETR's, LeRobot's): the decoder plan fuses ReLU into the first
     FFN product (oneDNN's post-op at width 256) and must give the module path's chunk; the CVAE
     encoder's blocks (training only) take the same activation."""

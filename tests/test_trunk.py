@@ -40,7 +40,7 @@ def inputs(B, N, width, padded):
 @pytest.mark.parametrize("width", [64, 256])
 @pytest.mark.parametrize("norm_first,activation", [(True, "relu"), (False, "gelu")])
 @pytest.mark.parametrize("B,padded", [(1, False), (3, True)])
-def test_plan_matches_the_module(width, norm_first, activation, B, padded):
+def test_plan_matches_the_module(width, norm_first, activation, B, padded, kernels):
     enc = trunk(width, norm_first=norm_first, activation=activation, final_norm=not norm_first)
     assert EncoderPlan.supports(enc)
     x, mask = inputs(B, 5, width, padded)

@@ -47,7 +47,7 @@ def test_same_layer_shapes_as_diffusion_policys_unet():
         (16, 1, {"down_dims": (64, 128, 256), "width": 46}),  # the prepacked-GEMM widths
     ],
 )
-def test_plan_matches_module_path(horizon, B, cfg):
+def test_plan_matches_module_path(horizon, B, cfg, kernels):
     head = make(horizon, **cfg).eval()
     g = torch.Generator().manual_seed(1)
     context = torch.randn(B, 3, D, generator=g)

@@ -20,6 +20,7 @@ when torch runs one thread or when it is small enough that a second thread would
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import logging
@@ -28,6 +29,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -163,9 +165,26 @@ def status() -> str:
     return _state
 
 
+_off = 0  # depth of ``disabled()`` blocks
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """Inside, ``usable`` is False: plans and packs built here keep torch's kernels (tests of
+    those paths, A/B timings). Plans built before keep what they were built with."""
+    global _off
+    _off += 1
+    try:
+        yield
+    finally:
+        _off -= 1
+
+
 def usable(weight: torch.Tensor) -> bool:
     """A plan built from ``weight`` may pack it for the native product."""
-    return weight.device.type == "cpu" and weight.dtype == torch.float32 and available()
+    return (
+        not _off and weight.device.type == "cpu" and weight.dtype == torch.float32 and available()
+    )
 
 
 class NativeLinear(tuple):
@@ -300,7 +319,7 @@ def attention(
     k and v (B, S, D), float32 on the CPU, each with stride 1 in the last dimension (views into
     a stacked projection are fine); key_mask (B, S) bool or bytes, True = attend. Returns
     (B, T, D), the input of the output projection, with no transposes. Scale 1/√(D/heads), as
-    SDPA's default; a query whose keys are all masked gets NaN, as SDPA gives."""
+    SDPA's default; a query whose keys are all masked gets zeros, as torch's CPU SDPA gives."""
     assert _load() is not None
     B, T, D = q.shape
     S = k.shape[1]

@@ -227,7 +227,7 @@ int vl_ln_linear(long M, long N, long K, const float *x, long ldx, const float *
 /* softmax(scale q k^T, keys where mask != 0) v for every batch b, head h and query t.
  * q[b, t, h*hd + i] at q + b*qb + t*qt + h*hd + i, likewise k (keys s: kb, ks) and v (vb, vs);
  * mask: NULL or (B x S) bytes, nonzero = attend; out: (B, T, H*hd) contiguous. A query whose
- * keys are all masked gets NaN, as torch's SDPA gives. Returns 0, or -1 if out of memory.
+ * keys are all masked gets zeros, as torch's CPU SDPA gives. Returns 0, or -1 if out of memory.
  *
  * Vectorized over queries, 16 at a time: per (b, h) the queries are transposed once into
  * qt[i][t], so a key's scores for 16 queries are hd vector FMAs and the softmax runs down the
@@ -279,14 +279,14 @@ int vl_attention(long B, long T, long S, long H, long hd, const float *q, long q
                     st(sc + s * Tp + tv * VL, e);
                     sum += e;
                 }
-                st(inv + tv * VL, 1.0f / sum); /* all keys masked: 1/0 = inf, and 0 * inf NaN */
+                st(inv + tv * VL, 1.0f / sum); /* all keys masked: 1/0 = inf, caught below */
             }
             const float *vh = v + b * vb + h * hd;
             for (long t = 0; t < T; t++) {
                 float *o = out + (b * T + t) * D + h * hd;
                 float r = inv[t];
-                if (r == INFINITY) {
-                    for (long i = 0; i < hd; i++) o[i] = NAN;
+                if (r == INFINITY) { /* every key masked: zeros, as torch's CPU SDPA gives */
+                    memset(o, 0, sizeof(float) * (size_t)hd);
                     continue;
                 }
                 long i = 0;
