@@ -139,13 +139,14 @@ def _load() -> ctypes.CDLL | None:
         log.warning("vlastack native kernels unavailable, using torch's: %s", e)
         return None
     L, P = ctypes.c_long, ctypes.c_void_p
-    lib.vl_linear.argtypes = [L, L, L, P, L, P, P, P, L, P, L, ctypes.c_int]
+    # (argtypes lists mix ctypes types mypy's stubs type apart)
+    lib.vl_linear.argtypes = [L, L, L, P, L, P, P, P, L, P, L, ctypes.c_int]  # type: ignore[list-item]
     lib.vl_linear.restype = None
-    lib.vl_attention.argtypes = [L] * 5 + [P, L, L] * 3 + [P, ctypes.c_float, P]
+    lib.vl_attention.argtypes = [L] * 5 + [P, L, L] * 3 + [P, ctypes.c_float, P]  # type: ignore[assignment]
     lib.vl_attention.restype = ctypes.c_int
-    lib.vl_ln_linear.argtypes = [L, L, L, P, L, P, P, ctypes.c_float, P, P, P, L, P, L, ctypes.c_int]
+    lib.vl_ln_linear.argtypes = [L, L, L, P, L, P, P, ctypes.c_float, P, P, P, L, P, L, ctypes.c_int]  # type: ignore[assignment]
     lib.vl_ln_linear.restype = ctypes.c_int
-    lib.vl_conv1d.argtypes = [L, L, L, P, L, L, L, P, P, L, L, P, P, ctypes.c_float, P, P, L, P, P]
+    lib.vl_conv1d.argtypes = [L, L, L, P, L, L, L, P, P, L, L, P, P, ctypes.c_float, P, P, L, P, P]  # type: ignore[assignment]
     lib.vl_conv1d.restype = ctypes.c_int
     _NR = lib.vl_nr()
     _lib = lib
@@ -219,7 +220,7 @@ _F32 = torch.float32
 
 def linear(
     x: torch.Tensor,
-    pack: NativeLinear,
+    pack: tuple,
     activation: str | None = None,
     residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -258,7 +259,7 @@ def linear(
 
 
 def ln_linear(
-    x: torch.Tensor, norm: tuple, pack: NativeLinear, activation: str | None = None
+    x: torch.Tensor, norm: tuple, pack: tuple, activation: str | None = None
 ) -> torch.Tensor:
     """``linear(layer_norm(x), pack, activation)`` with ``norm`` = (weight or None, bias or
     None, eps) over the last dimension, the normalized rows never a tensor of their own (one
@@ -376,7 +377,7 @@ def pack_conv1d(weight: torch.Tensor, bias: torch.Tensor | None) -> NativeLinear
 
 def conv1d(
     x: torch.Tensor,
-    pack: NativeLinear,
+    pack: tuple,
     kernel: int,
     stride: int = 1,
     padding: int = 0,

@@ -948,11 +948,12 @@ class DecoderPlan:
         mods: Any = None
         if self.film is not None and cond is not None:
             mods = self.lin(cond, self.film).view(B, 1, -1).chunk(self.depth * 6, -1)
-        stacked = getattr(kvs, "stacked")  # (B, N, L·2·D): layer i's K, then V
+        stacked = kvs.stacked  # type: ignore[attr-defined]  # (B, N, L·2·D): K, V per layer
         key_mask = native.key_mask_bytes(cross_mask, B)
         short = self.short_memory(kvs, cross_mask, T, first_pass=False)
         if first_q is not None and first_q.dim() == 4:  # (B, H, T, hd) → heads side by side
             first_q = first_q.transpose(1, 2).reshape(B, T, D)
+        q: Any = None
         for i in range(start, self.depth):
             n1, qkv, o1, n2, q2, o2, n3, f1, f2 = self.blocks[i]
             m = i * 6
@@ -1004,8 +1005,9 @@ class _PlanKV(list):
 
     def _views(self) -> None:
         lazy, self.lazy = self.lazy, None
-        assert lazy is not None and self.stacked is not None
-        list.extend(self, _per_layer_kv(self.stacked, *lazy))
+        stacked = self.stacked
+        assert lazy is not None and stacked is not None
+        list.extend(self, _per_layer_kv(stacked, *lazy))
 
     def __getitem__(self, i: Any) -> Any:
         if self.lazy is not None:

@@ -218,6 +218,7 @@ class UnetPlan:
             M[1, :, :, 1], M[1, :, :, 2] = W[:, :, 2].T, W[:, :, 0].T
             assert up.bias is not None
             bias = torch.cat([up.bias.detach(), up.bias.detach()])
+            up_pack: tuple
             if nat:  # tap-major: (2·C_out, 3, C_in)
                 up_pack = native.pack_linear(M.permute(0, 1, 3, 2).reshape(2 * c_out, -1), bias)
             else:
