@@ -254,3 +254,40 @@ def test_no_compiler_falls_back_with_a_reason(tmp_path):
         timeout=300,
     )
     assert "off (VLASTACK_NATIVE=0)" in off.stdout
+
+
+@pytest.mark.parametrize("activation", ["gelu", "relu"])
+def test_one_call_decoder_matches_the_per_op_loop_and_the_modules(activation):
+    """``vl_decoder`` (the whole decoder in one call) against ``DecoderPlan._run_native``'s
+    per-op loop and the modules: padded keys, batch 3, and from block 1 with given queries."""
+    from vlastack.models.action_heads._blocks import CrossDecoder, DecoderPlan, reference_inference
+
+    torch.manual_seed(0)
+    dec = CrossDecoder(64, 3, 4, 2.0, activation=activation).eval()
+    x, ctx = torch.randn(3, 5, 64), torch.randn(3, 4, 64)
+    valid = torch.ones(3, 4, dtype=torch.bool)
+    valid[1, 2:] = False
+    cross_mask = valid[:, None, None, :]
+    first_q = torch.randn(3, 5, 64)
+    with torch.no_grad():
+        plan = DecoderPlan(dec)
+        assert plan.native and plan.native_params is not None
+        fused = plan.run(x, plan.context_kv(ctx), cross_mask)
+        fused1 = plan.run(x, plan.context_kv(ctx), cross_mask, start=1, first_q=first_q)
+        params, plan.native_params = plan.native_params, None
+        loop = plan.run(x, plan.context_kv(ctx), cross_mask)
+        loop1 = plan.run(x, plan.context_kv(ctx), cross_mask, start=1, first_q=first_q)
+        plan.native_params = params
+        with reference_inference():
+            ref = dec(x, dec.context_kv(ctx), valid)
+    torch.testing.assert_close(fused, loop, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fused1, loop1, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fused, ref, atol=1e-5, rtol=1e-5)
+    # an expanded (batch stride 0) input is read, not written
+    x0 = torch.randn(1, 5, 64)
+    before = x0.clone()
+    with torch.no_grad():
+        out = plan.run(x0.expand(3, -1, -1), plan.context_kv(ctx), cross_mask)
+        ref0 = plan.run(x0.expand(3, -1, -1).contiguous(), plan.context_kv(ctx), cross_mask)
+    torch.testing.assert_close(out, ref0)
+    assert torch.equal(x0, before)

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 log = logging.getLogger(__name__)
 
 _SRC = Path(__file__).with_name("kernels.c")
-_ABI = 3
+_ABI = 4
 _FLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno", "-std=gnu11"]
 _ACT = {None: 0, "none": 0, "relu": 1, "gelu": 2}
 # products of at least this many multiply-adds run torch's threaded kernels when torch has
@@ -146,6 +146,8 @@ def _load() -> ctypes.CDLL | None:
     lib.vl_attention.restype = ctypes.c_int
     lib.vl_ln_linear.argtypes = [L, L, L, P, L, P, P, ctypes.c_float, P, P, P, L, P, L, ctypes.c_int]  # type: ignore[assignment]
     lib.vl_ln_linear.restype = ctypes.c_int
+    lib.vl_decoder.argtypes = [L] * 7 + [P, L, P, L, P, L, P, P, P, ctypes.c_int, P]  # type: ignore[assignment]
+    lib.vl_decoder.restype = ctypes.c_int
     lib.vl_conv1d.argtypes = [L, L, L, P, L, L, L, P, P, L, L, P, P, ctypes.c_float, P, P, L, P, P]  # type: ignore[assignment]
     lib.vl_conv1d.restype = ctypes.c_int
     _NR = lib.vl_nr()
@@ -418,4 +420,68 @@ def conv1d(
     )  # fmt: skip
     if rc != 0:
         raise MemoryError("vl_conv1d could not allocate its buffers")
+    return out
+
+
+class DecoderParams:
+    """What ``vl_decoder`` reads of a pre-norm cross-attention decoder, made once per plan: the
+    18 pointers per block and the final norm's 2 in one C array, the norms' eps values, and
+    the tensors behind the pointers (kept alive here). ``blocks``: per block (norm1, qkv,
+    self-out, norm2, cross-q, cross-out, norm3, ffn-in, ffn-out) as ``DecoderPlan`` holds them,
+    norms (weight or None, bias or None, eps), products ``NativeLinear`` packs."""
+
+    def __init__(self, blocks: list[tuple], final_norm: tuple, width: int, heads: int,
+                 hidden: int, activation: str) -> None:  # fmt: skip
+        ptrs: list[int | None] = []
+        eps: list[float] = []
+        keep: list[torch.Tensor] = []
+
+        def norm(n: tuple) -> None:
+            for t in n[:2]:
+                ptrs.append(None if t is None else t.data_ptr())
+                if t is not None:
+                    keep.append(t)
+
+        for n1, qkv, o1, n2, q2, o2, n3, f1, f2 in blocks:
+            for part in (n1, qkv, o1, n2, q2, o2, n3, f1, f2):
+                if type(part) is NativeLinear:
+                    ptrs.extend((part[6], part[7]))
+                    keep.append(part[0])
+                else:
+                    norm(part)
+            eps.extend((n1[2], n2[2], n3[2]))
+        norm(final_norm)
+        eps.append(final_norm[2])
+        self.params = (ctypes.c_void_p * len(ptrs))(*ptrs)
+        self.eps = torch.tensor(eps, dtype=_F32)
+        self.keep = keep
+        self.depth, self.width, self.heads, self.hidden = len(blocks), width, heads, hidden
+        self.act = _ACT[activation]
+
+
+def decoder(
+    p: DecoderParams,
+    x: torch.Tensor,
+    kv: torch.Tensor,
+    key_mask: torch.Tensor | None = None,
+    start: int = 0,
+    first_q: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The decoder ``p`` describes over x (B, T, D) from block ``start``, in one call (see
+    ``vl_decoder`` in kernels.c): x's rows contiguous (a batch stride of 0, an expanded
+    constant, is fine; x is not written), kv (B, S, L·2·D) contiguous as
+    ``DecoderPlan.context_kv`` stacks it, key_mask from ``key_mask_bytes`` or None, first_q
+    (B, T, D) rows contiguous or None. Returns the final-normed (B, T, D)."""
+    assert _lib is not None
+    B, T, D = x.shape
+    out = torch.empty((B, T, D), dtype=_F32)
+    rc = _lib.vl_decoder(
+        B, T, D, p.heads, p.hidden, p.depth, start, x.data_ptr(), x.stride(0),
+        None if first_q is None else first_q.data_ptr(),
+        0 if first_q is None else first_q.stride(0), kv.data_ptr(), kv.shape[1],
+        None if key_mask is None else key_mask.data_ptr(), p.params, p.eps.data_ptr(), p.act,
+        out.data_ptr(),
+    )  # fmt: skip
+    if rc != 0:
+        raise MemoryError("vl_decoder could not allocate its buffers")
     return out

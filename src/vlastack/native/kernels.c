@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define VL_ABI 3
+#define VL_ABI 4
 
 typedef float vf __attribute__((vector_size(64)));
 typedef int vi __attribute__((vector_size(64)));
@@ -184,19 +184,11 @@ static inline float hsum(vf v) {
     return s;
 }
 
-/* vl_linear of LayerNorm(x) (weight g, bias bt, either may be NULL; biased variance, as
- * torch): the normalized rows go to a scratch buffer, not to a tensor of their own. Returns 0,
- * or -1 if out of memory. */
-int vl_ln_linear(long M, long N, long K, const float *x, long ldx, const float *g,
-                 const float *bt, float eps, const float *wp, const float *bias, const float *res,
-                 long ldr, float *y, long ldy, int a) {
-    float stack[4096];
-    float *h = M * K <= 4096 ? stack : (float *)malloc(sizeof(float) * (size_t)(M * K));
-    if (!h) return -1;
-    for (long r = 0; r < M; r++) {
-        const float *xr = x + r * ldx;
-        float *hr = h + r * K;
-        long i = 0;
+/* one row of LayerNorm (g, bt may be NULL): hr = (xr - mean) / sqrt(var + eps) * g + bt */
+static void ln_row(const float *xr, float *hr, long K, const float *g, const float *bt,
+                   float eps) {
+    long i = 0;
+    {
         vf acc = {0};
         float sum = 0.0f;
         for (; i + VL <= K; i += VL) acc += ld(xr + i);
@@ -219,6 +211,18 @@ int vl_ln_linear(long M, long N, long K, const float *x, long ldx, const float *
             hr[i] = v;
         }
     }
+}
+
+/* vl_linear of LayerNorm(x) (weight g, bias bt, either may be NULL; biased variance, as
+ * torch): the normalized rows go to a scratch buffer, not to a tensor of their own. Returns 0,
+ * or -1 if out of memory. */
+int vl_ln_linear(long M, long N, long K, const float *x, long ldx, const float *g,
+                 const float *bt, float eps, const float *wp, const float *bias, const float *res,
+                 long ldr, float *y, long ldy, int a) {
+    float stack[4096];
+    float *h = M * K <= 4096 ? stack : (float *)malloc(sizeof(float) * (size_t)(M * K));
+    if (!h) return -1;
+    for (long r = 0; r < M; r++) ln_row(x + r * ldx, h + r * K, K, g, bt, eps);
     vl_linear(M, N, K, h, K, wp, bias, res, ldr, y, ldy, a);
     if (h != stack) free(h);
     return 0;
@@ -418,4 +422,61 @@ int vl_conv1d(long B, long T, long C, const float *x, long k, long s, long p, co
     free(xp);
     free(stat);
     return 0;
+}
+
+/* A pre-norm cross-attention decoder (vlastack's CrossDecoder without FiLM) from block
+ * ``start`` on, as DecoderPlan._run_native runs it, in one call: per block LayerNorm -> q/k/v
+ * product -> self-attention -> output product + residual; LayerNorm -> q product ->
+ * attention to the block's K/V in ``kv`` -> output product + residual; LayerNorm -> FFN
+ * (activation ``act``) + residual; then the final LayerNorm into out (B, T, D).
+ * x (B, T, D) rows contiguous at batch stride xb (0: one row set for every batch element);
+ * first_q: NULL, or block ``start``'s cross-attention queries (B, T, D) at batch stride fqb, its
+ * self-attention already applied to x; kv (B, S, L*2*D) contiguous, block i's K then V at
+ * column 2*i*D; mask NULL or (B, S) bytes. params: per block 18 pointers, norm1 (g, b),
+ * q/k/v (panels, bias), self out, norm2, cross q, cross out, norm3, FFN in, FFN out, then the
+ * final norm's (g, b); eps: per block norm1, norm2, norm3, then the final one. F: FFN width.
+ * Written as one call because at a batch-1 chunk the Python between ~35 kernel calls cost
+ * about a third of the chunk (BENCHMARKS.md, session 12). Returns 0, or -1 if out of memory. */
+int vl_decoder(long B, long T, long D, long H, long F, long L, long start, const float *x,
+               long xb, const float *first_q, long fqb, const float *kv, long S,
+               const unsigned char *mask, void **params, const float *eps, int act, float *out) {
+    long M = B * T, hd = D / H, W = 2 * L * D;
+    float scale = 1.0f / sqrtf((float)hd);
+    float *buf = (float *)malloc(sizeof(float) * (size_t)(M * (D + 3 * D + D + F)));
+    if (!buf) return -1;
+    float *xs = buf, *t = xs + M * D, *a = t + 3 * M * D, *f = a + M * D;
+    for (long b = 0; b < B; b++) memcpy(xs + b * T * D, x + b * xb, sizeof(float) * (size_t)(T * D));
+    int rc = 0;
+#define PF(j) ((const float *)p[j])
+    for (long i = start; i < L && rc == 0; i++) {
+        void **p = params + 18 * i;
+        const float *e = eps + 3 * i;
+        const float *q = t;
+        long qb = T * D;
+        if (i == start && first_q) {
+            q = first_q;
+            qb = fqb;
+        } else {
+            rc |= vl_ln_linear(M, 3 * D, D, xs, D, PF(0), PF(1), e[0], PF(2), PF(3), NULL, 0, t,
+                               3 * D, ACT_NONE);
+            rc |= vl_attention(B, T, T, H, hd, t, T * 3 * D, 3 * D, t + D, T * 3 * D, 3 * D,
+                               t + 2 * D, T * 3 * D, 3 * D, NULL, scale, a);
+            vl_linear(M, D, D, a, D, PF(4), PF(5), xs, D, xs, D, ACT_NONE);
+            rc |= vl_ln_linear(M, D, D, xs, D, PF(6), PF(7), e[1], PF(8), PF(9), NULL, 0, t, D,
+                               ACT_NONE);
+        }
+        rc |= vl_attention(B, T, S, H, hd, q, qb, D, kv + 2 * i * D, S * W, W,
+                           kv + (2 * i + 1) * D, S * W, W, mask, scale, a);
+        vl_linear(M, D, D, a, D, PF(10), PF(11), xs, D, xs, D, ACT_NONE);
+        rc |= vl_ln_linear(M, F, D, xs, D, PF(12), PF(13), e[2], PF(14), PF(15), NULL, 0, f, F,
+                           act);
+        vl_linear(M, D, F, f, F, PF(16), PF(17), xs, D, xs, D, ACT_NONE);
+    }
+    if (rc == 0) {
+        void **p = params + 18 * L;
+        for (long r = 0; r < M; r++) ln_row(xs + r * D, out + r * D, D, PF(0), PF(1), eps[3 * L]);
+    }
+#undef PF
+    free(buf);
+    return rc ? -1 : 0;
 }

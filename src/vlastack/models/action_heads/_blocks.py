@@ -775,6 +775,14 @@ class DecoderPlan:
             [a.out.weight.detach().view(D, H, hd).permute(1, 2, 0) for a in cross]
         ).contiguous()
         self.cross_bo = torch.stack([a.out.bias.detach() / H for a in cross]).view(-1, 1, 1, D)
+        # the whole decoder in one native call where no FiLM modulates it (_run_native)
+        self.native_params = None
+        if self.native and self.film is None:
+            fc1 = first.mlp[0]
+            assert isinstance(fc1, nn.Linear)
+            self.native_params = native.DecoderParams(
+                self.blocks, self.final_norm, D, H, fc1.out_features, self.activation
+            )
 
     @staticmethod
     def supports(dec: CrossDecoder) -> bool:
@@ -953,6 +961,10 @@ class DecoderPlan:
         short = self.short_memory(kvs, cross_mask, T, first_pass=False)
         if first_q is not None and first_q.dim() == 4:  # (B, H, T, hd) → heads side by side
             first_q = first_q.transpose(1, 2).reshape(B, T, D)
+        if short is None and mods is None and self.native_params is not None:
+            if x.stride(-1) != 1 or x.stride(1) != D:
+                x = x.contiguous()
+            return native.decoder(self.native_params, x, stacked, key_mask, start, first_q)
         q: Any = None
         for i in range(start, self.depth):
             n1, qkv, o1, n2, q2, o2, n3, f1, f2 = self.blocks[i]
