@@ -42,6 +42,19 @@ def test_decoder_plan_matches_reference_at_prepacked_widths(name, B, padded, ker
     torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
 
 
+def _count_short_memories(monkeypatch, blocks) -> list:
+    """A list that gets an entry each time a ``_ShortMemory`` is built."""
+    built: list = []
+
+    class Counting(blocks._ShortMemory):
+        def __init__(self, *args):
+            built.append(1)
+            super().__init__(*args)
+
+    monkeypatch.setattr(blocks, "_ShortMemory", Counting)
+    return built
+
+
 @pytest.mark.parametrize("kernels", ["torch"], indirect=True)
 def test_single_pass_chunk_takes_the_short_memory_path(monkeypatch, kernels):
     """ACT's one decoder pass over a short memory (16 queries, 5 memory tokens, 2 heads, width
@@ -49,14 +62,7 @@ def test_single_pass_chunk_takes_the_short_memory_path(monkeypatch, kernels):
     reference chunk."""
     from vlastack.models.action_heads import _blocks
 
-    built = []
-
-    class Counting(_blocks._ShortMemory):
-        def __init__(self, *args):
-            built.append(1)
-            super().__init__(*args)
-
-    monkeypatch.setattr(_blocks, "_ShortMemory", Counting)
+    built = _count_short_memories(monkeypatch, _blocks)
     torch.manual_seed(0)
     head = build_action_head(
         "act", {"width": 256, "num_heads": 2}, context_dim=D, action_dim=A, action_horizon=16
@@ -79,14 +85,7 @@ def test_native_loop_reassociates_only_from_the_second_pass(monkeypatch, kernels
     the reference chunks."""
     from vlastack.models.action_heads import _blocks
 
-    built = []
-
-    class Counting(_blocks._ShortMemory):
-        def __init__(self, *args):
-            built.append(1)
-            super().__init__(*args)
-
-    monkeypatch.setattr(_blocks, "_ShortMemory", Counting)
+    built = _count_short_memories(monkeypatch, _blocks)
     context = torch.randn(2, 4, D)
     mask = torch.ones(2, 4, dtype=torch.bool)
     mask[1, 3:] = False

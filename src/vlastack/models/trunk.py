@@ -140,10 +140,11 @@ class EncoderPlan:
             x = x + lin(ffn_in(h, f1), f2)
             if not self.norm_first:
                 x = ln(x, shape, n2[0], n2[1], n2[2])
-        if self.final_norm is not None:
-            n = self.final_norm
-            x = ln(x, shape, n[0], n[1], n[2])
-        return x
+        return self._final(x)
+
+    def _final(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.final_norm
+        return x if n is None else torch.layer_norm(x, (x.shape[-1],), n[0], n[1], n[2])
 
     def _run_native(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         """``run`` with vlastack's native kernels, as ``DecoderPlan._run_native``: residual adds
@@ -164,7 +165,4 @@ class EncoderPlan:
             x = nl(h, f2, None, x)
             if not self.norm_first:
                 x = ln(x, shape, n2[0], n2[1], n2[2])
-        if self.final_norm is not None:
-            n = self.final_norm
-            x = ln(x, shape, n[0], n[1], n[2])
-        return x
+        return self._final(x)
