@@ -10,8 +10,9 @@ Build: the host C compiler (``$CC``, else ``cc``/``gcc``/``clang``) compiles ``k
 named by a hash of the source, the compiler and the CPU's feature flags, written to a temporary
 name and renamed, so concurrent processes and CPUs of different kinds sharing a home folder are
 safe. It takes under a second. ``VLASTACK_NATIVE_CFLAGS`` adds flags (e.g. ``-march=haswell``
-to build the AVX2 code on an AVX-512 CPU, as the tests do). Without a compiler, or with ``VLASTACK_NATIVE=0``, nothing is
-built and every caller keeps its torch path (oneDNN / MKL); ``status()`` says which and why.
+to build the AVX2 code on an AVX-512 CPU, as the tests do). Without a compiler, or with
+``VLASTACK_NATIVE=0``, nothing is built and every caller keeps its torch path (oneDNN / MKL);
+``status()`` says which and why.
 
 Only float32 CPU tensors, at inference (no autograd). Single-threaded: a product goes native
 when torch runs one thread or when it is small enough that a second thread would not pay
@@ -42,8 +43,9 @@ _ABI = 4
 _FLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno", "-std=gnu11"]
 _ACT = {None: 0, "none": 0, "relu": 1, "gelu": 2}
 # products of at least this many multiply-adds run torch's threaded kernels when torch has
-# more than one thread (2 cores: 16 x 256 x 1024, 4.2M, measured 1.05x faster native at 1
-# thread than oneDNN at 2; BENCHMARKS.md session 12)
+# more than one thread. Not tuned: it keeps a batch-1 chunk's products (at most 16 x 1024 x 256,
+# 4.2M) native and sends batched ones to torch's threads (BENCHMARKS.md, session 12, has the
+# 2-thread ratios this gives)
 _THREADED_MIN_MACS = 1 << 23
 
 _lib: ctypes.CDLL | None = None
@@ -220,6 +222,16 @@ def pack_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> NativeLinear
 _F32 = torch.float32
 
 
+def _runs_native(x: torch.Tensor, macs: int) -> bool:
+    """A product of ``macs`` multiply-adds on ``x`` runs in the native kernel (else torch's)."""
+    return (
+        _lib is not None
+        and x.dtype is _F32
+        and not x.requires_grad
+        and (macs < _THREADED_MIN_MACS or torch.get_num_threads() == 1)
+    )
+
+
 def linear(
     x: torch.Tensor,
     pack: tuple,
@@ -232,12 +244,7 @@ def linear(
     16-row product of a 256-wide layer saves."""
     N, K = pack[4], pack[5]
     M = x.numel() // K if K else 0
-    if (
-        x.dtype is not _F32
-        or x.requires_grad
-        or _lib is None
-        or (M * N * K >= _THREADED_MIN_MACS and torch.get_num_threads() > 1)
-    ):
+    if not _runs_native(x, M * N * K):
         y = F.linear(x, pack[2], pack[3])
         if activation == "relu":
             y = F.relu(y)
@@ -246,6 +253,7 @@ def linear(
         return y if residual is None else residual + y
     if not x.is_contiguous():
         x = x.contiguous()
+    assert _lib is not None  # _runs_native checked it
     y = torch.empty((*x.shape[:-1], N), dtype=_F32)
     r = None
     if residual is not None:
@@ -267,13 +275,12 @@ def ln_linear(
     None, eps) over the last dimension, the normalized rows never a tensor of their own (one
     call where a plan makes two)."""
     N, K = pack[4], pack[5]
-    if x.dtype is not _F32 or x.requires_grad or _lib is None:
+    M = x.numel() // K
+    if not _runs_native(x, M * N * K):
         return linear(torch.layer_norm(x, (K,), norm[0], norm[1], norm[2]), pack, activation)
     if not x.is_contiguous():
         x = x.contiguous()
-    M = x.numel() // K
-    if M * N * K >= _THREADED_MIN_MACS and torch.get_num_threads() > 1:
-        return linear(torch.layer_norm(x, (K,), norm[0], norm[1], norm[2]), pack, activation)
+    assert _lib is not None
     y = torch.empty((*x.shape[:-1], N), dtype=_F32)
     g, b, eps = norm
     rc = _lib.vl_ln_linear(
@@ -331,12 +338,11 @@ def attention(
     for name, t in (("q", q), ("k", k), ("v", v)):
         if t.dtype is not _F32 or t.device.type != "cpu" or t.stride(-1) != 1:
             raise ValueError(f"attention: {name} must be float32 on the CPU with stride 1 last")
-    m = key_mask_bytes(key_mask, B) if key_mask is not None and key_mask.dtype is not torch.uint8 else key_mask
     return _attend(
         B, T, S, heads, D,
         q.data_ptr(), q.stride(0), q.stride(1),
         k.data_ptr(), k.stride(0), k.stride(1),
-        v.data_ptr(), v.stride(0), v.stride(1), m,
+        v.data_ptr(), v.stride(0), v.stride(1), key_mask_bytes(key_mask, B),
     )  # fmt: skip
 
 

@@ -150,19 +150,8 @@ static inline __attribute__((always_inline)) void micro(const int mr, const floa
 
 /* y = act(x W^T + bias) + res, x (M x K) with row stride ldx, y and res (M x N) with row
  * strides ldy, ldr; bias and res may be NULL; y must not alias x (it may alias res) */
-#ifndef MC
-#define MC 128
-#endif
 void vl_linear(long M, long N, long K, const float *x, long ldx, const float *wp,
                const float *bias, const float *res, long ldr, float *y, long ldy, int a) {
-    /* many rows (a batch of chunks): blocks of MC rows, so a block's inputs stay in L2 while
-     * every panel streams past them */
-    if (M > MC) {
-        for (long m = 0; m < M; m += MC)
-            vl_linear(M - m < MC ? M - m : MC, N, K, x + m * ldx, ldx, wp, bias,
-                      res ? res + m * ldr : NULL, ldr, y + m * ldy, ldy, a);
-        return;
-    }
     long panels = (N + NR - 1) / NR;
     for (long p = 0; p < panels; p++) {
         const float *w = wp + p * K * NR;

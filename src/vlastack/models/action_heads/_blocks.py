@@ -1001,6 +1001,7 @@ class DecoderPlan:
         n = self.final_norm
         return ln(x, shape, n[0], n[1], n[2])
 
+
 _sdpa_plain = F.scaled_dot_product_attention
 
 

@@ -11,10 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from vlastack import native
 from vlastack.models.action_heads._blocks import (
     Block,
     CrossDecoder,
@@ -30,7 +28,6 @@ from vlastack.models.action_heads._blocks import (
     plan_params,
 )
 from vlastack.models.action_heads.base import ActionHead
-from vlastack.native import NativeLinear
 
 
 @dataclass
@@ -156,7 +153,7 @@ class ACTHead(ActionHead):
         )
         plan = self._plan()
         if plan is not None:
-            dec, proj, z, x0, q0, out_w, out_b = plan
+            dec, proj, z, x0, q0, out = plan
             memory = torch.cat([z.expand(B, 1, -1), dec.lin(context, proj)], 1)
             x = dec.run(
                 x0.expand(B, -1, -1),
@@ -164,9 +161,7 @@ class ACTHead(ActionHead):
                 cross_mask,
                 first_q=q0.expand(B, *q0.shape[1:]),
             )
-            if type(out_w) is NativeLinear:
-                return native.linear(x, out_w)
-            return F.linear(x, out_w, out_b)
+            return dec.lin(x, out)
         z_token = self.latent_in.bias.expand(B, 1, -1)
         memory = torch.cat([z_token, fast_linear(self.context_proj, context)], 1)
         kvs = self.decoder.context_kv(memory)
@@ -211,11 +206,8 @@ class ACTHead(ActionHead):
                 self.latent_in.bias.detach(),
                 x0,
                 q0,
-                # the native product where the decoder runs native (the bias rides in the pack)
-                native.pack_linear(self.action_out.weight, self.action_out.bias)
-                if dec.native
-                else self.action_out.weight.detach(),
-                self.action_out.bias.detach(),
+                # 7 outputs: never worth a oneDNN pack; native where the decoder is
+                plan_linear(self.action_out.weight, self.action_out.bias, False),
             )
 
         return derived(self, "_plan", params, make)
