@@ -1,5 +1,5 @@
 """Windowed training samples: the fixture's frame 13, padding at episode edges, filters, split,
-collate, DataLoader workers, and LeRobot loading a vlastack-written dataset (slow)."""
+collate, DataLoader workers, and LeRobot 0.6.1 loading a vlastack-written dataset."""
 
 from __future__ import annotations
 
@@ -126,24 +126,28 @@ def test_windowed_on_own_writer(tmp_path: Path) -> None:
     )
 
 
-def _lerobot_python() -> str | None:
-    env = os.environ.get("VLASTACK_LEROBOT_PYTHON")
-    if env:
-        return env
-    default = Path("/work/lerobot-venv/bin/python")
-    return str(default) if default.exists() else None
+LEROBOT_VENV_PY = Path(__file__).resolve().parents[1] / ".venv-lerobot" / "bin" / "python"
 
 
-@pytest.mark.slow
-def test_lerobot_loads_vlastack_dataset(tmp_path: Path) -> None:
-    py = _lerobot_python()
-    if py is None:
+def _lerobot_python() -> str:
+    """LeRobot 0.6.1's interpreter: ``.venv-lerobot`` (``make test`` builds it with
+    ../shared/tools/lerobot-0.6.1/make_venv.sh), or ``VLASTACK_LEROBOT_PYTHON``."""
+    py = os.environ.get("VLASTACK_LEROBOT_PYTHON") or str(LEROBOT_VENV_PY)
+    if not Path(py).exists():
         pytest.skip(
-            "no Python with lerobot: set VLASTACK_LEROBOT_PYTHON or create /work/lerobot-venv"
+            f"no LeRobot interpreter at {py}: `make test` builds .venv-lerobot "
+            "(bash ../shared/tools/lerobot-0.6.1/make_venv.sh $PWD/.venv-lerobot)"
         )
     probe = subprocess.run([py, "-c", "import lerobot"], capture_output=True)
     if probe.returncode != 0:
-        pytest.skip(f"{py} cannot import lerobot")
+        pytest.skip(f"{py} cannot import lerobot: {probe.stderr.decode()[-300:]}")
+    return py
+
+
+def test_lerobot_loads_vlastack_dataset(tmp_path: Path) -> None:
+    """LeRobot's own LeRobotDataset reads what vlastack wrote, through its default video
+    backend (torchcodec in 0.6.1) and through pyav, frame for frame as vlastack reads it."""
+    py = _lerobot_python()
     feats = {
         FRONT: Feature("video", (48, 64, 3)),
         WRIST: Feature("image", (32, 32, 3)),
@@ -167,15 +171,25 @@ def test_lerobot_loads_vlastack_dataset(tmp_path: Path) -> None:
     script = Path(__file__).parent / "compat" / "check_lerobot_load.py"
     proc = subprocess.run([py, str(script), str(tmp_path)], capture_output=True, timeout=600)
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
-    seen = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    result = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    assert set(result["backends"]) == {"default", "pyav"}
+    assert result["backends"]["default"]["video_backend"] == "torchcodec"  # LeRobot's default
     r = DatasetReader(tmp_path)
-    assert (seen["num_episodes"], seen["num_frames"]) == (3, 26)
     act = r.column("action")
-    for rec in seen["frames"]:
-        g = rec["index"]
-        assert rec["task"] == r.task_of(g)
-        assert rec[f"shape:{FRONT}"] == [3, 48, 64] and rec[f"shape:{WRIST}"] == [3, 32, 32]
-        np.testing.assert_allclose(rec["action"][0], act[g], rtol=1e-6)
-        fi = int(r.column("frame_index")[g])
-        assert abs(rec[f"mean:{WRIST}"] - 12 * fi / 255) < 1e-6  # PNG: lossless
-        assert abs(rec[f"mean:{FRONT}"] - 10 * fi / 255) < CODEC_TOL
+    for backend, seen in result["backends"].items():
+        assert (seen["num_episodes"], seen["num_frames"]) == (3, 26), backend
+        assert len(seen["frames"]) == 26, backend
+        for rec in seen["frames"]:
+            g = rec["index"]
+            assert rec["task"] == r.task_of(g)
+            assert rec[f"shape:{FRONT}"] == [3, 48, 64] and rec[f"shape:{WRIST}"] == [3, 32, 32]
+            np.testing.assert_allclose(rec["action"][0], act[g], rtol=1e-6)
+            # the action window LeRobot builds from delta_timestamps: pads past the episode end
+            ep_end = int(
+                np.max(np.nonzero(r.column("episode_index") == r.column("episode_index")[g]))
+            )
+            expect_pad = [g + k > ep_end for k in range(3)]
+            assert rec["action_is_pad"] == expect_pad, (backend, g)
+            fi = int(r.column("frame_index")[g])
+            assert abs(rec[f"mean:{WRIST}"] - 12 * fi / 255) < 1e-6  # PNG: lossless
+            assert abs(rec[f"mean:{FRONT}"] - 10 * fi / 255) < CODEC_TOL, (backend, g)
