@@ -76,8 +76,8 @@ def spell(obs: dict[str, Any], style: str) -> dict[str, Any]:
         return {**out, "state": state, "prompt": task}
     if style == "prompt_bytes":
         return {**spell(obs, "openpi_flat"), "prompt": task.encode()}
-    if style == "prompt_ndarray":  # numpy str scalar, as msgpack-numpy clients may send it
-        return {**spell(obs, "openpi_flat"), "prompt": np.array(task)}
+    if style == "prompt_ndarray":  # a one-element numpy str array, as batching clients send it
+        return {**spell(obs, "openpi_flat"), "prompt": np.array([task])}
     raise AssertionError(style)
 
 
