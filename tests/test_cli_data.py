@@ -6,7 +6,6 @@ import pytest
 from vlastack.cli.main import main
 
 h5py = pytest.importorskip("h5py", reason="h5py ([convert] extra) not installed")
-pytest.importorskip("vlastack.data.format", reason="vlastack.data.format not written yet")
 
 
 def test_info_and_doctor_on_fixture(lerobot_fixture, capsys):

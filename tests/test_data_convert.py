@@ -10,6 +10,7 @@ from vlastack.data.convert import EpisodeArrays  # noqa: E402
 from vlastack.data.convert.hdf5 import convert_hdf5, detect_layout, iter_aloha, iter_robomimic  # noqa: E402
 from vlastack.data.convert.rlds import episode_from_steps  # noqa: E402
 from vlastack.data.convert.zarr import convert_zarr, iter_zarr  # noqa: E402
+from vlastack.data.format import DatasetReader  # noqa: E402
 from vlastack.errors import DataError  # noqa: E402
 
 LENGTHS = [6, 9, 4]
@@ -168,16 +169,10 @@ def test_episode_validation():
 
 
 # ---- end to end through the writer -------------------------------------------------------
-@pytest.fixture
-def reader_cls():
-    fmt = pytest.importorskip("vlastack.data.format", reason="vlastack.data.format not written yet")
-    return fmt.DatasetReader
-
-
-def test_convert_robomimic_end_to_end(tmp_path, reader_cls):
+def test_convert_robomimic_end_to_end(tmp_path):
     src = make_robomimic(tmp_path / "demo.hdf5")
     dst = convert_hdf5(src, tmp_path / "out", progress=False)
-    r = reader_cls(dst)
+    r = DatasetReader(dst)
     assert r.num_episodes == 3 and r.num_frames == sum(LENGTHS) and r.fps == 20
     assert r.camera_keys == ["observation.images.agentview"]
     assert r.embodiment is not None and r.embodiment.action.dim == 7
@@ -189,28 +184,28 @@ def test_convert_robomimic_end_to_end(tmp_path, reader_cls):
     frames = r.decode_frames("observation.images.agentview", 0, np.array([0, 5]))
     assert frames.shape == (2, 16, 20, 3)
     png = convert_hdf5(src, tmp_path / "png", progress=False, use_videos=False)
-    got = reader_cls(png).decode_frames("observation.images.agentview", 1, np.arange(9))
+    got = DatasetReader(png).decode_frames("observation.images.agentview", 1, np.arange(9))
     with h5py.File(src) as f:
         np.testing.assert_array_equal(got, f["data/demo_1/obs/agentview_image"][()])  # lossless
     with pytest.raises(DataError, match="--overwrite"):
         convert_hdf5(src, dst, progress=False)
     convert_hdf5(src, dst, progress=False, overwrite=True, filter_key="valid")
-    assert reader_cls(dst).num_episodes == 1
+    assert DatasetReader(dst).num_episodes == 1
 
 
-def test_convert_aloha_end_to_end(tmp_path, reader_cls):
+def test_convert_aloha_end_to_end(tmp_path):
     src = make_aloha(tmp_path / "aloha_sim")
     dst = convert_hdf5(src, tmp_path / "out", progress=False, task="transfer the cube")
-    r = reader_cls(dst)
+    r = DatasetReader(dst)
     assert r.fps == 50 and r.num_frames == sum(LENGTHS)
     assert r.embodiment.action.names[6] == "left_gripper" and r.embodiment.action.gripper_index == 6
     assert r.tasks and "transfer the cube" in list(r.tasks)
 
 
-def test_convert_zarr_end_to_end(tmp_path, reader_cls):
+def test_convert_zarr_end_to_end(tmp_path):
     src, img, state, action = make_zarr(tmp_path / "pusht.zarr")
     dst = convert_zarr(src, tmp_path / "out", task="push the T", progress=False)
-    r = reader_cls(dst)
+    r = DatasetReader(dst)
     assert r.num_episodes == 3 and r.fps == 10
     np.testing.assert_allclose(r.column("observation.state"), state)
     np.testing.assert_allclose(r.column("action"), action)
@@ -220,7 +215,7 @@ def test_convert_zarr_end_to_end(tmp_path, reader_cls):
     assert r.embodiment.cameras[0].name == "img" and r.tasks == ["push the T"]
 
 
-def test_convert_rlds_end_to_end(tmp_path, reader_cls):
+def test_convert_rlds_end_to_end(tmp_path):
     """Checked with tensorflow-cpu 2.21 + tensorflow-datasets 4.9.10 in a separate venv."""
     tf = pytest.importorskip("tensorflow", reason="tensorflow ([rlds] extra) not installed")
     tfds = pytest.importorskip("tensorflow_datasets", reason="[rlds] extra not installed")
@@ -273,7 +268,7 @@ def test_convert_rlds_end_to_end(tmp_path, reader_cls):
     del tf
     ToyRlds(data_dir=str(tmp_path / "tfds")).download_and_prepare()
     src = tmp_path / "tfds" / "toy_rlds" / "0.1.0"
-    r = reader_cls(convert_rlds(src, tmp_path / "out", fps=5, progress=False, use_videos=False))
+    r = DatasetReader(convert_rlds(src, tmp_path / "out", fps=5, progress=False, use_videos=False))
     assert r.num_episodes == 2 and r.num_frames == 12 and sorted(r.tasks) == ["task 0", "task 1"]
     ep = r.episode(1)
     assert r.decode_frames("observation.images.image", 1, [3])[0, 0, 0].tolist() == [30] * 3

@@ -6,10 +6,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from vlastack.data import format as fmt
 from vlastack.data.doctor import describe, diagnose
 from vlastack.embodiment import CameraSpec, EmbodimentSpec, VectorSpec
-
-fmt = pytest.importorskip("vlastack.data.format", reason="vlastack.data.format not written yet")
 
 
 def write_dataset(root, episodes, use_videos=False):

@@ -6,7 +6,6 @@ import contextlib
 import logging
 import socket
 import threading
-import time
 import urllib.error
 import urllib.request
 
@@ -128,19 +127,39 @@ def test_bad_requests_get_short_text_and_connection_stays_usable(caplog):
     assert len(records) == 1 and "\n" not in records[0].getMessage() and not records[0].exc_info
 
 
+class BlockingPolicy(ToyPolicy):
+    """``infer`` signals that it started, then blocks until the test releases it."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.started, self.release = threading.Event(), threading.Event()
+        self.finished = 0
+
+    def infer(self, obs):
+        self.started.set()
+        assert self.release.wait(30), "the test never released infer"
+        self.finished += 1
+        return super().infer(obs)
+
+
 def test_health_and_other_clients_served_during_slow_inference():
-    policy = ToyPolicy("libero", delay_s=1.0)
+    """Health checks, handshakes and the metadata frame do not wait for inference: they are
+    answered while an infer call is provably still running (blocked on an event)."""
+    policy = BlockingPolicy(style="libero")
     with ServerThread(policy) as srv:
-        slow_ws, _ = _raw(srv.url)
-        slow_ws.send(packb(example_observation("libero")))  # occupies the worker for 1 s
-        time.sleep(0.05)
-        t0 = time.perf_counter()
-        assert _healthz(srv.port, timeout=0.9) == (200, "OK\n")
-        ws2, meta = _raw(srv.url)  # handshake + metadata while inference runs
-        health_and_connect_s = time.perf_counter() - t0
-        assert meta == policy.metadata
-        assert health_and_connect_s < 0.8
-        assert unpackb(slow_ws.recv(timeout=5))["actions"].shape == (10, 7)
+        try:
+            slow_ws, _ = _raw(srv.url)
+            slow_ws.send(packb(example_observation("libero")))
+            assert policy.started.wait(10)  # the worker is inside infer from here on
+            # The timeouts only turn a server that blocks into a failure instead of a hang.
+            assert _healthz(srv.port, timeout=5) == (200, "OK\n")
+            ws2, meta = _raw(srv.url)  # handshake + metadata while inference runs
+            assert meta == policy.metadata
+            assert policy.finished == 0 and not policy.release.is_set()
+        finally:
+            policy.release.set()
+        assert unpackb(slow_ws.recv(timeout=10))["actions"].shape == (10, 7)
+        assert policy.finished == 1
         slow_ws.close()
         ws2.close()
 

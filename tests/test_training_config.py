@@ -64,7 +64,6 @@ def test_round_trip_and_validation() -> None:
 
 
 def test_recipe_defaults_then_overrides() -> None:
-    pytest.importorskip("vlastack.recipes")
     from vlastack.recipes import get_recipe
 
     r = get_recipe("diffusion_policy")
