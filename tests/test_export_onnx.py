@@ -148,7 +148,9 @@ def _golden_mlp():
     from safetensors.torch import load_file
 
     golden = Path(__file__).resolve().parent / "golden"
-    spec = importlib.util.spec_from_file_location("golden_regenerate_onnx", golden / "regenerate.py")
+    spec = importlib.util.spec_from_file_location(
+        "golden_regenerate_onnx", golden / "regenerate.py"
+    )
     assert spec is not None and spec.loader is not None
     regen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(regen)
