@@ -1,7 +1,7 @@
 """Checkpoints survive a SIGKILL at every write inside a save, a re-save and a prune.
 
 One helper process imports torch once, counts the file-system events a full operation makes
-(file writes, renames, symlinks, fsyncs, deletes, mkdirs), then for every k forks a child that
+(file writes, renames, symlinks, fsyncs, mkdirs, and every unlink inside a folder delete), then for every k forks a child that
 runs the operation and SIGKILLs itself at the k-th event; a file write is first left half
 written (safetensors and JSON alike). The test then checks each folder the way a resumed run
 reads it: every ``step_*`` folder is complete with the exact weights of a save, the previous
@@ -120,7 +120,8 @@ HELPER = textwrap.dedent(
         C.save_file = save_file
         pathlib.Path.write_text = write_text
         for obj, name in [(pathlib.Path, "rename"), (pathlib.Path, "mkdir"), (os, "replace"),
-                          (os, "symlink"), (os, "fsync"), (shutil, "rmtree")]:
+                          (os, "symlink"), (os, "fsync"), (shutil, "rmtree"),
+                          (os, "unlink"), (os, "rmdir")]:  # rmtree deletes file by file
             setattr(obj, name, before(getattr(obj, name)))
 
     report = {{}}
@@ -128,6 +129,7 @@ HELPER = textwrap.dedent(
         base = out / name / "base"
         setup(base)
         base.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(base, out / name / "count", symlinks=True)
         pid = os.fork()
         if pid == 0:  # count the events of the whole operation
             patch()
