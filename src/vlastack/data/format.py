@@ -9,8 +9,9 @@ Crash safety: every ``save_episode`` writes complete new files under temporary n
 them into place, ``meta/info.json`` last. info.json's ``total_episodes``/``total_frames`` are the
 commit point: the reader ignores episode rows, data rows and video time beyond them, so a process
 killed at any moment leaves every earlier episode readable (a crash between the renames can leave
-an uncommitted tail that ``DatasetWriter.resume`` trims). This guards against process death, not
-power loss (no fsync).
+an uncommitted tail that ``DatasetWriter.resume`` trims; the reader also drops tasks beyond
+``total_tasks`` and replaces a ``stats.json`` that counts uncommitted frames by the committed
+episodes' stats). This guards against process death, not power loss (no fsync).
 """
 
 from __future__ import annotations
