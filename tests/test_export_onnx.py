@@ -138,3 +138,74 @@ def test_export_onnx_from_checkpoint_and_bad_input(tmp_path):
         export_onnx(ck, tmp_path / "x", ["decoder"])
     with pytest.raises(ConfigError, match="continuous"):
         export_model_heads(_model("bins"), tmp_path / "bins")
+
+
+# ---- the mlp head (an alias of l1 in the registry, but its own name in configs and graphs) ----
+def _golden_mlp():
+    import importlib.util
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    golden = Path(__file__).resolve().parent / "golden"
+    spec = importlib.util.spec_from_file_location(
+        "golden_regenerate_onnx", golden / "regenerate.py"
+    )
+    assert spec is not None and spec.loader is not None
+    regen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(regen)
+    return regen, load_file(str(golden / "mlp.safetensors"))
+
+
+def test_mlp_head_graph_matches_pytorch_and_golden(tmp_path):
+    """The golden tiny mlp head exports one sampler graph; onnxruntime reproduces the eager
+    head and the committed golden chunk, on the golden inputs (batch 2, a padded context row)."""
+    from vlastack.export.onnx import ExportedGraph, export_graph
+    from vlastack.models.action_heads import build_action_head
+
+    regen, golden = _golden_mlp()
+    torch.manual_seed(0)
+    head = build_action_head(
+        "mlp",
+        regen.TINY_CONFIGS["mlp"],
+        context_dim=regen.CONTEXT_DIM,
+        action_dim=regen.ACTION_DIM,
+        action_horizon=regen.ACTION_HORIZON,
+    ).eval()
+    x = regen.golden_inputs()
+    ctx, mask = x["context"], x["context_mask"]
+    graphs = head_graphs(head, "mlp", ctx[:1], mask[:1])  # traced at batch 1
+    assert [g.name for g in graphs] == ["mlp_sampler"]
+    (graph,) = graphs
+    assert isinstance(graph, ExportedGraph)
+    path = export_graph(graph, tmp_path / "mlp_sampler.onnx")
+    (got,) = ort_session(path).run(None, {"context": ctx.numpy(), "context_mask": mask.numpy()})
+    with torch.no_grad():
+        ref = head.sample_actions(ctx, mask)
+    assert got.shape == (2, regen.ACTION_HORIZON, regen.ACTION_DIM)
+    np.testing.assert_allclose(got, ref.numpy(), atol=ATOL)
+    np.testing.assert_allclose(got, golden["samples"].numpy(), atol=ATOL)
+
+
+def test_mlp_vla_exports_and_matches_pytorch(tmp_path):
+    """A whole tiny VLA with head='mlp': export_model_heads names the graph after the head, and the
+    checkpoint path (export_onnx) checks itself against PyTorch within tolerance."""
+    model = _model("mlp", head_kwargs={"width": 32, "depth": 2, "num_heads": 2})
+    manifest = export_model_heads(model, tmp_path / "m", check=False)
+    assert manifest["head"] == "mlp"
+    assert set(manifest["graphs"]) == {"mlp_sampler"}
+    ctx, mask = example_context(model, batch_size=3, seed=11)
+    mask[1, -2:] = False
+    sess = ort_session(tmp_path / "m" / "mlp_sampler.onnx")
+    (got,) = sess.run(None, {"context": ctx.numpy(), "context_mask": mask.numpy()})
+    with torch.no_grad():
+        ref = model.head.sample_actions(ctx, mask).numpy()
+    np.testing.assert_allclose(got, ref, atol=ATOL)
+    assert np.abs(ref[0] - ref[1]).max() > 1e-3  # the inputs really reach the output
+
+    ck = write_tiny_checkpoint(
+        tmp_path / "run", "mlp", head_kwargs={"width": 32, "depth": 2, "num_heads": 2}
+    )
+    manifest = export_onnx(ck, tmp_path / "onnx")
+    assert manifest["graphs"]["mlp_sampler"]["max_abs_error"] < ATOL
+    assert (tmp_path / "onnx" / "mlp_sampler.onnx").is_file()

@@ -465,6 +465,14 @@ def _check_tasks(reader: Any, report: DoctorReport, bounds: list) -> None:
 def _check_meta(reader: Any, report: DoctorReport) -> None:
     report.checks_run.append("stats")
     stats = reader.stats or {}
+    if getattr(reader, "stats_stale", False):
+        report.add(
+            "warning",
+            "stats",
+            "meta/stats.json counts frames that meta/info.json never committed (a writer was "
+            "killed while saving an episode); readers use the committed episodes' stats instead",
+            "rewrite it: `DatasetWriter.resume(PATH).finalize()` (or append an episode)",
+        )
     for key in (STATE, ACTION):
         if key not in reader.features:
             continue

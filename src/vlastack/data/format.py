@@ -9,8 +9,9 @@ Crash safety: every ``save_episode`` writes complete new files under temporary n
 them into place, ``meta/info.json`` last. info.json's ``total_episodes``/``total_frames`` are the
 commit point: the reader ignores episode rows, data rows and video time beyond them, so a process
 killed at any moment leaves every earlier episode readable (a crash between the renames can leave
-an uncommitted tail that ``DatasetWriter.resume`` trims). This guards against process death, not
-power loss (no fsync).
+an uncommitted tail that ``DatasetWriter.resume`` trims; the reader also drops tasks beyond
+``total_tasks`` and replaces a ``stats.json`` that counts uncommitted frames by the committed
+episodes' stats). This guards against process death, not power loss (no fsync).
 """
 
 from __future__ import annotations
@@ -853,6 +854,7 @@ class DatasetReader:
         self._episodes = [_episode_from_row(r, self.camera_keys, self.video_keys) for r in rows]
         self._ep_stats_rows = rows
         self.embodiment: EmbodimentSpec | None = None
+        self.stats_stale = False  # meta/stats.json counted uncommitted frames (see _load_stats)
         emb = self.root / "meta" / "embodiment.json"
         if emb.exists():
             self.embodiment = EmbodimentSpec.load(emb)
@@ -874,6 +876,14 @@ class DatasetReader:
         path = self.root / "meta" / "tasks.parquet"
         if not path.exists() and self.num_episodes == 0:
             return []
+        tasks = self._read_tasks(path)
+        # Tasks only grow; ones beyond info.json's total_tasks belong to an uncommitted episode.
+        committed = self.info.get("total_tasks")
+        if isinstance(committed, int) and 0 <= committed < len(tasks):
+            tasks = tasks[:committed]
+        return tasks
+
+    def _read_tasks(self, path: Path) -> list[str]:
         t = _read_parquet(path)
         if "task_index" not in t.column_names or "task" not in t.column_names:
             raise DataError(
@@ -889,11 +899,36 @@ class DatasetReader:
         if not path.exists():
             return {}
         try:
-            return S.stats_from_json(json.loads(path.read_text()), str(path))
+            stats = S.stats_from_json(json.loads(path.read_text()), str(path))
         except json.JSONDecodeError as exc:
             raise DataError(
                 f"{path}: not valid JSON ({exc}); recompute with vlastack.data.stats.compute_stats"
             ) from None
+        return self._committed_stats(stats)
+
+    def _committed_stats(self, stats: dict[str, S.Stats]) -> dict[str, S.Stats]:
+        """stats.json is renamed into place just before info.json commits an episode, so a
+        writer killed between the two leaves stats that count frames info.json never committed.
+        Those are replaced by the aggregate of the committed episodes' own stats (what the
+        writer would have written); ``stats_stale`` says so (the doctor reports it)."""
+        keys = [
+            k
+            for k, f in self.features.items()
+            if not f.is_camera and f.dtype != "string" and "count" in stats.get(k, {})
+        ]
+        counts = {int(np.asarray(stats[k]["count"]).reshape(-1)[0]) for k in keys}
+        if not counts or counts == {self.num_frames}:
+            return stats
+        per_episode = [_stats_from_row(r, self.features) for r in self._ep_stats_rows]
+        agg = S.aggregate_stats(per_episode) if all(per_episode) else {}
+        if not all(
+            int(np.asarray(agg[k]["count"]).reshape(-1)[0]) == self.num_frames
+            for k in keys
+            if k in agg
+        ):
+            return stats  # not the crash signature (stats computed some other way): keep them
+        self.stats_stale = True
+        return agg
 
     def _load_data(self) -> None:
         files = sorted({ep.data_file for ep in self._episodes})

@@ -420,9 +420,11 @@ class EpisodeRunner:
         policy.reset()
         # Fingerprint of the initial simulator state (the privileged one when the env exposes
         # it: the policy's state may not include object poses).
-        state0 = np.asarray(
-            reset_info.get("raw_obs", obs.get("observation.state", np.zeros(0))), dtype=np.float32
-        )
+        raw = reset_info.get("raw_obs", obs.get("observation.state", np.zeros(0)))
+        if isinstance(raw, dict):  # named arrays (PushT: agent, block and goal poses)
+            raw = [np.ravel(np.asarray(raw[k], dtype=np.float64)) for k in sorted(raw)]
+            raw = np.concatenate(raw) if raw else np.zeros(0)
+        state0 = np.asarray(raw, dtype=np.float32)
         init_sha = hashlib.sha256(np.round(state0, 5).tobytes()).hexdigest()[:16]
         instruction = str(getattr(env, "instruction", obs.get("task", "")))
         cam_key = _image_key(env, obs)

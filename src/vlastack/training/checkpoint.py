@@ -11,8 +11,12 @@ Layout of ``<run>/checkpoints/step_000100/``::
     trainer_state.json      step, epoch, sampler position, scheduler, RNG states, flags
     train_weights.safetensors / ema.safetensors   (resume only, when EMA or LoRA is on)
 
-A folder is written under ``.tmp-*`` and renamed, so a crash never leaves half a checkpoint.
-``last`` and ``best`` are symlinks (or one-line pointer files where symlinks fail).
+A folder is written under ``.tmp-*``, its files and the folder fsynced, and renamed, so a crash
+never leaves half a checkpoint under a ``step_*`` name. Re-saving a step swaps the old folder out
+to ``.old-*`` first and pruning renames a folder to ``.trash-*`` before deleting it;
+``recover_checkpoints`` (run on resume) finishes or undoes whatever a kill interrupted and
+re-points a dangling ``last``. ``last`` and ``best`` are symlinks (or one-line pointer files
+where symlinks fail).
 
 A mixture checkpoint (several robots) keeps that layout for its first (default) member and adds
 ``config.json["mixture"]`` = {default, members: [{name, dataset, weight, state_dim, action_dim,
@@ -233,15 +237,37 @@ def save_checkpoint(
                 "extra": resume.extra,
             },
         )
+    for f in tmp.iterdir():
+        _fsync(f)
+    _fsync(tmp)
     if final.exists():
+        # No atomic swap of two folders: between these renames step_N is missing, and
+        # recover_checkpoints puts .old-step_N back.
         old = root / f".old-{final.name}-{os.getpid()}"
         final.rename(old)
         tmp.rename(final)
+        _fsync(root)
         shutil.rmtree(old, ignore_errors=True)
     else:
         tmp.rename(final)
+        _fsync(root)
     set_pointer(root, "last", final.name)
     return final
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file or a folder (its entries: renames) to disk; best effort where unsupported."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if path.is_dir() else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -273,6 +299,7 @@ def set_pointer(root: Path, name: str, target: str) -> None:
     if link.is_dir() and not link.is_symlink():
         shutil.rmtree(link)
     os.replace(tmp, link)
+    _fsync(root)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -311,9 +338,81 @@ def prune_checkpoints(root: str | Path, keep_last: int) -> list[Path]:
     removed = []
     for p in dirs[: max(0, len(dirs) - keep_last)]:
         if p.name not in keep:
-            shutil.rmtree(p)
+            # Renamed away first: a kill mid-delete must not leave a partial step_* folder.
+            trash = root / f".trash-{p.name}-{os.getpid()}"
+            p.rename(trash)
+            shutil.rmtree(trash)
             removed.append(p)
     return removed
+
+
+def is_complete_checkpoint(path: Path, resumable: bool = False) -> bool:
+    """Whether ``path`` holds every file of a checkpoint (and of its resume state), each one
+    parseable (JSON read, safetensors headers opened); no tensor data is read."""
+    try:
+        if int((path / "format_version").read_text().strip()) != FORMAT_VERSION:
+            return False
+        names = ["config.json", "normalization.json"]
+        tensors = ["model.safetensors"]
+        if (path / "embodiment.json").exists():
+            names.append("embodiment.json")
+        if resumable or (path / "trainer_state.json").exists():
+            st = json.loads((path / "trainer_state.json").read_text())
+            tensors.append("optimizer.safetensors")
+            if st.get("has_train_weights"):
+                tensors.append("train_weights.safetensors")
+            if st.get("has_ema"):
+                tensors.append("ema.safetensors")
+        for name in names:
+            json.loads((path / name).read_text())
+        for name in tensors:
+            with safe_open(str(path / name), "pt") as f:
+                f.keys()
+    except Exception:
+        return False
+    return True
+
+
+def recover_checkpoints(root: str | Path) -> Path | None:
+    """Repair what a process killed inside ``save_checkpoint`` / ``prune_checkpoints`` /
+    ``set_pointer`` left in ``root``; return the checkpoint to resume from (``last``), or None.
+
+    A step folder swapped out to ``.old-*`` by an interrupted re-save is put back; left-over
+    ``.old-*`` (superseded), ``.trash-*`` (pruned) and ``.tmp-*`` (never committed) folders and
+    pointer temp files are deleted; an incomplete step folder (left by an older vlastack) is
+    moved aside to ``.incomplete-*``; a ``last`` that is missing, dangling or incomplete is
+    pointed at the newest complete step folder.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    for p in sorted(root.iterdir()):
+        name = p.name
+        if name.startswith(".old-") and p.is_dir():
+            step = name[len(".old-") :].rsplit("-", 1)[0]
+            if not (root / step).exists() and is_complete_checkpoint(p):
+                p.rename(root / step)
+            else:
+                shutil.rmtree(p, ignore_errors=True)
+        elif name.startswith((".trash-", ".tmp-")) and p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        elif name.startswith((".last.tmp-", ".best.tmp-")) and (p.is_symlink() or p.is_file()):
+            p.unlink()
+    for p in list_step_dirs(root):
+        if not is_complete_checkpoint(p):
+            p.rename(root / f".incomplete-{p.name}-{os.getpid()}")
+    _fsync(root)
+    last: Path | None = None
+    with contextlib.suppress(DataError):
+        last = resolve_checkpoint(root / "last")
+    if last is None or last.parent != root.resolve() or not is_complete_checkpoint(last, True):
+        last = None
+        for p in reversed(list_step_dirs(root)):
+            if is_complete_checkpoint(p, resumable=True):
+                set_pointer(root, "last", p.name)
+                last = p.resolve()
+                break
+    return last
 
 
 # ---- reading ------------------------------------------------------------------------------

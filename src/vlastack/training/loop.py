@@ -199,6 +199,11 @@ def _train(
     start_step, epoch, batch_in_epoch = 0, 0, 0
     best_metric, best_path = math.inf, None
     resume_rng = None
+    # A run killed inside a checkpoint save or prune is repaired before anything is read.
+    if cfg.resume and main:
+        checkpoint.recover_checkpoints(ckpt_root)
+    if cfg.resume:
+        distributed.barrier(dist)
     existing = checkpoint.list_step_dirs(ckpt_root)
     if existing and not cfg.resume:
         raise ConfigError(
