@@ -44,8 +44,13 @@ ENV_PLUGIN = """
     from vlastack.envs import ENVS, list_tasks, register_env, register_suite
     from vlastack_test_plugins import fakes
 
-    # a plugin may read the registries while it is imported (no recursion, no deadlock)
+    # a plugin may read the registries while it is imported: plugin loading is not re-entered
+    # (it would import this half-imported module again), nothing recurses or deadlocks
+    from vlastack import plugins
+
+    before = plugins.loaded_plugins()
     assert "metaworld/reach-v3" in ENVS and list_tasks("metaworld/mt10")
+    assert plugins.loaded_plugins() == before, "plugin loading re-entered"
     for task in ("a", "b"):
         register_env(
             f"NAME/{task}",
@@ -118,7 +123,7 @@ def test_a_plugin_that_cannot_be_imported_is_a_clear_config_error(tmp_path, monk
     # a plugin that raises while imported names itself and the error
     broken = _plugin_module(tmp_path, monkeypatch, "raise RuntimeError('boom in NAME')\n")
     monkeypatch.setenv(plugins.ENV_VAR, broken)
-    with pytest.raises(ConfigError, match=f"{broken}.*RuntimeError: boom in {broken}"):
+    with pytest.raises(ConfigError, match=f"{broken}.*RuntimeError: boom in {broken}.*Fix that"):
         "x" in ENVS  # noqa: B015
     # an entry point that fails names the entry point and its group
     monkeypatch.setenv(plugins.ENV_VAR, "")

@@ -63,10 +63,18 @@ def _import_module(name: str, value: str) -> None:
     try:
         _loaded[name] = importlib.import_module(name)
     except Exception as exc:
+        missing = isinstance(exc, ModuleNotFoundError) and (
+            exc.name is None or name == exc.name or name.startswith(exc.name + ".")
+        )
+        fix = (
+            "Make it importable (install its package, or add the folder that holds it to "
+            "PYTHONPATH)"
+            if missing
+            else "Fix that module"
+        )
         err = ConfigError(
             f"cannot import the vlastack plugin module {name!r} named in {ENV_VAR}={value!r} "
-            f"({type(exc).__name__}: {exc}). Make it importable (install its package, or add "
-            f"the folder that holds it to PYTHONPATH) or remove it from {ENV_VAR}."
+            f"({type(exc).__name__}: {exc}). {fix} or remove it from {ENV_VAR}."
         )
         _failed[name] = err
         raise err from exc
