@@ -22,7 +22,6 @@ from __future__ import annotations
 import importlib
 import os
 import threading
-from importlib import metadata
 from types import ModuleType
 from typing import Any
 
@@ -52,6 +51,8 @@ def loaded_plugins() -> list[str]:
 
 
 def _entry_points() -> list[Any]:
+    from importlib import metadata
+
     return list(metadata.entry_points(group=ENTRY_POINT_GROUP))
 
 
