@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,20 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# The tests' fake envs and checkpoint format live in the plugin package tests/vlastack_test_plugins
+# and reach vlastack the way a user's plugin does: VLASTACK_PLUGINS names it, and tests/ is on
+# sys.path here and on PYTHONPATH for worker processes and CLI subprocesses.
+TESTS = Path(__file__).resolve().parent
+TEST_PLUGIN = "vlastack_test_plugins"
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
+_pythonpath = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+if str(TESTS) not in _pythonpath:
+    os.environ["PYTHONPATH"] = os.pathsep.join([*_pythonpath, str(TESTS)])
+_plugins = [p.strip() for p in os.environ.get("VLASTACK_PLUGINS", "").split(",") if p.strip()]
+if TEST_PLUGIN not in _plugins:
+    os.environ["VLASTACK_PLUGINS"] = ",".join([*_plugins, TEST_PLUGIN])
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VLASTACK_SHARED", REPO.parent / "shared"))

@@ -9,8 +9,10 @@ import pytest
 pytest.importorskip("metaworld", reason="Meta-World is in the 'sim' extra")
 
 from vlastack.data.format import DatasetReader  # noqa: E402
+from vlastack.envs import collect as collect_mod  # noqa: E402
 from vlastack.envs.collect import STATE_FILE, attempt_seed, collect  # noqa: E402
 from vlastack.errors import ConfigError  # noqa: E402
+from vlastack_test_plugins.collect_crash import crash_worker_at  # noqa: E402
 
 SMALL = {"image_size": (32, 32), "progress": False}
 
@@ -62,7 +64,7 @@ def test_resume_after_crash_between_save_and_sidecar(tmp_path):
 
 
 def test_crashed_worker_loses_only_its_episode(tmp_path, monkeypatch):
-    monkeypatch.setenv("VLASTACK_COLLECT_CRASH_AT", "metaworld/reach-v3:1")
+    monkeypatch.setattr(collect_mod, "run_episode", crash_worker_at("metaworld/reach-v3:1"))
     out = tmp_path / "ds"
     s = collect("metaworld/reach-v3", out, episodes_per_task=2, workers=2, **SMALL)
     # attempt 1 crashes its worker every time: after retries it is recorded as an error and

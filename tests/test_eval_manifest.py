@@ -9,9 +9,9 @@ import pytest
 
 from vlastack.cli.main import main
 from vlastack.errors import ConfigError
-from vlastack.evaluation import fakes
 from vlastack.evaluation.manifest import checkpoint_fingerprint, evaluate_manifest, load_manifest
 from vlastack.evaluation.rollout import evaluate
+from vlastack_test_plugins import fakes
 
 
 @pytest.fixture()

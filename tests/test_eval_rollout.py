@@ -1,6 +1,6 @@
 """evaluate(): seeds, chunk execution, worker processes, crash retry, embodiment checks, outputs.
 
-Uses the point-reaching fake env and scripted policy from ``vlastack.evaluation.fakes``.
+Uses the point-reaching fake env and scripted policy of the tests' plugin (vlastack_test_plugins).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 
 from vlastack.embodiment import EmbodimentSpec
 from vlastack.errors import ConfigError
-from vlastack.evaluation import fakes
 from vlastack.evaluation.rollout import episode_seed, evaluate, resolve_tasks
+from vlastack_test_plugins import fakes
 
 KW = dict(image_size=(16, 16), progress=False)
 
@@ -219,7 +219,7 @@ def test_bad_arguments_are_config_errors(ckpt, tmp_path):
         evaluate(tmp_path / "nope", "fake/reach-easy", **KW)
     with pytest.raises(ConfigError, match="action_remap"):
         evaluate(ckpt, "fake/reach-easy", action_remap="guess", **KW)
-    with pytest.raises(ConfigError, match="unknown fake"):
+    with pytest.raises(ConfigError, match="unknown environment 'fake/nope'"):
         evaluate(ckpt, "fake/nope", episodes_per_task=1, workers=0, **KW)
 
 

@@ -14,7 +14,7 @@ import torch
 
 from vlastack.embodiment import CameraSpec, EmbodimentSpec, VectorSpec
 from vlastack.errors import ConfigError
-from vlastack.evaluation import fakes
+from vlastack_test_plugins import fakes
 
 ENV = "fake/reach-easy"  # robot "fake_point": camera "top", 4-d state, 2-d delta action
 MEAN = {"point": 50.0, "arm": -50.0}  # action means far apart: which stats un-normalize shows

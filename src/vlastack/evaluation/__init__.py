@@ -3,5 +3,4 @@
 ``rollout.evaluate`` (parallel worker rollouts) → ``metrics`` (success ± Wilson 95% CI, jerk,
 chunk jumps, latency, memory) → results folder (``manifest.json`` from ``manifest``,
 ``episodes.jsonl``, ``summary.json``, ``videos/`` from ``video``) → ``report.build_report`` (HTML).
-``fakes`` holds a tiny env and scripted policy for tests and demos.
 """

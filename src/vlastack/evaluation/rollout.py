@@ -37,6 +37,7 @@ from vlastack.evaluation.metrics import (
     peak_memory_mb,
     summarize,
 )
+from vlastack.policy_formats import load_registered_policy
 
 ACTION_REMAP_MODES = ("strict", "pad")
 MAX_ATTEMPTS = 2  # the first try plus one retry
@@ -55,11 +56,8 @@ PolicyFactory = Callable[[], PolicyLike]
 # Loading environments and policies
 # ---------------------------------------------------------------------------------------------
 def env_module(env_name: str) -> ModuleType:
-    """The module providing ``make_env``/``list_tasks``/``difficulty_of`` for ``env_name``."""
-    if env_name.startswith("fake/"):
-        from vlastack.evaluation import fakes
-
-        return fakes
+    """The module providing ``make_env``/``list_tasks``/``difficulty_of`` for ``env_name``
+    (``vlastack.envs``, whose registry also holds the environments plugins register)."""
     try:
         import vlastack.envs as envs
     except ImportError as exc:
@@ -132,7 +130,8 @@ def load_policy(
     expect_embodiment: EmbodimentSpec | None = None,
     embodiment: str | None = None,
 ) -> PolicyLike:
-    """Load a checkpoint folder as a Policy (a ``fake_policy.json`` folder loads the fake one).
+    """Load a checkpoint folder as a Policy: a folder that a registered checkpoint format claims
+    (``vlastack.policy_formats``, added by plugins) loads with it, any other as a native one.
 
     For a mixture checkpoint, ``embodiment`` names the member to act as; without it the member
     whose embodiment matches ``expect_embodiment`` (the environment's) is chosen, else the first
@@ -143,16 +142,9 @@ def load_policy(
     path = Path(checkpoint)
     if not path.exists():
         raise ConfigError(f"checkpoint {path} does not exist; pass a checkpoint folder")
-    if (path / "fake_policy.json").exists():
-        from vlastack.evaluation.fakes import ScriptedReachPolicy
-        from vlastack.evaluation.fakes import embodiment as fake_embodiment
-
-        if embodiment is not None and embodiment != fake_embodiment().robot_type:
-            raise ConfigError(
-                f"{path} holds the scripted fake policy (robot {fake_embodiment().robot_type!r}), "
-                f"not {embodiment!r}; drop --embodiment"
-            )
-        return ScriptedReachPolicy.from_dir(path)
+    other = load_registered_policy(path, expect_embodiment=expect_embodiment, embodiment=embodiment)
+    if other is not None:
+        return other
     try:
         from vlastack.policy import Policy
     except ImportError as exc:

@@ -1,14 +1,18 @@
-"""A tiny point-reaching environment and a scripted chunking policy, for tests and demos.
+"""A tiny point-reaching environment and a scripted chunking policy, for the tests.
 
-They follow the env and Policy contracts (``make_env``/``list_tasks``/``difficulty_of``;
+They follow the env and Policy contracts (``make_env(name, camera=, image_size=, seed=)``;
 ``infer(obs) -> {"actions": (H, A)}``) without a simulator or a network, so the evaluation
 harness, its worker processes, its crash handling and the report can be exercised anywhere.
-Env names start with ``fake/``; a checkpoint folder holding ``fake_policy.json`` loads as a
-``ScriptedReachPolicy``. ``VLASTACK_FAKE_CRASH`` (JSON) injects failures, see ``_maybe_crash``.
+``register()`` (run when the plugin package ``vlastack_test_plugins`` is imported, which
+``tests/conftest.py`` arranges through ``VLASTACK_PLUGINS``) adds the envs ``fake/...``, the
+suite ``fake/suite`` and the checkpoint format ``fake_scripted``: a folder holding
+``fake_policy.json`` loads as a ``ScriptedReachPolicy``. ``VLASTACK_FAKE_CRASH`` (JSON) injects
+failures, see ``_maybe_crash``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -28,11 +32,12 @@ _TASKS: dict[str, tuple[float, int, str, str]] = {
 }
 SUITES = {"fake/suite": list(_TASKS)}
 SUCCESS_RADIUS = 0.05
+ROBOT_TYPE = "fake_point"
 
 
 def embodiment(image_size: tuple[int, int] = (32, 32), action_dim: int = 2) -> EmbodimentSpec:
     return EmbodimentSpec(
-        robot_type="fake_point",
+        robot_type=ROBOT_TYPE,
         cameras=[CameraSpec("top", image_size[0], image_size[1])],
         state=VectorSpec(["x", "y", "target_x", "target_y"]),
         action=VectorSpec(
@@ -43,18 +48,6 @@ def embodiment(image_size: tuple[int, int] = (32, 32), action_dim: int = 2) -> E
         ),
         control_hz=10.0,
     )
-
-
-def list_tasks(name: str) -> list[str]:
-    if name in SUITES:
-        return list(SUITES[name])
-    if name in _TASKS:
-        return [name]
-    raise ConfigError(f"unknown fake env {name!r}; known: {sorted(_TASKS) + sorted(SUITES)}")
-
-
-def difficulty_of(task: str) -> str:
-    return _TASKS[task][2]
 
 
 def _maybe_crash(seed: int, step: int) -> None:
@@ -204,6 +197,25 @@ class ScriptedReachPolicy:
         return cls(**cfg)
 
 
+def is_fake_checkpoint(path: Path) -> bool:
+    return (Path(path) / "fake_policy.json").exists()
+
+
+def load_fake_checkpoint(
+    path: Path,
+    *,
+    expect_embodiment: EmbodimentSpec | None = None,
+    embodiment: str | None = None,
+) -> ScriptedReachPolicy:
+    """The ``fake_scripted`` checkpoint format's loader (``rollout.load_policy`` calls it)."""
+    if embodiment is not None and embodiment != ROBOT_TYPE:
+        raise ConfigError(
+            f"{path} holds the scripted fake policy (robot {ROBOT_TYPE!r}), not {embodiment!r}; "
+            "drop --embodiment"
+        )
+    return ScriptedReachPolicy.from_dir(path)
+
+
 def write_fake_checkpoint(path: str | Path, **policy_kwargs: Any) -> Path:
     """A checkpoint folder that ``rollout.load_policy`` loads as a ``ScriptedReachPolicy``."""
     path = Path(path)
@@ -212,3 +224,25 @@ def write_fake_checkpoint(path: str | Path, **policy_kwargs: Any) -> Path:
     embodiment().save(path / "embodiment.json")
     (path / "model.safetensors").write_bytes(json.dumps(policy_kwargs).encode())
     return path
+
+
+def register() -> None:
+    """Add the fake envs, their suite and the scripted checkpoint format to vlastack."""
+    from vlastack.envs import register_env, register_suite
+    from vlastack.policy_formats import register_policy_format
+
+    for name, (_, steps, difficulty, _) in _TASKS.items():
+        register_env(
+            name,
+            functools.partial(make_env, name),
+            f"test fake: point reaching, {steps} steps",
+            difficulty=difficulty,
+        )
+    for name, tasks in SUITES.items():
+        register_suite(name, tasks, f"test fake suite: {len(tasks)} point-reaching tasks")
+    register_policy_format(
+        "fake_scripted",
+        is_fake_checkpoint,
+        load_fake_checkpoint,
+        "test fake: a folder with fake_policy.json (ScriptedReachPolicy)",
+    )

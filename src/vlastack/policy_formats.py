@@ -1,0 +1,72 @@
+"""Checkpoint formats other than vlastack's own, registered by plugins.
+
+A format is a ``detect(path) -> bool`` that recognises its checkpoint folder from the files in it
+(cheaply: no weights read) and a ``load(path, *, expect_embodiment=None, embodiment=None)`` that
+returns an object with the policy contract (``reset()``, ``infer(obs) -> {"actions": (H, A)}``,
+optionally ``metadata``). ``evaluation.rollout.load_policy`` (``vlastack eval`` and the suites)
+asks the registered formats first and loads a folder none of them claims as a native vlastack
+checkpoint (``Policy.from_checkpoint``), which stays the default.
+
+This module imports only the registry, so evaluation, serving and the CLI can all use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vlastack.errors import ConfigError
+from vlastack.registry import Entry, Registry
+
+
+@dataclass(frozen=True)
+class PolicyFormat:
+    """How to recognise and load one kind of checkpoint folder."""
+
+    detect: Callable[[Path], bool]
+    load: Callable[..., Any]
+
+
+POLICY_FORMATS: Registry[PolicyFormat] = Registry("checkpoint format")
+
+
+def register_policy_format(
+    name: str,
+    detect: Callable[[Path], bool],
+    load: Callable[..., Any],
+    description: str = "",
+) -> None:
+    """Add a checkpoint format (see the module docstring for ``detect`` and ``load``)."""
+    POLICY_FORMATS.add(name, PolicyFormat(detect, load), description)
+
+
+def detect_policy_format(path: str | Path) -> Entry[PolicyFormat] | None:
+    """The registered format that claims the folder ``path``; None: a native checkpoint (or
+    none at all). Two formats claiming one folder is a ConfigError naming them."""
+    p = Path(path)
+    hits = [e for e in POLICY_FORMATS.entries() if e.obj.detect(p)]
+    if len(hits) > 1:
+        raise ConfigError(
+            f"{p} is claimed by several checkpoint formats ({', '.join(e.name for e in hits)}); "
+            "their plugins' detect() functions overlap: make one of them stricter, or load "
+            "without one of those plugins (VLASTACK_PLUGINS)"
+        )
+    return hits[0] if hits else None
+
+
+def load_registered_policy(path: str | Path, **kw: Any) -> Any | None:
+    """Load ``path`` with the registered format that claims it (``kw``: ``expect_embodiment``,
+    ``embodiment``); None when none does, so the caller loads a native checkpoint."""
+    fmt = detect_policy_format(path)
+    return None if fmt is None else fmt.obj.load(Path(path), **kw)
+
+
+__all__ = [
+    "POLICY_FORMATS",
+    "PolicyFormat",
+    "detect_policy_format",
+    "load_registered_policy",
+    "register_policy_format",
+]
