@@ -46,8 +46,7 @@ def _dataset_contents(root):
         for e in r.episodes
     ]
     frames = {
-        k: [r.decode_frames(k, e.index, range(e.length)) for e in r.episodes]
-        for k in r.camera_keys
+        k: [r.decode_frames(k, e.index, range(e.length)) for e in r.episodes] for k in r.camera_keys
     }
     return r, cols, tasks, eps, frames
 
