@@ -1,4 +1,4 @@
-"""Training real recipes on the LeRobot fixture through the CLI, and the fit checks."""
+"""Training real recipes on the LeRobot fixture: the CLI, exact resume with a data worker, fit checks."""
 
 from __future__ import annotations
 
