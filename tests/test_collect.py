@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 pytest.importorskip("metaworld", reason="Meta-World is in the 'sim' extra")
@@ -36,6 +37,22 @@ def test_collect_two_episodes_in_process(tmp_path):
     assert sum(e.length for e in r.episodes) == s.new_frames > 0
 
 
+def _dataset_contents(root):
+    """Everything a dataset holds, frame by frame: numeric columns, tasks, episode boundaries and
+    metadata, and every camera frame decoded from the videos."""
+    r = DatasetReader(root)
+    cols = {k: r.column(k) for k in ("action", "observation.state", "episode_index", "frame_index")}
+    tasks = [r.task_of(i) for i in range(r.num_frames)]
+    eps = [
+        (e.index, e.length, e.dataset_from_index, e.dataset_to_index, e.tasks, e.extra)
+        for e in r.episodes
+    ]
+    frames = {
+        k: [r.decode_frames(k, e.index, range(e.length)) for e in r.episodes] for k in r.camera_keys
+    }
+    return r, cols, tasks, eps, frames
+
+
 def test_two_workers_give_the_same_episodes_and_resume_adds_no_duplicates(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     collect("metaworld/reach-v3", a, episodes_per_task=2, workers=1, **SMALL)
@@ -45,6 +62,22 @@ def test_two_workers_give_the_same_episodes_and_resume_adds_no_duplicates(tmp_pa
     more = collect("metaworld/reach-v3", b, episodes_per_task=2, workers=2, **SMALL)
     assert more.new_episodes == 1
     assert _records(a)[1] == _records(b)[1]
+    # The written datasets are the same frame by frame (the worker path writes what the
+    # in-process path writes), not just the same (env, attempt, seed) labels.
+    ra, cols_a, tasks_a, eps_a, frames_a = _dataset_contents(a)
+    rb, cols_b, tasks_b, eps_b, frames_b = _dataset_contents(b)
+    assert ra.num_frames == rb.num_frames > 0 and ra.num_episodes == rb.num_episodes == 2
+    assert eps_a == eps_b  # boundaries, lengths, per-episode tasks and extra (seed, attempt, ...)
+    assert tasks_a == tasks_b and ra.tasks == rb.tasks
+    for k in cols_a:  # bitwise: float32 values go through parquet unchanged
+        assert cols_a[k].dtype == cols_b[k].dtype
+        assert np.array_equal(cols_a[k], cols_b[k]), k
+    assert frames_a.keys() == frames_b.keys() and frames_a
+    for k in frames_a:
+        for fa, fb in zip(frames_a[k], frames_b[k], strict=True):
+            assert fa.shape == fb.shape and fa.shape[1:] == (32, 32, 3)
+            # The same pixels encoded by the same encoder decode to the same frames.
+            assert np.array_equal(fa, fb), k
     state = json.loads((b / STATE_FILE).read_text())
     assert state["pending"] is None and len(state["episodes"]) == 2
 

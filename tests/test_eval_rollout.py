@@ -223,14 +223,62 @@ def test_bad_arguments_are_config_errors(ckpt, tmp_path):
         evaluate(ckpt, "fake/nope", episodes_per_task=1, workers=0, **KW)
 
 
-def test_ensembling_needs_the_runtime_or_uses_it(ckpt):
+class _RandomChunkPolicy:
+    """A picklable policy factory output: seeded random (4, 2) chunks, every one recorded."""
+
+    metadata = {"execute_horizon": 4, "embodiment": fakes.embodiment().to_dict()}
+    chunks: list[np.ndarray] = []
+
+    def reset(self):
+        self._rng = np.random.default_rng(5)
+        type(self).chunks.clear()
+
+    def infer(self, obs):
+        chunk = self._rng.uniform(-0.9, 0.9, size=(4, 2)).astype(np.float32)
+        type(self).chunks.append(chunk)
+        return {"actions": chunk}
+
+
+def test_ensembling_needs_the_runtime_or_uses_it(ckpt, monkeypatch):
     try:
         from vlastack.serving.runtime import TemporalEnsembler  # noqa: F401
     except ImportError:
         with pytest.raises(ConfigError, match="ensemble"):
             evaluate(ckpt, "fake/reach-easy", episodes_per_task=1, workers=0, ensemble=True, **KW)
-    else:
-        rec = evaluate(
-            ckpt, "fake/reach-easy", episodes_per_task=1, workers=0, ensemble=True, **KW
-        ).records[0]
-        assert rec.num_chunks == rec.steps  # queried every step
+        return
+    rec = evaluate(
+        ckpt, "fake/reach-easy", episodes_per_task=1, workers=0, ensemble=True, **KW
+    ).records[0]
+    assert rec.num_chunks == rec.steps  # queried every step
+
+    # The executed actions are ACT's temporal ensemble of the recorded chunks: the action for
+    # step t averages every chunk's prediction for t (chunk s predicts t at row t - s), oldest
+    # first, with weights exp(-m * i) normalized to 1, m = 0.01 (ACT, Zhao et al. 2023 §3.5).
+    executed: list[np.ndarray] = []
+    step = fakes.FakeReachEnv.step
+
+    def recording_step(self, action):
+        executed.append(np.array(action, dtype=np.float64, copy=True))
+        return step(self, action)
+
+    monkeypatch.setattr(fakes.FakeReachEnv, "step", recording_step)
+    rec = evaluate(
+        _RandomChunkPolicy,
+        "fake/reach-easy",
+        episodes_per_task=1,
+        workers=0,
+        ensemble=True,
+        max_steps=12,
+        **KW,
+    ).records[0]
+    chunks = _RandomChunkPolicy.chunks
+    assert len(chunks) == len(executed) == rec.steps == 12
+    horizon, m = 4, 0.01
+    for t, got in enumerate(executed):
+        preds = np.stack([chunks[s][t - s] for s in range(max(0, t - horizon + 1), t + 1)])
+        assert len(preds) == min(t + 1, horizon)
+        w = np.exp(-m * np.arange(len(preds)))
+        want = (w / w.sum()) @ preds.astype(np.float64)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6, err_msg=f"step {t}")
+    # not a copy of the newest chunk's first action (what open-loop re-planning would execute)
+    assert not np.allclose(executed[5], chunks[5][0], atol=1e-3)

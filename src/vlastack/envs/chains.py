@@ -78,6 +78,9 @@ class ChainEnv(VlaEnv):
         self.completed = 0
         self._sub_steps = 0
         self._rng = np.random.default_rng(seed)
+        # _next_subtask moves Meta-World's hand start; reset restores it so that an episode
+        # does not depend on the chains run before it (the suite compares policies per seed)
+        self._hand_init_pos = np.array(self.raw.hand_init_pos, dtype=np.float64, copy=True)
 
     @property
     def raw(self) -> Any:
@@ -122,6 +125,7 @@ class ChainEnv(VlaEnv):
         import mujoco
 
         make_context_current(self.raw)
+        self.raw.hand_init_pos = self._hand_init_pos.copy()
         obs, info = self.env.reset(seed=seed)
         # Meta-World moves the goal site after its last physics step, so the first frame would
         # draw the previous episode's goal; a forward pass puts the marker where the goal is.
