@@ -54,7 +54,6 @@ def _checkpoint(root, action_dim=4, camera="corner2"):
     )
 
 
-@pytest.mark.slow  # ~25 s on the 2-core CI machine (Meta-World import, env build, torch)
 def test_real_policy_in_metaworld(tmp_path):
     import av
 

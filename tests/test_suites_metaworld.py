@@ -60,7 +60,6 @@ def tiny_checkpoint(tmp_path_factory):
     return root, res.last_checkpoint
 
 
-@pytest.mark.slow
 def test_stress_suite_reports_drops_on_paired_seeds(tiny_checkpoint):
     from vlastack.evaluation.report import load_run
     from vlastack.evaluation.suites import stress
@@ -91,7 +90,6 @@ def test_stress_suite_reports_drops_on_paired_seeds(tiny_checkpoint):
     assert load_run(root / "stress").summary["per_condition"]
 
 
-@pytest.mark.slow
 def test_chain_suite_vla_and_modular(tiny_checkpoint):
     from vlastack.evaluation.suites import chain
 
@@ -143,7 +141,6 @@ def test_chain_suite_vla_and_modular(tiny_checkpoint):
     assert t["modular"]["perception"]["goal_error_m_median"] < 0.05
 
 
-@pytest.mark.slow
 def test_transfer_suite_zero_shot_and_finetune(tiny_checkpoint):
     from vlastack.evaluation.suites import transfer
 

@@ -34,7 +34,7 @@ def run(cmd: list[str], out: Path) -> dict:
 
 
 @pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not on PATH")
-@pytest.mark.parametrize("mode", ["ddp", pytest.param("fsdp", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
 def test_two_ranks_match_one_process(tmp_path: Path, mode: str) -> None:
     cfg = apply_overrides(
         TrainConfig(log="none", progress=False), [*ARGS, f"--out_dir={tmp_path}/one"]
