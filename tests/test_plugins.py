@@ -25,6 +25,23 @@ from vlastack_test_plugins import fakes
 SRC = Path(__file__).resolve().parents[1] / "src" / "vlastack"
 
 
+@pytest.fixture(autouse=True)
+def _registries_as_they_were():
+    """What a test's plugin registers is gone after it: later tests (``vlastack list``'s
+    descriptions, the env names it prints) see the registries as the session left them."""
+    import vlastack.envs as envs_pkg
+    from vlastack.policy_formats import POLICY_FORMATS
+
+    saved = [
+        (d, dict(d))
+        for d in (ENVS._entries, POLICY_FORMATS._entries, envs_pkg._SUITES, envs_pkg._DIFFICULTY)
+    ]
+    yield
+    for d, before in saved:
+        d.clear()
+        d.update(before)
+
+
 def _plugin_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> str:
     """Write a uniquely named plugin module under tmp_path, importable; return its name."""
     name = f"vlastack_tmp_plugin_{uuid.uuid4().hex[:10]}"
@@ -96,7 +113,9 @@ def test_an_entry_point_plugin_is_loaded(tmp_path, monkeypatch):
         from vlastack.envs import register_env
         from vlastack_test_plugins import fakes
 
-        register_env("NAME/ep", lambda **kw: fakes.FakeReachEnv("fake/reach-far", **kw))
+        register_env(
+            "NAME/ep", lambda **kw: fakes.FakeReachEnv("fake/reach-far", **kw), "an entry-point env"
+        )
         """,
     )
     ep = EntryPoint(name="tmp", value=name, group=plugins.ENTRY_POINT_GROUP)
