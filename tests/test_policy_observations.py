@@ -275,3 +275,22 @@ def test_eval_checkpoint_on_aloha_acts_as_the_in_process_policy(
         }
         expected = infer(local, lerobot)[:4]
         np.testing.assert_allclose(executed[4 * k : 4 * k + 4], expected, **TOL)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_a_read_only_frame_is_copied_not_aliased(dtype) -> None:
+    """Frames the server unpacks are read-only views of the request bytes: the image tensor is a
+    copy (no aliasing, no torch warning about non-writable arrays)."""
+    import warnings
+
+    from vlastack.policy import image_to_chw_float
+
+    frame = (np.arange(3 * 4 * 5) % 7).reshape(3, 4, 5).astype(dtype)
+    frame.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t = image_to_chw_float(frame, "cam", (4, 5))
+    scale = 255.0 if dtype == np.uint8 else 1.0
+    np.testing.assert_allclose(t.numpy(), frame.astype(np.float32) / scale)
+    t.add_(1.0)  # the tensor owns its memory: the frame stays as it was
+    np.testing.assert_array_equal(frame, (np.arange(3 * 4 * 5) % 7).reshape(3, 4, 5).astype(dtype))

@@ -65,10 +65,12 @@ def image_to_chw_float(img: Any, name: str, size: tuple[int, int]) -> torch.Tens
         raise ObservationError(
             f"observation {name!r}: expected 3 colour channels first or last, got shape {arr.shape}"
         )
+    # torch.tensor copies: a frame the server unpacked is a read-only view of the request's
+    # bytes, and the tensor must neither alias nor warn about it
     if arr.dtype == np.uint8:
-        t = torch.from_numpy(np.ascontiguousarray(arr)).float().div_(255.0)
+        t = torch.tensor(arr, dtype=torch.float32).div_(255.0)
     elif np.issubdtype(arr.dtype, np.floating):
-        t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+        t = torch.tensor(arr, dtype=torch.float32)
     else:
         raise ObservationError(
             f"observation {name!r}: expected uint8 (0-255) or float (0-1) pixels, got {arr.dtype}"
