@@ -189,7 +189,7 @@ class Policy:
                 f"missing {missing[:5]}, unexpected {unexpected[:5]}"
             )
         if ckpt.config.get("quantization"):
-            from vlastack.export.quantize import apply_quantization
+            from vlastack.models.quantize import apply_quantization
 
             model = apply_quantization(model, ckpt.config["quantization"])
         extra = ckpt.config.get("recipe_extra", {}) or {}
