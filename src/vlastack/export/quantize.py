@@ -18,9 +18,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from vlastack.errors import ConfigError, DataError
+from vlastack.models.bitlinear import BitLinear
 from vlastack.models.quantize import (
     DEFAULT_PARTS,
     INT8_BACKENDS,
@@ -28,9 +30,8 @@ from vlastack.models.quantize import (
     METHODS,
     PARTS,
     Int8Linear,
-    _bitlinear_storage_,
-    _part_modules,
     apply_quantization,
+    check_parts,
     fake_quantize_int8_,
     int8_per_channel,
     is_int8_linear,
@@ -43,6 +44,17 @@ from vlastack.models.quantize import (
 QUANT_FORMAT_VERSION = 1  # of the config.json "quantization" section
 
 # ---- checkpoints -------------------------------------------------------------------------------
+
+
+def _bitlinear_storage_(model: nn.Module) -> int:
+    """Replace every BitLinear weight by its exact storage form (``ternary_storage_weight``)."""
+    count = 0
+    for mod in model.modules():
+        if isinstance(mod, BitLinear):
+            with torch.no_grad():
+                mod.weight.copy_(ternary_storage_weight(mod.weight))
+            count += 1
+    return count
 
 
 def _load_vla(path: str | Path) -> tuple[Any, nn.Module]:
@@ -90,7 +102,7 @@ def quantize_checkpoint(
     if method not in METHODS:
         raise ConfigError(f"quantization method {method!r} unknown; choose one of {METHODS}")
     chosen = list(parts) if parts is not None else list(DEFAULT_PARTS[method])
-    _part_modules(nn.Module(), chosen)  # validates names
+    check_parts(chosen)
     dst = Path(dst)
     if dst.exists() and not overwrite:
         raise ConfigError(f"{dst} already exists; pass another --out folder or overwrite=True")
@@ -194,6 +206,7 @@ __all__ = [
     "QUANT_FORMAT_VERSION",
     "Int8Linear",
     "apply_quantization",
+    "check_parts",
     "fake_quantize_int8_",
     "int8_per_channel",
     "is_int8_linear",

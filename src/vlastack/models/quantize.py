@@ -185,12 +185,18 @@ def _swap_linears(
     return count
 
 
-def _part_modules(model: nn.Module, parts: Iterable[str]) -> list[tuple[nn.Module, str]]:
-    """(parent, attribute) pairs for the chosen parts; a bare module is its own single part."""
+def check_parts(parts: Iterable[str]) -> list[str]:
+    """``parts`` as a list; a ConfigError names any that is not one of ``PARTS``."""
     parts = list(parts)
     bad = [p for p in parts if p not in PARTS]
     if bad:
         raise ConfigError(f"quantization parts {bad} unknown; choose from {list(PARTS)}")
+    return parts
+
+
+def _part_modules(model: nn.Module, parts: Iterable[str]) -> list[tuple[nn.Module, str]]:
+    """(parent, attribute) pairs for the chosen parts; a bare module is its own single part."""
+    parts = check_parts(parts)
     out = []
     for p in parts:
         for attr in _PART_ATTRS[p]:
@@ -291,16 +297,6 @@ def ternarize_model(model: nn.Module, parts: Iterable[str] | None = None) -> nn.
     return model.eval()
 
 
-def _bitlinear_storage_(model: nn.Module) -> int:
-    count = 0
-    for mod in model.modules():
-        if isinstance(mod, BitLinear):
-            with torch.no_grad():
-                mod.weight.copy_(ternary_storage_weight(mod.weight))
-            count += 1
-    return count
-
-
 # ---- loading a quantized checkpoint -----------------------------------------------------------
 
 
@@ -335,6 +331,7 @@ __all__ = [
     "PARTS",
     "Int8Linear",
     "apply_quantization",
+    "check_parts",
     "fake_quantize_int8_",
     "int8_per_channel",
     "is_int8_linear",

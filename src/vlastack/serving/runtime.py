@@ -40,7 +40,8 @@ class GuidedChunkPolicy(Protocol):
     ``prev_actions`` (L, A) are the not-yet-executed actions of the previous chunk, aligned so that
     ``prev_actions[0]`` is the action for the observation's tick (unnormalized, as the robot sees
     them: the policy normalizes them like its outputs). The first ``inference_delay`` of them will
-    execute while this call runs. Implementations call ``guided_flow_sample`` with their velocity.
+    execute while this call runs. Implementations sample with ``functional.rtc`` (a flow head's
+    ``sample_actions_guided``, or ``guided_flow_sample`` over their velocity).
     """
 
     def infer_guided(self, obs: dict, prev_actions: np.ndarray, inference_delay: int) -> dict: ...
