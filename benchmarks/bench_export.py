@@ -68,14 +68,9 @@ class OrtHead(nn.Module):
 
 def bench_head(head: str, tmp: Path, iters: int, rss: bool) -> list[dict[str, Any]]:
     from vlastack.data.normalization import Normalizer
+    from vlastack.export.comparison import memory_delta_mb, parameter_bytes, ternary_packed_bytes
     from vlastack.export.onnx import example_context, export_model_heads
-    from vlastack.export.quantize import (
-        load_policy,
-        memory_delta_mb,
-        parameter_bytes,
-        quantize_checkpoint,
-        ternary_packed_bytes,
-    )
+    from vlastack.export.quantize import load_policy, quantize_checkpoint
     from vlastack.models.vla import build_vla
     from vlastack.recipes import get_recipe
     from vlastack.training.checkpoint import save_checkpoint
@@ -174,7 +169,8 @@ def accuracy_rows(
     from vlastack.data.dataset import WindowedDataset, make_dataloader, split_episodes
     from vlastack.data.format import DatasetReader
     from vlastack.data.normalization import Normalizer
-    from vlastack.export.quantize import compare, quantize_checkpoint
+    from vlastack.export.comparison import compare
+    from vlastack.export.quantize import quantize_checkpoint
     from vlastack.models.vla import build_vla
     from vlastack.recipes import get_recipe
     from vlastack.training.checkpoint import save_checkpoint

@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlastack.serving.runtime import SimClock, SimExecutor, make_runtime, simulate
+from vlastack.serving.runtime import make_runtime
+from vlastack.serving.simulate import SimClock, SimExecutor, simulate
 from vlastack.serving.toy import FlowTrackingPolicy
 
 
@@ -101,7 +102,7 @@ def run_sim(args: argparse.Namespace) -> None:
 
     from vlastack.envs import make_env
     from vlastack.policy import Policy
-    from vlastack.serving.runtime import simulate_env
+    from vlastack.serving.simulate import simulate_env
 
     torch.set_num_threads(args.threads)
     policy = Policy.from_checkpoint(args.checkpoint)

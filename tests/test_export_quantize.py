@@ -13,12 +13,12 @@ from torch import nn
 
 from _export_tiny import tiny_config, tiny_obs, write_tiny_checkpoint
 from vlastack.errors import ConfigError
+from vlastack.export.comparison import parameter_bytes
 from vlastack.export.quantize import (
     Int8Linear,
     int8_per_channel,
     is_int8_linear,
     load_policy,
-    parameter_bytes,
     quantization_info,
     quantize_checkpoint,
     quantize_dynamic_int8,
@@ -144,7 +144,7 @@ def test_quantize_checkpoint_refuses_bad_input(tmp_path):
 
 def test_compare_on_a_dataset(tmp_path, lerobot_fixture):
     from vlastack.data.format import DatasetReader
-    from vlastack.export.quantize import compare
+    from vlastack.export.comparison import compare
 
     stats = DatasetReader(lerobot_fixture).stats
     src = write_tiny_checkpoint(tmp_path / "run", "l1", stats=stats)
@@ -163,7 +163,7 @@ def test_compare_on_a_dataset(tmp_path, lerobot_fixture):
 
 
 def test_peak_rss_runs_in_a_fresh_process(tmp_path):
-    from vlastack.export.quantize import memory_delta_mb
+    from vlastack.export.comparison import memory_delta_mb
 
     ck = write_tiny_checkpoint(tmp_path / "run", "l1")
     mem = memory_delta_mb(ck, tiny_obs(), repeats=1)
@@ -177,8 +177,8 @@ def test_simulator_success_of_a_quantized_checkpoint(tmp_path, monkeypatch):
     recorded: the int8 policy must act like the fp32 one within int8's rounding (per-channel
     weights carry ~0.4% relative error), yet not identically (the int8 kernels did run)."""
     from _export_tiny import tiny_stats
-    from vlastack.export import quantize as quantize_mod
-    from vlastack.export.quantize import _sim_success
+    from vlastack.export import comparison as quantize_mod
+    from vlastack.export.comparison import _sim_success
 
     stats = tiny_stats(4)
     stats["action"] = {k: v[:2] for k, v in stats["action"].items()}

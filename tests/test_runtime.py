@@ -10,16 +10,15 @@ import pytest
 import torch
 
 from vlastack.errors import ConfigError
+from vlastack.functional.rtc import guidance_weight, prefix_weights
 from vlastack.serving.runtime import (
     AGGREGATES,
     ActionQueue,
     TemporalEnsembler,
-    guidance_weight,
     guided_flow_sample,
     make_runtime,
-    prefix_weights,
-    simulate,
 )
+from vlastack.serving.simulate import simulate
 from vlastack.serving.toy import FlowTrackingPolicy, GaussianVelocity, smooth_cov
 
 
@@ -225,7 +224,7 @@ def test_simulate_harness_counts_missed_ticks():
 
 
 def test_simulate_virtual_time_is_exact_and_rtc_is_smoother():
-    from vlastack.serving.runtime import SimClock, SimExecutor
+    from vlastack.serving.simulate import SimClock, SimExecutor
 
     hz, H = 20.0, 20
 

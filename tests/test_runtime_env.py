@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from vlastack.serving.runtime import SimClock, SimExecutor, make_runtime, simulate_env
+from vlastack.serving.runtime import make_runtime
+from vlastack.serving.simulate import SimClock, SimExecutor, simulate_env
 
 
 class PointEnv:

@@ -12,7 +12,8 @@ from vlastack.data.normalization import Normalizer
 from vlastack.errors import ConfigError
 from vlastack.models.vla import build_vla
 from vlastack.policy import ObservationError, Policy
-from vlastack.serving.runtime import SimClock, SimExecutor, make_runtime
+from vlastack.serving.runtime import make_runtime
+from vlastack.serving.simulate import SimClock, SimExecutor
 
 HORIZON = 8
 

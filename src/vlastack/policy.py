@@ -191,7 +191,7 @@ class Policy:
                 f"missing {missing[:5]}, unexpected {unexpected[:5]}"
             )
         if ckpt.config.get("quantization"):
-            from vlastack.export.quantize import apply_quantization
+            from vlastack.models.quantize import apply_quantization
 
             model = apply_quantization(model, ckpt.config["quantization"])
         extra = ckpt.config.get("recipe_extra", {}) or {}
@@ -418,7 +418,7 @@ class Policy:
         in robot units with ``prev_actions[0]`` aligned to this observation's tick. The first
         ``inference_delay`` of them execute while this call runs (weight 1), the rest are a soft
         target decaying to 0 at L (``prefix_weights``). Same return as ``infer``."""
-        from vlastack.serving.runtime import prefix_weights
+        from vlastack.functional.rtc import prefix_weights
 
         if not self.supports_guided_sampling:
             head = getattr(self.model, "head", None)

@@ -36,7 +36,7 @@ def run_quantize(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from vlastack.export.quantize import compare
+    from vlastack.export.comparison import compare
 
     res = compare(
         args.reference,

@@ -26,6 +26,7 @@ from vlastack.functional.flow_matching import (
     target_velocity,
 )
 from vlastack.functional.noise import randn
+from vlastack.functional.rtc import guided_euler_sample
 from vlastack.models.action_heads._blocks import (
     KV,
     MLP,
@@ -277,34 +278,22 @@ class FlowMatchingHead(ActionHead):
         """Real-time chunking guided sampling (Black, Galliker, Levine 2506.07339, REFERENCE §3.6).
 
         ``prev_actions`` (B, H, A): the previous chunk's leftover aligned to this chunk's steps;
-        ``weights`` (H,) or (B, H): 1 on the frozen prefix, decaying to 0 (soft mask). Written in
-        the openpi convention τ (1 = noise); with kinetix time s = 1 − τ the rule is
-        Â = x − τ·v, g = (∂Â/∂x)ᵀ[(Y − Â)·W], w = min(((1−s)/s)·(s² + (1−s)²)/(1−s)², β),
-        and the guided openpi velocity is v − w·g. One VJP per step.
+        ``weights`` (H,) or (B, H): 1 on the frozen prefix, decaying to 0 (soft mask, e.g.
+        ``functional.rtc.prefix_weights``). The Euler steps with one VJP each are
+        ``functional.rtc.guided_euler_sample`` over this head's velocity and cached prefix.
         """
         cache = self.prefix_cache(context, context_mask, state)
-        n = num_steps or self.num_steps
         x = noise if noise is not None else self._noise(context.shape[0], context.device, generator)
         W = weights.to(x.dtype)
         W = (W[None] if W.dim() == 1 else W)[..., None]
-        dt = -1.0 / n
-        for k in range(n):
-            tau = 1.0 + k * dt
-            t = torch.full((x.shape[0],), tau, device=x.device, dtype=x.dtype)
-            with torch.enable_grad():
-                xg = x.detach().requires_grad_(True)
-                v = self.velocity(xg, t, cache)
-                a_hat = xg - tau * v
-                err = (prev_actions - a_hat) * W
-                (g,) = torch.autograd.grad(a_hat, xg, grad_outputs=err.detach())
-            s = 1.0 - tau
-            if s <= 0.0:
-                w = max_guidance_weight
-            else:
-                r2_inv = (s * s + (1 - s) ** 2) / (1 - s) ** 2
-                w = min((1 - s) / s * r2_inv, max_guidance_weight)
-            x = (x + dt * (v.detach() - w * g)).detach()
-        return x
+        return guided_euler_sample(
+            lambda x_t, t: self.velocity(x_t, t, cache),
+            x,
+            prev_actions,
+            W,
+            num_steps or self.num_steps,
+            max_guidance_weight,
+        )
 
 
 def build(cfg=None, *, context_dim: int, action_dim: int, action_horizon: int) -> FlowMatchingHead:
