@@ -226,8 +226,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from vlastack.data.format import DatasetReader
     from vlastack.data.normalization import check_stats_match
+    from vlastack.data.reader import DatasetReader
     from vlastack.data.stats import compute_stats, stats_to_json
 
     reader = DatasetReader(args.path)

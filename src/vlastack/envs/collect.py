@@ -231,7 +231,8 @@ def collect(
     ``keep_failures``; a task stops after ``ceil(max_attempts_factor * episodes_per_task)``
     attempts. Re-running on an existing ``out`` resumes. Returns per-task statistics.
     """
-    from vlastack.data.format import DatasetWriter, Feature
+    from vlastack.data.layout import Feature
+    from vlastack.data.writer import DatasetWriter
     from vlastack.envs import list_tasks, make_env
 
     if episodes_per_task < 1:
@@ -340,7 +341,7 @@ def _reconcile_pending(state: _State, writer: Any) -> None:
 def _num_episodes(root: Path, writer: Any) -> int:
     n = getattr(writer, "num_episodes", None)
     if n is None:
-        from vlastack.data.format import DatasetReader
+        from vlastack.data.reader import DatasetReader
 
         n = DatasetReader(root).num_episodes
     return int(n)
