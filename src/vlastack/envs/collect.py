@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from vlastack import atomic
 from vlastack.errors import ConfigError, DataError
 
 STATE_FILE = "meta/collect_state.json"
@@ -174,9 +175,7 @@ class _State:
             "episodes": self.episodes,
             "pending": self.pending,
         }
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(d, indent=1))
-        tmp.replace(self.path)
+        atomic.write_text(self.path, json.dumps(d, indent=1))
 
     @classmethod
     def load(cls, root: Path, settings: dict[str, Any]) -> _State:
