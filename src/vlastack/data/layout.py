@@ -156,6 +156,7 @@ def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
 
 
 def json_bytes(obj: Any) -> bytes:
+    """A meta/*.json file's bytes as LeRobot writes them (indent 4, final newline)."""
     return (json.dumps(obj, indent=4) + "\n").encode()
 
 
@@ -209,6 +210,9 @@ def next_file(chunk: int, file: int, chunks_size: int) -> tuple[int, int]:
     return chunk, file
 
 
+# ---------------------------------------------------------------------------------------------
+# Metadata: meta/info.json and the meta/episodes rows
+# ---------------------------------------------------------------------------------------------
 def read_info(root: Path) -> dict[str, Any]:
     path = root / "meta" / "info.json"
     try:
