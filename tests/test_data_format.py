@@ -254,7 +254,7 @@ CRASH_SCRIPT = textwrap.dedent(
     import os, signal, sys
     import numpy as np
     sys.path.insert(0, {src!r}); sys.path.insert(0, {tests!r})
-    import vlastack.data.format as F
+    import vlastack.data.writer as F
     from test_data_format import features, write_episodes, grey, WRIST, FRONT
     root, mode, k = sys.argv[1], sys.argv[2], int(sys.argv[3])
     w = F.DatasetWriter.create(root, fps=10, features=features())

@@ -75,7 +75,7 @@ HELPER = textwrap.dedent(
     import os, pathlib, shutil, signal, sys, warnings, json
     sys.path.insert(0, {src!r}); sys.path.insert(0, {tests!r})
     warnings.simplefilter("ignore")
-    import vlastack.data.format as F
+    import vlastack.data.writer as F
     from test_data_format_kill import BASE, NEXT, add_episode, create, frames
     out = pathlib.Path(sys.argv[1])
 

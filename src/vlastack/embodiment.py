@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from vlastack import atomic
 from vlastack.errors import DataError
 
 FORMAT_VERSION = 1
@@ -120,10 +121,7 @@ class EmbodimentSpec:
         return spec
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        tmp.replace(path)
+        atomic.write_text(path, json.dumps(self.to_dict(), indent=2))
 
     @classmethod
     def load(cls, path: str | Path) -> EmbodimentSpec:

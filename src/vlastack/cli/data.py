@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from vlastack import atomic
+
 
 def _keys(value: str | None) -> list[str] | None:
     """'a,b' -> ['a', 'b']; 'none' -> [] (no images); unset -> None (auto-detect)."""
@@ -226,8 +228,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from vlastack.data.format import DatasetReader
     from vlastack.data.normalization import check_stats_match
+    from vlastack.data.reader import DatasetReader
     from vlastack.data.stats import compute_stats, stats_to_json
 
     reader = DatasetReader(args.path)
@@ -237,9 +239,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     )
     if args.write:
         path = Path(args.path) / "meta" / "stats.json"
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(stats_to_json(stats), indent=4))
-        tmp.replace(path)
+        atomic.write_text(path, json.dumps(stats_to_json(stats), indent=4))
     if args.json:
         print(
             json.dumps({"stats": stats_to_json(stats), "differences": diffs, "written": args.write})

@@ -22,7 +22,7 @@ def collect_chunks(
     """Normalized (N, H, A) action windows of a dataset and the (q01, q99) used."""
     import numpy as np
 
-    from vlastack.data.format import DatasetReader
+    from vlastack.data.reader import DatasetReader
     from vlastack.errors import DataError
 
     reader = DatasetReader(root, verify_videos=False)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from vlastack.data.format import DatasetReader
+from vlastack.data.reader import DatasetReader
 from vlastack.errors import DataError
 
 

@@ -76,7 +76,7 @@ def _episodes_str(eps: list[int], limit: int = 8) -> str:
 
 
 def _open(path: str | Path) -> Any:
-    from vlastack.data.format import DatasetReader
+    from vlastack.data.reader import DatasetReader
 
     return DatasetReader(path)
 

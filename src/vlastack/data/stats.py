@@ -15,19 +15,46 @@ exact_quantiles=True)`` gives the exact global quantiles of the non-image featur
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import numpy as np
 
 from vlastack.errors import DataError
 
-if TYPE_CHECKING:
-    from vlastack.data.format import DatasetReader
-
 QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}
 STAT_NAMES = ("min", "max", "mean", "std", "count", *QUANTILES)
 
 Stats = dict[str, np.ndarray]
+
+
+class _Feature(Protocol):
+    @property
+    def dtype(self) -> str: ...
+
+
+class _Episode(Protocol):
+    @property
+    def length(self) -> int: ...
+    @property
+    def dataset_from_index(self) -> int: ...
+    @property
+    def dataset_to_index(self) -> int: ...
+
+
+class FrameSource(Protocol):
+    """What ``compute_stats`` reads a dataset through (``DatasetReader`` is one); a protocol, so
+    that this module needs no import of the reader, which imports it."""
+
+    @property
+    def num_episodes(self) -> int: ...
+    @property
+    def features(self) -> Mapping[str, _Feature]: ...
+    def episode(self, i: int) -> _Episode: ...
+    def column(self, key: str) -> np.ndarray: ...
+    def decode_frames(
+        self, camera_key: str, episode_index: int, frame_indices: Any
+    ) -> np.ndarray: ...
 
 
 def num_image_samples(length: int, lo: int = 100, hi: int = 10_000, power: float = 0.75) -> int:
@@ -166,7 +193,7 @@ def stats_from_json(d: dict[str, dict[str, Any]], source: str = "stats") -> dict
 
 
 def compute_episode_stats(
-    reader: DatasetReader, episode_index: int, keys: list[str] | None = None
+    reader: FrameSource, episode_index: int, keys: list[str] | None = None
 ) -> dict[str, Stats]:
     """Recompute one episode's stats from its stored frames (images from a frame subsample)."""
     ep = reader.episode(episode_index)
@@ -186,7 +213,7 @@ def compute_episode_stats(
 
 
 def compute_stats(
-    reader: DatasetReader, keys: list[str] | None = None, exact_quantiles: bool = False
+    reader: FrameSource, keys: list[str] | None = None, exact_quantiles: bool = False
 ) -> dict[str, Stats]:
     """Recompute the dataset stats from the stored data (per episode, then aggregated).
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from vlastack import atomic
 from vlastack.errors import ConfigError, DataError
 
 STATE_FILE = "meta/collect_state.json"
@@ -174,9 +175,7 @@ class _State:
             "episodes": self.episodes,
             "pending": self.pending,
         }
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(d, indent=1))
-        tmp.replace(self.path)
+        atomic.write_text(self.path, json.dumps(d, indent=1))
 
     @classmethod
     def load(cls, root: Path, settings: dict[str, Any]) -> _State:
@@ -231,7 +230,8 @@ def collect(
     ``keep_failures``; a task stops after ``ceil(max_attempts_factor * episodes_per_task)``
     attempts. Re-running on an existing ``out`` resumes. Returns per-task statistics.
     """
-    from vlastack.data.format import DatasetWriter, Feature
+    from vlastack.data.layout import Feature
+    from vlastack.data.writer import DatasetWriter
     from vlastack.envs import list_tasks, make_env
 
     if episodes_per_task < 1:
@@ -340,7 +340,7 @@ def _reconcile_pending(state: _State, writer: Any) -> None:
 def _num_episodes(root: Path, writer: Any) -> int:
     n = getattr(writer, "num_episodes", None)
     if n is None:
-        from vlastack.data.format import DatasetReader
+        from vlastack.data.reader import DatasetReader
 
         n = DatasetReader(root).num_episodes
     return int(n)

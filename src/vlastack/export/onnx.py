@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vlastack import atomic
 from vlastack.errors import ConfigError, MissingExtraError
 
 CONTINUOUS_HEADS = ("flow_matching", "diffusion", "l1", "mlp", "act")
@@ -388,8 +388,7 @@ def _quiet() -> Iterator[None]:
 def export_graph(graph: ExportedGraph, path: str | Path, opset: int = DEFAULT_OPSET) -> Path:
     """Trace ``graph`` to ``path`` (written under a temporary name, then renamed)."""
     path = Path(path)
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    with _quiet(), torch.no_grad():
+    with atomic.replacing(path) as tmp, _quiet(), torch.no_grad():
         torch.onnx.export(
             graph.module,
             graph.inputs,
@@ -401,7 +400,6 @@ def export_graph(graph: ExportedGraph, path: str | Path, opset: int = DEFAULT_OP
             do_constant_folding=True,
             dynamo=False,
         )
-    os.replace(tmp, path)
     return path
 
 
@@ -529,9 +527,7 @@ def export_model_heads(
                     f"(> atol {atol}); the export is not faithful for this model"
                 )
         manifest["graphs"][graph.name] = entry
-    tmp = out / f".tmp-manifest-{os.getpid()}.json"
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, out / "manifest.json")
+    atomic.write_text(out / "manifest.json", json.dumps(manifest, indent=2))
     return manifest
 
 
@@ -556,10 +552,8 @@ def export_onnx(
     manifest["checkpoint"] = str(ckpt.path)
     manifest["quantization"] = info
     out = Path(out_dir)
-    (out / "normalization.json").write_text(json.dumps(ckpt.normalization, indent=2))
-    tmp = out / f".tmp-manifest-{os.getpid()}.json"
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, out / "manifest.json")
+    atomic.write_text(out / "normalization.json", json.dumps(ckpt.normalization, indent=2))
+    atomic.write_text(out / "manifest.json", json.dumps(manifest, indent=2))
     return manifest
 
 

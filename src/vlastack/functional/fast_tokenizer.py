@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from vlastack import atomic
 from vlastack.errors import ConfigError, DataError, require
 
 CONFIG_NAME = "fast_config.json"
@@ -239,10 +239,7 @@ class FastTokenizer:
             (TOKENIZER_NAME, self.bpe.to_str(pretty=True)),
             (CONFIG_NAME, json.dumps(self.config_dict(), indent=2)),
         ):
-            fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{name}.")
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.replace(tmp, d / name)
+            atomic.write_text(d / name, text)
         return d
 
     @classmethod

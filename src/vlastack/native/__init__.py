@@ -29,12 +29,13 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from vlastack import atomic
 
 log = logging.getLogger(__name__)
 
@@ -102,22 +103,16 @@ def _build() -> Path:
     out = _cache_dir() / f"vlkernels-{key.hexdigest()[:16]}.so"
     if out.exists():
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out.stem, suffix=".tmp.so", dir=out.parent)
-    os.close(fd)
-    try:
+    # atomic: another process may have built the same file meanwhile
+    with atomic.replacing(out) as tmp:
         proc = subprocess.run(
-            [cc, *flags, str(_SRC), "-o", tmp, "-lm"],
+            [cc, *flags, str(_SRC), "-o", str(tmp), "-lm"],
             capture_output=True,
             text=True,
             timeout=300,
         )
         if proc.returncode != 0:
             raise RuntimeError(f"{cc} failed on {_SRC.name}: {proc.stderr.strip()[-2000:]}")
-        os.replace(tmp, out)  # atomic: another process may have built the same file meanwhile
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return out
 
 

@@ -42,6 +42,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from vlastack.atomic import fsync_dir, fsync_file
 from vlastack.embodiment import EmbodimentSpec
 from vlastack.errors import DataError
 
@@ -238,36 +239,21 @@ def save_checkpoint(
             },
         )
     for f in tmp.iterdir():
-        _fsync(f)
-    _fsync(tmp)
+        fsync_file(f)
+    fsync_dir(tmp)
     if final.exists():
         # No atomic swap of two folders: between these renames step_N is missing, and
         # recover_checkpoints puts .old-step_N back.
         old = root / f".old-{final.name}-{os.getpid()}"
         final.rename(old)
         tmp.rename(final)
-        _fsync(root)
+        fsync_dir(root)
         shutil.rmtree(old, ignore_errors=True)
     else:
         tmp.rename(final)
-        _fsync(root)
+        fsync_dir(root)
     set_pointer(root, "last", final.name)
     return final
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file or a folder (its entries: renames) to disk; best effort where unsupported."""
-    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if path.is_dir() else 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -299,7 +285,7 @@ def set_pointer(root: Path, name: str, target: str) -> None:
     if link.is_dir() and not link.is_symlink():
         shutil.rmtree(link)
     os.replace(tmp, link)
-    _fsync(root)
+    fsync_dir(root)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -401,7 +387,7 @@ def recover_checkpoints(root: str | Path) -> Path | None:
     for p in list_step_dirs(root):
         if not is_complete_checkpoint(p):
             p.rename(root / f".incomplete-{p.name}-{os.getpid()}")
-    _fsync(root)
+    fsync_dir(root)
     last: Path | None = None
     with contextlib.suppress(DataError):
         last = resolve_checkpoint(root / "last")

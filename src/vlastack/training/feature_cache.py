@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from vlastack.data.dataset import WindowedDataset
-from vlastack.data.format import DatasetReader
+from vlastack.data.reader import DatasetReader
 from vlastack.models.vla import IMAGE_FEATURES_KEY
 
 

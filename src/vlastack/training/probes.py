@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from vlastack import atomic
+
 Batch = dict[str, Any]
 
 
@@ -167,10 +169,8 @@ def plot_open_loop(
         axes[-1][c].set_xlabel("frame", fontsize=8)
     axes[0][0].legend(fontsize=7, loc="best")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=80)
-    tmp.replace(path)
+    with atomic.replacing(path) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
     return fig
 
 

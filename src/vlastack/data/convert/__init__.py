@@ -148,7 +148,8 @@ def write_dataset(
     """Write ``episodes`` as a vlastack LeRobot-v3 dataset at ``dst``; returns ``dst``."""
     from tqdm.auto import tqdm
 
-    from vlastack.data.format import DatasetWriter, Feature
+    from vlastack.data.layout import Feature
+    from vlastack.data.writer import DatasetWriter
 
     dst = prepare_destination(dst, overwrite)
     # The format needs a task per frame; sources without language get the robot's name.
