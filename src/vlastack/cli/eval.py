@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from vlastack.errors import ConfigError
-    from vlastack.evaluation.manifest import evaluate_manifest
+    from vlastack.evaluation.reproduce import evaluate_manifest
     from vlastack.evaluation.rollout import evaluate
 
     if args.manifest:

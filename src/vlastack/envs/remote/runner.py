@@ -325,7 +325,14 @@ def evaluate_remote(
     """
     from vlastack.evaluation.manifest import build_manifest
     from vlastack.evaluation.metrics import EpisodeRecord, summarize
-    from vlastack.evaluation.rollout import EvalResults, _write_atomic
+    from vlastack.evaluation.results import (
+        EvalResults,
+        initial_states,
+        resolved_horizons,
+        run_timing,
+        start_results_folder,
+        write_results_folder,
+    )
     from vlastack.serving.server import ServerThread
 
     spec = _sim_spec(sim)
@@ -383,8 +390,7 @@ def evaluate_remote(
         }
     )
     if out:
-        _write_atomic(out / "manifest.json", json.dumps(manifest, indent=2))
-        (out / "episodes.jsonl").write_text("")
+        start_results_folder(out, manifest)
 
     t0 = time.perf_counter()
     server = ServerThread(pol, host="127.0.0.1", port=0)
@@ -437,14 +443,9 @@ def evaluate_remote(
     tasks = list(dict.fromkeys(r.task for r in records))
     manifest["protocol"]["tasks"] = tasks
     manifest["protocol"]["seeds"] = {t: [r.seed for r in records if r.task == t] for t in tasks}
-    manifest["initial_states"] = {
-        f"{r.task}#{r.episode}": r.initial_state_sha for r in records if r.initial_state_sha
-    }
-    manifest["protocol"]["execute_horizon_resolved"] = sorted(
-        {str(r.extra.get("execute_horizon")) for r in records if r.extra}
-    )
+    manifest["initial_states"] = initial_states(records)
+    manifest["protocol"]["execute_horizon_resolved"] = resolved_horizons(records)
     summary = summarize(records, baseline_condition=condition)
-    steps = sum(r.steps for r in records if r.status != "error")
     summary["run"] = {
         "label": label or (Path(checkpoint).name if checkpoint else type(pol).__name__),
         "kind": "eval",
@@ -453,21 +454,9 @@ def evaluate_remote(
         "condition": condition,
         "remote": True,
     }
-    summary["timing"] = {
-        "wall_s": wall_s,
-        "workers": 1,
-        "env_steps": steps,
-        "steps_per_s": steps / wall_s if wall_s > 0 else None,
-        "env_s": sum(r.extra.get("env_s", 0.0) for r in records),
-        "policy_s": sum(r.extra.get("policy_s", 0.0) for r in records),
-        "client_exit_code": rc,
-    }
+    summary["timing"] = {**run_timing(records, wall_s, workers=1), "client_exit_code": rc}
     if out:
-        _write_atomic(out / "manifest.json", json.dumps(manifest, indent=2))
-        _write_atomic(
-            out / "episodes.jsonl", "".join(json.dumps(r.to_dict()) + "\n" for r in records)
-        )
-        _write_atomic(out / "summary.json", json.dumps(summary, indent=2))
+        write_results_folder(out, manifest, records, summary)
     tmp_ctx.cleanup()
     return EvalResults(records, summary, manifest, out, extra={"client_log_tail": tail})
 
