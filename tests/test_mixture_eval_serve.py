@@ -281,7 +281,8 @@ def _aloha() -> EmbodimentSpec:
 
 
 def test_remote_sim_acts_as_the_member_with_the_clients_sizes(tmp_path: Path, caplog) -> None:
-    from vlastack.envs.remote.runner import SIMS, _as_policy, member_for_sim
+    from vlastack.envs.remote.runner import SIMS
+    from vlastack.evaluation.remote import _as_policy, member_for_sim
     from vlastack.evaluation.rollout import mixture_members
     from vlastack.serving.toy import style_dims
 

@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         if args.env.split("/")[0] in REMOTE_FAMILIES:
             # These simulators pin their own MuJoCo: they run in their own venv and reach the
             # policy over the policy-server protocol (vlastack.envs.remote).
-            from vlastack.envs.remote.runner import evaluate_remote
+            from vlastack.evaluation.remote import evaluate_remote
 
             policy: Any = args.checkpoint
             if args.embodiment is not None:
