@@ -9,7 +9,7 @@ with ``summary.json`` (``metrics.summarize`` plus ``run`` and ``timing``).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,15 +43,20 @@ def write_results_folder(
     manifest: dict[str, Any],
     records: Sequence[EpisodeRecord],
     summary: dict[str, Any],
+    *,
+    json_default: Callable[[Any], Any] | None = None,
 ) -> None:
-    """Write the finished run: manifest, every episode in order, summary."""
-    write_text(out / "manifest.json", json.dumps(manifest, indent=2))
+    """Write the finished run: manifest, every episode in order, summary. ``json_default``
+    (``json.dumps``'s ``default``) turns values JSON lacks into ones it has (the suites: ``str``)."""
+    write_text(out / "manifest.json", json.dumps(manifest, indent=2, default=json_default))
     write_text(out / "episodes.jsonl", "".join(json.dumps(r.to_dict()) + "\n" for r in records))
-    write_summary(out, summary)
+    write_summary(out, summary, json_default=json_default)
 
 
-def write_summary(out: Path, summary: dict[str, Any]) -> None:
-    write_text(out / "summary.json", json.dumps(summary, indent=2))
+def write_summary(
+    out: Path, summary: dict[str, Any], *, json_default: Callable[[Any], Any] | None = None
+) -> None:
+    write_text(out / "summary.json", json.dumps(summary, indent=2, default=json_default))
 
 
 def initial_states(records: Sequence[EpisodeRecord]) -> dict[str, str]:
