@@ -157,6 +157,17 @@ def test_venv_commands_pin_the_simulator() -> None:
         runner.sim_venv_commands("robocasa", "/tmp/v")
 
 
+def test_runner_cli_makes_venvs_and_hands_evaluation_to_the_evaluation_layer(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``python -m vlastack.envs.remote.runner`` keeps every flag: the venv ones run here, the
+    evaluation ones go to ``vlastack.evaluation.remote`` (which checks the simulator name)."""
+    assert runner.main(["--print-venv-commands", "aloha", "--venv", "/tmp/v"]) == 0
+    assert "gym-aloha==0.1.5" in capsys.readouterr().out
+    assert runner.main(["--sim", "aloha/transfer-cube", "--toy"]) == 2
+    assert "Did you mean 'aloha/transfer_cube'" in capsys.readouterr().err
+
+
 def test_pad_to_square_centres_like_resize_with_pad() -> None:
     img = np.full((168, 224, 3), 7, np.uint8)
     out, top, left = pad_to_square(img, 224)
