@@ -21,6 +21,7 @@ from pathlib import Path
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 from vlastack.envs.remote import runner  # noqa: E402
+from vlastack.evaluation.remote import evaluate_remote  # noqa: E402
 
 SIM_ALONE = r"""
 import json, sys, time
@@ -76,7 +77,7 @@ def _in_venv(code: str, venv: str, *argv: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = subprocess.run(
             [str(runner.venv_python(venv)), "-c", code, *argv],
-            env=runner._client_env(Path(tmp)),
+            env=runner.client_env(Path(tmp)),
             capture_output=True,
             text=True,
             check=True,
@@ -92,7 +93,7 @@ def remote(steps: int, execute_horizon: int, venv: str) -> dict[str, float]:
     from vlastack.serving.toy import ToyPolicy
 
     t0 = time.perf_counter()
-    res = runner.evaluate_remote(
+    res = evaluate_remote(
         ToyPolicy("aloha", action_horizon=50),
         "aloha/transfer_cube",
         episodes=1,

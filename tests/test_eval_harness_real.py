@@ -114,7 +114,7 @@ def test_real_episodes_are_real(inline):
 
 
 def test_rerun_from_the_written_manifest_reproduces_every_episode(inline, tmp_path):
-    from vlastack.evaluation.manifest import evaluate_manifest
+    from vlastack.evaluation.reproduce import evaluate_manifest
 
     out = inline.out_dir
     again = evaluate_manifest(out / "manifest.json", out_dir=tmp_path / "b", progress=False)

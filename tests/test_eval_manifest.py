@@ -9,7 +9,8 @@ import pytest
 
 from vlastack.cli.main import main
 from vlastack.errors import ConfigError
-from vlastack.evaluation.manifest import checkpoint_fingerprint, evaluate_manifest, load_manifest
+from vlastack.evaluation.manifest import checkpoint_fingerprint, load_manifest
+from vlastack.evaluation.reproduce import evaluate_manifest
 from vlastack.evaluation.rollout import evaluate
 from vlastack_test_plugins import fakes
 

@@ -187,7 +187,7 @@ def test_forced_member_is_checked_against_the_env(ckpt: Path) -> None:
 
 
 def test_manifest_rerun_keeps_a_forced_member(ckpt: Path, tmp_path: Path) -> None:
-    from vlastack.evaluation.manifest import evaluate_manifest
+    from vlastack.evaluation.reproduce import evaluate_manifest
     from vlastack.evaluation.rollout import evaluate
 
     kw = dict(episodes_per_task=1, workers=0, max_steps=3, image_size=(32, 32), progress=False)
@@ -281,7 +281,8 @@ def _aloha() -> EmbodimentSpec:
 
 
 def test_remote_sim_acts_as_the_member_with_the_clients_sizes(tmp_path: Path, caplog) -> None:
-    from vlastack.envs.remote.runner import SIMS, _as_policy, member_for_sim
+    from vlastack.envs.remote.runner import SIMS
+    from vlastack.evaluation.remote import _as_policy, member_for_sim
     from vlastack.evaluation.rollout import mixture_members
     from vlastack.serving.toy import style_dims
 

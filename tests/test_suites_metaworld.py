@@ -12,7 +12,7 @@ pytest.importorskip("metaworld", reason="needs the sim extra (Meta-World)")
 
 def test_sawyer7_expert_succeeds_and_native_actions_fail():
     from vlastack.envs import make_env
-    from vlastack.evaluation.suites import register_env_names
+    from vlastack.experiments import register_env_names
 
     register_env_names(["sawyer7/reach-v3"])
     env = make_env("sawyer7/reach-v3", image_size=(32, 32))
@@ -62,7 +62,7 @@ def tiny_checkpoint(tmp_path_factory):
 
 def test_stress_suite_reports_drops_on_paired_seeds(tiny_checkpoint):
     from vlastack.evaluation.report import load_run
-    from vlastack.evaluation.suites import stress
+    from vlastack.experiments import stress
 
     root, ckpt = tiny_checkpoint
     s = stress(
@@ -91,7 +91,7 @@ def test_stress_suite_reports_drops_on_paired_seeds(tiny_checkpoint):
 
 
 def test_chain_suite_vla_and_modular(tiny_checkpoint):
-    from vlastack.evaluation.suites import chain
+    from vlastack.experiments import chain
 
     root, ckpt = tiny_checkpoint
     per_subtask = 100
@@ -142,7 +142,7 @@ def test_chain_suite_vla_and_modular(tiny_checkpoint):
 
 
 def test_transfer_suite_zero_shot_and_finetune(tiny_checkpoint):
-    from vlastack.evaluation.suites import transfer
+    from vlastack.experiments import transfer
 
     root, ckpt = tiny_checkpoint
     s = transfer(

@@ -9,7 +9,7 @@ import pytest
 
 from vlastack.errors import ConfigError
 from vlastack.evaluation.metrics import EpisodeRecord
-from vlastack.evaluation.suites import DEFAULT_HEADS, head_kwargs, write_results
+from vlastack.experiments import DEFAULT_HEADS, head_kwargs, write_results
 
 
 def test_every_default_head_builds_with_shared_size():
@@ -79,7 +79,7 @@ def test_results_folder_is_read_by_the_report(tmp_path):
 
 
 def test_unknown_stress_condition_and_head_are_config_errors(tmp_path):
-    from vlastack.evaluation.suites import heads, stress
+    from vlastack.experiments import heads, stress
 
     with pytest.raises(ConfigError, match="lighting_dark"):
         stress(tmp_path, "metaworld/reach-v3", conditions=["fog"], out_dir=tmp_path / "o")
@@ -88,7 +88,7 @@ def test_unknown_stress_condition_and_head_are_config_errors(tmp_path):
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path):
-    from vlastack.evaluation.suites import ensure_dataset
+    from vlastack.experiments import ensure_dataset
 
     with pytest.raises(ConfigError, match="meta/info.json"):
         ensure_dataset(
@@ -106,7 +106,7 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
 def test_several_envs_share_one_collected_dataset(tmp_path):
     """``--env a,b`` (heads suite): one dataset holding every env's demonstrations."""
     from vlastack.data.format import DatasetReader
-    from vlastack.evaluation.suites import ensure_dataset, split_envs
+    from vlastack.experiments import ensure_dataset, split_envs
 
     assert split_envs(" metaworld/reach-v3 , metaworld/mt10") == [
         "metaworld/reach-v3",

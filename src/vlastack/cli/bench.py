@@ -2,7 +2,7 @@
 command each, and a per-stage latency profile of a checkpoint.
 
 Each writes results folders that ``vlastack report DIR...`` renders (see
-``vlastack.evaluation.suites`` for what each suite measures and how).
+``vlastack.experiments`` for what each suite measures and how).
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def _done(paths: list[str]) -> None:
 
 
 def run_heads(args: argparse.Namespace) -> int:
-    from vlastack.evaluation.suites import heads
+    from vlastack.experiments import heads
 
     table = heads(
         args.env,
@@ -141,7 +141,7 @@ def run_heads(args: argparse.Namespace) -> int:
 
 
 def run_stress(args: argparse.Namespace) -> int:
-    from vlastack.evaluation.suites import stress
+    from vlastack.experiments import stress
 
     stress(
         args.checkpoint,
@@ -161,7 +161,7 @@ def run_stress(args: argparse.Namespace) -> int:
 
 
 def run_transfer(args: argparse.Namespace) -> int:
-    from vlastack.evaluation.suites import transfer
+    from vlastack.experiments import transfer
 
     s = transfer(
         args.task,
@@ -192,7 +192,7 @@ def run_transfer(args: argparse.Namespace) -> int:
 def run_chain(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from vlastack.evaluation.suites import chain
+    from vlastack.experiments import chain
 
     table = chain(
         args.checkpoint,

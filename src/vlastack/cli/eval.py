@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from vlastack.errors import ConfigError
-    from vlastack.evaluation.manifest import evaluate_manifest
+    from vlastack.evaluation.reproduce import evaluate_manifest
     from vlastack.evaluation.rollout import evaluate
 
     if args.manifest:
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         if args.env.split("/")[0] in REMOTE_FAMILIES:
             # These simulators pin their own MuJoCo: they run in their own venv and reach the
             # policy over the policy-server protocol (vlastack.envs.remote).
-            from vlastack.envs.remote.runner import evaluate_remote
+            from vlastack.evaluation.remote import evaluate_remote
 
             policy: Any = args.checkpoint
             if args.embodiment is not None:

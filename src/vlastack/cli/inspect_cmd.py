@@ -17,7 +17,8 @@ from typing import Any
 
 from vlastack.errors import ConfigError
 
-# What a checkpoint folder holds (training/checkpoint.py), for error messages.
+# What a checkpoint folder holds (training/checkpoint.py writes it, checkpoints.py reads it), for
+# error messages.
 CHECKPOINT_FILES = (
     "model.safetensors (weights), config.json (recipe, model, train), normalization.json "
     "(stats), embodiment.json (robot), format_version"
@@ -65,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _resolve(path: str | Path) -> Path:
     """The checkpoint folder, or a ConfigError saying what is missing and what belongs there."""
+    from vlastack.checkpoints import resolve_checkpoint
     from vlastack.errors import DataError
-    from vlastack.training.checkpoint import resolve_checkpoint
 
     p = Path(path)
     if not p.exists():
@@ -346,10 +347,10 @@ def _member(
 
 def describe_checkpoint(path: str | Path, embodiment: str | None = None) -> dict[str, Any]:
     """Everything ``vlastack inspect`` prints, as one JSON-serialisable dict."""
+    from vlastack.checkpoints import FORMAT_VERSION, STEP_PREFIX, Checkpoint
     from vlastack.errors import DataError
     from vlastack.models.vla import VLAConfig
     from vlastack.policy import UnknownEmbodimentError
-    from vlastack.training.checkpoint import FORMAT_VERSION, STEP_PREFIX, Checkpoint
 
     p = _resolve(path)
     raw_version = (p / "format_version").read_text().strip()

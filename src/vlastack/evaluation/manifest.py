@@ -3,7 +3,8 @@
 Users' top complaint is "success lower than the paper" from undocumented protocol details
 (how much of each chunk is executed, seeds, init states, camera, resolution, checkpoint). The
 manifest records all of them plus the software versions and the checkpoint's sha256;
-``evaluate_manifest`` re-runs one and checks that the initial states came out the same.
+``evaluation.reproduce.evaluate_manifest`` re-runs one and checks that the initial states came
+out the same.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import json
 import os
 import platform
 import subprocess
-import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from vlastack.errors import ConfigError
+from vlastack.evaluation.loading import difficulty
 
 MANIFEST_FORMAT_VERSION = 1
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".onnx", ".npz")
@@ -116,9 +117,7 @@ def build_manifest(
     video_episodes_per_task: int,
     seeds: dict[str, list[int]],
 ) -> dict[str, Any]:
-    """The manifest of an evaluation about to run with ``spec`` (a rollout.RunSpec)."""
-    from vlastack.evaluation.rollout import difficulty
-
+    """The manifest of an evaluation about to run with ``spec`` (an ``episode.RunSpec``)."""
     if spec.checkpoint is not None:
         policy: dict[str, Any] = checkpoint_fingerprint(spec.checkpoint)
     else:
@@ -175,87 +174,3 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
             f"{path}: manifest format {m['format_version']} is newer; upgrade vlastack"
         )
     return m
-
-
-def evaluate_manifest(
-    manifest_path: str | Path,
-    *,
-    out_dir: str | Path | None = None,
-    checkpoint: str | Path | None = None,
-    workers: int | None = None,
-    progress: bool = True,
-) -> Any:
-    """Re-run the protocol of a manifest exactly; the results' summary gains a ``reproduction``
-    block comparing the checkpoint hash, versions and initial-state fingerprints."""
-    from vlastack.evaluation.rollout import evaluate
-
-    m = load_manifest(manifest_path)
-    p = m["protocol"]
-    ckpt = checkpoint or (m.get("checkpoint") or {}).get("path")
-    if not ckpt:
-        raise ConfigError(
-            f"{manifest_path}: the run used an in-memory policy factory; pass the checkpoint "
-            "explicitly (vlastack eval CHECKPOINT --manifest FILE)"
-        )
-    if not Path(ckpt).exists():
-        raise ConfigError(
-            f"{manifest_path}: checkpoint.path {ckpt} does not exist here; pass it explicitly "
-            "(vlastack eval CHECKPOINT --manifest FILE)"
-        )
-    expected_sha = (m.get("checkpoint") or {}).get("weights_sha256")
-    actual_sha = checkpoint_fingerprint(ckpt)["weights_sha256"]
-    if expected_sha and expected_sha != actual_sha:
-        warnings.warn(
-            f"checkpoint {ckpt} has weights sha256 {actual_sha[:12]}…, the manifest recorded "
-            f"{expected_sha[:12]}…: this is not the same checkpoint",
-            stacklevel=2,
-        )
-    results = evaluate(
-        str(ckpt),
-        p["env"],
-        tasks=p["tasks"],
-        seeds={t: list(s) for t, s in p["seeds"].items()},
-        episodes_per_task=int(p["episodes_per_task"]),
-        seed=int(p["seed"]),
-        workers=int(workers if workers is not None else m.get("workers", 1)),
-        execute_horizon=p.get("execute_horizon"),
-        ensemble=bool(p.get("ensemble", False)),
-        max_steps=p.get("max_steps"),
-        image_size=tuple(p["image_size"]),
-        camera=p.get("camera"),
-        video_episodes_per_task=int(p.get("video_episodes_per_task", 0)),
-        action_remap=p.get("action_remap", "strict"),
-        clip_actions=bool(p.get("clip_actions", True)),
-        condition=p.get("condition", "default"),
-        out_dir=out_dir,
-        progress=progress,
-        video_fps=float(p.get("video_fps", 20.0)),
-        embodiment=p.get("embodiment"),  # a member forced with --embodiment (mixtures)
-    )
-    old = m.get("initial_states", {})
-    new = results.manifest.get("initial_states", {})
-    mismatched = sorted(k for k in old if k in new and old[k] != new[k])
-    versions_now = package_versions()
-    changed = {
-        k: [v, versions_now.get(k)]
-        for k, v in (m.get("versions") or {}).items()
-        if versions_now.get(k) != v
-    }
-    results.summary["reproduction"] = {
-        "manifest": str(manifest_path),
-        "checkpoint_sha_matches": expected_sha is None or expected_sha == actual_sha,
-        "initial_states_compared": len([k for k in old if k in new]),
-        "initial_states_mismatched": mismatched,
-        "versions_changed": changed,
-    }
-    if mismatched:
-        warnings.warn(
-            f"{len(mismatched)} episode(s) started from different initial states than in the "
-            f"manifest (e.g. {mismatched[0]}); the simulator version or seeding differs",
-            stacklevel=2,
-        )
-    if results.out_dir:
-        tmp = results.out_dir / ".summary.json.tmp"
-        tmp.write_text(json.dumps(results.summary, indent=2))
-        tmp.replace(results.out_dir / "summary.json")
-    return results

