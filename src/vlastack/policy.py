@@ -174,7 +174,7 @@ class Policy:
         the one matching ``expect_embodiment``, else the first member, with a log line)."""
         from vlastack.data.normalization import Normalizer
         from vlastack.models.vla import VLAConfig, build_vla
-        from vlastack.training.checkpoint import load_checkpoint
+        from vlastack.checkpoints import load_checkpoint
 
         ckpt = load_checkpoint(path, expect_embodiment=expect_embodiment)
         model_d = ckpt.config.get("model")

@@ -60,7 +60,7 @@ def _bitlinear_storage_(model: nn.Module) -> int:
 def _load_vla(path: str | Path) -> tuple[Any, nn.Module]:
     """(Checkpoint, VLA with its weights) — the same strict check as ``Policy.from_checkpoint``."""
     from vlastack.models.vla import VLAConfig, build_vla
-    from vlastack.training.checkpoint import load_checkpoint
+    from vlastack.checkpoints import load_checkpoint
 
     ckpt = load_checkpoint(path)
     model_d = ckpt.config.get("model")
@@ -176,7 +176,7 @@ def ternarize_checkpoint(
 
 def quantization_info(path: str | Path) -> dict[str, Any] | None:
     """The ``quantization`` section of a checkpoint's config.json (None for full precision)."""
-    from vlastack.training.checkpoint import resolve_checkpoint
+    from vlastack.checkpoints import resolve_checkpoint
 
     p = resolve_checkpoint(path) / "config.json"
     try:
