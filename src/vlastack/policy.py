@@ -172,9 +172,9 @@ class Policy:
         """Load a checkpoint folder. For a checkpoint trained on a mixture of robots,
         ``embodiment`` names the robot to act as (a member name or its robot_type; default:
         the one matching ``expect_embodiment``, else the first member, with a log line)."""
+        from vlastack.checkpoints import load_checkpoint
         from vlastack.data.normalization import Normalizer
         from vlastack.models.vla import VLAConfig, build_vla
-        from vlastack.checkpoints import load_checkpoint
 
         ckpt = load_checkpoint(path, expect_embodiment=expect_embodiment)
         model_d = ckpt.config.get("model")

@@ -59,8 +59,8 @@ def _bitlinear_storage_(model: nn.Module) -> int:
 
 def _load_vla(path: str | Path) -> tuple[Any, nn.Module]:
     """(Checkpoint, VLA with its weights) — the same strict check as ``Policy.from_checkpoint``."""
-    from vlastack.models.vla import VLAConfig, build_vla
     from vlastack.checkpoints import load_checkpoint
+    from vlastack.models.vla import VLAConfig, build_vla
 
     ckpt = load_checkpoint(path)
     model_d = ckpt.config.get("model")
