@@ -1,9 +1,19 @@
-"""Building what the loop trains on from a recipe and ``--data``: datasets, normalizers, the
-model sized for the data's embodiment, and the held-out windows."""
+"""Building what the loop trains on from a recipe and ``--data``: one way, for one dataset or
+several (as Octo and π0 train on several robots).
+
+Each dataset is read and checked to fit the recipe on its own (cameras, language, state,
+horizons), split into training and held-out episodes, windowed, and normalized with its own
+stats; the model is built for the datasets' merged embodiment (largest state/action, the union
+of cameras). The members are then put together: several become one padded ``DatasetMixture``
+validated per member in each robot's units (``val/<name>/...``); a mixture of one is that
+dataset itself, so its checkpoint stays a single-robot checkpoint (its own normalization.json,
+no ``mixture`` in config.json, ``val/action_mse``).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,227 +26,219 @@ from vlastack.training.fit_checks import check_action_range, check_recipe_fits
 from vlastack.training.parts import Batch, TrainingParts, ValSet
 
 
+@dataclass
+class Member:
+    """One dataset of ``--data``, fitted to the recipe (``train`` / ``val`` set by ``add_windows``)."""
+
+    name: str
+    spec: DataSpec
+    reader: Any  # data.format.DatasetReader
+    embodiment: EmbodimentSpec
+    train: Any = None  # training windows (or their cached vision features)
+    val: Any = None  # held-out windows; None when no episode is held out
+    normalizer: Any = None  # data.normalization.Normalizer from this dataset's stats
+    held_out_episodes: int = 0
+
+    @property
+    def stats_path(self) -> str:
+        return str(self.reader.root / "meta" / "stats.json")
+
+
 def build_parts(cfg: TrainConfig) -> TrainingParts:
-    """Dataset, normalizer and model from ``cfg.recipe`` and ``cfg.data``, checked to fit."""
+    """Datasets, normalizers and model from ``cfg.recipe`` and ``cfg.data``, checked to fit."""
     if not cfg.recipe:
         raise ConfigError("no recipe given; run `vlastack list recipes` and pass one by name")
     if not cfg.data:
         raise ConfigError("no dataset given; pass --data PATH (a vlastack / LeRobot v3 dataset)")
+    from vlastack.data.dataset import collate
+    from vlastack.models.vla import build_vla
+    from vlastack.recipes import get_recipe
+
     specs = parse_data(cfg.data)
-    if len(specs) > 1:
-        return build_mixture_parts(cfg, specs)
-    from vlastack.data.dataset import WindowedDataset, collate, split_episodes
-    from vlastack.data.format import DatasetReader
-    from vlastack.data.normalization import Normalizer
-    from vlastack.models.vla import build_vla
-    from vlastack.recipes import get_recipe
-
-    root = Path(specs[0].path)
-    reader = DatasetReader(root)
-    emb = reader.embodiment or embodiment_from_features(reader)
-    recipe = get_recipe(cfg.recipe, **cfg.model)
-    vla_cfg = fit_model_config(recipe.model, emb)
-    check_recipe_fits(cfg.recipe, vla_cfg, reader, emb)
-    train_eps, val_eps = split_episodes(reader.num_episodes, cfg.val_fraction, cfg.seed)
-    image_keys = [f"observation.images.{c}" for c in vla_cfg.cameras]
-    windows = dict(
-        obs_horizon=vla_cfg.obs_horizon,
-        action_horizon=vla_cfg.action_horizon,
-        image_keys=image_keys,
-        image_size=tuple(vla_cfg.image_size) if image_keys else None,
-    )
-    train_ds = WindowedDataset(reader, episodes=train_eps, **windows)  # type: ignore[arg-type]
-    val_ds = WindowedDataset(reader, episodes=val_eps, **windows) if val_eps else None  # type: ignore[arg-type]
-    normalizer = Normalizer(
-        reader.stats, recipe.normalization, source=str(root / "meta" / "stats.json")
-    )
-    model = build_vla(vla_cfg)
-    check_action_range(model, recipe.normalization, reader.stats, str(root / "meta" / "stats.json"))
-    if cfg.cache_vision_features and cfg.lora is None and model.vision is not None:
-        from vlastack.training.feature_cache import cached_datasets, can_cache
-
-        if "vision" in cfg.freeze:
-            model.vision.requires_grad_(False)
-        if can_cache(model):
-            print("vision encoder is frozen: encoding every frame once (cache_vision_features)")
-            both = cached_datasets(
-                model, [train_ds] + ([val_ds] if val_ds is not None else []), progress=cfg.progress
-            )
-            train_ds, val_ds = both[0], (both[1] if val_ds is not None else None)  # type: ignore[assignment]
-    return TrainingParts(
-        model=model,
-        train_dataset=train_ds,
-        val_dataset=val_ds,
-        normalizer=normalizer,
-        embodiment=emb,
-        model_config=vla_cfg.to_dict(),
-        collate_fn=collate,
-        tasks=list(reader.tasks),
-        action_names=list(emb.action.names),
-        uses_language=vla_cfg.language != "none",
-        recipe_extra=dict(recipe.extra),
-    )
-
-
-def build_mixture_parts(cfg: TrainConfig, specs: list[DataSpec]) -> TrainingParts:
-    """Several datasets (robots) in one training stream (data/mixture.py, as Octo and π0 do).
-
-    Each member must fit the recipe on its own (cameras, language, state, horizons) and is
-    normalized with its own stats; the model gets the largest state/action size and the union
-    of cameras (by name; a member lacking one gets zero images). Sampling: explicit weights are
-    each member's share of the samples; without them every window is equally likely (shares
-    proportional to size, like concatenating the datasets). Held-out episodes are split per
-    member and validated per member in that robot's units.
-    """
-    from functools import partial
-
-    from torch.utils.data import ConcatDataset
-
-    from vlastack.data.dataset import WindowedDataset, collate, split_episodes
-    from vlastack.data.format import DatasetReader
-    from vlastack.data.mixture import DatasetMixture, MixtureNormalizer, PaddedView
-    from vlastack.data.normalization import Normalizer
-    from vlastack.models.vla import build_vla
-    from vlastack.recipes import get_recipe
-
     recipe = get_recipe(cfg.recipe, **cfg.model)
     names = member_names([s.path for s in specs])
-    readers, embs = [], []
-    for spec in specs:
-        reader = DatasetReader(Path(spec.path))
-        emb = reader.embodiment or embodiment_from_features(reader)
-        try:
-            own = fit_model_config(recipe.model, emb)
-        except ConfigError as exc:
-            raise ConfigError(f"{reader.root}: {exc}") from None
-        check_recipe_fits(cfg.recipe, own, reader, emb)
-        readers.append(reader)
-        embs.append(emb)
+    members = [read_member(cfg.recipe, recipe.model, n, s) for n, s in zip(names, specs)]
     h, w = (int(x) for x in recipe.model.image_size)
-    merged, resized = merge_embodiments(embs, (h, w))
+    merged, resized = merge_embodiments([m.embodiment for m in members], (h, w))
     if resized:
         print(
             f"mixture: cameras differ in size ({', '.join(resized)}); every image is resized "
             f"to the recipe's {h}x{w} (set --model.image_size=H,W to choose)"
         )
     vla_cfg = fit_model_config(recipe.model, merged)
-    all_keys = [f"observation.images.{c}" for c in vla_cfg.cameras]
-    trains: list[Any] = []
-    vals: list[Any] = []
-    normalizers = []
-    for reader in readers:
-        keys = [k for k in all_keys if k in reader.camera_keys]
-        windows: dict[str, Any] = dict(
-            obs_horizon=vla_cfg.obs_horizon,
-            action_horizon=vla_cfg.action_horizon,
-            image_keys=keys,
-            image_size=tuple(vla_cfg.image_size) if keys else None,
+    for m in members:
+        add_windows(m, cfg, vla_cfg, recipe.normalization)
+    model = build_vla(vla_cfg)
+    for m in members:
+        check_action_range(model, recipe.normalization, m.reader.stats, m.stats_path)
+    if cfg.cache_vision_features and cfg.lora is None and model.vision is not None:
+        cache_vision_features(cfg, model, members, vla_cfg.cameras)
+    parts = TrainingParts(
+        model=model,
+        train_dataset=members[0].train,
+        val_dataset=members[0].val,
+        normalizer=members[0].normalizer,
+        embodiment=members[0].embodiment,
+        model_config=vla_cfg.to_dict(),
+        collate_fn=collate,
+        tasks=list(members[0].reader.tasks),
+        action_names=list(merged.action.names),
+        uses_language=vla_cfg.language != "none",
+        recipe_extra=dict(recipe.extra),
+    )
+    # A mixture of one is that dataset: unpadded, its own normalizer, one held-out set.
+    return parts if len(members) == 1 else as_mixture(parts, members, vla_cfg, cfg.seed)
+
+
+def read_member(recipe_name: str, model_cfg: Any, name: str, spec: DataSpec) -> Member:
+    """Open one dataset and check that the recipe, sized for it alone, can learn from it."""
+    from vlastack.data.format import DatasetReader
+
+    reader = DatasetReader(Path(spec.path))
+    emb = reader.embodiment or embodiment_from_features(reader)
+    try:
+        own = fit_model_config(model_cfg, emb)
+    except ConfigError as exc:
+        raise ConfigError(f"{reader.root}: {exc}") from None
+    check_recipe_fits(recipe_name, own, reader, emb)
+    return Member(name, spec, reader, emb)
+
+
+def add_windows(m: Member, cfg: TrainConfig, vla_cfg: Any, modes: dict[str, str]) -> None:
+    """The member's training and held-out windows, with the cameras it has, and its normalizer."""
+    from vlastack.data.dataset import WindowedDataset, split_episodes
+    from vlastack.data.normalization import Normalizer
+
+    keys = [f"observation.images.{c}" for c in vla_cfg.cameras]
+    keys = [k for k in keys if k in m.reader.camera_keys]
+    windows: dict[str, Any] = dict(
+        obs_horizon=vla_cfg.obs_horizon,
+        action_horizon=vla_cfg.action_horizon,
+        image_keys=keys,
+        image_size=tuple(vla_cfg.image_size) if keys else None,
+    )
+    train_eps, val_eps = split_episodes(m.reader.num_episodes, cfg.val_fraction, cfg.seed)
+    m.train = WindowedDataset(m.reader, episodes=train_eps, **windows)
+    m.val = WindowedDataset(m.reader, episodes=val_eps, **windows) if val_eps else None
+    m.held_out_episodes = len(val_eps)
+    m.normalizer = Normalizer(m.reader.stats, modes, source=m.stats_path)
+
+
+def cache_vision_features(
+    cfg: TrainConfig, model: Any, members: list[Member], cameras: list[str]
+) -> None:
+    """With a frozen vision encoder, every member's frames encoded once (feature_cache)."""
+    from vlastack.training.feature_cache import cached_datasets, can_cache
+
+    if "vision" in cfg.freeze:
+        model.vision.requires_grad_(False)
+    if not can_cache(model):
+        return
+    keys = [f"observation.images.{c}" for c in cameras]
+    lacking = [m.name for m in members if set(keys) - set(m.reader.camera_keys)]
+    if lacking:
+        print(f"not caching vision features: {lacking} lack some of the cameras {keys}")
+        return
+    print("vision encoder is frozen: encoding every frame once (cache_vision_features)")
+    for m in members:
+        both = cached_datasets(
+            model, [m.train] + ([m.val] if m.val is not None else []), progress=cfg.progress
         )
-        train_eps, val_eps = split_episodes(reader.num_episodes, cfg.val_fraction, cfg.seed)
-        train_ds = WindowedDataset(reader, episodes=train_eps, **windows)
-        if len(train_ds) == 0:
+        m.train, m.val = both[0], (both[1] if m.val is not None else None)
+
+
+def as_mixture(
+    parts: TrainingParts, members: list[Member], vla_cfg: Any, seed: int
+) -> TrainingParts:
+    """``parts`` of the first member widened to all: one padded stream, per-member normalization
+    and validation, and the members recorded in the checkpoint.
+
+    Sampling: explicit weights are each member's share of the samples; without them every
+    window is equally likely (shares proportional to size, like concatenating the datasets).
+    """
+    from functools import partial
+
+    from torch.utils.data import ConcatDataset
+
+    from vlastack.data.mixture import DatasetMixture, MixtureNormalizer, PaddedView
+
+    for m in members:
+        if len(m.train) == 0:
             raise DataError(
-                f"{reader.root}: no training windows after holding out {len(val_eps)} episodes; "
+                f"{m.reader.root}: no training windows after holding out "
+                f"{m.held_out_episodes} episodes; "
                 "add episodes, lower --val_fraction, or drop this dataset from --data"
             )
-        trains.append(train_ds)
-        vals.append(WindowedDataset(reader, episodes=val_eps, **windows) if val_eps else None)
-        normalizers.append(
-            Normalizer(
-                reader.stats, recipe.normalization, source=str(reader.root / "meta" / "stats.json")
-            )
-        )
-    model = build_vla(vla_cfg)
-    for reader in readers:
-        check_action_range(
-            model, recipe.normalization, reader.stats, str(reader.root / "meta" / "stats.json")
-        )
-    if cfg.cache_vision_features and cfg.lora is None and model.vision is not None:
-        from vlastack.training.feature_cache import cached_datasets, can_cache
-
-        if "vision" in cfg.freeze:
-            model.vision.requires_grad_(False)
-        lacking = [n for n, r in zip(names, readers) if set(all_keys) - set(r.camera_keys)]
-        if can_cache(model) and lacking:
-            print(f"not caching vision features: {lacking} lack some of the cameras {all_keys}")
-        elif can_cache(model):
-            print("vision encoder is frozen: encoding every frame once (cache_vision_features)")
-            for i in range(len(trains)):
-                pair = [trains[i]] + ([vals[i]] if vals[i] is not None else [])
-                both = cached_datasets(model, pair, progress=cfg.progress)
-                trains[i], vals[i] = both[0], (both[1] if vals[i] is not None else None)
-    explicit = all(s.weight is not None for s in specs)
-    sizes = [len(t) for t in trains]
-    weights = [float(s.weight) if s.weight is not None else float(n) for s, n in zip(specs, sizes)]
+    explicit = all(m.spec.weight is not None for m in members)
+    sizes = [len(m.train) for m in members]
+    weights = [
+        float(m.spec.weight) if m.spec.weight is not None else float(n)
+        for m, n in zip(members, sizes)
+    ]
     mixture = DatasetMixture(
-        list(zip(trains, weights)),
+        list(zip([m.train for m in members], weights)),
         pad_state_dim=vla_cfg.state_dim or None,
         pad_action_dim=vla_cfg.action_dim,
     )
+    names = [m.name for m in members]
     normalizer = MixtureNormalizer(
-        normalizers,
+        [m.normalizer for m in members],
         names,
         {"observation.state": mixture.state_dim, "action": mixture.action_dim},
     )
-    tasks = sorted({t for r in readers for t in r.tasks if t.strip()})
+    tasks = sorted({t for m in members for t in m.reader.tasks if t.strip()})
     val_sets = [
         ValSet(
-            name,
-            PaddedView(mixture, val, i),
+            m.name,
+            PaddedView(mixture, m.val, i),
             normalizer.member(i),
             partial(collate_own_actions, action_dim=mixture.action_dims[i]),
-            list(embs[i].action.names),
+            list(m.embodiment.action.names),
             tasks,
         )
-        for i, (name, val) in enumerate(zip(names, vals))
-        if val is not None and len(val)
+        for i, m in enumerate(members)
+        if m.val is not None and len(m.val)
     ]
     order = None
     if explicit:
-        sampler = mixture.sampler(num_samples=len(mixture), seed=cfg.seed)
+        sampler = mixture.sampler(num_samples=len(mixture), seed=seed)
 
         def order(epoch: int) -> list[int]:
             sampler.set_epoch(epoch)
             return list(sampler)
 
-    members = []
-    print(f"mixture of {len(specs)} datasets ({'by weight' if explicit else 'by size'}):")
-    for i, (name, reader, emb) in enumerate(zip(names, readers, embs)):
+    print(f"mixture of {len(members)} datasets ({'by weight' if explicit else 'by size'}):")
+    records = []
+    for i, m in enumerate(members):
         share = float(mixture.weights[i])
-        members.append(
+        records.append(
             {
-                "name": name,
-                "dataset": str(reader.root),
+                "name": m.name,
+                "dataset": str(m.reader.root),
                 "weight": share,
                 "train_windows": sizes[i],
                 "state_dim": int(mixture.state_dims[i]),
                 "action_dim": int(mixture.action_dims[i]),
                 "cameras": [
-                    c for c in vla_cfg.cameras if f"observation.images.{c}" in reader.camera_keys
+                    c for c in vla_cfg.cameras if f"observation.images.{c}" in m.reader.camera_keys
                 ],
-                "embodiment": emb.to_dict(),
+                "embodiment": m.embodiment.to_dict(),
             }
         )
         print(
-            f"  {name:<20} {share:6.1%} of samples  {sizes[i]:>7} windows  "
+            f"  {m.name:<20} {share:6.1%} of samples  {sizes[i]:>7} windows  "
             f"state {mixture.state_dims[i]}/{mixture.state_dim}  "
-            f"action {mixture.action_dims[i]}/{mixture.action_dim}  {reader.root}"
+            f"action {mixture.action_dims[i]}/{mixture.action_dim}  {m.reader.root}"
         )
-    return TrainingParts(
-        model=model,
+    return dataclasses.replace(
+        parts,
         train_dataset=mixture,
         val_dataset=ConcatDataset([vs.dataset for vs in val_sets]) if val_sets else None,
         normalizer=normalizer,
-        embodiment=embs[0],
-        model_config=vla_cfg.to_dict(),
-        collate_fn=collate,
         tasks=tasks,
-        action_names=list(merged.action.names),
-        uses_language=vla_cfg.language != "none",
-        recipe_extra=dict(recipe.extra),
         val_sets=val_sets,
         epoch_indices=order,
-        mixture={"default": names[0], "members": members},
+        mixture={"default": names[0], "members": records},
     )
 
 
@@ -262,6 +264,8 @@ def merge_embodiments(
     """
     from vlastack.embodiment import CameraSpec, VectorSpec
 
+    if len(embs) == 1:
+        return embs[0], []  # nothing to merge (fit_model_config resizes cameras of mixed sizes)
     cams: dict[str, CameraSpec] = {}
     for e in embs:
         for c in e.cameras:

@@ -34,7 +34,7 @@ class TrainingParts:
     action_names: list[str] | None = None
     uses_language: bool = True
     recipe_extra: dict[str, Any] = field(default_factory=dict)  # e.g. execute_horizon
-    # Mixtures (build_mixture_parts): held-out data per member, the epoch's sample order when
+    # Mixtures (training.build.as_mixture): held-out data per member, the epoch's sample order when
     # members have explicit weights (default: a seeded shuffle), and what the checkpoint records.
     val_sets: list[ValSet] = field(default_factory=list)
     epoch_indices: Callable[[int], Sequence[int]] | None = None
