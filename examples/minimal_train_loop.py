@@ -20,8 +20,8 @@ from vlastack.data.format import DatasetReader
 from vlastack.data.normalization import Normalizer
 from vlastack.models.vla import build_vla
 from vlastack.recipes import get_recipe
+from vlastack.training.build import embodiment_from_features, fit_model_config
 from vlastack.training.checkpoint import save_checkpoint
-from vlastack.training.loop import embodiment_from_features, fit_model_config
 from vlastack.training.optim import warmup_cosine
 
 

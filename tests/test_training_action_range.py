@@ -13,8 +13,8 @@ import torch
 from test_training_mixture import FLAGS, write_dataset
 from vlastack.errors import ConfigError
 from vlastack.functional.diffusion_sampling import ddim_step, ddpm_step
+from vlastack.training.build import build_parts
 from vlastack.training.config import TrainConfig
-from vlastack.training.loop import build_parts
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,9 @@ import torch
 from vlastack.data.dataset import collate
 from vlastack.data.format import DatasetReader, DatasetWriter, Feature
 from vlastack.errors import ConfigError, DataError
+from vlastack.training.batches import EpochBatches
+from vlastack.training.build import build_parts
 from vlastack.training.config import DataSpec, TrainConfig, parse_data
-from vlastack.training.loop import EpochBatches, build_parts
 
 FLAGS = ["--log=none", "--progress=false", "--num_workers=0", "--num_threads=1"]
 
@@ -246,7 +247,8 @@ def test_expected_embodiment_picks_the_member(
     the member that matches it, and refuses a robot it was not trained on."""
     from vlastack.policy import Policy
     from vlastack.training import checkpoint as ck
-    from vlastack.training.loop import embodiment_from_features, train
+    from vlastack.training.build import embodiment_from_features
+    from vlastack.training.loop import train
 
     small, big = two_robots
     result = train(cfg_for(tmp_path, f"{small},{big}", "--steps=1", "--val_fraction=0"))

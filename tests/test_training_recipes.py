@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from vlastack.errors import ConfigError, DataError
 from vlastack.models.vla import VLAConfig
-from vlastack.training.loop import check_recipe_fits
+from vlastack.training.fit_checks import check_recipe_fits
 
 
 def fake_reader(**kw):

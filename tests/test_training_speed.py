@@ -10,9 +10,11 @@ import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
+from vlastack.training.batches import EpochBatches
 from vlastack.training.config import TrainConfig
 from vlastack.training.distributed import DistInfo
-from vlastack.training.loop import EpochBatches, TrainingParts, pick_threads, pick_workers
+from vlastack.training.parts import TrainingParts
+from vlastack.training.threads import pick_threads, pick_workers
 
 
 def per_epoch_reference(n: int, seed: int, bs: int, epoch: int, rank: int, world: int) -> list:
@@ -57,13 +59,13 @@ def test_auto_workers_only_for_long_runs_that_decode_video() -> None:
 
 
 def test_auto_workers_cap_is_higher_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    import vlastack.training.loop as loop
+    import vlastack.training.threads as threads
 
-    monkeypatch.setattr(loop, "cores_per_rank", lambda: 16)
+    monkeypatch.setattr(threads, "cores_per_rank", lambda: 16)
     parts = TrainingParts(model=torch.nn.Linear(1, 1), train_dataset=_Frames())
     assert pick_workers(TrainConfig(steps=1000), parts, "cpu") == 4
     assert pick_workers(TrainConfig(steps=1000), parts, "cuda") == 8
-    monkeypatch.setattr(loop, "cores_per_rank", lambda: 2)
+    monkeypatch.setattr(threads, "cores_per_rank", lambda: 2)
     assert pick_workers(TrainConfig(steps=1000), parts, "cuda") == 1
 
 
@@ -76,7 +78,7 @@ def test_auto_threads_leave_cores_to_workers_and_other_processes() -> None:
 
 
 def test_read_ahead_keeps_order_and_reraises_the_sources_error() -> None:
-    from vlastack.training.loop import ReadAhead
+    from vlastack.training.batches import ReadAhead
 
     def source():
         yield from range(5)

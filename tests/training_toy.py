@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from vlastack.data.normalization import Normalizer
 from vlastack.embodiment import CameraSpec, EmbodimentSpec, VectorSpec
-from vlastack.training.loop import TrainingParts
+from vlastack.training.parts import TrainingParts
 
 TASKS = ["push the red block", "open the drawer", "close the drawer"]
 

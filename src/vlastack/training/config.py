@@ -61,7 +61,7 @@ class TrainConfig:
     ema_decay: float | None = None
     precision: Precision = "fp32"
     seed: int = 0
-    # data / CPU: -1 and 0 mean "auto" (training.loop.pick_workers_and_threads): one decoding
+    # data / CPU: -1 and 0 mean "auto" (training.threads.pick_workers / pick_threads): one decoding
     # worker per two cores when the dataset decodes video, and intra-op threads = idle cores left.
     num_workers: int = -1
     num_threads: int = 0
