@@ -24,7 +24,7 @@ def _warm_start_build(source: Path) -> Callable[[Any], Any]:
 
     def build(cfg: Any) -> Any:
         from vlastack.checkpoints import load_checkpoint
-        from vlastack.training.loop import build_parts
+        from vlastack.training.build import build_parts
 
         parts = build_parts(cfg)
         src = load_checkpoint(source).weights
