@@ -84,6 +84,30 @@ def test_golden_preprocessed_normalized_and_final_chunks(policy, golden, toleran
     assert err <= tolerance["action_chunk (dataset units)"], err
 
 
+def test_encoder_tokens_are_latent_state_then_cameras_in_config_order(policy, golden):
+    """ACT has no per-camera embedding, so swapping the cameras only changes the rounding of
+    the chunk; the token order is checked here directly."""
+    seen = {}
+    model = policy.network.model
+    hook = model.encoder.register_forward_pre_hook(lambda m, args: seen.update(x=args[0]))
+    try:
+        pre = policy.preprocess([raw_obs(golden, 0)])
+        policy.predict_normalized(pre)
+    finally:
+        hook.remove()
+    x = seen["x"][:, 0]  # (S, D), batch 1
+    with torch.no_grad():
+        latent = model.encoder_latent_input_proj(torch.zeros(1, 8))[0]
+        state = model.encoder_robot_state_input_proj(pre["observation.state"])[0]
+        cams = [
+            model.encoder_img_feat_input_proj(model.backbone(pre[k]))[0].flatten(1).T
+            for k in ("observation.images.top", "observation.images.wrist")
+        ]
+    want = torch.cat([latent[None], state[None], *cams])
+    assert x.shape == want.shape == (2 + 2 * 2 * 2, 32)
+    torch.testing.assert_close(x, want, rtol=0, atol=1e-6)
+
+
 def test_images_as_float_chw_or_hwc_give_the_same_actions(policy, golden):
     obs = raw_obs(golden, 0)
     want = policy.infer(obs)["actions"]
