@@ -49,6 +49,7 @@ from torch import nn
 from vlastack.errors import ConfigError
 from vlastack.pretrained.lerobot.folder import Feature, read_features
 from vlastack.pretrained.lerobot.resnet import build_backbone
+from vlastack.pretrained.lerobot.weights import load_strict
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": F.relu,
@@ -362,46 +363,6 @@ class ACTNetwork(nn.Module):
         self.model = ACTModel(spec)
 
 
-def check_state_dict(
-    expected: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple[int, ...]], where: str
-) -> None:
-    """Every key of the checkpoint consumed, none missing, shapes equal; else a ConfigError
-    naming the first offending keys and what to do."""
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(found) if tuple(expected[k]) != tuple(found[k]))
-    if not (missing or unexpected or wrong):
-        return
-    parts = []
-    if wrong:
-        parts.append(
-            "shape mismatch: "
-            + "; ".join(f"{k} is {tuple(found[k])} in the file, the config gives "
-                        f"{tuple(expected[k])}" for k in wrong[:5])
-        )
-    if missing:
-        parts.append(f"missing from the file: {', '.join(missing[:5])}")
-    if unexpected:
-        parts.append(f"not in the network the config builds: {', '.join(unexpected[:5])}")
-    raise ConfigError(
-        f"{where} does not fit its config.json ({'; '.join(parts)}). The weights and config.json "
-        "must come from the same LeRobot checkpoint: check dim_model, n_heads, dim_feedforward, "
-        "the layer counts, vision_backbone, chunk_size and the feature shapes in config.json"
-    )
-
-
 def load_act_network(folder: Path, spec: ACTSpec, device: str | torch.device = "cpu") -> ACTNetwork:
     """Build the network for ``spec`` and load ``folder/model.safetensors`` into it strictly."""
-    from safetensors import safe_open
-
-    file = Path(folder) / "model.safetensors"
-    with torch.device("meta"):
-        shapes = {k: tuple(v.shape) for k, v in ACTNetwork(spec).state_dict().items()}
-    with safe_open(str(file), framework="pt") as f:
-        names = list(f.keys())
-        found = {k: tuple(f.get_slice(k).get_shape()) for k in names}
-        check_state_dict(shapes, found, str(file))
-        weights = {k: f.get_tensor(k) for k in names}
-    net = ACTNetwork(spec)
-    net.load_state_dict(weights, strict=True)
-    return net.to(device).eval()
+    return load_strict(lambda: ACTNetwork(spec), Path(folder) / "model.safetensors", device)

@@ -18,6 +18,7 @@ the fixture's fresh-process tolerance (tests/test_pretrained_lerobot_act.py).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,93 @@ def _normalizer(path: Path, filename: str, steps: list[lf.Step]) -> FeatureNorma
     step = found[0]
     stats = lf.read_stats(path, step.state_file) if step.state_file else {}
     return FeatureNormalizer.from_step(step, stats)
+
+
+def observation_tensor(key: str, value: Any, image: bool, want: tuple[int, ...]) -> torch.Tensor:
+    """One observation entry as LeRobot's ``prepare_observation_for_inference`` makes it (without
+    the batch dimension): uint8 images / 255 as float32, HWC -> CHW; floats as given."""
+    arr = np.array(value)  # a copy: served frames are read-only views of the request
+    if image:
+        t = torch.from_numpy(arr)
+        if t.dtype == torch.uint8:
+            t = t.to(torch.float32) / 255
+        elif not t.is_floating_point():
+            raise ConfigError(f"{key}: images must be uint8 or float, got {arr.dtype}")
+        t = t.to(torch.float32)
+        if t.ndim == 3 and t.shape[0] != want[0] and t.shape[-1] == want[0]:
+            t = t.permute(2, 0, 1).contiguous()  # HWC -> CHW
+    else:
+        t = torch.from_numpy(arr.astype(np.float32, copy=False)).reshape(-1)
+    if tuple(t.shape) != want:
+        raise ConfigError(
+            f"{key}: shape {tuple(arr.shape)} does not fit the checkpoint's {want}"
+            + (" (CHW; HWC uint8 frames are accepted too)" if image else "")
+        )
+    return t
+
+
+def preprocess_observations(
+    observations: Sequence[Mapping[str, Any]],
+    shapes: Mapping[str, tuple[int, ...]],
+    image_keys: set[str],
+    rename_map: Mapping[str, str],
+    normalizer: FeatureNormalizer | None,
+    device: torch.device,
+    policy_name: str,
+) -> dict[str, torch.Tensor]:
+    """Observations in LeRobot keys -> ``{key: (B, ...)}`` normalized as LeRobot's
+    preprocessor (rename, batch, normalize) leaves them; ``shapes`` lists the inputs read."""
+    renamed = [{rename_map.get(k, k): v for k, v in o.items()} for o in observations]
+    out: dict[str, torch.Tensor] = {}
+    for key, want in shapes.items():
+        rows = []
+        for o in renamed:
+            if key not in o:
+                raise ConfigError(
+                    f"observation has no {key!r}; this LeRobot {policy_name} checkpoint reads "
+                    f"{', '.join(shapes)} (got {', '.join(map(str, o))})"
+                )
+            rows.append(observation_tensor(key, o[key], key in image_keys, tuple(want)))
+        x = torch.stack(rows).to(device)
+        out[key] = normalizer.normalize(key, x) if normalizer else x
+    return out
+
+
+@dataclass
+class Processors:
+    """What the processor pipelines do at inference: rename keys, normalize inputs,
+    unnormalize the action."""
+
+    rename_map: dict[str, str]
+    normalizer: FeatureNormalizer | None
+    unnormalizer: FeatureNormalizer | None
+
+
+def read_processors(path: Path) -> Processors:
+    """policy_preprocessor.json (+ policy_postprocessor.json when present) and their stats; a
+    step this loader does not implement is a ConfigError naming it."""
+    pre = lf.read_pipeline(path, lf.PREPROCESSOR)
+    known = (lf.RENAME_STEP, *lf.PASSIVE_STEPS, *lf.NORMALIZER_STEPS)
+    lf.check_steps(path, lf.PREPROCESSOR, pre, known)
+    post: list[lf.Step] = []
+    if (path / lf.POSTPROCESSOR).is_file():
+        post = lf.read_pipeline(path, lf.POSTPROCESSOR)
+        lf.check_steps(path, lf.POSTPROCESSOR, post, known)
+    rename: dict[str, str] = {}
+    for step in pre:
+        if step.name == lf.RENAME_STEP:
+            rename.update(step.config.get("rename_map") or {})
+    return Processors(
+        rename, _normalizer(path, lf.PREPROCESSOR, pre), _normalizer(path, lf.POSTPROCESSOR, post)
+    )
+
+
+def no_embodiment(path: Path, embodiment: str | None) -> None:
+    if embodiment is not None:
+        raise ConfigError(
+            f"{path} is a single-robot LeRobot checkpoint; embodiment={embodiment!r} selects a "
+            "mixture member, which it has none of: drop --embodiment"
+        )
 
 
 class LeRobotACTPolicy:
@@ -100,25 +188,16 @@ class LeRobotACTPolicy:
     def preprocess(self, observations: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         """Observations in LeRobot keys -> the batched, normalized tensors LeRobot's
         preprocessor gives ``predict_action_chunk``."""
-        renamed = [{self.rename_map.get(k, k): v for k, v in o.items()} for o in observations]
-        out: dict[str, torch.Tensor] = {}
         s = self.spec
-        for key in self.input_keys:
-            dim = s.state_dim if key == s.state_key else s.env_state_dim
-            want: tuple[int, ...] = (
-                tuple(s.image_shape or ()) if key in s.image_keys else (int(dim or 0),)
-            )
-            rows = []
-            for o in renamed:
-                if key not in o:
-                    raise ConfigError(
-                        f"observation has no {key!r}; this LeRobot ACT checkpoint reads "
-                        f"{', '.join(self.input_keys)} (got {', '.join(map(str, o))})"
-                    )
-                rows.append(self._tensor(key, o[key], key in s.image_keys, want))
-            x = torch.stack(rows).to(self.device)
-            out[key] = self.normalizer.normalize(key, x) if self.normalizer else x
-        return out
+        shapes = {k: tuple(s.image_shape or ()) for k in s.image_keys}
+        if s.state_key:
+            shapes[s.state_key] = (int(s.state_dim or 0),)
+        if s.env_state_key:
+            shapes[s.env_state_key] = (int(s.env_state_dim or 0),)
+        return preprocess_observations(
+            observations, shapes, set(s.image_keys), self.rename_map, self.normalizer,
+            self.device, "ACT",
+        )
 
     @torch.inference_mode()
     def predict_normalized(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -144,27 +223,6 @@ class LeRobotACTPolicy:
         arr = chunk.float().cpu().numpy()
         return [{"actions": a} for a in arr]
 
-    @staticmethod
-    def _tensor(key: str, value: Any, image: bool, want: tuple[int, ...]) -> torch.Tensor:
-        arr = np.array(value)  # a copy: served frames are read-only views of the request
-        if image:
-            t = torch.from_numpy(arr)
-            if t.dtype == torch.uint8:
-                t = t.to(torch.float32) / 255
-            elif not t.is_floating_point():
-                raise ConfigError(f"{key}: images must be uint8 or float, got {arr.dtype}")
-            t = t.to(torch.float32)
-            if t.ndim == 3 and t.shape[0] != want[0] and t.shape[-1] == want[0]:
-                t = t.permute(2, 0, 1).contiguous()  # HWC -> CHW
-        else:
-            t = torch.from_numpy(arr.astype(np.float32, copy=False)).reshape(-1)
-        if tuple(t.shape) != want:
-            raise ConfigError(
-                f"{key}: shape {tuple(arr.shape)} does not fit the checkpoint's {want}"
-                + (" (CHW; HWC uint8 frames are accepted too)" if image else "")
-            )
-        return t
-
 
 def load_lerobot_act(
     path: str | Path,
@@ -178,31 +236,17 @@ def load_lerobot_act(
     harness' check; ``embodiment`` (a mixture member) does not apply to LeRobot checkpoints."""
     del expect_embodiment
     path = Path(path)
-    if embodiment is not None:
-        raise ConfigError(
-            f"{path} is a single-robot LeRobot checkpoint; embodiment={embodiment!r} selects a "
-            "mixture member, which it has none of: drop --embodiment"
-        )
+    no_embodiment(path, embodiment)
     spec = ACTSpec.from_config(lf.read_config(path, "act"))
-    pre = lf.read_pipeline(path, lf.PREPROCESSOR)
-    known = (lf.RENAME_STEP, *lf.PASSIVE_STEPS, *lf.NORMALIZER_STEPS)
-    lf.check_steps(path, lf.PREPROCESSOR, pre, known)
-    post: list[lf.Step] = []
-    if (path / lf.POSTPROCESSOR).is_file():
-        post = lf.read_pipeline(path, lf.POSTPROCESSOR)
-        lf.check_steps(path, lf.POSTPROCESSOR, post, known)
-    rename: dict[str, str] = {}
-    for step in pre:
-        if step.name == lf.RENAME_STEP:
-            rename.update(step.config.get("rename_map") or {})
+    procs = read_processors(path)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     network = load_act_network(path, spec, device)
     return LeRobotACTPolicy(
         network,
         spec,
-        normalizer=_normalizer(path, lf.PREPROCESSOR, pre),
-        unnormalizer=_normalizer(path, lf.POSTPROCESSOR, post),
-        rename_map=rename,
+        normalizer=procs.normalizer,
+        unnormalizer=procs.unnormalizer,
+        rename_map=procs.rename_map,
         checkpoint=str(path),
     )

@@ -24,6 +24,7 @@ fixture, so a wrong key, order or eps changes the actions).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -75,18 +76,21 @@ def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
 
 
+Norm = Callable[[int], nn.Module]
+
+
 class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
+    def __init__(self, cin: int, cout: int, stride: int, norm: Norm = FrozenBatchNorm2d) -> None:
         super().__init__()
         self.conv1 = _conv3x3(cin, cout, stride)
-        self.bn1 = FrozenBatchNorm2d(cout)
+        self.bn1 = norm(cout)
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = _conv3x3(cout, cout)
-        self.bn2 = FrozenBatchNorm2d(cout)
+        self.bn2 = norm(cout)
         self.downsample: nn.Module | None = None
         if stride != 1 or cin != cout:
             self.downsample = nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), FrozenBatchNorm2d(cout)
+                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), norm(cout)
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -99,18 +103,18 @@ class BasicBlock(nn.Module):
 class ResNetTrunk(nn.Module):
     """ResNet up to ``layer4``: (B, 3, H, W) -> (B, widths[-1], H/32, W/32)."""
 
-    def __init__(self, shape: ResNetShape) -> None:
+    def __init__(self, shape: ResNetShape, norm: Norm = FrozenBatchNorm2d) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, shape.stem_width, 7, stride=2, padding=3, bias=False)
-        self.bn1 = FrozenBatchNorm2d(shape.stem_width)
+        self.bn1 = norm(shape.stem_width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         cin = shape.stem_width
         stages = []
         for i, (width, n) in enumerate(zip(shape.widths, shape.blocks, strict=True)):
             stride = 1 if i == 0 else 2
-            blocks = [BasicBlock(cin, width, stride)]
-            blocks += [BasicBlock(width, width, 1) for _ in range(n - 1)]
+            blocks = [BasicBlock(cin, width, stride, norm)]
+            blocks += [BasicBlock(width, width, 1, norm) for _ in range(n - 1)]
             stages.append(nn.Sequential(*blocks))
             cin = width
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
@@ -121,8 +125,21 @@ class ResNetTrunk(nn.Module):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
-def build_backbone(name: str, *, dilate_last: bool = False) -> ResNetTrunk:
-    """The trunk named by LeRobot's ``vision_backbone``."""
+    def as_sequential(self) -> nn.Sequential:
+        """The same modules as ``nn.Sequential(conv1, bn1, relu, maxpool, layer1..4)``: the
+        layout (keys ``0.*``, ``1.*``, ``4.<j>.*``..``7.<j>.*``) of LeRobot's Diffusion Policy,
+        which keeps ``list(resnet.children())[:-2]``."""
+        return nn.Sequential(
+            self.conv1, self.bn1, self.relu, self.maxpool,
+            self.layer1, self.layer2, self.layer3, self.layer4,
+        )
+
+
+def build_backbone(
+    name: str, *, dilate_last: bool = False, norm: Norm = FrozenBatchNorm2d
+) -> ResNetTrunk:
+    """The trunk named by LeRobot's ``vision_backbone`` (``norm``: ACT's frozen batch norm by
+    default; Diffusion Policy uses ``nn.BatchNorm2d`` or ``GroupNorm``)."""
     shape = BACKBONES.get(name)
     if shape is None:
         raise ConfigError(
@@ -135,4 +152,4 @@ def build_backbone(name: str, *, dilate_last: bool = False) -> ResNetTrunk:
             f"config.json replace_final_stride_with_dilation is true, but {name} uses BasicBlocks, "
             "which have no dilation (torchvision raises for it too); set it to false"
         )
-    return ResNetTrunk(shape)
+    return ResNetTrunk(shape, norm)
