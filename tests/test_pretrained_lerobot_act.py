@@ -163,7 +163,7 @@ def test_metadata_and_reset(policy):
 def test_load_policy_and_detection(act_dir, golden):
     folder = act_dir / "pretrained_model"
     assert detect_policy_format(folder).name == "lerobot_act"
-    for other in ("diffusion", "pi0"):
+    for other in ("pi0", "smolvla"):
         assert detect_policy_format(act_dir.parent / other / "pretrained_model") is None
     policy = load_policy(folder)
     assert isinstance(policy, LeRobotACTPolicy)
@@ -176,9 +176,11 @@ def test_load_policy_and_detection(act_dir, golden):
 def test_registration_does_not_import_the_torch_modules():
     code = (
         "import sys, vlastack.policy_formats as pf; "
-        "print('lerobot_act' in pf.POLICY_FORMATS._entries, "
+        "print({'lerobot_act', 'lerobot_diffusion'} <= set(pf.POLICY_FORMATS._entries), "
         "any(m.startswith(('vlastack.pretrained.lerobot.act', 'vlastack.pretrained.lerobot.policy',"
-        " 'vlastack.pretrained.lerobot.normalize')) for m in sys.modules))"
+        " 'vlastack.pretrained.lerobot.normalize', 'vlastack.pretrained.lerobot.diffusion',"
+        " 'vlastack.pretrained.lerobot.weights', 'vlastack.pretrained.lerobot.resnet'))"
+        " for m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
@@ -199,9 +201,9 @@ def edit_config(folder: Path, **fields) -> None:
 
 def test_wrong_config_type_names_the_field_and_the_fix(act_dir, tmp_path):
     folder = copy_checkpoint(act_dir, tmp_path / "ck")
-    edit_config(folder, type="diffusion")
+    edit_config(folder, type="smolvla")
     assert detect_policy_format(folder) is None
-    with pytest.raises(ConfigError, match=r"'type' is 'diffusion', not 'act'.*act pretrained_model"):
+    with pytest.raises(ConfigError, match=r"'type' is 'smolvla', not 'act'.*act pretrained_model"):
         load_lerobot_act(folder)
 
 

@@ -8,9 +8,9 @@ asks the registered formats first and loads a folder none of them claims as a na
 checkpoint (``Policy.from_checkpoint``), which stays the default.
 
 This module imports only the registry (and the torch-free folder reader of the built-in
-formats), so evaluation, serving and the CLI can all use it. Built in: ``lerobot_act``, a LeRobot
-ACT ``pretrained_model`` folder (``vlastack.pretrained.lerobot``), whose torch code is imported
-only when such a folder is loaded.
+formats), so evaluation, serving and the CLI can all use it. Built in: ``lerobot_act`` and
+``lerobot_diffusion``, LeRobot ACT / Diffusion Policy ``pretrained_model`` folders
+(``vlastack.pretrained.lerobot``), whose torch code is imported only when such a folder loads.
 """
 
 from __future__ import annotations
@@ -78,12 +78,31 @@ def _load_lerobot_act(path: Path, **kw: Any) -> Any:
     return load_lerobot_act(path, **kw)
 
 
+def _is_lerobot_diffusion(path: Path) -> bool:
+    from vlastack.pretrained.lerobot.folder import is_lerobot_folder
+
+    return is_lerobot_folder(path, "diffusion")
+
+
+def _load_lerobot_diffusion(path: Path, **kw: Any) -> Any:
+    from vlastack.pretrained.lerobot.diffusion_policy import load_lerobot_diffusion
+
+    return load_lerobot_diffusion(path, **kw)
+
+
 register_policy_format(
     "lerobot_act",
     _is_lerobot_act,
     _load_lerobot_act,
     "LeRobot ACT pretrained_model folder (config.json type 'act', model.safetensors, "
     "policy_preprocessor.json)",
+)
+register_policy_format(
+    "lerobot_diffusion",
+    _is_lerobot_diffusion,
+    _load_lerobot_diffusion,
+    "LeRobot Diffusion Policy pretrained_model folder (config.json type 'diffusion', "
+    "model.safetensors, policy_preprocessor.json)",
 )
 
 
