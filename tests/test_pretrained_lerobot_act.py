@@ -270,6 +270,17 @@ def test_normalizer_modes_follow_lerobot_formulas():
         elif mode != "IDENTITY":
             back = norm.unnormalize("s", y)
             torch.testing.assert_close(back[:, 0], x[:, 0])
+    # a tiny range shows that eps only stands in for a zero range (never added to it)
+    tiny = {"s": {"min": torch.tensor([0.0]), "max": torch.tensor([1e-6]),
+                  "q01": torch.tensor([0.0]), "q99": torch.tensor([1e-6])}}
+    for mode in ("MIN_MAX", "QUANTILES"):
+        norm = FeatureNormalizer({"s": "STATE"}, {"STATE": mode}, tiny)
+        torch.testing.assert_close(
+            norm.unnormalize("s", torch.tensor([1.0])), torch.tensor([1e-6]), rtol=1e-6, atol=0
+        )
+        torch.testing.assert_close(
+            norm.normalize("s", torch.tensor([1e-6])), torch.tensor([1.0]), rtol=1e-6, atol=0
+        )
     # a feature without stats passes through, as in LeRobot
     norm = FeatureNormalizer({"t": "STATE"}, {"STATE": "MEAN_STD"}, {})
     assert torch.equal(norm.normalize("t", x), x)
