@@ -1,6 +1,8 @@
 """A LeRobot ACT ``pretrained_model`` folder as a vlastack policy: ``infer(obs) -> {"actions":
 (H, A)}`` in dataset units, ``reset()``, ``metadata``; the loader registered as the
-``lerobot_act`` checkpoint format (``vlastack.policy_formats``).
+``lerobot_act`` checkpoint format (``vlastack.policy_formats``). The observation parsing
+(``observation_tensor``, ``preprocess_observations``) and the processor reading
+(``read_processors``) here are shared with ``diffusion_policy``.
 
 The observation uses LeRobot's keys (config.json ``input_features``, after the preprocessor's
 ``rename_map``): each camera a uint8 HWC frame (divided by 255 and made CHW, as LeRobot's
