@@ -7,7 +7,10 @@ optionally ``metadata``). ``evaluation.rollout.load_policy`` (``vlastack eval`` 
 asks the registered formats first and loads a folder none of them claims as a native vlastack
 checkpoint (``Policy.from_checkpoint``), which stays the default.
 
-This module imports only the registry, so evaluation, serving and the CLI can all use it.
+This module imports only the registry (and the torch-free folder reader of the built-in
+formats), so evaluation, serving and the CLI can all use it. Built in: ``lerobot_act`` and
+``lerobot_diffusion``, LeRobot ACT / Diffusion Policy ``pretrained_model`` folders
+(``vlastack.pretrained.lerobot``), whose torch code is imported only when such a folder loads.
 """
 
 from __future__ import annotations
@@ -61,6 +64,46 @@ def load_registered_policy(path: str | Path, **kw: Any) -> Any | None:
     ``embodiment``); None when none does, so the caller loads a native checkpoint."""
     fmt = detect_policy_format(path)
     return None if fmt is None else fmt.obj.load(Path(path), **kw)
+
+
+def _is_lerobot_act(path: Path) -> bool:
+    from vlastack.pretrained.lerobot.folder import is_lerobot_folder
+
+    return is_lerobot_folder(path, "act")
+
+
+def _load_lerobot_act(path: Path, **kw: Any) -> Any:
+    from vlastack.pretrained.lerobot.policy import load_lerobot_act
+
+    return load_lerobot_act(path, **kw)
+
+
+def _is_lerobot_diffusion(path: Path) -> bool:
+    from vlastack.pretrained.lerobot.folder import is_lerobot_folder
+
+    return is_lerobot_folder(path, "diffusion")
+
+
+def _load_lerobot_diffusion(path: Path, **kw: Any) -> Any:
+    from vlastack.pretrained.lerobot.diffusion_policy import load_lerobot_diffusion
+
+    return load_lerobot_diffusion(path, **kw)
+
+
+register_policy_format(
+    "lerobot_act",
+    _is_lerobot_act,
+    _load_lerobot_act,
+    "LeRobot ACT pretrained_model folder (config.json type 'act', model.safetensors, "
+    "policy_preprocessor.json)",
+)
+register_policy_format(
+    "lerobot_diffusion",
+    _is_lerobot_diffusion,
+    _load_lerobot_diffusion,
+    "LeRobot Diffusion Policy pretrained_model folder (config.json type 'diffusion', "
+    "model.safetensors, policy_preprocessor.json)",
+)
 
 
 __all__ = [

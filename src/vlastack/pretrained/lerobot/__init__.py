@@ -1,0 +1,11 @@
+"""LeRobot 0.6.1 ``pretrained_model`` folders as vlastack policies (ACT, Diffusion Policy).
+
+One file per idea: ``folder`` reads the folder (config.json, processor JSON, stats) and
+recognises it without torch; ``normalize`` is the normalizer/unnormalizer step math;
+``weights`` the strict state-dict loading; ``resnet`` the torchvision-layout ResNet backbone;
+``act`` and ``diffusion`` the networks with LeRobot's state-dict keys (``diffusion`` also the
+DDPM sampler); ``policy`` (ACT) and ``diffusion_policy`` the ``infer``/``reset``/``metadata``
+objects and loaders, registered as the ``lerobot_act`` / ``lerobot_diffusion`` checkpoint
+formats in ``vlastack.policy_formats``. Only ``folder`` is imported by that registration; the
+torch modules load when a checkpoint does.
+"""

@@ -1,0 +1,182 @@
+"""A LeRobot Diffusion Policy ``pretrained_model`` folder as a vlastack policy (``infer``,
+``reset``, ``metadata``); the loader registered as the ``lerobot_diffusion`` checkpoint format.
+
+Observations use LeRobot's keys, as for ACT (``policy.preprocess_observations``). ``infer``
+keeps the last ``n_obs_steps`` preprocessed observations (after ``reset`` the first one is
+repeated, as LeRobot's ``populate_queues`` does) and stacks them along dim 1, which is what
+LeRobot's ``select_action`` gives ``predict_action_chunk``; note that vlastack calls ``infer``
+once per chunk, so the history holds the observations of the previous ``infer`` calls (the same
+rule as vlastack's own policies), while LeRobot's ``select_action`` enqueues every control step.
+``infer_batch`` treats each observation alone (its frame repeated). The sampler noise comes from
+a ``torch.Generator`` seeded with ``seed`` at load and on ``reset`` (LeRobot draws the DDPM step
+noise from the global RNG); ``predict_normalized(..., noise=, step_noise=)`` takes recorded
+draws instead. The returned chunk is ``n_action_steps`` long, in dataset units.
+
+Verified against ``shared/fixtures/lerobot_policies/diffusion`` (LeRobot 0.6.1): the
+preprocessed tensors and the n_obs_steps stacks (``policy_input``) bit-exactly, the normalized
+and final chunks of 3 observations with the recorded ``noise`` and ``ddpm_step_noise`` within
+the fixture's fresh-process tolerance (tests/test_pretrained_lerobot_diffusion.py).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vlastack.pretrained.lerobot import folder as lf
+from vlastack.pretrained.lerobot.diffusion import DiffusionNetwork, DiffusionSpec
+from vlastack.pretrained.lerobot.policy import (
+    Processors,
+    no_embodiment,
+    preprocess_observations,
+    read_processors,
+)
+from vlastack.pretrained.lerobot.weights import load_strict
+
+FORMAT_NAME = "lerobot_diffusion"
+
+
+class LeRobotDiffusionPolicy:
+    """LeRobot Diffusion Policy checkpoint with the vlastack policy contract."""
+
+    def __init__(
+        self,
+        network: DiffusionNetwork,
+        spec: DiffusionSpec,
+        processors: Processors,
+        *,
+        checkpoint: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.network = network.eval()
+        self.spec = spec
+        self.processors = processors
+        self.checkpoint = checkpoint
+        self.seed = seed
+        self.num_resets = 0
+        self._history: deque[dict[str, torch.Tensor]] = deque(maxlen=spec.n_obs_steps)
+        self._generator = torch.Generator(device=self.device).manual_seed(seed)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    @property
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        s = self.spec
+        shapes = {k: tuple(s.image_shape or ()) for k in s.image_keys}
+        shapes[s.state_key] = (s.state_dim,)
+        if s.env_state_key:
+            shapes[s.env_state_key] = (int(s.env_state_dim or 0),)
+        return shapes
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        s = self.spec
+        return {
+            "policy": "lerobot/diffusion",
+            "format": FORMAT_NAME,
+            "checkpoint": self.checkpoint,
+            "action_horizon": s.n_action_steps,
+            "execute_horizon": s.n_action_steps,
+            "obs_horizon": s.n_obs_steps,
+            "action_dim": s.action_dim,
+            "state_dim": s.state_dim,
+            "cameras": list(s.image_keys),
+            "image_size": list(s.image_shape[1:]) if s.image_shape else [],
+            "observation_keys": list(self.input_shapes),
+            "diffusion_steps": len(self.network.diffusion.sampler.timesteps),
+            "seed": self.seed,
+            "embodiment": None,
+        }
+
+    def reset(self) -> None:
+        """Forget the observation history and reseed the sampler."""
+        self.num_resets += 1
+        self._history.clear()
+        self._generator.manual_seed(self.seed)
+
+    # ---- LeRobot's stages, usable one by one (the tests compare each) -----------------------
+    def preprocess(self, observations: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        p = self.processors
+        return preprocess_observations(
+            observations, self.input_shapes, set(self.spec.image_keys), p.rename_map,
+            p.normalizer, self.device, "Diffusion Policy",
+        )
+
+    def window(self, pre: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Append to the history; ``{key: (B, n_obs_steps, ...)}``, oldest first."""
+        if not self._history:
+            for _ in range(self.spec.n_obs_steps - 1):
+                self._history.append(pre)
+        self._history.append(pre)
+        return {k: torch.stack([h[k] for h in self._history], dim=1) for k in pre}
+
+    def repeated(self, pre: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        n = self.spec.n_obs_steps
+        return {k: torch.stack([v] * n, dim=1) for k, v in pre.items()}
+
+    @torch.inference_mode()
+    def predict_normalized(
+        self,
+        policy_input: Mapping[str, torch.Tensor],
+        noise: torch.Tensor | None = None,
+        step_noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``{key: (B, n_obs_steps, ...)}`` -> (B, n_action_steps, A), normalized units."""
+        s = self.spec
+        model = self.network.diffusion
+        state = policy_input[s.state_key]
+        cond = model.global_condition(
+            state,
+            [policy_input[k] for k in s.image_keys],
+            policy_input[s.env_state_key] if s.env_state_key else None,
+        )
+        if noise is None:
+            noise = torch.randn(
+                (state.shape[0], s.horizon, s.action_dim),
+                generator=self._generator, device=state.device, dtype=state.dtype,
+            )
+        trajectory = model.sample(cond, noise.to(state.device), step_noise, self._generator)
+        return model.chunk(trajectory)
+
+    def postprocess(self, chunk: torch.Tensor) -> torch.Tensor:
+        un = self.processors.unnormalizer
+        return chunk if un is None else un.unnormalize(self.spec.action_key, chunk)
+
+    # ---- policy contract --------------------------------------------------------------------
+    def infer(self, obs: Mapping[str, Any]) -> dict[str, Any]:
+        with torch.inference_mode():
+            policy_input = self.window(self.preprocess([obs]))
+            chunk = self.postprocess(self.predict_normalized(policy_input))
+        return {"actions": chunk[0].float().cpu().numpy()}
+
+    def infer_batch(self, batch: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        with torch.inference_mode():
+            policy_input = self.repeated(self.preprocess(batch))
+            chunk = self.postprocess(self.predict_normalized(policy_input))
+        return [{"actions": a} for a in chunk.float().cpu().numpy()]
+
+
+def load_lerobot_diffusion(
+    path: str | Path,
+    *,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    expect_embodiment: Any = None,
+    embodiment: str | None = None,
+) -> LeRobotDiffusionPolicy:
+    """Load a LeRobot Diffusion Policy ``pretrained_model`` folder."""
+    del expect_embodiment
+    path = Path(path)
+    no_embodiment(path, embodiment)
+    spec = DiffusionSpec.from_config(lf.read_config(path, "diffusion"))
+    procs = read_processors(path)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    network = load_strict(lambda: DiffusionNetwork(spec), path / lf.WEIGHTS, device)
+    return LeRobotDiffusionPolicy(network, spec, procs, checkpoint=str(path), seed=seed)

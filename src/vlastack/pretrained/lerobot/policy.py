@@ -1,0 +1,254 @@
+"""A LeRobot ACT ``pretrained_model`` folder as a vlastack policy: ``infer(obs) -> {"actions":
+(H, A)}`` in dataset units, ``reset()``, ``metadata``; the loader registered as the
+``lerobot_act`` checkpoint format (``vlastack.policy_formats``). The observation parsing
+(``observation_tensor``, ``preprocess_observations``) and the processor reading
+(``read_processors``) here are shared with ``diffusion_policy``.
+
+The observation uses LeRobot's keys (config.json ``input_features``, after the preprocessor's
+``rename_map``): each camera a uint8 HWC frame (divided by 255 and made CHW, as LeRobot's
+``prepare_observation_for_inference``) or a float image already in [0, 1], CHW or HWC; the
+state a float vector. ``infer`` then runs what LeRobot runs: the preprocessor's normalizer,
+``ACTPolicy.predict_action_chunk`` (``chunk_size`` steps, zero VAE latent) and the
+postprocessor's unnormalizer over the whole chunk. ``metadata["execute_horizon"]`` is
+``n_action_steps`` (how many actions LeRobot's ``select_action`` executes per chunk).
+
+Verified against the golden tensors of ``shared/fixtures/lerobot_policies/act`` (LeRobot 0.6.1):
+the preprocessed tensors bit-exactly, the normalized and final chunks of 3 observations within
+the fixture's fresh-process tolerance (tests/test_pretrained_lerobot_act.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vlastack.errors import ConfigError
+from vlastack.pretrained.lerobot import folder as lf
+from vlastack.pretrained.lerobot.act import ACTNetwork, ACTSpec, load_act_network
+from vlastack.pretrained.lerobot.normalize import FeatureNormalizer
+
+FORMAT_NAME = "lerobot_act"
+
+
+def _normalizer(path: Path, filename: str, steps: list[lf.Step]) -> FeatureNormalizer | None:
+    found = [s for s in steps if s.name in lf.NORMALIZER_STEPS]
+    if len(found) > 1:
+        raise ConfigError(f"{path / filename} has {len(found)} normalizer steps; expected one")
+    if not found:
+        return None
+    step = found[0]
+    stats = lf.read_stats(path, step.state_file) if step.state_file else {}
+    return FeatureNormalizer.from_step(step, stats)
+
+
+def observation_tensor(key: str, value: Any, image: bool, want: tuple[int, ...]) -> torch.Tensor:
+    """One observation entry as LeRobot's ``prepare_observation_for_inference`` makes it (without
+    the batch dimension): uint8 images / 255 as float32, HWC -> CHW; floats as given."""
+    arr = np.array(value)  # a copy: served frames are read-only views of the request
+    if image:
+        t = torch.from_numpy(arr)
+        if t.dtype == torch.uint8:
+            t = t.to(torch.float32) / 255
+        elif not t.is_floating_point():
+            raise ConfigError(f"{key}: images must be uint8 or float, got {arr.dtype}")
+        t = t.to(torch.float32)
+        if t.ndim == 3 and t.shape[0] != want[0] and t.shape[-1] == want[0]:
+            t = t.permute(2, 0, 1).contiguous()  # HWC -> CHW
+    else:
+        t = torch.from_numpy(arr.astype(np.float32, copy=False)).reshape(-1)
+    if tuple(t.shape) != want:
+        raise ConfigError(
+            f"{key}: shape {tuple(arr.shape)} does not fit the checkpoint's {want}"
+            + (" (CHW; HWC uint8 frames are accepted too)" if image else "")
+        )
+    return t
+
+
+def preprocess_observations(
+    observations: Sequence[Mapping[str, Any]],
+    shapes: Mapping[str, tuple[int, ...]],
+    image_keys: set[str],
+    rename_map: Mapping[str, str],
+    normalizer: FeatureNormalizer | None,
+    device: torch.device,
+    policy_name: str,
+) -> dict[str, torch.Tensor]:
+    """Observations in LeRobot keys -> ``{key: (B, ...)}`` normalized as LeRobot's
+    preprocessor (rename, batch, normalize) leaves them; ``shapes`` lists the inputs read."""
+    renamed = [{rename_map.get(k, k): v for k, v in o.items()} for o in observations]
+    out: dict[str, torch.Tensor] = {}
+    for key, want in shapes.items():
+        rows = []
+        for o in renamed:
+            if key not in o:
+                raise ConfigError(
+                    f"observation has no {key!r}; this LeRobot {policy_name} checkpoint reads "
+                    f"{', '.join(shapes)} (got {', '.join(map(str, o))})"
+                )
+            rows.append(observation_tensor(key, o[key], key in image_keys, tuple(want)))
+        x = torch.stack(rows).to(device)
+        out[key] = normalizer.normalize(key, x) if normalizer else x
+    return out
+
+
+@dataclass
+class Processors:
+    """What the processor pipelines do at inference: rename keys, normalize inputs,
+    unnormalize the action."""
+
+    rename_map: dict[str, str]
+    normalizer: FeatureNormalizer | None
+    unnormalizer: FeatureNormalizer | None
+
+
+def read_processors(path: Path) -> Processors:
+    """policy_preprocessor.json (+ policy_postprocessor.json when present) and their stats; a
+    step this loader does not implement is a ConfigError naming it."""
+    pre = lf.read_pipeline(path, lf.PREPROCESSOR)
+    known = (lf.RENAME_STEP, *lf.PASSIVE_STEPS, *lf.NORMALIZER_STEPS)
+    lf.check_steps(path, lf.PREPROCESSOR, pre, known)
+    post: list[lf.Step] = []
+    if (path / lf.POSTPROCESSOR).is_file():
+        post = lf.read_pipeline(path, lf.POSTPROCESSOR)
+        lf.check_steps(path, lf.POSTPROCESSOR, post, known)
+    rename: dict[str, str] = {}
+    for step in pre:
+        if step.name == lf.RENAME_STEP:
+            rename.update(step.config.get("rename_map") or {})
+    return Processors(
+        rename, _normalizer(path, lf.PREPROCESSOR, pre), _normalizer(path, lf.POSTPROCESSOR, post)
+    )
+
+
+def no_embodiment(path: Path, embodiment: str | None) -> None:
+    if embodiment is not None:
+        raise ConfigError(
+            f"{path} is a single-robot LeRobot checkpoint; embodiment={embodiment!r} selects a "
+            "mixture member, which it has none of: drop --embodiment"
+        )
+
+
+class LeRobotACTPolicy:
+    """LeRobot ACT checkpoint with the vlastack policy contract (see the module docstring)."""
+
+    def __init__(
+        self,
+        network: ACTNetwork,
+        spec: ACTSpec,
+        *,
+        normalizer: FeatureNormalizer | None = None,
+        unnormalizer: FeatureNormalizer | None = None,
+        rename_map: Mapping[str, str] | None = None,
+        checkpoint: str | None = None,
+    ) -> None:
+        self.network = network.eval()
+        self.spec = spec
+        self.normalizer = normalizer
+        self.unnormalizer = unnormalizer
+        self.rename_map = dict(rename_map or {})
+        self.checkpoint = checkpoint
+        self.num_resets = 0
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    @property
+    def input_keys(self) -> list[str]:
+        s = self.spec
+        return [*s.image_keys, *(k for k in (s.state_key, s.env_state_key) if k)]
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        s = self.spec
+        return {
+            "policy": "lerobot/act",
+            "format": FORMAT_NAME,
+            "checkpoint": self.checkpoint,
+            "action_horizon": s.chunk_size,
+            "execute_horizon": s.n_action_steps,
+            "obs_horizon": 1,
+            "action_dim": s.action_dim,
+            "state_dim": s.state_dim or 0,
+            "cameras": list(s.image_keys),
+            "image_size": list(s.image_shape[1:]) if s.image_shape else [],
+            "observation_keys": self.input_keys,
+            "temporal_ensemble_coeff": s.temporal_ensemble_coeff,
+            "embodiment": None,
+        }
+
+    def reset(self) -> None:
+        """ACT keeps no state between chunks (n_obs_steps 1); counted for the harness."""
+        self.num_resets += 1
+
+    # ---- the three LeRobot stages, usable one by one (the tests compare each) --------------
+    def preprocess(self, observations: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        """Observations in LeRobot keys -> the batched, normalized tensors LeRobot's
+        preprocessor gives ``predict_action_chunk``."""
+        s = self.spec
+        shapes = {k: tuple(s.image_shape or ()) for k in s.image_keys}
+        if s.state_key:
+            shapes[s.state_key] = (int(s.state_dim or 0),)
+        if s.env_state_key:
+            shapes[s.env_state_key] = (int(s.env_state_dim or 0),)
+        return preprocess_observations(
+            observations, shapes, set(s.image_keys), self.rename_map, self.normalizer,
+            self.device, "ACT",
+        )
+
+    @torch.inference_mode()
+    def predict_normalized(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Preprocessed tensors -> (B, chunk_size, A) in normalized units."""
+        s = self.spec
+        images = [batch[k] for k in s.image_keys]
+        state = batch[s.state_key] if s.state_key else None
+        env = batch[s.env_state_key] if s.env_state_key else None
+        return self.network.model(images, state, env)
+
+    def postprocess(self, chunk: torch.Tensor) -> torch.Tensor:
+        if self.unnormalizer is None:
+            return chunk
+        return self.unnormalizer.unnormalize(self.spec.action_key, chunk)
+
+    # ---- policy contract --------------------------------------------------------------------
+    def infer(self, obs: Mapping[str, Any]) -> dict[str, Any]:
+        return self.infer_batch([obs])[0]
+
+    def infer_batch(self, batch: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        with torch.inference_mode():
+            chunk = self.postprocess(self.predict_normalized(self.preprocess(batch)))
+        arr = chunk.float().cpu().numpy()
+        return [{"actions": a} for a in arr]
+
+
+def load_lerobot_act(
+    path: str | Path,
+    *,
+    device: str | torch.device | None = None,
+    expect_embodiment: Any = None,
+    embodiment: str | None = None,
+) -> LeRobotACTPolicy:
+    """Load a LeRobot ACT ``pretrained_model`` folder (config.json, model.safetensors, processor
+    JSON and stats). ``expect_embodiment`` is accepted for the format seam and left to the
+    harness' check; ``embodiment`` (a mixture member) does not apply to LeRobot checkpoints."""
+    del expect_embodiment
+    path = Path(path)
+    no_embodiment(path, embodiment)
+    spec = ACTSpec.from_config(lf.read_config(path, "act"))
+    procs = read_processors(path)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    network = load_act_network(path, spec, device)
+    return LeRobotACTPolicy(
+        network,
+        spec,
+        normalizer=procs.normalizer,
+        unnormalizer=procs.unnormalizer,
+        rename_map=procs.rename_map,
+        checkpoint=str(path),
+    )
