@@ -73,6 +73,19 @@ def load_vla(
     return ckpt, model.eval()
 
 
+def member_layout(entry: Any, cfg: Any, is_mixture: bool) -> tuple[list[str], int, int, list[str]]:
+    """(cameras, state_dim, action_dim, pad_cameras) a policy acting as checkpoint member
+    ``entry`` reads and writes (``Policy._mixture_member``, ``vlastack inspect``): a mixture
+    member's own cameras and sizes, the model's other cameras fed as padding."""
+    if is_mixture:
+        cameras = [c for c in cfg.cameras if entry.cameras is None or c in entry.cameras]
+        state_dim = min(entry.state_dim or 0, cfg.state_dim)
+        action_dim = entry.action_dim or cfg.action_dim
+    else:
+        cameras, state_dim, action_dim = list(cfg.cameras), cfg.state_dim, cfg.action_dim
+    return cameras, state_dim, action_dim, [c for c in cfg.cameras if c not in cameras]
+
+
 class Policy:
     """A VLA ready to act: ``infer(obs)`` returns an action chunk in the robot's own units."""
 
@@ -233,17 +246,17 @@ class Policy:
         normalizer = MemberNormalizer(
             inner, {"observation.state": cfg.state_dim, "action": cfg.action_dim}
         )
-        cameras = [c for c in cfg.cameras if entry.cameras is None or c in entry.cameras]
+        cameras, state_dim, action_dim, pad_cameras = member_layout(entry, cfg, True)
         return cls(
             model,
             normalizer,  # type: ignore[arg-type]
             cameras=cameras,
-            state_dim=min(entry.state_dim or 0, cfg.state_dim),
-            action_dim=entry.action_dim or cfg.action_dim,
+            state_dim=state_dim,
+            action_dim=action_dim,
             embodiment=entry.embodiment,
             model_state_dim=cfg.state_dim,
             model_action_dim=cfg.action_dim,
-            pad_cameras=[c for c in cfg.cameras if c not in cameras],
+            pad_cameras=pad_cameras,
             embodiment_name=entry.name,
             mixture_members=names,
             **common,
@@ -445,5 +458,6 @@ __all__ = [
     "check_policy_fits_env",
     "image_to_chw_float",
     "load_vla",
+    "member_layout",
     "parse_observation",
 ]
