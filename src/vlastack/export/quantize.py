@@ -169,14 +169,11 @@ def quantization_info(path: str | Path) -> dict[str, Any] | None:
 
 
 def load_policy(path: str | Path, **kwargs: Any) -> Any:
-    """``Policy.from_checkpoint`` plus the int8 kernels a quantized checkpoint asks for."""
+    """``Policy.from_checkpoint``, which rebuilds the int8 kernels a quantized checkpoint asks
+    for (``apply_quantization``); kept as the export package's name for it."""
     from vlastack.policy import Policy
 
-    policy = Policy.from_checkpoint(path, **kwargs)
-    info = quantization_info(path)
-    if info:
-        policy.model = apply_quantization(policy.model, info).eval()
-    return policy
+    return Policy.from_checkpoint(path, **kwargs)
 
 
 __all__ = [
