@@ -136,3 +136,33 @@ def test_graph_replay_equals_eager_on_gpu(name: str) -> None:
         replay = graphed(ctx, mask, torch.Generator().manual_seed(9))
     torch.testing.assert_close(replay, eager, rtol=1e-4, atol=1e-4)
     assert graphed.captures == 2
+
+
+def test_vla_samples_through_its_head_runner_slot(monkeypatch) -> None:
+    """``VLA.enable_cuda_graphs`` (what ``Policy.enable_cuda_graphs`` calls) fills the public
+    ``head_runner`` slot and ``sample_actions`` goes through it: same chunk as eager."""
+    from _export_tiny import tiny_config
+    from vlastack.models.vla import build_vla
+
+    def record(self, fn, device):
+        out = fn()
+        return _ReplayByRerun(fn, out), out
+
+    monkeypatch.setattr(GraphedHead, "_record", record)
+    torch.manual_seed(0)
+    model = build_vla(tiny_config("flow_matching")).eval()
+    batch = {
+        "observation.images.front": torch.rand(1, 1, 3, 16, 16),
+        "observation.images.wrist": torch.rand(1, 1, 3, 16, 16),
+        "observation.state": torch.randn(1, 1, 4),
+        "task": ["push"],
+    }
+    eager = model.sample_actions(batch, generator=torch.Generator().manual_seed(1))
+    assert model.head_runner is None
+    model.enable_cuda_graphs()
+    assert isinstance(model.head_runner, GraphedHead)
+    model.head_runner._any_device = True
+    for _ in range(2):  # captured once, then replayed
+        replay = model.sample_actions(batch, generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(replay, eager, rtol=1e-5, atol=1e-5)
+    assert model.head_runner.captures == 1

@@ -71,7 +71,7 @@ def test_each_stage_reports_the_time_spent_in_it(
     policy = Policy.from_checkpoint(write_tiny_checkpoint(tmp_path / "ck", "flow_matching"))
     obs = synthetic_observation(policy)
     spent = {"preprocess": 1, "normalize": 2, "vision": 3, "head": 4, "unnormalize": 5}
-    monkeypatch.setattr(policy, "_parse", slow(policy._parse, 1))
+    monkeypatch.setattr(policy, "parse", slow(policy.parse, 1))
     norm, model = policy.normalizer, policy.model
     monkeypatch.setattr(norm, "normalize", slow(norm.normalize, 2))
     model.vision.register_forward_pre_hook(lambda *_: slow(lambda: None, 3)())

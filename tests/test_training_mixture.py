@@ -132,7 +132,8 @@ def test_cli_trains_mixture_and_checkpoint_serves_each_embodiment(
             assert out["actions"].shape == (8, action_dim)
             assert np.isfinite(out["actions"]).all()
             if name == "small":  # the camera it lacks is flagged, so the model masks it out
-                frame, _ = policy._parse({**obs, "observation.state": np.zeros(2, np.float32)})
+                o = policy.parse({**obs, "observation.state": np.zeros(2, np.float32)})
+                frame = {k: v[0, 0] for k, v in policy.batch([[o]]).items() if k != "task"}
                 assert bool(frame["observation.images.wrist_is_pad"])
         # Each robot un-normalizes with its own stats: model-space 0 is that dataset's mean.
         mean = DatasetReader(small if name == "small" else big).stats["action"]["mean"]

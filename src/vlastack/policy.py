@@ -4,6 +4,11 @@
 policy server call. It owns everything between raw robot observations and raw robot actions:
 image layout and size, observation history, normalization of state, un-normalization of actions.
 The model (``models/vla.py``) only ever sees normalized tensors; the server only sees ``Policy``.
+
+Data path of a call: ``parse`` (any client spelling -> ``observation.Observation``, the one place
+key spellings and image layout are resolved) -> history window -> ``batch`` (model keys) ->
+``predict`` (normalize -> sample -> unnormalize, the one copy; ``infer_guided`` swaps in the
+model's guided sampler). ``load_vla`` is the one place a checkpoint's model is built.
 """
 
 from __future__ import annotations
@@ -11,16 +16,23 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vlastack.embodiment import EmbodimentSpec
-from vlastack.errors import ConfigError, DataError, VlastackError
+from vlastack.errors import ConfigError, DataError
+from vlastack.observation import (
+    Observation,
+    ObservationError,
+    image_to_chw_float,
+    observation_batch,
+    parse_observation,
+)
 from vlastack.profiling import stage
 
 if TYPE_CHECKING:
@@ -30,58 +42,48 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class ObservationError(VlastackError):
-    """An observation sent to a policy is missing a key or has the wrong shape or dtype."""
-
-
 class UnknownEmbodimentError(ConfigError, DataError):
     """``embodiment=NAME`` names no member of a mixture checkpoint (a config mistake; also a
     DataError, the type ``Checkpoint.select_embodiment`` raises, for callers catching that)."""
 
 
-def _find(obs: Mapping[str, Any], candidates: list[str]) -> Any:
-    for key in candidates:
-        if key in obs:
-            return obs[key]
-        if "/" in key:  # nested dict style, e.g. images/cam_high
-            top, sub = key.split("/", 1)
-            inner = obs.get(top)
-            if isinstance(inner, Mapping) and sub in inner:
-                return inner[sub]
-    return None
+def load_vla(
+    path: str | Path, *, expect_embodiment: EmbodimentSpec | None = None
+) -> tuple[Any, Any]:
+    """(Checkpoint, its VLA with the weights loaded, in eval mode): the one place a checkpoint's
+    model is built (``Policy.from_checkpoint``, ``export.quantize``, ``export.onnx``). Every key
+    the model has must be in the weights file and no other: anything else is another
+    architecture. Quantized checkpoints come back with their stored (float) weights."""
+    from vlastack.checkpoints import load_checkpoint
+    from vlastack.models.vla import VLAConfig, build_vla
+
+    ckpt = load_checkpoint(path, expect_embodiment=expect_embodiment)
+    model_d = ckpt.config.get("model")
+    if not isinstance(model_d, Mapping):
+        raise DataError(f"{ckpt.path}/config.json has no 'model' section; not a VLA checkpoint")
+    model = build_vla(VLAConfig.from_dict(model_d))
+    # MiniLM lives outside the module tree (reloaded from its package), so every key the
+    # model has must be in the file: anything else means another architecture.
+    missing, unexpected = model.load_state_dict(ckpt.weights, strict=False)
+    if missing or unexpected:
+        raise DataError(
+            f"{ckpt.path}/model.safetensors does not fit the model in config.json: "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    return ckpt, model.eval()
 
 
-def image_to_chw_float(img: Any, name: str, size: tuple[int, int]) -> torch.Tensor:
-    """uint8 HWC or CHW (or float in [0, 1]) -> float32 (C, H, W) in [0, 1] resized to ``size``."""
-    arr = np.asarray(img)
-    if arr.ndim != 3:
-        raise ObservationError(
-            f"observation {name!r}: expected an image of shape (H, W, 3) or (3, H, W), "
-            f"got shape {arr.shape}"
-        )
-    if arr.shape[-1] in (1, 3) and arr.shape[0] not in (1, 3):
-        arr = np.moveaxis(arr, -1, 0)
-    elif arr.shape[0] not in (1, 3):
-        raise ObservationError(
-            f"observation {name!r}: expected 3 colour channels first or last, got shape {arr.shape}"
-        )
-    # torch.tensor copies: a frame the server unpacked is a read-only view of the request's
-    # bytes, and the tensor must neither alias nor warn about it
-    if arr.dtype == np.uint8:
-        t = torch.tensor(arr, dtype=torch.float32).div_(255.0)
-    elif np.issubdtype(arr.dtype, np.floating):
-        t = torch.tensor(arr, dtype=torch.float32)
+def member_layout(entry: Any, cfg: Any, is_mixture: bool) -> tuple[list[str], int, int, list[str]]:
+    """(cameras, state_dim, action_dim, pad_cameras) a policy acting as checkpoint member
+    ``entry`` reads and writes (``Policy._mixture_member``, ``vlastack inspect``): a mixture
+    member's own cameras and sizes, the model's other cameras fed as padding."""
+    if is_mixture:
+        cameras = [c for c in cfg.cameras if entry.cameras is None or c in entry.cameras]
+        state_dim = min(entry.state_dim or 0, cfg.state_dim)
+        action_dim = entry.action_dim or cfg.action_dim
     else:
-        raise ObservationError(
-            f"observation {name!r}: expected uint8 (0-255) or float (0-1) pixels, got {arr.dtype}"
-        )
-    if t.shape[0] == 1:
-        t = t.expand(3, -1, -1)
-    if tuple(t.shape[-2:]) != tuple(size):
-        t = F.interpolate(t[None], size=size, mode="bilinear", align_corners=False, antialias=True)[
-            0
-        ]
-    return t
+        cameras, state_dim, action_dim = list(cfg.cameras), cfg.state_dim, cfg.action_dim
+    return cameras, state_dim, action_dim, [c for c in cfg.cameras if c not in cameras]
 
 
 class Policy:
@@ -125,7 +127,7 @@ class Policy:
         self.source = source
         self.seed = int(seed)
         self._generator = torch.Generator(device="cpu").manual_seed(self.seed)
-        self._history: deque[dict[str, torch.Tensor]] = deque(maxlen=self.obs_horizon)
+        self._history: deque[Observation] = deque(maxlen=self.obs_horizon)
         self.last_latency_ms: float = 0.0
         # A model trained on a mixture reads/writes padded vectors and every camera of the
         # mixture; this robot sends its own sizes, and cameras it lacks are fed as zero images
@@ -143,19 +145,12 @@ class Policy:
         on first use). At batch 1 a head is launch-bound on a GPU; replaying the graph removes
         the per-kernel launch cost. Same chunk as eager for the same seed. GPU only; heads that
         decode autoregressively on data (FAST) or draw noise every step (DDPM) refuse."""
-        from vlastack.models.action_heads.graphs import GraphedHead
-
         if self.device.type != "cuda":
             raise ConfigError(
                 f"CUDA graphs need a CUDA device; this policy runs on {self.device} "
                 "(load it with device='cuda', or drop --cuda-graphs)"
             )
-        if getattr(self.model.config, "action_tokens_in_lm", False):
-            raise ConfigError(
-                "CUDA graphs: this model decodes actions as language-model tokens, which stops on "
-                "the tokens it reads; drop --cuda-graphs"
-            )
-        self.model.__dict__["_graphed_head"] = GraphedHead(self.model.head)
+        self.model.enable_cuda_graphs()
 
     # ---- construction ------------------------------------------------------------------
     @classmethod
@@ -172,24 +167,10 @@ class Policy:
         """Load a checkpoint folder. For a checkpoint trained on a mixture of robots,
         ``embodiment`` names the robot to act as (a member name or its robot_type; default:
         the one matching ``expect_embodiment``, else the first member, with a log line)."""
-        from vlastack.checkpoints import load_checkpoint
         from vlastack.data.normalization import Normalizer
-        from vlastack.models.vla import VLAConfig, build_vla
 
-        ckpt = load_checkpoint(path, expect_embodiment=expect_embodiment)
-        model_d = ckpt.config.get("model")
-        if not isinstance(model_d, Mapping):
-            raise DataError(f"{ckpt.path}/config.json has no 'model' section; not a VLA checkpoint")
-        cfg = VLAConfig.from_dict(model_d)
-        model: Any = build_vla(cfg)
-        # MiniLM lives outside the module tree (reloaded from its package), so every key the
-        # model has must be in the file: anything else means another architecture.
-        missing, unexpected = model.load_state_dict(ckpt.weights, strict=False)
-        if missing or unexpected:
-            raise DataError(
-                f"{ckpt.path}/model.safetensors does not fit the model in config.json: "
-                f"missing {missing[:5]}, unexpected {unexpected[:5]}"
-            )
+        ckpt, model = load_vla(path, expect_embodiment=expect_embodiment)
+        cfg = model.config
         if ckpt.config.get("quantization"):
             from vlastack.models.quantize import apply_quantization
 
@@ -265,17 +246,17 @@ class Policy:
         normalizer = MemberNormalizer(
             inner, {"observation.state": cfg.state_dim, "action": cfg.action_dim}
         )
-        cameras = [c for c in cfg.cameras if entry.cameras is None or c in entry.cameras]
+        cameras, state_dim, action_dim, pad_cameras = member_layout(entry, cfg, True)
         return cls(
             model,
             normalizer,  # type: ignore[arg-type]
             cameras=cameras,
-            state_dim=min(entry.state_dim or 0, cfg.state_dim),
-            action_dim=entry.action_dim or cfg.action_dim,
+            state_dim=state_dim,
+            action_dim=action_dim,
             embodiment=entry.embodiment,
             model_state_dim=cfg.state_dim,
             model_action_dim=cfg.action_dim,
-            pad_cameras=[c for c in cfg.cameras if c not in cameras],
+            pad_cameras=pad_cameras,
             embodiment_name=entry.name,
             mixture_members=names,
             **common,
@@ -317,92 +298,72 @@ class Policy:
         self._history.clear()
         self._generator.manual_seed(self.seed)
 
-    def _parse(self, obs: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
-        if not isinstance(obs, Mapping):
-            raise ObservationError(f"observation must be a dict, got {type(obs).__name__}")
-        frame: dict[str, torch.Tensor] = {}
-        for cam in self.cameras:
-            img = _find(
-                obs,
-                [f"observation.images.{cam}", f"observation/{cam}", f"images/{cam}", cam],
-            )
-            if img is None:
-                raise ObservationError(
-                    f"observation is missing camera {cam!r}: send it as "
-                    f"'observation.images.{cam}' (uint8 HWC); got keys {sorted(obs)}"
-                )
-            frame[f"observation.images.{cam}"] = image_to_chw_float(img, cam, self.image_size)
-        if self.state_dim:
-            st = _find(obs, ["observation.state", "observation/state", "state"])
-            if st is None:
-                raise ObservationError(
-                    f"observation is missing 'observation.state' (float, {self.state_dim} values); "
-                    f"got keys {sorted(obs)}"
-                )
-            arr = np.asarray(st, dtype=np.float32).reshape(-1)
-            if arr.shape[0] != self.state_dim:
-                raise ObservationError(
-                    f"observation 'observation.state' has {arr.shape[0]} values, "
-                    f"expected {self.state_dim}"
-                )
-            frame["observation.state"] = torch.from_numpy(arr.copy())
-        if self.model_state_dim > self.state_dim:  # mixture: zero-pad to the model's size
-            padded = torch.zeros(self.model_state_dim)
-            if self.state_dim:
-                padded[: self.state_dim] = frame["observation.state"]
-            frame["observation.state"] = padded
-        for cam in self.pad_cameras:  # flagged like training does, so the model masks it out
-            frame[f"observation.images.{cam}"] = torch.zeros(3, *self.image_size)
-            frame[f"observation.images.{cam}_is_pad"] = torch.tensor(True)
-        prompt = _find(obs, ["task", "prompt"])
-        if isinstance(prompt, bytes):
-            prompt = prompt.decode()
-        if isinstance(prompt, np.ndarray):
-            prompt = str(prompt.item() if prompt.size == 1 else prompt)
-        if prompt is None:
-            prompt = self.default_prompt
-        return frame, str(prompt)
+    def parse(self, obs: Mapping[str, Any]) -> Observation:
+        """A client's observation (any accepted key spelling, HWC or CHW) -> ``Observation``."""
+        return parse_observation(
+            obs,
+            cameras=self.cameras,
+            state_dim=self.state_dim,
+            image_size=self.image_size,
+            default_prompt=self.default_prompt,
+        )
 
-    def _batch(self, frames: list[dict[str, torch.Tensor]], prompts: list[str]) -> dict[str, Any]:
-        batch: dict[str, Any] = {}
-        for key in frames[0]:
-            batch[key] = torch.stack([f[key] for f in frames]).to(self.device)
-        batch["task"] = prompts
-        return batch
+    def batch(self, windows: list[list[Observation]]) -> dict[str, Any]:
+        """Windows of observations -> the model's batch on this policy's device (mixture
+        padding included), in robot units."""
+        return observation_batch(
+            windows,
+            image_size=self.image_size,
+            model_state_dim=self.model_state_dim,
+            pad_cameras=self.pad_cameras,
+            device=self.device,
+        )
 
-    def _window(self, frame: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Append to history and return (T, ...) tensors, padding by repeating the oldest frame."""
+    def _window(self, observation: Observation) -> list[Observation]:
+        """Append to history and return the last ``obs_horizon`` observations, oldest first,
+        padding by repeating the oldest one."""
         if not self._history:
             for _ in range(self.obs_horizon - 1):
-                self._history.append(frame)
-        self._history.append(frame)
-        return {k: torch.stack([h[k] for h in self._history]) for k in frame}
+                self._history.append(observation)
+        self._history.append(observation)
+        return list(self._history)
 
-    @torch.no_grad()
-    def _predict(self, batch: dict[str, Any]) -> np.ndarray:
-        with stage("normalize"):
-            batch = self.normalizer.normalize(batch)
-        actions = self.model.sample_actions(batch, generator=self._generator)
-        with stage("unnormalize"):
-            actions = self.normalizer.unnormalize_actions(actions)
-            return actions.float().cpu().numpy()
+    def predict(
+        self,
+        batch: Mapping[str, Any],
+        *,
+        generator: torch.Generator | None = None,
+        sample: Callable[[dict[str, Any]], torch.Tensor] | None = None,
+    ) -> np.ndarray:
+        """normalize -> sample -> unnormalize, the one copy: a batch in robot units (model keys)
+        -> action chunks float32 (B, H, A) in robot units. ``generator`` defaults to the
+        policy's own seeded one; ``sample(normalized batch) -> normalized actions`` replaces
+        ``model.sample_actions`` (real-time chunking's guided sampler, which needs autograd)."""
+        with torch.no_grad() if sample is None else nullcontext():
+            with stage("normalize"):
+                normalized = self.normalizer.normalize(dict(batch))
+            if sample is None:
+                gen = self._generator if generator is None else generator
+                actions = self.model.sample_actions(normalized, generator=gen)
+            else:
+                actions = sample(normalized)
+            with stage("unnormalize"):
+                actions = self.normalizer.unnormalize_actions(actions.detach())
+                return actions.float().cpu().numpy()
 
     def infer(self, obs: Mapping[str, Any]) -> dict[str, Any]:
         """One observation (unbatched) -> {"actions": float32 (H, A), "policy_timing": {...}}."""
         t0 = time.perf_counter()
         with stage("preprocess"):  # parse, history window, batch, to device
-            frame, prompt = self._parse(obs)
-            window = self._window(frame)
-            batch = self._batch([window], [prompt])
-        actions = self._predict(batch)[0]
+            batch = self.batch([self._window(self.parse(obs))])
+        actions = self.predict(batch)[0]
         self.last_latency_ms = (time.perf_counter() - t0) * 1000.0
         return {"actions": actions, "policy_timing": {"infer_ms": self.last_latency_ms}}
 
     @property
     def supports_guided_sampling(self) -> bool:
         """True when the action head can run real-time-chunking guidance (flow matching)."""
-        head = getattr(self.model, "head", None)
-        return head is not None and hasattr(head, "sample_actions_guided")
+        return bool(getattr(self.model, "supports_guided_sampling", False))
 
     def infer_guided(
         self,
@@ -438,40 +399,31 @@ class Policy:
         H = self.action_horizon
         L = min(len(prev), H)
         t0 = time.perf_counter()
-        frame, prompt = self._parse(obs)
-        window = self._window(frame)
-        batch = self.normalizer.normalize(self._batch([window], [prompt]))
-        # The guidance needs a VJP through the velocity network, so the prefix (and its KV cache)
-        # is built under no_grad, not inference_mode: inference tensors refuse autograd later.
-        with torch.no_grad():
-            ctx, mask, _ = self.model.encode_prefix(batch)
-            if self.model.config.motion_hierarchy:  # RT-H: condition on the predicted motion
-                from vlastack.models.common import masked_mean
-
-                motion = self.model.motion_classifier(masked_mean(ctx, mask)).argmax(-1)
-                ctx, mask = self.model._with_motion(ctx, mask, motion)
-        # prev (L, A) -> normalized (1, H, A), zero after L (weight 0 there)
-        y = torch.zeros(1, H, self.model_action_dim, device=self.device)
-        if L:
+        with stage("preprocess"):
+            batch = self.batch([self._window(self.parse(obs))])
+        if L == 0:  # nothing committed: plain sampling (same noise draw, no VJPs)
+            actions = self.predict(batch)[0]
+        else:
+            # prev (L, A) -> normalized (1, H, A), zero after L (weight 0 there)
+            y = torch.zeros(1, H, self.model_action_dim, device=self.device)
             y[0, :L, : self.action_dim] = self.normalizer.normalize_key(
                 "action", torch.from_numpy(prev[:L]).to(self.device)
             )
-        d = max(0, min(int(inference_delay), L))
-        weights = torch.as_tensor(prefix_weights(d, L, H, schedule), dtype=torch.float32)
-        if L == 0:  # nothing committed: plain sampling (same noise draw, no VJPs)
-            actions = self.model.head.sample_actions(ctx, mask, generator=self._generator)
-        else:
-            actions = self.model.head.sample_actions_guided(
-                ctx,
-                mask,
-                y,
-                weights.to(self.device),
-                max_guidance_weight=max_guidance_weight,
-                generator=self._generator,
-            )
-        out = self.normalizer.unnormalize_actions(actions.detach()).float().cpu().numpy()[0]
+            d = max(0, min(int(inference_delay), L))
+            weights = torch.as_tensor(prefix_weights(d, L, H, schedule), dtype=torch.float32)
+
+            def guided(normalized: dict[str, Any]) -> torch.Tensor:
+                return self.model.sample_actions_guided(
+                    normalized,
+                    y,
+                    weights.to(self.device),
+                    max_guidance_weight=max_guidance_weight,
+                    generator=self._generator,
+                )
+
+            actions = self.predict(batch, sample=guided)[0]
         self.last_latency_ms = (time.perf_counter() - t0) * 1000.0
-        return {"actions": out, "policy_timing": {"infer_ms": self.last_latency_ms}}
+        return {"actions": actions, "policy_timing": {"infer_ms": self.last_latency_ms}}
 
     def infer_batch(self, observations: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Several independent single-frame observations (e.g. several server clients) at once.
@@ -479,12 +431,8 @@ class Policy:
         History is not used here (each observation stands alone, obs_horizon frames repeated).
         """
         t0 = time.perf_counter()
-        frames, prompts = [], []
-        for obs in observations:
-            f, p = self._parse(obs)
-            frames.append({k: v[None].expand(self.obs_horizon, *v.shape) for k, v in f.items()})
-            prompts.append(p)
-        actions = self._predict(self._batch(frames, prompts))
+        windows = [[self.parse(obs)] * self.obs_horizon for obs in observations]
+        actions = self.predict(self.batch(windows))
         ms = (time.perf_counter() - t0) * 1000.0
         return [{"actions": a, "policy_timing": {"infer_ms": ms}} for a in actions]
 
@@ -500,3 +448,16 @@ def check_policy_fits_env(policy: Policy, env_embodiment: EmbodimentSpec) -> Non
             f"environment is {env_embodiment.robot_type!r}: {'; '.join(diffs)}. Retrain or "
             "fine-tune on this robot, or pass --allow-mismatch to pad/truncate actions"
         )
+
+
+__all__ = [
+    "Observation",
+    "ObservationError",
+    "Policy",
+    "UnknownEmbodimentError",
+    "check_policy_fits_env",
+    "image_to_chw_float",
+    "load_vla",
+    "member_layout",
+    "parse_observation",
+]

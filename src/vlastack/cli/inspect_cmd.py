@@ -220,17 +220,11 @@ def _member(
     """Inputs, outputs, stats and client view of one robot, sized as ``Policy`` would act."""
     from vlastack.data.normalization import Normalizer
     from vlastack.errors import DataError
+    from vlastack.policy import member_layout
 
     problems: list[str] = []
     label = f"member {entry.name!r}" if is_mixture else "checkpoint"
-    # Same sizes and cameras as Policy.from_checkpoint / Policy._mixture_member.
-    if is_mixture:
-        cameras = [c for c in cfg.cameras if entry.cameras is None or c in entry.cameras]
-        state_dim = min(entry.state_dim or 0, cfg.state_dim)
-        action_dim = entry.action_dim or cfg.action_dim
-    else:
-        cameras, state_dim, action_dim = list(cfg.cameras), cfg.state_dim, cfg.action_dim
-    pad_cameras = [c for c in cfg.cameras if c not in cameras]
+    cameras, state_dim, action_dim, pad_cameras = member_layout(entry, cfg, is_mixture)
     emb = entry.embodiment
     norm = entry.normalization or {}
     try:
@@ -286,8 +280,8 @@ def _member(
             mixture_members=mixture_names,
         )
     send: dict[str, str] = {}
-    for c in cams_out:
-        send[c["key"]] = f"uint8 (H, W, 3) RGB, upright; any H×W, resized to {H}×{W}"
+    for cam_out in cams_out:
+        send[cam_out["key"]] = f"uint8 (H, W, 3) RGB, upright; any H×W, resized to {H}×{W}"
     if state_dim:
         send[STATE_KEY] = f"float32 ({state_dim},), raw robot units (normalized by the policy)"
     send["task"] = (

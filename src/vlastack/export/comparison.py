@@ -175,15 +175,12 @@ def open_loop_actions(
     idx = np.unique(np.linspace(0, n - 1, min(n, max_windows)).round().astype(int))
     gen = torch.Generator().manual_seed(seed)
     preds, trues, valid = [], [], []
-    model, norm = policy.model, policy.normalizer
-    with torch.no_grad():
-        for s in range(0, len(idx), batch_size):
-            batch = collate([dataset[int(i)] for i in idx[s : s + batch_size]])
-            trues.append(batch["action"].numpy())
-            valid.append((~batch["action_is_pad"]).numpy())
-            nb = norm.normalize({k: v for k, v in batch.items() if k != "action"})
-            a = norm.unnormalize_actions(model.sample_actions(nb, generator=gen))
-            preds.append(a.float().cpu().numpy())
+    for s in range(0, len(idx), batch_size):
+        batch = collate([dataset[int(i)] for i in idx[s : s + batch_size]])
+        trues.append(batch["action"].numpy())
+        valid.append((~batch["action_is_pad"]).numpy())
+        inputs = {k: v for k, v in batch.items() if k != "action"}
+        preds.append(policy.predict(inputs, generator=gen))
     return np.concatenate(preds), np.concatenate(trues), np.concatenate(valid)
 
 

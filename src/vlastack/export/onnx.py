@@ -542,12 +542,13 @@ def export_onnx(
 ) -> dict[str, Any]:
     """Export the action head of a checkpoint to ``out_dir`` (``<head>_<part>.onnx`` +
     ``manifest.json``); copies ``normalization.json`` so actions can be un-normalized outside."""
-    from vlastack.export.quantize import _load_vla, quantization_info
+    from vlastack.export.quantize import quantization_info
+    from vlastack.policy import load_vla
 
     # An int8 checkpoint exports as float weights that lie on the int8 grid (same accuracy);
     # a ternary one exports its BitLinear layers (weights and activations fake-quantized).
     info = quantization_info(checkpoint)
-    ckpt, model = _load_vla(checkpoint)
+    ckpt, model = load_vla(checkpoint)
     manifest = export_model_heads(model, out_dir, parts, opset=opset, check=check, atol=atol)
     manifest["checkpoint"] = str(ckpt.path)
     manifest["quantization"] = info

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -57,26 +57,6 @@ def _bitlinear_storage_(model: nn.Module) -> int:
     return count
 
 
-def _load_vla(path: str | Path) -> tuple[Any, nn.Module]:
-    """(Checkpoint, VLA with its weights) — the same strict check as ``Policy.from_checkpoint``."""
-    from vlastack.checkpoints import load_checkpoint
-    from vlastack.models.vla import VLAConfig, build_vla
-
-    ckpt = load_checkpoint(path)
-    model_d = ckpt.config.get("model")
-    if not isinstance(model_d, Mapping):
-        raise DataError(f"{ckpt.path}/config.json has no 'model' section; not a VLA checkpoint")
-    model = build_vla(VLAConfig.from_dict(model_d))
-    missing, unexpected = model.load_state_dict(ckpt.weights, strict=False)
-    missing = [k for k in missing if not k.startswith(getattr(model, "external_prefixes", ()))]
-    if missing or unexpected:
-        raise DataError(
-            f"{ckpt.path}/model.safetensors does not fit the model in config.json: "
-            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
-    return ckpt, model.eval()
-
-
 def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2))
 
@@ -106,7 +86,9 @@ def quantize_checkpoint(
     dst = Path(dst)
     if dst.exists() and not overwrite:
         raise ConfigError(f"{dst} already exists; pass another --out folder or overwrite=True")
-    ckpt, model = _load_vla(src)
+    from vlastack.policy import load_vla
+
+    ckpt, model = load_vla(src)
     if ckpt.config.get("quantization"):
         raise ConfigError(
             f"{ckpt.path} is already quantized ({ckpt.config['quantization'].get('method')}); "
@@ -187,14 +169,11 @@ def quantization_info(path: str | Path) -> dict[str, Any] | None:
 
 
 def load_policy(path: str | Path, **kwargs: Any) -> Any:
-    """``Policy.from_checkpoint`` plus the int8 kernels a quantized checkpoint asks for."""
+    """``Policy.from_checkpoint``, which rebuilds the int8 kernels a quantized checkpoint asks
+    for (``apply_quantization``); kept as the export package's name for it."""
     from vlastack.policy import Policy
 
-    policy = Policy.from_checkpoint(path, **kwargs)
-    info = quantization_info(path)
-    if info:
-        policy.model = apply_quantization(policy.model, info).eval()
-    return policy
+    return Policy.from_checkpoint(path, **kwargs)
 
 
 __all__ = [

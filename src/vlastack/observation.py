@@ -1,0 +1,191 @@
+"""What a robot sends a policy, resolved once: ``parse_observation`` turns a client's dict (any of
+the key spellings real clients use) into a typed ``Observation``, and ``observation_batch`` turns
+windows of them into the model's batch dict (LeRobot keys, ARCHITECTURE.md "Contracts").
+
+Spellings accepted for camera ``<cam>``: ``observation.images.<cam>`` (LeRobot),
+``observation/<cam>`` (openpi flat), ``images/<cam>`` or ``{"images": {<cam>: ...}}`` (openpi
+nested), ``<cam>``; state: ``observation.state``, ``observation/state``, ``state``; instruction:
+``task``, ``prompt`` (str, bytes or a one-element numpy array). Images are uint8 or float in
+[0, 1], HWC or CHW. Nothing after ``parse_observation`` sees another spelling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vlastack.errors import VlastackError
+
+STATE_KEY = "observation.state"
+TASK_KEY = "task"
+
+
+class ObservationError(VlastackError):
+    """An observation sent to a policy is missing a key or has the wrong shape or dtype."""
+
+
+def image_key(camera: str) -> str:
+    """The batch key of a camera's frames: ``observation.images.<camera>``."""
+    return f"observation.images.{camera}"
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One observation in one spelling: ``images`` camera name -> float32 (3, H, W) in [0, 1] at
+    the model's image size; ``state`` float32 (S,) (None when the policy reads no state);
+    ``task`` the instruction."""
+
+    images: dict[str, torch.Tensor]
+    state: torch.Tensor | None
+    task: str
+
+
+def _find(obs: Mapping[str, Any], candidates: list[str]) -> Any:
+    for key in candidates:
+        if key in obs:
+            return obs[key]
+        if "/" in key:  # nested dict style, e.g. images/cam_high
+            top, sub = key.split("/", 1)
+            inner = obs.get(top)
+            if isinstance(inner, Mapping) and sub in inner:
+                return inner[sub]
+    return None
+
+
+def image_to_chw_float(img: Any, name: str, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 HWC or CHW (or float in [0, 1]) -> float32 (C, H, W) in [0, 1] resized to ``size``."""
+    arr = np.asarray(img)
+    if arr.ndim != 3:
+        raise ObservationError(
+            f"observation {name!r}: expected an image of shape (H, W, 3) or (3, H, W), "
+            f"got shape {arr.shape}"
+        )
+    if arr.shape[-1] in (1, 3) and arr.shape[0] not in (1, 3):
+        arr = np.moveaxis(arr, -1, 0)
+    elif arr.shape[0] not in (1, 3):
+        raise ObservationError(
+            f"observation {name!r}: expected 3 colour channels first or last, got shape {arr.shape}"
+        )
+    # torch.tensor copies: a frame the server unpacked is a read-only view of the request's
+    # bytes, and the tensor must neither alias nor warn about it
+    if arr.dtype == np.uint8:
+        t = torch.tensor(arr, dtype=torch.float32).div_(255.0)
+    elif np.issubdtype(arr.dtype, np.floating):
+        t = torch.tensor(arr, dtype=torch.float32)
+    else:
+        raise ObservationError(
+            f"observation {name!r}: expected uint8 (0-255) or float (0-1) pixels, got {arr.dtype}"
+        )
+    if t.shape[0] == 1:
+        t = t.expand(3, -1, -1)
+    if tuple(t.shape[-2:]) != tuple(size):
+        t = F.interpolate(t[None], size=size, mode="bilinear", align_corners=False, antialias=True)[
+            0
+        ]
+    return t
+
+
+def parse_observation(
+    obs: Mapping[str, Any],
+    *,
+    cameras: Sequence[str],
+    state_dim: int,
+    image_size: tuple[int, int],
+    default_prompt: str = "",
+) -> Observation:
+    """A client's observation dict -> ``Observation`` for a robot with these ``cameras`` and
+    ``state_dim`` (0 = no state read). Raises ``ObservationError`` naming the missing key."""
+    if not isinstance(obs, Mapping):
+        raise ObservationError(f"observation must be a dict, got {type(obs).__name__}")
+    images: dict[str, torch.Tensor] = {}
+    for cam in cameras:
+        img = _find(obs, [image_key(cam), f"observation/{cam}", f"images/{cam}", cam])
+        if img is None:
+            raise ObservationError(
+                f"observation is missing camera {cam!r}: send it as "
+                f"'{image_key(cam)}' (uint8 HWC); got keys {sorted(obs)}"
+            )
+        images[cam] = image_to_chw_float(img, cam, image_size)
+    state = None
+    if state_dim:
+        st = _find(obs, [STATE_KEY, "observation/state", "state"])
+        if st is None:
+            raise ObservationError(
+                f"observation is missing '{STATE_KEY}' (float, {state_dim} values); "
+                f"got keys {sorted(obs)}"
+            )
+        arr = np.asarray(st, dtype=np.float32).reshape(-1)
+        if arr.shape[0] != state_dim:
+            raise ObservationError(
+                f"observation '{STATE_KEY}' has {arr.shape[0]} values, expected {state_dim}"
+            )
+        state = torch.from_numpy(arr.copy())
+    prompt = _find(obs, [TASK_KEY, "prompt"])
+    if isinstance(prompt, bytes):
+        prompt = prompt.decode()
+    if isinstance(prompt, np.ndarray):
+        prompt = str(prompt.item() if prompt.size == 1 else prompt)
+    if prompt is None:
+        prompt = default_prompt
+    return Observation(images=images, state=state, task=str(prompt))
+
+
+def observation_batch(
+    windows: Sequence[Sequence[Observation]],
+    *,
+    image_size: tuple[int, int],
+    model_state_dim: int = 0,
+    pad_cameras: Sequence[str] = (),
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """B windows of T observations (oldest first) -> the model's batch: ``observation.images.<cam>``
+    (B, T, 3, H, W), ``observation.state`` (B, T, S), ``task`` list[str] (the newest frame's).
+
+    A model trained on a mixture reads more than one robot sends: the state is zero-padded to
+    ``model_state_dim`` and each of ``pad_cameras`` is a zero image flagged
+    ``observation.images.<cam>_is_pad`` (B, T), as in training (data/mixture.py)."""
+    first = windows[0][0]
+    batch: dict[str, Any] = {}
+
+    def stack(get: Any) -> torch.Tensor:
+        return torch.stack([torch.stack([get(o) for o in w]) for w in windows]).to(device)
+
+    for cam in first.images:
+        batch[image_key(cam)] = stack(lambda o, c=cam: o.images[c])
+    S = first.state.shape[0] if first.state is not None else 0
+    if S or model_state_dim:
+        width = max(S, int(model_state_dim))
+
+        def state(o: Observation) -> torch.Tensor:
+            if o.state is not None and o.state.shape[0] == width:
+                return o.state
+            padded = torch.zeros(width)
+            if o.state is not None:
+                padded[: o.state.shape[0]] = o.state
+            return padded
+
+        batch[STATE_KEY] = stack(state)
+    if pad_cameras:
+        B, T = len(windows), len(windows[0])
+        for cam in pad_cameras:
+            batch[image_key(cam)] = torch.zeros(B, T, 3, *image_size, device=device)
+            batch[f"{image_key(cam)}_is_pad"] = torch.ones(B, T, dtype=torch.bool, device=device)
+    batch[TASK_KEY] = [w[-1].task for w in windows]
+    return batch
+
+
+__all__ = [
+    "STATE_KEY",
+    "TASK_KEY",
+    "Observation",
+    "ObservationError",
+    "image_key",
+    "image_to_chw_float",
+    "observation_batch",
+    "parse_observation",
+]
