@@ -126,7 +126,7 @@ def bench_head(head: str, tmp: Path, iters: int, rss: bool) -> list[dict[str, An
                 pol.model.head,
                 out_dir / graph["file"],
                 threads,
-                head in ("flow_matching", "diffusion"),
+                "noise" in graph["inputs"],  # stochastic samplers take their noise
             )
         pol.reset()
         actions = pol.infer(obs)["actions"]

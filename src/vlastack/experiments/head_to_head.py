@@ -18,31 +18,24 @@ from vlastack.experiments.common import (
 from vlastack.experiments.prepare import ensure_dataset, split_envs, train_one
 
 DEFAULT_HEADS = ("bins", "fast", "l1", "diffusion", "flow_matching", "act")
-# Action normalization each head was published with where it needs a bounded range (diffusion
-# clips x̂0 to [-1, 1]: Diffusion Policy's min-max; the bins and FAST: OpenVLA's / π0-FAST's
-# quantiles). The other heads keep the recipe's (mean-std for `demo`).
-HEAD_ACTION_NORMALIZATION = {
-    "diffusion": "min_max",
-    "bins": "quantile",
-    "bins_ar": "quantile",
-    "fast": "quantile",
-}
 
 
 def head_kwargs(head: str, base: dict[str, Any]) -> dict[str, Any]:
-    """The recipe head's size (width/depth/num_heads) plus each head's own sampler settings."""
+    """The recipe head's size (width/depth/num_heads) plus each head's own sampler settings
+    (``ActionHead.suite_kwargs`` of the head's class)."""
+    from vlastack.models.action_heads import head_class
+
     size: dict[str, Any] = {k: base[k] for k in ("width", "num_heads") if k in base}
-    depth = int(base.get("depth", 2))
-    if head == "act":
-        return {**size, "encoder_depth": max(1, depth // 2), "decoder_depth": depth}
-    kw = {**size, "depth": depth}
-    if head == "diffusion":
-        kw.update(num_inference_steps=10)
-    elif head == "flow_matching":
-        kw.update(num_steps=10)
-    elif head == "bins":
-        kw.update(num_bins=256)
-    return kw
+    return dict(head_class(head).suite_kwargs(size, int(base.get("depth", 2))))
+
+
+def head_action_normalization(head: str) -> str | None:
+    """The action normalization ``head`` was published with where it needs a bounded range
+    (``ActionHead.suite_action_normalization``: diffusion min-max, bins / FAST quantiles); None
+    keeps the recipe's (mean-std for `demo`)."""
+    from vlastack.models.action_heads import head_class
+
+    return head_class(head).suite_action_normalization
 
 
 def heads(
@@ -98,8 +91,9 @@ def heads(
             print(f"[heads] {head}: training {steps} steps of recipe {recipe}")
         kw = head_kwargs(head, base.model.head_kwargs)
         model: dict[str, Any] = {"head": head, "head_kwargs": kw}
-        if head in HEAD_ACTION_NORMALIZATION:
-            model["normalization"] = {"action": HEAD_ACTION_NORMALIZATION[head]}
+        norm = head_action_normalization(head)
+        if norm is not None:
+            model["normalization"] = {"action": norm}
         result, train_s = train_one(
             recipe,
             dataset,
@@ -189,4 +183,4 @@ def heads(
     return table
 
 
-__all__ = ["DEFAULT_HEADS", "HEAD_ACTION_NORMALIZATION", "head_kwargs", "heads"]
+__all__ = ["DEFAULT_HEADS", "head_action_normalization", "head_kwargs", "heads"]

@@ -1,6 +1,7 @@
 """ONNX export of the continuous action heads: the per-step network and the whole sampling loop.
 
-Per head: ``prefix`` (context → the per-layer K/V every step reuses, π0's prefix cache), ``step``
+What is built follows the head's ``export_kind`` (``ActionHead``), never its registry name; graphs
+are named ``<head>_<part>`` after the name the model config uses. Per kind: ``prefix`` (context → the per-layer K/V every step reuses, π0's prefix cache), ``step``
 (one velocity / ε evaluation given that cache as inputs; the single decoder pass for l1 / ACT),
 and ``sampler`` (context + fixed noise → action chunk, the Euler or DDIM steps unrolled). Exported
 with the TorchScript exporter (``dynamo=False``: the dynamo one needs onnxscript) and checked with
@@ -12,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from torch import nn
 from vlastack import atomic
 from vlastack.errors import ConfigError, MissingExtraError
 
+# The built-in heads that export (each declares an ``export_kind``); a plugin's head exports
+# through the same path by declaring one of ``GRAPH_FAMILIES``.
 CONTINUOUS_HEADS = ("flow_matching", "diffusion", "l1", "mlp", "act")
 EXPORT_PARTS = ("prefix", "step", "sampler")
 DEFAULT_OPSET = 17
@@ -208,6 +211,11 @@ def _batch_axes(names: Iterable[str], kv_names: Iterable[str] = ()) -> dict[str,
     return axes
 
 
+def export_kind(head: Any) -> str | None:
+    """The graph family ``head`` declares (``ActionHead.export_kind``), None for none."""
+    return getattr(head, "export_kind", None)
+
+
 def head_graphs(
     head: nn.Module,
     head_name: str,
@@ -216,87 +224,128 @@ def head_graphs(
     parts: Iterable[str] = EXPORT_PARTS,
     seed: int = 0,
 ) -> list[ExportedGraph]:
-    """The exportable graphs of ``head`` with example inputs built from ``context`` (B, N, D)."""
+    """The exportable graphs of ``head`` (registered as ``head_name``, which names the graphs)
+    with example inputs built from ``context`` (B, N, D); the family is the head's
+    ``export_kind``."""
     parts = list(parts)
     bad = [p for p in parts if p not in EXPORT_PARTS]
     if bad:
         raise ConfigError(f"ONNX export parts {bad} unknown; choose from {list(EXPORT_PARTS)}")
-    if head_name not in CONTINUOUS_HEADS:
+    kind = export_kind(head)
+    if kind not in GRAPH_FAMILIES:
         raise ConfigError(
-            f"head {head_name!r} is not a continuous head; ONNX export covers {CONTINUOUS_HEADS} "
-            "(token heads decode autoregressively with data-dependent stopping)"
+            f"head {head_name!r} ({type(head).__name__}) is not a continuous head; ONNX export "
+            f"covers heads that declare an export_kind in {sorted(GRAPH_FAMILIES)} (built in: "
+            f"{CONTINUOUS_HEADS}; token heads decode autoregressively with data-dependent stopping)"
         )
     head.eval()
     g = torch.Generator().manual_seed(seed)
+    return GRAPH_FAMILIES[kind](head, head_name, context, context_mask.bool(), parts, g)
+
+
+def _single_pass_graphs(
+    head: Any,
+    name: str,
+    context: torch.Tensor,
+    mask: torch.Tensor,
+    parts: list[str],
+    g: torch.Generator,
+) -> list[ExportedGraph]:
+    """One decoder pass is both the per-step network and the whole sampler (l1 / ACT)."""
+    if "step" not in parts and "sampler" not in parts:
+        return []
+    return [
+        ExportedGraph(
+            f"{name}_sampler",
+            DirectSampler(head),
+            (context, mask),
+            ["context", "context_mask"],
+            ["actions"],
+            _batch_axes(["context", "context_mask", "actions"]),
+        )
+    ]
+
+
+def _noise(head: Any, context: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    return torch.randn(
+        context.shape[0], int(head.action_horizon), int(head.action_dim), generator=g
+    )
+
+
+def _flow_graphs(
+    head: Any,
+    name: str,
+    context: torch.Tensor,
+    mask: torch.Tensor,
+    parts: list[str],
+    g: torch.Generator,
+) -> list[ExportedGraph]:
+    """π0's action expert: prefix K/V once, one velocity step, the Euler loop unrolled."""
     B = context.shape[0]
-    mask = context_mask.bool()
+    noise = _noise(head, context, g)
+    if getattr(head, "state_in", None) is not None:
+        raise ConfigError(
+            f"{name} head with its own state token (head_kwargs.state_dim > 0) is not "
+            "exportable yet; the VLA passes state as a prefix token instead (state_dim)"
+        )
     out: list[ExportedGraph] = []
-    if head_name in ("l1", "mlp", "act"):
-        # One decoder pass is both the per-step network and the whole sampler.
-        if "step" in parts or "sampler" in parts:
-            out.append(
-                ExportedGraph(
-                    f"{head_name}_sampler",
-                    DirectSampler(head),
-                    (context, mask),
-                    ["context", "context_mask"],
-                    ["actions"],
-                    _batch_axes(["context", "context_mask", "actions"]),
-                )
+    k, v, attn_mask = FlowPrefix(head)(context, mask)
+    if "prefix" in parts:
+        out.append(
+            ExportedGraph(
+                f"{name}_prefix",
+                FlowPrefix(head),
+                (context, mask),
+                ["context", "context_mask"],
+                ["prefix_k", "prefix_v", "attn_mask"],
+                _batch_axes(["context", "context_mask", "attn_mask"], ["prefix_k", "prefix_v"]),
             )
-        return out
-    H, A = int(head.action_horizon), int(head.action_dim)  # type: ignore[arg-type]
-    noise = torch.randn(B, H, A, generator=g)
-    if head_name == "flow_matching":
-        if getattr(head, "state_in", None) is not None:
-            raise ConfigError(
-                "flow_matching head with its own state token (head_kwargs.state_dim > 0) is not "
-                "exportable yet; the VLA passes state as a prefix token instead (state_dim)"
+        )
+    if "step" in parts:
+        t = torch.rand(B, generator=g)
+        out.append(
+            ExportedGraph(
+                f"{name}_step",
+                FlowVelocity(head),
+                (noise, t, k, v, attn_mask),
+                ["x_t", "t", "prefix_k", "prefix_v", "attn_mask"],
+                ["velocity"],
+                _batch_axes(["x_t", "t", "attn_mask", "velocity"], ["prefix_k", "prefix_v"]),
             )
-        k, v, attn_mask = FlowPrefix(head)(context, mask)
-        if "prefix" in parts:
-            out.append(
-                ExportedGraph(
-                    "flow_matching_prefix",
-                    FlowPrefix(head),
-                    (context, mask),
-                    ["context", "context_mask"],
-                    ["prefix_k", "prefix_v", "attn_mask"],
-                    _batch_axes(["context", "context_mask", "attn_mask"], ["prefix_k", "prefix_v"]),
-                )
+        )
+    if "sampler" in parts:
+        out.append(
+            ExportedGraph(
+                f"{name}_sampler",
+                FlowSampler(head),
+                (context, mask, noise),
+                ["context", "context_mask", "noise"],
+                ["actions"],
+                _batch_axes(["context", "context_mask", "noise", "actions"]),
             )
-        if "step" in parts:
-            t = torch.rand(B, generator=g)
-            out.append(
-                ExportedGraph(
-                    "flow_matching_step",
-                    FlowVelocity(head),
-                    (noise, t, k, v, attn_mask),
-                    ["x_t", "t", "prefix_k", "prefix_v", "attn_mask"],
-                    ["velocity"],
-                    _batch_axes(["x_t", "t", "attn_mask", "velocity"], ["prefix_k", "prefix_v"]),
-                )
-            )
-        if "sampler" in parts:
-            out.append(
-                ExportedGraph(
-                    "flow_matching_sampler",
-                    FlowSampler(head),
-                    (context, mask, noise),
-                    ["context", "context_mask", "noise"],
-                    ["actions"],
-                    _batch_axes(["context", "context_mask", "noise", "actions"]),
-                )
-            )
-        return out
+        )
+    return out
+
+
+def _diffusion_graphs(
+    head: Any,
+    name: str,
+    context: torch.Tensor,
+    mask: torch.Tensor,
+    parts: list[str],
+    g: torch.Generator,
+) -> list[ExportedGraph]:
+    """Diffusion Policy's ε-net: context K/V + pooled once, one ε step, the DDIM loop unrolled."""
+    B = context.shape[0]
+    noise = _noise(head, context, g)
     if getattr(head, "denoiser", "transformer") == "unet":
-        return _unet_graphs(head, context, mask, noise, parts, g)
-    # diffusion
+        return _unet_graphs(head, name, context, mask, noise, parts, g)
+    out: list[ExportedGraph] = []
     k, v, pooled = DiffusionPrefix(head)(context, mask)
     if "prefix" in parts:
         out.append(
             ExportedGraph(
-                "diffusion_prefix",
+                f"{name}_prefix",
                 DiffusionPrefix(head),
                 (context, mask),
                 ["context", "context_mask"],
@@ -305,10 +354,10 @@ def head_graphs(
             )
         )
     if "step" in parts:
-        t = torch.randint(0, int(head.num_train_timesteps), (B,), generator=g)  # type: ignore[arg-type]
+        t = torch.randint(0, int(head.num_train_timesteps), (B,), generator=g)
         out.append(
             ExportedGraph(
-                "diffusion_step",
+                f"{name}_step",
                 DiffusionEps(head),
                 (noise, t, k, v, pooled, mask),
                 ["x_t", "t", "ctx_k", "ctx_v", "pooled", "context_mask"],
@@ -317,16 +366,26 @@ def head_graphs(
             )
         )
     if "sampler" in parts and getattr(head, "sampler", "ddim") == "ddim":
-        out.append(_diffusion_sampler_graph(head, context, mask, noise))
+        out.append(_diffusion_sampler_graph(head, name, context, mask, noise))
     return out
 
 
+def _skipped(head: Any, name: str, parts: list[str]) -> dict[str, str]:
+    """Graphs a head of this family cannot export whole, and why (the manifest's ``skipped``)."""
+    if "sampler" in parts and export_kind(head) == "diffusion" and head.sampler != "ddim":
+        return {
+            f"{name}_sampler": f"sampler {head.sampler!r} draws noise every step; run the "
+            "'step' graph in a loop (only DDIM is exported whole)"
+        }
+    return {}
+
+
 def _diffusion_sampler_graph(
-    head: Any, context: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor
+    head: Any, name: str, context: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor
 ) -> ExportedGraph:
     """The whole DDIM loop as one graph (either denoiser)."""
     return ExportedGraph(
-        "diffusion_sampler",
+        f"{name}_sampler",
         DiffusionSampler(head),
         (context, mask, noise),
         ["context", "context_mask", "noise"],
@@ -337,6 +396,7 @@ def _diffusion_sampler_graph(
 
 def _unet_graphs(
     head: Any,
+    name: str,
     context: torch.Tensor,
     mask: torch.Tensor,
     noise: torch.Tensor,
@@ -350,7 +410,7 @@ def _unet_graphs(
     if "prefix" in parts:
         out.append(
             ExportedGraph(
-                "diffusion_prefix",
+                f"{name}_prefix",
                 UnetPrefix(head),
                 (context, mask),
                 ["context", "context_mask"],
@@ -363,7 +423,7 @@ def _unet_graphs(
         pooled = UnetPrefix(head)(context, mask)
         out.append(
             ExportedGraph(
-                "diffusion_step",
+                f"{name}_step",
                 UnetEps(head),
                 (noise, t, pooled),
                 ["x_t", "t", "pooled"],
@@ -372,8 +432,20 @@ def _unet_graphs(
             )
         )
     if "sampler" in parts and head.sampler == "ddim":
-        out.append(_diffusion_sampler_graph(head, context, mask, noise))
+        out.append(_diffusion_sampler_graph(head, name, context, mask, noise))
     return out
+
+
+GraphFamily = Callable[
+    [Any, str, torch.Tensor, torch.Tensor, list[str], torch.Generator], list[ExportedGraph]
+]
+# ``ActionHead.export_kind`` → the graphs of that family: ``(head, name, context, context_mask,
+# parts, generator) -> [ExportedGraph]``.
+GRAPH_FAMILIES: dict[str, GraphFamily] = {
+    "single_pass": _single_pass_graphs,
+    "flow": _flow_graphs,
+    "diffusion": _diffusion_graphs,
+}
 
 
 @contextlib.contextmanager
@@ -500,12 +572,9 @@ def export_model_heads(
         "torch": torch.__version__,
         "graphs": {},
     }
-    head = model.head
-    if "sampler" in parts and cfg.head == "diffusion" and head.sampler != "ddim":
-        manifest["skipped"] = {
-            "diffusion_sampler": f"sampler {head.sampler!r} draws noise every step; run the "
-            "'step' graph in a loop (only DDIM is exported whole)"
-        }
+    skipped = _skipped(model.head, cfg.head, parts)
+    if skipped:
+        manifest["skipped"] = skipped
     for graph in graphs:
         path = export_graph(graph, out / f"{graph.name}.onnx", opset)
         entry: dict[str, Any] = {
@@ -569,11 +638,13 @@ __all__ = [
     "DiffusionPrefix",
     "DiffusionSampler",
     "DirectSampler",
+    "GRAPH_FAMILIES",
     "FlowPrefix",
     "FlowSampler",
     "FlowVelocity",
     "example_context",
     "export_graph",
+    "export_kind",
     "export_model_heads",
     "export_onnx",
     "head_graphs",

@@ -3,10 +3,13 @@
 ``ACTION_HEADS`` maps a name to ``build(cfg, *, context_dim, action_dim, action_horizon)`` where
 ``cfg`` is the head's ``<Name>Config`` dataclass, a dict of its fields, or None (defaults).
 Adding a head = one new module + one ``ACTION_HEADS.add`` line; the contract tests pick it up.
+The head class describes itself (``ActionHead.export_kind``, ``suite_kwargs``, ...); ``head_class``
+finds it from the builder's return annotation, so export and the suites never switch on names.
 """
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -58,6 +61,18 @@ def build_action_head(
     )
 
 
+def head_class(name: str) -> type[ActionHead]:
+    """The class head ``name`` builds, read from its builder's return annotation (``-> MyHead``),
+    for what a head declares before it is built (``suite_kwargs``); ``ActionHead`` (the defaults)
+    when the builder names no ``ActionHead`` subclass."""
+    builder = ACTION_HEADS.get(name)
+    try:
+        ret = typing.get_type_hints(builder).get("return")
+    except (NameError, TypeError):
+        ret = None
+    return ret if isinstance(ret, type) and issubclass(ret, ActionHead) else ActionHead
+
+
 __all__ = [
     "ACTION_HEADS",
     "ACTHead",
@@ -75,4 +90,5 @@ __all__ = [
     "L1Head",
     "L1HeadConfig",
     "build_action_head",
+    "head_class",
 ]

@@ -49,6 +49,11 @@ class ACTHead(ActionHead):
     """CVAE over action chunks; L1 reconstruction + KL."""
 
     cuda_graph_blocker = None
+    export_kind = "single_pass"  # z = 0 at inference: one decoder pass
+
+    @classmethod
+    def suite_kwargs(cls, size: dict[str, object], depth: int) -> dict[str, object]:
+        return {**size, "encoder_depth": max(1, depth // 2), "decoder_depth": depth}
 
     def __init__(
         self,

@@ -81,6 +81,24 @@ class ActionHead(nn.Module):
         """(whether ``sample_actions`` can be recorded as a CUDA graph, why not)."""
         return self.cuda_graph_blocker is None, self.cuda_graph_blocker or ""
 
+    # ---- self-description: what the rest of vlastack reads instead of the head's registry name
+
+    # Which ONNX graph family ``export/onnx.py`` builds for this head: "single_pass" (one decoder
+    # pass is the whole sampler: ``<name>_sampler``), "flow" (``prefix_cache`` + ``velocity``:
+    # ``<name>_prefix``/``_step``/``_sampler``, the Euler loop unrolled), "diffusion" (``_prefix``
+    # + ``predict_noise``: prefix/step and the DDIM loop); None: not exportable (token heads stop
+    # on the tokens they read). Real-time-chunking guidance is ``sample_actions_guided``.
+    export_kind: str | None = None
+    # The action normalization the head was published with where it needs a bounded range (the
+    # ``heads`` suite sets it); None keeps the recipe's.
+    suite_action_normalization: str | None = None
+
+    @classmethod
+    def suite_kwargs(cls, size: dict[str, object], depth: int) -> dict[str, object]:
+        """``head_kwargs`` for the ``heads`` suite: the recipe head's ``size`` (width, num_heads)
+        and ``depth``, plus the head's own sampler settings."""
+        return {**size, "depth": depth}
+
     def loss(
         self,
         context: torch.Tensor,

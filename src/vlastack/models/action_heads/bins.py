@@ -42,6 +42,11 @@ class BinsHead(ActionHead):
     """Per-dimension 256-way classification of normalized actions; greedy (argmax) decoding."""
 
     cuda_graph_blocker = None
+    suite_action_normalization = "quantile"  # OpenVLA's
+
+    @classmethod
+    def suite_kwargs(cls, size: dict[str, object], depth: int) -> dict[str, object]:
+        return {**super().suite_kwargs(size, depth), "num_bins": 256}
 
     output_range = 1.0
     output_range_reason = "its bins span [-1, 1]"

@@ -65,6 +65,12 @@ class DiffusionHead(ActionHead):
     """ε-prediction DDPM over action chunks."""
 
     cuda_graph_noise = True
+    export_kind = "diffusion"
+    suite_action_normalization = "min_max"  # x̂0 is clipped to [-1, 1] (Diffusion Policy)
+
+    @classmethod
+    def suite_kwargs(cls, size: dict[str, object], depth: int) -> dict[str, object]:
+        return {**super().suite_kwargs(size, depth), "num_inference_steps": 10}
 
     def __init__(
         self,

@@ -62,6 +62,7 @@ class FastHead(ActionHead):
     """Autoregressive FAST tokens, greedy decoding."""
 
     cuda_graph_blocker = "autoregressive decoding stops on the tokens it reads"
+    suite_action_normalization = "quantile"  # π0-FAST's
 
     def __init__(
         self,

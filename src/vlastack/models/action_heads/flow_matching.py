@@ -122,6 +122,11 @@ class FlowMatchingHead(ActionHead):
     cuda_graph_noise = True
 
     cuda_graph_blocker = None
+    export_kind = "flow"
+
+    @classmethod
+    def suite_kwargs(cls, size: dict[str, object], depth: int) -> dict[str, object]:
+        return {**super().suite_kwargs(size, depth), "num_steps": 10}
 
     def __init__(
         self,

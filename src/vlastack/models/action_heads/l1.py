@@ -54,6 +54,7 @@ class L1Head(ActionHead):
     """Parallel decoding of the whole chunk + MLP-ResNet, L1 loss."""
 
     cuda_graph_blocker = None
+    export_kind = "single_pass"
 
     def __init__(
         self,
