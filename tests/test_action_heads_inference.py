@@ -145,6 +145,38 @@ def test_decoder_plan_sees_replaced_parameters(how):
     torch.testing.assert_close(after, ref, atol=1e-5, rtol=1e-5)
 
 
+def test_cached_plan_sees_a_submodule_replaced_after_caching():
+    """A block's activation swapped after the decoder plan was built and cached: the plan's
+    cached structure no longer matches, so no plan, and the module path runs the new layer."""
+    head = make("diffusion", width=64)
+    context, mask = torch.randn(2, 3, D), torch.ones(2, 3, dtype=torch.bool)
+    with torch.no_grad():
+        assert head.decoder.plan() is not None
+    head.sample_actions(context, mask, torch.Generator().manual_seed(0))
+    head.decoder.blocks[1].mlp[1] = torch.nn.GELU(approximate="tanh")
+    with torch.no_grad():
+        assert head.decoder.plan() is None
+    fast = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
+    with reference_inference():
+        ref = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_importing_the_heads_installs_no_global_module_hooks():
+    """The inference caches check their own keys on use: no torch-wide registration hook."""
+    import torch.nn.modules.module as torch_module
+
+    import vlastack.models.action_heads  # noqa: F401
+    import vlastack.models.layers  # noqa: F401
+
+    for hooks in (
+        torch_module._global_module_registration_hooks,
+        torch_module._global_parameter_registration_hooks,
+        torch_module._global_buffer_registration_hooks,
+    ):
+        assert not [h for h in hooks.values() if h.__module__.startswith("vlastack")]
+
+
 def test_decoder_plan_declines_what_it_does_not_run():
     """A tanh-approximated GELU is not what the plan's fused GELU computes: no plan, and the
     module path (still exact) runs."""
@@ -240,7 +272,8 @@ def test_fast_path_is_off_while_compiling(monkeypatch):
 
 def test_fast_path_respects_int8_swap_after_caching():
     """torch's dynamic int8 swap replaces Linear layers after the plain-linear check was cached;
-    the cache must notice (module registration bumps its key) and the swapped layers must run."""
+    the cache must notice (the structure it was read from has changed) and the swapped layers
+    must run."""
     head = make("act")
     context, mask = torch.randn(1, 3, D), torch.ones(1, 3, dtype=torch.bool)
     with torch.no_grad():

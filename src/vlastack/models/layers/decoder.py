@@ -58,11 +58,13 @@ class CrossDecoder(nn.Module):
 
     def context_kv(self, context: torch.Tensor) -> list[KV]:
         """Per-layer cross-attention K/V of the (already width-projected) context."""
-        if fast_inference(self):
+        # a plan implies plain linear layers (``DecoderPlan.supports``): one structure check
+        if fast_inference():
             plan = self.plan()
             if plan is not None:
                 return plan.context_kv(context)
-            return self._context_kv_fused(self.context_norm(context))
+            if _plain_linears(self):
+                return self._context_kv_fused(self.context_norm(context))
         c = self.context_norm(context)
         out: list[KV] = []
         for b in self.blocks:
@@ -98,7 +100,7 @@ class CrossDecoder(nn.Module):
         """``context_mask`` (B, N) True = valid, or None when every context token is valid;
         ``caches`` (from ``new_caches``): incremental decoding, ``x`` the new tokens only."""
         cross_mask = context_mask[:, None, None, :] if context_mask is not None else None
-        if fast_inference(self):
+        if fast_inference():  # a plan implies plain linear layers, as in context_kv
             plan = self.plan()
             if plan is not None:
                 return plan.run(x, kvs, cross_mask, self_mask, cond, caches=caches)

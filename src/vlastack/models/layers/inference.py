@@ -70,31 +70,52 @@ def fast_inference(module: nn.Module | None = None) -> bool:
 
 
 # Whether a module's linear layers are all plain ``nn.Linear`` is asked on every chunk; walking
-# the module tree each time cost ~0.3 ms per ACT chunk. The answer is cached per module and keyed
-# on a counter that torch's global module-registration hook bumps whenever any submodule is
-# assigned anywhere (``setattr``, ``add_module``: how int8/BitLinear swaps replace layers).
-_STRUCTURE_GENERATION = 0
+# the module tree each time cost ~0.3 ms per ACT chunk. The answer is cached per module with the
+# ``_Structure`` it was read from, and read again only once that structure has changed (a
+# submodule assigned, replaced or deleted: ``setattr``, ``add_module``, how int8/BitLinear swaps
+# replace layers). No global torch hook: the cache checks its own key on use.
+class _Structure:
+    """The module structure a cached value was read from: the children, by identity and in
+    order, of every module with children in the subtrees it covers and on the way to them from
+    the cache's owner. ``unchanged()`` compares them with the modules' dicts now: one C-level
+    tuple per such module (an ACT decoder of depth 4 has 18), not a tree walk, so it is cheap
+    enough to run on every call. A module replaced, added or deleted under any of them changes
+    it; a child added to a module that had none (a leaf: a linear layer, a norm) does not, nor
+    does a parameter: plans read their parameters fresh on each call (``plan_params``), and a
+    leaf's forward does not run children it did not have."""
 
+    __slots__ = ("_children", "_module_dicts")
 
-def _on_module_registration(parent: nn.Module, name: str, sub: nn.Module | None) -> None:
-    global _STRUCTURE_GENERATION
-    _STRUCTURE_GENERATION += 1
+    def __init__(self, owner: nn.Module, roots: Sequence[nn.Module]) -> None:
+        mods: dict[int, nn.Module] = {}
+        for root in roots:
+            for m in root.modules():
+                mods.setdefault(id(m), m)
+        if any(root is not owner for root in roots):  # the path from owner to each root
+            parent: dict[int, nn.Module] = {}
+            for m in owner.modules():
+                for c in m._modules.values():
+                    if c is not None:
+                        parent.setdefault(id(c), m)
+            for root in roots:
+                up = parent.get(id(root))
+                while up is not None and id(up) not in mods:
+                    mods[id(up)] = up
+                    up = parent.get(id(up))
+        self._module_dicts = [m._modules for m in mods.values() if m._modules]
+        self._children = list(map(tuple, map(dict.values, self._module_dicts)))
 
-
-torch.nn.modules.module.register_module_module_registration_hook(_on_module_registration)
-
-
-# a parameter assigned anew (``module.weight = nn.Parameter(...)``, ``load_state_dict(assign=True)``)
-torch.nn.modules.module.register_module_parameter_registration_hook(_on_module_registration)
+    def unchanged(self) -> bool:
+        return list(map(tuple, map(dict.values, self._module_dicts))) == self._children
 
 
 def _plain_linears(module: nn.Module) -> bool:
     cache = _cache_of(module)
     hit = cache.get("plain_linears")
-    if hit is not None and hit[0] == _STRUCTURE_GENERATION:
+    if hit is not None and hit[0].unchanged():
         return bool(hit[1])
     ok = all(type(m) is nn.Linear for m in module.modules() if hasattr(m, "in_features"))
-    cache["plain_linears"] = (_STRUCTURE_GENERATION, ok)
+    cache["plain_linears"] = (_Structure(module, [module]), ok)
     return ok
 
 
@@ -163,18 +184,22 @@ def plan_params(
     """The current tensors behind an inference plan of ``owner``: every parameter of the modules
     ``parts()`` names (or single ``(module, parameter name)`` pairs), read fresh from the modules'
     parameter dicts on each call so a swapped-in parameter is seen. The module walk, and
-    ``supported()``, are cached until the module structure changes (walking ~90 parameters costs
-    ~0.2 ms, more than a GEMM). None when ``supported()`` is False."""
+    ``supported()``, are cached until the module structure under ``parts()`` changes (see
+    ``_Structure``; walking ~90 parameters costs ~0.2 ms, more than a GEMM). None when
+    ``supported()`` is False."""
     cache = _cache_of(owner)
     hit = cache.get(name)
-    if hit is None or hit[0] != _STRUCTURE_GENERATION:
+    if hit is None or not hit[0].unchanged():
         slots: list[tuple[dict, str]] = []
+        roots: list[nn.Module] = []
         for part in parts():
             if isinstance(part, tuple):
                 slots.append((part[0]._parameters, part[1]))
+                roots.append(part[0])
             else:
                 slots.extend((m._parameters, n) for m in part.modules() for n in m._parameters)
-        hit = (_STRUCTURE_GENERATION, slots, supported())
+                roots.append(part)
+        hit = (_Structure(owner, roots), slots, supported())
         cache[name] = hit
     if not hit[2]:
         return None
