@@ -8,7 +8,7 @@ each variant once, so machine load hits both alike), and reports the medians and
 * ``resnet18 step``: forward + backward of a ResNet-18-shaped ``hf_resnet`` (frozen BatchNorm,
   as ``bench_train.py --same-arch``) with the stock pool vs the fast one.
 * ``attention bf16``: the heads' attention forward + backward under bf16 autocast at ACT's
-  training size (8 × 4 heads × 20 × 16), PyTorch's bf16 kernel vs ``_blocks.sdpa`` (float32).
+  training size (8 × 4 heads × 20 × 16), PyTorch's bf16 kernel vs ``layers.attention.sdpa`` (float32).
 * ``ACT GEMM``: the ACT chunk's four GEMM shapes at 16 rows, 24 distinct weights in turn, MKL
   ``addmm`` (eager LeRobot) vs the oneDNN prepacked linear (vlastack's fast path), in GFLOP/s
   beside the 2048² matmul peak.
@@ -113,7 +113,7 @@ def resnet_rows(rounds: int) -> list[dict]:
 def attention_rows(rounds: int) -> list[dict]:
     import torch.nn.functional as F
 
-    from vlastack.models.action_heads._blocks import sdpa
+    from vlastack.models.layers.attention import sdpa
 
     q, k, v = (torch.randn(8, 4, 20, 16, dtype=torch.bfloat16, requires_grad=True) for _ in "qkv")
     g = torch.randn(8, 4, 20, 16, dtype=torch.bfloat16)
@@ -167,7 +167,7 @@ def gemm_rows(rounds: int) -> list[dict]:
 
 
 def fold_rows(rounds: int) -> list[dict]:
-    from vlastack.models.action_heads._blocks import reference_inference
+    from vlastack.models.layers.inference import reference_inference
     from vlastack.models.vision import build_vision_encoder
 
     rows = []

@@ -78,7 +78,7 @@ def matmul_peak_gflops(n: int = 2048, reps: int = 5) -> float:
 def flops_of(fn) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from vlastack.models.action_heads._blocks import reference_inference
+    from vlastack.models.layers.inference import reference_inference
 
     # counted on the reference path (same math): FlopCounterMode has no formula for the fast
     # path's oneDNN prepacked linears and would leave them out

@@ -90,7 +90,7 @@ def build_policies() -> list[tuple[str, torch.nn.Module, Callable[[], object], s
     from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
 
     from vlastack.models.action_heads import build_action_head
-    from vlastack.models.action_heads._blocks import reference_inference
+    from vlastack.models.layers.inference import reference_inference
 
     feats_in = {
         "observation.state": PolicyFeature(FeatureType.STATE, (S,)),

@@ -317,7 +317,7 @@ def test_bins_heads_sample_bin_centers():
 
 
 def test_fill_padded_actions_repeats_last_valid_step():
-    from vlastack.models.action_heads._blocks import fill_padded_actions
+    from vlastack.models.layers.masking import fill_padded_actions
 
     a = torch.arange(1.0, 6.0).view(1, 5, 1).repeat(2, 1, 1)
     pad = torch.tensor([[False, False, True, True, False], [True, False, True, False, True]])
@@ -341,7 +341,7 @@ def test_bf16_attention_under_autograd_runs_in_float32_on_the_cpu() -> None:
     runs it in float32 there and returns bf16, with gradients to q, k and v."""
     import torch.nn.functional as F
 
-    from vlastack.models.action_heads._blocks import sdpa
+    from vlastack.models.layers.attention import sdpa
 
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 4, 20, 16, dtype=torch.bfloat16, requires_grad=True) for _ in "qkv")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vlastack.models.action_heads import ACTION_HEADS, build_action_head
-from vlastack.models.action_heads._blocks import fast_inference, reference_inference
+from vlastack.models.layers.inference import fast_inference, reference_inference
 
 D, A, H = 24, 5, 8
 HEADS = [n for n in ACTION_HEADS if n != "fast"]  # FAST needs a fitted tokenizer
@@ -26,9 +26,9 @@ def make(name: str, width: int = 32):
 @pytest.mark.parametrize("B,padded", [(1, False), (3, True)])
 def test_decoder_plan_matches_reference_at_prepacked_widths(name, B, padded, kernels):
     head = make(name, width=256)
-    from vlastack.models.action_heads import _blocks
+    from vlastack.models.layers import linear as linear_mod
 
-    assert _blocks._onednn_shape(4 * 256, 256) and not _blocks._onednn_shape(256, D)
+    assert linear_mod._onednn_shape(4 * 256, 256) and not linear_mod._onednn_shape(256, D)
     g = torch.Generator().manual_seed(1)
     context = torch.randn(B, 4, D, generator=g)
     mask = torch.ones(B, 4, dtype=torch.bool)
@@ -42,16 +42,16 @@ def test_decoder_plan_matches_reference_at_prepacked_widths(name, B, padded, ker
     torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
 
 
-def _count_short_memories(monkeypatch, blocks) -> list:
+def _count_short_memories(monkeypatch, decoder_mod) -> list:
     """A list that gets an entry each time a ``_ShortMemory`` is built."""
     built: list = []
 
-    class Counting(blocks._ShortMemory):
+    class Counting(decoder_mod._ShortMemory):
         def __init__(self, *args):
             built.append(1)
             super().__init__(*args)
 
-    monkeypatch.setattr(blocks, "_ShortMemory", Counting)
+    monkeypatch.setattr(decoder_mod, "_ShortMemory", Counting)
     return built
 
 
@@ -60,9 +60,9 @@ def test_single_pass_chunk_takes_the_short_memory_path(monkeypatch, kernels):
     """ACT's one decoder pass over a short memory (16 queries, 5 memory tokens, 2 heads, width
     256) runs re-associated from the first pass on torch's kernels, and still gives the
     reference chunk."""
-    from vlastack.models.action_heads import _blocks
+    from vlastack.models.layers import decoder as decoder_mod
 
-    built = _count_short_memories(monkeypatch, _blocks)
+    built = _count_short_memories(monkeypatch, decoder_mod)
     torch.manual_seed(0)
     head = build_action_head(
         "act", {"width": 256, "num_heads": 2}, context_dim=D, action_dim=A, action_horizon=16
@@ -83,9 +83,9 @@ def test_native_loop_reassociates_only_from_the_second_pass(monkeypatch, kernels
     attention cost less than building Â and VO once), while a sampler's passes over one memory
     (diffusion: 10 steps) build the short memory once, from the second pass; both still give
     the reference chunks."""
-    from vlastack.models.action_heads import _blocks
+    from vlastack.models.layers import decoder as decoder_mod
 
-    built = _count_short_memories(monkeypatch, _blocks)
+    built = _count_short_memories(monkeypatch, decoder_mod)
     context = torch.randn(2, 4, D)
     mask = torch.ones(2, 4, dtype=torch.bool)
     mask[1, 3:] = False
@@ -107,7 +107,7 @@ def test_native_loop_reassociates_only_from_the_second_pass(monkeypatch, kernels
 def test_layer_kv_cache_appends_like_concatenation():
     """Growing past its first capacity (16) and appending several tokens at once both give
     what concatenating every step's K/V would."""
-    from vlastack.models.action_heads._blocks import LayerKVCache
+    from vlastack.models.layers.attention import LayerKVCache
 
     cache, ks, vs = LayerKVCache(), [], []
     g = torch.Generator().manual_seed(0)
@@ -143,6 +143,38 @@ def test_decoder_plan_sees_replaced_parameters(how):
         ref = head.sample_actions(context, mask)
     assert not torch.allclose(before, after)
     torch.testing.assert_close(after, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_cached_plan_sees_a_submodule_replaced_after_caching():
+    """A block's activation swapped after the decoder plan was built and cached: the plan's
+    cached structure no longer matches, so no plan, and the module path runs the new layer."""
+    head = make("diffusion", width=64)
+    context, mask = torch.randn(2, 3, D), torch.ones(2, 3, dtype=torch.bool)
+    with torch.no_grad():
+        assert head.decoder.plan() is not None
+    head.sample_actions(context, mask, torch.Generator().manual_seed(0))
+    head.decoder.blocks[1].mlp[1] = torch.nn.GELU(approximate="tanh")
+    with torch.no_grad():
+        assert head.decoder.plan() is None
+    fast = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
+    with reference_inference():
+        ref = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_importing_the_heads_installs_no_global_module_hooks():
+    """The inference caches check their own keys on use: no torch-wide registration hook."""
+    import torch.nn.modules.module as torch_module
+
+    import vlastack.models.action_heads  # noqa: F401
+    import vlastack.models.layers  # noqa: F401
+
+    for hooks in (
+        torch_module._global_module_registration_hooks,
+        torch_module._global_parameter_registration_hooks,
+        torch_module._global_buffer_registration_hooks,
+    ):
+        assert not [h for h in hooks.values() if h.__module__.startswith("vlastack")]
 
 
 def test_decoder_plan_declines_what_it_does_not_run():
@@ -240,7 +272,8 @@ def test_fast_path_is_off_while_compiling(monkeypatch):
 
 def test_fast_path_respects_int8_swap_after_caching():
     """torch's dynamic int8 swap replaces Linear layers after the plain-linear check was cached;
-    the cache must notice (module registration bumps its key) and the swapped layers must run."""
+    the cache must notice (the structure it was read from has changed) and the swapped layers
+    must run."""
     head = make("act")
     context, mask = torch.randn(1, 3, D), torch.ones(1, 3, dtype=torch.bool)
     with torch.no_grad():
@@ -260,28 +293,30 @@ def test_fast_path_respects_int8_swap_after_caching():
 def test_packed_linear_matches_linear(activation, dtype, monkeypatch, kernels):
     from torch import nn
 
-    from vlastack.models.action_heads import _blocks
+    from vlastack.models.layers import linear as linear_mod
 
     lin = nn.Linear(512, 320).to(dtype)  # large enough for the prepacked kernel
     x = torch.randn(2, 16, 512, dtype=dtype)
-    if _blocks._mkldnn_linear_ops():
+    if linear_mod._mkldnn_linear_ops():
         with torch.no_grad():
             # bf16 needs AVX-512 or AVX-NE-CONVERT in oneDNN; elsewhere it must stand aside
-            assert _blocks._onednn_pays(x, lin.weight) == _blocks._onednn_dtype(dtype)
-            assert not _blocks._onednn_pays(x, lin.weight[:64])  # small: MKL's sgemm
+            assert linear_mod._onednn_pays(x, lin.weight) == linear_mod._onednn_dtype(dtype)
+            assert not linear_mod._onednn_pays(x, lin.weight[:64])  # small: MKL's sgemm
     ref = torch.nn.functional.linear(x, lin.weight, lin.bias)
     fns = {None: lambda y: y, "gelu": torch.nn.functional.gelu, "relu": torch.relu}
     ref = fns[activation](ref)
     tol = 1e-5 if dtype == torch.float32 else 3e-2
     with torch.no_grad():
-        out = _blocks.fast_linear(lin, x, activation)
+        out = linear_mod.fast_linear(lin, x, activation)
         torch.testing.assert_close(out, ref, atol=tol, rtol=tol)
-        monkeypatch.setattr(_blocks, "_MKLDNN_LINEAR", False)  # a build without oneDNN
-        torch.testing.assert_close(_blocks.fast_linear(lin, x, activation), ref, atol=tol, rtol=tol)
-        x3 = torch.randn(3, 512, dtype=dtype)  # another row count than the pack was made for
-        monkeypatch.setattr(_blocks, "_MKLDNN_LINEAR", True)
+        monkeypatch.setattr(linear_mod, "_MKLDNN_LINEAR", False)  # a build without oneDNN
         torch.testing.assert_close(
-            _blocks.fast_linear(lin, x3),
+            linear_mod.fast_linear(lin, x, activation), ref, atol=tol, rtol=tol
+        )
+        x3 = torch.randn(3, 512, dtype=dtype)  # another row count than the pack was made for
+        monkeypatch.setattr(linear_mod, "_MKLDNN_LINEAR", True)
+        torch.testing.assert_close(
+            linear_mod.fast_linear(lin, x3),
             torch.nn.functional.linear(x3, lin.weight, lin.bias),
             atol=tol,
             rtol=tol,

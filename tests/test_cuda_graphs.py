@@ -11,8 +11,8 @@ import torch
 
 from vlastack.errors import ConfigError
 from vlastack.models.action_heads import ACTION_HEADS, build_action_head
-from vlastack.models.action_heads._blocks import fast_inference, graph_capture
 from vlastack.models.action_heads.graphs import GraphedHead
+from vlastack.models.layers.inference import fast_inference, graph_capture
 
 D, H, A = 32, 4, 3
 SMALL = {"width": 32, "num_heads": 2}

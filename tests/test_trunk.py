@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from vlastack.models import trunk as trunk_mod
-from vlastack.models.action_heads._blocks import reference_inference
+from vlastack.models.layers.inference import reference_inference
 from vlastack.models.trunk import EncoderPlan, encoder_forward
 
 

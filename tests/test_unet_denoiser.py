@@ -9,8 +9,8 @@ import torch
 
 from vlastack.errors import ConfigError
 from vlastack.models.action_heads import build_action_head
-from vlastack.models.action_heads._blocks import reference_inference
 from vlastack.models.action_heads.unet1d import ConditionalUnet1d
+from vlastack.models.layers.inference import reference_inference
 
 D, A = 12, 5
 

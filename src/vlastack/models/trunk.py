@@ -7,7 +7,7 @@ these layers runs every product through MKL's plain sgemm, which re-packs each w
 at 3 tokens and width 256 one layer took 0.45-0.76 ms on one core of the AVX2 EPYC, ~90% of
 it in the four GEMMs. ``EncoderPlan`` runs the same math from weight packs made once (oneDNN's
 prepacked kernel where it pays, ReLU or GELU fused into the first FFN product), the way
-``action_heads._blocks.DecoderPlan`` does for the heads' decoders, and falls back to the module
+``layers.decoder.DecoderPlan`` does for the heads' decoders, and falls back to the module
 wherever it does not support the layer. Written by hand for the same reason as ``DecoderPlan``
 (no library offers it for eager mode); see BENCHMARKS.md for the numbers.
 """
@@ -19,15 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlastack import native
-from vlastack.models.action_heads._blocks import (
-    _onednn_plan,
-    _plan_norm,
-    derived,
-    fast_inference,
-    plan_linear,
-    plan_linear_fns,
-    plan_params,
-)
+from vlastack.models.layers.inference import derived, fast_inference, plan_params
+from vlastack.models.layers.linear import _onednn_plan, _plan_norm, plan_linear, plan_linear_fns
 
 
 def build_trunk(width: int, heads: int, layers: int) -> nn.TransformerEncoder:

@@ -13,21 +13,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from vlastack.models.action_heads._blocks import (
-    Block,
-    CrossDecoder,
-    DecoderPlan,
-    config_from,
-    derived,
-    fast_inference,
-    fast_linear,
-    loss_weights,
-    masked_mean,
-    none_if_all_valid,
-    plan_linear,
-    plan_params,
-)
 from vlastack.models.action_heads.base import ActionHead
+from vlastack.models.layers.attention import none_if_all_valid
+from vlastack.models.layers.block import Block
+from vlastack.models.layers.config import config_from
+from vlastack.models.layers.decoder import CrossDecoder, DecoderPlan
+from vlastack.models.layers.inference import derived, fast_inference, plan_params
+from vlastack.models.layers.linear import fast_linear, plan_linear
+from vlastack.models.layers.masking import loss_weights, masked_mean
 
 
 @dataclass

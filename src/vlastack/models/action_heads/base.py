@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from vlastack.errors import ConfigError
-from vlastack.models.action_heads._blocks import is_capturing
+from vlastack.models.layers.inference import is_capturing
 
 
 class ActionHead(nn.Module):

@@ -16,16 +16,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlastack.functional.action_tokenization import bin_index, index_to_value
-from vlastack.models.action_heads._blocks import (
-    CrossDecoder,
-    causal_mask,
-    config_from,
-    fill_padded_actions,
-    loss_weights,
-    masked_mean,
-    none_if_all_valid,
-)
 from vlastack.models.action_heads.base import ActionHead
+from vlastack.models.layers.attention import causal_mask, none_if_all_valid
+from vlastack.models.layers.config import config_from
+from vlastack.models.layers.decoder import CrossDecoder
+from vlastack.models.layers.masking import fill_padded_actions, loss_weights, masked_mean
 
 
 @dataclass

@@ -22,21 +22,23 @@ from vlastack.functional.diffusion_sampling import q_sample, sample_loop
 from vlastack.functional.flow_matching import sincos_time_embedding
 from vlastack.functional.noise import randn
 from vlastack.functional.noise_schedules import make_alphas_cumprod
-from vlastack.models.action_heads._blocks import (
-    CrossDecoder,
+from vlastack.models.action_heads.base import ActionHead
+from vlastack.models.action_heads.unet1d import ConditionalUnet1d, UnetPlan
+from vlastack.models.layers.config import config_from
+from vlastack.models.layers.decoder import CrossDecoder
+from vlastack.models.layers.inference import (
     _plain_linears,
     _version,
-    config_from,
     derived,
     fast_inference,
+    plan_params,
+)
+from vlastack.models.layers.masking import (
     fill_padded_actions,
     loss_weights,
     masked_mean,
     masked_mean_pool,
-    plan_params,
 )
-from vlastack.models.action_heads.base import ActionHead
-from vlastack.models.action_heads.unet1d import ConditionalUnet1d, UnetPlan
 
 
 @dataclass

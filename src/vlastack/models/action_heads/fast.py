@@ -17,14 +17,11 @@ from torch import nn
 
 from vlastack.errors import ConfigError
 from vlastack.functional.fast_tokenizer import FastTokenizer
-from vlastack.models.action_heads._blocks import (
-    CrossDecoder,
-    causal_mask,
-    config_from,
-    fill_padded_actions,
-    none_if_all_valid,
-)
 from vlastack.models.action_heads.base import ActionHead
+from vlastack.models.layers.attention import causal_mask, none_if_all_valid
+from vlastack.models.layers.config import config_from
+from vlastack.models.layers.decoder import CrossDecoder
+from vlastack.models.layers.masking import fill_padded_actions
 
 
 def check_tokenizer_shape(

@@ -27,20 +27,13 @@ from vlastack.functional.flow_matching import (
 )
 from vlastack.functional.noise import randn
 from vlastack.functional.rtc import guided_euler_sample
-from vlastack.models.action_heads._blocks import (
-    KV,
-    MLP,
-    Attention,
-    config_from,
-    derived,
-    fast_inference,
-    fill_padded_actions,
-    linear,
-    loss_weights,
-    masked_mean,
-    none_if_all_valid,
-)
 from vlastack.models.action_heads.base import ActionHead
+from vlastack.models.layers.attention import KV, Attention, none_if_all_valid
+from vlastack.models.layers.config import config_from
+from vlastack.models.layers.inference import derived, fast_inference
+from vlastack.models.layers.linear import linear
+from vlastack.models.layers.masking import fill_padded_actions, loss_weights, masked_mean
+from vlastack.models.layers.mlp import MLP
 
 
 @dataclass

@@ -30,7 +30,7 @@ import torch
 
 from vlastack.errors import ConfigError
 from vlastack.functional.noise import randn
-from vlastack.models.action_heads._blocks import graph_capture
+from vlastack.models.layers.inference import graph_capture
 
 
 class GraphedHead:

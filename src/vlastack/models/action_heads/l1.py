@@ -12,13 +12,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from vlastack.models.action_heads._blocks import (
-    CrossDecoder,
-    config_from,
-    loss_weights,
-    masked_mean,
-)
 from vlastack.models.action_heads.base import ActionHead
+from vlastack.models.layers.config import config_from
+from vlastack.models.layers.decoder import CrossDecoder
+from vlastack.models.layers.masking import loss_weights, masked_mean
 
 
 @dataclass

@@ -28,7 +28,7 @@ from torch import nn
 
 from vlastack import native
 from vlastack.errors import ConfigError
-from vlastack.models.action_heads._blocks import _onednn_plan, plan_linear, plan_linear_fns
+from vlastack.models.layers.linear import _onednn_plan, plan_linear, plan_linear_fns
 
 
 class Conv1dBlock(nn.Module):

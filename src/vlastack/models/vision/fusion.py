@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlastack.models.action_heads._blocks import derived, fast_inference
+from vlastack.models.layers.inference import derived, fast_inference
 
 
 def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
@@ -63,7 +63,7 @@ def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tens
 def conv_bn(conv: nn.Module, bn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``bn(conv(x))``; folded into one convolution when ``bn`` uses its running statistics and
     the inference fast path is on (autograd off, not tracing, exporting or compiling; see
-    ``action_heads._blocks.fast_inference``, whose ``reference_inference()`` turns this off)."""
+    ``layers.inference.fast_inference``, whose ``reference_inference()`` turns this off)."""
     if fast_inference() and _foldable(conv, bn):
         return _folded_conv(conv, bn, x)  # type: ignore[arg-type]
     return bn(conv(x))

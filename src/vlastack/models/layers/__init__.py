@@ -1,0 +1,56 @@
+"""The model layers the action heads, the trunk and the vision fusion share: attention with
+precomputed keys/values, the pre-norm block, the learned-query decoder and its inference plan,
+the MLP, the inference fast path's switches and caches, fast linear products, and masking helpers.
+
+- ``attention``: ``Attention``, ``LayerKVCache``, ``sdpa``, ``causal_mask``
+- ``mlp``: ``MLP``, the activations it takes
+- ``block``: ``Block`` (self-attention → cross-attention → MLP, optional FiLM)
+- ``decoder``: ``CrossDecoder`` and its flat inference plan ``DecoderPlan``
+- ``inference``: ``fast_inference``, ``reference_inference``, ``graph_capture``, ``derived``
+- ``linear``: prepacked / native linear products and the plans' weight packs
+- ``masking``: padded actions, loss weights, masked means
+- ``config``: ``config_from``
+"""
+
+from vlastack.models.layers.attention import KV, Attention, LayerKVCache, causal_mask, sdpa
+from vlastack.models.layers.block import Block
+from vlastack.models.layers.config import config_from
+from vlastack.models.layers.decoder import CrossDecoder, DecoderPlan
+from vlastack.models.layers.inference import (
+    derived,
+    fast_inference,
+    graph_capture,
+    is_capturing,
+    reference_inference,
+)
+from vlastack.models.layers.masking import (
+    fill_padded_actions,
+    loss_weights,
+    masked_mean,
+    masked_mean_pool,
+)
+from vlastack.models.layers.mlp import ACTIVATIONS, MLP, check_activation
+
+__all__ = [
+    "ACTIVATIONS",
+    "KV",
+    "MLP",
+    "Attention",
+    "Block",
+    "CrossDecoder",
+    "DecoderPlan",
+    "LayerKVCache",
+    "causal_mask",
+    "check_activation",
+    "config_from",
+    "derived",
+    "fast_inference",
+    "fill_padded_actions",
+    "graph_capture",
+    "is_capturing",
+    "loss_weights",
+    "masked_mean",
+    "masked_mean_pool",
+    "reference_inference",
+    "sdpa",
+]
