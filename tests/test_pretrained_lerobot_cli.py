@@ -1,0 +1,248 @@
+"""LeRobot ``pretrained_model`` folders through vlastack's commands and client spellings.
+
+``vlastack serve`` loads the ACT fixture folder and the real openpi client (``.venv-openpi``) gets
+the in-process actions, under LeRobot's keys and openpi's flat / ALOHA nested spellings;
+``vlastack inspect`` explains both fixtures; ``vlastack bench latency`` times one; observations
+spelled as vlastack's ``Policy`` accepts them give the actions of LeRobot's keys; the metadata
+carries a real EmbodimentSpec. LeRobot itself is never imported.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vlastack.cli.main import build_parser, main
+from vlastack.embodiment import EmbodimentSpec
+from vlastack.errors import ConfigError
+from vlastack.evaluation.loading import load_policy, policy_embodiment
+from vlastack.pretrained.lerobot.diffusion_policy import load_lerobot_diffusion
+from vlastack.pretrained.lerobot.policy import LeRobotACTPolicy, load_lerobot_act
+
+ROOT = Path(__file__).resolve().parents[1]
+OPENPI_PY = ROOT / ".venv-openpi" / "bin" / "python"
+OBS_SCRIPT = Path(__file__).with_name("serving_openpi_obs_script.py")
+CAMS = ("top", "wrist")
+SAME = dict(rtol=0, atol=1e-6)  # same weights, same float32 ops
+
+
+def _folder(fixtures_dir: Path, kind: str) -> Path:
+    d = fixtures_dir / "lerobot_policies" / kind / "pretrained_model"
+    if not d.exists():
+        pytest.skip(f"LeRobot {kind} fixture not found at {d}")
+    return d
+
+
+@pytest.fixture(scope="module")
+def act_folder(fixtures_dir: Path) -> Path:
+    return _folder(fixtures_dir, "act")
+
+
+@pytest.fixture(scope="module")
+def diffusion_folder(fixtures_dir: Path) -> Path:
+    return _folder(fixtures_dir, "diffusion")
+
+
+@pytest.fixture(scope="module")
+def act(act_folder: Path) -> LeRobotACTPolicy:
+    return load_lerobot_act(act_folder, device="cpu")
+
+
+def raw_obs(folder: Path, i: int) -> dict[str, Any]:
+    golden = load_file(str(folder.parent / "golden.safetensors"))
+    prefix = f"obs{i}.raw."
+    return {k[len(prefix) :]: v.numpy() for k, v in golden.items() if k.startswith(prefix)}
+
+
+def spell(obs: dict[str, Any], style: str) -> dict[str, Any]:
+    """The LeRobot-keyed observation as another client sends it."""
+    imgs = {c: obs[f"observation.images.{c}"] for c in CAMS}
+    state = obs["observation.state"]
+    if style == "lerobot":
+        return dict(obs)
+    if style == "openpi_flat":  # LIBERO/DROID examples: flat keys, float64 state, prompt
+        out: dict[str, Any] = {f"observation/{c}": v for c, v in imgs.items()}
+        return {**out, "observation/state": state.astype(np.float64), "prompt": "pick"}
+    if style == "aloha_nested":  # ALOHA examples: CHW uint8 frames in a nested dict
+        chw = {c: np.ascontiguousarray(v.transpose(2, 0, 1)) for c, v in imgs.items()}
+        return {"images": chw, "state": state, "prompt": "pick"}
+    if style == "images_flat":
+        return {**{f"images/{c}": v for c, v in imgs.items()}, "state": state}
+    if style == "bare":
+        return {**imgs, "state": state}
+    raise AssertionError(style)
+
+
+STYLES = ["openpi_flat", "aloha_nested", "images_flat", "bare"]
+
+
+# ---- observation spellings --------------------------------------------------------------
+@pytest.mark.parametrize("style", STYLES)
+def test_act_accepts_every_client_spelling(act, act_folder, style):
+    obs = raw_obs(act_folder, 0)
+    want = act.infer(obs)["actions"]
+    np.testing.assert_allclose(act.infer(spell(obs, style))["actions"], want, **SAME)
+
+
+def test_diffusion_accepts_the_openpi_spellings(diffusion_folder):
+    policy = load_lerobot_diffusion(diffusion_folder, device="cpu")
+    obs = raw_obs(diffusion_folder, 0)
+    policy.reset()
+    want = policy.infer(obs)["actions"]
+    for style in ("openpi_flat", "aloha_nested"):
+        policy.reset()
+        np.testing.assert_allclose(policy.infer(spell(obs, style))["actions"], want, **SAME)
+
+
+def test_a_missing_camera_names_the_spellings(act, act_folder):
+    obs = spell(raw_obs(act_folder, 0), "openpi_flat")
+    del obs["observation/wrist"]
+    with pytest.raises(ConfigError, match=r"no 'observation.images.wrist' \(nor 'observation/wrist'"):
+        act.infer(obs)
+
+
+def test_a_frame_of_another_size_is_an_error_not_a_resize(act, act_folder):
+    obs = spell(raw_obs(act_folder, 0), "openpi_flat")
+    obs["observation/top"] = np.zeros((96, 128, 3), np.uint8)
+    with pytest.raises(ConfigError, match=r"observation.images.top: shape \(96, 128, 3\).*not resized"):
+        act.infer(obs)
+
+
+def test_metadata_embodiment_is_an_embodiment_spec(act, diffusion_folder):
+    emb = policy_embodiment(act)
+    assert isinstance(emb, EmbodimentSpec)
+    assert [(c.name, c.height, c.width, c.channels) for c in emb.cameras] == [
+        ("top", 48, 64, 3),
+        ("wrist", 48, 64, 3),
+    ]
+    assert (emb.state.dim, emb.action.dim, emb.action.kind) == (6, 6, "absolute")
+    assert emb.control_hz == 30.0 and "default" in emb.extra["control_hz_source"]
+    diff = load_policy(diffusion_folder)
+    assert policy_embodiment(diff).cameras == emb.cameras  # type: ignore[union-attr]
+
+
+def test_control_hz_comes_from_train_config_when_there(act_folder, tmp_path):
+    import shutil
+
+    folder = tmp_path / "pretrained_model"
+    shutil.copytree(act_folder, folder)
+    (folder / "train_config.json").write_text(json.dumps({"env": {"fps": 50}}))
+    emb = load_lerobot_act(folder, device="cpu").metadata["embodiment"]
+    assert emb["control_hz"] == 50.0
+    assert emb["extra"]["control_hz_source"] == "train_config.json env.fps"
+
+
+# ---- vlastack serve + the real openpi client ----------------------------------------------
+@pytest.mark.skipif(
+    not OPENPI_PY.exists(),
+    reason="the real openpi-client lives in .venv-openpi: python3 -m venv .venv-openpi && "
+    ".venv-openpi/bin/pip install openpi-client typing_extensions",
+)
+def test_serve_act_folder_to_the_openpi_client(act, act_folder, tmp_path):
+    from vlastack.cli.serve import _load_policy
+    from vlastack.serving.protocol import packb, unpackb
+    from vlastack.serving.server import ServerThread
+
+    args = build_parser().parse_args(
+        ["serve", str(act_folder), "--device", "cpu", "--threads", "1"]
+    )
+    threads = torch.get_num_threads()
+    try:
+        served = _load_policy(args)  # what `vlastack serve FOLDER` serves
+    finally:
+        torch.set_num_threads(threads)
+    assert type(served).__name__ == "LeRobotACTPolicy"
+    cases = [(i, style) for i in (0, 1, 2) for style in ("lerobot", "openpi_flat", "aloha_nested")]
+    sent = [spell(raw_obs(act_folder, i), style) for i, style in cases]
+    (tmp_path / "obs.msgpack").write_bytes(packb(sent))
+    with ServerThread(served) as srv:
+        proc = subprocess.run(
+            [
+                str(OPENPI_PY),
+                str(OBS_SCRIPT),
+                str(srv.port),
+                str(tmp_path / "obs.msgpack"),
+                str(tmp_path / "out.msgpack"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rec = unpackb((tmp_path / "out.msgpack").read_bytes())
+    meta = rec["metadata"]
+    assert meta["format"] == "lerobot_act" and meta["action_horizon"] == 10
+    assert meta["embodiment"]["state"]["names"] == [f"state_{i}" for i in range(6)]
+    for (i, style), reply in zip(cases, rec["replies"]):
+        assert "ok" in reply, (style, reply)
+        want = act.infer(raw_obs(act_folder, i))["actions"]
+        np.testing.assert_allclose(reply["ok"]["actions"], want, **SAME, err_msg=style)
+
+
+def test_serve_refuses_cuda_graphs_for_a_lerobot_folder(act_folder):
+    from vlastack.cli.serve import _load_policy
+
+    args = build_parser().parse_args(["serve", str(act_folder), "--cuda-graphs"])
+    with pytest.raises(ConfigError, match="drop --cuda-graphs"):
+        _load_policy(args)
+
+
+# ---- vlastack inspect ---------------------------------------------------------------------
+def test_inspect_act_folder(act_folder, capsys):
+    assert main(["inspect", str(act_folder)]) == 0
+    out = capsys.readouterr().out
+    for fact in (
+        "format lerobot_act",
+        "chunk length 10",
+        "execute_horizon 10 (n_action_steps)",
+        "observation.images.top: image 3x48x64",
+        "observation.state: state float (6,) raw units, normalized MEAN_STD",
+        "actions: float32 (10, 6), absolute",
+        "std + 1e-08",
+        "'observation/top'",
+        "'images/wrist'",
+        "reply: {'actions': float32 (10, 6) dataset units}",
+        "parameters: 229,550",
+        "lerobot_act @ 30 Hz",
+    ):
+        assert fact in out, fact
+    assert "mean  2.1 -95.3 88.7 65.2 -1.4 12.8" in out  # the state stats
+
+
+def test_inspect_diffusion_folder_json(diffusion_folder, capsys):
+    assert main(["inspect", str(diffusion_folder), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["format"] == "lerobot_diffusion" and info["policy_type"] == "diffusion"
+    assert (info["chunk_length"], info["execute_horizon"], info["obs_horizon"]) == (10, 10, 2)
+    assert [c["shape"] for c in info["cameras"]] == [[3, 48, 64], [3, 48, 64]]
+    state = info["vectors"][0]
+    assert state["key"] == "observation.state" and state["normalization"] == "MIN_MAX"
+    assert sorted(state["stats"]) == ["max", "min"]
+    assert info["actions"][0]["shape"] == [6]
+    assert info["config"]["horizon"] == 16
+    assert EmbodimentSpec.from_dict(info["embodiment"]).action.dim == 6
+    assert main(["inspect", str(diffusion_folder), "--embodiment", "arm"]) != 0
+    assert "drop --embodiment" in capsys.readouterr().err
+
+
+# ---- vlastack bench latency ---------------------------------------------------------------
+def test_bench_latency_times_a_lerobot_folder(act_folder, capsys):
+    threads = torch.get_num_threads()
+    try:
+        rc = main(
+            ["bench", "latency", str(act_folder), "--iters", "3", "--warmup", "1",
+             "--threads", "1", "--json"]
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["format"] == "lerobot_act" and res["stages"] == []
+    assert res["total"]["p50_ms"] > 0 and "N/A" in res["stages_note"]
