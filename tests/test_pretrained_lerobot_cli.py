@@ -246,3 +246,72 @@ def test_bench_latency_times_a_lerobot_folder(act_folder, capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["format"] == "lerobot_act" and res["stages"] == []
     assert res["total"]["p50_ms"] > 0 and "N/A" in res["stages_note"]
+
+
+# ---- hub ids from the local Hugging Face cache ---------------------------------------------
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def hub_cache(act_folder, tmp_path, monkeypatch) -> Path:
+    """A Hugging Face hub cache holding ``lerobot/act_tiny`` (the ACT fixture) in the hub's
+    layout: files under blobs/, linked from snapshots/<commit>/, refs/main naming the commit."""
+    import shutil
+
+    cache = tmp_path / "hf_cache"
+    repo = cache / "models--lerobot--act_tiny"
+    snap = repo / "snapshots" / COMMIT
+    snap.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    for i, f in enumerate(sorted(act_folder.iterdir())):
+        blob = repo / "blobs" / f"blob{i}"
+        shutil.copyfile(f, blob)
+        (snap / f.name).symlink_to(Path("..") / ".." / "blobs" / blob.name)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)  # 'lerobot/act_tiny' is no local folder here
+    return cache
+
+
+def test_hub_id_loads_from_the_local_cache(hub_cache, act, act_folder):
+    from vlastack.pretrained.lerobot.hub import _from_layout, resolve_hub_id
+
+    assert resolve_hub_id("lerobot/act_tiny") == hub_cache / "models--lerobot--act_tiny" / (
+        "snapshots/" + COMMIT
+    )
+    assert resolve_hub_id("lerobot/act_tiny@main") == resolve_hub_id("lerobot/act_tiny")
+    # the layout reader used without huggingface_hub finds the same folder
+    assert _from_layout("lerobot/act_tiny", "main", hub_cache) == resolve_hub_id("lerobot/act_tiny")
+    policy = load_policy("lerobot/act_tiny")
+    assert isinstance(policy, LeRobotACTPolicy)
+    obs = raw_obs(act_folder, 2)
+    np.testing.assert_allclose(policy.infer(obs)["actions"], act.infer(obs)["actions"], **SAME)
+
+
+def test_hub_id_in_serve_and_inspect(hub_cache, capsys):
+    from vlastack.cli.serve import _load_policy
+
+    args = build_parser().parse_args(["serve", "lerobot/act_tiny", "--device", "cpu",
+                                      "--threads", "1"])
+    threads = torch.get_num_threads()
+    try:
+        assert isinstance(_load_policy(args), LeRobotACTPolicy)
+    finally:
+        torch.set_num_threads(threads)
+    assert main(["inspect", "lerobot/act_tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "format lerobot_act" in out and COMMIT in out
+
+
+def test_a_hub_id_not_in_the_cache_names_it_and_the_download(hub_cache):
+    from vlastack.pretrained.lerobot.hub import _from_layout
+
+    with pytest.raises(ConfigError) as info:
+        load_policy("lerobot/act_missing")
+    msg = str(info.value)
+    assert "'lerobot/act_missing'" in msg and "hf download lerobot/act_missing" in msg
+    assert str(hub_cache) in msg
+    with pytest.raises(ConfigError, match="hf download lerobot/act_missing"):
+        _from_layout("lerobot/act_missing", "main", hub_cache)

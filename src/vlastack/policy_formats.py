@@ -6,7 +6,8 @@ device=None)`` that returns an object with the policy contract (``reset()``, ``i
 optionally ``metadata``). ``evaluation.rollout.load_policy`` (``vlastack eval`` and the suites)
 asks the registered formats first and loads a folder none of them claims as a native vlastack
 checkpoint (``Policy.from_checkpoint``), which stays the default; ``vlastack serve``,
-``vlastack bench latency`` and ``vlastack inspect`` ask them first too.
+``vlastack bench latency`` and ``vlastack inspect`` ask them first too. Each of those also takes
+a hub id (``lerobot/xxx``) found in the local Hugging Face cache (``resolve_checkpoint_arg``).
 
 This module imports only the registry (and the torch-free folder reader of the built-in
 formats), so evaluation, serving and the CLI can all use it. Built in: ``lerobot_act`` and
@@ -72,6 +73,16 @@ def load_registered_policy(path: str | Path, **kw: Any) -> Any | None:
     return None if fmt is None else fmt.obj.load(Path(path), **kw)
 
 
+def resolve_checkpoint_arg(text: str | Path) -> Path:
+    """A checkpoint argument as a local folder: an existing path as given; a hub id such as
+    ``lerobot/act_aloha_sim_transfer_cube_human`` that is no local path, from the local Hugging
+    Face cache (ConfigError naming the id and the download command when it is not cached); any
+    other text as given, for the caller's 'no such folder' error."""
+    from vlastack.pretrained.lerobot.hub import resolve_checkpoint_arg as resolve
+
+    return resolve(text)
+
+
 def _is_lerobot_act(path: Path) -> bool:
     from vlastack.pretrained.lerobot.folder import is_lerobot_folder
 
@@ -130,4 +141,5 @@ __all__ = [
     "detect_policy_format",
     "load_registered_policy",
     "register_policy_format",
+    "resolve_checkpoint_arg",
 ]

@@ -228,8 +228,9 @@ def run_latency(args: argparse.Namespace) -> int:
         raise ConfigError(f"--threads must be >= 0 (0 = pick by timing), got {args.threads}")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    from vlastack.policy_formats import detect_policy_format
+    from vlastack.policy_formats import detect_policy_format, resolve_checkpoint_arg
 
+    args.checkpoint = str(resolve_checkpoint_arg(args.checkpoint))  # a hub id: its cached copy
     fmt = detect_policy_format(args.checkpoint)
     if fmt is not None:
         # another checkpoint format (a LeRobot folder): its modules record no vlastack stages,

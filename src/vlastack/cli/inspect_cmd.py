@@ -59,6 +59,9 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vlastack.policy_formats import resolve_checkpoint_arg
+
+    args.checkpoint = str(resolve_checkpoint_arg(args.checkpoint))  # a hub id: its cached copy
     imported = describe_registered(args.checkpoint, args.embodiment)
     if imported is not None:
         facts, text = imported

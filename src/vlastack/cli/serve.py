@@ -101,6 +101,9 @@ def _load_policy(args: argparse.Namespace):
         raise ConfigError(
             "vlastack serve needs a CHECKPOINT folder (or --toy STYLE to try the protocol)"
         )
+    from vlastack.policy_formats import resolve_checkpoint_arg
+
+    args.checkpoint = str(resolve_checkpoint_arg(args.checkpoint))  # a hub id: its cached copy
     if not os.path.isdir(args.checkpoint):
         raise ConfigError(
             f"{args.checkpoint}: no such checkpoint folder; pass the folder written by `vlastack train`"
