@@ -92,7 +92,7 @@ def describe_folder(path: str | Path, policy_type: str, format_name: str) -> dic
     cfg = lf.read_config(p, policy_type)
     inputs = lf.read_features(cfg, "input_features")
     outputs = lf.read_features(cfg, "output_features")
-    procs = read_processors(p)
+    procs = read_processors(p, cfg)
     rename = {v: k for k, v in procs.rename_map.items()}
     hz = horizons(policy_type, cfg)
     cameras: list[dict[str, Any]] = []

@@ -184,7 +184,7 @@ def load_lerobot_diffusion(
     no_embodiment(path, embodiment)
     cfg = lf.read_config(path, "diffusion")
     spec = DiffusionSpec.from_config(cfg)
-    procs = read_processors(path)
+    procs = read_processors(path, cfg)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     network = load_strict(lambda: DiffusionNetwork(spec), path / lf.WEIGHTS, device)

@@ -30,6 +30,7 @@ import torch
 
 from vlastack.errors import ConfigError
 from vlastack.pretrained.lerobot import folder as lf
+from vlastack.pretrained.lerobot import legacy
 from vlastack.pretrained.lerobot.act import ACTNetwork, ACTSpec, load_act_network
 from vlastack.pretrained.lerobot.normalize import FeatureNormalizer
 from vlastack.pretrained.lerobot.observation import (
@@ -123,9 +124,59 @@ class Processors:
     unnormalizer: FeatureNormalizer | None
 
 
-def read_processors(path: Path) -> Processors:
+def legacy_processors(path: Path, cfg: dict[str, Any]) -> Processors:
+    """The processors LeRobot's converter would write for the pre-0.4 folder ``path``
+    (``legacy``): a normalizer over input and output features, an unnormalizer over the output
+    features, config.json's ``normalization_mapping``, eps 1e-8, no rename."""
+    from safetensors import safe_open
+
+    inputs = lf.read_features(cfg, "input_features")
+    outputs = lf.read_features(cfg, "output_features")
+    file = path / lf.WEIGHTS
+    with safe_open(str(file), framework="pt") as f:
+        buffers = {k: f.get_tensor(k) for k in f.keys() if legacy.stat_prefix(k)}  # noqa: SIM118
+    if not buffers:
+        raise ConfigError(f"{path} {legacy.MISSING_STATS}")
+    features = [f.key for f in (*inputs, *outputs)]
+    stats = {
+        k: {s: t.to(torch.float32) for s, t in v.items()}
+        for k, v in legacy.extract_stats(buffers, features).items()
+    }
+    norm_map = cfg.get("normalization_mapping")
+    if not isinstance(norm_map, dict):
+        raise ConfigError(
+            f"{path / lf.CONFIG} has no 'normalization_mapping' object; a LeRobot < 0.4 "
+            "checkpoint needs it to read its stats buffers (LeRobot's converter needs it too)"
+        )
+    unknown = sorted(set(stats) - set(features))
+    if unknown:
+        raise ConfigError(
+            f"{file}: stats buffers for {', '.join(unknown)}, which config.json's "
+            "input_features/output_features do not list; the config and weights do not match"
+        )
+    out_keys = {f.key for f in outputs}
+    return Processors(
+        {},
+        FeatureNormalizer(
+            {f.key: f.type for f in (*inputs, *outputs)}, dict(norm_map), stats, legacy.DEFAULT_EPS
+        ),
+        FeatureNormalizer(
+            {f.key: f.type for f in outputs},
+            dict(norm_map),
+            {k: v for k, v in stats.items() if k in out_keys},
+            legacy.DEFAULT_EPS,
+        ),
+    )
+
+
+def read_processors(path: Path, cfg: dict[str, Any] | None = None) -> Processors:
     """policy_preprocessor.json (+ policy_postprocessor.json when present) and their stats; a
-    step this loader does not implement is a ConfigError naming it."""
+    step this loader does not implement is a ConfigError naming it. A folder without
+    policy_preprocessor.json is a LeRobot < 0.4 checkpoint: its stats buffers in
+    model.safetensors give the processors (``legacy``; ``cfg`` is its config.json)."""
+    if not (Path(path) / lf.PREPROCESSOR).is_file():
+        config = cfg if cfg is not None else lf.read_json(Path(path) / lf.CONFIG)
+        return legacy_processors(Path(path), config)
     pre = lf.read_pipeline(path, lf.PREPROCESSOR)
     known = (lf.RENAME_STEP, *lf.PASSIVE_STEPS, *lf.NORMALIZER_STEPS)
     lf.check_steps(path, lf.PREPROCESSOR, pre, known)
@@ -269,7 +320,7 @@ def load_lerobot_act(
     no_embodiment(path, embodiment)
     cfg = lf.read_config(path, "act")
     spec = ACTSpec.from_config(cfg)
-    procs = read_processors(path)
+    procs = read_processors(path, cfg)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     network = load_act_network(path, spec, device)
