@@ -315,3 +315,74 @@ def test_a_hub_id_not_in_the_cache_names_it_and_the_download(hub_cache):
     assert str(hub_cache) in msg
     with pytest.raises(ConfigError, match="hf download lerobot/act_missing"):
         _from_layout("lerobot/act_missing", "main", hub_cache)
+
+
+# ---- vlastack eval ------------------------------------------------------------------------
+def write_pusht_act_folder(act_folder: Path, dst: Path) -> Path:
+    """A LeRobot ACT folder shaped for PushT (one 96x96 'top' camera, 2-d state and action):
+    the fixture's config with those features, random weights saved by the vlastack network
+    (same keys as LeRobot's), processor JSON and stats in LeRobot's layout."""
+    from safetensors.torch import save_file
+
+    from vlastack.pretrained.lerobot.act import ACTNetwork, ACTSpec
+
+    dst.mkdir(parents=True)
+    cfg = json.loads((act_folder / "config.json").read_text())
+    inputs = {
+        "observation.images.top": {"type": "VISUAL", "shape": [3, 96, 96]},
+        "observation.state": {"type": "STATE", "shape": [2]},
+    }
+    outputs = {"action": {"type": "ACTION", "shape": [2]}}
+    cfg.update(input_features=inputs, output_features=outputs, n_action_steps=5)
+    (dst / "config.json").write_text(json.dumps(cfg))
+    torch.manual_seed(0)
+    net = ACTNetwork(ACTSpec.from_config(cfg))
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(dst / "model.safetensors"))
+    stats = {
+        "observation.images.top.mean": torch.full((3, 1, 1), 0.5),
+        "observation.images.top.std": torch.full((3, 1, 1), 0.25),
+        "observation.state.mean": torch.full((2,), 256.0),
+        "observation.state.std": torch.full((2,), 100.0),
+        "action.mean": torch.full((2,), 256.0),
+        "action.std": torch.full((2,), 100.0),
+    }
+    norm_map = {"VISUAL": "MEAN_STD", "STATE": "MEAN_STD", "ACTION": "MEAN_STD"}
+    pre_stats = "policy_preprocessor_step_3_normalizer_processor.safetensors"
+    post_stats = "policy_postprocessor_step_0_unnormalizer_processor.safetensors"
+    save_file(stats, str(dst / pre_stats))
+    save_file({k: v for k, v in stats.items() if k.startswith("action")}, str(dst / post_stats))
+    norm = {"eps": 1e-8, "features": {**inputs, **outputs}, "norm_map": norm_map}
+    pre = [
+        {"registry_name": "rename_observations_processor", "config": {"rename_map": {}}},
+        {"registry_name": "to_batch_processor", "config": {}},
+        {"registry_name": "device_processor", "config": {"device": "cpu", "float_dtype": None}},
+        {"registry_name": "normalizer_processor", "config": norm, "state_file": pre_stats},
+    ]
+    post = [
+        {
+            "registry_name": "unnormalizer_processor",
+            "config": {**norm, "features": outputs},
+            "state_file": post_stats,
+        },
+        {"registry_name": "device_processor", "config": {"device": "cpu", "float_dtype": None}},
+    ]
+    (dst / "policy_preprocessor.json").write_text(json.dumps({"steps": pre}))
+    (dst / "policy_postprocessor.json").write_text(json.dumps({"steps": post}))
+    return dst
+
+
+def test_eval_runs_a_lerobot_folder_in_pusht(act_folder, tmp_path, capsys):
+    pytest.importorskip("gym_pusht")
+    folder = write_pusht_act_folder(act_folder, tmp_path / "pretrained_model")
+    out = tmp_path / "res"
+    rc = main(
+        ["eval", str(folder), "--env", "pusht", "--episodes-per-task", "1", "--max-steps", "10",
+         "--image-size", "96", "--out", str(out), "--no-progress"]
+    )
+    assert rc == 0, capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["overall"]["latency"]["p50_ms"] > 0
+    episodes = (out / "episodes.jsonl").read_text().splitlines()
+    rec = json.loads(episodes[0])
+    assert rec["status"] in ("success", "failure") and rec["steps"] == 10
+    assert rec["num_chunks"] == 2  # 10 steps / n_action_steps 5

@@ -12,7 +12,8 @@ resize, so a frame of another size is an error, not a silent resize.
 
 ``embodiment_spec`` builds the EmbodimentSpec dict of ``metadata["embodiment"]`` from config.json's
 features: one camera per VISUAL feature (named without the ``observation.images.`` prefix, with
-its height and width), state and action sizes (dimension names ``state_<i>`` / ``action_<i>``;
+its height and width), state and action sizes (dimension names ``state_<i>`` / ``action_<i>``,
+with ``extra.names_unknown`` so that ``EmbodimentSpec.differences`` does not compare them:
 LeRobot's config does not store joint names), action kind ``absolute`` (LeRobot's ACT and Diffusion
 Policy predict absolute targets), and ``control_hz`` from config.json or train_config.json
 (``fps``, ``env.fps``, ``dataset`` fps) when one is there, else ``DEFAULT_CONTROL_HZ`` (30 Hz,
@@ -129,7 +130,9 @@ def embodiment_spec(
         action=VectorSpec([f"action_{i}" for i in range(action[0].shape[0])], kind="absolute"),
         control_hz=hz,
         description=f"from the LeRobot {policy_type} checkpoint's config.json features",
-        extra={"control_hz_source": source, "source": str(folder)},
+        # names_unknown: state_<i>/action_<i> are placeholders, so the environment check
+        # compares sizes, kinds and cameras only
+        extra={"control_hz_source": source, "source": str(folder), "names_unknown": True},
     )
     spec.validate(str(folder))
     return spec.to_dict()
