@@ -160,11 +160,14 @@ class EmbodimentSpec:
         )
 
     def differences(self, other: EmbodimentSpec) -> list[str]:
-        """Human-readable list of what differs between two specs (empty if compatible)."""
+        """Human-readable list of what differs between two specs (empty if compatible). Action
+        names are not compared when either spec has ``extra["names_unknown"]`` (placeholder
+        names, e.g. of an imported LeRobot checkpoint, whose config stores sizes only)."""
         out: list[str] = []
+        unknown = self.extra.get("names_unknown") or other.extra.get("names_unknown")
         if self.action.dim != other.action.dim:
             out.append(f"action dim {self.action.dim} vs {other.action.dim}")
-        elif self.action.names != other.action.names:
+        elif self.action.names != other.action.names and not unknown:
             out.append(f"action names {self.action.names} vs {other.action.names}")
         if self.action.kind != other.action.kind:
             out.append(f"action kind {self.action.kind} vs {other.action.kind}")

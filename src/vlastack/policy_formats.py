@@ -1,11 +1,13 @@
 """Checkpoint formats other than vlastack's own, registered by plugins.
 
 A format is a ``detect(path) -> bool`` that recognises its checkpoint folder from the files in it
-(cheaply: no weights read) and a ``load(path, *, expect_embodiment=None, embodiment=None)`` that
-returns an object with the policy contract (``reset()``, ``infer(obs) -> {"actions": (H, A)}``,
+(cheaply: no weights read) and a ``load(path, *, expect_embodiment=None, embodiment=None,
+device=None)`` that returns an object with the policy contract (``reset()``, ``infer(obs) -> {"actions": (H, A)}``,
 optionally ``metadata``). ``evaluation.rollout.load_policy`` (``vlastack eval`` and the suites)
 asks the registered formats first and loads a folder none of them claims as a native vlastack
-checkpoint (``Policy.from_checkpoint``), which stays the default.
+checkpoint (``Policy.from_checkpoint``), which stays the default; ``vlastack serve``,
+``vlastack bench latency`` and ``vlastack inspect`` ask them first too. Each of those also takes
+a hub id (``lerobot/xxx``) found in the local Hugging Face cache (``resolve_checkpoint_arg``).
 
 This module imports only the registry (and the torch-free folder reader of the built-in
 formats), so evaluation, serving and the CLI can all use it. Built in: ``lerobot_act`` and
@@ -30,6 +32,9 @@ class PolicyFormat:
 
     detect: Callable[[Path], bool]
     load: Callable[..., Any]
+    # ``vlastack inspect``: path -> (JSON-ready facts, the plain-words report of them); None
+    # for a format that cannot explain itself (inspect then says so)
+    describe: Callable[[Path], tuple[dict[str, Any], str]] | None = None
 
 
 POLICY_FORMATS: Registry[PolicyFormat] = Registry("checkpoint format")
@@ -40,9 +45,11 @@ def register_policy_format(
     detect: Callable[[Path], bool],
     load: Callable[..., Any],
     description: str = "",
+    describe: Callable[[Path], tuple[dict[str, Any], str]] | None = None,
 ) -> None:
-    """Add a checkpoint format (see the module docstring for ``detect`` and ``load``)."""
-    POLICY_FORMATS.add(name, PolicyFormat(detect, load), description)
+    """Add a checkpoint format (see the module docstring for ``detect`` and ``load``;
+    ``describe`` feeds ``vlastack inspect``)."""
+    POLICY_FORMATS.add(name, PolicyFormat(detect, load, describe), description)
 
 
 def detect_policy_format(path: str | Path) -> Entry[PolicyFormat] | None:
@@ -61,9 +68,19 @@ def detect_policy_format(path: str | Path) -> Entry[PolicyFormat] | None:
 
 def load_registered_policy(path: str | Path, **kw: Any) -> Any | None:
     """Load ``path`` with the registered format that claims it (``kw``: ``expect_embodiment``,
-    ``embodiment``); None when none does, so the caller loads a native checkpoint."""
+    ``embodiment``, ``device``); None when none does, so the caller loads a native checkpoint."""
     fmt = detect_policy_format(path)
     return None if fmt is None else fmt.obj.load(Path(path), **kw)
+
+
+def resolve_checkpoint_arg(text: str | Path) -> Path:
+    """A checkpoint argument as a local folder: an existing path as given; a hub id such as
+    ``lerobot/act_aloha_sim_transfer_cube_human`` that is no local path, from the local Hugging
+    Face cache (ConfigError naming the id and the download command when it is not cached); any
+    other text as given, for the caller's 'no such folder' error."""
+    from vlastack.pretrained.lerobot.hub import resolve_checkpoint_arg as resolve
+
+    return resolve(text)
 
 
 def _is_lerobot_act(path: Path) -> bool:
@@ -76,6 +93,16 @@ def _load_lerobot_act(path: Path, **kw: Any) -> Any:
     from vlastack.pretrained.lerobot.policy import load_lerobot_act
 
     return load_lerobot_act(path, **kw)
+
+
+def _lerobot_describer(policy_type: str, format_name: str) -> Callable[[Path], Any]:
+    def describe(path: Path) -> tuple[dict[str, Any], str]:
+        from vlastack.pretrained.lerobot.describe import describe_folder, format_text
+
+        info = describe_folder(path, policy_type, format_name)
+        return info, format_text(info)
+
+    return describe
 
 
 def _is_lerobot_diffusion(path: Path) -> bool:
@@ -96,6 +123,7 @@ register_policy_format(
     _load_lerobot_act,
     "LeRobot ACT pretrained_model folder (config.json type 'act', model.safetensors, "
     "policy_preprocessor.json)",
+    _lerobot_describer("act", "lerobot_act"),
 )
 register_policy_format(
     "lerobot_diffusion",
@@ -103,6 +131,7 @@ register_policy_format(
     _load_lerobot_diffusion,
     "LeRobot Diffusion Policy pretrained_model folder (config.json type 'diffusion', "
     "model.safetensors, policy_preprocessor.json)",
+    _lerobot_describer("diffusion", "lerobot_diffusion"),
 )
 
 
@@ -112,4 +141,5 @@ __all__ = [
     "detect_policy_format",
     "load_registered_policy",
     "register_policy_format",
+    "resolve_checkpoint_arg",
 ]

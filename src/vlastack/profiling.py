@@ -64,7 +64,12 @@ def record_stages(cuda_sync: bool = False) -> Iterator[dict[str, float]]:
 
 def synthetic_observation(policy: Any, seed: int = 0) -> dict[str, Any]:
     """An observation of the right shapes for ``policy``: random uint8 images (H, W, 3) per
-    camera at the policy's image size, a random state, and an instruction."""
+    camera at the policy's image size, a random state, and an instruction. A policy of another
+    checkpoint format that has its own ``example_observation(seed)`` (the LeRobot imports) is
+    asked for it instead."""
+    example = getattr(policy, "example_observation", None)
+    if callable(example):
+        return dict(example(seed))
     rng = np.random.default_rng(seed)
     h, w = (int(x) for x in policy.image_size)
     obs: dict[str, Any] = {

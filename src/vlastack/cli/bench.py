@@ -92,7 +92,9 @@ def add_parser(subparsers: Any) -> None:
         help="per-stage latency of one policy call (vision, language, backbone, head, ...)",
         formatter_class=fmt,
     )
-    lat.add_argument("checkpoint")
+    lat.add_argument(
+        "checkpoint", help="vlastack checkpoint folder or a LeRobot pretrained_model folder"
+    )
     lat.add_argument("--iters", type=int, default=50, help="timed calls")
     lat.add_argument("--warmup", type=int, default=5, help="untimed first calls")
     lat.add_argument(
@@ -212,6 +214,7 @@ def run_chain(args: argparse.Namespace) -> int:
 
 def run_latency(args: argparse.Namespace) -> int:
     import json
+    from pathlib import Path
 
     import torch
 
@@ -225,9 +228,24 @@ def run_latency(args: argparse.Namespace) -> int:
         raise ConfigError(f"--threads must be >= 0 (0 = pick by timing), got {args.threads}")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    policy = Policy.from_checkpoint(args.checkpoint, device=args.device, embodiment=args.embodiment)
-    if args.cuda_graphs:
-        policy.enable_cuda_graphs()
+    from vlastack.policy_formats import detect_policy_format, resolve_checkpoint_arg
+
+    args.checkpoint = str(resolve_checkpoint_arg(args.checkpoint))  # a hub id: its cached copy
+    fmt = detect_policy_format(args.checkpoint)
+    if fmt is not None:
+        # another checkpoint format (a LeRobot folder): its modules record no vlastack stages,
+        # so the table has end-to-end latency only (per stage: N/A)
+        if args.cuda_graphs:
+            raise ConfigError(f"--cuda-graphs applies to vlastack checkpoints, not {fmt.name}")
+        policy: Any = fmt.obj.load(
+            Path(args.checkpoint), device=args.device, embodiment=args.embodiment
+        )
+    else:
+        policy = Policy.from_checkpoint(
+            args.checkpoint, device=args.device, embodiment=args.embodiment
+        )
+        if args.cuda_graphs:
+            policy.enable_cuda_graphs()
     if args.threads == 0 and policy.device.type == "cpu":
         from vlastack.profiling import pick_inference_threads
 
@@ -236,6 +254,13 @@ def run_latency(args: argparse.Namespace) -> int:
         policy, synthetic_observation(policy), iters=args.iters, warmup=args.warmup
     )
     result["checkpoint"] = str(args.checkpoint)
+    result["format"] = fmt.name if fmt is not None else "vlastack"
+    if fmt is not None:
+        result["stages"] = []  # nothing instrumented: the "other" row would be the total again
+        result["stages_note"] = (
+            f"per-stage times are N/A for a {fmt.name} checkpoint (its modules are not "
+            "instrumented); total is the end-to-end infer() latency"
+        )
     if args.json:
         print(json.dumps(result))
         return 0
@@ -257,4 +282,6 @@ def run_latency(args: argparse.Namespace) -> int:
             f"{100 * r['share']:.0f}%",
         )
     Console().print(t)
+    if "stages_note" in result:
+        print(result["stages_note"])
     return 0

@@ -99,7 +99,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not args.checkpoint or not args.env:
             raise ConfigError("vlastack eval needs CHECKPOINT and --env (or --manifest FILE)")
-        out = args.out or str(Path("results") / Path(args.checkpoint).resolve().name)
+        name = Path(args.checkpoint).resolve().name
+        if not Path(args.checkpoint).exists():
+            from vlastack.policy_formats import resolve_checkpoint_arg
+
+            name = str(args.checkpoint).replace("/", "_").replace("@", "_")
+            args.checkpoint = str(resolve_checkpoint_arg(args.checkpoint))  # hub id: cache
+            args.label = args.label or name
+        out = args.out or str(Path("results") / name)
         if args.env.split("/")[0] in REMOTE_FAMILIES:
             # These simulators pin their own MuJoCo: they run in their own venv and reach the
             # policy over the policy-server protocol (vlastack.envs.remote).

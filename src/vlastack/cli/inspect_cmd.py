@@ -5,6 +5,8 @@ loaded), and says what a robot client must send and what it gets back: cameras, 
 orientation, state and action names/units/semantics, chunk lengths, stats, and the openpi
 observation dict for ``vlastack serve``. Silent I/O and normalization mismatches are the most
 reported VLA deployment failure (USERS.md #2); ``vlastack data info`` is the dataset side.
+A folder of another registered checkpoint format (a LeRobot ``pretrained_model`` folder) is
+explained by its format's ``describe`` (``vlastack.pretrained.lerobot.describe``).
 """
 
 from __future__ import annotations
@@ -41,7 +43,11 @@ def add_parser(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("checkpoint", help="checkpoint folder (or a run folder: uses checkpoints/last)")
+    p.add_argument(
+        "checkpoint",
+        help="checkpoint folder (or a run folder: uses checkpoints/last), or a LeRobot "
+        "pretrained_model folder",
+    )
     p.add_argument(
         "--embodiment",
         default=None,
@@ -53,6 +59,14 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vlastack.policy_formats import resolve_checkpoint_arg
+
+    args.checkpoint = str(resolve_checkpoint_arg(args.checkpoint))  # a hub id: its cached copy
+    imported = describe_registered(args.checkpoint, args.embodiment)
+    if imported is not None:
+        facts, text = imported
+        print(json.dumps(facts, indent=2) if args.json else text)
+        return 0
     info = describe_checkpoint(args.checkpoint, embodiment=args.embodiment)
     if args.json:
         print(json.dumps(info, indent=2))
@@ -62,6 +76,29 @@ def run(args: argparse.Namespace) -> int:
 
 
 # ---- reading ----------------------------------------------------------------------------
+
+
+def describe_registered(
+    path: str | Path, embodiment: str | None = None
+) -> tuple[dict[str, Any], str] | None:
+    """(facts, text) for a folder a registered checkpoint format claims (a LeRobot
+    ``pretrained_model`` folder); None for a native checkpoint."""
+    from vlastack.policy_formats import detect_policy_format
+
+    fmt = detect_policy_format(path)
+    if fmt is None:
+        return None
+    if embodiment is not None:
+        raise ConfigError(
+            f"{path} is a single-robot {fmt.name} checkpoint; --embodiment selects a mixture "
+            "member, which it has none of: drop --embodiment"
+        )
+    if fmt.obj.describe is None:
+        raise ConfigError(
+            f"{path} is a {fmt.name} checkpoint, whose plugin cannot describe it; load it with "
+            "`vlastack bench latency` or `vlastack serve` to see its metadata"
+        )
+    return fmt.obj.describe(Path(path))
 
 
 def _resolve(path: str | Path) -> Path:

@@ -5,6 +5,8 @@ server reject connections without ``Authorization: Api-Key <key>``. ``--toy STYL
 deterministic test policy instead of a checkpoint (for trying a robot client end to end).
 A checkpoint trained on a mixture of robots serves one of them: ``--embodiment NAME`` (default:
 the first member); the metadata frame names it (``embodiment_name``, ``robot_type``).
+A LeRobot ``pretrained_model`` folder (ACT, Diffusion Policy: ``vlastack.policy_formats``)
+serves the same way, on ``--device``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from pathlib import Path
 
 from vlastack.errors import ConfigError, VlastackError
 
@@ -23,7 +26,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("checkpoint", nargs="?", help="checkpoint folder written by `vlastack train`")
+    p.add_argument(
+        "checkpoint",
+        nargs="?",
+        help="checkpoint folder written by `vlastack train`, or a LeRobot pretrained_model folder",
+    )
     p.add_argument(
         "--host", default="127.0.0.1", help="interface to bind (0.0.0.0 = all; default loopback)"
     )
@@ -94,10 +101,17 @@ def _load_policy(args: argparse.Namespace):
         raise ConfigError(
             "vlastack serve needs a CHECKPOINT folder (or --toy STYLE to try the protocol)"
         )
+    from vlastack.policy_formats import resolve_checkpoint_arg
+
+    args.checkpoint = str(resolve_checkpoint_arg(args.checkpoint))  # a hub id: its cached copy
     if not os.path.isdir(args.checkpoint):
         raise ConfigError(
             f"{args.checkpoint}: no such checkpoint folder; pass the folder written by `vlastack train`"
         )
+    imported = _load_registered(args)
+    if imported is not None:
+        _set_threads(imported, args.threads)
+        return imported
     try:
         from vlastack.policy import Policy
     except ImportError as exc:
@@ -128,6 +142,37 @@ def _load_policy(args: argparse.Namespace):
             policy.metadata.get("robot_type"),
             policy.mixture_members,
         )
+    return policy
+
+
+def _load_registered(args: argparse.Namespace):
+    """A checkpoint of a registered non-native format (a LeRobot ``pretrained_model`` folder,
+    ``vlastack.policy_formats``) loaded on ``--device``; None for a native checkpoint."""
+    from vlastack.policy_formats import detect_policy_format
+
+    fmt = detect_policy_format(args.checkpoint)
+    if fmt is None:
+        return None
+    if args.cuda_graphs:
+        raise ConfigError(
+            f"--cuda-graphs replays a vlastack action head; {args.checkpoint} is a "
+            f"{fmt.name} checkpoint: drop --cuda-graphs"
+        )
+    from vlastack.training.distributed import pick_device
+
+    device = str(pick_device(args.device))
+    try:
+        policy = fmt.obj.load(Path(args.checkpoint), embodiment=args.embodiment, device=device)
+    except VlastackError:
+        raise
+    except Exception as exc:
+        raise ConfigError(
+            f"{args.checkpoint}: could not load the {fmt.name} checkpoint "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
+    logging.getLogger("vlastack.serving").info(
+        "%s: %s checkpoint on %s", args.checkpoint, fmt.name, device
+    )
     return policy
 
 

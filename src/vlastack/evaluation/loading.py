@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from vlastack.embodiment import EmbodimentSpec
 from vlastack.errors import ConfigError, MissingExtraError, VlastackError
-from vlastack.policy_formats import load_registered_policy
+from vlastack.policy_formats import load_registered_policy, resolve_checkpoint_arg
 
 
 class PolicyLike(Protocol):
@@ -112,7 +112,7 @@ def load_policy(
     loads as before (``expect_embodiment`` is left to that check, so ``--action-remap pad``
     still works).
     """
-    path = Path(checkpoint)
+    path = resolve_checkpoint_arg(checkpoint)  # a hub id: its cached snapshot
     if not path.exists():
         raise ConfigError(f"checkpoint {path} does not exist; pass a checkpoint folder")
     other = load_registered_policy(path, expect_embodiment=expect_embodiment, embodiment=embodiment)

@@ -6,6 +6,10 @@ recognises it without torch; ``normalize`` is the normalizer/unnormalizer step m
 ``act`` and ``diffusion`` the networks with LeRobot's state-dict keys (``diffusion`` also the
 DDPM sampler); ``policy`` (ACT) and ``diffusion_policy`` the ``infer``/``reset``/``metadata``
 objects and loaders, registered as the ``lerobot_act`` / ``lerobot_diffusion`` checkpoint
-formats in ``vlastack.policy_formats``. Only ``folder`` is imported by that registration; the
-torch modules load when a checkpoint does.
+formats in ``vlastack.policy_formats``. ``observation`` finds inputs under every client
+spelling and builds ``metadata["embodiment"]``; ``describe`` is what ``vlastack inspect`` prints;
+``hub`` resolves ``lerobot/xxx`` ids from the local Hugging Face cache; ``legacy`` reads LeRobot
+< 0.4 folders (stats as buffers in model.safetensors). Only ``folder`` (and the torch-free
+``legacy``/``hub``) is imported by that registration; the torch modules load when a checkpoint
+does.
 """

@@ -1,7 +1,7 @@
 """A LeRobot Diffusion Policy ``pretrained_model`` folder as a vlastack policy (``infer``,
 ``reset``, ``metadata``); the loader registered as the ``lerobot_diffusion`` checkpoint format.
 
-Observations use LeRobot's keys, as for ACT (``policy.preprocess_observations``). ``infer``
+Observations use LeRobot's keys or the client spellings of vlastack's ``Policy``, as for ACT (``policy.preprocess_observations``). ``infer``
 keeps the last ``n_obs_steps`` preprocessed observations (after ``reset`` the first one is
 repeated, as LeRobot's ``populate_queues`` does) and stacks them along dim 1, which is what
 LeRobot's ``select_action`` gives ``predict_action_chunk``; note that vlastack calls ``infer``
@@ -29,8 +29,10 @@ import torch
 
 from vlastack.pretrained.lerobot import folder as lf
 from vlastack.pretrained.lerobot.diffusion import DiffusionNetwork, DiffusionSpec
+from vlastack.pretrained.lerobot.observation import example_observation
 from vlastack.pretrained.lerobot.policy import (
     Processors,
+    folder_embodiment,
     no_embodiment,
     preprocess_observations,
     read_processors,
@@ -51,7 +53,9 @@ class LeRobotDiffusionPolicy:
         *,
         checkpoint: str | None = None,
         seed: int = 0,
+        embodiment: dict[str, Any] | None = None,
     ) -> None:
+        self.embodiment_dict = embodiment
         self.network = network.eval()
         self.spec = spec
         self.processors = processors
@@ -91,8 +95,12 @@ class LeRobotDiffusionPolicy:
             "observation_keys": list(self.input_shapes),
             "diffusion_steps": len(self.network.diffusion.sampler.timesteps),
             "seed": self.seed,
-            "embodiment": None,
+            "embodiment": self.embodiment_dict,
         }
+
+    def example_observation(self, seed: int = 0) -> dict[str, Any]:
+        """A random observation of the checkpoint's shapes, in LeRobot keys."""
+        return example_observation(self.input_shapes, set(self.spec.image_keys), seed)
 
     def reset(self) -> None:
         """Forget the observation history and reseed the sampler."""
@@ -174,9 +182,17 @@ def load_lerobot_diffusion(
     del expect_embodiment
     path = Path(path)
     no_embodiment(path, embodiment)
-    spec = DiffusionSpec.from_config(lf.read_config(path, "diffusion"))
-    procs = read_processors(path)
+    cfg = lf.read_config(path, "diffusion")
+    spec = DiffusionSpec.from_config(cfg)
+    procs = read_processors(path, cfg)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     network = load_strict(lambda: DiffusionNetwork(spec), path / lf.WEIGHTS, device)
-    return LeRobotDiffusionPolicy(network, spec, procs, checkpoint=str(path), seed=seed)
+    return LeRobotDiffusionPolicy(
+        network,
+        spec,
+        procs,
+        checkpoint=str(path),
+        seed=seed,
+        embodiment=folder_embodiment(path, cfg, "diffusion"),
+    )

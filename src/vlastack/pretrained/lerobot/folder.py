@@ -60,11 +60,15 @@ def config_type(path: Path) -> str | None:
 
 def is_lerobot_folder(path: Path, policy_type: str) -> bool:
     """True for a LeRobot ``pretrained_model`` folder of ``policy_type``: config.json with that
-    ``"type"``, model.safetensors and policy_preprocessor.json. Reads only config.json."""
+    ``"type"``, model.safetensors and either policy_preprocessor.json (LeRobot >= 0.4) or stats
+    buffers named in the safetensors header (LeRobot < 0.4, ``legacy``). Reads only config.json
+    and, without the processor file, the safetensors header (no torch import)."""
+    from vlastack.pretrained.lerobot.legacy import has_legacy_stats
+
     path = Path(path)
-    if not (path / WEIGHTS).is_file() or not (path / PREPROCESSOR).is_file():
+    if not (path / WEIGHTS).is_file() or config_type(path) != policy_type:
         return False
-    return config_type(path) == policy_type
+    return (path / PREPROCESSOR).is_file() or has_legacy_stats(path / WEIGHTS)
 
 
 def read_config(path: Path, policy_type: str) -> dict[str, Any]:

@@ -5,7 +5,8 @@
 (``read_processors``) here are shared with ``diffusion_policy``.
 
 The observation uses LeRobot's keys (config.json ``input_features``, after the preprocessor's
-``rename_map``): each camera a uint8 HWC frame (divided by 255 and made CHW, as LeRobot's
+``rename_map``) or any client spelling vlastack's ``Policy`` accepts (``observation/<cam>``,
+``images/<cam>``, ``state``: ``observation.find_input``): each camera a uint8 HWC frame (divided by 255 and made CHW, as LeRobot's
 ``prepare_observation_for_inference``) or a float image already in [0, 1], CHW or HWC; the
 state a float vector. ``infer`` then runs what LeRobot runs: the preprocessor's normalizer,
 ``ACTPolicy.predict_action_chunk`` (``chunk_size`` steps, zero VAE latent) and the
@@ -29,8 +30,15 @@ import torch
 
 from vlastack.errors import ConfigError
 from vlastack.pretrained.lerobot import folder as lf
+from vlastack.pretrained.lerobot import legacy
 from vlastack.pretrained.lerobot.act import ACTNetwork, ACTSpec, load_act_network
 from vlastack.pretrained.lerobot.normalize import FeatureNormalizer
+from vlastack.pretrained.lerobot.observation import (
+    embodiment_spec,
+    example_observation,
+    find_input,
+    spellings,
+)
 
 FORMAT_NAME = "lerobot_act"
 
@@ -48,23 +56,30 @@ def _normalizer(path: Path, filename: str, steps: list[lf.Step]) -> FeatureNorma
 
 def observation_tensor(key: str, value: Any, image: bool, want: tuple[int, ...]) -> torch.Tensor:
     """One observation entry as LeRobot's ``prepare_observation_for_inference`` makes it (without
-    the batch dimension): uint8 images / 255 as float32, HWC -> CHW; floats as given."""
+    the batch dimension): images through ``vlastack.policy.image_to_chw_float`` at their own
+    size (uint8 / 255 as float32, HWC or CHW), which must be the checkpoint's; floats as given."""
+    from vlastack.policy import ObservationError, image_to_chw_float
+
     arr = np.array(value)  # a copy: served frames are read-only views of the request
     if image:
-        t = torch.from_numpy(arr)
-        if t.dtype == torch.uint8:
-            t = t.to(torch.float32) / 255
-        elif not t.is_floating_point():
-            raise ConfigError(f"{key}: images must be uint8 or float, got {arr.dtype}")
-        t = t.to(torch.float32)
-        if t.ndim == 3 and t.shape[0] != want[0] and t.shape[-1] == want[0]:
-            t = t.permute(2, 0, 1).contiguous()  # HWC -> CHW
+        if arr.ndim != 3:
+            raise ConfigError(
+                f"{key}: shape {tuple(arr.shape)} does not fit the checkpoint's {want} "
+                "(CHW; HWC uint8 frames are accepted too)"
+            )
+        # the frame's own H, W (image_to_chw_float's HWC rule), so nothing is resized
+        hwc = arr.shape[-1] in (1, 3) and arr.shape[0] not in (1, 3)
+        hw = arr.shape[:2] if hwc else arr.shape[1:]
+        try:
+            t = image_to_chw_float(arr, key, (int(hw[0]), int(hw[1])))
+        except ObservationError as exc:
+            raise ConfigError(str(exc)) from None
     else:
         t = torch.from_numpy(arr.astype(np.float32, copy=False)).reshape(-1)
     if tuple(t.shape) != want:
         raise ConfigError(
             f"{key}: shape {tuple(arr.shape)} does not fit the checkpoint's {want}"
-            + (" (CHW; HWC uint8 frames are accepted too)" if image else "")
+            + (" (CHW; HWC uint8 frames are accepted too; frames are not resized)" if image else "")
         )
     return t
 
@@ -78,19 +93,22 @@ def preprocess_observations(
     device: torch.device,
     policy_name: str,
 ) -> dict[str, torch.Tensor]:
-    """Observations in LeRobot keys -> ``{key: (B, ...)}`` normalized as LeRobot's
-    preprocessor (rename, batch, normalize) leaves them; ``shapes`` lists the inputs read."""
+    """Observations -> ``{key: (B, ...)}`` normalized as LeRobot's preprocessor (rename, batch,
+    normalize) leaves them; ``shapes`` lists the inputs read. Each input is found under LeRobot's
+    key or any client spelling ``observation.find_input`` accepts."""
     renamed = [{rename_map.get(k, k): v for k, v in o.items()} for o in observations]
     out: dict[str, torch.Tensor] = {}
     for key, want in shapes.items():
         rows = []
         for o in renamed:
-            if key not in o:
+            value = find_input(o, key, key in image_keys)
+            if value is None:
+                also = " / ".join(repr(s) for s in spellings(key, key in image_keys)[1:])
                 raise ConfigError(
-                    f"observation has no {key!r}; this LeRobot {policy_name} checkpoint reads "
-                    f"{', '.join(shapes)} (got {', '.join(map(str, o))})"
+                    f"observation has no {key!r} (nor {also}); this LeRobot {policy_name} "
+                    f"checkpoint reads {', '.join(shapes)} (got {', '.join(map(str, o))})"
                 )
-            rows.append(observation_tensor(key, o[key], key in image_keys, tuple(want)))
+            rows.append(observation_tensor(key, value, key in image_keys, tuple(want)))
         x = torch.stack(rows).to(device)
         out[key] = normalizer.normalize(key, x) if normalizer else x
     return out
@@ -106,9 +124,59 @@ class Processors:
     unnormalizer: FeatureNormalizer | None
 
 
-def read_processors(path: Path) -> Processors:
+def legacy_processors(path: Path, cfg: dict[str, Any]) -> Processors:
+    """The processors LeRobot's converter would write for the pre-0.4 folder ``path``
+    (``legacy``): a normalizer over input and output features, an unnormalizer over the output
+    features, config.json's ``normalization_mapping``, eps 1e-8, no rename."""
+    from safetensors import safe_open
+
+    inputs = lf.read_features(cfg, "input_features")
+    outputs = lf.read_features(cfg, "output_features")
+    file = path / lf.WEIGHTS
+    with safe_open(str(file), framework="pt") as f:
+        buffers = {k: f.get_tensor(k) for k in f.keys() if legacy.stat_prefix(k)}  # noqa: SIM118
+    if not buffers:
+        raise ConfigError(f"{path} {legacy.MISSING_STATS}")
+    features = [f.key for f in (*inputs, *outputs)]
+    stats = {
+        k: {s: t.to(torch.float32) for s, t in v.items()}
+        for k, v in legacy.extract_stats(buffers, features).items()
+    }
+    norm_map = cfg.get("normalization_mapping")
+    if not isinstance(norm_map, dict):
+        raise ConfigError(
+            f"{path / lf.CONFIG} has no 'normalization_mapping' object; a LeRobot < 0.4 "
+            "checkpoint needs it to read its stats buffers (LeRobot's converter needs it too)"
+        )
+    unknown = sorted(set(stats) - set(features))
+    if unknown:
+        raise ConfigError(
+            f"{file}: stats buffers for {', '.join(unknown)}, which config.json's "
+            "input_features/output_features do not list; the config and weights do not match"
+        )
+    out_keys = {f.key for f in outputs}
+    return Processors(
+        {},
+        FeatureNormalizer(
+            {f.key: f.type for f in (*inputs, *outputs)}, dict(norm_map), stats, legacy.DEFAULT_EPS
+        ),
+        FeatureNormalizer(
+            {f.key: f.type for f in outputs},
+            dict(norm_map),
+            {k: v for k, v in stats.items() if k in out_keys},
+            legacy.DEFAULT_EPS,
+        ),
+    )
+
+
+def read_processors(path: Path, cfg: dict[str, Any] | None = None) -> Processors:
     """policy_preprocessor.json (+ policy_postprocessor.json when present) and their stats; a
-    step this loader does not implement is a ConfigError naming it."""
+    step this loader does not implement is a ConfigError naming it. A folder without
+    policy_preprocessor.json is a LeRobot < 0.4 checkpoint: its stats buffers in
+    model.safetensors give the processors (``legacy``; ``cfg`` is its config.json)."""
+    if not (Path(path) / lf.PREPROCESSOR).is_file():
+        config = cfg if cfg is not None else lf.read_json(Path(path) / lf.CONFIG)
+        return legacy_processors(Path(path), config)
     pre = lf.read_pipeline(path, lf.PREPROCESSOR)
     known = (lf.RENAME_STEP, *lf.PASSIVE_STEPS, *lf.NORMALIZER_STEPS)
     lf.check_steps(path, lf.PREPROCESSOR, pre, known)
@@ -145,9 +213,11 @@ class LeRobotACTPolicy:
         unnormalizer: FeatureNormalizer | None = None,
         rename_map: Mapping[str, str] | None = None,
         checkpoint: str | None = None,
+        embodiment: dict[str, Any] | None = None,
     ) -> None:
         self.network = network.eval()
         self.spec = spec
+        self.embodiment_dict = embodiment
         self.normalizer = normalizer
         self.unnormalizer = unnormalizer
         self.rename_map = dict(rename_map or {})
@@ -179,8 +249,22 @@ class LeRobotACTPolicy:
             "image_size": list(s.image_shape[1:]) if s.image_shape else [],
             "observation_keys": self.input_keys,
             "temporal_ensemble_coeff": s.temporal_ensemble_coeff,
-            "embodiment": None,
+            "embodiment": self.embodiment_dict,
         }
+
+    @property
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        s = self.spec
+        shapes = {k: tuple(s.image_shape or ()) for k in s.image_keys}
+        if s.state_key:
+            shapes[s.state_key] = (int(s.state_dim or 0),)
+        if s.env_state_key:
+            shapes[s.env_state_key] = (int(s.env_state_dim or 0),)
+        return shapes
+
+    def example_observation(self, seed: int = 0) -> dict[str, Any]:
+        """A random observation of the checkpoint's shapes, in LeRobot keys."""
+        return example_observation(self.input_shapes, set(self.spec.image_keys), seed)
 
     def reset(self) -> None:
         """ACT keeps no state between chunks (n_obs_steps 1); counted for the harness."""
@@ -191,13 +275,8 @@ class LeRobotACTPolicy:
         """Observations in LeRobot keys -> the batched, normalized tensors LeRobot's
         preprocessor gives ``predict_action_chunk``."""
         s = self.spec
-        shapes = {k: tuple(s.image_shape or ()) for k in s.image_keys}
-        if s.state_key:
-            shapes[s.state_key] = (int(s.state_dim or 0),)
-        if s.env_state_key:
-            shapes[s.env_state_key] = (int(s.env_state_dim or 0),)
         return preprocess_observations(
-            observations, shapes, set(s.image_keys), self.rename_map, self.normalizer,
+            observations, self.input_shapes, set(s.image_keys), self.rename_map, self.normalizer,
             self.device, "ACT",
         )
 
@@ -239,8 +318,9 @@ def load_lerobot_act(
     del expect_embodiment
     path = Path(path)
     no_embodiment(path, embodiment)
-    spec = ACTSpec.from_config(lf.read_config(path, "act"))
-    procs = read_processors(path)
+    cfg = lf.read_config(path, "act")
+    spec = ACTSpec.from_config(cfg)
+    procs = read_processors(path, cfg)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     network = load_act_network(path, spec, device)
@@ -251,4 +331,16 @@ def load_lerobot_act(
         unnormalizer=procs.unnormalizer,
         rename_map=procs.rename_map,
         checkpoint=str(path),
+        embodiment=folder_embodiment(path, cfg, "act"),
+    )
+
+
+def folder_embodiment(path: Path, cfg: dict[str, Any], policy_type: str) -> dict[str, Any] | None:
+    """``metadata["embodiment"]`` of a checkpoint folder (``observation.embodiment_spec``)."""
+    return embodiment_spec(
+        path,
+        cfg,
+        lf.read_features(cfg, "input_features"),
+        lf.read_features(cfg, "output_features"),
+        policy_type,
     )

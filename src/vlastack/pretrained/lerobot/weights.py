@@ -4,7 +4,8 @@ The module is first built on the meta device to list its keys and shapes, which 
 with the file's header (no tensor read): a key missing from the file, a key the config does not
 build, or a shape that differs is a ConfigError naming up to five such keys and saying that the
 weights and config.json must come from the same checkpoint. Only then are the tensors read and
-loaded with ``load_state_dict(strict=True)``, so every key of the file is consumed. Verified by
+loaded with ``load_state_dict(strict=True)``, so every key of the file is consumed (the stats
+buffers of a LeRobot < 0.4 file are consumed as stats, ``legacy``). Verified by
 the ACT and Diffusion Policy tests (a resized tensor, a dropped key, an extra key, a config
 field changed).
 """
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from vlastack.errors import ConfigError
+from vlastack.pretrained.lerobot.legacy import weight_key
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -60,10 +62,12 @@ def load_strict(
     with torch.device("meta"):
         shapes = {k: tuple(v.shape) for k, v in build().state_dict().items()}
     with safe_open(str(file), framework="pt") as f:
-        names = list(f.keys())
-        found = {k: tuple(f.get_slice(k).get_shape()) for k in names}
+        # file key -> module key: LeRobot < 0.4 stats buffers dropped (read as the processors'
+        # stats instead), torch.compile's '._orig_mod' removed (legacy.weight_key)
+        names = {k: m for k in f.keys() if (m := weight_key(k)) is not None}  # noqa: SIM118
+        found = {m: tuple(f.get_slice(k).get_shape()) for k, m in names.items()}
         check_state_dict(shapes, found, str(file))
-        weights = {k: f.get_tensor(k) for k in names}
+        weights = {m: f.get_tensor(k) for k, m in names.items()}
     net = build()
     net.load_state_dict(weights, strict=True)
     return net.to(device).eval()
