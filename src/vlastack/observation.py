@@ -45,7 +45,16 @@ class Observation:
     task: str
 
 
-def _find(obs: Mapping[str, Any], candidates: list[str]) -> Any:
+def camera_spellings(camera: str) -> list[str]:
+    """The keys a client may send camera ``camera``'s frame under, most specific first: LeRobot's
+    ``observation.images.<cam>``, openpi's flat ``observation/<cam>``, the nested ``images/<cam>``
+    (``{"images": {cam: ...}}``) and the bare camera name."""
+    return [image_key(camera), f"observation/{camera}", f"images/{camera}", camera]
+
+
+def find_key(obs: Mapping[str, Any], candidates: list[str]) -> Any:
+    """The value of the first of ``candidates`` present in ``obs`` (``a/b`` also looks inside a
+    nested dict ``obs["a"]["b"]``); None when none is."""
     for key in candidates:
         if key in obs:
             return obs[key]
@@ -104,7 +113,7 @@ def parse_observation(
         raise ObservationError(f"observation must be a dict, got {type(obs).__name__}")
     images: dict[str, torch.Tensor] = {}
     for cam in cameras:
-        img = _find(obs, [image_key(cam), f"observation/{cam}", f"images/{cam}", cam])
+        img = find_key(obs, camera_spellings(cam))
         if img is None:
             raise ObservationError(
                 f"observation is missing camera {cam!r}: send it as "
@@ -113,7 +122,7 @@ def parse_observation(
         images[cam] = image_to_chw_float(img, cam, image_size)
     state = None
     if state_dim:
-        st = _find(obs, [STATE_KEY, "observation/state", "state"])
+        st = find_key(obs, [STATE_KEY, "observation/state", "state"])
         if st is None:
             raise ObservationError(
                 f"observation is missing '{STATE_KEY}' (float, {state_dim} values); "
@@ -125,7 +134,7 @@ def parse_observation(
                 f"observation '{STATE_KEY}' has {arr.shape[0]} values, expected {state_dim}"
             )
         state = torch.from_numpy(arr.copy())
-    prompt = _find(obs, [TASK_KEY, "prompt"])
+    prompt = find_key(obs, [TASK_KEY, "prompt"])
     if isinstance(prompt, bytes):
         prompt = prompt.decode()
     if isinstance(prompt, np.ndarray):

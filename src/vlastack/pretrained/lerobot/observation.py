@@ -4,9 +4,9 @@
 accepts: the key itself (``observation.images.top``, ``observation.state``), openpi's flat
 ``observation/<name>``, the nested ``images/<cam>`` (``{"images": {cam: ...}}``) and the bare
 ``<name>`` (``state``, a camera name), where ``<name>`` is the key without its
-``observation.images.`` / ``observation.`` prefix. The lookup is ``vlastack.policy._find`` (the
-helper ``Policy`` parses with); when the typed ``parse_observation`` lands in ``vlastack.policy``
-this is the one place to switch over. Images go through ``vlastack.policy.image_to_chw_float``
+``observation.images.`` / ``observation.`` prefix. The lookup is ``vlastack.observation.find_key`` over
+``camera_spellings`` (what ``parse_observation`` uses for vlastack's own ``Policy``). Images go
+through ``vlastack.observation.image_to_chw_float``
 (uint8 / 255, HWC or CHW, one channel repeated), at the checkpoint's own size: LeRobot does not
 resize, so a frame of another size is an error, not a silent resize.
 
@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from vlastack.observation import camera_spellings, find_key
 from vlastack.pretrained.lerobot.folder import Feature
 
 IMAGE_PREFIX = "observation.images."
@@ -47,19 +48,15 @@ def short_name(key: str) -> str:
 def spellings(key: str, image: bool) -> list[str]:
     """The keys a client may send ``key`` under, most specific first."""
     name = short_name(key)
-    out = [key, f"observation/{name}"]
     if image:
-        out.append(f"images/{name}")
-    out.append(name)
-    return list(dict.fromkeys(out))
+        return camera_spellings(name)
+    return list(dict.fromkeys([key, f"observation/{name}", name]))
 
 
 def find_input(obs: Mapping[str, Any], key: str, image: bool) -> Any:
     """The value of LeRobot input ``key`` in ``obs`` under any accepted spelling; None if
     absent."""
-    from vlastack.policy import _find
-
-    return _find(obs, spellings(key, image))
+    return find_key(obs, spellings(key, image))
 
 
 def example_observation(

@@ -58,7 +58,7 @@ def observation_tensor(key: str, value: Any, image: bool, want: tuple[int, ...])
     """One observation entry as LeRobot's ``prepare_observation_for_inference`` makes it (without
     the batch dimension): images through ``vlastack.policy.image_to_chw_float`` at their own
     size (uint8 / 255 as float32, HWC or CHW), which must be the checkpoint's; floats as given."""
-    from vlastack.policy import ObservationError, image_to_chw_float
+    from vlastack.observation import ObservationError, image_to_chw_float
 
     arr = np.array(value)  # a copy: served frames are read-only views of the request
     if image:
