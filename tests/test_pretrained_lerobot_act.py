@@ -19,6 +19,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+import _lerobot_golden as G
+from _lerobot_golden import OBS, max_abs, raw_obs
 from vlastack.errors import ConfigError
 from vlastack.evaluation.rollout import load_policy
 from vlastack.policy_formats import detect_policy_format
@@ -26,27 +28,20 @@ from vlastack.pretrained.lerobot.act import ACTNetwork, ACTSpec
 from vlastack.pretrained.lerobot.normalize import FeatureNormalizer
 from vlastack.pretrained.lerobot.policy import LeRobotACTPolicy, load_lerobot_act
 
-OBS = (0, 1, 2)
-
 
 @pytest.fixture(scope="module")
 def act_dir(fixtures_dir: Path) -> Path:
-    d = fixtures_dir / "lerobot_policies" / "act"
-    if not d.exists():
-        pytest.skip(f"LeRobot ACT fixture not found at {d}")
-    return d
+    return G.policy_dir(fixtures_dir, "act")
 
 
 @pytest.fixture(scope="module")
 def golden(act_dir: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(act_dir / "golden.safetensors"))
+    return G.golden(act_dir)
 
 
 @pytest.fixture(scope="module")
 def tolerance(act_dir: Path) -> dict[str, float]:
-    return json.loads((act_dir / "golden.json").read_text())["tolerance"][
-        "fresh_process_reload_2_threads_max_abs_diff"
-    ]
+    return G.tolerance(act_dir)
 
 
 @pytest.fixture(scope="module")
@@ -54,22 +49,14 @@ def policy(act_dir: Path) -> LeRobotACTPolicy:
     return load_lerobot_act(act_dir / "pretrained_model", device="cpu")
 
 
-def raw_obs(golden: dict[str, torch.Tensor], i: int) -> dict[str, np.ndarray]:
-    prefix = f"obs{i}.raw."
-    return {k[len(prefix) :]: v.numpy() for k, v in golden.items() if k.startswith(prefix)}
-
-
-def max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
-    assert a.shape == b.shape, (a.shape, b.shape)
-    return (a.double() - b.double()).abs().max().item()
-
-
 @pytest.mark.parametrize("i", OBS)
 def test_golden_preprocessed_normalized_and_final_chunks(policy, golden, tolerance, i):
     torch.set_num_threads(1)  # the goldens' thread count (restored by conftest)
     obs = raw_obs(golden, i)
     pre = policy.preprocess([obs])
-    want_keys = {k[len(f"obs{i}.preprocessed.") :] for k in golden if k.startswith(f"obs{i}.preprocessed.")}
+    want_keys = {
+        k[len(f"obs{i}.preprocessed.") :] for k in golden if k.startswith(f"obs{i}.preprocessed.")
+    }
     assert set(pre) == want_keys
     for key, value in pre.items():
         assert torch.equal(value, golden[f"obs{i}.preprocessed.{key}"]), key
@@ -271,8 +258,14 @@ def test_normalizer_modes_follow_lerobot_formulas():
             back = norm.unnormalize("s", y)
             torch.testing.assert_close(back[:, 0], x[:, 0])
     # a tiny range shows that eps only stands in for a zero range (never added to it)
-    tiny = {"s": {"min": torch.tensor([0.0]), "max": torch.tensor([1e-6]),
-                  "q01": torch.tensor([0.0]), "q99": torch.tensor([1e-6])}}
+    tiny = {
+        "s": {
+            "min": torch.tensor([0.0]),
+            "max": torch.tensor([1e-6]),
+            "q01": torch.tensor([0.0]),
+            "q99": torch.tensor([1e-6]),
+        }
+    }
     for mode in ("MIN_MAX", "QUANTILES"):
         norm = FeatureNormalizer({"s": "STATE"}, {"STATE": mode}, tiny)
         torch.testing.assert_close(

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
+import _lerobot_golden as G
 from vlastack.cli.main import build_parser, main
 from vlastack.embodiment import EmbodimentSpec
 from vlastack.errors import ConfigError
@@ -56,9 +56,8 @@ def act(act_folder: Path) -> LeRobotACTPolicy:
 
 
 def raw_obs(folder: Path, i: int) -> dict[str, Any]:
-    golden = load_file(str(folder.parent / "golden.safetensors"))
-    prefix = f"obs{i}.raw."
-    return {k[len(prefix) :]: v.numpy() for k, v in golden.items() if k.startswith(prefix)}
+    """Golden observation ``i`` of the fixture whose pretrained_model is ``folder``."""
+    return G.raw_obs(G.golden(folder.parent), i)
 
 
 def spell(obs: dict[str, Any], style: str) -> dict[str, Any]:
@@ -104,14 +103,18 @@ def test_diffusion_accepts_the_openpi_spellings(diffusion_folder):
 def test_a_missing_camera_names_the_spellings(act, act_folder):
     obs = spell(raw_obs(act_folder, 0), "openpi_flat")
     del obs["observation/wrist"]
-    with pytest.raises(ConfigError, match=r"no 'observation.images.wrist' \(nor 'observation/wrist'"):
+    with pytest.raises(
+        ConfigError, match=r"no 'observation.images.wrist' \(nor 'observation/wrist'"
+    ):
         act.infer(obs)
 
 
 def test_a_frame_of_another_size_is_an_error_not_a_resize(act, act_folder):
     obs = spell(raw_obs(act_folder, 0), "openpi_flat")
     obs["observation/top"] = np.zeros((96, 128, 3), np.uint8)
-    with pytest.raises(ConfigError, match=r"observation.images.top: shape \(96, 128, 3\).*not resized"):
+    with pytest.raises(
+        ConfigError, match=r"observation.images.top: shape \(96, 128, 3\).*not resized"
+    ):
         act.infer(obs)
 
 
@@ -237,8 +240,18 @@ def test_bench_latency_times_a_lerobot_folder(act_folder, capsys):
     threads = torch.get_num_threads()
     try:
         rc = main(
-            ["bench", "latency", str(act_folder), "--iters", "3", "--warmup", "1",
-             "--threads", "1", "--json"]
+            [
+                "bench",
+                "latency",
+                str(act_folder),
+                "--iters",
+                "3",
+                "--warmup",
+                "1",
+                "--threads",
+                "1",
+                "--json",
+            ]
         )
     finally:
         torch.set_num_threads(threads)
@@ -293,8 +306,9 @@ def test_hub_id_loads_from_the_local_cache(hub_cache, act, act_folder):
 def test_hub_id_in_serve_and_inspect(hub_cache, capsys):
     from vlastack.cli.serve import _load_policy
 
-    args = build_parser().parse_args(["serve", "lerobot/act_tiny", "--device", "cpu",
-                                      "--threads", "1"])
+    args = build_parser().parse_args(
+        ["serve", "lerobot/act_tiny", "--device", "cpu", "--threads", "1"]
+    )
     threads = torch.get_num_threads()
     try:
         assert isinstance(_load_policy(args), LeRobotACTPolicy)
@@ -337,7 +351,9 @@ def write_pusht_act_folder(act_folder: Path, dst: Path) -> Path:
     (dst / "config.json").write_text(json.dumps(cfg))
     torch.manual_seed(0)
     net = ACTNetwork(ACTSpec.from_config(cfg))
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(dst / "model.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in net.state_dict().items()}, str(dst / "model.safetensors")
+    )
     stats = {
         "observation.images.top.mean": torch.full((3, 1, 1), 0.5),
         "observation.images.top.std": torch.full((3, 1, 1), 0.25),
@@ -376,8 +392,21 @@ def test_eval_runs_a_lerobot_folder_in_pusht(act_folder, tmp_path, capsys):
     folder = write_pusht_act_folder(act_folder, tmp_path / "pretrained_model")
     out = tmp_path / "res"
     rc = main(
-        ["eval", str(folder), "--env", "pusht", "--episodes-per-task", "1", "--max-steps", "10",
-         "--image-size", "96", "--out", str(out), "--no-progress"]
+        [
+            "eval",
+            str(folder),
+            "--env",
+            "pusht",
+            "--episodes-per-task",
+            "1",
+            "--max-steps",
+            "10",
+            "--image-size",
+            "96",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
     )
     assert rc == 0, capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())

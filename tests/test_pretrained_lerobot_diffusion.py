@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
 
+import _lerobot_golden as G
+from _lerobot_golden import OBS, max_abs, raw_obs
 from vlastack.errors import ConfigError
 from vlastack.evaluation.rollout import load_policy
 from vlastack.policy_formats import detect_policy_format
@@ -27,42 +28,25 @@ from vlastack.pretrained.lerobot.diffusion_policy import (
     load_lerobot_diffusion,
 )
 
-OBS = (0, 1, 2)
-
 
 @pytest.fixture(scope="module")
 def diffusion_dir(fixtures_dir: Path) -> Path:
-    d = fixtures_dir / "lerobot_policies" / "diffusion"
-    if not d.exists():
-        pytest.skip(f"LeRobot Diffusion Policy fixture not found at {d}")
-    return d
+    return G.policy_dir(fixtures_dir, "diffusion")
 
 
 @pytest.fixture(scope="module")
 def golden(diffusion_dir: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(diffusion_dir / "golden.safetensors"))
+    return G.golden(diffusion_dir)
 
 
 @pytest.fixture(scope="module")
 def tolerance(diffusion_dir: Path) -> dict[str, float]:
-    return json.loads((diffusion_dir / "golden.json").read_text())["tolerance"][
-        "fresh_process_reload_2_threads_max_abs_diff"
-    ]
+    return G.tolerance(diffusion_dir)
 
 
 @pytest.fixture(scope="module")
 def policy(diffusion_dir: Path) -> LeRobotDiffusionPolicy:
     return load_lerobot_diffusion(diffusion_dir / "pretrained_model", device="cpu")
-
-
-def raw_obs(golden: dict[str, torch.Tensor], i: int) -> dict[str, np.ndarray]:
-    prefix = f"obs{i}.raw."
-    return {k[len(prefix) :]: v.numpy() for k, v in golden.items() if k.startswith(prefix)}
-
-
-def max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
-    assert a.shape == b.shape, (a.shape, b.shape)
-    return (a.double() - b.double()).abs().max().item()
 
 
 def test_golden_sequence_of_three_observations(policy, golden, tolerance):
@@ -97,7 +81,9 @@ def test_infer_is_seeded_and_reset_restarts_the_history(policy, golden):
     assert not np.array_equal(first, second)
     # MIN_MAX actions: the clipped x0 keeps the chunk inside the dataset's action range
     stats = policy.processors.unnormalizer.stats["action"]
-    assert (first >= stats["min"].numpy() - 1e-3).all() and (first <= stats["max"].numpy() + 1e-3).all()
+    assert (first >= stats["min"].numpy() - 1e-3).all() and (
+        first <= stats["max"].numpy() + 1e-3
+    ).all()
 
 
 def test_every_checkpoint_key_is_consumed_with_its_shape(policy, diffusion_dir):
@@ -115,7 +101,9 @@ def test_full_size_default_diffusion_has_every_key_of_full_keys_json(diffusion_d
     assert spec.down_dims == (512, 1024, 2048) and spec.vision_backbone == "resnet18"
     with torch.device("meta"):
         net = DiffusionNetwork(spec)
-    built = {k: (list(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in net.state_dict().items()}
+    built = {
+        k: (list(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in net.state_dict().items()
+    }
     want = {k: (v["shape"], v["dtype"]) for k, v in full["keys"].items()}
     assert len(want) == full["num_tensors"]
     assert built == want

@@ -20,6 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+import _lerobot_golden as G
 from vlastack.errors import ConfigError
 from vlastack.evaluation.loading import load_policy
 from vlastack.policy_formats import detect_policy_format
@@ -64,9 +65,7 @@ def make_legacy(src: Path, dst: Path, *, compiled: bool = False) -> Path:
 
 
 def raw_obs(kind_dir: Path, i: int) -> dict[str, np.ndarray]:
-    golden = load_file(str(kind_dir / "golden.safetensors"))
-    prefix = f"obs{i}.raw."
-    return {k[len(prefix) :]: v.numpy() for k, v in golden.items() if k.startswith(prefix)}
+    return G.raw_obs(G.golden(kind_dir), i)
 
 
 @pytest.fixture(scope="module")
