@@ -11,7 +11,7 @@ See ``training/checkpoint.py`` for the folder layout.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -281,4 +281,37 @@ __all__ = [
     "read_json",
     "resolve_checkpoint",
     "stats_differences",
+    "top_module",
+    "weight_summary",
 ]
+
+
+def top_module(key: str) -> str:
+    """A state-dict key's top-level module (``head.decoder.0.w`` -> ``head``)."""
+    return key.split(".", 1)[0]
+
+
+def weight_summary(path: Path, group: Callable[[str], str] = top_module) -> dict[str, Any]:
+    """Parameter counts per module group (``group(key)``) and per dtype, and the file size, from
+    a safetensors file's header: no tensor is read."""
+    import math
+
+    from safetensors import safe_open
+
+    groups: dict[str, int] = {}
+    dtypes: dict[str, int] = {}
+    with safe_open(str(path), framework="pt") as f:
+        for key in f.keys():  # noqa: SIM118 (safe_open is not a Mapping)
+            sl = f.get_slice(key)
+            n = math.prod(sl.get_shape())
+            g = group(key)
+            groups[g] = groups.get(g, 0) + n
+            dt = str(sl.get_dtype())
+            dtypes[dt] = dtypes.get(dt, 0) + n
+    return {
+        "total": sum(groups.values()),
+        "by_module": dict(sorted(groups.items(), key=lambda kv: -kv[1])),
+        "dtypes": dtypes,
+        "file_mb": round(Path(path).stat().st_size / 2**20, 2),
+    }
+

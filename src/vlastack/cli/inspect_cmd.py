@@ -141,25 +141,10 @@ def _read_json(path: Path) -> Any:
 
 def weight_summary(path: Path) -> dict[str, Any]:
     """Parameter counts per top-level module from the safetensors header (no tensor is read)."""
-    import math
+    from vlastack.checkpoints import weight_summary as summary
 
-    from safetensors import safe_open
-
-    groups: dict[str, int] = {}
-    dtypes: dict[str, int] = {}
-    with safe_open(str(path), framework="pt") as f:
-        for key in f.keys():  # noqa: SIM118 (safe_open is not a Mapping)
-            sl = f.get_slice(key)
-            n = math.prod(sl.get_shape())
-            group = key.split(".", 1)[0]
-            groups[group] = groups.get(group, 0) + n
-            dt = str(sl.get_dtype())
-            dtypes[dt] = dtypes.get(dt, 0) + n
     return {
-        "total": sum(groups.values()),
-        "by_module": dict(sorted(groups.items(), key=lambda kv: -kv[1])),
-        "dtypes": dtypes,
-        "file_mb": round(path.stat().st_size / 2**20, 2),
+        **summary(path),
         "source": "model.safetensors header (weights and buffers; frozen MiniLM is not stored)",
     }
 

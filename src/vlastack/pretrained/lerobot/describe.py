@@ -10,7 +10,6 @@ openpi client's view (what to send, under which other spellings, what comes back
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -45,26 +44,16 @@ def horizons(policy_type: str, cfg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _weights(file: Path) -> dict[str, Any]:
-    from safetensors import safe_open
+def _module_group(key: str) -> str:
+    """LeRobot keys nest one level deeper (``model.backbone.*``, ``diffusion.unet.*``)."""
+    parts = key.split(".")
+    return ".".join(parts[:2]) if parts[0] == "model" or len(parts) > 2 else parts[0]
 
-    groups: dict[str, int] = {}
-    dtypes: dict[str, int] = {}
-    with safe_open(str(file), framework="pt") as f:
-        for key in f.keys():  # noqa: SIM118 (safe_open is not a Mapping)
-            sl = f.get_slice(key)
-            n = math.prod(sl.get_shape())
-            parts = key.split(".")
-            group = ".".join(parts[:2]) if parts[0] == "model" or len(parts) > 2 else parts[0]
-            groups[group] = groups.get(group, 0) + n
-            dt = str(sl.get_dtype())
-            dtypes[dt] = dtypes.get(dt, 0) + n
-    return {
-        "total": sum(groups.values()),
-        "by_module": dict(sorted(groups.items(), key=lambda kv: -kv[1])),
-        "dtypes": dtypes,
-        "file_mb": round(file.stat().st_size / 2**20, 2),
-    }
+
+def _weights(file: Path) -> dict[str, Any]:
+    from vlastack.checkpoints import weight_summary
+
+    return weight_summary(file, group=_module_group)
 
 
 # the stats each mode reads (normalize.py); only those are shown
