@@ -87,34 +87,12 @@ HELPER = textwrap.dedent(
             w.add_frame(f, task="never saved")
         w.finalize()
 
-    events, kill_at = [0], [-1]
-
-    def die():
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    def event():
-        if events[0] == kill_at[0]:
-            return True
-        events[0] += 1
-        return False
-
-    def before(fn):
-        def wrapped(*a, **kw):
-            if event():
-                die()
-            return fn(*a, **kw)
-        return wrapped
-
-    real_write_bytes = pathlib.Path.write_bytes
-
-    def write_bytes(self, data):
-        if event():
-            real_write_bytes(self, data[: len(data) // 2])
-            die()
-        return real_write_bytes(self, data)
+    from _kill_points import KillPoints
+    kp = KillPoints()
+    before = kp.before
 
     def patch():
-        pathlib.Path.write_bytes = write_bytes
+        pathlib.Path.write_bytes = kp.half_write(pathlib.Path.write_bytes)
         for obj, name in [(os, "replace"), (os, "rename"), (os, "unlink"), (os, "rmdir"),
                           (pathlib.Path, "mkdir"), (F.pq, "write_table"), (F, "encode_video"),
                           (F, "concat_videos")]:
@@ -135,11 +113,11 @@ HELPER = textwrap.dedent(
             shutil.copytree(base, root, symlinks=True)
             pid = os.fork()
             if pid == 0:
-                kill_at[0] = -1 if k is None else k
+                kp.kill_at = -1 if k is None else k
                 w = F.DatasetWriter.resume(root)
                 patch()
                 op(w)
-                os._exit(10 + events[0] if k is None else 0)
+                os._exit(10 + kp.events if k is None else 0)
             _, status = os.waitpid(pid, 0)
             code = os.waitstatus_to_exitcode(status)
             if k is None:

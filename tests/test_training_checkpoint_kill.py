@@ -81,24 +81,9 @@ HELPER = textwrap.dedent(
         "next": (lambda r: save(r, 1), lambda r: save(r, 2, keep_last=1)),
         "same": (lambda r: save(r, 1), lambda r: save(r, 1, salt=1)),
     }}
-    events = [0]
-    kill_at = [-1]
-
-    def die():
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    def event():
-        if events[0] == kill_at[0]:
-            return True
-        events[0] += 1
-        return False
-
-    def before(fn):
-        def wrapped(*a, **kw):
-            if event():
-                die()
-            return fn(*a, **kw)
-        return wrapped
+    from _kill_points import KillPoints
+    kp = KillPoints()
+    die, event, before = kp.die, kp.event, kp.before
 
     real_save_file, real_write_text = C.save_file, pathlib.Path.write_text
 
@@ -134,7 +119,7 @@ HELPER = textwrap.dedent(
         if pid == 0:  # count the events of the whole operation
             patch()
             op(out / name / "count")
-            os._exit(10 + events[0])
+            os._exit(10 + kp.events)
         _, status = os.waitpid(pid, 0)
         n = os.waitstatus_to_exitcode(status) - 10
         report[name] = {{"events": n, "killed": []}}
@@ -143,7 +128,7 @@ HELPER = textwrap.dedent(
             shutil.copytree(base, root, symlinks=True)
             pid = os.fork()
             if pid == 0:
-                kill_at[0] = k
+                kp.kill_at = k
                 patch()
                 op(root)
                 os._exit(0)
