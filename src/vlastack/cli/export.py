@@ -76,9 +76,10 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def run_onnx(args: argparse.Namespace) -> int:
-    from vlastack.export.onnx import EXPORT_PARTS, export_onnx
+    from vlastack.export.onnx import EXPORT_PARTS
+    from vlastack.export.onnx_lerobot import export_any_onnx  # native or imported (LeRobot)
 
-    manifest = export_onnx(
+    manifest = export_any_onnx(
         args.checkpoint,
         args.out,
         _parts(args.parts) or EXPORT_PARTS,

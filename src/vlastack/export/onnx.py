@@ -610,10 +610,19 @@ def export_onnx(
     atol: float = 1e-4,
 ) -> dict[str, Any]:
     """Export the action head of a checkpoint to ``out_dir`` (``<head>_<part>.onnx`` +
-    ``manifest.json``); copies ``normalization.json`` so actions can be un-normalized outside."""
+    ``manifest.json``); copies ``normalization.json`` so actions can be un-normalized outside.
+    A folder a registered checkpoint format claims (an imported LeRobot policy) is a ConfigError:
+    ``export.onnx_lerobot.export_any_onnx`` (the CLI's entry) exports both kinds."""
     from vlastack.export.quantize import quantization_info
     from vlastack.policy import load_vla
+    from vlastack.policy_formats import detect_policy_format
 
+    fmt = detect_policy_format(checkpoint)
+    if fmt is not None:
+        raise ConfigError(
+            f"{checkpoint} is an imported {fmt.name!r} checkpoint; export it with "
+            "vlastack.export.onnx_lerobot.export_any_onnx (what `vlastack export onnx` calls)"
+        )
     # An int8 checkpoint exports as float weights that lie on the int8 grid (same accuracy);
     # a ternary one exports its BitLinear layers (weights and activations fake-quantized).
     info = quantization_info(checkpoint)

@@ -61,6 +61,22 @@ def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2))
 
 
+def refuse_imported(src: str | Path) -> None:
+    """ConfigError when ``src`` is a folder a registered checkpoint format claims (an imported
+    policy such as a LeRobot ``pretrained_model``): quantization rewrites native checkpoints."""
+    from vlastack.policy_formats import detect_policy_format
+
+    fmt = detect_policy_format(src)
+    if fmt is None:
+        return
+    raise ConfigError(
+        f"{src} is an imported {fmt.name!r} checkpoint; `vlastack export quantize` (int8, "
+        "ternary) rewrites native vlastack checkpoints only. For this folder use `vlastack "
+        "export onnx` (float32 graphs + manifest), whose graphs onnxruntime's quantization "
+        "tools can quantize, or train/convert a native vlastack checkpoint and quantize that"
+    )
+
+
 def quantize_checkpoint(
     src: str | Path,
     dst: str | Path,
@@ -79,6 +95,7 @@ def quantize_checkpoint(
     """
     from vlastack.training.checkpoint import FORMAT_VERSION, save_weights
 
+    refuse_imported(src)
     if method not in METHODS:
         raise ConfigError(f"quantization method {method!r} unknown; choose one of {METHODS}")
     chosen = list(parts) if parts is not None else list(DEFAULT_PARTS[method])

@@ -161,7 +161,7 @@ class SpatialSoftmax(nn.Module):
 
 def center_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """torchvision ``CenterCrop`` for images at least ``size`` large."""
-    h, w = x.shape[-2:]
+    h, w = (int(d) for d in x.shape[-2:])  # ints under ONNX tracing too (sizes are fixed)
     th, tw = size
     if th > h or tw > w:
         raise ConfigError(f"crop_shape {size} is larger than the image ({h}, {w})")
