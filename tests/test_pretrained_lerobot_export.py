@@ -212,6 +212,11 @@ def test_cli_exports_refuses_a_non_empty_out_and_force_replaces(fixtures_dir, tm
     assert main(["export", "lerobot", str(src), "--out", str(out), "--force"]) == 0
     assert (out / "model.safetensors").read_bytes() == (src / "model.safetensors").read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    # onto its own source: read into memory first, then replaced
+    assert main(["export", "lerobot", str(out), "--out", str(out), "--force"]) == 0
+    for p in src.iterdir():
+        assert (out / p.name).read_bytes() == p.read_bytes(), p.name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="is a file"):
         lw.export_checkpoint(src, tmp_path / "file", force=True)
@@ -226,6 +231,8 @@ def test_native_checkpoints_are_refused(tmp_path, capsys):
     assert "native vlastack checkpoint" in err
     assert "only imported LeRobot policies" in err
     assert not (tmp_path / "out").exists()
+    with pytest.raises(ConfigError, match="no checkpoint folder"):
+        lw.export_checkpoint(tmp_path, tmp_path / "out")
     with pytest.raises(ConfigError, match="not an imported LeRobot policy"):
         lw.write_pretrained(Policy.from_checkpoint(ckpt), tmp_path / "out")
 

@@ -157,7 +157,12 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, force: bool = 
         raise ConfigError(f"{path} is not a checkpoint folder")
     fmt = detect_policy_format(path)
     if fmt is None or fmt.name not in FORMATS:
-        kind = "a native vlastack checkpoint" if fmt is None else f"a {fmt.name!r} checkpoint"
+        if fmt is not None:
+            kind = f"a {fmt.name!r} checkpoint"
+        elif (path / lf.WEIGHTS).is_file():
+            kind = "a native vlastack checkpoint"
+        else:
+            kind = "no checkpoint folder (no model.safetensors)"
         raise ConfigError(
             f"{path} is {kind}; only imported LeRobot policies (ACT or Diffusion Policy "
             "pretrained_model folders) can be exported with `vlastack export lerobot`"
