@@ -5,8 +5,9 @@ Run with a Python that has ``lerobot`` 0.6.1 installed (``.venv-lerobot``; not a
 dependency): ``python tests/compat/check_lerobot_act_export.py GOLDEN_DIR FOLDER [FOLDER ...]``,
 ``GOLDEN_DIR`` being ``fixtures/lerobot_policies/act`` (golden.safetensors). For each folder:
 ``ACTPolicy.from_pretrained`` + ``make_pre_post_processors(config, pretrained_path=folder)``, then
-per golden observation, at 1 thread as the goldens were made, the fixture's golden run (``prepare_observation_for_inference`` ->
-preprocessor -> ``reset`` -> ``predict_action_chunk`` -> postprocessor). Prints one JSON line:
+per golden observation, at 1 thread as the goldens were made, the fixture's golden run
+(``prepare_observation_for_inference`` -> preprocessor -> ``reset`` -> ``predict_action_chunk``
+-> postprocessor). Prints one JSON line:
 ``{folder: [chunk of obs0, obs1, obs2]}`` (nested lists, dataset units). Exit 0 = all loaded.
 
 The fixture's reduced backbone ``resnet18_width8`` is registered first, as the fixture generator
