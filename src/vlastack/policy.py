@@ -166,9 +166,18 @@ class Policy:
     ) -> Policy:
         """Load a checkpoint folder. For a checkpoint trained on a mixture of robots,
         ``embodiment`` names the robot to act as (a member name or its robot_type; default:
-        the one matching ``expect_embodiment``, else the first member, with a log line)."""
+        the one matching ``expect_embodiment``, else the first member, with a log line).
+        A folder a registered format claims (``vlastack.policy_formats``, e.g. a LeRobot
+        ``pretrained_model``) is loaded by that format on ``device`` instead, and is returned as
+        that format's policy object (``execute_horizon`` and ``seed`` do not apply to it)."""
         from vlastack.data.normalization import Normalizer
+        from vlastack.policy_formats import load_registered_policy
 
+        registered = load_registered_policy(
+            path, device=device, expect_embodiment=expect_embodiment, embodiment=embodiment
+        )
+        if registered is not None:
+            return registered
         ckpt, model = load_vla(path, expect_embodiment=expect_embodiment)
         cfg = model.config
         if ckpt.config.get("quantization"):

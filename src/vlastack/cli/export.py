@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 
@@ -94,6 +95,14 @@ def run_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_lerobot(args: argparse.Namespace) -> int:
+    from vlastack.pretrained.lerobot.write import export_checkpoint
+
+    out = export_checkpoint(args.checkpoint, args.out, force=args.force)
+    print(f"wrote {out} (LeRobot pretrained_model folder: {', '.join(sorted(os.listdir(out)))})")
+    return 0
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "export", help="quantize checkpoints (int8, ternary) and export action heads to ONNX"
@@ -142,3 +151,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     o.add_argument("--atol", type=float, default=1e-4, help="parity tolerance vs PyTorch")
     o.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
     o.set_defaults(func=run_onnx)
+
+    r = sub.add_parser(
+        "lerobot", help="write an imported LeRobot ACT/Diffusion policy back as pretrained_model"
+    )
+    r.add_argument("checkpoint", help="LeRobot ACT or Diffusion pretrained_model folder")
+    r.add_argument("--out", required=True, help="folder to write (LeRobot's layout)")
+    r.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    r.set_defaults(func=run_lerobot)

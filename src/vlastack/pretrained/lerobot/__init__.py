@@ -9,7 +9,9 @@ objects and loaders, registered as the ``lerobot_act`` / ``lerobot_diffusion`` c
 formats in ``vlastack.policy_formats``. ``observation`` finds inputs under every client
 spelling and builds ``metadata["embodiment"]``; ``describe`` is what ``vlastack inspect`` prints;
 ``hub`` resolves ``lerobot/xxx`` ids from the local Hugging Face cache; ``legacy`` reads LeRobot
-< 0.4 folders (stats as buffers in model.safetensors). Only ``folder`` (and the torch-free
+< 0.4 folders (stats as buffers in model.safetensors); ``write`` writes a loaded (possibly
+fine-tuned) ACT / Diffusion policy back as a LeRobot ``pretrained_model`` folder
+(``vlastack export lerobot``). Only ``folder`` (and the torch-free
 ``legacy``/``hub``) is imported by that registration; the torch modules load when a checkpoint
 does.
 """

@@ -54,8 +54,10 @@ class LeRobotDiffusionPolicy:
         checkpoint: str | None = None,
         seed: int = 0,
         embodiment: dict[str, Any] | None = None,
+        folder_json: lf.FolderJSON | None = None,
     ) -> None:
         self.embodiment_dict = embodiment
+        self.folder_json = folder_json  # the source's JSON files, for ``write``
         self.network = network.eval()
         self.spec = spec
         self.processors = processors
@@ -195,4 +197,5 @@ def load_lerobot_diffusion(
         checkpoint=str(path),
         seed=seed,
         embodiment=folder_embodiment(path, cfg, "diffusion"),
+        folder_json=lf.read_folder_json(path, cfg),
     )

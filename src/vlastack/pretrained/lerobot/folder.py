@@ -152,6 +152,28 @@ def read_stats(path: Path, state_file: str) -> dict[str, dict[str, Any]]:
     return stats
 
 
+@dataclass(frozen=True)
+class FolderJSON:
+    """The JSON files of a ``pretrained_model`` folder as read at load: ``config.json`` and the
+    two processor pipelines (None where the folder has none: a LeRobot < 0.4 folder, or no
+    postprocessor). The policy keeps them so that ``write`` can write the folder back: they hold
+    no weights or stats, and fine-tuning changes neither the architecture nor the steps."""
+
+    config: dict[str, Any]
+    preprocessor: dict[str, Any] | None
+    postprocessor: dict[str, Any] | None
+
+
+def read_folder_json(path: Path, cfg: dict[str, Any]) -> FolderJSON:
+    """``cfg`` (config.json, already read) and the processor JSON of the folder ``path``."""
+    path = Path(path)
+
+    def optional(name: str) -> dict[str, Any] | None:
+        return read_json(path / name) if (path / name).is_file() else None
+
+    return FolderJSON(cfg, optional(PREPROCESSOR), optional(POSTPROCESSOR))
+
+
 def check_steps(path: Path, filename: str, steps: list[Step], known: tuple[str, ...]) -> None:
     """A step this loader does not implement is an error naming it, not a silent skip."""
     for s in steps:

@@ -54,6 +54,11 @@ class FeatureNormalizer:
         self.norm_map = dict(norm_map)
         self.eps = float(eps)
         self.stats: dict[str, dict[str, torch.Tensor]] = {}
+        # the shapes as stored in the state file, for writing it back (``flat_stats``)
+        self.stored_shapes = {
+            key: {name: tuple(t.shape) for name, t in per_stat.items()}
+            for key, per_stat in stats.items()
+        }
         for key, per_stat in stats.items():
             visual = self.features.get(key) == "VISUAL"
             self.stats[key] = {
@@ -114,6 +119,17 @@ class FeatureNormalizer:
     def _span(self, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
         d = hi - lo
         return torch.where(d == 0, torch.tensor(self.eps, device=d.device, dtype=d.dtype), d)
+
+    def flat_stats(self) -> dict[str, torch.Tensor]:
+        """The stats as a LeRobot state file holds them: ``'<feature>.<stat>'`` -> float32 CPU
+        tensor in its stored shape (visual ``(C,)`` stats are kept ``(C, 1, 1)`` in memory)."""
+        out = {}
+        for key, per_stat in self.stats.items():
+            shapes = self.stored_shapes.get(key, {})
+            for name, t in per_stat.items():
+                shape = shapes.get(name, tuple(t.shape))
+                out[f"{key}.{name}"] = t.detach().to("cpu", torch.float32).reshape(shape).clone()
+        return out
 
     def describe(self) -> dict[str, Any]:
         return {key: self.mode(key) for key in self.features}

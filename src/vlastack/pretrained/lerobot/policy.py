@@ -214,8 +214,10 @@ class LeRobotACTPolicy:
         rename_map: Mapping[str, str] | None = None,
         checkpoint: str | None = None,
         embodiment: dict[str, Any] | None = None,
+        folder_json: lf.FolderJSON | None = None,
     ) -> None:
         self.network = network.eval()
+        self.folder_json = folder_json  # the source's JSON files, for ``write``
         self.spec = spec
         self.embodiment_dict = embodiment
         self.normalizer = normalizer
@@ -332,6 +334,7 @@ def load_lerobot_act(
         rename_map=procs.rename_map,
         checkpoint=str(path),
         embodiment=folder_embodiment(path, cfg, "act"),
+        folder_json=lf.read_folder_json(path, cfg),
     )
 
 
