@@ -4,7 +4,6 @@ collate, DataLoader workers, and LeRobot 0.6.1 loading a vlastack-written datase
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from _lerobot_python import lerobot_python
 from vlastack.data.dataset import WindowedDataset, collate, make_dataloader, split_episodes
 from vlastack.data.format import DatasetReader, DatasetWriter, Feature
 from vlastack.errors import DataError
@@ -126,28 +126,10 @@ def test_windowed_on_own_writer(tmp_path: Path) -> None:
     )
 
 
-LEROBOT_VENV_PY = Path(__file__).resolve().parents[1] / ".venv-lerobot" / "bin" / "python"
-
-
-def _lerobot_python() -> str:
-    """LeRobot 0.6.1's interpreter: ``.venv-lerobot`` (``make test`` builds it with
-    ../shared/tools/lerobot-0.6.1/make_venv.sh), or ``VLASTACK_LEROBOT_PYTHON``."""
-    py = os.environ.get("VLASTACK_LEROBOT_PYTHON") or str(LEROBOT_VENV_PY)
-    if not Path(py).exists():
-        pytest.skip(
-            f"no LeRobot interpreter at {py}: `make test` builds .venv-lerobot "
-            "(bash ../shared/tools/lerobot-0.6.1/make_venv.sh $PWD/.venv-lerobot)"
-        )
-    probe = subprocess.run([py, "-c", "import lerobot"], capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip(f"{py} cannot import lerobot: {probe.stderr.decode()[-300:]}")
-    return py
-
-
 def test_lerobot_loads_vlastack_dataset(tmp_path: Path) -> None:
     """LeRobot's own LeRobotDataset reads what vlastack wrote, through its default video
     backend (torchcodec in 0.6.1) and through pyav, frame for frame as vlastack reads it."""
-    py = _lerobot_python()
+    py = lerobot_python()
     feats = {
         FRONT: Feature("video", (48, 64, 3)),
         WRIST: Feature("image", (32, 32, 3)),

@@ -10,7 +10,6 @@ exported ACT folder and gives the golden chunk (and the fine-tuned chunk vlastac
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from safetensors import safe_open
 
 import _lerobot_golden as G
 from _lerobot_golden import OBS, max_abs, raw_obs
+from _lerobot_python import lerobot_python
 from vlastack.cli.main import main
 from vlastack.errors import ConfigError
 from vlastack.policy import Policy
@@ -34,7 +34,6 @@ from vlastack.pretrained.lerobot.policy import LeRobotACTPolicy, load_lerobot_ac
 
 LOADERS = {"act": load_lerobot_act, "diffusion": load_lerobot_diffusion}
 COMPAT_SCRIPT = Path(__file__).parent / "compat" / "check_lerobot_act_export.py"
-LEROBOT_VENV_PY = Path(__file__).resolve().parents[1] / ".venv-lerobot" / "bin" / "python"
 
 
 @pytest.fixture(scope="module", params=["act", "diffusion"])
@@ -125,8 +124,10 @@ def test_exported_files_have_the_source_names_and_content(fixtures_dir, kind, tm
 
 def _fine_tune(policy: Any) -> tuple[str, str]:
     """Change one weight that reaches the actions and one action stat, in place."""
-    key = "model.action_head.bias" if isinstance(policy, LeRobotACTPolicy) else (
-        "diffusion.unet.final_conv.1.bias"
+    key = (
+        "model.action_head.bias"
+        if isinstance(policy, LeRobotACTPolicy)
+        else ("diffusion.unet.final_conv.1.bias")
     )
     with torch.no_grad():
         policy.network.state_dict()[key].add_(0.25)
@@ -156,23 +157,11 @@ def test_fine_tuned_weights_and_stats_are_exported(fixtures_dir, kind, tmp_path)
         assert torch.equal(a, b), i
 
 
-def _lerobot_python() -> str:
-    """LeRobot 0.6.1's interpreter: ``.venv-lerobot`` (``make test`` builds it), or
-    ``VLASTACK_LEROBOT_PYTHON``."""
-    py = os.environ.get("VLASTACK_LEROBOT_PYTHON") or str(LEROBOT_VENV_PY)
-    if not Path(py).exists():
-        pytest.skip(
-            f"no LeRobot interpreter at {py}: `make test` builds .venv-lerobot "
-            "(bash ../shared/tools/lerobot-0.6.1/make_venv.sh $PWD/.venv-lerobot)"
-        )
-    return py
-
-
 def test_lerobot_loads_the_exported_act_folder(fixtures_dir, tmp_path):
     """LeRobot's ACTPolicy.from_pretrained + make_pre_post_processors read the export: the
     golden chunks within the fixture's fresh-process tolerance, and for a fine-tuned export the
     chunks vlastack computes for that policy."""
-    py = _lerobot_python()
+    py = lerobot_python()
     src = _src(fixtures_dir, "act")
     golden = G.golden(src.parent)
     tol = G.tolerance(src.parent)["action_chunk (dataset units)"]
@@ -183,7 +172,9 @@ def test_lerobot_loads_the_exported_act_folder(fixtures_dir, tmp_path):
     tuned = lw.write_pretrained(policy, tmp_path / "tuned")
     res = subprocess.run(
         [py, str(COMPAT_SCRIPT), str(src.parent), str(plain), str(tuned)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     got = json.loads(res.stdout.strip().splitlines()[-1])
