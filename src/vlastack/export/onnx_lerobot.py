@@ -24,7 +24,6 @@ ACT's single pass), ``sampler`` -> ACT's single pass (Diffusion: skipped, DDPM i
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -32,16 +31,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from vlastack import atomic
 from vlastack.errors import ConfigError
 from vlastack.export.onnx import (
     DEFAULT_OPSET,
     EXPORT_PARTS,
     ExportedGraph,
-    export_graph,
     export_onnx,
-    ort_session,
-    parity,
+    write_graphs,
 )
 
 LEROBOT_FORMATS = ("lerobot_act", "lerobot_diffusion")
@@ -277,28 +273,7 @@ def export_lerobot_onnx(
             "diffusion_sampler": "DDPM draws fresh noise every step; run 'diffusion_step' in a "
             "loop (manifest policy.ddpm)"
         }
-    for graph in graphs:
-        path = export_graph(graph, out / f"{graph.name}.onnx", opset)
-        entry: dict[str, Any] = {
-            "file": path.name,
-            "inputs": {
-                n: [int(d) for d in x.shape] for n, x in zip(graph.input_names, graph.inputs)
-            },
-            "outputs": graph.output_names,
-            "dynamic_axes": {k: dict(v) for k, v in graph.dynamic_axes.items()},
-        }
-        if check:
-            sess = ort_session(path)
-            err = max(parity(graph, sess), parity(graph, sess, graphs3[graph.name].inputs))
-            entry["max_abs_error"] = err
-            if err > atol:
-                raise ConfigError(
-                    f"{path}: onnxruntime differs from PyTorch by {err:.3g} (> atol {atol}); "
-                    "the export is not faithful for this checkpoint"
-                )
-        manifest["graphs"][graph.name] = entry
-    atomic.write_text(out / "manifest.json", json.dumps(manifest, indent=2))
-    return manifest
+    return write_graphs(graphs, graphs3, out, manifest, opset=opset, check=check, atol=atol)
 
 
 def export_any_onnx(
