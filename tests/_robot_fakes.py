@@ -26,7 +26,9 @@ class PointRobot(RobotBase):
             cameras=cams,
             state=VectorSpec([f"j{i}" for i in range(dim)], units=["rad"] * dim),
             action=VectorSpec(
-                [f"j{i}" for i in range(dim)], units=["rad"] * dim, low=[LOW] * dim,
+                [f"j{i}" for i in range(dim)],
+                units=["rad"] * dim,
+                low=[LOW] * dim,
                 high=[HIGH] * dim,
             ),
             control_hz=control_hz,
@@ -58,9 +60,10 @@ class PointRobot(RobotBase):
 def smooth_chunk(n: int, horizon: int, dim: int) -> np.ndarray:
     """Chunk n of a slow sine in [-0.8, 0.8] (changes < 0.05 per tick: never rate-limited)."""
     t = n * horizon + np.arange(horizon)
-    return np.stack([0.8 * np.sin(0.05 * t + k) for k in range(dim)], axis=1) * np.minimum(
-        1.0, t / 20
-    )[:, None]
+    return (
+        np.stack([0.8 * np.sin(0.05 * t + k) for k in range(dim)], axis=1)
+        * np.minimum(1.0, t / 20)[:, None]
+    )
 
 
 class ScriptedPolicy:
@@ -122,9 +125,13 @@ def outside_limits(commands, low=LOW, high=HIGH, max_delta=MAX_DELTA, start=None
     prev = start
     for c in commands:
         c = np.asarray(c, dtype=np.float64)
-        if not np.all(np.isfinite(c)) or np.any(c < low - 1e-9) or np.any(c > high + 1e-9):
-            bad += 1
-        elif prev is not None and np.any(np.abs(c - prev) > max_delta + 1e-9):
+        if (
+            not np.all(np.isfinite(c))
+            or np.any(c < low - 1e-9)
+            or np.any(c > high + 1e-9)
+            or prev is not None
+            and np.any(np.abs(c - prev) > max_delta + 1e-9)
+        ):
             bad += 1
         prev = c
     return bad

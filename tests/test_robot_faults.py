@@ -11,6 +11,7 @@ import threading
 
 import numpy as np
 import pytest
+
 from _robot_fakes import (
     MAX_DELTA,
     JumpClock,
@@ -18,7 +19,6 @@ from _robot_fakes import (
     ScriptedPolicy,
     outside_limits,
 )
-
 from vlastack.errors import ConfigError
 from vlastack.robot.runner import RobotRunner
 from vlastack.robot.safety import SafetyFilter, limits_for

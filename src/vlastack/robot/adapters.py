@@ -132,8 +132,12 @@ class LeRobotRobot(RobotBase):
         if not self.action_keys:
             raise ConfigError(f"{type(robot).__name__}.action_features is empty")
         cameras = [
-            CameraSpec(name=k, height=int(obs_ft[k][0]), width=int(obs_ft[k][1]),
-                       channels=int(obs_ft[k][2]))
+            CameraSpec(
+                name=k,
+                height=int(obs_ft[k][0]),
+                width=int(obs_ft[k][1]),
+                channels=int(obs_ft[k][2]),
+            )
             for k in self.camera_keys
         ]
         name = robot_type or getattr(robot, "robot_type", None) or getattr(robot, "name", None)

@@ -59,7 +59,8 @@ class EpisodeResult:
             "ticks": self.ticks,
             "success": self.success,
             "stopped": self.stopped,
-            "interventions": {k: v for k, v in self.counts.items() if v},
+            "interventions": {k: v for k, v in self.counts.items() if v and k != WAIT},
+            "waits": self.counts.get(WAIT, 0),
             "violations": self.violations,
             "duration_s": round(self.duration_s, 3),
             "chunks": self.chunks,
@@ -264,7 +265,9 @@ class RobotRunner:
             chunks=chunks,
         )
         if self.recorder is not None:
-            self.recorder.save_episode({"success": result.success, "stopped": stopped, "seed": seed})
+            self.recorder.save_episode(
+                {"success": result.success, "stopped": stopped, "seed": seed}
+            )
         return result
 
     def _task_of(self, obs: dict[str, Any]) -> str:

@@ -115,7 +115,9 @@ def read_limits_file(path: str | Path) -> dict[str, Any]:
     if d is None:
         d = {}
     if not isinstance(d, dict):
-        raise ConfigError(f"{path}: expected a mapping of {list(FILE_KEYS)}, got {type(d).__name__}")
+        raise ConfigError(
+            f"{path}: expected a mapping of {list(FILE_KEYS)}, got {type(d).__name__}"
+        )
     unknown = [k for k in d if k not in FILE_KEYS]
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {unknown}; allowed keys: {list(FILE_KEYS)}")

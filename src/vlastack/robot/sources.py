@@ -8,6 +8,7 @@ every chunk with the time its inference started, so the runner can tell a stale 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -56,7 +57,9 @@ class RemotePolicy:
                         self.host,
                         self.port,
                         api_key=self.api_key,
-                        connect_timeout_s=self.connect_timeout_s if timeout_s is None else timeout_s,
+                        connect_timeout_s=self.connect_timeout_s
+                        if timeout_s is None
+                        else timeout_s,
                         recv_timeout_s=self.recv_timeout_s,
                     )
                 except ServerError as exc:
@@ -90,10 +93,8 @@ class RemotePolicy:
         with self._lock:
             client, self._client = self._client, None
         if client is not None:
-            try:
+            with contextlib.suppress(Exception):  # already broken
                 client.close()
-            except Exception:  # already broken
-                pass
 
     def close(self) -> None:
         self._drop()
