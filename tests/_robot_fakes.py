@@ -183,3 +183,25 @@ class FakeSO100:
 
     def disconnect(self) -> None:
         self._connected = False
+
+
+MADE: list[FakeSO100] = []
+
+
+def make_so100() -> FakeSO100:
+    """``--lerobot _robot_fakes:make_so100``: a fake arm the test can inspect afterwards."""
+    arm = FakeSO100()
+    MADE.append(arm)
+    return arm
+
+
+class GuidedScriptedPolicy(ScriptedPolicy):
+    """``ScriptedPolicy`` with RTC's ``infer_guided`` (guidance ignored: same chunks)."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.guided_calls = 0
+
+    def infer_guided(self, obs, prev_actions, inference_delay):
+        self.guided_calls += 1
+        return self.infer(obs)

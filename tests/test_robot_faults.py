@@ -14,6 +14,7 @@ import pytest
 
 from _robot_fakes import (
     MAX_DELTA,
+    GuidedScriptedPolicy,
     JumpClock,
     PointRobot,
     ScriptedPolicy,
@@ -45,8 +46,8 @@ def _close_to(commands, value) -> int:
 def test_nan_inf_and_out_of_range_actions_hold_and_clamp():
     robot = PointRobot()
     policy = ScriptedPolicy(faults={1: "nan", 3: "range", 5: "inf"})
-    res = _runner(robot, policy).run_episode(max_ticks=60)
-    assert res.ticks == 60
+    res = _runner(robot, policy).run_episode(max_ticks=80)  # 30 actions + room for late ticks
+    assert res.ticks == 80
     assert outside_limits(robot.commands, start=np.zeros(3)) == 0
     assert res.violations == 0
     # chunks 1 and 5 (5 actions each) are non-finite: 10 held ticks, never passed on
@@ -55,7 +56,7 @@ def test_nan_inf_and_out_of_range_actions_hold_and_clamp():
     assert res.counts["range_clamp"] == 5
     assert res.counts["rate_limit"] >= 1
     # a held tick sends the robot's own position: the command repeats the one before it
-    held = [i for i in range(1, 60) if np.array_equal(robot.commands[i], robot.commands[i - 1])]
+    held = [i for i in range(1, 80) if np.array_equal(robot.commands[i], robot.commands[i - 1])]
     assert len(held) >= 10
     assert np.isnan(res.raw_actions).any()  # the raw actions keep what the policy said
 
@@ -78,12 +79,14 @@ def test_latency_spike_past_the_deadline_holds_and_drops_the_late_chunk():
     assert outside_limits(robot.commands, start=np.zeros(3)) == 0
     # while the slow call runs: holds, counted stale once 0.15 s passed without a fresh chunk;
     # when it lands 0.4 s old, all 5 of its actions are stale: none reaches the robot
-    assert res.counts["stale"] >= 5 + 20
+    assert res.counts["stale"] >= 5 + 10
     assert _close_to(robot.commands, ScriptedPolicy.SLOW_VALUE) == 0
-    # afterwards the policy drives the robot again (chunks 3, 4, ... executed)
+    # afterwards the policy drives the robot again: actions of chunks 3, 4 are executed
     assert policy.calls >= 5
     later = np.concatenate(policy.returned[3:5])
-    assert any(_close_to(robot.commands, a) for a in later)
+    assert any(_close_to(res.raw_actions, a) for a in later)
+    first_late = next(i for i, r in enumerate(res.raw_actions) if np.allclose(r, later[0]))
+    assert not np.array_equal(robot.commands[first_late], robot.commands[first_late - 1])
 
 
 def test_server_killed_mid_episode_holds_then_stops():
@@ -153,3 +156,11 @@ def test_policy_exception_holds_and_recovers():
 def test_rtc_needs_a_guided_policy():
     with pytest.raises(ConfigError, match="rtc"):
         _runner(PointRobot(), ScriptedPolicy(), strategy="rtc")
+
+
+def test_rtc_with_a_guided_policy_holds_on_nan():
+    robot = PointRobot()
+    policy = GuidedScriptedPolicy(faults={2: "nan", 4: "range"})
+    res = _runner(robot, policy, strategy="rtc").run_episode(max_ticks=50)
+    assert outside_limits(robot.commands, start=np.zeros(3)) == 0
+    assert res.counts["nonfinite"] >= 1 and policy.guided_calls >= 1

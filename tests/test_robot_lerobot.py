@@ -4,6 +4,8 @@ vlastack's reader; plus the limits' sources and their errors."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -64,7 +66,8 @@ def test_fake_lerobot_arm_recorded_and_read_back(tmp_path):
     )
     robot.connect()
     assert arm.is_connected and arm.calibrate_arg is True
-    results = [runner.run_episode(max_ticks=30, seed=s) for s in (0, 1)]
+    # 20 actions reach both faults; the rest is room for ticks a loaded machine makes late
+    results = [runner.run_episode(max_ticks=45, seed=s) for s in (0, 1)]
     recorder.close()
     robot.disconnect()
     assert not arm.is_connected
@@ -148,9 +151,9 @@ def test_declared_safe_action_is_what_a_hold_sends():
     )
     res = RobotRunner(
         robot,
-        ScriptedPolicy(faults={0: "nan"}),
+        ScriptedPolicy(faults={0: "nan", 1: "nan", 2: "nan"}),
         SafetyFilter(limits),
         runtime_kwargs={"execute_horizon": 5},
-    ).run_episode(max_ticks=3)
-    assert res.counts["nonfinite"] == 3
-    assert all(np.allclose(c, 0.5) for c in robot.commands)
+    ).run_episode(max_ticks=10)
+    assert res.counts["nonfinite"] >= 1
+    assert len(robot.commands) == 10 and all(np.allclose(c, 0.5) for c in robot.commands)

@@ -62,6 +62,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=5.0,
         help="end an episode after this long without a usable action",
     )
+    p.add_argument(
+        "--obs-key",
+        action="append",
+        default=[],
+        metavar="OURS=THEIRS",
+        help="rename an observation key for the server (repeatable), e.g. "
+        "observation.images.front=observation/image",
+    )
     p.add_argument("--record", metavar="DIR", help="record rollouts as a LeRobot v3 dataset")
     p.add_argument("--record-images", choices=["video", "png"], default="video")
     p.add_argument("--image-size", type=int, nargs=2, default=[128, 128], metavar=("H", "W"))
@@ -163,6 +171,12 @@ def run(args: argparse.Namespace) -> int:
         rk["execute_horizon"] = args.execute_horizon or meta.get("execute_horizon")
     if args.threshold is not None:
         rk["threshold"] = args.threshold
+    rename = {}
+    for item in args.obs_key:
+        ours, sep, theirs = item.partition("=")
+        if not sep or not ours or not theirs:
+            raise ConfigError(f"--obs-key {item!r}: expected OURS=THEIRS")
+        rename[ours] = theirs
     recorder = None
     if args.record:
         recorder = RolloutRecorder(args.record, spec, use_videos=args.record_images == "video")
@@ -176,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
         task=args.task,
         abort_after_s=args.abort_after_s,
         recorder=recorder,
+        rename=rename,
     )
     results = []
     robot.connect()

@@ -75,6 +75,8 @@ class RobotRunner:
     and rtc also get ``control_hz`` and the clock. ``clock``/``sleep`` default to
     ``time.monotonic``/``time.sleep``; tests inject a clock that jumps. ``task`` is the prompt
     sent when the robot's observation has none. ``recorder`` (``RolloutRecorder``) records.
+    ``rename`` maps vlastack's observation keys to the ones a server expects (an openpi server
+    for LIBERO wants ``observation/image`` ...; vlastack's server reads either).
     """
 
     def __init__(
@@ -91,8 +93,10 @@ class RobotRunner:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         recorder: Any = None,
+        rename: dict[str, str] | None = None,
     ) -> None:
         self.robot = robot
+        self.rename = dict(rename or {})
         self.safety = safety
         self.strategy = strategy
         self.runtime_kwargs = dict(runtime_kwargs or {})
@@ -157,6 +161,9 @@ class RobotRunner:
         out = dict(obs)
         if self.task and not out.get("task"):
             out["task"] = self.task
+        for ours, theirs in self.rename.items():
+            if ours in out:
+                out[theirs] = out.pop(ours)
         return out
 
     def run_episode(self, max_ticks: int, seed: int | None = None) -> EpisodeResult:
@@ -247,6 +254,7 @@ class RobotRunner:
                     next_t = self.clock()
                 self._sleep_until(next_t)
         finally:
+            safety.end_episode()
             chunks += self.runtime.num_inferences
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None

@@ -236,9 +236,15 @@ class SafetyFilter:
         self.last_kinds: list[str] = []
 
     def reset(self) -> None:
+        """Start an episode: forget the previous command (the next is limited from the robot's
+        measured pose)."""
         self._end_runs(set())
         self._prev = None
         self._prev_t = None
+
+    def end_episode(self) -> None:
+        """Log the length of the runs of interventions still going on."""
+        self._end_runs(set())
 
     @property
     def interventions(self) -> int:
