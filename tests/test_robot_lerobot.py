@@ -4,8 +4,6 @@ vlastack's reader; plus the limits' sources and their errors."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
