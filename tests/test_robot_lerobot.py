@@ -4,6 +4,8 @@ vlastack's reader; plus the limits' sources and their errors."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -155,3 +157,69 @@ def test_declared_safe_action_is_what_a_hold_sends():
     ).run_episode(max_ticks=10)
     assert res.counts["nonfinite"] >= 1
     assert len(robot.commands) == 10 and all(np.allclose(c, 0.5) for c in robot.commands)
+
+
+def test_a_subclass_of_lerobots_own_robot_abc(tmp_path):
+    """LeRobot 0.6.1's interpreter: an arm subclassing ``lerobot.robots.Robot`` itself."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from _lerobot_python import lerobot_python
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo / "src")}
+    out = subprocess.run(
+        [lerobot_python(), str(repo / "tests" / "robot_lerobot_script.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    sent = np.array(res["sent"])
+    assert res["robot_type"] == "vlastack_soft_arm" and not res["connected"]
+    assert len(sent) == 60 and np.all(np.abs(sent) <= 90)
+    assert np.all(np.abs(np.diff(sent, axis=0)) <= 20 + 1e-9)
+    assert res["counts"]["nonfinite"] == 5 and res["counts"]["range_clamp"] == 5
+
+
+class KeyedPolicy(ScriptedPolicy):
+    """Expects the state under the key ``--obs-key`` renamed it to."""
+
+    def infer(self, obs):
+        assert "state" in obs and "observation.state" not in obs, sorted(obs)
+        return super().infer(obs)
+
+
+def test_cli_lerobot_arm_through_a_server(tmp_path, capsys):
+    pytest.importorskip("websockets")
+    import _robot_fakes
+    from vlastack.cli.main import main
+    from vlastack.serving.server import ServerThread
+
+    args = [
+        "robot",
+        "--lerobot",
+        "_robot_fakes:make_so100",
+        "--control-hz",
+        "100",
+        "--max-ticks",
+        "20",
+        "--obs-key",
+        "observation.state=state",
+        "--json",
+    ]
+    with ServerThread(KeyedPolicy(dim=6), port=0) as srv:
+        server = ["--server", f"127.0.0.1:{srv.port}"]
+        assert main(args + server) == 2  # no range declared anywhere: refuses
+        assert "--limits" in capsys.readouterr().err
+        (tmp_path / "limits.yaml").write_text(LIMITS_YAML)
+        rc = main(args + server + ["--limits", str(tmp_path / "limits.yaml")])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    total = json.loads(out.strip().splitlines()[-1])
+    arm = _robot_fakes.MADE[-1]
+    assert total["ticks"] == len(arm.sent) > 0 and total["violations"] == 0
+    assert not arm.is_connected  # disconnected at the end
