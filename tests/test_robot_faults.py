@@ -164,3 +164,12 @@ def test_rtc_with_a_guided_policy_holds_on_nan():
     res = _runner(robot, policy, strategy="rtc").run_episode(max_ticks=50)
     assert outside_limits(robot.commands, start=np.zeros(3)) == 0
     assert res.counts["nonfinite"] >= 1 and policy.guided_calls >= 1
+
+
+def test_a_policy_that_only_returns_nan_is_stopped():
+    robot = PointRobot()
+    policy = ScriptedPolicy(faults={n: "nan" for n in range(100)})
+    res = _runner(robot, policy, abort_after_s=0.2).run_episode(max_ticks=200)
+    assert res.stopped.startswith("aborted") and "nonfinite" in res.stopped
+    assert res.ticks < 60 and outside_limits(robot.commands, start=np.zeros(3)) == 0
+    assert all(np.array_equal(c, np.zeros(3)) for c in robot.commands)  # held where it was

@@ -239,6 +239,8 @@ class RobotRunner:
                 if robot.episode_done:
                     stopped = "done"
                     break
+                if reason is None and "nonfinite" in safety.last_kinds:
+                    reason = "nonfinite"  # found by the filter: a held tick like the others
                 if reason is None:
                     bad_since, bad = None, {}
                 elif reason != WAIT or bad_since is not None:  # waits extend a bad run only
