@@ -117,6 +117,11 @@ def _policy(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any, Any]:
 def _robot(args: argparse.Namespace, meta: dict[str, Any]) -> Any:
     from vlastack.robot.adapters import GymRobot, LeRobotRobot
 
+    if args.env and args.env.startswith("aloha/"):
+        from vlastack.robot.adapters import aloha_robot
+
+        cams = [str(c) for c in meta.get("cameras") or []]
+        return aloha_robot(args.env.split("/", 1)[1], cams, args.image_size[0])
     if args.env:
         from vlastack.envs import make_env
 

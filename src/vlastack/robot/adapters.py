@@ -188,3 +188,116 @@ class LeRobotRobot(RobotBase):
         if self._raw is None or any(k not in self._raw for k in self.action_keys):
             return None
         return np.array([float(self._raw[k]) for k in self.action_keys])
+
+
+ALOHA_JOINTS = [
+    "waist",
+    "shoulder",
+    "elbow",
+    "forearm_roll",
+    "wrist_angle",
+    "wrist_rotate",
+    "gripper",
+]
+
+
+def openpi_to_vlastack(obs: dict[str, Any]) -> dict[str, Any]:
+    """openpi-style observations (``state``, ``images: {name: CHW}``, ``prompt``; or LIBERO's
+    ``observation/state`` and ``observation/<camera>`` HWC) in vlastack's feature keys."""
+    out: dict[str, Any] = {}
+    for key, value in obs.items():
+        if key == "images" and isinstance(value, dict):
+            for name, img in value.items():
+                a = np.asarray(img)
+                out[f"observation.images.{name}"] = (
+                    a.transpose(1, 2, 0) if a.shape[0] in (1, 3) else a
+                )
+        elif key in ("state", "observation/state"):
+            out["observation.state"] = np.asarray(value, dtype=np.float32)
+        elif key == "prompt":
+            out["task"] = str(value)
+        elif key.startswith("observation/") and np.asarray(value).ndim == 3:
+            out[f"observation.images.{key.split('/', 1)[1]}"] = np.asarray(value)
+    return out
+
+
+class SimClientRobot(RobotBase):
+    """A simulator that lives in its own virtual environment (``envs.remote``: ALOHA), driven
+    in that environment's process: ``jobs/reset/step/close`` of ``envs.remote.common.RemoteSim``,
+    observations converted from openpi's spelling. Hold: the measured joints (ALOHA's action is
+    the 14 joint targets, in the state's units)."""
+
+    def __init__(self, sim: Any, embodiment: EmbodimentSpec, max_steps: int) -> None:
+        self.sim = sim
+        self.embodiment = embodiment
+        self.max_steps = max_steps
+        self._obs: dict[str, Any] | None = None
+        self._steps = 0
+        self._done = False
+        self._success = False
+
+    def start_episode(self, seed: int | None = None) -> None:
+        job = self.sim.jobs(1, int(seed or 0))[0]
+        obs, _info = self.sim.reset(job)
+        self._obs = openpi_to_vlastack(obs)
+        self._steps, self._done, self._success = 0, False, False
+
+    def get_observation(self) -> dict[str, Any]:
+        if self._obs is None:
+            raise RobotError("SimClientRobot: call start_episode() before get_observation()")
+        return dict(self._obs)
+
+    def send_action(self, action: np.ndarray) -> None:
+        obs, success, truncated, _info = self.sim.step(np.asarray(action, dtype=np.float64))
+        self._obs = openpi_to_vlastack(obs)
+        self._steps += 1
+        self._success = self._success or bool(success)
+        self._done = self._success or bool(truncated) or self._steps >= self.max_steps
+
+    def hold_action(self) -> np.ndarray | None:
+        if self._obs is None or "observation.state" not in self._obs:
+            return None
+        state = np.asarray(self._obs["observation.state"], dtype=np.float64)
+        return state.copy() if state.shape == (self.embodiment.action.dim,) else None
+
+    @property
+    def episode_done(self) -> bool:
+        return self._done
+
+    @property
+    def success(self) -> bool | None:
+        return self._success
+
+    def disconnect(self) -> None:
+        self.sim.close()
+
+
+def aloha_robot(task: str, cameras: list[str], image_size: int) -> SimClientRobot:
+    """ALOHA sim (gym-aloha) as a robot; only importable in ``.venv-aloha`` (it pins its own
+    MuJoCo): run ``vlastack robot`` with that environment's python."""
+    try:
+        from vlastack.envs.remote.aloha_client import CAMERAS, MAX_STEPS, AlohaSim
+    except ImportError as exc:
+        raise ConfigError(f"aloha: cannot import the ALOHA client ({exc})") from None
+    try:
+        import gym_aloha  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "ALOHA sim needs gym-aloha, which lives in its own virtual environment (it pins "
+            "another MuJoCo): make it with `python -m vlastack.envs.remote.runner --make-venv "
+            "aloha`, then run this command with that python: `PYTHONPATH=src .venv-aloha/bin/"
+            "python -m vlastack robot ... --env aloha/transfer_cube`"
+        ) from None
+    cams = tuple(c for c in cameras if c in CAMERAS) or ("cam_high",)
+    sim = AlohaSim(task, cameras=cams, image_size=image_size)
+    names = [f"{side}_{j}" for side in ("left", "right") for j in ALOHA_JOINTS]
+    units = ["normalized" if n.endswith("gripper") else "rad" for n in names]
+    spec = EmbodimentSpec(
+        robot_type="aloha",
+        cameras=[CameraSpec(c, image_size, image_size) for c in cams],
+        state=VectorSpec(names=names, units=units),
+        action=VectorSpec(names=names, units=units, kind="absolute", gripper_index=None),
+        control_hz=float(sim.control_hz),
+        description=f"ALOHA sim {task} (gym-aloha), 14 joint-position targets",
+    )
+    return SimClientRobot(sim, spec, MAX_STEPS)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from vlastack.embodiment import EmbodimentSpec
-from vlastack.errors import DataError
+from vlastack.errors import ConfigError, DataError
 from vlastack.robot.safety import HOLD_REASONS, KINDS
 
 
@@ -58,7 +58,13 @@ class RolloutRecorder:
         return feats
 
     def _open(self, obs: dict[str, Any]) -> None:
-        from vlastack.data.writer import DatasetWriter
+        try:
+            from vlastack.data.writer import DatasetWriter
+        except ImportError as exc:  # a simulator's own venv (ALOHA) lacks pyarrow / av
+            raise ConfigError(
+                f"recording needs {exc.name or 'pyarrow'}, which this Python environment lacks; "
+                "record from vlastack's own environment, or drop --record"
+            ) from None
 
         feats = self._features(obs)
         if (self.root / "meta" / "info.json").exists():

@@ -105,8 +105,13 @@ def read_limits_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read the safety limits file ({exc.strerror})") from None
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
+            try:
+                import yaml
+            except ImportError:
+                raise ConfigError(
+                    f"{path}: reading YAML needs PyYAML (pip install pyyaml); or write the "
+                    "limits as JSON"
+                ) from None
             d = yaml.safe_load(text)
         else:
             d = json.loads(text)
