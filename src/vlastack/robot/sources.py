@@ -110,23 +110,31 @@ class ChunkClock:
         self.clock = clock
         self.times: list[float] = []
         self.source = getattr(policy, "source", type(policy).__name__)
+        self._lock = threading.Lock()  # stamps come from the runtime's thread
+
+    def _stamp(self) -> None:
+        with self._lock:
+            self.times.append(self.clock())
 
     def infer(self, obs: dict) -> dict:
-        self.times.append(self.clock())
+        self._stamp()
         return self.policy.infer(obs)
 
     def reset(self) -> None:
         self.policy.reset()
 
     def reset_times(self) -> None:
-        self.times = []
+        with self._lock:
+            self.times = []
 
     def shift_times(self, delta: float) -> None:
         """Move every stamp by ``delta`` (the runner saw the clock jump back)."""
-        self.times = [t + delta for t in self.times]
+        with self._lock:
+            self.times = [t + delta for t in self.times]
 
     def chunk_time(self, chunk_id: int) -> float | None:
-        return self.times[chunk_id] if 0 <= chunk_id < len(self.times) else None
+        with self._lock:
+            return self.times[chunk_id] if 0 <= chunk_id < len(self.times) else None
 
 
 class GuidedChunkClock(ChunkClock):
@@ -137,7 +145,7 @@ class GuidedChunkClock(ChunkClock):
         return bool(getattr(self.policy, "supports_guided_sampling", True))
 
     def infer_guided(self, obs: dict, prev_actions: np.ndarray, inference_delay: int) -> dict:
-        self.times.append(self.clock())
+        self._stamp()
         return self.policy.infer_guided(obs, prev_actions, inference_delay)
 
 
