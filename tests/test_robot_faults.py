@@ -173,3 +173,42 @@ def test_a_policy_that_only_returns_nan_is_stopped():
     assert res.stopped.startswith("aborted") and "nonfinite" in res.stopped
     assert res.ticks < 60 and outside_limits(robot.commands, start=np.zeros(3)) == 0
     assert all(np.array_equal(c, np.zeros(3)) for c in robot.commands)  # held where it was
+
+
+def test_server_process_killed_with_sigkill():
+    """The same fault as a real deployment sees it: the server process dies without a word."""
+    pytest.importorskip("websockets")
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from vlastack.robot.sources import RemotePolicy
+
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": str(here.parent / "src")}
+    proc = subprocess.Popen(
+        [sys.executable, str(here / "robot_server_script.py")],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        port = int(proc.stdout.readline())
+        remote = RemotePolicy("127.0.0.1", port, connect_timeout_s=0.05, recv_timeout_s=2.0)
+        robot = PointRobot()
+        robot.on_command = lambda n: n == 20 and os.kill(proc.pid, signal.SIGKILL)
+        runner = _runner(robot, remote, abort_after_s=0.3)
+        try:
+            res = runner.run_episode(max_ticks=200)
+        finally:
+            runner.close()
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert proc.returncode == -signal.SIGKILL
+    assert outside_limits(robot.commands, start=np.zeros(3)) == 0
+    assert res.counts["server_lost"] >= 1 and res.ticks < 200
+    first_lost = next(i for i in range(20, res.ticks) if np.isnan(res.raw_actions[i]).all())
+    assert all(np.array_equal(c, robot.commands[first_lost]) for c in robot.commands[first_lost:])
