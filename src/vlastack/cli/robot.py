@@ -2,7 +2,8 @@
 
 The policy is a CHECKPOINT run in this process, or ``--server HOST:PORT`` (a ``vlastack serve``
 or any openpi-protocol server). The robot is ``--env NAME`` (a vlastack simulator, one control
-tick = one env step, paced at ``--control-hz``) or ``--lerobot MODULE:FACTORY`` (a function that
+tick = one env step, paced at ``--control-hz``; ``aloha/TASK`` runs with .venv-aloha's python and
+--server, as gym-aloha lives in its own venv) or ``--lerobot MODULE:FACTORY`` (a function that
 returns an object with LeRobot's ``Robot`` API, e.g. an SO-100 follower; LeRobot is not a
 dependency of vlastack). Chunks run through the action runtime ``--strategy``.
 
@@ -73,7 +74,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--record", metavar="DIR", help="record rollouts as a LeRobot v3 dataset")
     p.add_argument("--record-images", choices=["video", "png"], default="video")
     p.add_argument("--image-size", type=int, nargs=2, default=[128, 128], metavar=("H", "W"))
-    p.add_argument("--device", default="cpu", help="in-process policy: cpu, cuda, auto")
+    p.add_argument(
+        "--device", default="auto", help="in-process policy: auto (cuda if any), cpu, cuda:N"
+    )
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     p.set_defaults(func=run)
 
