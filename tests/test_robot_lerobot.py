@@ -223,3 +223,47 @@ def test_cli_lerobot_arm_through_a_server(tmp_path, capsys):
     arm = _robot_fakes.MADE[-1]
     assert total["ticks"] == len(arm.sent) > 0 and total["violations"] == 0
     assert not arm.is_connected  # disconnected at the end
+
+
+def test_lerobot_itself_loads_the_recorded_rollouts(tmp_path):
+    """LeRobot 0.6.1's ``LeRobotDataset`` reads a recorded rollout (video camera, the extra
+    ``action.policy`` / ``safety.*`` columns) with the commands as its ``action``."""
+    import subprocess
+    from pathlib import Path
+
+    from _lerobot_python import lerobot_python
+    from vlastack.data.reader import DatasetReader
+
+    py = lerobot_python()
+    robot = LeRobotRobot(FakeSO100(), control_hz=100.0)
+    (tmp_path / "limits.yaml").write_text(LIMITS_YAML)
+    limits = limits_for(
+        robot.embodiment.action.names, 100.0, overrides=read_limits_file(tmp_path / "limits.yaml")
+    )
+    recorder = RolloutRecorder(tmp_path / "rollouts", robot.embodiment, use_videos=True)
+    runner = RobotRunner(
+        robot,
+        ArmPolicy(dim=6, faults={1: "nan"}),
+        SafetyFilter(limits),
+        runtime_kwargs={"execute_horizon": 5},
+        task="pick the cube",
+        recorder=recorder,
+    )
+    robot.connect()
+    res = runner.run_episode(max_ticks=15)
+    recorder.close()
+    script = Path(__file__).parent / "compat" / "check_lerobot_load.py"
+    proc = subprocess.run(
+        [py, str(script), str(tmp_path / "rollouts"), "--backends", "pyav"],
+        capture_output=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    seen = json.loads(proc.stdout.decode().strip().splitlines()[-1])["backends"]["pyav"]
+    assert (seen["num_episodes"], seen["num_frames"]) == (1, res.ticks)
+    act = DatasetReader(tmp_path / "rollouts").column("action")
+    for rec in seen["frames"]:
+        assert rec["task"] == "pick the cube"
+        assert rec["shape:observation.images.front"] == [3, 24, 32]
+        assert rec["shape:safety.interventions"] == [len(KINDS)]
+        np.testing.assert_allclose(rec["action"][0], act[rec["index"]], rtol=1e-6)
