@@ -25,12 +25,12 @@ import concurrent.futures
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from vlastack.errors import ConfigError, VlastackError
+from vlastack.errors import ConfigError
 from vlastack.robot.interface import Robot
 from vlastack.robot.safety import WAIT, SafetyFilter, count_violations
 from vlastack.robot.sources import ChunkClock, PolicyLostError, chunk_clock
@@ -52,7 +52,6 @@ class EpisodeResult:
     violations: int  # commands outside the declared limits (must be 0)
     duration_s: float
     chunks: int  # inferences the runtime started
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -302,4 +301,4 @@ def stale_default(metadata: dict[str, Any], control_hz: float) -> float:
     return max(0.5, 1.5 * horizon / control_hz) if horizon else 1.0
 
 
-__all__ = ["EpisodeResult", "PolicyLostError", "RobotRunner", "VlastackError", "stale_default"]
+__all__ = ["EpisodeResult", "PolicyLostError", "RobotRunner", "stale_default"]
