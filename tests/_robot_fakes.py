@@ -205,3 +205,32 @@ class GuidedScriptedPolicy(ScriptedPolicy):
     def infer_guided(self, obs, prev_actions, inference_delay):
         self.guided_calls += 1
         return self.infer(obs)
+
+
+class FakeSO100TwoCams(FakeSO100):
+    """The SO-100 fake with the cameras of the LeRobot ACT fixture (top, wrist: 48x64), its
+    joints starting at the fixture's state mean (degrees)."""
+
+    START = [2.1, -95.3, 88.7, 65.2, -1.4, 12.8]
+
+    def __init__(self):
+        super().__init__()
+        self.present = dict(zip(self.MOTORS, self.START))
+
+    @property
+    def observation_features(self) -> dict:
+        motors = {f"{m}.pos": float for m in self.MOTORS}
+        return {**motors, "top": (48, 64, 3), "wrist": (48, 64, 3)}
+
+    def get_observation(self) -> dict:
+        obs = super().get_observation()
+        del obs["front"]
+        obs["top"] = np.full((48, 64, 3), 100, np.uint8)
+        obs["wrist"] = np.full((48, 64, 3), 60, np.uint8)
+        return obs
+
+
+def make_so100_two_cams() -> FakeSO100TwoCams:
+    arm = FakeSO100TwoCams()
+    MADE.append(arm)
+    return arm

@@ -267,3 +267,40 @@ def test_lerobot_itself_loads_the_recorded_rollouts(tmp_path):
         assert rec["shape:observation.images.front"] == [3, 24, 32]
         assert rec["shape:safety.interventions"] == [len(KINDS)]
         np.testing.assert_allclose(rec["action"][0], act[rec["index"]], rtol=1e-6)
+
+
+def test_cli_imported_lerobot_act_drives_the_fake_arm(fixtures_dir, capsys, caplog):
+    """A LeRobot ACT ``pretrained_model`` (the shared fixture: random weights, SO-100 shaped)
+    in process, its action stats as the range (no embodiment range, no limits file)."""
+    import logging
+
+    import _robot_fakes
+    from vlastack.cli.main import main
+
+    ckpt = fixtures_dir / "lerobot_policies" / "act" / "pretrained_model"
+    args = [
+        "robot",
+        str(ckpt),
+        "--lerobot",
+        "_robot_fakes:make_so100_two_cams",
+        "--control-hz",
+        "30",
+        "--max-ticks",
+        "20",
+        "--json",
+    ]
+    with caplog.at_level(logging.INFO, logger="vlastack.robot"):
+        assert main(args) == 0
+    total = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert "range from checkpoint action stats min/max +5%" in caplog.text
+    arm = _robot_fakes.MADE[-1]
+    sent = np.array([[a[f"{m}.pos"] for m in arm.MOTORS] for a in arm.sent])
+    assert total["ticks"] == len(sent) > 0 and total["violations"] == 0
+    assert np.all(np.isfinite(sent))
+    import re
+
+    low, high = (
+        np.array([float(v) for v in re.search(rf"{k}=\[([^\]]*)\]", caplog.text)[1].split(",")])
+        for k in ("low", "high")
+    )
+    assert np.all(sent >= low - 0.1) and np.all(sent <= high + 0.1)  # the log shows 4 digits
