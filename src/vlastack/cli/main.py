@@ -25,6 +25,7 @@ SUBCOMMANDS = [
     "bench",
     "report",
     "serve",
+    "robot",
     "export",
     "inspect_cmd",
     "fast",
