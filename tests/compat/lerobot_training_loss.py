@@ -2,13 +2,14 @@
 given, and the gradients of named parameters.
 
 Run with a Python that has ``lerobot`` 0.6.1 (``.venv-lerobot``; not a vlastack dependency):
-``python tests/compat/lerobot_training_loss.py FOLDER IN.safetensors OUT.safetensors PARAM...``.
-IN holds the normalized batch (LeRobot keys) plus the draws: ``draw.randn_like`` (ACT's VAE
+``python tests/compat/lerobot_training_loss.py FOLDER IN.safetensors OUT.safetensors
+[FOLDER IN OUT ...]`` (one LeRobot start for several checks). IN holds the normalized batch (LeRobot keys) plus the draws: ``draw.randn_like`` (ACT's VAE
 latent noise), ``draw.randn`` (Diffusion's eps) and ``draw.randint`` (the ints Diffusion's
 random crops and timestep draw take, in call order, concatenated). The policy runs in train mode
 with every dropout set to 0 (its masks cannot be shared across processes); ``torch.randn_like``,
 ``torch.randn`` and ``torch.randint`` are replaced by functions handing out the given draws.
-OUT gets ``loss`` and ``grad.<param>`` for each PARAM.
+IN's metadata ``params`` (a JSON list) names the parameters whose gradients OUT gets as
+``grad.<param>``, beside ``loss``.
 """
 
 from __future__ import annotations
@@ -20,19 +21,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, os.path.dirname(__file__))
 
 
-def main() -> int:
+def run(folder: str, src: str, dst: str) -> None:
     import json
 
     import torch
-    from check_lerobot_act_export import register_resnet18_width8
+    from safetensors import safe_open
     from safetensors.torch import load_file, save_file
     from torch import nn
 
-    torch.set_num_threads(1)
-    register_resnet18_width8()
-    folder, src, dst, *params = sys.argv[1:]
     data = load_file(src)
-    kind = json.load(open(os.path.join(folder, "config.json")))["type"]
+    with safe_open(src, "pt") as f:
+        params = json.loads((f.metadata() or {}).get("params", "[]"))
+    with open(os.path.join(folder, "config.json")) as f:
+        kind = json.load(f)["type"]
     if kind == "act":
         from lerobot.policies.act.modeling_act import ACTPolicy as Cls
     else:
@@ -62,8 +63,12 @@ def main() -> int:
         assert all(low <= v < high for v in vals), (low, high, vals)
         return torch.tensor(vals, dtype=torch.long).reshape(size)
 
+    saved = torch.randn_like, torch.randn, torch.randint
     torch.randn_like, torch.randn, torch.randint = randn_like, randn, randint
-    loss, _ = policy(batch)
+    try:
+        loss, _ = policy(batch)
+    finally:
+        torch.randn_like, torch.randn, torch.randint = saved
     loss.backward()
     assert not ints, f"{len(ints)} given randint draws unused"
     named = dict(policy.named_parameters())
@@ -71,6 +76,18 @@ def main() -> int:
     for p in params:
         out[f"grad.{p}"] = named[p].grad.detach().clone()
     save_file(out, dst)
+
+
+def main() -> int:
+    import torch
+    from check_lerobot_act_export import register_resnet18_width8
+
+    torch.set_num_threads(1)
+    register_resnet18_width8()
+    args = sys.argv[1:]
+    assert args and len(args) % 3 == 0, "usage: FOLDER IN OUT [FOLDER IN OUT ...]"
+    for i in range(0, len(args), 3):
+        run(*args[i : i + 3])
     return 0
 
 
