@@ -137,7 +137,6 @@ register_policy_format(
 )
 
 
-
 def _is_lerobot_finetuned(path: Path) -> bool:
     """A vlastack checkpoint (or its run / ``checkpoints`` folder) whose config.json says
     ``"format": "lerobot_finetuned"``; reads that one JSON file, imports no torch."""

@@ -46,11 +46,7 @@ class Member:
 
 def build_parts(cfg: TrainConfig) -> TrainingParts:
     """Datasets, normalizers and model from ``cfg.recipe`` and ``cfg.data``, checked to fit
-    (or, with ``cfg.init_from``, an imported policy and its dataset: ``init_from``)."""
-    if cfg.init_from:
-        from vlastack.training.init_from import build_init_from
-
-        return build_init_from(cfg)
+    (``--init-from`` builds with ``init_from.build_init_from`` instead)."""
     if not cfg.recipe:
         raise ConfigError("no recipe given; run `vlastack list recipes` and pass one by name")
     if not cfg.data:

@@ -182,7 +182,8 @@ def build_init_from(cfg: TrainConfig) -> TrainingParts:
     for n in notes:
         print(n)
     image_keys = [key_map[k] for k in src.image_keys]
-    image_size = tuple(int(d) for d in src.image_shape[1:]) if src.image_keys else None
+    shape = src.image_shape or ()
+    image_size = tuple(int(d) for d in shape[1:]) if src.image_keys else None
     windows: dict[str, Any] = dict(
         obs_horizon=src.obs_steps,
         action_horizon=src.action_steps,

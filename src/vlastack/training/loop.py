@@ -32,6 +32,7 @@ from vlastack.training.batches import batch_stream, episode_indices, first_batch
 from vlastack.training.build import build_parts
 from vlastack.training.config import LoraSettings, TrainConfig
 from vlastack.training.fit_checks import check_fits
+from vlastack.training.init_from import build_init_from
 from vlastack.training.logging import RunLogger
 from vlastack.training.optim import build_optimizer, build_scheduler
 from vlastack.training.parts import Batch, TrainingParts
@@ -106,7 +107,7 @@ def _train(
     other_load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     torch.set_num_threads(pick_threads(cfg, other_load, num_workers=0))
     seed_everything(cfg.seed)
-    parts = (build or build_parts)(cfg)
+    parts = (build or (build_init_from if cfg.init_from else build_parts))(cfg)
     check_fits(parts, cfg)
     num_workers = pick_workers(cfg, parts, dist.device.type)
     torch.set_num_threads(pick_threads(cfg, other_load, num_workers))

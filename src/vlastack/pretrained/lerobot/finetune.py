@@ -102,9 +102,9 @@ def training_source(path: str | Path, device: str | torch.device = "cpu") -> Tra
         obs_steps, start, steps = 1, 0, spec.chunk_size
     else:
         spec = DiffusionSpec.from_config(cfg)
-        net = load_strict(lambda: DiffusionNetwork(spec), path / lf.WEIGHTS, device)
+        dnet = load_strict(lambda: DiffusionNetwork(spec), path / lf.WEIGHTS, device)
         model = DiffusionTrainable(
-            net,
+            dnet,
             spec,
             crop_is_random=bool(cfg.get("crop_is_random", True)),
             do_mask_loss_for_padding=bool(cfg.get("do_mask_loss_for_padding", False)),

@@ -67,7 +67,8 @@ def act_latent(
         tokens.append(model.vae_encoder_robot_state_input_proj(state).unsqueeze(1))
     tokens.append(model.vae_encoder_action_input_proj(actions))
     x = torch.cat(tokens, dim=1)
-    pos = model.vae_encoder_pos_enc.clone().detach()  # (1, S, D)
+    pos_enc: torch.Tensor = model.get_buffer("vae_encoder_pos_enc")
+    pos = pos_enc.clone().detach()  # (1, S, D)
     head = torch.zeros((b, 2 if spec.state_dim else 1), dtype=torch.bool, device=x.device)
     mask = torch.cat([head, action_is_pad.to(torch.bool)], dim=1)
     cls_out = model.vae_encoder(x.permute(1, 0, 2), pos.permute(1, 0, 2), key_padding_mask=mask)[0]
