@@ -216,7 +216,7 @@ def build_init_from(cfg: TrainConfig) -> TrainingParts:
         norm,
         unnorm,
         key_map,
-        squeeze_obs=src.obs_steps == 1 and src.policy_type == "act",
+        squeeze_obs=src.squeeze_obs,
         action_key=src.action_key,
         stats_source=stats_source,
     )

@@ -2,14 +2,18 @@
 the fine-tuned run's checkpoint as a policy again (the ``lerobot_finetuned`` checkpoint format).
 
 ``training_source(folder)`` loads a LeRobot 0.6.1 ``pretrained_model`` folder into a
-``trainable`` model and says what the training data must look like: the checkpoint's cameras
-(key, C, H, W), state/env/action keys and sizes, how many observation steps a sample holds and
-where its action window starts (ACT: 1 step, actions ``t .. t+chunk_size-1``; Diffusion:
-``n_obs_steps`` steps, actions ``t-n_obs_steps+1 ..`` for ``horizon`` steps, as LeRobot's
-``delta_timestamps`` for these policies), LeRobot's optimizer settings from config.json
-(``optimizer_lr``, ``optimizer_weight_decay``, ``optimizer_betas``) and its processors.
+trainable model (``training.parts.TrainablePolicy``) and says what the training data must look
+like: the checkpoint's cameras (key, C, H, W), state/env/action keys and sizes, how many
+observation steps a sample holds and where its action window starts (ACT: 1 step, actions
+``t .. t+chunk_size-1``; Diffusion: ``n_obs_steps`` steps, actions ``t-n_obs_steps+1 ..`` for
+``horizon`` steps, as LeRobot's ``delta_timestamps`` for these policies), and its processors.
 A LeRobot < 0.4 folder (no processor JSON) is refused: convert it with LeRobot's migration
 script first (the export back needs the processor JSON).
+
+Policy types plug in with ``register_fine_tunable(type, build, policy)``: ``build`` makes the
+trainable model from the folder (``trainable.ACTTrainable`` / ``DiffusionTrainable`` here; a
+SmolVLA or pi0 module would register its own, with freeze groups such as 'vlm' and 'expert'),
+``policy`` rebuilds the inference policy from a fine-tuned checkpoint.
 
 The run's checkpoint is a vlastack checkpoint folder (``training.checkpoint``) whose
 ``config.json`` has ``"format": "lerobot_finetuned"`` and ``model.lerobot`` = the source's
@@ -25,7 +29,8 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +44,45 @@ from vlastack.pretrained.lerobot.policy import Processors, read_processors
 from vlastack.pretrained.lerobot.weights import load_strict
 
 FORMAT_NAME = "lerobot_finetuned"
-TYPES = ("act", "diffusion")
+
+
+@dataclass
+class Built:
+    """What a policy type's ``build`` gives: the trainable model (``training.parts.
+    TrainablePolicy``), its spec (``image_keys``, ``image_shape``, ``state_key``, ``state_dim``,
+    ``env_state_key``, ``action_key``, ``action_dim``), and the sample window: observation
+    steps, where the action window starts relative to the observation, its length, and whether
+    the single observation step is squeezed away (ACT reads (B, ...) inputs)."""
+
+    model: nn.Module
+    spec: Any
+    obs_steps: int
+    action_start: int
+    action_steps: int
+    squeeze_obs: bool = False
+
+
+@dataclass(frozen=True)
+class FineTunable:
+    """How one LeRobot policy type fine-tunes: ``build(path, config, device) -> Built`` and
+    ``policy(folder_json, processors, checkpoint, device, embodiment, seed)`` -> the inference
+    policy of its fine-tuned checkpoint."""
+
+    build: Callable[[Path, dict[str, Any], Any], Built]
+    policy: Callable[..., Any]
+
+
+FINE_TUNABLE: dict[str, FineTunable] = {}
+
+
+def register_fine_tunable(
+    policy_type: str,
+    build: Callable[[Path, dict[str, Any], Any], Built],
+    policy: Callable[..., Any],
+) -> None:
+    """Let ``vlastack train --init-from`` fine-tune LeRobot folders of ``policy_type`` (the
+    config.json ``type``); SmolVLA / pi0 modules register themselves the same way."""
+    FINE_TUNABLE[policy_type] = FineTunable(build, policy)
 
 
 @dataclass
@@ -48,7 +91,7 @@ class TrainingSource:
 
     path: Path
     policy_type: str
-    model: nn.Module  # trainable.ACTTrainable | trainable.DiffusionTrainable
+    model: nn.Module  # a training.parts.TrainablePolicy
     spec: Any
     folder_json: lf.FolderJSON
     processors: Processors
@@ -62,21 +105,17 @@ class TrainingSource:
     obs_steps: int
     action_start: int
     action_steps: int
-    train_defaults: dict[str, Any] = field(default_factory=dict)
+    squeeze_obs: bool
 
 
 def training_source(path: str | Path, device: str | torch.device = "cpu") -> TrainingSource:
-    """Load the LeRobot ACT / Diffusion folder ``path`` for fine-tuning."""
-    from vlastack.pretrained.lerobot.act import ACTNetwork, ACTSpec
-    from vlastack.pretrained.lerobot.diffusion import DiffusionNetwork, DiffusionSpec
-    from vlastack.pretrained.lerobot.trainable import ACTTrainable, DiffusionTrainable
-
+    """Load the LeRobot folder ``path`` (a registered type) for fine-tuning."""
     path = Path(path)
     kind = lf.config_type(path)
-    if kind not in TYPES or not (path / lf.WEIGHTS).is_file():
+    if kind not in FINE_TUNABLE or not (path / lf.WEIGHTS).is_file():
         raise ConfigError(
-            f"--init-from {path}: not a LeRobot ACT or Diffusion Policy pretrained_model folder "
-            f"(config.json type {kind!r}; fine-tuning supports {', '.join(TYPES)}, with "
+            f"--init-from {path}: not a LeRobot pretrained_model folder vlastack can fine-tune "
+            f"(config.json type {kind!r}; fine-tuning supports {', '.join(FINE_TUNABLE)}, with "
             "config.json, model.safetensors and policy_preprocessor.json)"
         )
     if not (path / lf.PREPROCESSOR).is_file():
@@ -87,35 +126,14 @@ def training_source(path: str | Path, device: str | torch.device = "cpu") -> Tra
         )
     cfg = lf.read_config(path, kind)
     procs = read_processors(path, cfg)
-    fj = lf.read_folder_json(path, cfg)
-    betas = tuple(float(b) for b in cfg.get("optimizer_betas", (0.9, 0.999)))
-    defaults = {
-        "lr": float(cfg.get("optimizer_lr", 1e-5)),
-        "weight_decay": float(cfg.get("optimizer_weight_decay", 1e-4)),
-        "betas": betas,
-    }
-    model: nn.Module
-    if kind == "act":
-        spec: Any = ACTSpec.from_config(cfg)
-        net = load_strict(lambda: ACTNetwork(spec), path / lf.WEIGHTS, device)
-        model = ACTTrainable(net, spec, float(cfg.get("kl_weight", 10.0)))
-        obs_steps, start, steps = 1, 0, spec.chunk_size
-    else:
-        spec = DiffusionSpec.from_config(cfg)
-        dnet = load_strict(lambda: DiffusionNetwork(spec), path / lf.WEIGHTS, device)
-        model = DiffusionTrainable(
-            dnet,
-            spec,
-            crop_is_random=bool(cfg.get("crop_is_random", True)),
-            do_mask_loss_for_padding=bool(cfg.get("do_mask_loss_for_padding", False)),
-        )
-        obs_steps, start, steps = spec.n_obs_steps, 1 - spec.n_obs_steps, spec.horizon
+    built = FINE_TUNABLE[kind].build(path, cfg, device)
+    spec = built.spec
     return TrainingSource(
         path=path,
         policy_type=kind,
-        model=model,
+        model=built.model,
         spec=spec,
-        folder_json=fj,
+        folder_json=lf.read_folder_json(path, cfg),
         processors=procs,
         image_keys=list(spec.image_keys),
         image_shape=spec.image_shape,
@@ -124,11 +142,75 @@ def training_source(path: str | Path, device: str | torch.device = "cpu") -> Tra
         env_state_key=spec.env_state_key,
         action_key=spec.action_key,
         action_dim=int(spec.action_dim),
-        obs_steps=obs_steps,
-        action_start=start,
-        action_steps=steps,
-        train_defaults=defaults,
+        obs_steps=built.obs_steps,
+        action_start=built.action_start,
+        action_steps=built.action_steps,
+        squeeze_obs=built.squeeze_obs,
     )
+
+
+# ---- ACT and Diffusion Policy -----------------------------------------------------------------
+def _build_act(path: Path, cfg: dict[str, Any], device: Any) -> Built:
+    from vlastack.pretrained.lerobot.act import ACTNetwork, ACTSpec
+    from vlastack.pretrained.lerobot.trainable import ACTTrainable
+
+    spec = ACTSpec.from_config(cfg)
+    net = load_strict(lambda: ACTNetwork(spec), path / lf.WEIGHTS, device)
+    model = ACTTrainable(net, spec, float(cfg.get("kl_weight", 10.0)))
+    return Built(model, spec, 1, 0, spec.chunk_size, squeeze_obs=True)
+
+
+def _build_diffusion(path: Path, cfg: dict[str, Any], device: Any) -> Built:
+    from vlastack.pretrained.lerobot.diffusion import DiffusionNetwork, DiffusionSpec
+    from vlastack.pretrained.lerobot.trainable import DiffusionTrainable
+
+    spec = DiffusionSpec.from_config(cfg)
+    net = load_strict(lambda: DiffusionNetwork(spec), path / lf.WEIGHTS, device)
+    model = DiffusionTrainable(
+        net,
+        spec,
+        crop_is_random=bool(cfg.get("crop_is_random", True)),
+        do_mask_loss_for_padding=bool(cfg.get("do_mask_loss_for_padding", False)),
+    )
+    return Built(model, spec, spec.n_obs_steps, 1 - spec.n_obs_steps, spec.horizon)
+
+
+def _act_policy(
+    fj: lf.FolderJSON, procs: Processors, ckpt: Path, device: Any, emb: Any, seed: int
+) -> Any:
+    from vlastack.pretrained.lerobot.act import ACTNetwork, ACTSpec
+    from vlastack.pretrained.lerobot.policy import LeRobotACTPolicy
+
+    del seed
+    spec = ACTSpec.from_config(fj.config)
+    net = load_strict(lambda: ACTNetwork(spec), ckpt / lf.WEIGHTS, device)
+    return LeRobotACTPolicy(
+        net,
+        spec,
+        normalizer=procs.normalizer,
+        unnormalizer=procs.unnormalizer,
+        rename_map=procs.rename_map,
+        checkpoint=str(ckpt),
+        embodiment=emb,
+        folder_json=fj,
+    )
+
+
+def _diffusion_policy(
+    fj: lf.FolderJSON, procs: Processors, ckpt: Path, device: Any, emb: Any, seed: int
+) -> Any:
+    from vlastack.pretrained.lerobot.diffusion import DiffusionNetwork, DiffusionSpec
+    from vlastack.pretrained.lerobot.diffusion_policy import LeRobotDiffusionPolicy
+
+    spec = DiffusionSpec.from_config(fj.config)
+    net = load_strict(lambda: DiffusionNetwork(spec), ckpt / lf.WEIGHTS, device)
+    return LeRobotDiffusionPolicy(
+        net, spec, procs, checkpoint=str(ckpt), seed=seed, embodiment=emb, folder_json=fj
+    )
+
+
+register_fine_tunable("act", _build_act, _act_policy)
+register_fine_tunable("diffusion", _build_diffusion, _diffusion_policy)
 
 
 def recomputed(
@@ -233,11 +315,9 @@ def load_finetuned(
     embodiment: str | None = None,
     seed: int = 0,
 ) -> Any:
-    """The fine-tuned checkpoint ``path`` as a ``LeRobotACTPolicy`` / ``LeRobotDiffusionPolicy``."""
-    from vlastack.pretrained.lerobot.act import ACTNetwork, ACTSpec
-    from vlastack.pretrained.lerobot.diffusion import DiffusionNetwork, DiffusionSpec
-    from vlastack.pretrained.lerobot.diffusion_policy import LeRobotDiffusionPolicy
-    from vlastack.pretrained.lerobot.policy import LeRobotACTPolicy, no_embodiment
+    """The fine-tuned checkpoint ``path`` as the policy its type's ``FineTunable.policy``
+    builds (``LeRobotACTPolicy`` / ``LeRobotDiffusionPolicy``)."""
+    from vlastack.pretrained.lerobot.policy import no_embodiment
 
     del expect_embodiment
     given = Path(path)
@@ -247,10 +327,11 @@ def load_finetuned(
     no_embodiment(ckpt, embodiment)
     cfg = lf.read_json(ckpt / "config.json")
     lr = (cfg.get("model") or {}).get("lerobot")
-    if not isinstance(lr, dict) or lr.get("type") not in TYPES:
+    if not isinstance(lr, dict) or lr.get("type") not in FINE_TUNABLE:
         raise ConfigError(
-            f"{ckpt / 'config.json'}: 'model.lerobot' is missing or not an ACT / Diffusion "
-            "record; the checkpoint was not written by `vlastack train --init-from`"
+            f"{ckpt / 'config.json'}: 'model.lerobot' is missing or of a type this vlastack "
+            f"cannot load ({', '.join(FINE_TUNABLE)}); the checkpoint was not written by "
+            "`vlastack train --init-from`, or by a newer vlastack"
         )
     fj = lf.FolderJSON(lr["config"], lr["preprocessor"], lr.get("postprocessor"))
     procs = processors_from(fj, lf.read_json(ckpt / "normalization.json"), str(ckpt))
@@ -258,21 +339,4 @@ def load_finetuned(
     emb = json.loads(emb_file.read_text()) if emb_file.is_file() else None
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if lr["type"] == "act":
-        spec: Any = ACTSpec.from_config(fj.config)
-        net = load_strict(lambda: ACTNetwork(spec), ckpt / lf.WEIGHTS, device)
-        return LeRobotACTPolicy(
-            net,
-            spec,
-            normalizer=procs.normalizer,
-            unnormalizer=procs.unnormalizer,
-            rename_map=procs.rename_map,
-            checkpoint=str(ckpt),
-            embodiment=emb,
-            folder_json=fj,
-        )
-    spec = DiffusionSpec.from_config(fj.config)
-    dnet = load_strict(lambda: DiffusionNetwork(spec), ckpt / lf.WEIGHTS, device)
-    return LeRobotDiffusionPolicy(
-        dnet, spec, procs, checkpoint=str(ckpt), seed=seed, embodiment=emb, folder_json=fj
-    )
+    return FINE_TUNABLE[lr["type"]].policy(fj, procs, ckpt, device, emb, seed)
