@@ -484,17 +484,48 @@ def test_fine_tuned_act_serves_and_exports_to_lerobot_with_the_same_actions(
         assert max_abs(chunk, golden[f"obs{i}.action_chunk"][0]) > 10 * tol, i  # it moved
 
 
-def test_fine_tuned_diffusion_round_trips_through_the_export(fixtures_dir, dataset, tmp_path):
+def test_fine_tuned_diffusion_exports_to_lerobot_with_the_same_actions(
+    fixtures_dir, dataset, tmp_path
+):
+    """The exported fine-tuned Diffusion folder: vlastack re-imports it with identical actions,
+    and LeRobot 0.6.1's DiffusionPolicy, fed the recorded start and DDPM step noise, gives the
+    chunks vlastack computes for the fine-tuned checkpoint."""
+    py = lerobot_python()
     src = _src(fixtures_dir, "diffusion")
     assert _train_cli(src, dataset, tmp_path / "run", "--steps=2", "--lr=1e-3") == 0
     ckpt = tmp_path / "run" / "checkpoints" / "last"
     tuned = Policy.from_checkpoint(ckpt)
     assert _export(ckpt, tmp_path / "exp") == 0
     again = load_lerobot_diffusion(tmp_path / "exp", device="cpu")
-    obs = tuned.example_observation(0)
-    tuned.reset()
-    again.reset()
-    assert np.array_equal(tuned.infer(obs)["actions"], again.infer(obs)["actions"])
+    golden = G.golden(src.parent)
+    torch.set_num_threads(1)
+    want = []
+    for i in OBS:
+        noise = (golden[f"obs{i}.noise"], golden[f"obs{i}.ddpm_step_noise"])
+        chunks = [
+            p.postprocess(
+                p.predict_normalized(p.repeated(p.preprocess([raw_obs(golden, i)])), *noise)
+            )
+            for p in (tuned, again)
+        ]
+        assert torch.equal(chunks[0], chunks[1]), i
+        want.append(chunks[0][0])
     before = load_file(str(src / "model.safetensors"))
     weights = load_file(str(tmp_path / "exp" / "model.safetensors"))
     assert any(not torch.equal(before[k], weights[k]) for k in before)
+    res = subprocess.run(
+        [
+            py,
+            str(COMPAT / "check_lerobot_diffusion_export.py"),
+            str(src.parent),
+            str(tmp_path / "exp"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = json.loads(res.stdout.strip().splitlines()[-1])[str(tmp_path / "exp")]
+    tol = G.tolerance(src.parent)["action_chunk (dataset units)"]
+    for i in OBS:
+        assert max_abs(torch.tensor(got[i])[0], want[i]) <= tol, i
