@@ -454,7 +454,7 @@ def _chunks(policy: Any, golden: dict[str, torch.Tensor]) -> list[torch.Tensor]:
 
 
 def test_fine_tuned_act_serves_and_exports_to_lerobot_with_the_same_actions(
-    fixtures_dir, dataset, tmp_path
+    fixtures_dir, dataset, tmp_path, capsys
 ):
     py = lerobot_python()
     src = _src(fixtures_dir, "act")
@@ -463,6 +463,10 @@ def test_fine_tuned_act_serves_and_exports_to_lerobot_with_the_same_actions(
     tuned = Policy.from_checkpoint(ckpt)
     assert isinstance(tuned, LeRobotACTPolicy)
     assert isinstance(load_policy(tmp_path / "run"), LeRobotACTPolicy)  # eval/serve's loader
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "run")]) == 0
+    text = capsys.readouterr().out
+    assert "format lerobot_finetuned" in text and f"fine-tuned from {src}" in text
     golden = G.golden(src.parent)
     want = _chunks(tuned, golden)
     assert _export(ckpt, tmp_path / "exp") == 0

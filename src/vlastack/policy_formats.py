@@ -160,12 +160,19 @@ def _load_lerobot_finetuned(path: Path, **kw: Any) -> Any:
     return load_finetuned(path, **kw)
 
 
+def _describe_lerobot_finetuned(path: Path) -> tuple[dict[str, Any], str]:
+    from vlastack.pretrained.lerobot.finetune import describe_finetuned
+
+    return describe_finetuned(path)
+
+
 register_policy_format(
     "lerobot_finetuned",
     _is_lerobot_finetuned,
     _load_lerobot_finetuned,
     "a LeRobot ACT / Diffusion Policy fine-tuned by `vlastack train --init-from` (a vlastack "
     "checkpoint folder whose config.json has format 'lerobot_finetuned')",
+    _describe_lerobot_finetuned,
 )
 
 

@@ -340,3 +340,34 @@ def load_finetuned(
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return FINE_TUNABLE[lr["type"]].policy(fj, procs, ckpt, device, emb, seed)
+
+
+def describe_finetuned(path: Path) -> tuple[dict[str, Any], str]:
+    """``vlastack inspect`` of a fine-tuned checkpoint: what ``describe`` says of the LeRobot
+    folder it exports to (written to a temporary folder), with the checkpoint's own path and
+    embodiment, plus where it was fine-tuned from, on what, and with whose stats."""
+    import tempfile
+
+    from vlastack.pretrained.lerobot.describe import describe_folder, format_text
+    from vlastack.pretrained.lerobot.write import write_pretrained
+
+    policy = load_finetuned(path, device="cpu")
+    ckpt = Path(policy.checkpoint)
+    model = lf.read_json(ckpt / "config.json").get("model") or {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = write_pretrained(policy, Path(tmp) / "pretrained_model")
+        info = describe_folder(folder, model["lerobot"]["type"], FORMAT_NAME)
+    info["path"] = str(ckpt)
+    info["client"]["serve"] = f"vlastack serve {ckpt}"
+    if policy.embodiment_dict is not None:
+        info["embodiment"] = policy.embodiment_dict
+    fine = {
+        k: model.get(k) for k in ("init_from", "dataset", "feature_map", "stats", "stats_source")
+    }
+    info["fine_tuned"] = fine
+    text = format_text(info) + (
+        f"\n  fine-tuned from {fine['init_from']} on {fine['dataset']}; normalization stats: "
+        f"{fine['stats']} ({fine['stats_source']}); export back with "
+        f"`vlastack export lerobot {ckpt} --out DIR`"
+    )
+    return info, text
