@@ -342,28 +342,58 @@ def load_finetuned(
     return FINE_TUNABLE[lr["type"]].policy(fj, procs, ckpt, device, emb, seed)
 
 
+def _as_folder(ckpt: Path, model: dict[str, Any], out: Path) -> None:
+    """The LeRobot folder the checkpoint stands for, at ``out``: the recorded JSON, the
+    normalizer state files from normalization.json, and a link to the weights (LeRobot keys)."""
+    from safetensors.torch import save_file
+
+    from vlastack.pretrained.lerobot.trainable import stats_from_lists
+
+    lr = model["lerobot"]
+    norm = lf.read_json(ckpt / "normalization.json")
+    out.mkdir()
+    (out / lf.CONFIG).write_text(json.dumps(lr["config"], indent=4))
+    try:
+        (out / lf.WEIGHTS).symlink_to((ckpt / lf.WEIGHTS).resolve())
+    except OSError:  # no symlinks here: copy
+        import shutil
+
+        shutil.copyfile(ckpt / lf.WEIGHTS, out / lf.WEIGHTS)
+    for name, key in ((lf.PREPROCESSOR, "preprocessor"), (lf.POSTPROCESSOR, "postprocessor")):
+        pipeline = lr.get(key)
+        if pipeline is None:
+            continue
+        (out / name).write_text(json.dumps(pipeline, indent=2))
+        for step in pipeline.get("steps", []):
+            if step.get("registry_name") in lf.NORMALIZER_STEPS and step.get("state_file"):
+                stats = stats_from_lists(norm.get(key) or {})
+                flat = {f"{f}.{n}": t for f, per in stats.items() for n, t in per.items()}
+                save_file(flat, str(out / step["state_file"]))
+
+
 def describe_finetuned(path: Path) -> tuple[dict[str, Any], str]:
     """``vlastack inspect`` of a fine-tuned checkpoint: what ``describe`` says of the LeRobot
-    folder it exports to (written to a temporary folder), with the checkpoint's own path and
+    folder it stands for (assembled in a temporary folder), with the checkpoint's own path and
     embodiment, plus where it was fine-tuned from, on what, and with whose stats."""
     import tempfile
 
     from vlastack.pretrained.lerobot.describe import describe_folder, format_text
-    from vlastack.pretrained.lerobot.write import write_pretrained
 
-    policy = load_finetuned(path, device="cpu")
-    ckpt = Path(policy.checkpoint)
+    given = Path(path)
+    ckpt = given if (given / "config.json").is_file() else _checkpoint_dir(given)
+    if ckpt is None:
+        raise ConfigError(f"{given} holds no checkpoint")
     model = lf.read_json(ckpt / "config.json").get("model") or {}
     with tempfile.TemporaryDirectory() as tmp:
-        folder = write_pretrained(policy, Path(tmp) / "pretrained_model")
+        folder = Path(tmp) / "pretrained_model"
+        _as_folder(ckpt, model, folder)
         info = describe_folder(folder, model["lerobot"]["type"], FORMAT_NAME)
     info["path"] = str(ckpt)
     info["client"]["serve"] = f"vlastack serve {ckpt}"
-    if policy.embodiment_dict is not None:
-        info["embodiment"] = policy.embodiment_dict
-    fine = {
-        k: model.get(k) for k in ("init_from", "dataset", "feature_map", "stats", "stats_source")
-    }
+    if (ckpt / "embodiment.json").is_file():
+        info["embodiment"] = json.loads((ckpt / "embodiment.json").read_text())
+    keys = ("init_from", "dataset", "feature_map", "stats", "stats_source")
+    fine = {k: model.get(k) for k in keys}
     info["fine_tuned"] = fine
     text = format_text(info) + (
         f"\n  fine-tuned from {fine['init_from']} on {fine['dataset']}; normalization stats: "
