@@ -149,27 +149,52 @@ def _parity_inputs(kind: str) -> tuple[dict[str, torch.Tensor], list[str]]:
 
 
 @pytest.fixture(scope="module")
-def lerobot_losses(fixtures_dir, tmp_path_factory) -> dict[str, dict[str, torch.Tensor]]:
-    """LeRobot 0.6.1's loss and gradients for both fixtures (one LeRobot process)."""
+def lerobot_checks(fixtures_dir, dataset, tmp_path_factory) -> dict[str, Any]:
+    """Everything LeRobot 0.6.1 is asked, in one LeRobot process: the loss and gradients of
+    both fixtures on the parity batches, and the chunks of the golden observations from the
+    LeRobot folders exported from an ACT and a Diffusion fine-tuning run."""
     py = lerobot_python()
-    tmp = tmp_path_factory.mktemp("lerobot_loss")
-    args = []
+    tmp = tmp_path_factory.mktemp("lerobot_checks")
+    jobs: list[dict[str, str]] = []
+    out: dict[str, Any] = {}
     for kind in ("act", "diffusion"):
         batch, params = _parity_inputs(kind)
-        save_file(batch, str(tmp / f"{kind}_in.safetensors"), {"params": json.dumps(params)})
-        args += [
-            str(_src(fixtures_dir, kind)),
-            str(tmp / f"{kind}_in.safetensors"),
-            str(tmp / f"{kind}_out.safetensors"),
-        ]
+        src, dst = tmp / f"{kind}_in.safetensors", tmp / f"{kind}_out.safetensors"
+        save_file(batch, str(src), {"params": json.dumps(params)})
+        jobs.append(
+            {
+                "check": "loss",
+                "folder": str(_src(fixtures_dir, kind)),
+                "src": str(src),
+                "dst": str(dst),
+            }
+        )
+    for kind, steps in (("act", 4), ("diffusion", 2)):
+        run, exp = tmp / f"run_{kind}", tmp / f"exp_{kind}"
+        rc = _train_cli(_src(fixtures_dir, kind), dataset, run, f"--steps={steps}", "--lr=1e-3")
+        assert rc == 0
+        assert _export(run / "checkpoints" / "last", exp) == 0
+        out[kind] = {"run": run, "export": exp}
+        golden_dir = str(G.policy_dir(fixtures_dir, kind))
+        jobs.append({"check": f"{kind}_export", "golden_dir": golden_dir, "folder": str(exp)})
+    (tmp / "jobs.json").write_text(json.dumps(jobs))
     res = subprocess.run(
-        [py, str(COMPAT / "lerobot_training_loss.py"), *args],
+        [
+            py,
+            str(COMPAT / "lerobot_finetune_checks.py"),
+            str(tmp / "jobs.json"),
+            str(tmp / "out.json"),
+        ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     assert res.returncode == 0, res.stderr[-3000:]
-    return {k: load_file(str(tmp / f"{k}_out.safetensors")) for k in ("act", "diffusion")}
+    results = json.loads((tmp / "out.json").read_text())
+    out["loss"] = {k: load_file(str(tmp / f"{k}_out.safetensors")) for k in ("act", "diffusion")}
+    out["act"]["lerobot_chunks"] = results[2]
+    out["diffusion"]["lerobot_chunks"] = results[3]
+    return out
 
 
 def _assert_matches(
@@ -187,7 +212,7 @@ def _assert_matches(
 # ---- loss parity with LeRobot 0.6.1 ----------------------------------------------------------
 
 
-def test_act_loss_and_gradients_match_lerobot(fixtures_dir, lerobot_losses):
+def test_act_loss_and_gradients_match_lerobot(fixtures_dir, lerobot_checks):
     """Train mode, VAE on, padded actions, the same latent noise: ACTPolicy.forward's loss
     (L1 + kl_weight * KL) and its gradients, including through the VAE encoder and backbone."""
     torch.set_num_threads(1)  # restored by conftest
@@ -200,15 +225,15 @@ def test_act_loss_and_gradients_match_lerobot(fixtures_dir, lerobot_losses):
     out = act_loss(net.model, images, state, None, batch["action"], pad, 10.0, eps)
     out.loss.backward()
     assert out.terms["kld_loss"] > 0.1  # the KL term is really in the comparison
-    _assert_matches(out.loss, net, lerobot_losses["act"], params)
+    _assert_matches(out.loss, net, lerobot_checks["loss"]["act"], params)
     # without the padding mask the loss differs: the mask is really applied
     plain = act_loss(
         net.model, images, state, None, batch["action"], torch.zeros_like(pad), 10.0, eps
     )
-    assert abs(plain.loss.item() - lerobot_losses["act"]["loss"].item()) > 1e-3
+    assert abs(plain.loss.item() - lerobot_checks["loss"]["act"]["loss"].item()) > 1e-3
 
 
-def test_diffusion_loss_and_gradients_match_lerobot(fixtures_dir, lerobot_losses):
+def test_diffusion_loss_and_gradients_match_lerobot(fixtures_dir, lerobot_checks):
     """Train mode (random crops, BatchNorm batch stats), the same crops, noise and timesteps:
     DiffusionPolicy.forward's epsilon MSE and its gradients."""
     torch.set_num_threads(1)
@@ -236,7 +261,7 @@ def test_diffusion_loss_and_gradients_match_lerobot(fixtures_dir, lerobot_losses
         torch.randint = real_randint
     assert not draws  # both cameras cropped at random, in camera order
     out.loss.backward()
-    _assert_matches(out.loss, net, lerobot_losses["diffusion"], params)
+    _assert_matches(out.loss, net, lerobot_checks["loss"]["diffusion"], params)
 
 
 # ---- training through the CLI ---------------------------------------------------------------
@@ -454,33 +479,27 @@ def _chunks(policy: Any, golden: dict[str, torch.Tensor]) -> list[torch.Tensor]:
 
 
 def test_fine_tuned_act_serves_and_exports_to_lerobot_with_the_same_actions(
-    fixtures_dir, dataset, tmp_path, capsys
+    fixtures_dir, lerobot_checks, capsys
 ):
-    py = lerobot_python()
+    """The run's checkpoint loads as a policy (Policy.from_checkpoint, eval/serve's loader,
+    inspect); its export re-imports with identical actions, and LeRobot 0.6.1's ACTPolicy
+    gives the chunks vlastack computes for the fine-tuned checkpoint."""
     src = _src(fixtures_dir, "act")
-    assert _train_cli(src, dataset, tmp_path / "run", "--steps=4", "--lr=1e-3") == 0
-    ckpt = tmp_path / "run" / "checkpoints" / "last"
+    run, exp = lerobot_checks["act"]["run"], lerobot_checks["act"]["export"]
+    ckpt = run / "checkpoints" / "last"
     tuned = Policy.from_checkpoint(ckpt)
     assert isinstance(tuned, LeRobotACTPolicy)
-    assert isinstance(load_policy(tmp_path / "run"), LeRobotACTPolicy)  # eval/serve's loader
+    assert isinstance(load_policy(run), LeRobotACTPolicy)  # eval/serve's loader
     capsys.readouterr()
-    assert main(["inspect", str(tmp_path / "run")]) == 0
+    assert main(["inspect", str(run)]) == 0
     text = capsys.readouterr().out
     assert "format lerobot_finetuned" in text and f"fine-tuned from {src}" in text
     golden = G.golden(src.parent)
     want = _chunks(tuned, golden)
-    assert _export(ckpt, tmp_path / "exp") == 0
-    again = _chunks(load_lerobot_act(tmp_path / "exp", device="cpu"), golden)
+    again = _chunks(load_lerobot_act(exp, device="cpu"), golden)
     for a, b in zip(want, again, strict=True):
         assert torch.equal(a, b)
-    res = subprocess.run(
-        [py, str(COMPAT / "check_lerobot_act_export.py"), str(src.parent), str(tmp_path / "exp")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
-    got = json.loads(res.stdout.strip().splitlines()[-1])[str(tmp_path / "exp")]
+    got = lerobot_checks["act"]["lerobot_chunks"]
     tol = G.tolerance(src.parent)["action_chunk (dataset units)"]
     for i in OBS:
         chunk = torch.tensor(got[i])[0]
@@ -489,18 +508,15 @@ def test_fine_tuned_act_serves_and_exports_to_lerobot_with_the_same_actions(
 
 
 def test_fine_tuned_diffusion_exports_to_lerobot_with_the_same_actions(
-    fixtures_dir, dataset, tmp_path
+    fixtures_dir, lerobot_checks
 ):
     """The exported fine-tuned Diffusion folder: vlastack re-imports it with identical actions,
     and LeRobot 0.6.1's DiffusionPolicy, fed the recorded start and DDPM step noise, gives the
     chunks vlastack computes for the fine-tuned checkpoint."""
-    py = lerobot_python()
     src = _src(fixtures_dir, "diffusion")
-    assert _train_cli(src, dataset, tmp_path / "run", "--steps=2", "--lr=1e-3") == 0
-    ckpt = tmp_path / "run" / "checkpoints" / "last"
-    tuned = Policy.from_checkpoint(ckpt)
-    assert _export(ckpt, tmp_path / "exp") == 0
-    again = load_lerobot_diffusion(tmp_path / "exp", device="cpu")
+    run, exp = lerobot_checks["diffusion"]["run"], lerobot_checks["diffusion"]["export"]
+    tuned = Policy.from_checkpoint(run / "checkpoints" / "last")
+    again = load_lerobot_diffusion(exp, device="cpu")
     golden = G.golden(src.parent)
     torch.set_num_threads(1)
     want = []
@@ -515,21 +531,9 @@ def test_fine_tuned_diffusion_exports_to_lerobot_with_the_same_actions(
         assert torch.equal(chunks[0], chunks[1]), i
         want.append(chunks[0][0])
     before = load_file(str(src / "model.safetensors"))
-    weights = load_file(str(tmp_path / "exp" / "model.safetensors"))
+    weights = load_file(str(exp / "model.safetensors"))
     assert any(not torch.equal(before[k], weights[k]) for k in before)
-    res = subprocess.run(
-        [
-            py,
-            str(COMPAT / "check_lerobot_diffusion_export.py"),
-            str(src.parent),
-            str(tmp_path / "exp"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
-    got = json.loads(res.stdout.strip().splitlines()[-1])[str(tmp_path / "exp")]
+    got = lerobot_checks["diffusion"]["lerobot_chunks"]
     tol = G.tolerance(src.parent)["action_chunk (dataset units)"]
     for i in OBS:
         assert max_abs(torch.tensor(got[i])[0], want[i]) <= tol, i

@@ -145,6 +145,11 @@ class TrainConfig:
                 raise ConfigError(f"train config: {name}={getattr(self, name)!r} {why}")
         if self.data:
             parse_data(self.data)
+        if not self.init_from and (self.camera_map or self.stats != "keep"):
+            raise ConfigError(
+                "train config: camera_map / stats apply to --init-from only (a recipe maps "
+                "the dataset's own cameras and uses its stats); drop them or pass --init-from"
+            )
 
 
 # ---- datasets and mixture weights ---------------------------------------------------------------
