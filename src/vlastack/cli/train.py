@@ -164,7 +164,13 @@ def fine_tune_config(
     folder = resolve_checkpoint_arg(init_from)
     if not Path(folder).is_dir():
         raise ConfigError(f"--init-from {init_from}: no such folder")
-    cfg = TrainConfig(out_dir=f"runs/finetune-{Path(folder).resolve().parent.name or 'policy'}")
+    # runs/finetune-<name>: the hub id's last part, or the folder's (its parent's for the
+    # usual .../<name>/pretrained_model)
+    where = Path(folder).resolve()
+    name = where.parent.name if where.name == "pretrained_model" else where.name
+    if not Path(init_from).exists():
+        name = str(init_from).split("@")[0].rstrip("/").rsplit("/", 1)[-1]
+    cfg = TrainConfig(out_dir=f"runs/finetune-{name or 'policy'}")
     for k, v in init_defaults(Path(folder)).items():
         setattr(cfg, k, v)
     apply_overrides(cfg, overrides)
