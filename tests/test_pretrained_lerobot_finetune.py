@@ -7,8 +7,10 @@
   uninterrupted run's losses and weights, bit for bit;
 * dataset features are mapped onto the checkpoint's through the embodiment specs, with errors
   naming the feature, both files and the fix; ``--stats keep|recompute``;
-* the run's checkpoint loads as a policy (``Policy.from_checkpoint``, the eval loader) and
-  ``vlastack export lerobot`` writes a folder LeRobot 0.6.1 loads with the same actions.
+* the run's checkpoint loads as a policy (``Policy.from_checkpoint``, ``inspect``, and
+  ``vlastack eval`` in PushT after fine-tuning on collected PushT demonstrations), and
+  ``vlastack export lerobot`` writes a folder LeRobot 0.6.1 loads with the same actions (ACT,
+  and Diffusion fed the recorded noise).
 """
 
 from __future__ import annotations
@@ -537,3 +539,38 @@ def test_fine_tuned_diffusion_exports_to_lerobot_with_the_same_actions(
     tol = G.tolerance(src.parent)["action_chunk (dataset units)"]
     for i in OBS:
         assert max_abs(torch.tensor(got[i])[0], want[i]) <= tol, i
+
+
+def test_eval_runs_a_fine_tuned_checkpoint_in_pusht(fixtures_dir, tmp_path, capsys):
+    """PushT demonstrations (`vlastack collect`) fine-tune a PushT-shaped LeRobot ACT folder
+    with recomputed stats; `vlastack eval` runs the run's checkpoint in PushT."""
+    pytest.importorskip("gym_pusht")
+    from test_pretrained_lerobot_cli import write_pusht_act_folder
+
+    src = write_pusht_act_folder(_src(fixtures_dir, "act"), tmp_path / "act" / "pretrained_model")
+    data = tmp_path / "pusht"
+    argv = ["--env", "pusht", "--out", str(data), "--episodes-per-task", "2", "--image-size", "96"]
+    assert main(["collect", *argv, "--keep-failures"]) == 0
+    assert _train_cli(src, data, tmp_path / "run", "--steps=3", "--stats=recompute") == 0
+    out = tmp_path / "res"
+    rc = main(
+        [
+            "eval",
+            str(tmp_path / "run"),
+            "--env",
+            "pusht",
+            "--episodes-per-task",
+            "1",
+            "--max-steps",
+            "10",
+            "--image-size",
+            "96",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    assert rc == 0, capsys.readouterr().err
+    rec = json.loads((out / "episodes.jsonl").read_text().splitlines()[0])
+    assert rec["status"] in ("success", "failure") and rec["steps"] == 10
+    assert rec["num_chunks"] == 2  # 10 steps / n_action_steps 5
