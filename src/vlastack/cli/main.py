@@ -53,8 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    if argv[:1] == ["train"] and argv[1:2] and argv[1].startswith("--") and argv[1] != "--help":
+        # `vlastack train --init-from CKPT ...`: no recipe first, so argparse's REMAINDER would
+        # refuse the options; the train command parses its own arguments
+        from vlastack.cli.train import main as train_main
+
+        def func(_: argparse.Namespace) -> int:
+            return train_main(argv[1:])
+
+        args = argparse.Namespace(func=func)
+    else:
+        args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

@@ -47,7 +47,12 @@ class WindowedDataset(Dataset):
         tasks: list[str] | None = None,
         image_keys: list[str] | None = None,
         image_size: tuple[int, int] | None = None,
+        action_offset: int = 0,
     ) -> None:
+        """``action_offset``: the action window starts that many frames after the observation
+        (negative: before it, as LeRobot's Diffusion Policy trains on actions from the first
+        observation step on); steps outside the episode are clamped to its edge and flagged in
+        ``action_is_pad``."""
         self.reader = (
             reader_or_root
             if isinstance(reader_or_root, DatasetReader)
@@ -104,7 +109,7 @@ class WindowedDataset(Dataset):
         self._from = ep_from[r.frame_episode] if r.num_frames else ep_from
         self._to = ep_to[r.frame_episode] if r.num_frames else ep_to
         self._obs_offsets = np.arange(-(obs_horizon - 1), 1)
-        self._act_offsets = np.arange(action_horizon)
+        self._act_offsets = np.arange(action_offset, action_offset + action_horizon)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -140,7 +145,7 @@ class WindowedDataset(Dataset):
         if self._action is not None:
             act_raw = g + self._act_offsets
             out["action"] = torch.from_numpy(self._action[np.clip(act_raw, lo, hi - 1)])  # (H, A)
-            out["action_is_pad"] = torch.from_numpy(act_raw >= hi)
+            out["action_is_pad"] = torch.from_numpy((act_raw < lo) | (act_raw >= hi))
         out["task"] = r.task_of(g)
         out["episode_index"] = ep
         out["index"] = g

@@ -45,7 +45,8 @@ class Member:
 
 
 def build_parts(cfg: TrainConfig) -> TrainingParts:
-    """Datasets, normalizers and model from ``cfg.recipe`` and ``cfg.data``, checked to fit."""
+    """Datasets, normalizers and model from ``cfg.recipe`` and ``cfg.data``, checked to fit
+    (``--init-from`` builds with ``init_from.build_init_from`` instead)."""
     if not cfg.recipe:
         raise ConfigError("no recipe given; run `vlastack list recipes` and pass one by name")
     if not cfg.data:

@@ -169,6 +169,21 @@ def center_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return x[..., top : top + th, left : left + tw]
 
 
+def random_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """torchvision ``RandomCrop`` (no padding) on a batch: one offset for the whole batch,
+    ``top`` then ``left`` each drawn by ``torch.randint`` from the global RNG, as LeRobot's
+    training crop (``crop_is_random``) does."""
+    h, w = (int(d) for d in x.shape[-2:])
+    th, tw = size
+    if th > h or tw > w:
+        raise ConfigError(f"crop_shape {size} is larger than the image ({h}, {w})")
+    if (h, w) == (th, tw):
+        return x
+    top = int(torch.randint(0, h - th + 1, size=(1,)).item())
+    left = int(torch.randint(0, w - tw + 1, size=(1,)).item())
+    return x[..., top : top + th, left : left + tw]
+
+
 def _group_norm(channels: int) -> nn.Module:
     """LeRobot's replacement of each BatchNorm2d with ``use_group_norm``."""
     return nn.GroupNorm(channels // 16, channels)
@@ -179,6 +194,8 @@ class RgbEncoder(nn.Module):
         super().__init__()
         norm: Norm = _group_norm if spec.use_group_norm else nn.BatchNorm2d
         self.crop = spec.crop_shape
+        # training only (``trainable``): LeRobot's ``crop_is_random`` crop in train mode
+        self.random_crop = False
         self.backbone = build_backbone(spec.vision_backbone, norm=norm).as_sequential()
         assert spec.image_shape is not None
         h, w = spec.crop_shape or spec.image_shape[1:]
@@ -192,7 +209,9 @@ class RgbEncoder(nn.Module):
         self.relu = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.crop is not None:
+        if self.crop is not None and self.training and self.random_crop:
+            x = random_crop(x, self.crop)
+        elif self.crop is not None:
             x = center_crop(x, self.crop)  # eval: LeRobot's random crop is for training only
         x = torch.flatten(self.pool(self.backbone(x)), start_dim=1)
         return self.relu(self.out(x))

@@ -18,6 +18,10 @@ weights and stats; no file of the source folder is copied):
   ``device`` (config.json and the ``device_processor`` steps) stays the source's, whatever
   device the policy ran on.
 
+A checkpoint of ``vlastack train --init-from`` (``finetune``, format ``lerobot_finetuned``)
+exports the same way: its policy carries the source's JSON (with the camera renames the
+fine-tune added) and the stats it trained with.
+
 A LeRobot < 0.4 folder (stats as buffers in model.safetensors, no processor JSON) and a native
 vlastack checkpoint are ConfigErrors. The folder is written into a temporary sibling and renamed
 into place (``vlastack.atomic``), so ``--out`` never holds half an export; a non-empty ``--out``
@@ -39,7 +43,7 @@ from vlastack.errors import ConfigError
 from vlastack.pretrained.lerobot import folder as lf
 from vlastack.pretrained.lerobot.normalize import FeatureNormalizer
 
-FORMATS = ("lerobot_act", "lerobot_diffusion")
+FORMATS = ("lerobot_act", "lerobot_diffusion", "lerobot_finetuned")
 
 
 def _parts(policy: Any) -> tuple[torch.nn.Module, Any, Any, lf.FolderJSON]:
