@@ -66,6 +66,18 @@ def find_key(obs: Mapping[str, Any], candidates: list[str]) -> Any:
     return None
 
 
+def require_finite(arr: np.ndarray, name: str) -> None:
+    """Raise ``ObservationError`` naming ``name`` when a float array holds a NaN or an Inf: a
+    non-finite input would otherwise come back as a chunk of NaN actions."""
+    if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+        bad = int(arr.size - np.isfinite(arr).sum())
+        what = "NaN" if np.isnan(arr).any() else "Inf"
+        raise ObservationError(
+            f"observation {name!r} holds {bad} non-finite value(s) ({what}); send finite numbers "
+            "(a NaN or Inf would make every action NaN)"
+        )
+
+
 def image_to_chw_float(img: Any, name: str, size: tuple[int, int]) -> torch.Tensor:
     """uint8 HWC or CHW (or float in [0, 1]) -> float32 (C, H, W) in [0, 1] resized to ``size``."""
     arr = np.asarray(img)
@@ -85,6 +97,7 @@ def image_to_chw_float(img: Any, name: str, size: tuple[int, int]) -> torch.Tens
     if arr.dtype == np.uint8:
         t = torch.tensor(arr, dtype=torch.float32).div_(255.0)
     elif np.issubdtype(arr.dtype, np.floating):
+        require_finite(arr, name)
         t = torch.tensor(arr, dtype=torch.float32)
     else:
         raise ObservationError(
@@ -129,6 +142,7 @@ def parse_observation(
                 f"got keys {sorted(obs)}"
             )
         arr = np.asarray(st, dtype=np.float32).reshape(-1)
+        require_finite(arr, STATE_KEY)
         if arr.shape[0] != state_dim:
             raise ObservationError(
                 f"observation '{STATE_KEY}' has {arr.shape[0]} values, expected {state_dim}"
@@ -197,4 +211,5 @@ __all__ = [
     "image_to_chw_float",
     "observation_batch",
     "parse_observation",
+    "require_finite",
 ]

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from vlastack.embodiment import EmbodimentSpec
-from vlastack.errors import ConfigError, DataError
+from vlastack.errors import ConfigError, DataError, NonFiniteActionError
 from vlastack.observation import (
     Observation,
     ObservationError,
@@ -358,7 +358,15 @@ class Policy:
                 actions = sample(normalized)
             with stage("unnormalize"):
                 actions = self.normalizer.unnormalize_actions(actions.detach())
-                return actions.float().cpu().numpy()
+                out = actions.float().cpu().numpy()
+        if not np.isfinite(out).all():
+            bad = int(out.size - np.isfinite(out).sum())
+            raise NonFiniteActionError(
+                f"policy {self.source}: the model produced {bad} non-finite action value(s) "
+                f"(NaN/Inf) in a chunk of shape {out.shape[1:]}; refusing to return them "
+                "(check the checkpoint's weights and normalization stats)"
+            )
+        return out
 
     def infer(self, obs: Mapping[str, Any]) -> dict[str, Any]:
         """One observation (unbatched) -> {"actions": float32 (H, A), "policy_timing": {...}}."""
@@ -460,6 +468,7 @@ def check_policy_fits_env(policy: Policy, env_embodiment: EmbodimentSpec) -> Non
 
 
 __all__ = [
+    "NonFiniteActionError",
     "Observation",
     "ObservationError",
     "Policy",

@@ -23,12 +23,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from vlastack.errors import VlastackError
+from vlastack.errors import NonFiniteActionError, VlastackError
 from vlastack.serving.protocol import ProtocolError, packb, unpackb
 
 log = logging.getLogger("vlastack.serving")
 
 MAX_ERROR_CHARS = 400
+NON_FINITE_REPLY = (
+    "error: the policy produced a non-finite action (NaN/Inf); no action sent for this "
+    "observation (see server log)"
+)
 
 
 class ServablePolicy(Protocol):
@@ -206,6 +210,9 @@ class PolicyServer:
         t_recv = time.perf_counter()
         try:
             result, infer_ms = await self._infer(obs)
+        except NonFiniteActionError as exc:
+            log.error("no action sent to %s: %s", peer, _one_line(str(exc)))
+            return NON_FINITE_REPLY
         except VlastackError as exc:
             return f"bad request: {_one_line(str(exc))}"
         except Exception as exc:
@@ -221,6 +228,9 @@ class PolicyServer:
                 server_timing["prev_total_ms"] = prev_total_ms
             reply["server_timing"] = server_timing
             return packb(reply)
+        except NonFiniteActionError as exc:
+            log.error("no action sent to %s: %s", peer, _one_line(str(exc)))
+            return NON_FINITE_REPLY
         except Exception as exc:
             log.error(
                 "bad policy result for %s: %s: %s", peer, type(exc).__name__, _one_line(str(exc))
@@ -311,6 +321,11 @@ def _check_result(result: Any) -> dict:
     if actions.ndim != 2 or actions.dtype.kind != "f":
         raise TypeError(
             f"'actions' must be a float (H, A) array, got {actions.dtype} {actions.shape}"
+        )
+    if not np.isfinite(actions).all():
+        raise NonFiniteActionError(
+            f"'actions' of shape {actions.shape} hold {int((~np.isfinite(actions)).sum())} "
+            "non-finite value(s)"
         )
     return {**result, "actions": actions}
 
