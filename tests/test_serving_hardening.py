@@ -123,3 +123,77 @@ def test_toy_schema_and_server_refuse_nan_and_never_send_a_nan_action():
         ws.send(packb(good))
         assert np.isfinite(unpackb(ws.recv(timeout=10))["actions"]).all()
         ws.close()
+
+
+def _reference_actions(frames: list[dict], obs_horizon: int = 2) -> list[np.ndarray]:
+    """What one client alone gets for ``frames``: a fresh policy fed only those frames."""
+    local = tiny_policy(obs_horizon=obs_horizon)
+    return [local.infer(f)["actions"] for f in frames]
+
+
+@pytest.mark.parametrize("batch_window_ms", [0.0, 30.0])
+def test_each_connection_has_its_own_observation_history(batch_window_ms):
+    """obs_horizon=2: client B connecting and sending its own frame between two of client A's
+    frames must change nothing in A's actions (today B's connect resets A's history and B's frame
+    becomes A's previous frame); batching keeps each client's own history too."""
+    a_frames = [tiny_obs(10 + i) for i in range(3)]
+    expected = _reference_actions(a_frames)
+    # the check has teeth: with B's frame as A's previous one, A's actions differ
+    mixed = tiny_policy(obs_horizon=2)
+    mixed.infer(tiny_obs(99))
+    assert not np.allclose(mixed.infer(a_frames[1])["actions"], expected[1], atol=1e-4)
+    with ServerThread(tiny_policy(obs_horizon=2), batch_window_ms=batch_window_ms) as srv:
+        a = _raw(srv.url)
+        a.send(packb(a_frames[0]))
+        got = [unpackb(a.recv(timeout=10))["actions"]]
+        b = _raw(srv.url)  # a new connection must not reset A's history
+        b.send(packb(tiny_obs(99)))
+        b_actions = unpackb(b.recv(timeout=10))["actions"]
+        for frame in a_frames[1:]:
+            a.send(packb(frame))
+            got.append(unpackb(a.recv(timeout=10))["actions"])
+        a.close()
+        b.close()
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, atol=1e-5)
+    np.testing.assert_allclose(b_actions, _reference_actions([tiny_obs(99)])[0], atol=1e-5)
+
+
+def test_batched_clients_keep_their_own_histories():
+    """Several clients whose requests share one infer_batch call each get the actions their own
+    history gives, and the calls were really batched."""
+    import threading
+
+    policy = tiny_policy(obs_horizon=2)
+    calls: list[int] = []
+    inner = policy.infer_batch
+
+    def counting(observations, **kw):
+        calls.append(len(observations))
+        return inner(observations, **kw)
+
+    policy.infer_batch = counting  # type: ignore[method-assign]
+    frames = {k: [tiny_obs(100 * k + i) for i in range(3)] for k in range(4)}
+    got: dict[int, list[np.ndarray]] = {}
+    barrier = threading.Barrier(4)
+
+    def client(k: int) -> None:
+        ws = _raw(srv.url)
+        out = []
+        for f in frames[k]:
+            barrier.wait(10)
+            ws.send(packb(f))
+            out.append(unpackb(ws.recv(timeout=20))["actions"])
+        got[k] = out
+        ws.close()
+
+    with ServerThread(policy, batch_window_ms=50) as srv:
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert max(calls) > 1, calls
+    for k in range(4):
+        for g, e in zip(got[k], _reference_actions(frames[k])):
+            np.testing.assert_allclose(g, e, atol=1e-5)
