@@ -197,3 +197,36 @@ def test_batched_clients_keep_their_own_histories():
     for k in range(4):
         for g, e in zip(got[k], _reference_actions(frames[k])):
             np.testing.assert_allclose(g, e, atol=1e-5)
+
+
+def test_language_encoder_cache_is_a_bounded_lru():
+    from vlastack.models.language.minilm import MiniLMEncoder
+
+    enc = MiniLMEncoder(cache_max_entries=4)
+    first = enc.encode(["pick up the red block"]).clone()
+    for i in range(10):
+        enc.encode([f"instruction number {i}", "pick up the red block"])  # keep it recently used
+    assert enc.cache_size == 4
+    assert "pick up the red block" in enc._cache  # the one used every time stayed
+    assert "instruction number 0" not in enc._cache  # the oldest were evicted
+    torch.testing.assert_close(enc.encode(["pick up the red block"]), first)
+
+
+def test_prompt_length_is_capped_with_a_clear_error():
+    policy = tiny_policy()
+    assert policy.max_prompt_chars > 0
+    long_prompt = "x" * (policy.max_prompt_chars + 1)
+    with pytest.raises(ObservationError, match=r"'task'.*characters.*max_prompt_chars"):
+        policy.infer({**tiny_obs(0), "task": long_prompt})
+    policy.max_prompt_chars = 200_000  # configurable
+    policy.infer({**tiny_obs(0), "task": long_prompt})
+    with ServerThread(tiny_policy()) as srv:
+        ws = _raw(srv.url)
+        openpi_style = {k: v for k, v in tiny_obs(0).items() if k != "task"}
+        ws.send(packb({**openpi_style, "prompt": "y" * 100_000}))
+        reply = ws.recv(timeout=10)
+        assert isinstance(reply, str) and reply.startswith("bad request:") and "task" in reply
+        assert len(reply) < 450
+        ws.send(packb(tiny_obs(0)))
+        assert unpackb(ws.recv(timeout=10))["actions"].shape == (4, 4)
+        ws.close()

@@ -23,6 +23,7 @@ from vlastack.errors import VlastackError
 
 STATE_KEY = "observation.state"
 TASK_KEY = "task"
+DEFAULT_MAX_PROMPT_CHARS = 1000  # instructions are a sentence; a 100 KB prompt is an attack
 
 
 class ObservationError(VlastackError):
@@ -119,9 +120,11 @@ def parse_observation(
     state_dim: int,
     image_size: tuple[int, int],
     default_prompt: str = "",
+    max_prompt_chars: int | None = DEFAULT_MAX_PROMPT_CHARS,
 ) -> Observation:
     """A client's observation dict -> ``Observation`` for a robot with these ``cameras`` and
-    ``state_dim`` (0 = no state read). Raises ``ObservationError`` naming the missing key."""
+    ``state_dim`` (0 = no state read). Raises ``ObservationError`` naming the missing key, a
+    non-finite value, or a prompt longer than ``max_prompt_chars`` (None: no cap)."""
     if not isinstance(obs, Mapping):
         raise ObservationError(f"observation must be a dict, got {type(obs).__name__}")
     images: dict[str, torch.Tensor] = {}
@@ -155,7 +158,14 @@ def parse_observation(
         prompt = str(prompt.item() if prompt.size == 1 else prompt)
     if prompt is None:
         prompt = default_prompt
-    return Observation(images=images, state=state, task=str(prompt))
+    prompt = str(prompt)
+    if max_prompt_chars is not None and len(prompt) > max_prompt_chars:
+        raise ObservationError(
+            f"observation '{TASK_KEY}' (the instruction) is {len(prompt)} characters; at most "
+            f"{max_prompt_chars} are accepted (raise max_prompt_chars, `vlastack serve "
+            "--max-prompt-chars N`, for longer instructions)"
+        )
+    return Observation(images=images, state=state, task=prompt)
 
 
 def observation_batch(
@@ -203,6 +213,7 @@ def observation_batch(
 
 
 __all__ = [
+    "DEFAULT_MAX_PROMPT_CHARS",
     "STATE_KEY",
     "TASK_KEY",
     "Observation",

@@ -27,6 +27,7 @@ import torch
 from vlastack.embodiment import EmbodimentSpec
 from vlastack.errors import ConfigError, DataError, NonFiniteActionError
 from vlastack.observation import (
+    DEFAULT_MAX_PROMPT_CHARS,
     Observation,
     ObservationError,
     image_to_chw_float,
@@ -142,6 +143,8 @@ class Policy:
         self.action_dim = int(action_dim)
         self.embodiment = embodiment
         self.default_prompt = default_prompt
+        # longer instructions are refused (bounded memory for a server facing clients)
+        self.max_prompt_chars: int | None = DEFAULT_MAX_PROMPT_CHARS
         self.source = source
         self.seed = int(seed)
         self._session = PolicySession(self)  # the state of callers that use no session
@@ -343,6 +346,7 @@ class Policy:
             state_dim=self.state_dim,
             image_size=self.image_size,
             default_prompt=self.default_prompt,
+            max_prompt_chars=self.max_prompt_chars,
         )
 
     def batch(self, windows: list[list[Observation]]) -> dict[str, Any]:
