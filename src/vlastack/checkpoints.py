@@ -206,10 +206,43 @@ def load_checkpoint(
                 f"{p}/embodiment.json does not match the expected embodiment "
                 f"(checkpoint vs expected): {'; '.join(diffs)}"
             )
+    weights = load_safetensors(p / "model.safetensors")
+    return Checkpoint(p, weights, config, normalization, emb, version)
+
+
+def _unreadable(path: Path | str, exc: BaseException) -> DataError:
+    reason = " ".join(str(exc).split())[:200]
+    return DataError(
+        f"{path}: the safetensors file is truncated or corrupt ({type(exc).__name__}: {reason}); "
+        "copy it again from where it came from, or use another checkpoint"
+    )
+
+
+def load_safetensors(path: Path | str) -> dict[str, Any]:
+    """Every tensor of a safetensors file; a truncated or corrupt file is a ``DataError``
+    naming it (not safetensors' own exception)."""
     from safetensors.torch import load_file
 
-    weights = load_file(str(p / "model.safetensors"))
-    return Checkpoint(p, weights, config, normalization, emb, version)
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise _unreadable(path, exc) from None
+
+
+def check_safetensors(path: Path | str) -> None:
+    """Read a safetensors file's header only (no tensor): a truncated or corrupt file (the
+    header no longer covers the file) is a ``DataError`` naming it."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            f.keys()
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise _unreadable(path, exc) from None
 
 
 def read_json(path: Path) -> Any:
@@ -300,6 +333,7 @@ def weight_summary(path: Path, group: Callable[[str], str] = top_module) -> dict
 
     groups: dict[str, int] = {}
     dtypes: dict[str, int] = {}
+    check_safetensors(path)
     with safe_open(str(path), framework="pt") as f:
         for key in f.keys():  # noqa: SIM118 (safe_open is not a Mapping)
             sl = f.get_slice(key)
@@ -314,4 +348,3 @@ def weight_summary(path: Path, group: Callable[[str], str] = top_module) -> dict
         "dtypes": dtypes,
         "file_mb": round(Path(path).stat().st_size / 2**20, 2),
     }
-

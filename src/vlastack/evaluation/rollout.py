@@ -55,6 +55,17 @@ def episode_seed(seed: int, task_index: int, episode: int, episodes_per_task: in
     return seed + task_index * stride + episode
 
 
+def check_weights_readable(checkpoint: str | Path) -> None:
+    """A native checkpoint whose weights file is truncated or corrupt is a ``DataError`` here,
+    before any episode runs (not one error per episode, logged only in ``episodes.jsonl``)."""
+    from vlastack.checkpoints import check_safetensors
+    from vlastack.policy_formats import detect_policy_format
+
+    weights = Path(checkpoint) / "model.safetensors"
+    if weights.is_file() and detect_policy_format(checkpoint) is None:
+        check_safetensors(weights)
+
+
 def make_jobs(
     env: str,
     tasks: list[str],
@@ -118,6 +129,7 @@ def evaluate(
         if not Path(checkpoint).exists():
             raise ConfigError(f"checkpoint {checkpoint} does not exist; pass a checkpoint folder")
         checkpoint = str(resolve_checkpoint_dir(checkpoint))
+        check_weights_readable(checkpoint)
         if embodiment is not None:  # fail here, not in every worker
             check_embodiment_name(checkpoint, embodiment)
     task_list = list(tasks) if tasks else resolve_tasks(env)
@@ -196,6 +208,7 @@ __all__ = [
     "PolicyLike",
     "RunSpec",
     "check_embodiment_name",
+    "check_weights_readable",
     "checkpoint_embodiment",
     "checkpoint_label",
     "difficulty",
