@@ -46,6 +46,11 @@ class Observation:
     task: str
 
 
+def _keys(obs: Mapping[Any, Any]) -> list[str]:
+    """The keys a client sent, for messages (str and bytes keys may be mixed)."""
+    return sorted(repr(k) if isinstance(k, bytes) else str(k) for k in obs)[:16]
+
+
 def camera_spellings(camera: str) -> list[str]:
     """The keys a client may send camera ``camera``'s frame under, most specific first: LeRobot's
     ``observation.images.<cam>``, openpi's flat ``observation/<cam>``, the nested ``images/<cam>``
@@ -81,11 +86,21 @@ def require_finite(arr: np.ndarray, name: str) -> None:
 
 def image_to_chw_float(img: Any, name: str, size: tuple[int, int]) -> torch.Tensor:
     """uint8 HWC or CHW (or float in [0, 1]) -> float32 (C, H, W) in [0, 1] resized to ``size``."""
+    if not isinstance(img, (np.ndarray, list, tuple, torch.Tensor)):
+        raise ObservationError(
+            f"observation {name!r}: expected an image array (uint8 (H, W, 3) or (3, H, W)), "
+            f"got a {type(img).__name__}"
+        )
     arr = np.asarray(img)
     if arr.ndim != 3:
         raise ObservationError(
             f"observation {name!r}: expected an image of shape (H, W, 3) or (3, H, W), "
             f"got shape {arr.shape}"
+        )
+    if 0 in arr.shape:
+        raise ObservationError(
+            f"observation {name!r}: the image is empty (shape {arr.shape}); send a frame of at "
+            "least 1x1 pixels"
         )
     if arr.shape[-1] in (1, 3) and arr.shape[0] not in (1, 3):
         arr = np.moveaxis(arr, -1, 0)
@@ -133,7 +148,7 @@ def parse_observation(
         if img is None:
             raise ObservationError(
                 f"observation is missing camera {cam!r}: send it as "
-                f"'{image_key(cam)}' (uint8 HWC); got keys {sorted(obs)}"
+                f"'{image_key(cam)}' (uint8 HWC); got keys {_keys(obs)}"
             )
         images[cam] = image_to_chw_float(img, cam, image_size)
     state = None
@@ -142,9 +157,17 @@ def parse_observation(
         if st is None:
             raise ObservationError(
                 f"observation is missing '{STATE_KEY}' (float, {state_dim} values); "
-                f"got keys {sorted(obs)}"
+                f"got keys {_keys(obs)}"
             )
-        arr = np.asarray(st, dtype=np.float32).reshape(-1)
+        try:
+            if isinstance(st, (str, bytes, Mapping)):
+                raise TypeError
+            arr = np.asarray(st, dtype=np.float32).reshape(-1)
+        except (TypeError, ValueError):
+            raise ObservationError(
+                f"observation '{STATE_KEY}' must be an array of {state_dim} numbers, "
+                f"got a {type(st).__name__}"
+            ) from None
         require_finite(arr, STATE_KEY)
         if arr.shape[0] != state_dim:
             raise ObservationError(
@@ -153,12 +176,16 @@ def parse_observation(
         state = torch.from_numpy(arr.copy())
     prompt = find_key(obs, [TASK_KEY, "prompt"])
     if isinstance(prompt, bytes):
-        prompt = prompt.decode()
+        prompt = prompt.decode(errors="replace")
     if isinstance(prompt, np.ndarray):
         prompt = str(prompt.item() if prompt.size == 1 else prompt)
     if prompt is None:
         prompt = default_prompt
-    prompt = str(prompt)
+    if not isinstance(prompt, str):
+        raise ObservationError(
+            f"observation '{TASK_KEY}' (the instruction) must be a string, got a "
+            f"{type(prompt).__name__}"
+        )
     if max_prompt_chars is not None and len(prompt) > max_prompt_chars:
         raise ObservationError(
             f"observation '{TASK_KEY}' (the instruction) is {len(prompt)} characters; at most "
