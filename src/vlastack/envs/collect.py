@@ -120,6 +120,27 @@ def _worker_env(env_name: str, options: dict[str, Any]) -> Any:
     return env
 
 
+def collect_tasks(env: str) -> list[str]:
+    """The tasks of ``env``: an env or suite name, or a comma list of them (``A,B``, as
+    ``bench heads`` takes), in order without duplicates. One dataset holds one robot, so the
+    tasks must come from one simulator (the part before ``/``)."""
+    from vlastack.envs import list_tasks
+
+    names = [n.strip() for n in env.split(",")]
+    if not all(names):
+        raise ConfigError(f"--env {env!r}: an empty name in the comma list")
+    tasks: list[str] = []
+    for name in names:
+        tasks += [t for t in list_tasks(name) if t not in tasks]
+    families = sorted({t.split("/")[0] for t in tasks})
+    if len(families) > 1:
+        raise ConfigError(
+            f"--env {env!r} mixes simulators {families}; one dataset holds one robot, so collect "
+            "from one simulator at a time (and mix datasets in training with --data A,B)"
+        )
+    return tasks
+
+
 def _worker_pool(workers: int, ctx: Any) -> ProcessPoolExecutor:
     """Episode workers that die with this process, kill -9 included (``vlastack.lifeline``)."""
     from vlastack.lifeline import watch_parent
@@ -250,7 +271,7 @@ def collect(
     """
     from vlastack.data.layout import Feature
     from vlastack.data.writer import DatasetWriter
-    from vlastack.envs import list_tasks, make_env
+    from vlastack.envs import make_env
 
     if episodes_per_task < 1:
         raise ConfigError(f"episodes_per_task={episodes_per_task} must be >= 1")
@@ -258,7 +279,7 @@ def collect(
         raise ConfigError(f"workers={workers} must be >= 1")
     if noise < 0:
         raise ConfigError(f"noise={noise} must be >= 0")
-    tasks = list_tasks(env)
+    tasks = collect_tasks(env)
     root = Path(out)
     env_kwargs = dict(env_kwargs or {})
     options: dict[str, Any] = {
