@@ -37,6 +37,14 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="worker processes (0 = in-process)")
     p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch threads per policy (default: the cores shared out among the workers); "
+        "latency on a loaded machine depends on it, so it is recorded in the manifest",
+    )
+    p.add_argument(
         "--execute-horizon",
         type=int,
         default=None,
@@ -158,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
             episode_timeout_s=args.episode_timeout,
             progress=not args.no_progress,
             embodiment=args.embodiment,
+            threads=args.threads,
         )
     print_summary(results.summary)
     print(f"results: {out}  (vlastack report {out} --out {out}/report.html)")

@@ -108,6 +108,7 @@ def evaluate(
     progress: bool = True,
     video_fps: float = 20.0,
     embodiment: str | None = None,
+    threads: int | None = None,
 ) -> EvalResults:
     """Roll out ``policy`` (checkpoint folder or picklable zero-arg factory) on ``env``.
 
@@ -116,12 +117,15 @@ def evaluate(
     building its own env and policy. Results go to ``out_dir`` when given: ``manifest.json``,
     ``episodes.jsonl``, ``summary.json``, ``videos/``. A checkpoint trained on a mixture of
     robots acts as the member matching the environment's embodiment, or ``embodiment`` (a
-    member name or robot_type) when given.
+    member name or robot_type) when given. ``threads`` sets the policy's torch threads (default:
+    the cores shared out among the workers; in-process, torch's own default).
     """
     if action_remap not in ACTION_REMAP_MODES:
         raise ConfigError(f"action_remap={action_remap!r}; expected one of {ACTION_REMAP_MODES}")
     if episodes_per_task < 1:
         raise ConfigError(f"episodes_per_task must be >= 1, got {episodes_per_task}")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {threads}")
     if execute_horizon is not None and execute_horizon < 1:
         raise ConfigError(f"execute_horizon must be >= 1, got {execute_horizon}")
     checkpoint = None if callable(policy) else str(policy)
@@ -149,7 +153,7 @@ def evaluate(
         out_dir=str(out_dir) if out_dir else None,
         video_fps=video_fps,
         condition=condition,
-        torch_threads=max(1, ncpu // max(1, workers)) if workers >= 1 else None,
+        torch_threads=threads or (max(1, ncpu // max(1, workers)) if workers >= 1 else None),
         embodiment=embodiment,
     )
     manifest = build_manifest(
@@ -161,6 +165,7 @@ def evaluate(
         video_episodes_per_task=video_episodes_per_task,
         seeds={t: [j.seed for j in jobs if j.task == t] for t in task_list},
     )
+    manifest["torch_threads"] = spec.torch_threads
     out = Path(out_dir) if out_dir else None
     if out:
         start_results_folder(out, manifest)
