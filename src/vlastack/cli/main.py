@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 
 from vlastack import __version__
 from vlastack.errors import VlastackError
@@ -69,8 +71,19 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from vlastack.lifeline import TerminatedError, raise_on_sigterm
+
+    previous = signal.getsignal(signal.SIGTERM)
+    raise_on_sigterm()  # SIGTERM unwinds the command: its pools and workers shut down
     try:
         rc = args.func(args)
+    except TerminatedError:
+        print(
+            f"terminated (SIGTERM): vlastack {args.command} stopped and shut its worker "
+            "processes down",
+            file=sys.stderr,
+        )
+        return 128 + signal.SIGTERM
     except VlastackError as exc:
         if os.environ.get("VLASTACK_DEBUG"):
             raise
@@ -79,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
     return int(rc or 0)
 
 

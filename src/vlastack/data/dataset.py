@@ -179,10 +179,23 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def worker_init(_: int) -> None:
+def worker_init(_: int, parent_pid: int | None = None) -> None:
     # Each worker decodes on one thread: workers already use the cores, and oversubscribed
     # decoder threads slow everyone down.
     torch.set_num_threads(1)
+    if parent_pid is not None:  # a forkserver worker outlives a killed trainer otherwise
+        from vlastack.lifeline import watch_parent
+
+        watch_parent(parent_pid)
+
+
+def watched_worker_init() -> Any:
+    """``worker_init`` for a DataLoader started from this process: its workers also die when
+    this process does (kill -9 included; ``vlastack.lifeline``)."""
+    import functools
+    import os
+
+    return functools.partial(worker_init, parent_pid=os.getpid())
 
 
 def make_dataloader(
@@ -208,7 +221,7 @@ def make_dataloader(
     if num_workers > 0:
         kwargs["persistent_workers"] = True if persistent_workers is None else persistent_workers
         kwargs["prefetch_factor"] = prefetch_factor or 4
-        kwargs["worker_init_fn"] = worker_init
+        kwargs["worker_init_fn"] = watched_worker_init()
         kwargs["multiprocessing_context"] = multiprocessing_context
     return DataLoader(
         dataset,

@@ -88,6 +88,8 @@ class TrainConfig:
     # infrastructure
     log: LogBackend = "tensorboard"
     log_every: int = 10
+    # train on a dataset whose decoded frames differ in shape from info.json (data doctor flags it)
+    allow_image_shape_mismatch: bool = False
     progress: bool = True
     device: str = "auto"
     distributed: DistributedMode = "auto"

@@ -201,7 +201,13 @@ def _train(
     elif cfg.resume:
         say(f"--resume: no checkpoint in {ckpt_root}; starting fresh")
 
-    logger = RunLogger(run_dir, cfg.log, enabled=main, config=cfg.to_dict())
+    logger = RunLogger(
+        run_dir,
+        cfg.log,
+        enabled=main,
+        config=cfg.to_dict(),
+        resume_step=start_step if cfg.resume else None,
+    )
     if resume_rng is not None:
         checkpoint.restore_rng(
             resume_rng[dist.rank] if isinstance(resume_rng, list) else resume_rng
