@@ -98,8 +98,11 @@ class SmolVLASpec:
                 f"and one ACTION output (got {[f.key for f in inputs]} -> "
                 f"{[f.key for f in outputs]})"
             )
-        for name in ("adapt_to_pi_aloha", "use_delta_joint_actions_aloha",
-                     "add_image_special_tokens"):
+        for name in (
+            "adapt_to_pi_aloha",
+            "use_delta_joint_actions_aloha",
+            "add_image_special_tokens",
+        ):
             if cfg.get(name):
                 raise ConfigError(
                     f"config.json '{name}': true is not supported by vlastack's SmolVLA loader "
@@ -117,7 +120,8 @@ class SmolVLASpec:
 
         resize = cfg.get("resize_imgs_with_padding", (512, 512))
         if resize is not None and (
-            not isinstance(resize, (list, tuple)) or len(resize) != 2
+            not isinstance(resize, (list, tuple))
+            or len(resize) != 2
             or not all(isinstance(v, int) and v > 0 for v in resize)
         ):
             raise ConfigError(
@@ -238,7 +242,7 @@ class Expert(nn.Module):
         )
         width = config.num_key_value_heads * config.head_dim
         for i in cross_layers:
-            attn = self.layers[i].self_attn
+            attn: Any = self.layers[i].self_attn
             bias = bool(getattr(config, "attention_bias", False))
             attn.k_proj = nn.Linear(vlm_kv_width, width, bias=bias)
             attn.v_proj = nn.Linear(vlm_kv_width, width, bias=bias)
@@ -288,13 +292,13 @@ class VLMWithExpert(nn.Module):
     def _self_attn(self, i: int) -> bool:
         return not self.cross or (self.every > 0 and i % self.every == 0)
 
-    def _qkv(self, layer: nn.Module, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _qkv(self, layer: Any, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
         attn = layer.self_attn
         shape = (*h.shape[:-1], -1, self.head_dim)
         return tuple(p(h).view(shape) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
 
     @staticmethod
-    def _finish(layer: nn.Module, att: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def _finish(layer: Any, att: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         out = layer.self_attn.o_proj(att)
         out += x
         residual = out.clone()
@@ -305,7 +309,7 @@ class VLMWithExpert(nn.Module):
     def prefill(self, x: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> Cache:
         """Run the VLM over the prefix (B, Lp, W); per layer the post-RoPE (K, V)."""
         cache: Cache = []
-        layers = self.vlm.model.text_model.layers
+        layers: list[Any] = list(self.vlm.model.text_model.layers)
         for i, layer in enumerate(layers):
             h = layer.input_layernorm(x)
             if i == len(layers) - 1:  # only the K/V of the last layer reach the actions
@@ -330,7 +334,7 @@ class VLMWithExpert(nn.Module):
             e = self.expert_of[i]
             if e is None:
                 continue
-            layer = self.lm_expert.layers[e]
+            layer: Any = self.lm_expert.layers[e]
             h = layer.input_layernorm(x)
             pk, pv = cache[i]
             if self._self_attn(i):
@@ -344,8 +348,12 @@ class VLMWithExpert(nn.Module):
                 q = attn.q_proj(h).view(shape)
                 start = positions - torch.min(positions, dim=1, keepdim=True).values
                 q = apply_rope(q, start)
-                k = attn.k_proj(pk.reshape(*pk.shape[:2], -1)).view(*pk.shape[:2], -1, self.head_dim)
-                v = attn.v_proj(pv.reshape(*pv.shape[:2], -1)).view(*pv.shape[:2], -1, self.head_dim)
+                k = attn.k_proj(pk.reshape(*pk.shape[:2], -1)).view(
+                    *pk.shape[:2], -1, self.head_dim
+                )
+                v = attn.v_proj(pv.reshape(*pv.shape[:2], -1)).view(
+                    *pv.shape[:2], -1, self.head_dim
+                )
                 mask = full_mask[:, :, :lp]
             att = eager_attention(mask, q, k, v, self.heads, self.kv_heads)
             x = self._finish(layer, att, x)
@@ -459,9 +467,17 @@ def unused_at_inference(spec: SmolVLASpec) -> list[str]:
     projection, MLP and post-attention norm, the VLM's final norm and ``lm_head``."""
     last = f"model.vlm_with_expert.vlm.model.text_model.layers.{spec.num_vlm_layers - 1}."
     return [
-        *(last + s for s in ("self_attn.q_proj.weight", "self_attn.o_proj.weight",
-                             "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight",
-                             "post_attention_layernorm.weight")),
+        *(
+            last + s
+            for s in (
+                "self_attn.q_proj.weight",
+                "self_attn.o_proj.weight",
+                "mlp.gate_proj.weight",
+                "mlp.up_proj.weight",
+                "mlp.down_proj.weight",
+                "post_attention_layernorm.weight",
+            )
+        ),
         "model.vlm_with_expert.vlm.model.text_model.norm.weight",
         "model.vlm_with_expert.vlm.lm_head.weight",
     ]

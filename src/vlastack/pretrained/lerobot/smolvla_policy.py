@@ -60,6 +60,11 @@ from vlastack.pretrained.lerobot.smolvla import (
 )
 
 FORMAT_NAME = "lerobot_smolvla"
+SMOLVLA_HINT = (
+    "num_vlm_layers, num_expert_layers, attention_mode, self_attn_every_n_layers, "
+    "expert_width_multiplier, max_state_dim, max_action_dim and vlm_model_name (the SmolVLM "
+    "config the architecture is read from) in config.json"
+)
 NEWLINE_STEP = "smolvla_new_line_processor"
 TOKENIZER_STEP = "tokenizer_processor"
 TOKENS = "observation.language.tokens"
@@ -94,7 +99,8 @@ class TokenizerStep:
                 f"'max_length' (got {dict(cfg)!r})"
             ) from None
         if step.padding not in ("longest", "max_length") or step.padding_side not in (
-            "left", "right"
+            "left",
+            "right",
         ):
             raise ConfigError(
                 f"{where}: tokenizer_processor padding {step.padding!r} / padding_side "
@@ -111,8 +117,9 @@ def _normalizer(path: Path, steps: list[lf.Step], names: tuple[str, ...]) -> Any
     if len(found) > 1:
         raise ConfigError(f"{path}: {len(found)} normalizer steps in one pipeline; expected one")
     step = found[0]
-    return FeatureNormalizer.from_step(step, lf.read_stats(path, step.state_file) if
-                                       step.state_file else {})
+    return FeatureNormalizer.from_step(
+        step, lf.read_stats(path, step.state_file) if step.state_file else {}
+    )
 
 
 def read_smolvla_processors(
@@ -122,7 +129,8 @@ def read_smolvla_processors(
     path = Path(path)
     if not (path / lf.PREPROCESSOR).is_file():  # LeRobot < 0.4: tokenized inside the model
         tok = TokenizerStep(
-            str(cfg.get("vlm_model_name")), int(cfg.get("tokenizer_max_length", 48)),
+            str(cfg.get("vlm_model_name")),
+            int(cfg.get("tokenizer_max_length", 48)),
             str(cfg.get("pad_language_to", "longest")),
         )
         return legacy_processors(path, dict(cfg)), tok, True
@@ -150,6 +158,50 @@ def read_smolvla_processors(
     )
     tok = TokenizerStep.from_config(toks[0].config, str(path / lf.PREPROCESSOR))
     return procs, tok, any(s.name == NEWLINE_STEP for s in pre)
+
+
+def language_facts(path: Path, cfg: Mapping[str, Any]) -> tuple[Processors, dict[str, Any]]:
+    """For ``vlastack inspect``: the processors and what the language input goes through (the
+    tokenizer and the VLM config, and whether each is found locally), without loading either."""
+    from vlastack.pretrained.lerobot.hub import hub_cache_dir
+    from vlastack.pretrained.lerobot.smolvlm import KNOWN_VLMS
+    from vlastack.pretrained.lerobot.tokenizer import local_folder
+
+    procs, tok, newline = read_smolvla_processors(path, cfg)
+
+    def where(name: str, files: tuple[str, ...]) -> str:
+        folder = local_folder(name, Path(path))
+        if folder is not None:
+            have = [f for f in files if (folder / f).is_file()]
+            if not have:
+                return f"local folder {folder.resolve()}, but it has no {' / '.join(files)}"
+            return f"local folder {folder.resolve()}"
+        cached = hub_cache_dir() / ("models--" + name.replace("/", "--"))
+        if cached.is_dir():
+            return f"local Hugging Face cache ({cached})"
+        return f"NOT FOUND locally: `hf download {name}`"
+
+    vlm = str(cfg.get("vlm_model_name") or "")
+    vlm_where = where(vlm, ("config.json",))
+    if vlm_where.startswith("NOT FOUND") and vlm in KNOWN_VLMS:
+        vlm_where = "vlastack's KNOWN_VLMS table (the hub config is not cached)"
+    facts = {
+        "tokenizer": tok.tokenizer_name,
+        "tokenizer_found": where(tok.tokenizer_name, ("tokenizer.json", "tokenizer_config.json")),
+        "max_length": tok.max_length,
+        "padding": tok.padding,
+        "padding_side": tok.padding_side,
+        "newline": newline,
+        "vlm": vlm,
+        "vlm_config_found": vlm_where,
+    }
+    facts["summary"] = (
+        f"{'a trailing newline is added, then ' if newline else ''}tokenized by "
+        f"{tok.tokenizer_name!r} ({facts['tokenizer_found']}), padded to the "
+        f"{tok.padding} ({tok.max_length} max) on the {tok.padding_side}; VLM config "
+        f"{vlm!r} ({vlm_where})"
+    )
+    return procs, facts
 
 
 def task_text(obs: Mapping[str, Any], key: str = TASK_KEY) -> str:
@@ -252,8 +304,12 @@ class LeRobotSmolVLAPolicy:
         if self.newline:
             texts = [t if t.endswith("\n") else f"{t}\n" for t in texts]
         out = self.tokenizer(
-            list(texts), max_length=st.max_length, truncation=st.truncation,
-            padding=st.padding, padding_side=st.padding_side, return_tensors="pt",
+            list(texts),
+            max_length=st.max_length,
+            truncation=st.truncation,
+            padding=st.padding,
+            padding_side=st.padding_side,
+            return_tensors="pt",
         )
         ids = torch.as_tensor(out["input_ids"], dtype=torch.long)
         mask = torch.as_tensor(out["attention_mask"]).to(torch.bool)
@@ -262,10 +318,17 @@ class LeRobotSmolVLAPolicy:
     def preprocess(self, observations: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         s, p = self.spec, self.processors
         out = preprocess_observations(
-            observations, self.input_shapes, set(s.cameras), p.rename_map, p.normalizer,
-            self.device, "SmolVLA",
+            observations,
+            self.input_shapes,
+            set(s.cameras),
+            p.rename_map,
+            p.normalizer,
+            self.device,
+            "SmolVLA",
         )
-        ids, mask = self.tokenize([task_text(o, self.tokenizer_step.task_key) for o in observations])
+        ids, mask = self.tokenize(
+            [task_text(o, self.tokenizer_step.task_key) for o in observations]
+        )
         out[TOKENS], out[TOKEN_MASK] = ids, mask
         return out
 
@@ -295,8 +358,10 @@ class LeRobotSmolVLAPolicy:
         images, masks, state = self.prepare(pre)
         if noise is None:
             noise = torch.randn(
-                (state.shape[0], s.chunk_size, s.max_action_dim), generator=self._generator,
-                device=state.device, dtype=torch.float32,
+                (state.shape[0], s.chunk_size, s.max_action_dim),
+                generator=self._generator,
+                device=state.device,
+                dtype=torch.float32,
             )
         out = self.network.model.sample_actions(
             images, masks, pre[TOKENS], pre[TOKEN_MASK], state, noise.to(state.device)
@@ -334,7 +399,7 @@ def load_smolvla_network(
     with safe_open(str(file), framework="pt") as f:
         names = {k: m for k in f.keys() if (m := weight_key(k)) is not None}  # noqa: SIM118
         found = {m: tuple(f.get_slice(k).get_shape()) for k, m in names.items()}
-        check_state_dict(shapes, found, str(file))
+        check_state_dict(shapes, found, str(file), SMOLVLA_HINT)
         weights = {m: f.get_tensor(k).to(want[m].dtype) for k, m in names.items()}
     net.load_state_dict(weights, strict=True, assign=True)
     leftover = [n for n, b in net.named_buffers() if b.is_meta]
@@ -371,7 +436,11 @@ def load_lerobot_smolvla(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     network = load_smolvla_network(path / lf.WEIGHTS, spec, vcfg, device)
     return LeRobotSmolVLAPolicy(
-        network, spec, procs, tokenizer, tok_step,
+        network,
+        spec,
+        procs,
+        tokenizer,
+        tok_step,
         newline=newline,
         checkpoint=str(path),
         seed=seed,

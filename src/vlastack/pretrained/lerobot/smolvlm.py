@@ -29,7 +29,7 @@ from torch import nn
 
 from vlastack.errors import ConfigError
 from vlastack.pretrained.lerobot.hub import hub_cache_dir, looks_like_hub_id
-from vlastack.pretrained.lerobot.tokenizer import local_folder
+from vlastack.pretrained.lerobot.tokenizer import cached_snapshot, local_folder
 
 SMOLVLM2_500M = "HuggingFaceTB/SmolVLM2-500M-Video-Instruct"
 
@@ -129,11 +129,12 @@ def vlm_config(name: str, base: Path) -> tuple[Any, str]:
                 "directory) nor a hub id"
             )
         try:
-            cfg = AutoConfig.from_pretrained(
-                name, local_files_only=True, cache_dir=str(hub_cache_dir())
-            )
-            source = f"{name} (local Hugging Face cache)"
-        except (OSError, ValueError):
+            snap = cached_snapshot(name, "vlm_model_name")
+            if not (snap / "config.json").is_file():
+                raise ConfigError(f"{snap} has no config.json")
+            cfg = AutoConfig.from_pretrained(str(snap), local_files_only=True)
+            source = f"{name} (local Hugging Face cache, {snap})"
+        except ConfigError:
             if name not in KNOWN_VLMS:
                 raise ConfigError(
                     f"vlm_model_name {name!r} is not in the local Hugging Face cache "
@@ -170,7 +171,9 @@ class TextModel(nn.Module):
     def __init__(self, text_config: Any, num_layers: int) -> None:
         super().__init__()
         c = text_config
-        self.embed_tokens = nn.Embedding(c.vocab_size, c.hidden_size, getattr(c, "pad_token_id", None))
+        self.embed_tokens = nn.Embedding(
+            c.vocab_size, c.hidden_size, getattr(c, "pad_token_id", None)
+        )
         self.layers = nn.ModuleList([decoder_layer(c, i) for i in range(num_layers)])
         self.norm = rms_norm(c.hidden_size, c.rms_norm_eps)
 

@@ -29,6 +29,8 @@ import torch
 from vlastack.errors import ConfigError
 from vlastack.pretrained.lerobot.hub import hub_cache_dir, looks_like_hub_id
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
 
 class ByteTokenizer:
     """The LeRobot fixtures' byte-level tokenizer (see the module docstring)."""
@@ -79,7 +81,7 @@ def local_folder(name: str, base: Path) -> Path | None:
     """``name`` as a local folder: relative to ``base`` (the checkpoint folder) first, then as
     given; None when it is no existing folder."""
     p = Path(name).expanduser()
-    for cand in ([p] if p.is_absolute() else [base / p, p]):
+    for cand in [p] if p.is_absolute() else [base / p, p]:
         if cand.is_dir():
             return cand
     return None
@@ -93,27 +95,41 @@ def load_tokenizer(name: str, base: Path, *, what: str = "tokenizer") -> Any:
     except ImportError as exc:  # pragma: no cover - transformers is a dependency
         raise ConfigError(f"loading the {what} {name!r} needs transformers ({exc})") from None
     folder = local_folder(name, base)
-    if folder is not None:
-        try:
-            return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        except (OSError, ValueError, TypeError) as exc:
+    if folder is None:
+        if not looks_like_hub_id(name):
             raise ConfigError(
-                f"{what} {name!r} resolves to the folder {folder}, which holds no loadable "
-                f"tokenizer ({type(exc).__name__}: {exc}); put the tokenizer files "
-                "(tokenizer.json, tokenizer_config.json) there, or pass tokenizer= explicitly"
-            ) from None
-    if not looks_like_hub_id(name):
+                f"{what} {name!r} is neither a folder (looked in {base} and the working "
+                "directory) nor a hub id; point it at a tokenizer folder or pass tokenizer="
+            )
+        folder = cached_snapshot(name, what)
+    fix = (
+        "put the tokenizer files (tokenizer.json, tokenizer_config.json) there, or pass "
+        "tokenizer= explicitly"
+    )
+    if not any((folder / f).is_file() for f in TOKENIZER_FILES):
         raise ConfigError(
-            f"{what} {name!r} is neither a folder (looked in {base} and the working "
-            "directory) nor a hub id; point it at a tokenizer folder or pass tokenizer="
+            f"{what} {name!r} resolves to the folder {folder.resolve()}, which holds no tokenizer "
+            f"({' / '.join(TOKENIZER_FILES)}): {fix}"
         )
     try:
-        return AutoTokenizer.from_pretrained(
-            name, local_files_only=True, cache_dir=str(hub_cache_dir())
-        )
-    except (OSError, ValueError) as exc:
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError, TypeError) as exc:
+        why = " ".join(str(exc).split())
         raise ConfigError(
-            f"{what} {name!r} is not in the local Hugging Face cache ({hub_cache_dir()}; "
-            f"{type(exc).__name__}). vlastack reads tokenizers from local files only: "
-            + _download_hint(name)
+            f"{what} {name!r} resolves to the folder {folder.resolve()}, which holds no loadable "
+            f"tokenizer ({type(exc).__name__}: {why}): {fix}"
+        ) from None
+
+
+def cached_snapshot(name: str, what: str) -> Path:
+    """The local Hugging Face cache's snapshot folder of hub id ``name``; a ConfigError naming
+    ``what`` (the config field), the id and the download command when it is not cached."""
+    from vlastack.pretrained.lerobot.hub import resolve_hub_id
+
+    try:
+        return resolve_hub_id(name)
+    except ConfigError:
+        raise ConfigError(
+            f"{what} {name!r} is not in the local Hugging Face cache ({hub_cache_dir()}). "
+            "vlastack reads it from local files only: " + _download_hint(name)
         ) from None
