@@ -141,7 +141,7 @@ def test_resize_with_pad_range_and_state_padding(policy, golden, i):
     assert (state[:, 6:] == 0).all()
 
 
-def test_resize_with_pad_reads_width_then_height_and_pads_left(kind_dir):
+def test_resize_with_pad_reads_width_then_height_and_pads_left(kind_dir, policy, golden):
     img = torch.rand(1, 3, 48, 64)
     out = resize_with_pad(img, 128, 64)  # width 128, height 64: ratio 0.75 -> 64 x 85
     assert out.shape == (1, 3, 64, 128)
@@ -149,6 +149,16 @@ def test_resize_with_pad_reads_width_then_height_and_pads_left(kind_dir):
     cfg = json.loads((kind_dir / "pretrained_model" / "config.json").read_text())
     spec = SmolVLASpec.from_config({**cfg, "resize_imgs_with_padding": [128, 64]})
     assert spec.resize == (128, 64)  # config.json order: [width, height]
+    wide = LeRobotSmolVLAPolicy(
+        policy.network, spec, policy.processors, policy.tokenizer, policy.tokenizer_step
+    )
+    pre = {
+        k[len("obs0.preprocessed.") :]: v
+        for k, v in golden.items()
+        if k.startswith("obs0.preprocessed.")
+    }
+    images, _, _ = wide.prepare(pre)
+    assert images[0].shape == (1, 3, 64, 128) and (images[0][..., :43] == -1).all()
 
 
 # ---- (b) sample_actions from the recorded inputs and noise ----------------------------------
@@ -171,6 +181,18 @@ def test_normalized_and_final_chunk(policy, golden, meta, tolerance, i):
     assert err_norm <= tolerance["action_chunk_normalized"], err_norm
     err = max_abs(policy.postprocess(chunk), golden[f"obs{i}.action_chunk"])
     assert err <= tolerance["action_chunk (dataset units)"], err
+
+
+def test_a_batch_padded_to_its_longest_task_gives_each_golden_chunk(policy, golden, meta):
+    """obs0 and obs2 get 8 and 10 pad tokens in this batch: the pad mask must hide them (their
+    positions do not advance either), so each row is its own golden chunk."""
+    pre = policy.preprocess([observation(golden, meta, i) for i in OBS])
+    assert pre[TOKENS].shape == (3, 31)
+    noise = torch.cat([golden[f"obs{i}.noise"] for i in OBS])
+    chunk = policy.postprocess(policy.predict_normalized(pre, noise=noise))
+    for i in OBS:  # batched matmuls round differently: measured 7.6e-6 (values up to ~106)
+        err = max_abs(chunk[i : i + 1], golden[f"obs{i}.action_chunk"])
+        assert err <= 1e-5, (i, err)
 
 
 @pytest.fixture(scope="module")

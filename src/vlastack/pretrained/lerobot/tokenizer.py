@@ -113,7 +113,7 @@ def load_tokenizer(name: str, base: Path, *, what: str = "tokenizer") -> Any:
         )
     try:
         return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    except (OSError, ValueError, TypeError) as exc:
+    except (OSError, ValueError, TypeError, KeyError) as exc:  # a broken tokenizer.json
         why = " ".join(str(exc).split())
         raise ConfigError(
             f"{what} {name!r} resolves to the folder {folder.resolve()}, which holds no loadable "
