@@ -243,8 +243,13 @@ def test_infer_contract(policy, golden, meta):
     assert (m["format"], m["action_horizon"], m["execute_horizon"]) == ("lerobot_smolvla", 10, 10)
     assert m["cameras"] == ["observation.images.top", "observation.images.wrist"]
     assert m["language"] is True and "task" in m["observation_keys"]
-    with pytest.raises(ConfigError, match="'task'"):
-        policy.infer(raw_obs(golden, 0))
+    policy.reset()
+    none = policy.infer(raw_obs(golden, 0))["actions"]  # no task: "" as lerobot_eval sends
+    policy.reset()
+    np.testing.assert_array_equal(policy.infer({**raw_obs(golden, 0), "task": ""})["actions"], none)
+    assert policy.tokenize([""])[0].tolist() == [[2, 3 + ord("\n")]]
+    with pytest.raises(ConfigError, match="'task' must be the instruction as a string"):
+        policy.infer({**raw_obs(golden, 0), "task": 3})
 
 
 # ---- every key, the full-size model, the unused keys -----------------------------------------
@@ -394,5 +399,5 @@ def test_inspect_explains_the_language_input(kind_dir, capsys):
     assert info["client"]["send"]["task"].startswith("str")
     assert main(["inspect", str(folder)]) == 0
     out = capsys.readouterr().out
-    assert "task: str, required; a trailing newline is added" in out
+    assert "task: str ('' when absent, as lerobot_eval sends); a trailing newline is added" in out
     assert "model.vlm_with_expert.lm_expert 182,704" in out

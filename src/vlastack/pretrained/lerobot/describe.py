@@ -209,7 +209,7 @@ def format_text(info: dict[str, Any]) -> str:
         lines += _fmt_stats(v["stats"], "      ")
     lang = info.get("language")
     if lang:
-        lines.append(f"    task: str, required; {lang['summary']}")
+        lines.append(f"    task: str ('' when absent, as lerobot_eval sends); {lang['summary']}")
     else:
         lines.append("    task: ignored (no language input)")
     lines.append("  OUTPUTS")

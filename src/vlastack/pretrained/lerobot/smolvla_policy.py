@@ -6,7 +6,8 @@ tests compare each with the golden tensors):
 
 1. ``preprocess``: the cameras and the state found under LeRobot's keys or any client spelling
    (``policy.preprocess_observations``; uint8 frames / 255, CHW), the state normalized by the
-   ``normalizer_processor`` step; the task (``task`` or ``prompt``) gets a trailing ``\\n``
+   ``normalizer_processor`` step; the task (``task`` or ``prompt``; ``""`` when absent, as
+   ``lerobot_eval`` sends for task-less environments) gets a trailing ``\\n``
    (``smolvla_new_line_processor``) and is tokenized as ``tokenizer_processor`` says
    (``max_length``, ``padding`` 'longest' or 'max_length', ``padding_side``, truncation) into
    ``observation.language.tokens`` / ``.attention_mask``.
@@ -206,18 +207,21 @@ def language_facts(path: Path, cfg: Mapping[str, Any]) -> tuple[Processors, dict
 
 def task_text(obs: Mapping[str, Any], key: str = TASK_KEY) -> str:
     """The instruction of one observation (``task`` or ``prompt``: str, bytes or a one-element
-    array); a missing one is an error (SmolVLA's actions depend on it)."""
+    array). Absent: ``""``, what LeRobot 0.6.1's ``lerobot_eval`` sends for an environment with
+    no task description (``observation["task"] = [""] * env.num_envs``); the newline step then
+    makes it ``"\\n"``."""
     value = find_key(obs, list(dict.fromkeys([key, TASK_KEY, "prompt"])))
     if value is None:
-        raise ConfigError(
-            f"observation has no {key!r} (nor 'prompt'): this LeRobot SmolVLA checkpoint is "
-            "language-conditioned; send the instruction as a string"
-        )
+        return ""
     if isinstance(value, np.ndarray):
         value = value.item() if value.size == 1 else str(value)
     if isinstance(value, bytes):
         value = value.decode()
-    return str(value)
+    if not isinstance(value, str):
+        raise ConfigError(
+            f"observation {key!r} must be the instruction as a string, got {type(value).__name__}"
+        )
+    return value
 
 
 class LeRobotSmolVLAPolicy:
