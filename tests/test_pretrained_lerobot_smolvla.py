@@ -252,6 +252,30 @@ def test_infer_contract(policy, golden, meta):
         policy.infer({**raw_obs(golden, 0), "task": 3})
 
 
+def test_a_lerobot_pre_0_4_folder_gives_the_same_chunks(
+    kind_dir, golden, meta, tolerance, tmp_path
+):
+    """Stats as buffers in model.safetensors, no processor files (tests/test_pretrained_lerobot_
+    legacy.py's derivation): the tokenizer step is what LeRobot's migration builds from the
+    config (make_smolvla_pre_post_processors: vlm_model_name, pad_language_to, right, 48)."""
+    from test_pretrained_lerobot_legacy import make_legacy
+
+    from vlastack.pretrained.lerobot.smolvla_policy import TokenizerStep
+
+    torch.set_num_threads(1)
+    shutil.copytree(kind_dir / "smolvlm2_tiny_config", tmp_path / "smolvlm2_tiny_config")
+    old = make_legacy(kind_dir / "pretrained_model", tmp_path / "pretrained_model")
+    assert not (old / "policy_preprocessor.json").exists()
+    assert detect_policy_format(old).name == "lerobot_smolvla"
+    p = load_lerobot_smolvla(old, device="cpu", tokenizer=ByteTokenizer())
+    assert p.tokenizer_step == TokenizerStep("../smolvlm2_tiny_config", 48, "longest") and p.newline
+    for i in OBS:
+        pre = p.preprocess([observation(golden, meta, i)])
+        chunk = p.postprocess(p.predict_normalized(pre, noise=golden[f"obs{i}.noise"]))
+        err = max_abs(chunk, golden[f"obs{i}.action_chunk"])
+        assert err <= tolerance["action_chunk (dataset units)"], (i, err)
+
+
 # ---- every key, the full-size model, the unused keys -----------------------------------------
 def test_every_checkpoint_key_is_consumed_with_its_shape(policy, kind_dir, meta):
     with safe_open(str(kind_dir / "pretrained_model" / "model.safetensors"), "pt") as f:
