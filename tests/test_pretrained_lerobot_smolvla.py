@@ -259,7 +259,6 @@ def test_a_lerobot_pre_0_4_folder_gives_the_same_chunks(
     legacy.py's derivation): the tokenizer step is what LeRobot's migration builds from the
     config (make_smolvla_pre_post_processors: vlm_model_name, pad_language_to, right, 48)."""
     from test_pretrained_lerobot_legacy import make_legacy
-
     from vlastack.pretrained.lerobot.smolvla_policy import TokenizerStep
 
     torch.set_num_threads(1)
