@@ -15,7 +15,7 @@ Inference (``SmolVLAModel.sample_actions``), as LeRobot:
 
 * prefix = per camera the image tokens (vision tower + connector, times ``sqrt(width)``), then the
   language embeddings (times ``sqrt(width)``), then ``state_proj(state)`` as one token; block
-  starts 0 for images and language, 1 for the state (``flow.attention_2d``); positions
+  starts 0 for images and language, 1 for the state (``attention_2d``); positions
   ``cumsum(pad) - 1``.
 * prefill: every VLM layer runs self-attention over the prefix; its post-RoPE K/V are kept.
   Only ``input_layernorm``, ``k_proj`` and ``v_proj`` of the last layer matter, so the rest of it
@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlastack.errors import ConfigError
-from vlastack.pretrained.lerobot.flow import attention_2d, euler_sample, sinusoidal_time_embedding
+from vlastack.pretrained.lerobot.flow import euler_sample, sinusoidal_time_embedding
 from vlastack.pretrained.lerobot.folder import read_features
 from vlastack.pretrained.lerobot.smolvlm import SmolVLM, decoder_layer, rms_norm
 
@@ -170,6 +170,16 @@ class SmolVLASpec:
     def cameras(self) -> tuple[str, ...]:
         """The cameras a client sends (empty cameras are filled in by the policy)."""
         return tuple(k for k in self.image_keys if not k.startswith(EMPTY_CAMERA))
+
+
+def attention_2d(pad: torch.Tensor, ar: torch.Tensor) -> torch.Tensor:
+    """(B, N) bool pad mask and (B, N) block starts -> (B, N, N) bool 'query may see key':
+    both real and ``cumsum(ar)[key] <= cumsum(ar)[query]`` (LeRobot's ``make_att_2d_masks``,
+    big_vision's rule: ``ar = 0`` joins the previous block, ``ar = 1`` starts one that earlier
+    tokens cannot see)."""
+    cumsum = torch.cumsum(ar, dim=1)
+    blocks = cumsum[:, None, :] <= cumsum[:, :, None]
+    return blocks & (pad[:, None, :] * pad[:, :, None])
 
 
 def expert_intermediate_size(width: int, multiplier: int = 4, multiple_of: int = 256) -> int:
