@@ -173,3 +173,52 @@ def test_eval_runs_a_smolvla_folder_in_pusht(root, tmp_path, capsys):
     rec = json.loads((out / "episodes.jsonl").read_text().splitlines()[0])
     assert rec["status"] in ("success", "failure") and rec["steps"] == 10
     assert rec["num_chunks"] == 2  # 10 steps / n_action_steps 5
+
+
+# ---- a hub id whose VLM is a hub id too, both from the local Hugging Face cache -------------
+def _cache_repo(cache: Path, repo_id: str, files: dict[str, Path]) -> None:
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    snap = repo / "snapshots" / "0123456789abcdef0123456789abcdef01234567"
+    snap.mkdir(parents=True)
+    for name, src in files.items():
+        shutil.copyfile(src, snap / name)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(snap.name)
+
+
+def test_hub_ids_for_the_policy_and_its_vlm_from_the_local_cache(
+    root, kind_dir, tmp_path, monkeypatch, capsys
+):
+    """As ``lerobot/smolvla_base`` is used: config.json names the VLM by hub id, and that repo
+    in the cache gives the architecture config and the tokenizer."""
+    from vlastack.evaluation.rollout import load_policy
+
+    policy_src = tmp_path / "policy"
+    shutil.copytree(root / "pretrained_model", policy_src)
+    cfg = json.loads((policy_src / "config.json").read_text())
+    cfg["vlm_model_name"] = "someone/tiny-smolvlm"
+    (policy_src / "config.json").write_text(json.dumps(cfg))
+    pre = json.loads((policy_src / "policy_preprocessor.json").read_text())
+    for step in pre["steps"]:
+        if step["registry_name"] == "tokenizer_processor":
+            step["config"]["tokenizer_name"] = "someone/tiny-smolvlm"
+    (policy_src / "policy_preprocessor.json").write_text(json.dumps(pre))
+    cache = tmp_path / "hf_cache"
+    _cache_repo(cache, "lerobot/smolvla_tiny", {p.name: p for p in policy_src.iterdir()})
+    vlm = root / "smolvlm2_tiny_config"
+    _cache_repo(cache, "someone/tiny-smolvlm", {p.name: p for p in vlm.iterdir()})
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.chdir(tmp_path)
+
+    torch.set_num_threads(1)
+    golden = G.golden(kind_dir)
+    policy = load_policy("lerobot/smolvla_tiny")
+    assert type(policy).__name__ == "LeRobotSmolVLAPolicy"
+    assert "local Hugging Face cache" in policy.metadata["vlm_config_source"]
+    pre_t = policy.preprocess([{**raw_obs(golden, 0), "task": "pick up the red block"}])
+    chunk = policy.postprocess(policy.predict_normalized(pre_t, noise=golden["obs0.noise"]))
+    err = G.max_abs(chunk, golden["obs0.action_chunk"])
+    assert err <= G.tolerance(kind_dir)["action_chunk (dataset units)"], err
+    assert main(["inspect", "lerobot/smolvla_tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "tokenized by 'someone/tiny-smolvlm' (local Hugging Face cache" in out
