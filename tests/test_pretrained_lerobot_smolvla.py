@@ -149,6 +149,20 @@ def test_resize_with_pad_reads_width_then_height_and_pads_left(kind_dir, policy,
     cfg = json.loads((kind_dir / "pretrained_model" / "config.json").read_text())
     spec = SmolVLASpec.from_config({**cfg, "resize_imgs_with_padding": [128, 64]})
     assert spec.resize == (128, 64)  # config.json order: [width, height]
+    feats = {**cfg["input_features"]}
+    feats["observation.images.wrist"] = {"type": "VISUAL", "shape": [3, 24, 32]}
+    mixed = LeRobotSmolVLAPolicy(
+        policy.network,
+        SmolVLASpec.from_config({**cfg, "input_features": feats}),
+        policy.processors,
+        policy.tokenizer,
+        policy.tokenizer_step,
+    )  # cameras of different sizes, each its own
+    assert mixed.input_shapes["observation.images.wrist"] == (3, 24, 32)
+    assert mixed.input_shapes["observation.images.top"] == (3, 48, 64)
+    obs = {**raw_obs(golden, 0), "task": "x"}
+    obs["observation.images.wrist"] = obs["observation.images.wrist"][::2, ::2]
+    assert mixed.infer(obs)["actions"].shape == (10, 6)
     wide = LeRobotSmolVLAPolicy(
         policy.network, spec, policy.processors, policy.tokenizer, policy.tokenizer_step
     )

@@ -62,7 +62,7 @@ class SmolVLASpec:
     """What config.json fixes about the SmolVLA network and its pre/post-processing."""
 
     image_keys: tuple[str, ...]  # VISUAL features in config order (empty cameras included)
-    image_shape: tuple[int, ...]
+    image_shapes: tuple[tuple[int, ...], ...]  # (C, H, W) per image key: cameras may differ
     state_key: str
     state_dim: int
     action_key: str
@@ -130,7 +130,7 @@ class SmolVLASpec:
             )
         spec = cls(
             image_keys=tuple(f.key for f in images),
-            image_shape=images[0].shape,
+            image_shapes=tuple(tuple(f.shape) for f in images),
             state_key=states[0].key,
             state_dim=int(states[0].shape[0]),
             action_key=actions[0].key,

@@ -263,7 +263,8 @@ class LeRobotSmolVLAPolicy:
     @property
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
         s = self.spec
-        shapes = {k: tuple(s.image_shape) for k in s.cameras}
+        by_key = dict(zip(s.image_keys, s.image_shapes, strict=True))
+        shapes = {k: by_key[k] for k in s.cameras}
         shapes[s.state_key] = (s.state_dim,)
         return shapes
 
@@ -280,7 +281,7 @@ class LeRobotSmolVLAPolicy:
             "action_dim": s.action_dim,
             "state_dim": s.state_dim,
             "cameras": list(s.cameras),
-            "image_size": list(s.image_shape[1:]),
+            "image_size": list(self.input_shapes[s.cameras[0]][1:]),
             "observation_keys": [*self.input_shapes, TASK_KEY],
             "language": True,
             "flow_steps": s.num_steps,
