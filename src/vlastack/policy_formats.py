@@ -10,11 +10,11 @@ checkpoint (``Policy.from_checkpoint``), which stays the default; ``vlastack ser
 a hub id (``lerobot/xxx``) found in the local Hugging Face cache (``resolve_checkpoint_arg``).
 
 This module imports only the registry (and the torch-free folder reader of the built-in
-formats), so evaluation, serving and the CLI can all use it. Built in: ``lerobot_act`` and
-``lerobot_diffusion``, LeRobot ACT / Diffusion Policy ``pretrained_model`` folders
-(``vlastack.pretrained.lerobot``), whose torch code is imported only when such a folder loads,
-and ``lerobot_finetuned``, the checkpoints ``vlastack train --init-from`` writes for them
-(``pretrained.lerobot.finetune``).
+formats), so evaluation, serving and the CLI can all use it. Built in: ``lerobot_act``,
+``lerobot_diffusion`` and ``lerobot_smolvla``, LeRobot ACT / Diffusion Policy / SmolVLA
+``pretrained_model`` folders (``vlastack.pretrained.lerobot``), whose torch code is imported
+only when such a folder loads, and ``lerobot_finetuned``, the checkpoints
+``vlastack train --init-from`` writes for them (``pretrained.lerobot.finetune``).
 """
 
 from __future__ import annotations
@@ -173,6 +173,28 @@ register_policy_format(
     "a LeRobot ACT / Diffusion Policy fine-tuned by `vlastack train --init-from` (a vlastack "
     "checkpoint folder whose config.json has format 'lerobot_finetuned')",
     _describe_lerobot_finetuned,
+)
+
+
+def _is_lerobot_smolvla(path: Path) -> bool:
+    from vlastack.pretrained.lerobot.folder import is_lerobot_folder
+
+    return is_lerobot_folder(path, "smolvla")
+
+
+def _load_lerobot_smolvla(path: Path, **kw: Any) -> Any:
+    from vlastack.pretrained.lerobot.smolvla_policy import load_lerobot_smolvla
+
+    return load_lerobot_smolvla(path, **kw)
+
+
+register_policy_format(
+    "lerobot_smolvla",
+    _is_lerobot_smolvla,
+    _load_lerobot_smolvla,
+    "LeRobot SmolVLA pretrained_model folder (config.json type 'smolvla', model.safetensors, "
+    "policy_preprocessor.json; VLM config and tokenizer from a local folder or the HF cache)",
+    _lerobot_describer("smolvla", "lerobot_smolvla"),
 )
 
 

@@ -43,13 +43,26 @@ SHAPING_FIELDS: dict[str, tuple[str, ...]] = {
         "use_group_norm",
         "spatial_softmax_num_keypoints",
     ),
+    "smolvla": (
+        "vlm_model_name",
+        "num_vlm_layers",
+        "num_expert_layers",
+        "attention_mode",
+        "self_attn_every_n_layers",
+        "expert_width_multiplier",
+        "num_steps",
+        "resize_imgs_with_padding",
+        "max_state_dim",
+        "max_action_dim",
+        "empty_cameras",
+    ),
 }
 
 
 def horizons(policy_type: str, cfg: dict[str, Any]) -> dict[str, Any]:
     """Chunk length ``infer`` returns, how many of them to execute, observations stacked."""
     n_action = int(cfg.get("n_action_steps") or 1)
-    if policy_type == "act":
+    if policy_type in ("act", "smolvla"):
         chunk = int(cfg.get("chunk_size") or n_action)
     else:  # diffusion: LeRobot's predict_action_chunk returns n_action_steps actions
         chunk = n_action
@@ -63,6 +76,8 @@ def horizons(policy_type: str, cfg: dict[str, Any]) -> dict[str, Any]:
 def _module_group(key: str) -> str:
     """LeRobot keys nest one level deeper (``model.backbone.*``, ``diffusion.unet.*``)."""
     parts = key.split(".")
+    if parts[:2] == ["model", "vlm_with_expert"]:  # smolvla: the VLM apart from the expert
+        return ".".join(parts[:3])
     return ".".join(parts[:2]) if parts[0] == "model" or len(parts) > 2 else parts[0]
 
 
@@ -97,7 +112,13 @@ def describe_folder(path: str | Path, policy_type: str, format_name: str) -> dic
     cfg = lf.read_config(p, policy_type)
     inputs = lf.read_features(cfg, "input_features")
     outputs = lf.read_features(cfg, "output_features")
-    procs = read_processors(p, cfg)
+    language: dict[str, Any] | None = None
+    if policy_type == "smolvla":  # language-conditioned: the tokenizer step too
+        from vlastack.pretrained.lerobot.smolvla_policy import language_facts
+
+        procs, language = language_facts(p, cfg)
+    else:
+        procs = read_processors(p, cfg)
     rename = {v: k for k, v in procs.rename_map.items()}
     hz = horizons(policy_type, cfg)
     cameras: list[dict[str, Any]] = []
@@ -130,6 +151,8 @@ def describe_folder(path: str | Path, policy_type: str, format_name: str) -> dic
         send[c["key"]] = f"uint8 ({h}, {w}, {ch}) HWC or ({ch}, {h}, {w}) CHW, or float in [0, 1]"
     for v in vectors:
         send[v["key"]] = f"float ({v['shape'][0]},)"
+    if language is not None:
+        send["task"] = "str, the instruction"
     action_dim = actions[0]["shape"][0] if actions else 0
     return {
         "path": str(p),
@@ -144,11 +167,15 @@ def describe_folder(path: str | Path, policy_type: str, format_name: str) -> dic
         "rename_map": procs.rename_map,
         "embodiment": embodiment_spec(p, cfg, inputs, outputs, policy_type),
         "parameters": _weights(p / lf.WEIGHTS),
+        "language": language,
         "client": {
             "serve": f"vlastack serve {p}",
             "send": send,
-            "also_accepted": {k: spellings(k, k in {c["key"] for c in cameras})[1:] for k in send},
-            "ignored": "task / prompt (this policy has no language input)",
+            "also_accepted": {
+                k: ["prompt"] if k == "task" else spellings(k, k in {c["key"] for c in cameras})[1:]
+                for k in send
+            },
+            "ignored": "" if language else "task / prompt (this policy has no language input)",
             "reply": {"actions": f"float32 ({hz['chunk_length']}, {action_dim}) dataset units"},
             "metadata": [
                 "policy",
@@ -209,7 +236,11 @@ def format_text(info: dict[str, Any]) -> str:
             f"{v['normalization']}"
         )
         lines += _fmt_stats(v["stats"], "      ")
-    lines.append("    task: ignored (no language input)")
+    lang = info.get("language")
+    if lang:
+        lines.append(f"    task: str ('' when absent, as lerobot_eval sends); {lang['summary']}")
+    else:
+        lines.append("    task: ignored (no language input)")
     lines.append("  OUTPUTS")
     for a in info["actions"]:
         lines.append(
@@ -231,7 +262,8 @@ def format_text(info: dict[str, Any]) -> str:
     for k, v in cl["send"].items():
         alias = " / ".join(repr(a) for a in cl["also_accepted"].get(k, []))
         lines.append(f"      {k!r}: {v}" + (f"  (or {alias})" if alias else ""))
-    lines.append(f"      {cl['ignored']}")
+    if cl["ignored"]:
+        lines.append(f"      {cl['ignored']}")
     lines.append("    reply: {" + ", ".join(f"{k!r}: {v}" for k, v in cl["reply"].items()) + "}")
     lines.append("    metadata frame on connect: " + ", ".join(cl["metadata"]))
     return "\n".join(lines)

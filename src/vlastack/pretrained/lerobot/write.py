@@ -1,5 +1,5 @@
-"""Writing an imported LeRobot ACT / Diffusion Policy back as a LeRobot 0.6.1 ``pretrained_model``
-folder (``vlastack export lerobot CKPT --out DIR``).
+"""Writing an imported LeRobot ACT / Diffusion Policy / SmolVLA back as a LeRobot 0.6.1
+``pretrained_model`` folder (``vlastack export lerobot CKPT --out DIR``).
 
 What is written, from the policy object as it is now (so a fine-tuned policy exports its new
 weights and stats; no file of the source folder is copied):
@@ -43,7 +43,7 @@ from vlastack.errors import ConfigError
 from vlastack.pretrained.lerobot import folder as lf
 from vlastack.pretrained.lerobot.normalize import FeatureNormalizer
 
-FORMATS = ("lerobot_act", "lerobot_diffusion", "lerobot_finetuned")
+FORMATS = ("lerobot_act", "lerobot_diffusion", "lerobot_smolvla", "lerobot_finetuned")
 
 
 def _parts(policy: Any) -> tuple[torch.nn.Module, Any, Any, lf.FolderJSON]:
@@ -51,16 +51,17 @@ def _parts(policy: Any) -> tuple[torch.nn.Module, Any, Any, lf.FolderJSON]:
     policy."""
     from vlastack.pretrained.lerobot.diffusion_policy import LeRobotDiffusionPolicy
     from vlastack.pretrained.lerobot.policy import LeRobotACTPolicy
+    from vlastack.pretrained.lerobot.smolvla_policy import LeRobotSmolVLAPolicy
 
     if isinstance(policy, LeRobotACTPolicy):
         norm, unnorm = policy.normalizer, policy.unnormalizer
-    elif isinstance(policy, LeRobotDiffusionPolicy):
+    elif isinstance(policy, (LeRobotDiffusionPolicy, LeRobotSmolVLAPolicy)):
         norm, unnorm = policy.processors.normalizer, policy.processors.unnormalizer
     else:
         raise ConfigError(
-            f"{type(policy).__name__} is not an imported LeRobot policy; only LeRobot ACT and "
-            "Diffusion Policy checkpoints loaded by vlastack can be written back as LeRobot "
-            "pretrained_model folders"
+            f"{type(policy).__name__} is not an imported LeRobot policy; only LeRobot ACT, "
+            "Diffusion Policy and SmolVLA checkpoints loaded by vlastack can be written back as "
+            "LeRobot pretrained_model folders"
         )
     src = policy.folder_json
     if src is None or src.preprocessor is None:
@@ -170,7 +171,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, force: bool = 
         else:
             kind = "no checkpoint folder (no model.safetensors)"
         raise ConfigError(
-            f"{path} is {kind}; only imported LeRobot policies (ACT or Diffusion Policy "
+            f"{path} is {kind}; only imported LeRobot policies (ACT, Diffusion Policy or SmolVLA "
             "pretrained_model folders) can be exported with `vlastack export lerobot`"
         )
     _check_out(Path(out), force)  # before loading the weights
