@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file
 
 from training_toy import toy_parts
+from vlastack.checkpoints import load_checkpoint
 from vlastack.training.checkpoint import set_pointer
 from vlastack.training.config import TrainConfig, apply_overrides
 from vlastack.training.loop import train
@@ -35,6 +36,9 @@ TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or sh
 )
 ARGS = ["--steps=6", "--batch_size=8", "--lr=1e-2", "--warmup_steps=1", "--val_batches=1"]
 needs_torchrun = pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not on PATH")
+# Each case starts 4-6 interpreters that import torch (~15-25 s on the 2-core CI box): the FSDP2
+# cases (sharded parameters, re-sliced on resume) run by default, DDP with `make test-slow`.
+SLOW_DDP = pytest.mark.slow
 
 
 def free_port() -> int:
@@ -51,7 +55,9 @@ def env() -> dict[str, str]:
 
 def one_process(out: Path, *extra: str) -> Path:
     """The toy trained in this process (no process group), its last checkpoint."""
-    cfg = apply_overrides(TrainConfig(log="none", progress=False), [*ARGS, *extra, f"--out_dir={out}"])
+    cfg = apply_overrides(
+        TrainConfig(log="none", progress=False), [*ARGS, *extra, f"--out_dir={out}"]
+    )
     res = train(cfg, lambda c: toy_parts(loss_noise=0.0))
     assert res.last_checkpoint is not None
     return res.last_checkpoint
@@ -83,7 +89,7 @@ def assert_same_weights(a_dir: Path, b_dir: Path) -> float:
 
 
 @needs_torchrun
-@pytest.mark.parametrize("mode", ["fsdp", "ddp"])
+@pytest.mark.parametrize("mode", ["fsdp", pytest.param("ddp", marks=SLOW_DDP)])
 def test_two_nodes_of_two_match_one_process(tmp_path: Path, mode: str) -> None:
     """Two torchrun agents (``--nnodes 2 --nproc_per_node 2``) meet at a c10d rendezvous on
     127.0.0.1, as two machines would at the first node's address: 4 ranks x 2 samples."""
@@ -101,8 +107,14 @@ def test_two_nodes_of_two_match_one_process(tmp_path: Path, mode: str) -> None:
     out = tmp_path / "two_nodes"  # one folder, as on a filesystem both nodes mount
     nodes = [
         subprocess.Popen(
-            [*common, f"--node_rank={i}", str(TOY), *ARGS, f"--distributed={mode}",
-             f"--out_dir={out}"],
+            [
+                *common,
+                f"--node_rank={i}",
+                str(TOY),
+                *ARGS,
+                f"--distributed={mode}",
+                f"--out_dir={out}",
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -129,7 +141,7 @@ def test_two_nodes_of_two_match_one_process(tmp_path: Path, mode: str) -> None:
 
 
 @needs_torchrun
-@pytest.mark.parametrize("mode", ["fsdp", "ddp"])
+@pytest.mark.parametrize("mode", ["fsdp", pytest.param("ddp", marks=SLOW_DDP)])
 def test_sharded_checkpoint_of_4_ranks_resumes_on_2_and_on_1(tmp_path: Path, mode: str) -> None:
     """A 4-rank run saves sharded checkpoints at steps 3 and 6. Its step-3 checkpoint (exactly
     what a run stopped after step 3 leaves: the save happens before step 4) resumes on 2 ranks
@@ -148,11 +160,12 @@ def test_sharded_checkpoint_of_4_ranks_resumes_on_2_and_on_1(tmp_path: Path, mod
         set_pointer(run / "checkpoints", "last", "step_000003")
         return run
 
-    two = standalone(
-        2, stopped_at_3("two"), *sharded, f"--distributed={mode}", "--resume=true"
-    )
+    two = standalone(2, stopped_at_3("two"), *sharded, f"--distributed={mode}", "--resume=true")
     one = one_process(stopped_at_3("one"), *sharded, "--distributed=none", "--resume=true")
     reference = one_process(tmp_path / "uninterrupted")
     assert four["step"] == two["step"] == 6 and one.name == "step_000006"
     for got in (Path(four["last"]), Path(two["last"]), one):
         assert_same_weights(reference, got)
+    # consolidated on save: eval/serve/export read the 4-rank run's weights like any checkpoint
+    ck = load_checkpoint(Path(four["last"]))
+    assert ck.weights.keys() == load_file(str(reference / "model.safetensors")).keys()

@@ -16,6 +16,9 @@ Every rank writes into the same folder, so ``--out_dir`` must be on a filesystem
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +68,8 @@ def save_training_state(folder: Path, net: nn.Module, optimizer: torch.optim.Opt
     """Every rank writes its part of the model and optimizer state to ``folder/dcp``."""
     import torch.distributed.checkpoint as dcp
 
-    dcp.save(_training_state(net, optimizer), checkpoint_id=str(folder / DCP_DIR))
+    with _quiet_single_process():
+        dcp.save(_training_state(net, optimizer), checkpoint_id=str(folder / DCP_DIR))
 
 
 def load_training_state(folder: Path, net: nn.Module, optimizer: torch.optim.Optimizer) -> None:
@@ -75,11 +79,18 @@ def load_training_state(folder: Path, net: nn.Module, optimizer: torch.optim.Opt
     from torch.distributed.checkpoint.state_dict import set_state_dict
 
     state = _training_state(net, optimizer)
-    dcp.load(state, checkpoint_id=str(folder / DCP_DIR))
-    set_state_dict(
-        net, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
-    )
+    with _quiet_single_process():
+        dcp.load(state, checkpoint_id=str(folder / DCP_DIR))
+    set_state_dict(net, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
 
 
 def is_sharded(folder: Path) -> bool:
     return (folder / DCP_DIR / ".metadata").is_file()
+
+
+@contextmanager
+def _quiet_single_process() -> Iterator[None]:
+    # Without a process group DCP warns that it assumes one process: that is the intent here.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
