@@ -22,7 +22,7 @@ from vlastack.errors import ConfigError
 
 Precision = Literal["fp32", "bf16"]
 LogBackend = Literal["tensorboard", "wandb", "none"]
-DistributedMode = Literal["auto", "none", "ddp", "fsdp"]
+DistributedMode = Literal["auto", "none", "ddp", "fsdp", "hsdp"]
 CheckpointFormat = Literal["auto", "full", "sharded"]
 Schedule = Literal["cosine", "constant"]
 
