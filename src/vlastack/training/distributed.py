@@ -65,15 +65,6 @@ def init_distributed(mode: str, device_name: str = "auto") -> DistInfo:
                 f"launched with WORLD_SIZE={world} but distributed='none'; use ddp or fsdp"
             )
         return DistInfo(device=device)
-    if world == 1 and not dist.is_initialized():
-        # A single process asked for ddp/fsdp: run as a world of one (useful for testing).
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(29500 + os.getpid() % 1000))
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    if not dist.is_initialized():
-        dist.init_process_group(backend=backend, rank=rank, world_size=world)
     replicas = 1
     if mode == "hsdp":
         per_node = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
@@ -83,6 +74,15 @@ def init_distributed(mode: str, device_name: str = "auto") -> DistInfo:
                 f"{per_node}; start the same --nproc_per_node on every node"
             )
         replicas = world // per_node
+    if world == 1 and not dist.is_initialized():
+        # A single process asked for ddp/fsdp: run as a world of one (useful for testing).
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(29500 + os.getpid() % 1000))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend, rank=rank, world_size=world)
     mode_out = "fsdp" if mode in ("fsdp", "hsdp") else "ddp"
     return DistInfo(rank, world, local_rank, mode_out, device, replicas)
 

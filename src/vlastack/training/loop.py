@@ -10,6 +10,7 @@ validation, ``sample_actions(batch) -> (B, H, A)``.
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import random
@@ -86,6 +87,10 @@ def train(
     finally:
         restore_handlers(previous)
         torch.set_num_threads(threads_before)
+        # FSDP2's module state holds its process groups in reference cycles: collected now, the
+        # groups are freed while the interpreter is whole, not in its teardown (where a gloo
+        # group's worker threads can abort the process after a finished run).
+        gc.collect()
 
 
 def _train(
