@@ -9,8 +9,8 @@ all-reduce / reduce-scatter averages 4 or 2 partial gradient means instead of on
 parameters agree to float32 rounding, not bitwise: asserted rtol 1e-5, atol 1e-6; measured
 (2026-12-07, torch 2.13 CPU) max |dw| = 5.96e-8 in all nine comparisons (fsdp/ddp/hsdp on
 2 nodes x 2 vs 1 process; fsdp/ddp 4, 4 -> 2 and 4 -> 1 ranks vs 1 uninterrupted), i.e. one float32
-ulp of weights of magnitude ~0.5. Without the gradient averaging across ranks the weights
-differ by far more than that (test_training_distributed pins the all-reduce on a real recipe).
+ulp of weights of magnitude ~0.5, while steps 4-6 move every tensor by 7e-3 to 1.1e-2 (max
+element), so a resume that lost the optimizer state, the schedule or the data position fails.
 """
 
 from __future__ import annotations
