@@ -62,7 +62,7 @@ def init_distributed(mode: str, device_name: str = "auto") -> DistInfo:
     if mode == "none" or (mode == "auto" and world == 1):
         if world > 1:
             raise ConfigError(
-                f"launched with WORLD_SIZE={world} but distributed='none'; use ddp or fsdp"
+                f"launched with WORLD_SIZE={world} but distributed='none'; use ddp, fsdp or hsdp"
             )
         return DistInfo(device=device)
     replicas = 1
