@@ -25,7 +25,8 @@ ARGS = ["--steps=3", "--batch_size=8", "--lr=1e-2", "--warmup_steps=1", "--val_b
 
 
 def run(cmd: list[str], out: Path) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(TOY.parent), "OMP_NUM_THREADS": "1"}
+    path = os.pathsep.join(filter(None, [str(TOY.parent), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         cmd + [f"--out_dir={out}"], capture_output=True, text=True, env=env, timeout=240
     )

@@ -22,6 +22,10 @@ EPILOG = """examples:
   vlastack train smolvla --data data/libero --freeze=vision --lora.rank=8 --precision=bf16
   vlastack train act --data data/aloha --resume --out_dir=runs/act
   torchrun --nproc_per_node 2 -m vlastack.train cpu_default --data data/pusht --distributed=ddp
+  torchrun --nnodes 2 --nproc_per_node 8 --rdzv-backend c10d --rdzv-endpoint HEAD:29400 \
+      --rdzv-id RUN -m vlastack.train pi0 --data /shared/pusht --distributed=fsdp --resume
+      (on every node; --distributed=hsdp shards within a node and replicates across nodes;
+      fsdp/hsdp write sharded checkpoints that resume on any number of ranks)
 
 fine-tune an imported policy (LeRobot ACT / Diffusion Policy pretrained_model folder or cached id):
   vlastack train --init-from ckpts/act/pretrained_model --data data/mine --steps=2000

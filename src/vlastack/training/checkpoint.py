@@ -8,6 +8,9 @@ Layout of ``<run>/checkpoints/step_000100/``::
     embodiment.json         EmbodimentSpec
     format_version          a single integer
     optimizer.safetensors   optimizer state tensors; its structure as JSON in the file metadata
+    dcp/                    instead of optimizer.safetensors in a sharded checkpoint: model and
+                            optimizer state written by every rank (torch.distributed.checkpoint,
+                            training/sharded.py), loadable on any number of ranks
     trainer_state.json      step, epoch, sampler position, scheduler, RNG states, flags
     train_weights.safetensors / ema.safetensors   (resume only, when EMA or LoRA is on)
 
@@ -60,6 +63,8 @@ from vlastack.checkpoints import (
 )
 from vlastack.embodiment import EmbodimentSpec
 from vlastack.errors import DataError
+
+DCP_DIR = "dcp"  # a sharded checkpoint's torch.distributed.checkpoint folder
 
 # ---- pickle-free (de)serialisation of nested state dicts ---------------------------------------
 
@@ -202,17 +207,29 @@ class ResumeState:
     """What is needed, beyond the deployable weights, to continue a run exactly."""
 
     step: int
-    optimizer: dict[str, Any]
+    optimizer: dict[str, Any] | None  # None when sharded: the state is in dcp/
     scheduler: dict[str, Any]
-    rng: dict[str, Any]
+    rng: Any  # one rank's RNG state, or a list of every rank's (rank order)
     sampler: dict[str, int]
     train_weights: dict[str, torch.Tensor] | None = None  # raw weights when they differ
     ema: dict[str, torch.Tensor] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # best metric, elapsed time, ...
+    sharded: bool = False  # model + optimizer state in dcp/ (written by every rank)
 
 
 def step_dir_name(step: int) -> str:
     return f"{STEP_PREFIX}{step:06d}"
+
+
+def make_temp_folder(root: str | Path, step: int) -> Path:
+    """An empty ``root/.tmp-step_NNNNNN-PID`` folder to write a checkpoint into."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{step_dir_name(step)}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    return tmp
 
 
 def save_checkpoint(
@@ -224,15 +241,16 @@ def save_checkpoint(
     normalization: Mapping[str, Any] | None,
     embodiment: EmbodimentSpec | Mapping[str, Any] | None,
     resume: ResumeState | None = None,
+    tmp: Path | None = None,
 ) -> Path:
-    """Write ``root/step_NNNNNN`` atomically, point ``root/last`` at it and return its path."""
+    """Write ``root/step_NNNNNN`` atomically, point ``root/last`` at it and return its path.
+
+    ``tmp``: a folder from ``make_temp_folder`` that already holds part of the checkpoint (the
+    ranks' ``dcp/`` of a sharded one); by default a fresh one."""
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
     final = root / step_dir_name(step)
-    tmp = root / f".tmp-{final.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    if tmp is None:
+        tmp = make_temp_folder(root, step)
     save_weights(tmp / "model.safetensors", weights)
     _write_json(tmp / "config.json", dict(config))
     _write_json(tmp / "normalization.json", dict(normalization or {}))
@@ -241,7 +259,10 @@ def save_checkpoint(
         _write_json(tmp / "embodiment.json", emb)
     (tmp / "format_version").write_text(f"{FORMAT_VERSION}\n")
     if resume is not None:
-        save_state_file(tmp / "optimizer.safetensors", resume.optimizer)
+        if resume.sharded != (tmp / DCP_DIR / ".metadata").is_file():
+            raise ValueError(f"{tmp}: resume.sharded={resume.sharded} but dcp/ does not agree")
+        if resume.optimizer is not None:
+            save_state_file(tmp / "optimizer.safetensors", resume.optimizer)
         if resume.train_weights is not None:
             save_weights(tmp / "train_weights.safetensors", resume.train_weights)
         if resume.ema is not None:
@@ -255,6 +276,7 @@ def save_checkpoint(
                 "sampler": resume.sampler,
                 "has_train_weights": resume.train_weights is not None,
                 "has_ema": resume.ema is not None,
+                "sharded": resume.sharded,
                 "extra": resume.extra,
             },
         )
@@ -347,7 +369,11 @@ def is_complete_checkpoint(path: Path, resumable: bool = False) -> bool:
             names.append("embodiment.json")
         if resumable or (path / "trainer_state.json").exists():
             st = json.loads((path / "trainer_state.json").read_text())
-            tensors.append("optimizer.safetensors")
+            if st.get("sharded"):
+                if not (path / DCP_DIR / ".metadata").is_file():
+                    return False
+            else:
+                tensors.append("optimizer.safetensors")
             if st.get("has_train_weights"):
                 tensors.append("train_weights.safetensors")
             if st.get("has_ema"):
@@ -411,9 +437,10 @@ def load_resume_state(path: str | Path) -> ResumeState:
     if not (p / "trainer_state.json").is_file():
         raise DataError(f"{p}: has no trainer_state.json, so it cannot be resumed (weights only)")
     st = read_json(p / "trainer_state.json")
+    sharded = bool(st.get("sharded"))
     return ResumeState(
         step=int(st["step"]),
-        optimizer=load_state_file(p / "optimizer.safetensors"),
+        optimizer=None if sharded else load_state_file(p / "optimizer.safetensors"),
         scheduler=st["scheduler"],
         rng=st["rng"],
         sampler=st["sampler"],
@@ -422,6 +449,7 @@ def load_resume_state(path: str | Path) -> ResumeState:
         else None,
         ema=load_safetensors(p / "ema.safetensors") if st.get("has_ema") else None,
         extra=st.get("extra", {}),
+        sharded=sharded,
     )
 
 
@@ -437,6 +465,7 @@ __all__ = [
     "load_checkpoint",
     "load_resume_state",
     "load_state_file",
+    "make_temp_folder",
     "normalization_differences",
     "prune_checkpoints",
     "recover_checkpoints",

@@ -22,7 +22,8 @@ from vlastack.errors import ConfigError
 
 Precision = Literal["fp32", "bf16"]
 LogBackend = Literal["tensorboard", "wandb", "none"]
-DistributedMode = Literal["auto", "none", "ddp", "fsdp"]
+DistributedMode = Literal["auto", "none", "ddp", "fsdp", "hsdp"]
+CheckpointFormat = Literal["auto", "full", "sharded"]
 Schedule = Literal["cosine", "constant"]
 StatsChoice = Literal["keep", "recompute"]
 
@@ -82,6 +83,11 @@ class TrainConfig:
     save_every: int = 0  # 0 = only at the end
     keep_last: int = 3
     resume: bool = False
+    # 'full': rank 0 writes the whole optimizer state (safetensors); 'sharded': every rank writes
+    # its shard of the training state with torch.distributed.checkpoint (DCP), resumable on any
+    # number of ranks; 'auto': sharded under fsdp, full otherwise. model.safetensors (the
+    # deployable weights) is always written whole by rank 0 (training/sharded.py).
+    checkpoint_format: CheckpointFormat = "auto"
     # parameters
     freeze: list[str] = field(default_factory=list)
     lora: LoraSettings | None = None

@@ -1,7 +1,10 @@
-"""torchrun integration: DDP (gloo on CPU, nccl on GPU) or FSDP, and rank-aware helpers.
+"""torchrun integration: DDP (gloo on CPU, nccl on GPU), FSDP2 or HSDP, and rank-aware helpers.
 
-Launched by ``torchrun --nproc_per_node N -m vlastack.train ...``, every process reads RANK,
-WORLD_SIZE and LOCAL_RANK from the environment. Only rank 0 writes checkpoints and logs; full
+Launched by ``torchrun [--nnodes K] --nproc_per_node N -m vlastack.train ...``, every process
+reads RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE from the environment; the same code runs
+on one node or several. ``hsdp`` is FSDP2 on a 2-D mesh: parameters sharded over the ranks of a
+node and replicated across nodes (gradients all-reduced between the replicas), so the parameter
+all-gathers stay on the fast links inside a node; it is ``fsdp`` (``mode``) with ``replicas`` > 1. Only rank 0 writes checkpoints and logs; full
 state dicts are gathered with ``torch.distributed.checkpoint.state_dict`` so DDP and FSDP save
 the same plain weights.
 """
@@ -26,6 +29,7 @@ class DistInfo:
     local_rank: int = 0
     mode: str = "none"  # 'none' | 'ddp' | 'fsdp'
     device: torch.device = torch.device("cpu")
+    replicas: int = 1  # fsdp only: >1 is HSDP, sharded within groups of world/replicas ranks
 
     @property
     def is_main(self) -> bool:
@@ -58,9 +62,18 @@ def init_distributed(mode: str, device_name: str = "auto") -> DistInfo:
     if mode == "none" or (mode == "auto" and world == 1):
         if world > 1:
             raise ConfigError(
-                f"launched with WORLD_SIZE={world} but distributed='none'; use ddp or fsdp"
+                f"launched with WORLD_SIZE={world} but distributed='none'; use ddp, fsdp or hsdp"
             )
         return DistInfo(device=device)
+    replicas = 1
+    if mode == "hsdp":
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+        if per_node < 1 or world % per_node:
+            raise ConfigError(
+                f"distributed='hsdp': WORLD_SIZE={world} is not a multiple of LOCAL_WORLD_SIZE="
+                f"{per_node}; start the same --nproc_per_node on every node"
+            )
+        replicas = world // per_node
     if world == 1 and not dist.is_initialized():
         # A single process asked for ddp/fsdp: run as a world of one (useful for testing).
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
@@ -70,7 +83,8 @@ def init_distributed(mode: str, device_name: str = "auto") -> DistInfo:
     backend = "nccl" if device.type == "cuda" else "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, rank=rank, world_size=world)
-    return DistInfo(rank, world, local_rank, "fsdp" if mode == "fsdp" else "ddp", device)
+    mode_out = "fsdp" if mode in ("fsdp", "hsdp") else "ddp"
+    return DistInfo(rank, world, local_rank, mode_out, device, replicas)
 
 
 def wrap_model(module: nn.Module, info: DistInfo) -> nn.Module:
@@ -83,7 +97,17 @@ def wrap_model(module: nn.Module, info: DistInfo) -> nn.Module:
     if info.mode == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
-        fully_shard(module)
+        if info.replicas > 1:
+            from torch.distributed.device_mesh import init_device_mesh
+
+            mesh = init_device_mesh(
+                info.device.type,
+                (info.replicas, info.world_size // info.replicas),
+                mesh_dim_names=("replicate", "shard"),
+            )
+            fully_shard(module, mesh=mesh)
+        else:
+            fully_shard(module)
         return module
     return module
 

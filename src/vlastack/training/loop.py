@@ -11,6 +11,7 @@ validation, ``sample_actions(batch) -> (B, H, A)`` (``parts.TrainablePolicy``); 
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import random
@@ -27,7 +28,7 @@ from torch import nn
 
 from vlastack.errors import ConfigError, VlastackError
 from vlastack.models.common import cpu_bf16_kernels
-from vlastack.training import adapters, checkpoint, distributed, host_memory, probes
+from vlastack.training import adapters, checkpoint, distributed, host_memory, probes, sharded
 from vlastack.training.batches import batch_stream, episode_indices, first_batch, per_rank_batch
 from vlastack.training.build import build_parts
 from vlastack.training.config import LoraSettings, TrainConfig
@@ -88,6 +89,10 @@ def train(
     finally:
         restore_handlers(previous)
         torch.set_num_threads(threads_before)
+        # FSDP2's module state holds its process groups in reference cycles: collected now, the
+        # groups are freed while the interpreter is whole, not in its teardown (where a gloo
+        # group's worker threads can abort the process after a finished run).
+        gc.collect()
 
 
 def _train(
@@ -184,9 +189,13 @@ def _train(
     if cfg.resume and existing:
         st = checkpoint.load_resume_state(ckpt_root / "last")
         ck = checkpoint.load_checkpoint(ckpt_root / "last")
-        weights = st.train_weights if st.train_weights is not None else ck.weights
-        distributed.load_full_model_state(net, model, weights, dist)
-        distributed.load_full_optimizer_state(net, optimizer, st.optimizer, dist)
+        if st.sharded:  # any number of ranks wrote it; DCP re-slices it for this world
+            sharded.load_training_state(ck.path, net, optimizer)
+        else:
+            weights = st.train_weights if st.train_weights is not None else ck.weights
+            distributed.load_full_model_state(net, model, weights, dist)
+            assert st.optimizer is not None
+            distributed.load_full_optimizer_state(net, optimizer, st.optimizer, dist)
         scheduler.load_state_dict(st.scheduler)
         if ema is not None and st.ema is not None:
             ema.load_state_dict(st.ema)
@@ -209,20 +218,25 @@ def _train(
         resume_step=start_step if cfg.resume else None,
     )
     if resume_rng is not None:
-        checkpoint.restore_rng(
-            resume_rng[dist.rank] if isinstance(resume_rng, list) else resume_rng
-        )
+        restore_rank_rng(resume_rng, dist, cfg.seed, start_step, say)
+    save_sharded = sharded.use_sharded(cfg.checkpoint_format, dist)
 
     def save(step: int, best: bool = False) -> Path | None:
+        # The deployable weights are consolidated on save, sharded or not (rank 0 writes them).
         weights_raw = distributed.full_model_state(net, dist)
         weights_raw = {k.removeprefix("model."): v for k, v in weights_raw.items()}
         rng = gather_rng(dist)
-        opt_state = distributed.full_optimizer_state(net, optimizer, dist)
+        tmp, opt_state = None, None
+        if save_sharded:
+            tmp = sharded.begin_checkpoint_folder(ckpt_root, step, dist)
+            sharded.save_training_state(tmp, net, optimizer)
+        else:
+            opt_state = distributed.full_optimizer_state(net, optimizer, dist)
         if not main:
             return None
         deploy_src = ema.module if ema is not None else model
         deploy = adapters.deploy_state_dict(deploy_src) if dist.mode != "fsdp" else weights_raw
-        differs = ema is not None or cfg.lora is not None
+        differs = (ema is not None or cfg.lora is not None) and not save_sharded
         state = checkpoint.ResumeState(
             step=step,
             optimizer=opt_state,
@@ -232,6 +246,7 @@ def _train(
             train_weights=weights_raw if differs else None,
             ema=ema.state_dict() if ema is not None else None,
             extra={"best_metric": best_metric if math.isfinite(best_metric) else None},
+            sharded=save_sharded,
         )
         path = checkpoint.save_checkpoint(
             ckpt_root,
@@ -241,6 +256,7 @@ def _train(
             normalization=parts.normalizer.to_dict() if parts.normalizer is not None else {},
             embodiment=parts.embodiment,
             resume=state,
+            tmp=tmp,
         )
         if best:
             checkpoint.set_pointer(ckpt_root, "best", path.name)
@@ -400,6 +416,23 @@ def gather_rng(dist: distributed.DistInfo) -> Any:
     out: list[Any] = [None] * dist.world_size
     tdist.all_gather_object(out, mine)
     return out
+
+
+def restore_rank_rng(
+    saved: Any, dist: distributed.DistInfo, seed: int, step: int, say: Callable[..., None]
+) -> None:
+    """Put back this rank's RNG state from a checkpoint: exactly when the run resumes on as many
+    ranks as saved it; otherwise (4 ranks -> 2) every rank starts a fresh stream seeded from
+    (seed, step, rank), so ranks still draw distinct noise (dropout, diffusion timesteps)."""
+    states = saved if isinstance(saved, list) else [saved]
+    if len(states) == dist.world_size:
+        checkpoint.restore_rng(states[dist.rank])
+        return
+    seed_everything(seed + 1000 * dist.rank + 7919 * step)
+    say(
+        f"resuming on {dist.world_size} ranks a checkpoint of {len(states)}: the data order is "
+        "the same, random draws (dropout, noise) are re-seeded per rank"
+    )
 
 
 def full_config(cfg: TrainConfig, parts: TrainingParts) -> dict[str, Any]:
