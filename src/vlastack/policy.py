@@ -34,6 +34,7 @@ from vlastack.observation import (
     parse_observation,
 )
 from vlastack.profiling import stage
+from vlastack.runners import use_runner
 
 if TYPE_CHECKING:
     from vlastack.data.normalization import Normalizer
@@ -139,18 +140,29 @@ class Policy:
         self.pad_cameras = list(pad_cameras or [])
         self.embodiment_name = embodiment_name
         self.mixture_members = list(mixture_members or [])
+        # the runner the model's head and trunk run through at inference (vlastack.runners):
+        # the fastest that applies on this device unless ``use_runner`` names another
+        self.runner = use_runner(self.model, "auto")
+
+    def use_runner(self, name: str = "auto") -> str:
+        """Run the model's head (and trunk) through runner ``name`` from now on: ``eager``,
+        ``native`` (CPU), ``cuda_graphs`` (GPU), ``onnxruntime`` (CPU), or ``auto`` (the
+        fastest that applies here). A runner is built for the weights as they are now: call
+        this again after changing them. Returns the runner's name."""
+        if name == "cuda_graphs" and self.device.type != "cuda":
+            raise ConfigError(
+                f"CUDA graphs need a CUDA device; this policy runs on {self.device} "
+                "(load it with device='cuda', or drop --cuda-graphs / --runner cuda_graphs)"
+            )
+        self.runner = use_runner(self.model, name)
+        return self.runner
 
     def enable_cuda_graphs(self) -> None:
         """Run the action head's sampler as recorded CUDA graphs (one per batch shape, captured
         on first use). At batch 1 a head is launch-bound on a GPU; replaying the graph removes
         the per-kernel launch cost. Same chunk as eager for the same seed. GPU only; heads that
         decode autoregressively on data (FAST) or draw noise every step (DDPM) refuse."""
-        if self.device.type != "cuda":
-            raise ConfigError(
-                f"CUDA graphs need a CUDA device; this policy runs on {self.device} "
-                "(load it with device='cuda', or drop --cuda-graphs)"
-            )
-        self.model.enable_cuda_graphs()
+        self.use_runner("cuda_graphs")
 
     # ---- construction ------------------------------------------------------------------
     @classmethod

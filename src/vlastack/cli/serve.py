@@ -16,6 +16,7 @@ import logging
 import os
 from pathlib import Path
 
+from vlastack.cli.runner_option import add_runner_option
 from vlastack.errors import ConfigError, VlastackError
 
 
@@ -80,8 +81,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--cuda-graphs",
         action="store_true",
         help="replay the action head's sampler as CUDA graphs (GPU only; same actions, fewer "
-        "kernel launches at batch 1)",
+        "kernel launches at batch 1; = --runner cuda_graphs)",
     )
+    add_runner_option(p)
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=run)
 
@@ -131,8 +133,7 @@ def _load_policy(args: argparse.Namespace):
             f"{args.checkpoint}: could not load the policy ({type(exc).__name__}: {exc}); "
             "check that the folder is a complete vlastack checkpoint (config.json, weights, stats)"
         ) from None
-    if args.cuda_graphs:
-        policy.enable_cuda_graphs()
+    policy.use_runner("cuda_graphs" if args.cuda_graphs else args.runner)
     _set_threads(policy, args.threads)
     if policy.embodiment_name:
         logging.getLogger("vlastack.serving").info(
