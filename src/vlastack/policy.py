@@ -14,6 +14,7 @@ model's guided sampler). ``load_vla`` is the one place a checkpoint's model is b
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -141,8 +142,9 @@ class Policy:
         self.embodiment_name = embodiment_name
         self.mixture_members = list(mixture_members or [])
         # the runner the model's head and trunk run through at inference (vlastack.runners):
-        # the fastest that applies on this device unless ``use_runner`` names another
-        self.runner = use_runner(self.model, "auto")
+        # the fastest that applies on this device unless ``use_runner`` names another, or
+        # VLASTACK_RUNNER does (``vlastack eval --runner`` sets it for its worker processes)
+        self.runner = use_runner(self.model, os.environ.get("VLASTACK_RUNNER") or "auto")
 
     def use_runner(self, name: str = "auto") -> str:
         """Run the model's head (and trunk) through runner ``name`` from now on: ``eager``,

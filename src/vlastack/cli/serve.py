@@ -159,6 +159,11 @@ def _load_registered(args: argparse.Namespace):
             f"--cuda-graphs replays a vlastack action head; {args.checkpoint} is a "
             f"{fmt.name} checkpoint: drop --cuda-graphs"
         )
+    if getattr(args, "runner", "auto") not in ("auto", "eager"):
+        raise ConfigError(
+            f"--runner {args.runner} runs vlastack heads; {args.checkpoint} is a {fmt.name} "
+            "checkpoint, which runs eagerly: drop --runner"
+        )
     from vlastack.training.distributed import pick_device
 
     device = str(pick_device(args.device))
