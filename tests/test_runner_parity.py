@@ -21,7 +21,7 @@ from vlastack.models.action_heads import ACTION_HEADS
 from vlastack.runners import RUNNER_CHOICES, RUNNERS, get_runner
 
 sys.path.insert(0, str(Path(__file__).parent / "golden"))
-from train_heads import PATH, TRAINED_CONFIGS, batch, build  # noqa: E402
+from train_heads import ALIASES, PATH, TRAINED_CONFIGS, batch, build  # noqa: E402
 
 HEADS = list(TRAINED_CONFIGS)
 # (runner, head) pairs the runner declines, and a word its reason must carry
@@ -50,7 +50,8 @@ def _head(name: str, weights: str) -> torch.nn.Module:
         from safetensors.torch import load_file
 
         stored = load_file(str(PATH))
-        state = {k[len(name) + 1 :]: v for k, v in stored.items() if k.startswith(name + ".")}
+        key = ALIASES.get(name, name)
+        state = {k[len(key) + 1 :]: v for k, v in stored.items() if k.startswith(key + ".")}
         assert state, f"{PATH} holds no weights for {name}: run tests/golden/train_heads.py"
         head.load_state_dict(state)
     return head.eval()
@@ -86,6 +87,10 @@ def test_runner_matches_eager(name, runner_name, weights):
     assert out.shape == ref.shape and out.dtype == ref.dtype
     torch.testing.assert_close(out, ref, atol=atol, rtol=rtol)
     torch.testing.assert_close(again, out, atol=atol, rtol=rtol)  # caches reused, same chunk
+
+
+def test_trained_golden_is_small():
+    assert PATH.stat().st_size < 1_000_000
 
 
 def test_trained_weights_are_not_the_initial_ones():

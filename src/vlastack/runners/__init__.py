@@ -49,6 +49,16 @@ def default_runner(device: torch.device | str) -> str:
     return "native" if torch.device(device).type == "cpu" else "eager"
 
 
+def structure_key(model: Any) -> tuple:
+    """What a runner built for ``model`` depends on beyond weight values: the identity of every
+    module and parameter under its head and trunk. A swapped layer (int8 / ternary
+    quantization of a loaded policy), an assigned parameter or a new head changes it; an
+    in-place update of a weight's values does not (rebuild the runner then: ``use_runner``).
+    Cheap (~tens of µs), so the ``Policy`` compares it before each chunk."""
+    parts = [m for m in (getattr(model, "head", None), getattr(model, "trunk", None)) if m]
+    return tuple((tuple(map(id, m.modules())), tuple(map(id, m.parameters()))) for m in parts)
+
+
 def use_runner(model: Any, name: str = "auto") -> str:
     """Plug runner ``name`` into ``model``'s (a VLA's) ``head_runner`` / ``trunk_runner``
     slots; returns the runner's name. ``auto`` picks ``default_runner``; a named runner that
@@ -73,4 +83,12 @@ def use_runner(model: Any, name: str = "auto") -> str:
     return resolved
 
 
-__all__ = ["RUNNERS", "RUNNER_CHOICES", "Runner", "default_runner", "get_runner", "use_runner"]
+__all__ = [
+    "RUNNERS",
+    "RUNNER_CHOICES",
+    "Runner",
+    "default_runner",
+    "get_runner",
+    "structure_key",
+    "use_runner",
+]
