@@ -10,6 +10,7 @@ head, or claims one it cannot run, fails. CUDA-graph cases need a GPU and skip w
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -57,6 +58,18 @@ def _head(name: str, weights: str) -> torch.nn.Module:
     return head.eval()
 
 
+@functools.cache
+def _eager(
+    name: str, weights: str
+) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The head on the CPU, its inputs and its eager chunk, shared by the runners' cases (the
+    runners never change the head they are given: each works on its own copy)."""
+    head = _head(name, weights)
+    x = batch(torch.Generator().manual_seed(7), B=3)
+    ref = head.sample_actions(x["context"], x["context_mask"], torch.Generator().manual_seed(0))
+    return head, x["context"], x["context_mask"], ref
+
+
 @pytest.mark.parametrize("weights", ["random", "trained"])
 @pytest.mark.parametrize("runner_name", list(RUNNERS))
 @pytest.mark.parametrize("name", HEADS)
@@ -65,7 +78,11 @@ def test_runner_matches_eager(name, runner_name, weights):
     device = torch.device("cuda" if runner_name == "cuda_graphs" else "cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    head = _head(name, weights).to(device)
+    head, context, mask, ref = _eager(name, weights)
+    if device.type == "cuda":
+        head = _head(name, weights).to(device)
+        context, mask = context.to(device), mask.to(device)
+        ref = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
     why = runner.not_applicable(head, device)
     expected = NOT_APPLICABLE.get((runner_name, name))
     if expected is not None or why is not None:
@@ -76,9 +93,6 @@ def test_runner_matches_eager(name, runner_name, weights):
             with pytest.raises(ConfigError, match=expected):
                 runner.head(head)
         return
-    x = batch(torch.Generator().manual_seed(7), B=3)
-    context, mask = x["context"].to(device), x["context_mask"].to(device)
-    ref = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
     fn = runner.head(head)
     with torch.no_grad():
         out = fn(context, mask, generator=torch.Generator().manual_seed(0))
