@@ -11,6 +11,7 @@ head, or claims one it cannot run, fails. CUDA-graph cases need a GPU and skip w
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from pathlib import Path
 
@@ -141,3 +142,28 @@ def test_vla_runs_through_the_runner_it_is_given():
     with pytest.raises(ConfigError, match="unknown value 'fastest'"):
         use_runner(model, "fastest")
     assert use_runner(model, "eager") == "eager" and model.head_runner is None
+
+
+def test_cli_runner_option_picks_and_refuses(tmp_path, capsys):
+    """``bench latency --runner``: a runner that applies runs (same stages reported); one that
+    cannot run the head is a clear error (exit 2) naming the runner and the reason."""
+    from _export_tiny import write_tiny_checkpoint
+    from vlastack.cli.main import main
+    from vlastack.policy import Policy
+
+    ckpt = write_tiny_checkpoint(tmp_path / "ck", "act")
+    for runner in ("eager", "native", "onnxruntime"):
+        argv = ["bench", "latency", str(ckpt), "--iters", "2", "--warmup", "0", "--json"]
+        assert main([*argv, "--threads", "1", "--runner", runner]) == 0
+        out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert "head" in [row["stage"] for row in out["stages"]], runner
+    policy = Policy.from_checkpoint(ckpt)
+    assert policy.runner == "native"
+    if policy.device.type == "cpu":
+        with pytest.raises(ConfigError, match="CUDA graphs need a CUDA device"):
+            policy.use_runner("cuda_graphs")
+        assert policy.runner == "native"  # unchanged by the refusal
+    bins = write_tiny_checkpoint(tmp_path / "bins", "bins")
+    argv = ["bench", "latency", str(bins), "--iters", "1", "--warmup", "0"]
+    assert main([*argv, "--threads", "1", "--runner", "onnxruntime"]) == 2
+    assert "runner 'onnxruntime' cannot run head 'bins'" in capsys.readouterr().err
