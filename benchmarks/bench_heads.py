@@ -34,6 +34,7 @@ VARIANTS = {"diffusion_unet": ("diffusion", {"denoiser": "unet"})}  # DP-C, down
 
 
 DEVICE = torch.device("cpu")
+RUNNER = ""  # --runner: what runs sample_actions ("" = the device's default, native on a CPU)
 
 
 def _sync() -> None:
@@ -78,11 +79,9 @@ def matmul_peak_gflops(n: int = 2048, reps: int = 5) -> float:
 def flops_of(fn) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from vlastack.models.layers.inference import reference_inference
-
-    # counted on the reference path (same math): FlopCounterMode has no formula for the fast
-    # path's oneDNN prepacked linears and would leave them out
-    with reference_inference(), FlopCounterMode(display=False) as fc:
+    # counted on the plain modules (same math): FlopCounterMode has no formula for the native
+    # runner's kernels or oneDNN prepacked linears and would leave them out
+    with FlopCounterMode(display=False) as fc:
         fn()
     return int(fc.get_total_flops())
 
@@ -103,16 +102,19 @@ def bench_one(name: str, iters: int) -> dict:
     c1, m1, _, _ = _inputs(B1)
     c32, m32, a32, p32 = _inputs(B32)
     head.eval()
+    from vlastack.runners import default_runner, get_runner
+
+    run = get_runner(RUNNER or default_runner(DEVICE)).head(head)
     with torch.inference_mode():
-        lat = _time(lambda: head.sample_actions(c1, m1, _gen()), iters)
+        lat = _time(lambda: run(c1, m1, _gen()), iters)
         thr_ms = _time(
-            lambda: head.sample_actions(c32, m32, _gen()),
+            lambda: run(c32, m32, _gen()),
             max(3, iters // 5),
             1,
         )
         graphed_lat = None
         if DEVICE.type == "cuda" and head.cuda_graph_support()[0]:
-            from vlastack.models.action_heads.graphs import GraphedHead
+            from vlastack.runners.cuda_graphs import GraphedHead
 
             graphed = GraphedHead(head)
             graphed_lat = _time(lambda: graphed(c1, m1, _gen()), iters)
@@ -178,9 +180,11 @@ def main() -> None:
         default=os.environ.get("VLASTACK_LEROBOT_PYTHON", "/work/lerobot-venv/bin/python"),
     )
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--runner", default="", help="vlastack runner (default: the device's)")
     args = ap.parse_args()
-    global DEVICE
+    global DEVICE, RUNNER
     DEVICE = torch.device(args.device)
+    RUNNER = args.runner
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.one:
@@ -195,6 +199,8 @@ def main() -> None:
     for name in names:
         cmd = [sys.executable, __file__, "--one", name, "--iters", str(args.iters)]
         cmd += ["--device", args.device]
+        if args.runner:
+            cmd += ["--runner", args.runner]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
         r = subprocess.run(cmd, capture_output=True, text=True)

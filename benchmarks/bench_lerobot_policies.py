@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 S, E, H, A = 7, 16, 16, 7
 WIDTH = 256
 DEVICE = torch.device("cpu")
+RUNNER = "native"  # --runner: what runs the vlastack rows (the "_reference" rows run eager)
 
 
 def _sync() -> None:
@@ -90,7 +91,9 @@ def build_policies() -> list[tuple[str, torch.nn.Module, Callable[[], object], s
     from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
 
     from vlastack.models.action_heads import build_action_head
-    from vlastack.models.layers.inference import reference_inference
+    from vlastack.runners import get_runner
+
+    fast = get_runner(RUNNER)  # the rows without "_reference"; those run the plain modules
 
     feats_in = {
         "observation.state": PolicyFeature(FeatureType.STATE, (S,)),
@@ -101,11 +104,7 @@ def build_policies() -> list[tuple[str, torch.nn.Module, Callable[[], object], s
     torch.manual_seed(0)
 
     def reference(fn: Callable[[], object]) -> Callable[[], object]:
-        def run() -> object:
-            with reference_inference():
-                return fn()
-
-        return run
+        return fn  # the eager runner: the plain modules themselves
 
     pol, act = act_pair()
     b = {
@@ -129,11 +128,13 @@ def build_policies() -> list[tuple[str, torch.nn.Module, Callable[[], object], s
     def trunk_then_head() -> object:
         return act.sample_actions(encoder_forward(enc, c3, m3), m3)
 
+    fast_trunk = fast.trunk(enc) or (lambda x, m: encoder_forward(enc, x, m))
+    fast_act = fast.head(act)
     enc_cfg = "trunk: enc 1 (heads 4, ffn 1024) over 3 tokens; act head: dec 4, chunk 16"
-    out.append(("vlastack_act_enc1", enc_act, trunk_then_head, enc_cfg))
+    out.append(("vlastack_act_enc1", enc_act, lambda: fast_act(fast_trunk(c3, m3), m3), enc_cfg))
     out.append(("vlastack_act_enc1_reference", enc_act, reference(trunk_then_head), enc_cfg))
     act_cfg = "head only: width 256, heads 4, mlp 1024, dec 4, chunk 16, 3 context tokens"
-    out.append(("vlastack_act", act, lambda: act.sample_actions(c3, m3), act_cfg))
+    out.append(("vlastack_act", act, lambda: fast_act(c3, m3), act_cfg))
     out.append(
         ("vlastack_act_reference", act, reference(lambda: act.sample_actions(c3, m3)), act_cfg)
     )
@@ -180,8 +181,11 @@ def build_policies() -> list[tuple[str, torch.nn.Module, Callable[[], object], s
         def sample_unet(head=unet) -> object:
             return head.sample_actions(c46, m46, torch.Generator().manual_seed(0))
 
+        def fast_unet(fn=fast.head(unet)) -> object:
+            return fn(c46, m46, torch.Generator().manual_seed(0))
+
         desc = f"1-D U-Net down_dims {dims}, DDIM 10 steps, horizon 16"
-        out.append((f"vlastack_unet{dims[0]}", unet, sample_unet, desc))
+        out.append((f"vlastack_unet{dims[0]}", unet, fast_unet, desc))
         out.append((f"vlastack_unet{dims[0]}_reference", unet, reference(sample_unet), desc))
     c2, m2 = _on(torch.randn(1, 2, WIDTH)), _on(torch.ones(1, 2, dtype=torch.bool))
     for name, cfg_d, desc in (
@@ -194,7 +198,10 @@ def build_policies() -> list[tuple[str, torch.nn.Module, Callable[[], object], s
         def sample(head=head) -> object:
             return head.sample_actions(c2, m2, torch.Generator().manual_seed(0))
 
-        out.append((f"vlastack_{name}", head, sample, desc))
+        def fast_sample(fn=fast.head(head)) -> object:
+            return fn(c2, m2, torch.Generator().manual_seed(0))
+
+        out.append((f"vlastack_{name}", head, fast_sample, desc))
         out.append((f"vlastack_{name}_reference", head, reference(sample), desc))
     return out
 
@@ -274,6 +281,7 @@ def main() -> None:
         "--iters", type=int, default=4, help="calls per policy per round (≤100 ms ones)"
     )
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads, both sides")
+    ap.add_argument("--runner", default="native", help="vlastack runner for the fast rows")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (times end with a synchronize)")
     ap.add_argument(
         "--variants",
@@ -281,8 +289,9 @@ def main() -> None:
         help="add ACT rows in bf16 and under torch.compile on both sides (compiles take ~1 min)",
     )
     args = ap.parse_args()
-    global DEVICE
+    global DEVICE, RUNNER
     DEVICE = torch.device(args.device)
+    RUNNER = args.runner
     torch.set_num_threads(args.threads)
     policies = build_policies()
     if args.variants:

@@ -1,5 +1,6 @@
-"""The heads' inference fast path (fused weight packs, cached query constants, dropped all-valid
-masks) must give the reference path's chunks, and must not go stale when weights change."""
+"""The native runner (runners/native: fused weight packs, cached query constants, dropped
+all-valid masks) must give the plain modules' chunks, stand aside for layers it does not run,
+and see changed weights once it is rebuilt (a runner is built for frozen weights)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,17 @@ import torch
 
 from vlastack.models.action_heads import ACTION_HEADS, build_action_head
 from vlastack.models.layers.inference import fast_inference, reference_inference
+from vlastack.runners.native import NativeRunner
+from vlastack.runners.native.decoder import DecoderPlan
+from vlastack.runners.native.linear import plain_linears
 
 D, A, H = 24, 5, 8
 HEADS = [n for n in ACTION_HEADS if n != "fast"]  # FAST needs a fitted tokenizer
+
+
+def native(head):
+    """``head.sample_actions`` through a native runner built now."""
+    return NativeRunner().head(head)
 
 
 def make(name: str, width: int = 32):
@@ -26,7 +35,7 @@ def make(name: str, width: int = 32):
 @pytest.mark.parametrize("B,padded", [(1, False), (3, True)])
 def test_decoder_plan_matches_reference_at_prepacked_widths(name, B, padded, kernels):
     head = make(name, width=256)
-    from vlastack.models.layers import linear as linear_mod
+    from vlastack.runners.native import linear as linear_mod
 
     assert linear_mod._onednn_shape(4 * 256, 256) and not linear_mod._onednn_shape(256, D)
     g = torch.Generator().manual_seed(1)
@@ -34,11 +43,9 @@ def test_decoder_plan_matches_reference_at_prepacked_widths(name, B, padded, ker
     mask = torch.ones(B, 4, dtype=torch.bool)
     if padded:
         mask[1, 1:] = False
-    with torch.no_grad():
-        assert head.decoder.plan() is not None
-    fast = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
-    with reference_inference():
-        ref = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
+    assert DecoderPlan.supports(head.decoder)
+    fast = native(head)(context, mask, torch.Generator().manual_seed(0))
+    ref = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
     torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
 
 
@@ -60,7 +67,7 @@ def test_single_pass_chunk_takes_the_short_memory_path(monkeypatch, kernels):
     """ACT's one decoder pass over a short memory (16 queries, 5 memory tokens, 2 heads, width
     256) runs re-associated from the first pass on torch's kernels, and still gives the
     reference chunk."""
-    from vlastack.models.layers import decoder as decoder_mod
+    from vlastack.runners.native import decoder as decoder_mod
 
     built = _count_short_memories(monkeypatch, decoder_mod)
     torch.manual_seed(0)
@@ -70,10 +77,9 @@ def test_single_pass_chunk_takes_the_short_memory_path(monkeypatch, kernels):
     context = torch.randn(2, 4, D)
     mask = torch.ones(2, 4, dtype=torch.bool)
     mask[1, 3:] = False
-    fast = head.sample_actions(context, mask)
+    fast = native(head)(context, mask)
     assert built == [1]
-    with reference_inference():
-        ref = head.sample_actions(context, mask)
+    ref = head.sample_actions(context, mask)
     torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
 
 
@@ -83,7 +89,7 @@ def test_native_loop_reassociates_only_from_the_second_pass(monkeypatch, kernels
     attention cost less than building Â and VO once), while a sampler's passes over one memory
     (diffusion: 10 steps) build the short memory once, from the second pass; both still give
     the reference chunks."""
-    from vlastack.models.layers import decoder as decoder_mod
+    from vlastack.runners.native import decoder as decoder_mod
 
     built = _count_short_memories(monkeypatch, decoder_mod)
     context = torch.randn(2, 4, D)
@@ -94,13 +100,11 @@ def test_native_loop_reassociates_only_from_the_second_pass(monkeypatch, kernels
         cfg = {"width": 256, "num_heads": 2}
         head = build_action_head(name, cfg, context_dim=D, action_dim=A, action_horizon=16).eval()
         with torch.no_grad():
-            plan = head.decoder.plan()
-            assert plan is not None and plan.native
+            assert DecoderPlan.supports(head.decoder) and DecoderPlan(head.decoder).native
         built.clear()
-        fast = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
+        fast = native(head)(context, mask, torch.Generator().manual_seed(0))
         assert built == expect, name
-        with reference_inference():
-            ref = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
+        ref = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
         torch.testing.assert_close(fast, ref, atol=2e-5, rtol=2e-5)
 
 
@@ -122,12 +126,12 @@ def test_layer_kv_cache_appends_like_concatenation():
 
 @pytest.mark.parametrize("how", ["assign", "load_state_dict_assign", "dict_swap"])
 def test_decoder_plan_sees_replaced_parameters(how):
-    """A parameter replaced by a new tensor (not updated in place) must rebuild the plan."""
+    """A parameter replaced by a new tensor (not updated in place): the rebuilt runner sees it."""
     from torch import nn
 
     head = make("act", width=64)
     context, mask = torch.randn(1, 3, D), torch.ones(1, 3, dtype=torch.bool)
-    before = head.sample_actions(context, mask)
+    before = native(head)(context, mask)
     fc1 = head.decoder.blocks[2].mlp[0]
     new = nn.Parameter(fc1.weight.detach() + 0.5 * torch.randn_like(fc1.weight))
     if how == "assign":
@@ -138,27 +142,23 @@ def test_decoder_plan_sees_replaced_parameters(how):
         head.load_state_dict(sd, assign=True)
     else:  # written straight into the module's parameter dict: no registration hook fires
         fc1._parameters["weight"] = new
-    after = head.sample_actions(context, mask)
-    with reference_inference():
-        ref = head.sample_actions(context, mask)
+    after = native(head)(context, mask)
+    ref = head.sample_actions(context, mask)
     assert not torch.allclose(before, after)
     torch.testing.assert_close(after, ref, atol=1e-5, rtol=1e-5)
 
 
 def test_cached_plan_sees_a_submodule_replaced_after_caching():
-    """A block's activation swapped after the decoder plan was built and cached: the plan's
-    cached structure no longer matches, so no plan, and the module path runs the new layer."""
+    """A block's activation swapped after a runner was built: the runner built again declines
+    the plan for that decoder, and the module path runs the new layer."""
     head = make("diffusion", width=64)
     context, mask = torch.randn(2, 3, D), torch.ones(2, 3, dtype=torch.bool)
-    with torch.no_grad():
-        assert head.decoder.plan() is not None
-    head.sample_actions(context, mask, torch.Generator().manual_seed(0))
+    assert DecoderPlan.supports(head.decoder)
+    native(head)(context, mask, torch.Generator().manual_seed(0))
     head.decoder.blocks[1].mlp[1] = torch.nn.GELU(approximate="tanh")
-    with torch.no_grad():
-        assert head.decoder.plan() is None
-    fast = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
-    with reference_inference():
-        ref = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
+    assert not DecoderPlan.supports(head.decoder)
+    fast = native(head)(context, mask, torch.Generator().manual_seed(0))
+    ref = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
     torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
 
 
@@ -183,11 +183,9 @@ def test_decoder_plan_declines_what_it_does_not_run():
     head = make("diffusion", width=64)
     context, mask = torch.randn(2, 3, D), torch.ones(2, 3, dtype=torch.bool)
     head.decoder.blocks[1].mlp[1] = torch.nn.GELU(approximate="tanh")
-    with torch.no_grad():
-        assert head.decoder.plan() is None
-    fast = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
-    with reference_inference():
-        ref = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
+    assert not DecoderPlan.supports(head.decoder)
+    fast = native(head)(context, mask, torch.Generator().manual_seed(0))
+    ref = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
     torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
 
 
@@ -200,23 +198,22 @@ def test_fast_path_matches_reference(name, B, padded, kernels):
     mask = torch.ones(B, 4, dtype=torch.bool)
     if padded:
         mask[1, 2:] = False
-    fast = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
-    with reference_inference():
-        ref = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
+    fast = native(head)(context, mask, torch.Generator().manual_seed(0))
+    ref = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
     torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["act", "diffusion", "flow_matching"])
 def test_cached_packs_follow_weight_updates(name, kernels):
+    """The runner rebuilt after an in-place update gives the updated modules' chunk."""
     head = make(name)
     context, mask = torch.randn(1, 3, D), torch.ones(1, 3, dtype=torch.bool)
-    before = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
+    before = native(head)(context, mask, torch.Generator().manual_seed(0))
     with torch.no_grad():  # an in-place update, like an optimizer step or load_state_dict
         for p in head.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    after = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
-    with reference_inference():
-        ref = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
+    after = native(head)(context, mask, torch.Generator().manual_seed(0))
+    ref = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
     assert not torch.allclose(before, after)
     torch.testing.assert_close(after, ref, atol=1e-5, rtol=1e-5)
 
@@ -235,35 +232,32 @@ def test_fast_path_respects_ternary_linears(name):
     from vlastack.models.bitlinear import ternarize_
 
     head = make(name)
-    with torch.no_grad():
-        assert fast_inference(head)
-        assert ternarize_(head) > 0
-        assert not fast_inference(head)
+    assert plain_linears(head)
+    assert ternarize_(head) > 0
+    assert not plain_linears(head)
     context, mask = torch.randn(2, 4, D), torch.ones(2, 4, dtype=torch.bool)
-    fast = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
-    with reference_inference():
-        ref = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
+    fast = native(head)(context, mask, torch.Generator().manual_seed(0))
+    ref = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
     torch.testing.assert_close(fast, ref, atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["act", "l1"])
 def test_fast_path_with_weights_cast_under_inference_mode(name):
-    """A head cast to bf16 inside ``inference_mode`` has inference-tensor weights (no version
-    counter); the weight-pack cache must still work and match the reference path."""
+    """A head cast to bf16 inside ``inference_mode`` has inference-tensor weights: the native
+    runner's packs (oneDNN or MKL in bf16) must still build and match the module path."""
     head = make(name)
     context, mask = torch.randn(2, 4, D), torch.ones(2, 4, dtype=torch.bool)
     with torch.inference_mode():
         head = head.to(torch.bfloat16)
         assert next(head.parameters()).is_inference()
-        fast = head.sample_actions(context.bfloat16(), mask, torch.Generator().manual_seed(0))
-        with reference_inference():
-            ref = head.sample_actions(context.bfloat16(), mask, torch.Generator().manual_seed(0))
+        fast = native(head)(context.bfloat16(), mask, torch.Generator().manual_seed(0))
+        ref = head.sample_actions(context.bfloat16(), mask, torch.Generator().manual_seed(0))
     assert fast.dtype == torch.bfloat16
     torch.testing.assert_close(fast.float(), ref.float(), atol=3e-2, rtol=3e-2)
 
 
 def test_fast_path_is_off_while_compiling(monkeypatch):
-    """Under torch.compile the reference ops run (the pack cache keys on storage pointers)."""
+    """Under torch.compile the plain ops run (the vision folding caches on storage pointers)."""
     with torch.no_grad():
         assert fast_inference()
         monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
@@ -271,20 +265,16 @@ def test_fast_path_is_off_while_compiling(monkeypatch):
 
 
 def test_fast_path_respects_int8_swap_after_caching():
-    """torch's dynamic int8 swap replaces Linear layers after the plain-linear check was cached;
-    the cache must notice (the structure it was read from has changed) and the swapped layers
-    must run."""
+    """torch's dynamic int8 swap replaces Linear layers after a runner ran; the runner built
+    again must notice and let the swapped layers run."""
     head = make("act")
     context, mask = torch.randn(1, 3, D), torch.ones(1, 3, dtype=torch.bool)
-    with torch.no_grad():
-        assert fast_inference(head)  # cached: every linear is plain
-        head.sample_actions(context, mask)
+    assert plain_linears(head)
+    native(head)(context, mask)
     torch.ao.quantization.quantize_dynamic(head, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
-    with torch.no_grad():
-        assert not fast_inference(head)
-    fast = head.sample_actions(context, mask)
-    with reference_inference():
-        ref = head.sample_actions(context, mask)
+    assert not plain_linears(head)
+    fast = native(head)(context, mask)
+    ref = head.sample_actions(context, mask)
     torch.testing.assert_close(fast, ref, atol=1e-6, rtol=1e-6)
 
 
@@ -293,30 +283,32 @@ def test_fast_path_respects_int8_swap_after_caching():
 def test_packed_linear_matches_linear(activation, dtype, monkeypatch, kernels):
     from torch import nn
 
-    from vlastack.models.layers import linear as linear_mod
+    from vlastack.runners.native import linear as linear_mod
 
     lin = nn.Linear(512, 320).to(dtype)  # large enough for the prepacked kernel
     x = torch.randn(2, 16, 512, dtype=dtype)
     if linear_mod._mkldnn_linear_ops():
-        with torch.no_grad():
-            # bf16 needs AVX-512 or AVX-NE-CONVERT in oneDNN; elsewhere it must stand aside
-            assert linear_mod._onednn_pays(x, lin.weight) == linear_mod._onednn_dtype(dtype)
-            assert not linear_mod._onednn_pays(x, lin.weight[:64])  # small: MKL's sgemm
+        # bf16 needs AVX-512 or AVX-NE-CONVERT in oneDNN; elsewhere it must stand aside
+        assert linear_mod.onednn_plan(lin.weight) == linear_mod._onednn_dtype(dtype)
+        assert not linear_mod._onednn_shape(64, 512)  # small: MKL's sgemm
     ref = torch.nn.functional.linear(x, lin.weight, lin.bias)
     fns = {None: lambda y: y, "gelu": torch.nn.functional.gelu, "relu": torch.relu}
     ref = fns[activation](ref)
     tol = 1e-5 if dtype == torch.float32 else 3e-2
+
+    def run(x, onednn):
+        plain, fused = linear_mod.plan_linear_fns(onednn, activation or "gelu")
+        pack = linear_mod.plan_linear(lin.weight, lin.bias, onednn)
+        return fused(x, pack) if activation else plain(x, pack)
+
     with torch.no_grad():
-        out = linear_mod.fast_linear(lin, x, activation)
-        torch.testing.assert_close(out, ref, atol=tol, rtol=tol)
-        monkeypatch.setattr(linear_mod, "_MKLDNN_LINEAR", False)  # a build without oneDNN
-        torch.testing.assert_close(
-            linear_mod.fast_linear(lin, x, activation), ref, atol=tol, rtol=tol
-        )
+        onednn = linear_mod.onednn_plan(lin.weight)
+        torch.testing.assert_close(run(x, onednn), ref, atol=tol, rtol=tol)
+        torch.testing.assert_close(run(x, False), ref, atol=tol, rtol=tol)  # without oneDNN
         x3 = torch.randn(3, 512, dtype=dtype)  # another row count than the pack was made for
-        monkeypatch.setattr(linear_mod, "_MKLDNN_LINEAR", True)
+        plain = linear_mod.plan_linear_fns(onednn)[0]
         torch.testing.assert_close(
-            linear_mod.fast_linear(lin, x3),
+            plain(x3, linear_mod.plan_linear(lin.weight, lin.bias, onednn)),
             torch.nn.functional.linear(x3, lin.weight, lin.bias),
             atol=tol,
             rtol=tol,
@@ -324,14 +316,15 @@ def test_packed_linear_matches_linear(activation, dtype, monkeypatch, kernels):
 
 
 def test_head_with_cached_packs_deepcopies_and_pickles():
-    """Quantization and checkpoint code copy heads after inference ran; the caches (oneDNN packs
-    are opaque tensors) must not travel, and the copy must rebuild them and agree."""
+    """Quantization and checkpoint code copy heads after a runner ran; nothing of the runner
+    (oneDNN packs are opaque tensors) is stored on the head, so copies work and agree."""
     import copy
     import io
 
     head = make("act")
     context, mask = torch.randn(1, 3, D), torch.ones(1, 3, dtype=torch.bool)
-    before = head.sample_actions(context, mask)
+    before = native(head)(context, mask)
+    assert "_inference_cache" not in head.decoder.__dict__
     clone = copy.deepcopy(head)
     buf = io.BytesIO()
     torch.save(head, buf)
@@ -357,16 +350,14 @@ def test_relu_act_head_fast_path_matches_reference(width, B, padded, kernels):
     ).eval()
     assert all(type(b.mlp[1]) is torch.nn.ReLU for b in head.decoder.blocks)
     assert all(type(b.mlp[1]) is torch.nn.ReLU for b in head.encoder)
-    with torch.no_grad():
-        assert head.decoder.plan() is not None
+    assert DecoderPlan.supports(head.decoder)
     g = torch.Generator().manual_seed(1)
     context = torch.randn(B, 4, D, generator=g)
     mask = torch.ones(B, 4, dtype=torch.bool)
     if padded:
         mask[1, 1:] = False
-    fast = head.sample_actions(context, mask)
-    with reference_inference():
-        ref = head.sample_actions(context, mask)
+    fast = native(head)(context, mask)
+    ref = head.sample_actions(context, mask)
     torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
     # and a ReLU that differs from GELU on these inputs: the plan really ran ReLU
     gelu = build_action_head(
@@ -386,11 +377,9 @@ def test_decoder_plan_declines_mixed_activations():
     ).eval()
     head.decoder.blocks[0].mlp[1] = torch.nn.GELU()
     context, mask = torch.randn(2, 3, D), torch.ones(2, 3, dtype=torch.bool)
-    with torch.no_grad():
-        assert head.decoder.plan() is None
-    fast = head.sample_actions(context, mask)
-    with reference_inference():
-        ref = head.sample_actions(context, mask)
+    assert not DecoderPlan.supports(head.decoder)
+    fast = native(head)(context, mask)
+    ref = head.sample_actions(context, mask)
     torch.testing.assert_close(fast, ref, atol=1e-6, rtol=1e-6)
 
 

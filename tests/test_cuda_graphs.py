@@ -1,4 +1,5 @@
-"""CUDA-graph replay of action heads (models/action_heads/graphs.py, Policy.enable_cuda_graphs).
+"""CUDA-graph replay of action heads (the cuda_graphs runner, runners/cuda_graphs.py;
+Policy.enable_cuda_graphs).
 
 The refusals and the capture-safe code paths are tested everywhere; replay itself needs a GPU
 and is skipped without one (run this file on a CUDA machine to check it).
@@ -11,8 +12,8 @@ import torch
 
 from vlastack.errors import ConfigError
 from vlastack.models.action_heads import ACTION_HEADS, build_action_head
-from vlastack.models.action_heads.graphs import GraphedHead
 from vlastack.models.layers.inference import fast_inference, graph_capture
+from vlastack.runners.cuda_graphs import CudaGraphsRunner, GraphedHead
 
 D, H, A = 32, 4, 3
 SMALL = {"width": 32, "num_heads": 2}
@@ -48,13 +49,13 @@ def test_capture_mode_turns_off_host_synchronizing_paths() -> None:
     head = _head("act")
     ctx, mask = torch.randn(2, 5, D), torch.zeros(2, 5, dtype=torch.bool)
     with torch.no_grad():
-        assert fast_inference(head)
+        assert fast_inference()
         with pytest.raises(ConfigError, match="valid context token"):
             head.sample_actions(ctx, mask)
         with graph_capture():
-            assert not fast_inference(head)  # its all-valid-mask shortcut reads the mask
+            assert not fast_inference()  # the shortcuts left in modules stand aside
             head.sample_actions(ctx, mask)  # the data check ran before capture, not inside
-        assert fast_inference(head)
+        assert fast_inference()
 
 
 @pytest.mark.parametrize("name", ["flow_matching", "diffusion"])
@@ -139,7 +140,7 @@ def test_graph_replay_equals_eager_on_gpu(name: str) -> None:
 
 
 def test_vla_samples_through_its_head_runner_slot(monkeypatch) -> None:
-    """``VLA.enable_cuda_graphs`` (what ``Policy.enable_cuda_graphs`` calls) fills the public
+    """The cuda_graphs runner (what ``Policy.enable_cuda_graphs`` plugs in) fills the public
     ``head_runner`` slot and ``sample_actions`` goes through it: same chunk as eager."""
     from _export_tiny import tiny_config
     from vlastack.models.vla import build_vla
@@ -159,7 +160,7 @@ def test_vla_samples_through_its_head_runner_slot(monkeypatch) -> None:
     }
     eager = model.sample_actions(batch, generator=torch.Generator().manual_seed(1))
     assert model.head_runner is None
-    model.enable_cuda_graphs()
+    model.head_runner = CudaGraphsRunner().head(model.head)
     assert isinstance(model.head_runner, GraphedHead)
     model.head_runner._any_device = True
     for _ in range(2):  # captured once, then replayed

@@ -178,7 +178,7 @@ def test_big_products_keep_torch_threads(monkeypatch):
 
 
 def test_disabled_keeps_plans_on_torch():
-    from vlastack.models.layers.linear import plan_linear
+    from vlastack.runners.native.linear import plan_linear
 
     w = torch.randn(64, 32)
     assert type(plan_linear(w, None, True)) is native.NativeLinear
@@ -260,8 +260,9 @@ def test_no_compiler_falls_back_with_a_reason(tmp_path):
 def test_one_call_decoder_matches_the_per_op_loop_and_the_modules(activation):
     """``vl_decoder`` (the whole decoder in one call) against ``DecoderPlan._run_native``'s
     per-op loop and the modules: padded keys, batch 3, and from block 1 with given queries."""
-    from vlastack.models.layers.decoder import CrossDecoder, DecoderPlan
+    from vlastack.models.layers.decoder import CrossDecoder
     from vlastack.models.layers.inference import reference_inference
+    from vlastack.runners.native.decoder import DecoderPlan
 
     torch.manual_seed(0)
     dec = CrossDecoder(64, 3, 4, 2.0, activation=activation).eval()

@@ -1,5 +1,5 @@
-"""The trunk's inference plan (``models.trunk``) must give the module's outputs, follow
-weight updates, and stand aside for layers it does not run."""
+"""The trunk's native-runner plan (``runners.native.trunk``) must give the module's outputs,
+follow weight updates once the runner is rebuilt, and stand aside for layers it does not run."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from vlastack.models import trunk as trunk_mod
-from vlastack.models.layers.inference import reference_inference
-from vlastack.models.trunk import EncoderPlan, encoder_forward
+from vlastack.models.trunk import encoder_forward
+from vlastack.runners.native import trunk as trunk_mod
+from vlastack.runners.native.trunk import EncoderPlan, native_trunk
 
 
 def trunk(width=64, layers=2, norm_first=True, activation="relu", final_norm=False):
@@ -45,21 +45,23 @@ def test_plan_matches_the_module(width, norm_first, activation, B, padded, kerne
     assert EncoderPlan.supports(enc)
     x, mask = inputs(B, 5, width, padded)
     with torch.no_grad():
-        fast = encoder_forward(enc, x, mask)
+        fast = native_trunk(enc)(x, mask)
         ref = enc(x, src_key_padding_mask=~mask)
-        with reference_inference():
-            assert torch.equal(encoder_forward(enc, x, mask), ref)  # the module itself
+        assert torch.equal(encoder_forward(enc, x, mask), ref)  # the module itself
     rows = mask[:, :, None].expand_as(ref)  # padded rows are never read downstream
     torch.testing.assert_close(fast[rows], ref[rows], atol=1e-5, rtol=1e-5)
 
 
 def test_plan_follows_weight_updates():
+    """A runner is built for frozen weights: the rebuilt one sees the update, the old one not."""
     enc = trunk()
     x, mask = inputs(2, 4, 64, False)
     with torch.no_grad():
-        before = encoder_forward(enc, x, mask)
+        old = native_trunk(enc)
+        before = old(x, mask)
         enc.layers[0].linear1.weight.mul_(0.5)
-        after = encoder_forward(enc, x, mask)
+        after = native_trunk(enc)(x, mask)
+        torch.testing.assert_close(old(x, mask), before, atol=0, rtol=0)
         torch.testing.assert_close(after, enc(x, src_key_padding_mask=~mask), atol=1e-5, rtol=0)
     assert not torch.allclose(before, after)
 
@@ -83,7 +85,7 @@ def test_unsupported_layers_run_the_module(monkeypatch):
     monkeypatch.setattr(trunk_mod.EncoderPlan, "__init__", lambda self, t: built.append(t))
     with torch.no_grad():
         torch.testing.assert_close(
-            encoder_forward(enc, x, mask), enc(x, src_key_padding_mask=~mask), atol=0, rtol=0
+            native_trunk(enc)(x, mask), enc(x, src_key_padding_mask=~mask), atol=0, rtol=0
         )
     assert built == []
 

@@ -10,7 +10,8 @@ import torch
 from vlastack.errors import ConfigError
 from vlastack.models.action_heads import build_action_head
 from vlastack.models.action_heads.unet1d import ConditionalUnet1d
-from vlastack.models.layers.inference import reference_inference
+from vlastack.runners.native import NativeRunner, shallow_copy
+from vlastack.runners.native.unet import native_unet_head
 
 D, A = 12, 5
 
@@ -58,14 +59,13 @@ def test_plan_matches_module_path(horizon, B, cfg, kernels):
     t = torch.full((B,), 41)
     with torch.no_grad():
         kvs, pooled = head._prefix(context, mask)
-        assert head._unet_plan() is not None
-        fast = head.predict_noise(x, t, kvs, pooled, mask)
-        with reference_inference():
-            ref = head.predict_noise(x, t, kvs, pooled, mask)
+        fast_head = native_unet_head(head, shallow_copy(head))
+        assert fast_head is not None
+        fast = fast_head.predict_noise(x, t, kvs, pooled, mask)
+        ref = head.predict_noise(x, t, kvs, pooled, mask)
     torch.testing.assert_close(fast, ref, atol=2e-5, rtol=2e-5)
-    chunk = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
-    with reference_inference():
-        chunk_ref = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
+    chunk = NativeRunner().head(head)(context, mask, torch.Generator().manual_seed(0))
+    chunk_ref = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
     assert chunk.shape == (B, horizon, A)
     # ten DDIM steps amplify ε̂'s rounding: x̂0 = (x − √(1−ᾱ)·ε̂)/√ᾱ multiplies it by 1/√ᾱ,
     # ~2,000 at t = 99 and ~7 at t = 90 (squared-cosine schedule, 100 train steps; x̂0 is then
@@ -79,28 +79,27 @@ def test_mixed_timesteps_in_a_batch():
     x, t = torch.randn(3, 16, A), torch.tensor([3, 50, 99])
     with torch.no_grad():
         kvs, pooled = head._prefix(context, mask)
-        fast = head.predict_noise(x, t, kvs, pooled, mask)
-        with reference_inference():
-            ref = head.predict_noise(x, t, kvs, pooled, mask)
+        fast = native_unet_head(head, shallow_copy(head)).predict_noise(x, t, kvs, pooled, mask)
+        ref = head.predict_noise(x, t, kvs, pooled, mask)
     torch.testing.assert_close(fast, ref, atol=2e-5, rtol=2e-5)
 
 
 def test_plan_and_film_caches_follow_weight_updates():
+    """A runner is built for frozen weights: the one rebuilt after an update sees it."""
     head = make().eval()
     context, mask = torch.randn(1, 2, D), torch.ones(1, 2, dtype=torch.bool)
-    before = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
+    before = NativeRunner().head(head)(context, mask, torch.Generator().manual_seed(0))
     with torch.no_grad():  # in place, like an optimizer step: step encoder and FiLM included
         for p in head.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    after = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
-    with reference_inference():
-        ref = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
+    native = NativeRunner().head(head)
+    after = native(context, mask, torch.Generator().manual_seed(0))
+    ref = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
     assert not torch.allclose(before, after)
     torch.testing.assert_close(after, ref, atol=2e-5, rtol=2e-5)
     # a new context in the same plan: the cached context term must not be reused
-    other = head.sample_actions(context + 1.0, mask, torch.Generator().manual_seed(0))
-    with reference_inference():
-        other_ref = head.sample_actions(context + 1.0, mask, torch.Generator().manual_seed(0))
+    other = native(context + 1.0, mask, torch.Generator().manual_seed(0))
+    other_ref = head.sample_actions(context + 1.0, mask, torch.Generator().manual_seed(0))
     torch.testing.assert_close(other, other_ref, atol=2e-5, rtol=2e-5)
 
 
@@ -109,13 +108,12 @@ def test_replaced_linear_layers_turn_the_plan_off():
 
     head = make().eval()
     with torch.no_grad():
-        assert head._unet_plan() is not None
+        assert native_unet_head(head, shallow_copy(head)) is not None
         assert ternarize_(head) > 0
-        assert head._unet_plan() is None
+        assert native_unet_head(head, shallow_copy(head)) is None
     context, mask = torch.randn(1, 2, D), torch.ones(1, 2, dtype=torch.bool)
-    fast = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
-    with reference_inference():
-        ref = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
+    fast = NativeRunner().head(head)(context, mask, torch.Generator().manual_seed(0))
+    ref = head.sample_actions(context, mask, torch.Generator().manual_seed(0))
     torch.testing.assert_close(fast, ref, atol=1e-6, rtol=1e-6)
 
 

@@ -14,6 +14,7 @@ model's guided sampler). ``load_vla`` is the one place a checkpoint's model is b
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -35,6 +36,7 @@ from vlastack.observation import (
     parse_observation,
 )
 from vlastack.profiling import stage
+from vlastack.runners import structure_key, use_runner
 
 if TYPE_CHECKING:
     from vlastack.data.normalization import Normalizer
@@ -159,18 +161,34 @@ class Policy:
         self.pad_cameras = list(pad_cameras or [])
         self.embodiment_name = embodiment_name
         self.mixture_members = list(mixture_members or [])
+        # the runner the model's head and trunk run through at inference (vlastack.runners):
+        # the fastest that applies on this device unless ``use_runner`` names another, or
+        # VLASTACK_RUNNER does (``vlastack eval --runner`` sets it for its worker processes)
+        self.use_runner(os.environ.get("VLASTACK_RUNNER") or "auto")
+
+    def use_runner(self, name: str = "auto") -> str:
+        """Run the model's head (and trunk) through runner ``name`` from now on: ``eager``,
+        ``native`` (CPU), ``cuda_graphs`` (GPU), ``onnxruntime`` (CPU), or ``auto`` (the
+        fastest that applies here). A runner is built for the weights as they are now: a layer
+        or parameter replaced under the head or trunk afterwards (quantizing the loaded model)
+        is noticed before the next chunk and the runner rebuilt; after changing weight values
+        in place, call this again. Returns the runner's name."""
+        if name == "cuda_graphs" and self.device.type != "cuda":
+            raise ConfigError(
+                f"CUDA graphs need a CUDA device; this policy runs on {self.device} "
+                "(load it with device='cuda', or drop --cuda-graphs / --runner cuda_graphs)"
+            )
+        self.runner = use_runner(self.model, name)
+        self._runner_request = name
+        self._runner_key = structure_key(self.model)
+        return self.runner
 
     def enable_cuda_graphs(self) -> None:
         """Run the action head's sampler as recorded CUDA graphs (one per batch shape, captured
         on first use). At batch 1 a head is launch-bound on a GPU; replaying the graph removes
         the per-kernel launch cost. Same chunk as eager for the same seed. GPU only; heads that
         decode autoregressively on data (FAST) or draw noise every step (DDPM) refuse."""
-        if self.device.type != "cuda":
-            raise ConfigError(
-                f"CUDA graphs need a CUDA device; this policy runs on {self.device} "
-                "(load it with device='cuda', or drop --cuda-graphs)"
-            )
-        self.model.enable_cuda_graphs()
+        self.use_runner("cuda_graphs")
 
     # ---- construction ------------------------------------------------------------------
     @classmethod
@@ -395,6 +413,8 @@ class Policy:
             with stage("normalize"):
                 normalized = self.normalizer.normalize(dict(batch))
             if sample is None:
+                if structure_key(self.model) != self._runner_key:  # layers swapped since
+                    self.use_runner(self._runner_request)
                 gen = self._generator if generator is None else generator
                 actions = self.model.sample_actions(normalized, generator=gen)
             else:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from vlastack.cli.runner_option import add_runner_option
+
 
 def _image_size(text: str) -> tuple[int, int]:
     from vlastack.cli.eval import _image_size as parse
@@ -108,8 +110,9 @@ def add_parser(subparsers: Any) -> None:
     lat.add_argument(
         "--cuda-graphs",
         action="store_true",
-        help="replay the action head's sampler as CUDA graphs (GPU only)",
+        help="replay the action head's sampler as CUDA graphs (GPU only; = --runner cuda_graphs)",
     )
+    add_runner_option(lat)
     lat.add_argument("--embodiment", default=None, help="mixture checkpoints: the member to act as")
     lat.add_argument("--json", action="store_true", help="print one JSON object instead")
     lat.set_defaults(func=run_latency)
@@ -235,8 +238,11 @@ def run_latency(args: argparse.Namespace) -> int:
     if fmt is not None:
         # another checkpoint format (a LeRobot folder): its modules record no vlastack stages,
         # so the table has end-to-end latency only (per stage: N/A)
-        if args.cuda_graphs:
-            raise ConfigError(f"--cuda-graphs applies to vlastack checkpoints, not {fmt.name}")
+        if args.cuda_graphs or args.runner not in ("auto", "eager"):
+            raise ConfigError(
+                f"--cuda-graphs / --runner apply to vlastack checkpoints, not {fmt.name} "
+                "(it runs eagerly)"
+            )
         policy: Any = fmt.obj.load(
             Path(args.checkpoint), device=args.device, embodiment=args.embodiment
         )
@@ -244,8 +250,7 @@ def run_latency(args: argparse.Namespace) -> int:
         policy = Policy.from_checkpoint(
             args.checkpoint, device=args.device, embodiment=args.embodiment
         )
-        if args.cuda_graphs:
-            policy.enable_cuda_graphs()
+        policy.use_runner("cuda_graphs" if args.cuda_graphs else args.runner)
     if args.threads == 0 and policy.device.type == "cpu":
         from vlastack.profiling import pick_inference_threads
 

@@ -8,7 +8,10 @@ on a mixture of robots acts as the member matching the environment (``--embodime
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
+
+from vlastack.cli.runner_option import add_runner_option
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -36,6 +39,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--episodes-per-task", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="worker processes (0 = in-process)")
+    add_runner_option(p)
     p.add_argument(
         "--threads",
         type=int,
@@ -91,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
     from vlastack.evaluation.reproduce import evaluate_manifest
     from vlastack.evaluation.rollout import evaluate
 
+    if args.runner != "auto":  # Policy reads it, in this process and in the workers it starts
+        os.environ["VLASTACK_RUNNER"] = args.runner
     if args.manifest:
         if args.embodiment is not None:
             raise ConfigError(

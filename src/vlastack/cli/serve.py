@@ -16,6 +16,7 @@ import logging
 import os
 from pathlib import Path
 
+from vlastack.cli.runner_option import add_runner_option
 from vlastack.errors import ConfigError, VlastackError
 
 
@@ -80,7 +81,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--cuda-graphs",
         action="store_true",
         help="replay the action head's sampler as CUDA graphs (GPU only; same actions, fewer "
-        "kernel launches at batch 1)",
+        "kernel launches at batch 1; = --runner cuda_graphs)",
     )
     p.add_argument(
         "--max-prompt-chars",
@@ -90,6 +91,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="refuse instructions longer than N characters (default 1000; bounds the server's "
         "memory: the language encoder caches each distinct instruction, at most 256 of them)",
     )
+    add_runner_option(p)
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=run)
 
@@ -139,8 +141,7 @@ def _load_policy(args: argparse.Namespace):
             f"{args.checkpoint}: could not load the policy ({type(exc).__name__}: {exc}); "
             "check that the folder is a complete vlastack checkpoint (config.json, weights, stats)"
         ) from None
-    if args.cuda_graphs:
-        policy.enable_cuda_graphs()
+    policy.use_runner("cuda_graphs" if args.cuda_graphs else args.runner)
     _set_threads(policy, args.threads)
     if policy.embodiment_name:
         logging.getLogger("vlastack.serving").info(
@@ -165,6 +166,11 @@ def _load_registered(args: argparse.Namespace):
         raise ConfigError(
             f"--cuda-graphs replays a vlastack action head; {args.checkpoint} is a "
             f"{fmt.name} checkpoint: drop --cuda-graphs"
+        )
+    if getattr(args, "runner", "auto") not in ("auto", "eager"):
+        raise ConfigError(
+            f"--runner {args.runner} runs vlastack heads; {args.checkpoint} is a {fmt.name} "
+            "checkpoint, which runs eagerly: drop --runner"
         )
     from vlastack.training.distributed import pick_device
 

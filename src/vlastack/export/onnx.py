@@ -52,10 +52,7 @@ class FlowPrefix(nn.Module):
         self.head = head
 
     def forward(self, context: torch.Tensor, context_mask: torch.Tensor):
-        from vlastack.models.layers.inference import reference_inference
-
-        with reference_inference():  # the fast path drops an all-True mask; this graph returns it
-            cache = self.head.prefix_cache(context, context_mask.bool())
+        cache = self.head.prefix_cache(context, context_mask.bool())
         k, v = _stack_kv(cache.kvs)
         return k, v, cache.mask
 

@@ -75,7 +75,11 @@ class VLA(nn.Module):
     motion_classifier: nn.Linear
     motion_embed: nn.Embedding
     head: Any  # an action head (vlastack.models.action_heads.base.ActionHead contract)
-    head_runner: Any = None  # set: called instead of head.sample_actions (enable_cuda_graphs)
+    # The runner slots (``vlastack.runners``): set, they are called at inference instead of
+    # ``head.sample_actions(context, mask, generator=...)`` and the trunk's
+    # ``encoder_forward(trunk, x, mask)``; None runs the modules themselves (eager)
+    head_runner: Any = None
+    trunk_runner: Any = None
 
     def __init__(self, cfg: VLAConfig, head_builder: HeadBuilder | None = None) -> None:
         super().__init__()
@@ -383,7 +387,10 @@ class VLA(nn.Module):
             return hidden[:, :N], mask[:, :N], logits
         if self.trunk is not None:
             with stage("backbone"):
-                x = encoder_forward(self.trunk, x, mask)
+                if self.trunk_runner is not None and not torch.is_grad_enabled():
+                    x = self.trunk_runner(x, mask)  # runners are inference only
+                else:
+                    x = encoder_forward(self.trunk, x, mask)
         return x, mask, None
 
     # ------------------------------------------------------------------ training
@@ -559,17 +566,6 @@ class VLA(nn.Module):
             return self.head.sample_actions_guided(
                 ctx, mask, target, weights, max_guidance_weight, generator=generator
             )
-
-    def enable_cuda_graphs(self) -> None:
-        """Sample through CUDA graphs of the head from now on (``head_runner``; graphs.py)."""
-        from vlastack.models.action_heads.graphs import GraphedHead
-
-        if self.config.action_tokens_in_lm:
-            raise ConfigError(
-                "CUDA graphs: this model decodes actions as language-model tokens, which stops on "
-                "the tokens it reads; drop --cuda-graphs"
-            )
-        self.head_runner = GraphedHead(self.head)
 
     # ------------------------------------------------------------------ groups
     def param_groups(self) -> dict[str, list[nn.Parameter]]:

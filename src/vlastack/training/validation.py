@@ -15,6 +15,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from vlastack.errors import ConfigError
+from vlastack.models.vla import VLA
+from vlastack.runners import use_runner
 from vlastack.training import distributed, probes
 from vlastack.training.config import TrainConfig
 from vlastack.training.logging import RunLogger
@@ -55,6 +58,7 @@ def validate(
     was_training = net.training
     net.eval()
     eval_model.eval()
+    plugged = dist.mode != "fsdp" and _plug_runner(eval_model, cfg)
     metrics: dict[str, float] = {}
     outcomes: list[tuple[ValSet, probes.OpenLoopResult, probes.LanguageProbe | None]] = []
     for vs in sets:
@@ -101,6 +105,8 @@ def validate(
         probe = mean_probe([p for _, _, p in outcomes if p is not None])
         if probe is not None:
             metrics.update(probe.metrics())
+    if plugged:  # training goes on with the plain modules (a runner holds this round's weights)
+        eval_model.head_runner = eval_model.trunk_runner = None
     net.train(was_training)
     eval_model.train(was_training)
     if not dist.is_main:
@@ -137,6 +143,19 @@ def validate(
                     "blanked or swapped"
                 )
     return metrics, probe
+
+
+def _plug_runner(model: nn.Module, cfg: TrainConfig) -> bool:
+    """Sample this validation round through the device's default runner (``native`` on a CPU),
+    built for the weights as they are now, as a ``Policy`` would; float32 only (the runner's
+    products do not follow autocast). True when one was plugged into the model's slots."""
+    if cfg.precision != "fp32" or not isinstance(model, VLA) or model.head is None:
+        return False
+    try:
+        use_runner(model, "auto")
+    except ConfigError:
+        return False
+    return True
 
 
 def validation_sets(parts: TrainingParts) -> list[ValSet]:

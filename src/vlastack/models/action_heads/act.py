@@ -14,12 +14,9 @@ import torch
 from torch import nn
 
 from vlastack.models.action_heads.base import ActionHead
-from vlastack.models.layers.attention import none_if_all_valid
 from vlastack.models.layers.block import Block
 from vlastack.models.layers.config import config_from
-from vlastack.models.layers.decoder import CrossDecoder, DecoderPlan
-from vlastack.models.layers.inference import derived, fast_inference, plan_params
-from vlastack.models.layers.linear import fast_linear, plan_linear
+from vlastack.models.layers.decoder import CrossDecoder
 from vlastack.models.layers.masking import loss_weights, masked_mean
 
 
@@ -114,105 +111,8 @@ class ACTHead(ActionHead):
     def sample_actions(self, context, context_mask, generator=None):
         """z = 0 at inference (deterministic; ``generator`` unused)."""
         self._check(context, context_mask)
-        if fast_inference(self):
-            return self._sample_fast(context, context_mask)
         z = context.new_zeros(context.shape[0], self.latent_dim)
         return self.decode(z, context, context_mask)
-
-    def _query_constants(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """What the decoder computes before it first reads the memory, which depends on weights
-        only: the first block's self-attention over the learned queries, x (1, H, W), and that
-        block's cross-attention queries (1, heads, H, hd)."""
-        blk = self.decoder.blocks[0]
-        assert isinstance(blk, Block) and blk.cross_attn is not None and blk.norm2 is not None
-        params = [self.queries]
-        for m in (blk.norm1, blk.self_attn, blk.norm2, blk.cross_attn.q):
-            params.extend(m.parameters())
-
-        def make() -> tuple[torch.Tensor, torch.Tensor]:
-            assert blk.cross_attn is not None and blk.norm2 is not None
-            x = self.queries.unsqueeze(0)
-            h = blk.norm1(x)
-            x = x + blk.self_attn(h, blk.self_attn.project_kv(h))
-            return x, blk.cross_attn._split(blk.cross_attn.q(blk.norm2(x)))
-
-        return derived(self, "_query_pack", params, make)
-
-    def _sample_fast(self, context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
-        """``decode(0, …)`` with the same math and fewer ops: latent_in(0) is its bias, the
-        query-only part of block 0 is cached, all layers' memory K/V come from one GEMM, and the
-        decoder runs as one flat ``DecoderPlan`` loop."""
-        B = context.shape[0]
-        valid = none_if_all_valid(context_mask)
-        cross_mask = (
-            None
-            if valid is None
-            else torch.cat([torch.ones_like(valid[:, :1]), valid], 1)[:, None, None, :]
-        )
-        plan = self._plan()
-        if plan is not None:
-            dec, proj, z, x0, q0, out = plan
-            memory = torch.cat([z.expand(B, 1, -1), dec.lin(context, proj)], 1)
-            x = dec.run(
-                x0.expand(B, -1, -1),
-                dec.context_kv(memory),
-                cross_mask,
-                first_q=q0.expand(B, *q0.shape[1:]),
-            )
-            return dec.lin(x, out)
-        z_token = self.latent_in.bias.expand(B, 1, -1)
-        memory = torch.cat([z_token, fast_linear(self.context_proj, context)], 1)
-        kvs = self.decoder.context_kv(memory)
-        x0, q0 = self._query_constants()
-        blocks = list(self.decoder.blocks)
-        first = blocks[0]
-        assert isinstance(first, Block)
-        x = first._after_self_attn(
-            x0.expand(B, -1, -1), kvs[0], cross_mask, _no_mod, q0.expand(B, -1, -1, -1)
-        )
-        for blk, kv in zip(blocks[1:], kvs[1:]):
-            x = blk(x, None, kv, cross_mask)
-        return fast_linear(self.action_out, self.decoder.final_norm(x))
-
-    def _plan(self) -> tuple | None:
-        """Everything ``_sample_fast`` reads, built once per weight version: the decoder plan,
-        the context projection's pack, the z token, block 0's query constants, the output layer.
-        One cache check per chunk instead of one per layer."""
-        params = plan_params(
-            self,
-            "plan_params",
-            lambda: [
-                self.context_proj,
-                self.latent_in,
-                (self, "queries"),
-                self.decoder,
-                self.action_out,
-            ],
-            lambda: DecoderPlan.supports(self.decoder),
-        )
-        if params is None:
-            return None
-
-        def make() -> tuple:
-            dec = DecoderPlan(self.decoder)
-            x0, q0 = self._query_constants()
-            if dec.native:  # the native loop takes queries with the heads side by side
-                q0 = q0.transpose(1, 2).reshape(1, x0.shape[1], -1)
-            return (
-                dec,
-                plan_linear(self.context_proj.weight, self.context_proj.bias, dec.onednn, rows=3),
-                self.latent_in.bias.detach(),
-                x0,
-                q0,
-                # 7 outputs: never worth a oneDNN pack; native where the decoder is
-                plan_linear(self.action_out.weight, self.action_out.bias, False),
-            )
-
-        return derived(self, "_plan", params, make)
-
-
-def _no_mod(h: torch.Tensor, i: int) -> torch.Tensor:
-    return h
 
 
 def build(cfg=None, *, context_dim: int, action_dim: int, action_horizon: int) -> ACTHead:

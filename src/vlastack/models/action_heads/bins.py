@@ -17,7 +17,7 @@ from torch import nn
 
 from vlastack.functional.action_tokenization import bin_index, index_to_value
 from vlastack.models.action_heads.base import ActionHead
-from vlastack.models.layers.attention import causal_mask, none_if_all_valid
+from vlastack.models.layers.attention import causal_mask
 from vlastack.models.layers.config import config_from
 from vlastack.models.layers.decoder import CrossDecoder
 from vlastack.models.layers.masking import fill_padded_actions, loss_weights, masked_mean
@@ -104,7 +104,7 @@ class BinsHead(ActionHead):
             idx = self._logits_parallel(kvs, context_mask).argmax(-1)
             return index_to_value(idx, self.num_bins)
         caches = self.decoder.new_caches()
-        mask = none_if_all_valid(context_mask)  # one check per chunk, not per token
+        mask = context_mask
         tok = torch.full((B,), self.num_bins, dtype=torch.long, device=context.device)
         out = []
         for k in range(H * A):

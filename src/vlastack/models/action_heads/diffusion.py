@@ -23,16 +23,9 @@ from vlastack.functional.flow_matching import sincos_time_embedding
 from vlastack.functional.noise import randn
 from vlastack.functional.noise_schedules import make_alphas_cumprod
 from vlastack.models.action_heads.base import ActionHead
-from vlastack.models.action_heads.unet1d import ConditionalUnet1d, UnetPlan
+from vlastack.models.action_heads.unet1d import ConditionalUnet1d
 from vlastack.models.layers.config import config_from
 from vlastack.models.layers.decoder import CrossDecoder
-from vlastack.models.layers.inference import (
-    _plain_linears,
-    _version,
-    derived,
-    fast_inference,
-    plan_params,
-)
 from vlastack.models.layers.masking import (
     fill_padded_actions,
     loss_weights,
@@ -160,9 +153,6 @@ class DiffusionHead(ActionHead):
     def predict_noise(self, x_t, t, kvs, pooled, context_mask) -> torch.Tensor:
         """ε̂(x_t, t | context); ``t`` (B,) integer timesteps."""
         if self.denoiser == "unet":
-            plan = self._unet_plan() if fast_inference(self) else None
-            if plan is not None:
-                return plan.run(x_t, self._unet_film(plan, t, pooled))
             return self.unet(x_t, torch.cat([self._step_embedding(t, x_t.dtype), pooled], -1))
         temb = self.time_mlp(
             sincos_time_embedding(t.float(), self.width, 1.0, 10000.0).to(x_t.dtype)
@@ -175,36 +165,6 @@ class DiffusionHead(ActionHead):
         """DP-C's diffusion-step encoder: sinusoid → Linear → Mish → Linear, (B,) → (B, d)."""
         e = sincos_time_embedding(t.float(), self.step_embed_dim, 1.0, 10000.0).to(dtype)
         return self.step_encoder(e)
-
-    def _unet_plan(self) -> UnetPlan | None:
-        params = plan_params(self, "unet_plan", lambda: [self.step_encoder, self.unet])
-        if params is None or not _plain_linears(self.unet):
-            return None
-        return derived(self, "_unet_plan", params, lambda: UnetPlan(self.unet))
-
-    def _unet_film(self, plan: UnetPlan, t: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-        """Every residual block's FiLM output, (B, Σ FiLM widths), without the per-step GEMM.
-
-        FiLM is W·mish([e(t), pooled]) + b = W_t·mish(e(t)) + (W_p·mish(pooled) + b): the first
-        term depends on the weights and the step only, so it is cached per step value with the
-        plan; the second is computed once per chunk (cached on the ``pooled`` tensor, which the
-        sampler passes to every step). Exact up to float rounding of the split sum."""
-        d = self.step_embed_dim
-        w, b = plan.film_weight, plan.film_bias
-        key = (pooled.data_ptr(), pooled.shape, _version(pooled))
-        hit = plan.pooled_film
-        if hit is None or hit[0] != key:
-            hit = (key, F.linear(F.mish(pooled), w[:, d:], b), pooled)  # holds pooled alive
-            plan.pooled_film = hit
-        steps = t.tolist()
-        if len(set(steps)) != 1:  # mixed steps in one batch: no per-step cache
-            temb = F.mish(self._step_embedding(t, pooled.dtype))
-            return hit[1] + F.linear(temb, w[:, :d])
-        part = plan.step_film.get(steps[0])
-        if part is None:
-            temb = F.mish(self._step_embedding(t[:1], pooled.dtype))
-            part = plan.step_film[steps[0]] = F.linear(temb, w[:, :d])
-        return hit[1] + part
 
     def loss(self, context, context_mask, actions, action_is_pad, action_dim_mask=None):
         self._check(context, context_mask, actions)

@@ -18,7 +18,7 @@ from torch import nn
 from vlastack.errors import ConfigError
 from vlastack.functional.fast_tokenizer import FastTokenizer
 from vlastack.models.action_heads.base import ActionHead
-from vlastack.models.layers.attention import causal_mask, none_if_all_valid
+from vlastack.models.layers.attention import causal_mask
 from vlastack.models.layers.config import config_from
 from vlastack.models.layers.decoder import CrossDecoder
 from vlastack.models.layers.masking import fill_padded_actions
@@ -123,7 +123,7 @@ class FastHead(ActionHead):
         B = context.shape[0]
         kvs = self.decoder.context_kv(self.context_proj(context))
         caches = self.decoder.new_caches()
-        mask = none_if_all_valid(context_mask)  # one check per chunk, not per token
+        mask = context_mask
         tok = torch.full((B,), self.bos_id, dtype=torch.long, device=context.device)
         done = torch.zeros(B, dtype=torch.bool, device=context.device)
         out: list[torch.Tensor] = []

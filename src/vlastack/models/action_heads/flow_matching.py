@@ -28,10 +28,8 @@ from vlastack.functional.flow_matching import (
 from vlastack.functional.noise import randn
 from vlastack.functional.rtc import guided_euler_sample
 from vlastack.models.action_heads.base import ActionHead
-from vlastack.models.layers.attention import KV, Attention, none_if_all_valid
+from vlastack.models.layers.attention import KV, Attention
 from vlastack.models.layers.config import config_from
-from vlastack.models.layers.inference import derived, fast_inference
-from vlastack.models.layers.linear import linear
 from vlastack.models.layers.masking import fill_padded_actions, loss_weights, masked_mean
 from vlastack.models.layers.mlp import MLP
 
@@ -88,10 +86,7 @@ class ExpertLayer(nn.Module):
 
     def forward(self, x, prefix_kv: KV, mask, cond):
         h, gate = self.norm1(x, cond)
-        if fast_inference(self.attn):  # q, k, v in one prepacked GEMM
-            q, (k, v) = self.attn.project_qkv(h)
-        else:
-            q, (k, v) = self.attn._split(self.attn.q(h)), self.attn.project_kv(h)
+        q, (k, v) = self.attn.project_qkv(h)
         kv = (torch.cat([prefix_kv[0], k], 2), torch.cat([prefix_kv[1], v], 2))
         y = self.attn.attend(q, kv, mask)
         x = x + (y * gate if gate is not None else y)
@@ -105,7 +100,7 @@ class FlowPrefixCache:
     """Everything about the prefix the Euler steps reuse: per-layer K/V and the suffix→all mask."""
 
     kvs: list[KV]
-    mask: torch.Tensor | None  # (B, 1, S, N + S) bool; None on the fast path when all True
+    mask: torch.Tensor | None  # (B, 1, S, N + S) bool; None: every key (the native runner)
     state_token: torch.Tensor | None  # (B, 1, W)
 
 
@@ -191,9 +186,7 @@ class FlowMatchingHead(ActionHead):
                 ar.narrow(0, N + i, 1).fill_(1)
         valid = torch.cat([context_mask, context_mask.new_ones(B, S)], 1)
         mask = make_attn_mask(valid, ar)[:, N:, :]  # suffix rows only: the prefix is not recomputed
-        # without a state token and with every context token valid, every suffix row sees every
-        # key: the fast path then drops the mask (one check per chunk, not per attention call)
-        return FlowPrefixCache(kvs, none_if_all_valid(mask[:, None]), state_token)
+        return FlowPrefixCache(kvs, mask[:, None], state_token)
 
     # ---- one velocity evaluation (what every Euler / guided step runs) ---------------------
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor, cache: FlowPrefixCache) -> torch.Tensor:
@@ -201,38 +194,17 @@ class FlowMatchingHead(ActionHead):
         temb = sincos_time_embedding(t, self.width, 4e-3, 4.0).to(x_t.dtype)
         if self.time_conditioning == "concat":
             mlp = self.action_time_mlp
-            if fast_inference(self):
-                # W₀·[W_in·x + b_in; e(t)] + b₀ = (W₀ₐ·W_in)·x + W₀ₜ·e(t) + (W₀ₐ·b_in + b₀): one
-                # (H × A) product and one row per sample for e(t), instead of the action
-                # projection and a 2·width-wide product over all H tokens (same math up to
-                # float rounding; 5-13% of a batch-1 chunk, BENCHMARKS.md)
-                w_x, w_t, b = self._action_time_pack()
-                h = torch.addmm(b, temb, w_t.t()).unsqueeze(1) + F.linear(x_t, w_x)
-            else:
-                a = linear(self.action_in, x_t)
-                h = linear(mlp[0], torch.cat([a, temb[:, None].expand_as(a)], -1))
-            tokens = linear(mlp[2], mlp[1](h))
+            a = self.action_in(x_t)
+            tokens = mlp(torch.cat([a, temb[:, None].expand_as(a)], -1))
             cond = None
         else:
-            tokens, cond = linear(self.action_in, x_t), self.time_mlp(temb)
+            tokens, cond = self.action_in(x_t), self.time_mlp(temb)
         if cache.state_token is not None:
             tokens = torch.cat([cache.state_token, tokens], 1)
         for layer, kv in zip(self.layers, cache.kvs):
             tokens = layer(tokens, kv, cache.mask, cond)
         h, _ = self.final_norm(tokens, cond)
-        return linear(self.action_out, h[:, -self.action_horizon :])
-
-    def _action_time_pack(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(W₀ₐ·W_in, W₀ₜ, W₀ₐ·b_in + b₀) for the fast path's fused action-time input layer."""
-        lin0, a_in = self.action_time_mlp[0], self.action_in
-        assert isinstance(lin0, nn.Linear)
-        params = (a_in.weight, a_in.bias, lin0.weight, lin0.bias)
-
-        def make() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            w0a, w0t = lin0.weight[:, : self.width], lin0.weight[:, self.width :]
-            return w0a @ a_in.weight, w0t.contiguous(), torch.addmv(lin0.bias, w0a, a_in.bias)
-
-        return derived(self, "_action_time", params, make)
+        return self.action_out(h[:, -self.action_horizon :])
 
     # ---- contract -------------------------------------------------------------------------
     def loss(self, context, context_mask, actions, action_is_pad, action_dim_mask=None, state=None):

@@ -1,13 +1,13 @@
-"""The model layers the action heads, the trunk and the vision fusion share: attention with
-precomputed keys/values, the pre-norm block, the learned-query decoder and its inference plan,
-the MLP, the inference fast path's switches and caches, fast linear products, and masking helpers.
+"""The model layers the action heads, the trunk and the vision fusion share, as plain
+``nn.Module``s: attention with precomputed keys/values, the pre-norm block, the learned-query
+decoder, the MLP, the inference switches, and masking helpers. Their fast CPU form is the native
+runner's (``vlastack.runners.native``), not theirs.
 
 - ``attention``: ``Attention``, ``LayerKVCache``, ``sdpa``, ``causal_mask``
 - ``mlp``: ``MLP``, the activations it takes
 - ``block``: ``Block`` (self-attention → cross-attention → MLP, optional FiLM)
-- ``decoder``: ``CrossDecoder`` and its flat inference plan ``DecoderPlan``
-- ``inference``: ``fast_inference``, ``reference_inference``, ``graph_capture``, ``derived``
-- ``linear``: prepacked / native linear products and the plans' weight packs
+- ``decoder``: ``CrossDecoder``
+- ``inference``: ``graph_capture``, and the vision folding's ``fast_inference`` / ``derived``
 - ``masking``: padded actions, loss weights, masked means
 - ``config``: ``config_from``
 """
@@ -15,7 +15,7 @@ the MLP, the inference fast path's switches and caches, fast linear products, an
 from vlastack.models.layers.attention import KV, Attention, LayerKVCache, causal_mask, sdpa
 from vlastack.models.layers.block import Block
 from vlastack.models.layers.config import config_from
-from vlastack.models.layers.decoder import CrossDecoder, DecoderPlan
+from vlastack.models.layers.decoder import CrossDecoder
 from vlastack.models.layers.inference import (
     derived,
     fast_inference,
@@ -29,7 +29,7 @@ from vlastack.models.layers.masking import (
     masked_mean,
     masked_mean_pool,
 )
-from vlastack.models.layers.mlp import ACTIVATIONS, MLP, check_activation
+from vlastack.models.layers.mlp import ACTIVATIONS, MLP, check_activation, mlp_activation
 
 __all__ = [
     "ACTIVATIONS",
@@ -38,7 +38,6 @@ __all__ = [
     "Attention",
     "Block",
     "CrossDecoder",
-    "DecoderPlan",
     "LayerKVCache",
     "causal_mask",
     "check_activation",
@@ -51,6 +50,7 @@ __all__ = [
     "loss_weights",
     "masked_mean",
     "masked_mean_pool",
+    "mlp_activation",
     "reference_inference",
     "sdpa",
 ]

@@ -9,8 +9,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlastack.errors import ConfigError
-from vlastack.models.layers.inference import derived, fast_inference
-from vlastack.models.layers.linear import linear, packed_linear
 
 KV = tuple[torch.Tensor, torch.Tensor]  # (B, heads, N, head_dim) each
 
@@ -40,12 +38,6 @@ class LayerKVCache:
         self.v[:, :, n0:n1] = v
         self.n = n1
         return self.k[:, :, :n1], self.v[:, :, :n1]
-
-
-def none_if_all_valid(mask: torch.Tensor) -> torch.Tensor | None:
-    """On the fast path an all-True key mask is dropped: attention over every key is the same
-    softmax, and SDPA without a mask skips building the additive −inf mask."""
-    return None if fast_inference() and bool(mask.all()) else mask
 
 
 def sdpa(
@@ -85,34 +77,23 @@ class Attention(nn.Module):
         return x.view(B, N, self.num_heads, self.head_dim).transpose(1, 2)
 
     def project_kv(self, x: torch.Tensor) -> KV:
-        k, v = linear(self.kv, x).chunk(2, dim=-1)
+        k, v = self.kv(x).chunk(2, dim=-1)
         return self._split(k), self._split(v)
 
     def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, KV]:
-        """Self-attention q and (k, v) of ``x`` in one GEMM (q/kv weights stacked and cached):
-        the same products as ``q(x)`` and ``project_kv(x)``, one op instead of two."""
-        params = (self.q.weight, self.q.bias, self.kv.weight, self.kv.bias)
-        w, b = derived(
-            self,
-            "_qkv_pack",
-            params,
-            lambda: (torch.cat(params[0::2], 0), torch.cat(params[1::2], 0)),
-        )
-        B, N, _ = x.shape
-        qkv = packed_linear(self, "_qkv_packed", x, w, b)
-        qkv = qkv.view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        return qkv[0], (qkv[1], qkv[2])
+        """Self-attention q and (k, v) of ``x`` (the native runner runs them as one product)."""
+        return self._split(self.q(x)), self.project_kv(x)
 
     def attend(self, q: torch.Tensor, kv: KV, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Split queries q (B, heads, L, hd) → output projection (B, L, D)."""
         o = sdpa(q, kv[0], kv[1], mask)
         B, _, L, _ = o.shape
         o = o.transpose(1, 2).reshape(B, L, -1)
-        return linear(self.out, o)
+        return self.out(o)
 
     def forward(self, x: torch.Tensor, kv: KV, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, L, D) queries; kv from ``project_kv``; mask broadcastable to (B, 1, L, N), True=attend."""
-        q = linear(self.q, x)
+        q = self.q(x)
         return self.attend(self._split(q), kv, mask)
 
 

@@ -3,13 +3,10 @@ keys/values, MLP, optional FiLM modulation."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
 from vlastack.models.layers.attention import KV, Attention, LayerKVCache
-from vlastack.models.layers.inference import fast_inference
 from vlastack.models.layers.mlp import MLP
 
 
@@ -60,31 +57,13 @@ class Block(nn.Module):
             return h * (1 + mods[2 * i]) + mods[2 * i + 1] if mods else h
 
         h = mod(self.norm1(x), 0)
-        if cache is None and fast_inference(self.self_attn):
-            q, kv = self.self_attn.project_qkv(h)
-            x = x + self.self_attn.attend(q, kv, self_mask)
-            return self._after_self_attn(x, cross_kv, cross_mask, mod)
         kv = self.self_attn.project_kv(h)
         if cache is not None:
             kv = cache.append(*kv)
         x = x + self.self_attn(h, kv, self_mask)
-        return self._after_self_attn(x, cross_kv, cross_mask, mod)
-
-    def _after_self_attn(
-        self,
-        x: torch.Tensor,
-        cross_kv: KV | None,
-        cross_mask: torch.Tensor | None,
-        mod: Callable[[torch.Tensor, int], torch.Tensor],
-        cross_q: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Cross-attention (if any) and MLP; ``cross_q`` (B, heads, L, hd): precomputed queries."""
         i = 1
         if self.cross_attn is not None and self.norm2 is not None:
             assert cross_kv is not None, "cross-attention block needs cross_kv"
-            if cross_q is None:
-                x = x + self.cross_attn(mod(self.norm2(x), i), cross_kv, cross_mask)
-            else:
-                x = x + self.cross_attn.attend(cross_q, cross_kv, cross_mask)
+            x = x + self.cross_attn(mod(self.norm2(x), i), cross_kv, cross_mask)
             i += 1
         return x + self.mlp(mod(self.norm3(x), i))

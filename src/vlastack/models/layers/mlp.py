@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from vlastack.errors import ConfigError
-from vlastack.models.layers.inference import fast_inference
-from vlastack.models.layers.linear import _ACT_FNS, fast_linear
 
-ACTIVATIONS = tuple(_ACT_FNS)  # the names a block's MLP takes
+ACTIVATIONS = ("gelu", "relu")  # the names a block's MLP takes
 
 
 def check_activation(activation: str) -> str:
@@ -29,17 +26,10 @@ class MLP(nn.Sequential):
         act = nn.ReLU() if check_activation(activation) == "relu" else nn.GELU()
         super().__init__(nn.Linear(dim, hidden), act, nn.Linear(hidden, out or dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fc1, act, fc2 = self[0], self[1], self[2]
-        if fast_inference():
-            fused = _mlp_activation(self)
-            if fused is not None:
-                return fast_linear(fc2, fast_linear(fc1, x, fused))
-        return fc2(act(fc1(x)))
 
-
-def _mlp_activation(mlp: nn.Module) -> str | None:
-    """The activation of a block's MLP a plan can run: "gelu" (exact) or "relu", else None."""
+def mlp_activation(mlp: nn.Module) -> str | None:
+    """The activation of a block's MLP as a name: "gelu" (exact) or "relu", else None (an
+    activation the runners' fused products do not carry)."""
     if not isinstance(mlp, nn.Sequential) or len(mlp) != 3:
         return None
     act = mlp[1]

@@ -1,7 +1,7 @@
-"""Linear products on the inference fast path: oneDNN's prepacked linear where the weight is
-large enough to pay, vlastack's native kernels where built, plain ``F.linear`` otherwise; the
-weight packs (``plan_linear``) and product functions (``plan_linear_fns``) the inference plans
-hold and run."""
+"""The native runner's linear products: vlastack's native kernels where built (float32 CPU),
+oneDNN's prepacked linear where the weight is large enough to pay (bfloat16, or no native
+build), plain ``F.linear`` otherwise; the weight packs (``plan_linear``) and product functions
+(``plan_linear_fns``) the runner's plans hold and run."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from torch import nn
 
 from vlastack import native
 from vlastack.models.common import cpu_bf16_kernels
-from vlastack.models.layers.inference import derived, fast_inference
 from vlastack.native import NativeLinear
 
 
@@ -65,76 +64,15 @@ def _onednn_shape(out_features: int, in_features: int) -> bool:
     return out_features * in_features >= _onednn_min_weight()
 
 
-def _onednn_pays(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    return (
-        x.device.type == "cpu"
-        and weight.dtype == x.dtype
-        and _onednn_dtype(x.dtype)
-        and _onednn_shape(weight.shape[0], weight.shape[-1])
-        and _mkldnn_linear_ops()
-    )
-
-
 # the activations fused into a product's epilogue: oneDNN's post-op (name, algorithm), and the
 # plain op that follows F.linear where oneDNN is not used
 _POST_OPS = {"gelu": ("gelu", "none"), "relu": ("relu", "")}
 
 
-_ACT_FNS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"gelu": F.gelu, "relu": F.relu}
+ACT_FNS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"gelu": F.gelu, "relu": F.relu}
 
 
-def packed_linear(
-    owner: nn.Module,
-    name: str,
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    activation: str | None = None,
-) -> torch.Tensor:
-    """``F.linear(x, weight, bias)``, then ``activation`` ("gelu", exact, or "relu") if given,
-    with the weight reordered once into oneDNN's blocked layout and cached on ``owner`` until it
-    changes. Inference only. At a chunk's small row counts (16 queries) MKL's sgemm re-packs the
-    weight on every call; the prepacked kernel skips that and fuses the activation into the GEMM
-    epilogue (~15-25% faster per GEMM here, same math up to float rounding). Falls back to the
-    plain ops off-CPU or without oneDNN. On a float32 CPU with vlastack's native kernels
-    (``vlastack.native``) the product runs there instead, from a pack cached the same way."""
-    if x.dtype is torch.float32 and weight.dtype is torch.float32 and native.usable(weight):
-        params = (weight,) if bias is None else (weight, bias)
-        pack = derived(owner, name + "_native", params, lambda: native.pack_linear(weight, bias))
-        return native.linear(x, pack, activation)
-    if (
-        _onednn_pays(x, weight)
-        and (bias is None or bias.dtype == x.dtype)
-        and (activation == "gelu" or x.numel() != x.shape[-1])  # one row: see plan_linear_fns
-    ):
-        rows = max(1, x.numel() // max(1, x.shape[-1]))
-        packed = derived(
-            owner,
-            name,
-            (weight,),
-            lambda: torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), rows),
-        )
-        op, algorithm = _POST_OPS[activation] if activation else ("none", "")
-        return torch.ops.mkldnn._linear_pointwise(x, packed, bias, op, (), algorithm)
-    y = F.linear(x, weight, bias)
-    return _ACT_FNS[activation](y) if activation else y
-
-
-def fast_linear(lin: nn.Module, x: torch.Tensor, activation: str | None = None) -> torch.Tensor:
-    """``lin(x)`` (then ``activation``) through ``packed_linear`` when ``lin`` is a plain
-    ``nn.Linear``; int8 / BitLinear replacements run their own forward."""
-    if type(lin) is nn.Linear:
-        return packed_linear(lin, "_packed", x, lin.weight, lin.bias, activation)
-    y = lin(x)
-    return _ACT_FNS[activation](y) if activation else y
-
-
-def linear(lin: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``lin(x)``, through the prepacked kernel when the fast path is on."""
-    return fast_linear(lin, x) if fast_inference() else lin(x)
-
-
-def _onednn_plan(t: torch.Tensor) -> bool:
+def onednn_plan(t: torch.Tensor) -> bool:
     """Plans built from weights like ``t`` use oneDNN's prepacked linear."""
     return t.device.type == "cpu" and _onednn_dtype(t.dtype) and _mkldnn_linear_ops()
 
@@ -159,7 +97,7 @@ def plan_linear_fns(onednn: bool, activation: str = "gelu") -> tuple[Callable, C
     """``lin(x, pack)`` and ``lin_act(x, pack)`` (then ``activation``: "gelu", exact, or
     "relu", fused into oneDNN's product where the layer has a pack) for packs made by
     ``plan_linear``."""
-    act = _ACT_FNS[activation]
+    act = ACT_FNS[activation]
     nl = native.linear
 
     def lin(x: torch.Tensor, wb: tuple) -> torch.Tensor:
@@ -201,9 +139,15 @@ def plan_linear_fns(onednn: bool, activation: str = "gelu") -> tuple[Callable, C
     return lin_packed, lin_act_packed
 
 
-def _plan_norm(n: nn.LayerNorm) -> tuple:
+def plan_norm(n: nn.LayerNorm) -> tuple:
     return (
         None if n.weight is None else n.weight.detach(),
         None if n.bias is None else n.bias.detach(),
         n.eps,
     )
+
+
+def plain_linears(module: nn.Module) -> bool:
+    """Every linear layer under ``module`` is a plain ``nn.Linear``: the packs stack raw
+    weights, which would bypass int8 / BitLinear replacements (their own forward must run)."""
+    return all(type(m) is nn.Linear for m in module.modules() if hasattr(m, "in_features"))

@@ -1,4 +1,5 @@
-"""CUDA-graph replay of an action head's sampler (``Policy.enable_cuda_graphs``).
+"""The ``cuda_graphs`` runner: CUDA-graph replay of an action head's sampler
+(``Policy.use_runner("cuda_graphs")``, ``--runner cuda_graphs`` / ``--cuda-graphs``).
 
 At batch 1 a small head on a GPU is bound by kernel launches, not by the GPU: the flow sampler
 (10 Euler steps × 4 blocks) launches ~600 kernels for 1.2 GFLOP and took 29.6 ms on an H100,
@@ -12,8 +13,7 @@ What a graph can hold: fixed shapes, no host synchronization, no host-side rando
 - heads say whether they can be captured (``ActionHead.cuda_graph_support``): autoregressive
   decoders stop on data and DDPM draws fresh noise every step, so they run eagerly;
 - the input checks that read data (every sample has a valid context token) run eagerly before
-  each replay, and the inference fast path (which drops all-valid masks after a host check) is
-  off while capturing (``fast_inference``);
+  each replay (``graph_capture`` tells ``ActionHead._check`` to stand aside while recording);
 - a graph is keyed by context shape/dtype and by the storage of the head's parameters: moving or
   reloading the weights re-captures, in-place updates are seen by the replay.
 
@@ -27,10 +27,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
 
 from vlastack.errors import ConfigError
 from vlastack.functional.noise import randn
 from vlastack.models.layers.inference import graph_capture
+from vlastack.runners.base import HeadFn, Runner
 
 
 class GraphedHead:
@@ -107,4 +109,20 @@ class GraphedHead:
         return bufs["out"].clone()
 
 
-__all__ = ["GraphedHead"]
+__all__ = ["CudaGraphsRunner", "GraphedHead"]
+
+
+class CudaGraphsRunner(Runner):
+    name = "cuda_graphs"
+    description = "the head's sampler recorded once per shape as a CUDA graph and replayed"
+    # the same kernels replayed: equal to eager on the GPU up to cuBLAS algorithm choice
+    tolerance = (1e-5, 1e-5)
+
+    def not_applicable(self, head: nn.Module, device: torch.device) -> str | None:
+        if device.type != "cuda":
+            return f"needs a CUDA GPU (this model is on {device})"
+        ok, why = head.cuda_graph_support()  # type: ignore[operator]
+        return None if ok else f"{type(head).__name__} cannot run as a CUDA graph: {why}"
+
+    def head(self, head: nn.Module) -> HeadFn:
+        return GraphedHead(head)
