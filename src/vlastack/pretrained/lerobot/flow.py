@@ -1,0 +1,43 @@
+"""Flow-matching pieces shared by the openpi-derived policies (pi0, pi0.5; SmolVLA uses the same
+two): the sine-cosine time embedding and the forward-Euler sampler from t=1 (noise) to t=0.
+
+Numerics as LeRobot 0.6.1 (``policies/common/vla_utils.py: create_sinusoidal_pos_embedding``,
+``policies/common/flow_matching.py: euler_integrate``, both copies of openpi's): the embedding is
+computed in float64 (periods ``min_period * (max_period / min_period) ** linspace(0, 1, dim/2)``,
+``[sin(2 pi t / p), cos(2 pi t / p)]``) and cast to the time's dtype by the caller; the sampler
+uses ``dt = -1 / steps``, ``t = 1 + step * dt`` as a Python float made a float32 tensor, and
+``x <- x + dt * v``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+
+def sinusoidal_time_embedding(
+    time: torch.Tensor, dim: int, min_period: float, max_period: float
+) -> torch.Tensor:
+    """(B,) times -> (B, dim) float64 (float32 on devices without float64, as LeRobot)."""
+    if dim % 2:
+        raise ValueError(f"time embedding width {dim} must be even")
+    dtype = torch.float32 if time.device.type == "mps" else torch.float64
+    fraction = torch.linspace(0.0, 1.0, dim // 2, dtype=dtype, device=time.device)
+    period = min_period * (max_period / min_period) ** fraction
+    scaling = 1.0 / period * 2 * math.pi
+    x = scaling[None, :] * time[:, None]
+    return torch.cat([torch.sin(x), torch.cos(x)], dim=1)
+
+
+def euler_sample(
+    velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: torch.Tensor, steps: int
+) -> torch.Tensor:
+    """Integrate ``velocity(x_t, t)`` from ``noise`` at t=1 to t=0 in ``steps`` Euler steps."""
+    dt = -1.0 / steps
+    x = noise
+    for step in range(steps):
+        t = torch.tensor(1.0 + step * dt, dtype=torch.float32, device=noise.device)
+        x = x + dt * velocity(x, t.expand(noise.shape[0]))
+    return x
