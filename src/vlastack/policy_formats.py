@@ -10,9 +10,10 @@ checkpoint (``Policy.from_checkpoint``), which stays the default; ``vlastack ser
 a hub id (``lerobot/xxx``) found in the local Hugging Face cache (``resolve_checkpoint_arg``).
 
 This module imports only the registry (and the torch-free folder reader of the built-in
-formats), so evaluation, serving and the CLI can all use it. Built in: ``lerobot_act`` and
-``lerobot_diffusion``, LeRobot ACT / Diffusion Policy ``pretrained_model`` folders
-(``vlastack.pretrained.lerobot``), whose torch code is imported only when such a folder loads.
+formats), so evaluation, serving and the CLI can all use it. Built in: ``lerobot_act``,
+``lerobot_diffusion``, ``lerobot_pi0`` and ``lerobot_pi05``, LeRobot ACT / Diffusion Policy /
+pi0 / pi0.5 ``pretrained_model`` folders (``vlastack.pretrained.lerobot``), whose torch code is
+imported only when such a folder loads.
 """
 
 from __future__ import annotations
@@ -133,6 +134,32 @@ register_policy_format(
     "model.safetensors, policy_preprocessor.json)",
     _lerobot_describer("diffusion", "lerobot_diffusion"),
 )
+
+
+
+def _lerobot_pi_format(policy_type: str) -> tuple[Callable[[Path], bool], Callable[..., Any]]:
+    def detect(path: Path) -> bool:
+        from vlastack.pretrained.lerobot.folder import is_lerobot_folder
+
+        return is_lerobot_folder(path, policy_type)
+
+    def load(path: Path, **kw: Any) -> Any:
+        from vlastack.pretrained.lerobot.pi0_policy import load_lerobot_pi0
+
+        return load_lerobot_pi0(path, policy_type=policy_type, **kw)
+
+    return detect, load
+
+
+for _kind, _words in (("pi0", "pi0"), ("pi05", "pi0.5")):
+    register_policy_format(
+        f"lerobot_{_kind}",
+        *_lerobot_pi_format(_kind),
+        f"LeRobot {_words} pretrained_model folder (config.json type '{_kind}', "
+        "model.safetensors, policy_preprocessor.json; PaliGemma's tokenizer from a local folder "
+        "or the Hugging Face cache)",
+        _lerobot_describer(_kind, f"lerobot_{_kind}"),
+    )
 
 
 __all__ = [
