@@ -27,13 +27,23 @@ SHAPING_FIELDS: dict[str, tuple[str, ...]] = {
         "noise_scheduler_type", "num_train_timesteps", "num_inference_steps", "prediction_type",
         "use_group_norm", "spatial_softmax_num_keypoints",
     ),
+    **{
+        kind: (
+            "paligemma_variant", "action_expert_variant", "dtype", "image_resolution",
+            "max_state_dim", "max_action_dim", "num_inference_steps", "tokenizer_max_length",
+            "empty_cameras", "use_relative_actions",
+        )
+        for kind in ("pi0", "pi05")
+    },
 }
+# policy types that read the task text (the rest ignore it)
+LANGUAGE_TYPES = ("pi0", "pi05")
 
 
 def horizons(policy_type: str, cfg: dict[str, Any]) -> dict[str, Any]:
     """Chunk length ``infer`` returns, how many of them to execute, observations stacked."""
     n_action = int(cfg.get("n_action_steps") or 1)
-    if policy_type == "act":
+    if policy_type in ("act", *LANGUAGE_TYPES):  # predict_action_chunk gives chunk_size
         chunk = int(cfg.get("chunk_size") or n_action)
     else:  # diffusion: LeRobot's predict_action_chunk returns n_action_steps actions
         chunk = n_action
@@ -81,7 +91,12 @@ def describe_folder(path: str | Path, policy_type: str, format_name: str) -> dic
     cfg = lf.read_config(p, policy_type)
     inputs = lf.read_features(cfg, "input_features")
     outputs = lf.read_features(cfg, "output_features")
-    procs = read_processors(p, cfg)
+    if policy_type in ("pi0", "pi05"):
+        from vlastack.pretrained.lerobot.pi0_policy import read_pi_processors
+
+        procs: Any = read_pi_processors(p, policy_type)
+    else:
+        procs = read_processors(p, cfg)
     rename = {v: k for k, v in procs.rename_map.items()}
     hz = horizons(policy_type, cfg)
     cameras: list[dict[str, Any]] = []
@@ -97,6 +112,9 @@ def describe_folder(path: str | Path, policy_type: str, format_name: str) -> dic
             "normalization": procs.normalizer.mode(f.key) if procs.normalizer else "IDENTITY",
             "stats": _stats_table(procs.normalizer, f.key),
         }
+        if image and policy_type in ("pi0", "pi05"):
+            res = cfg.get("image_resolution")
+            entry["resized"] = f"resized with centred padding to {res} inside the policy"
         (cameras if image else vectors).append(entry)
     actions: list[dict[str, Any]] = [
         {
@@ -132,7 +150,11 @@ def describe_folder(path: str | Path, policy_type: str, format_name: str) -> dic
             "serve": f"vlastack serve {p}",
             "send": send,
             "also_accepted": {k: spellings(k, k in {c['key'] for c in cameras})[1:] for k in send},
-            "ignored": "task / prompt (this policy has no language input)",
+            "ignored": "task / prompt (this policy has no language input)"
+            if policy_type not in LANGUAGE_TYPES
+            else "",
+            "task": "task (or prompt): str, the instruction" if policy_type in LANGUAGE_TYPES
+            else None,
             "reply": {"actions": f"float32 ({hz['chunk_length']}, {action_dim}) dataset units"},
             "metadata": [
                 "policy", "format", "action_horizon", "execute_horizon", "obs_horizon",
@@ -178,7 +200,8 @@ def format_text(info: dict[str, Any]) -> str:
     for c in info["cameras"]:
         ch, h, w = c["shape"]
         lines.append(
-            f"    {c['key']}: image {ch}x{h}x{w} (C, H, W), uint8 H×W×{ch} or CHW; not resized; "
+            f"    {c['key']}: image {ch}x{h}x{w} (C, H, W), uint8 H×W×{ch} or CHW; "
+            f"{c.get('resized') or 'not resized'}; "
             f"normalized {c['normalization']}"
         )
         lines += _fmt_stats(c["stats"], "      ")
@@ -188,7 +211,10 @@ def format_text(info: dict[str, Any]) -> str:
             f"{v['normalization']}"
         )
         lines += _fmt_stats(v["stats"], "      ")
-    lines.append("    task: ignored (no language input)")
+    if info["client"]["task"]:
+        lines.append("    task: str, the instruction (required; also accepted as 'prompt')")
+    else:
+        lines.append("    task: ignored (no language input)")
     lines.append("  OUTPUTS")
     for a in info["actions"]:
         lines.append(
@@ -208,7 +234,7 @@ def format_text(info: dict[str, Any]) -> str:
     for k, v in cl["send"].items():
         alias = " / ".join(repr(a) for a in cl["also_accepted"].get(k, []))
         lines.append(f"      {k!r}: {v}" + (f"  (or {alias})" if alias else ""))
-    lines.append(f"      {cl['ignored']}")
+    lines.append(f"      {cl['task'] or cl['ignored']}")
     lines.append("    reply: {" + ", ".join(f"{k!r}: {v}" for k, v in cl["reply"].items()) + "}")
     lines.append("    metadata frame on connect: " + ", ".join(cl["metadata"]))
     return "\n".join(lines)

@@ -113,21 +113,33 @@ def load_tokenizer(spec: Any, name: str, checkpoint: Path) -> Tokenizer:
         return ByteTokenizer()
     from transformers import AutoTokenizer
 
-    target = str(spec) if spec is not None else name
-    if spec is not None and not Path(target).is_dir():
-        raise ConfigError(
-            f"tokenizer {target!r} is not a folder (nor 'bytes'); pass a folder holding "
-            "PaliGemma's tokenizer files (tokenizer.json / tokenizer.model)"
-        )
+    if spec is not None:
+        folder = Path(spec)
+        if not folder.is_dir():
+            raise ConfigError(
+                f"tokenizer {str(spec)!r} is not a folder (nor 'bytes'); pass a folder holding "
+                "PaliGemma's tokenizer files (tokenizer.json / tokenizer.model)"
+            )
+    else:
+        from vlastack.pretrained.lerobot.hub import resolve_hub_id
+
+        try:
+            folder = resolve_hub_id(name)
+        except ConfigError:
+            raise ConfigError(
+                f"the tokenizer {name!r} (policy_preprocessor.json 'tokenizer_name') is not in "
+                f"the local Hugging Face cache; download it once with `hf download {name}` (a "
+                "gated repo: accept its licence on the hub first), or pass tokenizer=<folder> / "
+                f"set {TOKENIZER_ENV}=<folder>"
+            ) from None
     try:
-        tok = AutoTokenizer.from_pretrained(target, local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError) as exc:
         raise ConfigError(
-            f"the tokenizer {target!r} (policy_preprocessor.json 'tokenizer_name') is not in the "
-            f"local Hugging Face cache ({type(exc).__name__}); download it once with "
-            f"`huggingface-cli download {name}` (a gated repo: accept its licence first), or "
-            f"pass tokenizer=<folder> / set {TOKENIZER_ENV}=<folder>"
+            f"{folder} holds no tokenizer transformers can load ({type(exc).__name__}: {exc}); "
+            "it needs PaliGemma's tokenizer.json (or tokenizer.model with sentencepiece)"
         ) from None
+    target = str(folder)
     return HFTokenizer(tok, target)
 
 

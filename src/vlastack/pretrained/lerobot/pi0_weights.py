@@ -61,3 +61,23 @@ def load_pi0_network(file: Path, spec: Pi0Spec, device: str | torch.device = "cp
     net.model.paligemma_with_expert.fix_buffers()
     net.set_precision()
     return net.to(device).eval()
+
+
+def unused_at_inference(spec: Pi0Spec) -> list[str]:
+    """The saved keys that cannot change an action: both ``lm_head`` matrices and, of
+    PaliGemma's language model, the last layer's query/output projections, MLP and
+    post-attention norm and the final norm (only that layer's keys and values reach the
+    expert; ``GemmaStack.prefill`` stops there). LeRobot's own perturbation probe lists the same
+    nine for the fixtures (golden.json ``unused_at_inference``)."""
+    last = f"model.paligemma_with_expert.paligemma.model.language_model.layers.{spec.vlm.depth - 1}."
+    return [
+        UNUSED_HEADS[0],
+        last + "self_attn.q_proj.weight",
+        last + "self_attn.o_proj.weight",
+        last + "mlp.gate_proj.weight",
+        last + "mlp.up_proj.weight",
+        last + "mlp.down_proj.weight",
+        last + "post_attention_layernorm.weight",
+        "model.paligemma_with_expert.paligemma.model.language_model.norm.weight",
+        UNUSED_HEADS[1],
+    ]
