@@ -168,8 +168,9 @@ def _noise_generator(noise: torch.Tensor) -> torch.Generator:
     """The fixtures' noise is ``torch.randn(shape, generator=Generator().manual_seed(1000 +
     i))``; find the seed that reproduces it."""
     for seed in range(1000, 1003):
-        if torch.equal(torch.randn(noise.shape, generator=torch.Generator().manual_seed(seed)),
-                       noise):
+        if torch.equal(
+            torch.randn(noise.shape, generator=torch.Generator().manual_seed(seed)), noise
+        ):
             return torch.Generator().manual_seed(seed)
     raise AssertionError("the recorded noise is not from seeds 1000..1002")
 
@@ -204,9 +205,12 @@ def test_full_size_model_has_every_key_of_full_keys_json(dirs, infos, kind):
     assert set(want) - set(held) == set(unused[:1] + unused[-1:])
     assert set(unused) <= set(want)
     # the keys LeRobot saves but never uses, named as its own probe names them for the fixture
-    fixture_spec = Pi0Spec.from_config(json.loads(
-        (dirs[kind] / "pretrained_model" / "config.json").read_text()))
-    assert set(unused_at_inference(fixture_spec)) == set(infos[kind]["unused_at_inference"]["unused"])
+    fixture_spec = Pi0Spec.from_config(
+        json.loads((dirs[kind] / "pretrained_model" / "config.json").read_text())
+    )
+    assert set(unused_at_inference(fixture_spec)) == set(
+        infos[kind]["unused_at_inference"]["unused"]
+    )
 
 
 def test_every_fixture_key_is_consumed(policies, dirs):
@@ -282,7 +286,9 @@ def test_missing_or_incomplete_stats_are_named(dirs, tmp_path):
     stats_file = folder / "policy_preprocessor_step_3_normalizer_processor.safetensors"
     stats = load_file(str(stats_file))
     save_file({k: v for k, v in stats.items() if k != "observation.state.q99"}, str(stats_file))
-    with pytest.raises(ConfigError, match=r"stats of 'observation.state' lack q99, which QUANTILES"):
+    with pytest.raises(
+        ConfigError, match=r"stats of 'observation.state' lack q99, which QUANTILES"
+    ):
         load_lerobot_pi0(folder, tokenizer="bytes")
     stats_file.unlink()
     with pytest.raises(ConfigError, match=r"normalizer_processor\.safetensors is missing"):

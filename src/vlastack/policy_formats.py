@@ -136,7 +136,6 @@ register_policy_format(
 )
 
 
-
 def _lerobot_pi_format(policy_type: str) -> tuple[Callable[[Path], bool], Callable[..., Any]]:
     def detect(path: Path) -> bool:
         from vlastack.pretrained.lerobot.folder import is_lerobot_folder

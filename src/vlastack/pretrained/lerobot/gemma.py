@@ -25,6 +25,7 @@ of ``shared/fixtures/lerobot_policies`` name (their README, "pi0": a patched LeR
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -163,7 +164,7 @@ class GemmaBlock(nn.Module):
         super().__init__()
         self.size = size
         self.self_attn = GemmaAttentionWeights(size)
-        self.mlp = _gemma_mlp(size)
+        self.mlp: Any = _gemma_mlp(size)  # transformers' GemmaMLP
         self.input_layernorm = PiRMSNorm(size.width, cond_dim)
         self.post_attention_layernorm = PiRMSNorm(size.width, cond_dim)
 
@@ -231,6 +232,10 @@ class GemmaStack(nn.Module):
         self.layers = nn.ModuleList([GemmaBlock(size, cond_dim) for _ in range(size.depth)])
         self.norm = PiRMSNorm(size.width, cond_dim)
 
+    @property
+    def blocks(self) -> list[GemmaBlock]:
+        return cast(list[GemmaBlock], list(self.layers))
+
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         w = self.embed_tokens.weight
         return self.embed_tokens(ids) * torch.tensor(self.size.width**0.5).to(w.dtype)
@@ -240,11 +245,11 @@ class GemmaStack(nn.Module):
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The KV cache of ``x`` through every layer. The last layer's output (its MLP, the
         final norm) is not needed: only its keys/values are, so it stops after them."""
-        if self.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16:
+        if self.blocks[0].self_attn.q_proj.weight.dtype == torch.bfloat16:
             x = x.to(torch.bfloat16)
         cos, sin = rope_cos_sin(position_ids, self.size.head_dim, x.dtype)
         cache = []
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(self.blocks):
             if i == len(self.layers) - 1:
                 _, k, v, _ = layer.qkv(x, cos, sin, None)
                 cache.append((k, v))
@@ -263,10 +268,10 @@ class GemmaStack(nn.Module):
     ) -> torch.Tensor:
         """``x`` through every layer attending to ``cache`` (one entry per layer) and itself;
         final norm applied."""
-        if self.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16:
+        if self.blocks[0].self_attn.q_proj.weight.dtype == torch.bfloat16:
             x = x.to(torch.bfloat16)
         cos, sin = rope_cos_sin(position_ids, self.size.head_dim, x.dtype)
-        for layer, past in zip(self.layers, cache, strict=True):
+        for layer, past in zip(self.blocks, cache, strict=True):
             x, _ = layer(x, cos, sin, mask, past, cond)
         out, _ = self.norm(x, cond)
         return out

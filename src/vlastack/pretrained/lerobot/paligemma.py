@@ -25,6 +25,7 @@ here (``UNUSED_HEADS``): the loader checks their shapes and skips them, saving 2
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -89,8 +90,8 @@ def siglip(vision: VisionSize, image_size: int, attn: str = "sdpa") -> nn.Module
         vision_use_head=False,
         hidden_act="gelu_pytorch_tanh",
         layer_norm_eps=1e-6,
-        attn_implementation=attn,
     )
+    cfg._attn_implementation = attn  # what PaliGemma's vision tower gets by default
     model = SiglipVisionModel(cfg)
     return getattr(model, "vision_model", model)
 
@@ -126,23 +127,28 @@ class PaliGemmaWithExpert(nn.Module):
         )
 
     @property
+    def inner(self) -> Any:
+        """``paligemma.model`` (vision_tower, multi_modal_projector, language_model)."""
+        return cast(Any, self.paligemma).model
+
+    @property
     def language_model(self) -> GemmaStack:
-        return self.paligemma.model.language_model  # type: ignore[no-any-return]
+        return cast(GemmaStack, self.inner.language_model)
 
     @property
     def expert(self) -> GemmaStack:
-        return self.gemma_expert.model  # type: ignore[no-any-return]
+        return cast(GemmaStack, cast(Any, self.gemma_expert).model)
 
     def embed_image(self, image: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) in [-1, 1] -> (B, (S/14)^2, width); vision path in float32."""
         out_dtype = image.dtype
-        inner = self.paligemma.model
+        inner = self.inner
         feats = inner.vision_tower.vision_model(image.to(torch.float32)).last_hidden_state
         feats = inner.multi_modal_projector.linear(feats)
         return feats.to(out_dtype)
 
     def fix_buffers(self) -> None:
         """Recreate the SigLIP ``position_ids`` buffer (not saved) after a meta-device build."""
-        emb = self.paligemma.model.vision_tower.vision_model.embeddings
+        emb = self.inner.vision_tower.vision_model.embeddings
         device = emb.position_embedding.weight.device
         emb.position_ids = torch.arange(emb.num_positions, device=device).expand((1, -1))

@@ -190,8 +190,9 @@ class Pi0Core(nn.Module):
     # ---- suffix ----------------------------------------------------------------------------
     def time_embedding(self, t: torch.Tensor) -> torch.Tensor:
         s = self.spec
-        emb = sinusoidal_time_embedding(t, self.action_in_proj.out_features, s.min_period,
-                                        s.max_period)
+        emb = sinusoidal_time_embedding(
+            t, self.action_in_proj.out_features, s.min_period, s.max_period
+        )
         return emb.type(t.dtype)
 
     def embed_suffix(
@@ -264,8 +265,13 @@ class Pi0Network(nn.Module):
         bfloat16 but the vision tower, the projector and the norms)."""
         if self.spec.dtype != "bfloat16":
             return
-        keep = ("vision_tower", "multi_modal_projector", "input_layernorm",
-                "post_attention_layernorm", "model.norm")
+        keep = (
+            "vision_tower",
+            "multi_modal_projector",
+            "input_layernorm",
+            "post_attention_layernorm",
+            "model.norm",
+        )
         for name, param in self.named_parameters():
             want = torch.float32 if any(k in name for k in keep) else torch.bfloat16
             param.data = param.data.to(want)

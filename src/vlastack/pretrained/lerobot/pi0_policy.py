@@ -44,15 +44,27 @@ from vlastack.pretrained.lerobot.pi0_inputs import (
     resize_with_pad,
 )
 from vlastack.pretrained.lerobot.pi0_weights import load_pi0_network
-from vlastack.pretrained.lerobot.policy import folder_embodiment, no_embodiment, preprocess_observations
+from vlastack.pretrained.lerobot.policy import (
+    folder_embodiment,
+    no_embodiment,
+    preprocess_observations,
+)
 
 FORMAT_NAMES = {"pi0": "lerobot_pi0", "pi05": "lerobot_pi05"}
 NEW_LINE = "pi0_new_line_processor"
 TOKENIZER = "tokenizer_processor"
 PI05_STATE = "pi05_prepare_state_tokenizer_processor_step"
 RELATIVE, ABSOLUTE = "relative_actions_processor", "absolute_actions_processor"
-KNOWN = (lf.RENAME_STEP, *lf.PASSIVE_STEPS, *lf.NORMALIZER_STEPS, NEW_LINE, TOKENIZER,
-         PI05_STATE, RELATIVE, ABSOLUTE)
+KNOWN = (
+    lf.RENAME_STEP,
+    *lf.PASSIVE_STEPS,
+    *lf.NORMALIZER_STEPS,
+    NEW_LINE,
+    TOKENIZER,
+    PI05_STATE,
+    RELATIVE,
+    ABSOLUTE,
+)
 
 
 @dataclass
@@ -96,8 +108,9 @@ def read_pi_processors(path: Path, policy_type: str) -> PiProcessors:
     if (path / lf.POSTPROCESSOR).is_file():
         post = lf.read_pipeline(path, lf.POSTPROCESSOR)
         lf.check_steps(path, lf.POSTPROCESSOR, post, KNOWN)
-    procs = PiProcessors({}, _normalizer(path, lf.PREPROCESSOR, pre),
-                         _normalizer(path, lf.POSTPROCESSOR, post))
+    procs = PiProcessors(
+        {}, _normalizer(path, lf.PREPROCESSOR, pre), _normalizer(path, lf.POSTPROCESSOR, post)
+    )
     names = [s.name for s in pre]
     for step in pre:
         c = step.config
@@ -116,8 +129,11 @@ def read_pi_processors(path: Path, policy_type: str) -> PiProcessors:
         elif step.name == TOKENIZER:
             procs.tokenizer_name = str(c.get("tokenizer_name") or PALIGEMMA_TOKENIZER)
             procs.max_length = int(c.get("max_length") or procs.max_length)
-            for key, want in (("padding_side", "right"), ("padding", "max_length"),
-                              ("truncation", True)):
+            for key, want in (
+                ("padding_side", "right"),
+                ("padding", "max_length"),
+                ("truncation", True),
+            ):
                 if c.get(key, want) != want:
                     raise ConfigError(
                         f"{path / lf.PREPROCESSOR}: tokenizer_processor '{key}' is "
@@ -139,8 +155,10 @@ def relative_mask(procs: PiProcessors, action_dim: int) -> list[bool]:
     tokens = [str(n).lower() for n in procs.exclude_joints if n]
     if not tokens or procs.action_names is None:
         return [True] * action_dim
-    mask = [not any(t == str(n).lower() or t in str(n).lower() for t in tokens)
-            for n in procs.action_names[:action_dim]]
+    mask = [
+        not any(t == str(n).lower() or t in str(n).lower() for t in tokens)
+        for n in procs.action_names[:action_dim]
+    ]
     return mask + [True] * (action_dim - len(mask))
 
 
@@ -187,7 +205,8 @@ class LeRobotPi0Policy:
         outputs = lf.read_features(cfg, "output_features")
         self.image_keys = [f.key for f in inputs if f.type == "VISUAL"]
         self.image_keys += [
-            k for i in range(int(cfg.get("empty_cameras") or 0))
+            k
+            for i in range(int(cfg.get("empty_cameras") or 0))
             if (k := f"observation.images.empty_camera_{i}") not in self.image_keys
         ]
         self.shapes = {f.key: f.shape for f in inputs if not _empty(f.key)}
@@ -201,8 +220,10 @@ class LeRobotPi0Policy:
             raise ConfigError(f"{checkpoint}: config.json input_features has no VISUAL feature")
         self.state_key, self.state_dim = state[0].key, state[0].shape[0]
         self.action_key, self.action_dim = action[0].key, action[0].shape[0]
-        for what, dim, most in (("state", self.state_dim, self.spec.max_state_dim),
-                                ("action", self.action_dim, self.spec.max_action_dim)):
+        for what, dim, most in (
+            ("state", self.state_dim, self.spec.max_state_dim),
+            ("action", self.action_dim, self.spec.max_action_dim),
+        ):
             if dim > most:
                 raise ConfigError(
                     f"{checkpoint}: the {what} has {dim} dims, more than config.json's "
@@ -248,7 +269,12 @@ class LeRobotPi0Policy:
     def preprocess(self, observations: Sequence[Mapping[str, Any]]) -> Pi0Inputs:
         p, s = self.processors, self.spec
         raw = preprocess_observations(
-            observations, self.shapes, set(self.image_keys), p.rename_map, None, self.device,
+            observations,
+            self.shapes,
+            set(self.image_keys),
+            p.rename_map,
+            None,
+            self.device,
             self.policy_type,
         )
         batch = {k: (p.normalizer.normalize(k, v) if p.normalizer else v) for k, v in raw.items()}
@@ -281,15 +307,24 @@ class LeRobotPi0Policy:
         s = self.spec
         b = inputs.batch["observation.language.tokens"].shape[0]
         if noise is None:
-            noise = torch.randn((b, s.chunk_size, s.max_action_dim), generator=self._generator,
-                                device=self.device, dtype=torch.float32)
+            noise = torch.randn(
+                (b, s.chunk_size, s.max_action_dim),
+                generator=self._generator,
+                device=self.device,
+                dtype=torch.float32,
+            )
         return self.network.model.sample_actions(
-            inputs.images, inputs.img_masks, inputs.batch["observation.language.tokens"],
-            inputs.batch["observation.language.attention_mask"], inputs.state,
+            inputs.images,
+            inputs.img_masks,
+            inputs.batch["observation.language.tokens"],
+            inputs.batch["observation.language.attention_mask"],
+            inputs.state,
             noise.to(self.device),
         )
 
-    def predict_normalized(self, inputs: Pi0Inputs, noise: torch.Tensor | None = None) -> torch.Tensor:
+    def predict_normalized(
+        self, inputs: Pi0Inputs, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``predict_action_chunk``: (B, chunk_size, action_dim) in normalized units."""
         return self.sample(inputs, noise)[:, :, : self.action_dim]
 
@@ -298,8 +333,7 @@ class LeRobotPi0Policy:
         p = self.processors
         out = p.unnormalizer.unnormalize(self.action_key, chunk) if p.unnormalizer else chunk
         if p.relative:
-            mask = torch.tensor(relative_mask(p, out.shape[-1]), dtype=out.dtype,
-                                device=out.device)
+            mask = torch.tensor(relative_mask(p, out.shape[-1]), dtype=out.dtype, device=out.device)
             state = raw_state.to(device=out.device, dtype=out.dtype)
             out = out.clone()
             dims = mask.shape[0]
@@ -365,7 +399,10 @@ def load_lerobot_pi0(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     network = load_pi0_network(path / lf.WEIGHTS, spec, device)
     return LeRobotPi0Policy(
-        network, cfg, procs, tok,
+        network,
+        cfg,
+        procs,
+        tok,
         checkpoint=str(path),
         seed=seed,
         embodiment=folder_embodiment(path, cfg, kind),

@@ -69,7 +69,9 @@ def unused_at_inference(spec: Pi0Spec) -> list[str]:
     post-attention norm and the final norm (only that layer's keys and values reach the
     expert; ``GemmaStack.prefill`` stops there). LeRobot's own perturbation probe lists the same
     nine for the fixtures (golden.json ``unused_at_inference``)."""
-    last = f"model.paligemma_with_expert.paligemma.model.language_model.layers.{spec.vlm.depth - 1}."
+    last = (
+        f"model.paligemma_with_expert.paligemma.model.language_model.layers.{spec.vlm.depth - 1}."
+    )
     return [
         UNUSED_HEADS[0],
         last + "self_attn.q_proj.weight",
