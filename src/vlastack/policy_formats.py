@@ -161,6 +161,27 @@ for _kind, _words in (("pi0", "pi0"), ("pi05", "pi0.5")):
     )
 
 
+def _is_openpi_pi0(path: Path) -> bool:
+    from vlastack.pretrained.lerobot.openpi_folder import is_openpi_folder
+
+    return is_openpi_folder(path)
+
+
+def _load_openpi_pi0(path: Path, **kw: Any) -> Any:
+    from vlastack.pretrained.lerobot.openpi_pi0 import load_openpi_pi0
+
+    return load_openpi_pi0(path, **kw)
+
+
+register_policy_format(
+    "openpi_pi0",
+    _is_openpi_pi0,
+    _load_openpi_pi0,
+    "openpi PyTorch pi0 / pi0.5 checkpoint (convert_jax_model_to_pytorch.py output: config.json "
+    "with action_horizon, model.safetensors, assets/<asset_id>/norm_stats.json)",
+)
+
+
 __all__ = [
     "POLICY_FORMATS",
     "PolicyFormat",

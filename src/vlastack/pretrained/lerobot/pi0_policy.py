@@ -32,7 +32,7 @@ import torch
 from vlastack.errors import ConfigError
 from vlastack.pretrained.lerobot import folder as lf
 from vlastack.pretrained.lerobot.normalize import FeatureNormalizer
-from vlastack.pretrained.lerobot.observation import example_observation, short_name
+from vlastack.pretrained.lerobot.observation import example_observation, find_input, short_name
 from vlastack.pretrained.lerobot.pi0 import Pi0Network, Pi0Spec
 from vlastack.pretrained.lerobot.pi0_inputs import (
     PALIGEMMA_TOKENIZER,
@@ -72,12 +72,13 @@ class PiProcessors:
     """What the processor pipelines of a pi0 / pi0.5 folder do at inference."""
 
     rename_map: dict[str, str]
-    normalizer: FeatureNormalizer | None
-    unnormalizer: FeatureNormalizer | None
+    normalizer: FeatureNormalizer | Any  # openpi_pi0.OpenpiNormalizer for openpi folders
+    unnormalizer: FeatureNormalizer | Any
     tokenizer_name: str = PALIGEMMA_TOKENIZER
     max_length: int = 48
     new_line: bool = False
     state_prompt: bool = False
+    clean_prompt: bool = False  # openpi: strip, '_' and '\n' as spaces (pi0 too)
     relative: bool = False
     exclude_joints: list[str] = field(default_factory=list)
     action_names: list[str] | None = None
@@ -190,6 +191,8 @@ class LeRobotPi0Policy:
         seed: int = 0,
         embodiment: dict[str, Any] | None = None,
         folder_json: lf.FolderJSON | None = None,
+        optional_images: tuple[str, ...] = (),
+        format_name: str | None = None,
     ) -> None:
         self.network = network.eval()
         self.spec: Pi0Spec = network.spec
@@ -204,6 +207,9 @@ class LeRobotPi0Policy:
         inputs = lf.read_features(cfg, "input_features")
         outputs = lf.read_features(cfg, "output_features")
         self.image_keys = [f.key for f in inputs if f.type == "VISUAL"]
+        # cameras a client may leave out (openpi's unused slots): then -1 with mask False
+        self.optional_images = set(optional_images)
+        self.format_name = format_name
         self.image_keys += [
             k
             for i in range(int(cfg.get("empty_cameras") or 0))
@@ -240,7 +246,7 @@ class LeRobotPi0Policy:
         s = self.spec
         return {
             "policy": f"lerobot/{self.policy_type}",
-            "format": FORMAT_NAMES[self.policy_type],
+            "format": self.format_name or FORMAT_NAMES[self.policy_type],
             "checkpoint": self.checkpoint,
             "action_horizon": s.chunk_size,
             "execute_horizon": s.n_action_steps,
@@ -257,6 +263,18 @@ class LeRobotPi0Policy:
             "embodiment": self.embodiment_dict,
         }
 
+    def absent(self, observations: Sequence[Mapping[str, Any]]) -> set[str]:
+        """The cameras left out: ``empty_camera_<i>`` always, optional ones when no
+        observation of the batch has them (some but not all is an error)."""
+        out = {k for k in self.image_keys if _empty(k)}
+        for key in self.optional_images:
+            have = [find_input(o, key, True) is not None for o in observations]
+            if not any(have):
+                out.add(key)
+            elif not all(have):
+                raise ConfigError(f"{key}: sent in some observations of the batch but not all")
+        return out
+
     def example_observation(self, seed: int = 0) -> dict[str, Any]:
         return example_observation(self.shapes, set(self.image_keys), seed)
 
@@ -268,9 +286,14 @@ class LeRobotPi0Policy:
     # ---- LeRobot's stages, usable one by one (the tests compare each) -----------------------
     def preprocess(self, observations: Sequence[Mapping[str, Any]]) -> Pi0Inputs:
         p, s = self.processors, self.spec
+        absent = self.absent(observations)
+        shapes = {k: v for k, v in self.shapes.items() if k not in absent}
+        for key in shapes:  # any frame size: LeRobot resizes every camera to image_resolution
+            if key in self.image_keys:
+                shapes[key] = _frame_shape(find_input(observations[0], key, True), shapes[key])
         raw = preprocess_observations(
             observations,
-            self.shapes,
+            shapes,
             set(self.image_keys),
             p.rename_map,
             None,
@@ -279,6 +302,8 @@ class LeRobotPi0Policy:
         )
         batch = {k: (p.normalizer.normalize(k, v) if p.normalizer else v) for k, v in raw.items()}
         tasks = [_task(o) for o in observations]
+        if p.clean_prompt:
+            tasks = [t.strip().replace("_", " ").replace("\n", " ") for t in tasks]
         if s.pi05:
             state_np = batch[self.state_key].cpu().numpy()
             prompts = [pi05_prompt(t, state_np[i]) for i, t in enumerate(tasks)]
@@ -290,13 +315,15 @@ class LeRobotPi0Policy:
         images, masks = [], []
         b = len(observations)
         for key in self.image_keys:
-            if _empty(key):
+            if key not in batch:
                 continue
             images.append(resize_with_pad(batch[key], s.image_size))
             masks.append(torch.ones(b, dtype=torch.bool, device=self.device))
+        if not images:
+            raise ConfigError(f"observation has none of the cameras {', '.join(self.image_keys)}")
         for key in self.image_keys:  # LeRobot appends the missing (empty) cameras last
-            if _empty(key):
-                images.append(torch.ones_like(images[-1]) * -1)
+            if key not in batch:
+                images.append(torch.ones_like(images[0]) * -1)
                 masks.append(torch.zeros(b, dtype=torch.bool, device=self.device))
         state = None if s.pi05 else pad_state(batch[self.state_key], s.max_state_dim)
         return Pi0Inputs(batch, prompts, raw[self.state_key], images, masks, state)
@@ -349,6 +376,15 @@ class LeRobotPi0Policy:
             inputs = self.preprocess(batch)
             chunk = self.postprocess(self.predict_normalized(inputs), inputs.raw_state)
         return [{"actions": a} for a in chunk.float().cpu().numpy()]
+
+
+def _frame_shape(value: Any, default: tuple[int, ...]) -> tuple[int, ...]:
+    """(3, H, W) of a frame sent HWC or CHW (one channel is repeated to three)."""
+    arr = np.asarray(value) if value is not None else None
+    if arr is None or arr.ndim != 3:
+        return default  # observation_tensor names the key and the shape it wanted
+    hwc = arr.shape[-1] in (1, 3) and arr.shape[0] not in (1, 3)
+    return (3, *(arr.shape[:2] if hwc else arr.shape[1:]))
 
 
 def _empty(key: str) -> bool:

@@ -11,6 +11,7 @@ has no ``embed_tokens`` (LeRobot's ``_fix_pytorch_state_dict_keys``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -32,13 +33,25 @@ def expected_shapes(spec: Pi0Spec) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def load_pi0_network(file: Path, spec: Pi0Spec, device: str | torch.device = "cpu") -> Pi0Network:
+def load_pi0_network(
+    file: Path,
+    spec: Pi0Spec,
+    device: str | torch.device = "cpu",
+    key_map: Callable[[str], str] | None = None,
+    optional: tuple[str, ...] = (),
+) -> Pi0Network:
+    """``key_map``: file key -> LeRobot key (openpi's files lack the ``model.`` prefix);
+    ``optional``: LeRobot keys a file may lack (openpi's expert lm_head)."""
     from safetensors import safe_open
 
     expected = expected_shapes(spec)
+    rename = key_map or (lambda k: k)
     with safe_open(str(file), framework="pt") as f:
-        names = list(f.keys())
-        found = {k: tuple(f.get_slice(k).get_shape()) for k in names}
+        names = {rename(k): k for k in f.keys()}  # noqa: SIM118
+        found = {k: tuple(f.get_slice(n).get_shape()) for k, n in names.items()}
+        for key in optional:
+            if key not in found:
+                expected.pop(key, None)
         if EMBED_KEY not in found and UNUSED_HEADS[0] in found:
             found[EMBED_KEY] = found[UNUSED_HEADS[0]]  # the lm_head copy, below
         try:
@@ -52,9 +65,9 @@ def load_pi0_network(file: Path, spec: Pi0Spec, device: str | torch.device = "cp
         # cloned: the tensors safetensors hands out may sit at unaligned offsets of the file's
         # buffer, which changes which CPU kernels run (the last bits of pi0's chunk moved by
         # ~5e-7 without it); a fresh allocation is aligned as load_state_dict's copy would be
-        weights = {k: f.get_tensor(k).clone() for k in names if k not in UNUSED_HEADS}
+        weights = {k: f.get_tensor(n).clone() for k, n in names.items() if k not in UNUSED_HEADS}
         if EMBED_KEY not in weights:
-            weights[EMBED_KEY] = f.get_tensor(UNUSED_HEADS[0]).clone()
+            weights[EMBED_KEY] = f.get_tensor(names[UNUSED_HEADS[0]]).clone()
     with torch.device("meta"):
         net = Pi0Network(spec)
     net.load_state_dict(weights, strict=True, assign=True)
