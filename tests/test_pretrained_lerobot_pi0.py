@@ -383,3 +383,34 @@ def test_policy_with_a_real_tokenizer_folder(dirs, goldens, infos, tmp_path):
     tokens = inputs.batch["observation.language.tokens"]
     assert tokens.shape == (1, 48) and tokens[0, 0].item() == 5 and tokens[0, 5:].eq(0).all()
     assert policy.infer(observation(goldens["pi0"], infos["pi0"], 0))["actions"].shape == (10, 6)
+
+
+@pytest.mark.slow  # starts LeRobot 0.6.1 in a subprocess and loads both policies: ~35 s
+def test_same_bits_as_lerobot_at_two_threads(dirs, policies, goldens, infos, tmp_path):
+    """LeRobot 0.6.1 itself (its interpreter, a subprocess) and vlastack, both at 2 threads,
+    on the golden preprocessed batches and noise: identical chunks. (At 2 threads LeRobot's
+    own chunks differ from the 1-thread goldens by up to 4.8e-7 here.)"""
+    import subprocess
+
+    from _lerobot_python import lerobot_python
+
+    py = lerobot_python()
+    script = Path(__file__).with_name("lerobot_pi0_tiny_script.py")
+    out = tmp_path / "lerobot.safetensors"
+    proc = subprocess.run(
+        [py, str(script), "2", str(out), *(str(dirs[k]) for k in KINDS)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from safetensors.torch import load_file
+
+    theirs = load_file(str(out))
+    torch.set_num_threads(2)
+    for kind in KINDS:
+        g, policy = goldens[kind], policies[kind]
+        for i in OBS:
+            inputs = policy.preprocess([observation(g, infos[kind], i)])
+            ours = policy.predict_normalized(inputs, g[f"obs{i}.noise"])
+            assert torch.equal(ours, theirs[f"{kind}.obs{i}"]), (kind, i)
