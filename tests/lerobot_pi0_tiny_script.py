@@ -3,7 +3,8 @@ fixture folder with LeRobot's own ``from_pretrained`` (the fixtures' tiny Gemma/
 patched in, as the fixtures' README "pi_tiny_variants" describes) and run
 ``predict_action_chunk`` on the golden preprocessed batches with the golden noise at the given
 thread count. Usage: python lerobot_pi0_tiny_script.py THREADS OUT.safetensors KIND_DIR...
-(the outputs are saved as ``<kind>.obs<i>``)."""
+(the outputs are saved as ``<n>.obs<i>``, n the KIND_DIR's position). A KIND_DIR holds
+golden.safetensors and pretrained_model/; its name ends with the policy type."""
 
 import sys
 
@@ -24,8 +25,9 @@ TINY = {
     "dummy_expert": dict(width=32, depth=4, mlp_dim=64, num_heads=8, num_kv_heads=1, head_dim=16),
 }
 VOCAB = 1024
-VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-              patch_size=14)
+VISION = dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, patch_size=14
+)
 
 for mod in (m0, m5):
     orig = mod.get_gemma_config
@@ -52,7 +54,7 @@ for cls in (PI0Config, PI05Config):
     cls.__post_init__ = lambda self: PreTrainedConfig.__post_init__(self)
 
 out = {}
-for kind_dir in kind_dirs:
+for n, kind_dir in enumerate(kind_dirs):
     kind = "pi05" if kind_dir.rstrip("/").endswith("pi05") else "pi0"
     policy_cls = m5.PI05Policy if kind == "pi05" else m0.PI0Policy
     policy = policy_cls.from_pretrained(f"{kind_dir}/pretrained_model")
@@ -64,5 +66,5 @@ for kind_dir in kind_dirs:
         policy.reset()
         with torch.no_grad():
             chunk = policy.predict_action_chunk(batch, noise=g[f"obs{i}.noise"])
-        out[f"{kind}.obs{i}"] = chunk.contiguous()
+        out[f"{n}.obs{i}"] = chunk.contiguous()
 save_file(out, out_file)

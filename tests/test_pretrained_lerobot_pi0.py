@@ -385,32 +385,43 @@ def test_policy_with_a_real_tokenizer_folder(dirs, goldens, infos, tmp_path):
     assert policy.infer(observation(goldens["pi0"], infos["pi0"], 0))["actions"].shape == (10, 6)
 
 
-@pytest.mark.slow  # starts LeRobot 0.6.1 in a subprocess and loads both policies: ~35 s
-def test_same_bits_as_lerobot_at_two_threads(dirs, policies, goldens, infos, tmp_path):
+@pytest.mark.slow  # starts LeRobot 0.6.1 in a subprocess and loads four policies: ~40 s
+def test_same_bits_as_lerobot_in_float32_and_bfloat16(dirs, goldens, infos, tmp_path):
     """LeRobot 0.6.1 itself (its interpreter, a subprocess) and vlastack, both at 2 threads,
-    on the golden preprocessed batches and noise: identical chunks. (At 2 threads LeRobot's
-    own chunks differ from the 1-thread goldens by up to 4.8e-7 here.)"""
+    on the golden preprocessed batches and noise: identical chunks, for the fixtures as they are
+    (float32) and with config ``dtype`` bfloat16 (LeRobot's selective cast: vision, norms and
+    projections stay float32, RoPE frequencies rounded to bfloat16). At 2 threads LeRobot's own
+    float32 chunks differ from the 1-thread goldens by up to 4.8e-7 here."""
     import subprocess
+
+    from safetensors.torch import load_file
 
     from _lerobot_python import lerobot_python
 
     py = lerobot_python()
+    cases = []
+    for kind in KINDS:
+        cases.append((kind, dirs[kind]))
+        bf = tmp_path / "bf16" / kind
+        shutil.copytree(dirs[kind] / "pretrained_model", bf / "pretrained_model")
+        shutil.copy(dirs[kind] / "golden.safetensors", bf)
+        _edit(bf / "pretrained_model", "config.json", dtype="bfloat16")
+        cases.append((kind, bf))
     script = Path(__file__).with_name("lerobot_pi0_tiny_script.py")
     out = tmp_path / "lerobot.safetensors"
     proc = subprocess.run(
-        [py, str(script), "2", str(out), *(str(dirs[k]) for k in KINDS)],
+        [py, str(script), "2", str(out), *(str(d) for _, d in cases)],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    from safetensors.torch import load_file
-
     theirs = load_file(str(out))
     torch.set_num_threads(2)
-    for kind in KINDS:
-        g, policy = goldens[kind], policies[kind]
+    for n, (kind, d) in enumerate(cases):
+        policy = load_lerobot_pi0(d / "pretrained_model", device="cpu", tokenizer="bytes")
+        g = goldens[kind]
         for i in OBS:
             inputs = policy.preprocess([observation(g, infos[kind], i)])
             ours = policy.predict_normalized(inputs, g[f"obs{i}.noise"])
-            assert torch.equal(ours, theirs[f"{kind}.obs{i}"]), (kind, i)
+            assert torch.equal(ours, theirs[f"{n}.obs{i}"]), (str(d), i)

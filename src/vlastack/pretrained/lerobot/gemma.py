@@ -109,9 +109,14 @@ def gated_residual(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None) 
 
 
 def rope_cos_sin(
-    position_ids: torch.Tensor, head_dim: int, dtype: torch.dtype
+    position_ids: torch.Tensor,
+    head_dim: int,
+    dtype: torch.dtype,
+    freq_dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``GemmaRotaryEmbedding.forward`` for the default rope: (B, L, head_dim) cos and sin."""
+    """``GemmaRotaryEmbedding.forward`` for the default rope: (B, L, head_dim) cos and sin.
+    ``freq_dtype`` bfloat16: the inverse frequencies rounded to bfloat16 first, as they are in
+    LeRobot's bfloat16 model (its ``.to(bfloat16)`` casts the ``inv_freq`` buffer too)."""
     inv_freq = 1.0 / (
         ROPE_THETA
         ** (
@@ -121,6 +126,7 @@ def rope_cos_sin(
             / head_dim
         )
     )
+    inv_freq = inv_freq.to(freq_dtype)
     inv = inv_freq[None, :, None].float().expand(position_ids.shape[0], -1, 1)
     freqs = (inv @ position_ids[:, None, :].float()).transpose(1, 2)
     emb = torch.cat((freqs, freqs), dim=-1)
@@ -231,6 +237,7 @@ class GemmaStack(nn.Module):
             self.embed_tokens = nn.Embedding(vocab_size, size.width)
         self.layers = nn.ModuleList([GemmaBlock(size, cond_dim) for _ in range(size.depth)])
         self.norm = PiRMSNorm(size.width, cond_dim)
+        self.rope_freq_dtype = torch.float32  # bfloat16 after Pi0Network.set_precision
 
     @property
     def blocks(self) -> list[GemmaBlock]:
@@ -247,7 +254,7 @@ class GemmaStack(nn.Module):
         final norm) is not needed: only its keys/values are, so it stops after them."""
         if self.blocks[0].self_attn.q_proj.weight.dtype == torch.bfloat16:
             x = x.to(torch.bfloat16)
-        cos, sin = rope_cos_sin(position_ids, self.size.head_dim, x.dtype)
+        cos, sin = rope_cos_sin(position_ids, self.size.head_dim, x.dtype, self.rope_freq_dtype)
         cache = []
         for i, layer in enumerate(self.blocks):
             if i == len(self.layers) - 1:
@@ -270,7 +277,7 @@ class GemmaStack(nn.Module):
         final norm applied."""
         if self.blocks[0].self_attn.q_proj.weight.dtype == torch.bfloat16:
             x = x.to(torch.bfloat16)
-        cos, sin = rope_cos_sin(position_ids, self.size.head_dim, x.dtype)
+        cos, sin = rope_cos_sin(position_ids, self.size.head_dim, x.dtype, self.rope_freq_dtype)
         for layer, past in zip(self.blocks, cache, strict=True):
             x, _ = layer(x, cos, sin, mask, past, cond)
         out, _ = self.norm(x, cond)

@@ -261,8 +261,9 @@ class Pi0Network(nn.Module):
         self.model = Pi0Core(spec)
 
     def set_precision(self) -> None:
-        """config ``dtype`` bfloat16: LeRobot's ``to_bfloat16_for_selected_params`` (everything
-        bfloat16 but the vision tower, the projector and the norms)."""
+        """config ``dtype`` bfloat16: LeRobot's ``to_bfloat16_for_selected_params``, which
+        casts ``paligemma_with_expert`` only (the action/state/time projections stay float32)
+        and keeps its vision tower, projector and norms (adaRMS ``dense`` included) float32."""
         if self.spec.dtype != "bfloat16":
             return
         keep = (
@@ -272,6 +273,9 @@ class Pi0Network(nn.Module):
             "post_attention_layernorm",
             "model.norm",
         )
-        for name, param in self.named_parameters():
+        pwe = self.model.paligemma_with_expert
+        for name, param in pwe.named_parameters():
             want = torch.float32 if any(k in name for k in keep) else torch.bfloat16
             param.data = param.data.to(want)
+        pwe.language_model.rope_freq_dtype = torch.bfloat16
+        pwe.expert.rope_freq_dtype = torch.bfloat16
