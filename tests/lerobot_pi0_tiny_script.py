@@ -15,8 +15,8 @@ torch.set_num_threads(threads)
 
 from lerobot.configs import PreTrainedConfig  # noqa: E402
 from lerobot.policies.pi0 import modeling_pi0 as m0  # noqa: E402
-from lerobot.policies.pi05 import modeling_pi05 as m5  # noqa: E402
 from lerobot.policies.pi0.configuration_pi0 import PI0Config  # noqa: E402
+from lerobot.policies.pi05 import modeling_pi05 as m5  # noqa: E402
 from lerobot.policies.pi05.configuration_pi05 import PI05Config  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
