@@ -425,3 +425,29 @@ def test_same_bits_as_lerobot_in_float32_and_bfloat16(dirs, goldens, infos, tmp_
             inputs = policy.preprocess([observation(g, infos[kind], i)])
             ours = policy.predict_normalized(inputs, g[f"obs{i}.noise"])
             assert torch.equal(ours, theirs[f"{n}.obs{i}"]), (str(d), i)
+
+
+def test_registration_and_detection_do_not_import_the_network_modules(dirs):
+    import subprocess
+    import sys
+
+    heavy = (
+        "pi0",
+        "pi0_policy",
+        "pi0_weights",
+        "pi0_inputs",
+        "gemma",
+        "paligemma",
+        "flow",
+        "openpi_pi0",
+    )
+    code = (
+        "import sys, vlastack.policy_formats as pf; "
+        f"print([pf.detect_policy_format(p).name for p in {[str(d / 'pretrained_model') for d in dirs.values()]!r}], "
+        f"[m for m in sys.modules if m.rsplit('.', 1)[-1] in {heavy!r} "
+        "and m.startswith('vlastack.pretrained.lerobot.')])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "['lerobot_pi0', 'lerobot_pi05'] []"
