@@ -451,3 +451,17 @@ def test_registration_and_detection_do_not_import_the_network_modules(dirs):
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.strip() == "['lerobot_pi0', 'lerobot_pi05'] []"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_batch_of_three_gives_each_observations_chunk(policies, goldens, infos, kind):
+    """Three observations in one call (different prompt lengths, so different pad masks):
+    each row is that observation's golden chunk (batched matmuls round differently)."""
+    g, info, policy = goldens[kind], infos[kind], policies[kind]
+    inputs = policy.preprocess([observation(g, info, i) for i in OBS])
+    noise = torch.cat([g[f"obs{i}.noise"] for i in OBS])
+    chunk = policy.predict_normalized(inputs, noise)
+    final = policy.postprocess(chunk, inputs.raw_state)
+    for i in OBS:
+        assert max_abs(chunk[i : i + 1], g[f"obs{i}.action_chunk_normalized"]) <= 1e-5, i
+        assert max_abs(final[i : i + 1], g[f"obs{i}.action_chunk"]) <= 1e-3, i
