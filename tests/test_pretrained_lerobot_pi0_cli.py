@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -183,3 +184,40 @@ def test_eval_runs_a_pi0_folder_in_pusht(fixtures_dir, tmp_path, capsys):
     rec = json.loads((out / "episodes.jsonl").read_text().splitlines()[0])
     assert rec["status"] in ("success", "failure") and rec["steps"] == 10
     assert rec["num_chunks"] == 2  # 10 steps / n_action_steps 5
+
+
+def test_pi05_hub_id_with_its_tokenizer_from_the_local_cache(fixtures_dir, tmp_path, monkeypatch):
+    """The user's path: ``lerobot/pi05_base`` and PaliGemma's tokenizer (the processor's
+    ``tokenizer_name``) both read from the local Hugging Face cache, nothing else configured.
+    The checkpoint is the pi05 fixture and the tokenizer a tiny word-level one standing in for
+    PaliGemma's."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from vlastack.evaluation.loading import load_policy
+
+    monkeypatch.delenv("VLASTACK_LEROBOT_TOKENIZER")
+    cache = tmp_path / "hf_cache"
+
+    def cache_repo(repo_id: str, src: Path) -> None:
+        repo = cache / ("models--" + repo_id.replace("/", "--"))
+        shutil.copytree(src, repo / "snapshots" / "c0ffee")
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text("c0ffee")
+
+    cache_repo("lerobot/pi05_base", _folder(fixtures_dir, "pi05"))
+    core = Tokenizer(models.WordLevel({"<pad>": 0, "<unk>": 1, "Task": 7}, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok_dir = tmp_path / "tok"
+    PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>").save_pretrained(tok_dir)
+    cache_repo("google/paligemma-3b-pt-224", tok_dir)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.chdir(tmp_path)  # 'lerobot/pi05_base' is no local folder here
+    policy = load_policy("lerobot/pi05_base")
+    assert "paligemma-3b-pt-224" in policy.metadata["tokenizer"]
+    golden = G.golden(_folder(fixtures_dir, "pi05").parent)
+    obs = {**G.raw_obs(golden, 0), "task": TASKS[0]}
+    inputs = policy.preprocess([obs])
+    assert inputs.batch["observation.language.tokens"][0, 0].item() == 7  # "Task"
+    assert policy.infer(obs)["actions"].shape == (10, 6)
+    assert main(["inspect", "lerobot/pi05_base"]) == 0
