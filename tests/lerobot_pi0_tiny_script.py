@@ -2,7 +2,7 @@
 fixture folder with LeRobot's own ``from_pretrained`` (the fixtures' tiny Gemma/SigLIP sizes
 patched in, as the fixtures' README "pi_tiny_variants" describes) and run
 ``predict_action_chunk`` on the golden preprocessed batches with the golden noise at the given
-thread count. Usage: python lerobot_pi0_tiny_script.py THREADS OUT.safetensors KIND_DIR...
+thread count, and the training forward's loss. Usage: python lerobot_pi0_tiny_script.py THREADS OUT.safetensors KIND_DIR...
 (the outputs are saved as ``<n>.obs<i>``, n the KIND_DIR's position). A KIND_DIR holds
 golden.safetensors and pretrained_model/; its name ends with the policy type."""
 
@@ -67,4 +67,16 @@ for n, kind_dir in enumerate(kind_dirs):
         with torch.no_grad():
             chunk = policy.predict_action_chunk(batch, noise=g[f"obs{i}.noise"])
         out[f"{n}.obs{i}"] = chunk.contiguous()
+        # the training forward: LeRobot's per-element loss for actions = the golden chunk
+        # padded to 32, the golden noise, time 0.3
+        sa = f"obs{i}.sample_actions."
+        imgs = [g[sa + "images.0"], g[sa + "images.1"]]
+        masks = [g[sa + "img_masks.0"], g[sa + "img_masks.1"]]
+        actions = torch.nn.functional.pad(g[f"obs{i}.action_chunk_normalized"], (0, 26))
+        args = [imgs, masks, g[sa + "lang_tokens"], g[sa + "lang_masks"]]
+        if kind == "pi0":
+            args.append(g[sa + "state"])
+        with torch.no_grad():
+            loss = policy.model.forward(*args, actions, g[f"obs{i}.noise"], torch.tensor([0.3]))
+        out[f"{n}.loss{i}"] = loss.contiguous()
 save_file(out, out_file)

@@ -385,10 +385,62 @@ def test_policy_with_a_real_tokenizer_folder(dirs, goldens, infos, tmp_path):
     assert policy.infer(observation(goldens["pi0"], infos["pi0"], 0))["actions"].shape == (10, 6)
 
 
+def training_loss(policy: LeRobotPi0Policy, g: dict, i: int) -> torch.Tensor:
+    """``flow_matching_loss`` on golden obs ``i``'s model inputs, actions = its golden chunk
+    padded to 32, its noise, time 0.3 (what lerobot_pi0_tiny_script.py gives LeRobot)."""
+    from vlastack.pretrained.lerobot.pi0_train import flow_matching_loss
+
+    sa = f"obs{i}.sample_actions."
+    with torch.no_grad():
+        return flow_matching_loss(
+            policy.network.model,
+            [g[sa + "images.0"], g[sa + "images.1"]],
+            [g[sa + "img_masks.0"], g[sa + "img_masks.1"]],
+            g[sa + "lang_tokens"],
+            g[sa + "lang_masks"],
+            g.get(sa + "state"),
+            torch.nn.functional.pad(g[f"obs{i}.action_chunk_normalized"], (0, 26)),
+            g[f"obs{i}.noise"],
+            torch.tensor([0.3]),
+        )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_training_loss_is_small_at_the_sampled_chunk_and_has_gradients(policies, goldens, kind):
+    """Sanity of the training forward without LeRobot (the exact check is the slow test):
+    per-element (B, chunk, 32); the expert and projections get gradients."""
+    from vlastack.pretrained.lerobot.pi0_train import flow_matching_loss
+
+    g, policy = goldens[kind], policies[kind]
+    loss = training_loss(policy, g, 0)
+    assert loss.shape == (1, 10, 32) and torch.isfinite(loss).all()
+    net = policy.network.model
+    sa = "obs0.sample_actions."
+    with torch.enable_grad():
+        out = flow_matching_loss(
+            net,
+            [g[sa + "images.0"], g[sa + "images.1"]],
+            [g[sa + "img_masks.0"], g[sa + "img_masks.1"]],
+            g[sa + "lang_tokens"],
+            g[sa + "lang_masks"],
+            g.get(sa + "state"),
+            torch.zeros(1, 10, 32),
+            g["obs0.noise"],
+            torch.tensor([0.5]),
+        ).mean()
+        out.backward()
+    grads = {n: p.grad for n, p in net.named_parameters() if p.grad is not None}
+    assert "action_out_proj.weight" in grads
+    assert any(n.startswith("paligemma_with_expert.gemma_expert.") for n in grads)
+    assert any(".vision_tower." in n for n in grads)
+    net.zero_grad(set_to_none=True)
+
+
 @pytest.mark.slow  # starts LeRobot 0.6.1 in a subprocess and loads four policies: ~40 s
 def test_same_bits_as_lerobot_in_float32_and_bfloat16(dirs, goldens, infos, tmp_path):
     """LeRobot 0.6.1 itself (its interpreter, a subprocess) and vlastack, both at 2 threads,
-    on the golden preprocessed batches and noise: identical chunks, for the fixtures as they are
+    on the golden preprocessed batches and noise: identical chunks and identical training
+    losses (``flow_matching_loss`` vs LeRobot's ``model.forward``), for the fixtures as they are
     (float32) and with config ``dtype`` bfloat16 (LeRobot's selective cast: vision, norms and
     projections stay float32, RoPE frequencies rounded to bfloat16). At 2 threads LeRobot's own
     float32 chunks differ from the 1-thread goldens by up to 4.8e-7 here."""
@@ -425,6 +477,8 @@ def test_same_bits_as_lerobot_in_float32_and_bfloat16(dirs, goldens, infos, tmp_
             inputs = policy.preprocess([observation(g, infos[kind], i)])
             ours = policy.predict_normalized(inputs, g[f"obs{i}.noise"])
             assert torch.equal(ours, theirs[f"{n}.obs{i}"]), (str(d), i)
+            loss = training_loss(policy, g, i)
+            assert torch.equal(loss, theirs[f"{n}.loss{i}"]), (str(d), i)
 
 
 def test_registration_and_detection_do_not_import_the_network_modules(dirs):
