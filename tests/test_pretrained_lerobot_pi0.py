@@ -436,13 +436,14 @@ def test_training_loss_is_small_at_the_sampled_chunk_and_has_gradients(policies,
     net.zero_grad(set_to_none=True)
 
 
-@pytest.mark.slow  # starts LeRobot 0.6.1 in a subprocess and loads four policies: ~40 s
+@pytest.mark.slow  # starts LeRobot 0.6.1 in a subprocess and loads six policies: ~45 s
 def test_same_bits_as_lerobot_in_float32_and_bfloat16(dirs, goldens, infos, tmp_path):
     """LeRobot 0.6.1 itself (its interpreter, a subprocess) and vlastack, both at 2 threads,
     on the golden preprocessed batches and noise: identical chunks and identical training
     losses (``flow_matching_loss`` vs LeRobot's ``model.forward``), for the fixtures as they are
     (float32) and with config ``dtype`` bfloat16 (LeRobot's selective cast: vision, norms and
-    projections stay float32, RoPE frequencies rounded to bfloat16). At 2 threads LeRobot's own
+    projections stay float32, RoPE frequencies rounded to bfloat16), and for a changed policy
+    written back by ``write_pretrained`` (LeRobot's ``from_pretrained`` loads it). At 2 threads LeRobot's own
     float32 chunks differ from the 1-thread goldens by up to 4.8e-7 here."""
     import subprocess
 
@@ -459,6 +460,16 @@ def test_same_bits_as_lerobot_in_float32_and_bfloat16(dirs, goldens, infos, tmp_
         shutil.copy(dirs[kind] / "golden.safetensors", bf)
         _edit(bf / "pretrained_model", "config.json", dtype="bfloat16")
         cases.append((kind, bf))
+        # a changed policy written back by vlastack (export lerobot): LeRobot loads it
+        from vlastack.pretrained.lerobot.write import write_pretrained
+
+        tuned = load_lerobot_pi0(dirs[kind] / "pretrained_model", device="cpu", tokenizer="bytes")
+        with torch.no_grad():
+            tuned.network.model.action_in_proj.weight.mul_(1.5)
+        ex = tmp_path / "export" / kind
+        write_pretrained(tuned, ex / "pretrained_model")
+        shutil.copy(dirs[kind] / "golden.safetensors", ex)
+        cases.append((kind, ex))
     script = Path(__file__).with_name("lerobot_pi0_tiny_script.py")
     out = tmp_path / "lerobot.safetensors"
     proc = subprocess.run(
@@ -519,3 +530,26 @@ def test_a_batch_of_three_gives_each_observations_chunk(policies, goldens, infos
     for i in OBS:
         assert max_abs(chunk[i : i + 1], g[f"obs{i}.action_chunk_normalized"]) <= 1e-5, i
         assert max_abs(final[i : i + 1], g[f"obs{i}.action_chunk"]) <= 1e-3, i
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_export_back_round_trip(dirs, goldens, infos, tmp_path, kind):
+    """``vlastack export lerobot``: the six files come back byte for byte (lm_heads re-read
+    from the source), and a changed weight is carried through import -> export -> import."""
+    from vlastack.pretrained.lerobot.write import export_checkpoint, write_pretrained
+
+    src = dirs[kind] / "pretrained_model"
+    out = export_checkpoint(src, tmp_path / "out")
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in src.iterdir())
+    for f in src.iterdir():
+        assert (out / f.name).read_bytes() == f.read_bytes(), f.name
+    policy = load_lerobot_pi0(src, device="cpu", tokenizer="bytes")
+    with torch.no_grad():
+        policy.network.model.action_out_proj.bias.add_(0.5)
+    write_pretrained(policy, tmp_path / "tuned")
+    again = load_lerobot_pi0(tmp_path / "tuned", device="cpu", tokenizer="bytes")
+    g, info = goldens[kind], infos[kind]
+    obs = observation(g, info, 0)
+    for p in (policy, again):
+        p.reset()
+    np.testing.assert_array_equal(again.infer(obs)["actions"], policy.infer(obs)["actions"])

@@ -78,6 +78,18 @@ class ByteTokenizer:
         return ids, mask
 
 
+class NoTokenizer:
+    """A policy loaded only to write it back (``vlastack export lerobot``): no prompts."""
+
+    name = "none (loaded for export)"
+
+    def __call__(self, texts: Sequence[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        raise ConfigError(
+            "this pi0 policy was loaded without a tokenizer (tokenizer=False, for export); "
+            "load it again with PaliGemma's tokenizer to run it"
+        )
+
+
 class HFTokenizer:
     """A transformers tokenizer called as LeRobot's ``TokenizerProcessorStep`` calls it."""
 
@@ -98,11 +110,14 @@ class HFTokenizer:
 
 
 def load_tokenizer(spec: Any, name: str, checkpoint: Path) -> Tokenizer:
-    """The tokenizer a pi0 policy uses. ``spec``: a tokenizer object (used as is), ``"bytes"``
+    """The tokenizer a pi0 policy uses. ``spec``: a tokenizer object (used as is), False (none:
+    a policy loaded to be written back), ``"bytes"``
     (``ByteTokenizer``), a folder holding a transformers tokenizer, or None: then the environment
     variable ``VLASTACK_LEROBOT_TOKENIZER`` (same choices), a ``tokenizer/`` folder inside the
     checkpoint, and finally ``name`` (the processor JSON's ``tokenizer_name``) in the local
     Hugging Face cache. Nothing is downloaded; a miss is a ConfigError saying what to do."""
+    if spec is False:
+        return NoTokenizer()
     if spec is None:
         spec = os.environ.get(TOKENIZER_ENV) or None
     if spec is None and (checkpoint / "tokenizer").is_dir():

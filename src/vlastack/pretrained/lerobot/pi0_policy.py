@@ -367,6 +367,26 @@ class LeRobotPi0Policy:
             out[..., :dims] += (state[..., :dims] * mask).unsqueeze(-2)
         return out
 
+    def lerobot_state_dict(self) -> dict[str, torch.Tensor]:
+        """The network's state dict with LeRobot's keys plus the two ``lm_head`` matrices it
+        does not hold (read back from the source checkpoint), for ``write`` (``vlastack export
+        lerobot``). openpi sources are refused there (their JSON is not LeRobot's)."""
+        from safetensors import safe_open
+
+        from vlastack.pretrained.lerobot.paligemma import UNUSED_HEADS
+
+        state = dict(self.network.state_dict())
+        file = Path(str(self.checkpoint)) / lf.WEIGHTS
+        if not file.is_file():
+            raise ConfigError(
+                f"{file} is gone; the export needs its lm_head matrices (LeRobot saves them)"
+            )
+        with safe_open(str(file), framework="pt") as f:
+            for key in UNUSED_HEADS:
+                if key in f.keys():  # noqa: SIM118
+                    state[key] = f.get_tensor(key)
+        return state
+
     # ---- policy contract --------------------------------------------------------------------
     def infer(self, obs: Mapping[str, Any]) -> dict[str, Any]:
         return self.infer_batch([obs])[0]
