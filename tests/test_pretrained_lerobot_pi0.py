@@ -553,3 +553,19 @@ def test_export_back_round_trip(dirs, goldens, infos, tmp_path, kind):
     for p in (policy, again):
         p.reset()
     np.testing.assert_array_equal(again.infer(obs)["actions"], policy.infer(obs)["actions"])
+
+
+def test_empty_cameras_are_masked_slots(dirs, goldens, infos, tmp_path):
+    """config ``empty_cameras``: LeRobot adds ``observation.images.empty_camera_<i>``, which no
+    client sends; each is an all -1 image with mask False after the real cameras, so the chunk
+    stays the golden one (masked tokens are invisible; only rounding may move)."""
+    folder = _copy(dirs, "pi0", tmp_path)
+    _edit(folder, "config.json", empty_cameras=1)
+    policy = load_lerobot_pi0(folder, device="cpu", tokenizer="bytes")
+    g, info = goldens["pi0"], infos["pi0"]
+    inputs = policy.preprocess([observation(g, info, 0)])
+    assert [m.item() for m in inputs.img_masks] == [True, True, False]
+    assert (inputs.images[2] == -1).all()
+    chunk = policy.predict_normalized(inputs, g["obs0.noise"])
+    assert max_abs(chunk, g["obs0.action_chunk_normalized"]) <= 1e-5
+    assert "observation.images.empty_camera_0" not in policy.metadata["cameras"]
