@@ -2,8 +2,9 @@
 ``metadata``); the loader registered as the ``lerobot_pi0`` / ``lerobot_pi05`` checkpoint
 formats.
 
-An observation holds each camera (LeRobot key or any client spelling, at the checkpoint's
-feature size, as for ACT), the state and the instruction (``task`` or ``prompt``). ``infer`` runs
+An observation holds each camera (LeRobot key or any client spelling; uint8 HWC/CHW or float in
+[0, 1], of any size: LeRobot resizes every camera to ``image_resolution`` with padding), the
+state and the instruction (``task`` or ``prompt``). ``infer`` runs
 LeRobot's preprocessor (rename, normalize, pi0's newline or pi0.5's discretized-state prompt,
 tokenizer, relative actions), ``predict_action_chunk`` (``pi0_inputs`` then ``Pi0Core.
 sample_actions``, noise from a generator seeded with ``seed`` at load and on ``reset``; LeRobot
@@ -16,7 +17,9 @@ As LeRobot's ``_fix_pytorch_state_dict_keys``, a file without ``embed_tokens.wei
 PaliGemma's ``lm_head.weight`` as the embedding; a file with both uses ``embed_tokens``
 (LeRobot copies lm_head first and the saved embed_tokens, later in key order, overwrites it).
 
-Verified against ``shared/fixtures/lerobot_policies/{pi0,pi05}`` (tests/test_pretrained_lerobot_pi0.py).
+Verified against ``shared/fixtures/lerobot_policies/{pi0,pi05}`` (tests/test_pretrained_lerobot_pi0.py):
+every preprocessing step and the chunks bit for bit at the goldens' 1 thread, and the same bits
+as LeRobot 0.6.1 run beside it at 2 threads, in float32 and bfloat16 (slow test).
 """
 
 from __future__ import annotations
