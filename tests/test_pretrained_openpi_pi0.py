@@ -164,3 +164,17 @@ def test_a_prompt_is_cleaned_as_openpi_does(fixtures_dir, tmp_path):
     info = json.loads((kind_dir / "golden.json").read_text())
     obs = {**openpi_obs(g, info, 0), "prompt": np.array("  pick_up the\nblock \n")}
     assert policy.preprocess([obs]).prompts == ["pick up the block\n"]
+
+
+def test_inspect_explains_an_openpi_folder(fixtures_dir, tmp_path, capsys):
+    from vlastack.cli.main import main
+
+    folder = derive_openpi_folder(G.policy_dir(fixtures_dir, "pi05"), tmp_path / "o")
+    assert main(["inspect", str(folder), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["format"], info["policy_type"], info["chunk_length"]) == ("openpi_pi0", "pi05", 10)
+    assert (info["state_dim"], info["action_dim"]) == (6, 6)
+    assert info["config"]["image_resolution"] == [56, 56]
+    assert info["normalization"].startswith("quantiles")
+    assert main(["inspect", str(folder)]) == 0
+    assert "left_wrist_0_rgb" in capsys.readouterr().out

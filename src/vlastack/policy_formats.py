@@ -167,6 +167,12 @@ def _is_openpi_pi0(path: Path) -> bool:
     return is_openpi_folder(path)
 
 
+def _describe_openpi_pi0(path: Path) -> tuple[dict[str, Any], str]:
+    from vlastack.pretrained.lerobot.openpi_pi0 import describe_openpi
+
+    return describe_openpi(path)
+
+
 def _load_openpi_pi0(path: Path, **kw: Any) -> Any:
     from vlastack.pretrained.lerobot.openpi_pi0 import load_openpi_pi0
 
@@ -179,6 +185,7 @@ register_policy_format(
     _load_openpi_pi0,
     "openpi PyTorch pi0 / pi0.5 checkpoint (convert_jax_model_to_pytorch.py output: config.json "
     "with action_horizon, model.safetensors, assets/<asset_id>/norm_stats.json)",
+    _describe_openpi_pi0,
 )
 
 

@@ -216,3 +216,66 @@ def load_openpi_pi0(
         optional_images=tuple(f"observation.images.{c}" for c in CAMERAS),
         format_name=FORMAT_NAME,
     )
+
+
+def describe_openpi(path: str | Path) -> tuple[dict[str, Any], str]:
+    """What ``vlastack inspect`` says about an openpi folder: config.json, the norm stats and
+    the safetensors header only (no network built, no weight read)."""
+    from safetensors import safe_open
+
+    p = Path(path)
+    with safe_open(str(p / lf.WEIGHTS), framework="pt") as f:
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    pos_key = next((k for k in shapes if k.endswith("position_embedding.weight")), None)
+    cfg = openpi_spec_config(p, list(shapes), shapes[pos_key] if pos_key else ())
+    stats_file, raw = read_norm_stats(p, None)
+    pi05 = cfg["type"] == "pi05"
+    used = ("q01", "q99") if pi05 else ("mean", "std")
+    dims = {name: len(raw[name][used[0]]) for name in ("state", "actions")}
+    size = cfg["image_resolution"][0]
+    info = {
+        "path": str(p),
+        "format": FORMAT_NAME,
+        "policy_type": cfg["type"],
+        "config": {
+            k: cfg[k]
+            for k in (
+                "paligemma_variant",
+                "action_expert_variant",
+                "dtype",
+                "image_resolution",
+                "max_action_dim",
+                "tokenizer_max_length",
+            )
+        },
+        "chunk_length": cfg["chunk_size"],
+        "cameras": [f"observation.images.{c}" for c in CAMERAS],
+        "state_dim": dims["state"],
+        "action_dim": dims["actions"],
+        "normalization": "quantiles q01/q99 (openpi, +1e-6)"
+        if pi05
+        else "mean/std (openpi, std + 1e-6)",
+        "norm_stats": str(stats_file),
+        "parameters": sum(math.prod(s) for s in shapes.values()),
+    }
+    text = "\n".join(
+        [
+            f"checkpoint {p}",
+            f"  format {FORMAT_NAME} (openpi PyTorch {cfg['type']} checkpoint)",
+            "  config: " + ", ".join(f"{k} {v}" for k, v in info["config"].items()),
+            f"  chunk length {info['chunk_length']} (actions per infer), parameters "
+            f"{info['parameters']:,} ({len(shapes)} tensors)",
+            "  INPUTS (openpi model inputs: what the robot's openpi input transform produces)",
+            *(
+                f"    {c}: image, any size (resized with centred padding to {size}x{size}); "
+                "a slot left out is masked"
+                for c in info["cameras"]
+            ),
+            f"    observation.state: float ({dims['state']},), normalized {info['normalization']}",
+            "    task (or prompt): str, cleaned as openpi's tokenizer does",
+            "  OUTPUTS",
+            f"    actions: float32 ({info['chunk_length']}, {dims['actions']}), un-normalized with "
+            f"{stats_file}; the robot's openpi output transform (deltas, slicing) is not applied",
+        ]
+    )
+    return info, text
