@@ -569,3 +569,24 @@ def test_empty_cameras_are_masked_slots(dirs, goldens, infos, tmp_path):
     chunk = policy.predict_normalized(inputs, g["obs0.noise"])
     assert max_abs(chunk, g["obs0.action_chunk_normalized"]) <= 1e-5
     assert "observation.images.empty_camera_0" not in policy.metadata["cameras"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_policy_training_loss(policies, goldens, infos, kind):
+    """``training_loss``: the actions normalized by the checkpoint's stats and padded, then
+    LeRobot's per-element loss averaged over the real dims; drawn noise/time are seeded."""
+    g, info, policy = goldens[kind], infos[kind], policies[kind]
+    obs = [observation(g, info, 0)]
+    actions = g["obs0.action_chunk"]  # dataset units; normalizes to the golden normalized chunk
+    time = torch.tensor([0.3])
+    loss = policy.training_loss(obs, actions, g["obs0.noise"], time)
+    padded = torch.nn.functional.pad(
+        policy.processors.normalizer.normalize("action", actions), (0, 26)
+    )
+    assert max_abs(padded[..., :6], g["obs0.action_chunk_normalized"]) < 1e-5
+    want = training_loss(policy, g, 0)[:, :, :6].mean()
+    assert abs(loss.item() - want.item()) <= 1e-6 * max(1.0, want.item())
+    policy.reset()
+    first = policy.training_loss(obs, actions)
+    policy.reset()
+    assert policy.training_loss(obs, actions).item() == first.item()

@@ -41,3 +41,27 @@ def euler_sample(
         t = torch.tensor(1.0 + step * dt, dtype=torch.float32, device=noise.device)
         x = x + dt * velocity(x, t.expand(noise.shape[0]))
     return x
+
+
+def sample_time(
+    batch: int,
+    generator: torch.Generator | None = None,
+    alpha: float = 1.5,
+    beta: float = 1.0,
+    scale: float = 0.999,
+    offset: float = 0.001,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Training times ``Beta(alpha, beta) * scale + offset`` (LeRobot's ``sample_time_beta``,
+    openpi's convention; LeRobot's config fields ``time_sampling_beta_*``). Drawn through
+    ``torch._standard_gamma`` so a ``generator`` can seed it: Beta(a, b) = X / (X + Y) with
+    X ~ Gamma(a), Y ~ Gamma(b)."""
+    a = torch.full((batch,), alpha, dtype=torch.float32)
+    b = torch.full((batch,), beta, dtype=torch.float32)
+    if generator is None:
+        x, y = torch._standard_gamma(a), torch._standard_gamma(b)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+            x, y = torch._standard_gamma(a), torch._standard_gamma(b)
+    return (x / (x + y) * scale + offset).to(device)

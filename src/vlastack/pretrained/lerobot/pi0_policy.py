@@ -390,6 +390,51 @@ class LeRobotPi0Policy:
                     state[key] = f.get_tensor(key)
         return state
 
+    def training_loss(
+        self,
+        observations: Sequence[Mapping[str, Any]],
+        actions: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        time: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """LeRobot's ``PI0Policy.forward`` loss (``reduction="mean"``) for fine-tuning:
+        ``actions`` (B, chunk_size, action_dim) in dataset units are normalized as the
+        preprocessor does, padded to ``max_action_dim``; noise N(0, 1) and time
+        Beta(1.5, 1) * 0.999 + 0.001 from the policy's generator unless given; the per-element
+        loss (``pi0_train.flow_matching_loss``) is averaged over the real action dims. With
+        ``use_relative_actions`` the actions are made relative to the raw state first."""
+        from vlastack.pretrained.lerobot.flow import sample_time
+        from vlastack.pretrained.lerobot.pi0_train import flow_matching_loss
+
+        p, s = self.processors, self.spec
+        inputs = self.preprocess(observations)
+        a = actions.to(self.device, torch.float32)
+        if p.relative:
+            mask = torch.tensor(relative_mask(p, a.shape[-1]), dtype=a.dtype, device=a.device)
+            dims = mask.shape[0]
+            a = a.clone()
+            a[..., :dims] -= (inputs.raw_state[..., :dims] * mask).unsqueeze(-2)
+        if p.normalizer is not None:
+            a = p.normalizer.normalize(self.action_key, a)
+        a = pad_state(a, s.max_action_dim)
+        b = a.shape[0]
+        if noise is None:
+            noise = torch.randn(a.shape, generator=self._generator, device=self.device)
+        if time is None:
+            time = sample_time(b, self._generator, device=self.device)
+        loss = flow_matching_loss(
+            self.network.model,
+            inputs.images,
+            inputs.img_masks,
+            inputs.batch["observation.language.tokens"],
+            inputs.batch["observation.language.attention_mask"],
+            inputs.state,
+            a,
+            noise.to(self.device),
+            time.to(self.device),
+        )
+        return loss[:, :, : self.action_dim].mean()
+
     # ---- policy contract --------------------------------------------------------------------
     def infer(self, obs: Mapping[str, Any]) -> dict[str, Any]:
         return self.infer_batch([obs])[0]
