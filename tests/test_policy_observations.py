@@ -241,7 +241,7 @@ def test_eval_checkpoint_on_aloha_acts_as_the_in_process_policy(
     seen: list[dict[str, Any]] = []
     real_infer = Policy.infer
 
-    def recording_infer(self: Policy, obs: dict[str, Any]) -> dict[str, Any]:
+    def recording_infer(self: Policy, obs: dict[str, Any], **kw: Any) -> dict[str, Any]:
         seen.append(
             {
                 "images": {k: np.array(v) for k, v in obs["images"].items()},
@@ -250,7 +250,7 @@ def test_eval_checkpoint_on_aloha_acts_as_the_in_process_policy(
                 "keys": sorted(obs),
             }
         )
-        return real_infer(self, obs)
+        return real_infer(self, obs, **kw)  # kw: the server's per-connection session
 
     monkeypatch.setattr(Policy, "infer", recording_infer)
     out = tmp_path / "results"

@@ -150,7 +150,7 @@ def test_metadata_and_reset(policy):
 def test_load_policy_and_detection(act_dir, golden):
     folder = act_dir / "pretrained_model"
     assert detect_policy_format(folder).name == "lerobot_act"
-    for other in ("smolvla",):  # pi0 / pi05: their own formats (test_pretrained_lerobot_pi0)
+    for other in ("xvla",):  # pi0 / pi05 / smolvla: their own formats
         assert detect_policy_format(act_dir.parent / other / "pretrained_model") is None
     policy = load_policy(folder)
     assert isinstance(policy, LeRobotACTPolicy)
@@ -188,9 +188,9 @@ def edit_config(folder: Path, **fields) -> None:
 
 def test_wrong_config_type_names_the_field_and_the_fix(act_dir, tmp_path):
     folder = copy_checkpoint(act_dir, tmp_path / "ck")
-    edit_config(folder, type="smolvla")
+    edit_config(folder, type="xvla")
     assert detect_policy_format(folder) is None
-    with pytest.raises(ConfigError, match=r"'type' is 'smolvla', not 'act'.*act pretrained_model"):
+    with pytest.raises(ConfigError, match=r"'type' is 'xvla', not 'act'.*act pretrained_model"):
         load_lerobot_act(folder)
 
 

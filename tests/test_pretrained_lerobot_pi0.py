@@ -308,8 +308,10 @@ def test_unsupported_steps_and_missing_task(dirs, goldens, policies, tmp_path):
     (folder / "policy_preprocessor.json").write_text(json.dumps(pre))
     with pytest.raises(ConfigError, match="'padding_side' is 'left'"):
         load_lerobot_pi0(folder, tokenizer="bytes")
-    with pytest.raises(ConfigError, match="no 'task'"):
-        policies["pi0"].infer(raw_obs(goldens["pi0"], 0))
+    # no task: '' as lerobot_eval sends (the pi0 prompt is then just the newline)
+    assert policies["pi0"].preprocess([raw_obs(goldens["pi0"], 0)]).prompts == ["\n"]
+    with pytest.raises(ConfigError, match="'task' must be a string"):
+        policies["pi0"].infer({**raw_obs(goldens["pi0"], 0), "task": 3})
     obs = {**raw_obs(goldens["pi0"], 0), "prompt": np.array("pick up the red block")}
     assert policies["pi0"].infer(obs)["actions"].shape == (10, 6)
 

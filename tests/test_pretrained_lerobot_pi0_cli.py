@@ -88,7 +88,8 @@ def test_inspect_pi0_folder(fixtures_dir, capsys):
     assert info["config"]["paligemma_variant"] == "dummy"
     assert info["vectors"][0]["normalization"] == "MEAN_STD"
     assert "resized with centred padding to [56, 56]" in info["cameras"][0]["resized"]
-    assert info["client"]["task"]
+    assert "task" in info["client"]["send"] and info["language"]["max_length"] == 48
+    assert info["language"]["tokenizer"] == "google/paligemma-3b-pt-224"
     assert info["parameters"]["total"] == 443_104
 
 

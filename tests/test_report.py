@@ -116,3 +116,17 @@ def test_cli_report(runs, tmp_path, capsys):
     )
     assert rc == 0 and (tmp_path / "r.html").exists()
     assert "report:" in capsys.readouterr().out
+
+
+def test_overview_lists_every_task_of_a_multi_task_run(runs, tmp_path):
+    """Issue 27.7: a run over several tasks shows each task's row in the overview, not only the
+    run's headline."""
+    page = build_report(runs[:1], tmp_path / "r.html").read_text()
+    overview = page[
+        page.index("<h2>Overview</h2>") : page.index("<h2>", page.index("<h2>Overview</h2>") + 5)
+    ]
+    summary = json.loads((runs[0] / "summary.json").read_text())
+    assert len(summary["per_task"]) > 1
+    for task, agg in summary["per_task"].items():
+        assert f"<td>{task}</td>" in overview, task
+        assert f"{agg['successes']}/{agg['completed']}" in overview

@@ -206,10 +206,89 @@ def load_checkpoint(
                 f"{p}/embodiment.json does not match the expected embodiment "
                 f"(checkpoint vs expected): {'; '.join(diffs)}"
             )
+    weights = load_safetensors(p / "model.safetensors")
+    quant = config.get("quantization") if isinstance(config, Mapping) else None
+    if isinstance(quant, Mapping) and quant.get("storage") == "int8":
+        weights = unpack_int8_weights(weights, f"{p}/model.safetensors")
+    return Checkpoint(p, weights, config, normalization, emb, version)
+
+
+INT8_VALUES, INT8_SCALE = "::int8", "::scale"
+
+
+def pack_int8_weights(weights: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
+    """Store every 2-D float weight that lies exactly on its symmetric per-row int8 grid (what
+    ``export quantize --method int8`` rounds the linears to) as int8 values plus a float32 scale
+    per row: ~4x smaller. ``unpack_int8_weights`` restores the same floats. Returns (weights,
+    how many were packed)."""
+    import torch
+
+    out: dict[str, Any] = {}
+    packed = 0
+    for k, w in weights.items():
+        if isinstance(w, torch.Tensor) and w.ndim == 2 and w.is_floating_point() and w.numel():
+            wf = w.detach().float()
+            scale = wf.abs().amax(dim=1).clamp_min(1e-12) / 127.0
+            q = torch.round(wf / scale[:, None]).clamp_(-127, 127)
+            if torch.equal((q * scale[:, None]).to(w.dtype), w.detach()):
+                out[k + INT8_VALUES] = q.to(torch.int8).contiguous()
+                out[k + INT8_SCALE] = scale.contiguous()
+                packed += 1
+                continue
+        out[k] = w
+    return out, packed
+
+
+def unpack_int8_weights(weights: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """The float weights ``pack_int8_weights`` packed (int8 values times their row scales)."""
+    out: dict[str, Any] = {}
+    for k, v in weights.items():
+        if k.endswith(INT8_SCALE):
+            continue
+        if k.endswith(INT8_VALUES):
+            name = k[: -len(INT8_VALUES)]
+            scale = weights.get(name + INT8_SCALE)
+            if scale is None or scale.shape[0] != v.shape[0]:
+                raise DataError(f"{source}: {name} has int8 values but no matching row scales")
+            out[name] = v.float() * scale.float()[:, None]
+        else:
+            out[k] = v
+    return out
+
+
+def _unreadable(path: Path | str, exc: BaseException) -> DataError:
+    reason = " ".join(str(exc).split())[:200]
+    return DataError(
+        f"{path}: the safetensors file is truncated or corrupt ({type(exc).__name__}: {reason}); "
+        "copy it again from where it came from, or use another checkpoint"
+    )
+
+
+def load_safetensors(path: Path | str) -> dict[str, Any]:
+    """Every tensor of a safetensors file; a truncated or corrupt file is a ``DataError``
+    naming it (not safetensors' own exception)."""
     from safetensors.torch import load_file
 
-    weights = load_file(str(p / "model.safetensors"))
-    return Checkpoint(p, weights, config, normalization, emb, version)
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise _unreadable(path, exc) from None
+
+
+def check_safetensors(path: Path | str) -> None:
+    """Read a safetensors file's header only (no tensor): a truncated or corrupt file (the
+    header no longer covers the file) is a ``DataError`` naming it."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            f.keys()
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise _unreadable(path, exc) from None
 
 
 def read_json(path: Path) -> Any:
@@ -300,6 +379,7 @@ def weight_summary(path: Path, group: Callable[[str], str] = top_module) -> dict
 
     groups: dict[str, int] = {}
     dtypes: dict[str, int] = {}
+    check_safetensors(path)
     with safe_open(str(path), framework="pt") as f:
         for key in f.keys():  # noqa: SIM118 (safe_open is not a Mapping)
             sl = f.get_slice(key)
@@ -314,4 +394,3 @@ def weight_summary(path: Path, group: Callable[[str], str] = top_module) -> dict
         "dtypes": dtypes,
         "file_mb": round(Path(path).stat().st_size / 2**20, 2),
     }
-

@@ -20,6 +20,10 @@ class ConfigError(VlastackError):
     """A configuration names an unknown component or holds an invalid value."""
 
 
+class NonFiniteActionError(VlastackError):
+    """A policy produced a NaN or Inf action: it is an error, never an action sent to a robot."""
+
+
 class MissingExtraError(VlastackError):
     """An optional dependency is not installed."""
 

@@ -23,6 +23,7 @@ from vlastack.errors import VlastackError
 
 STATE_KEY = "observation.state"
 TASK_KEY = "task"
+DEFAULT_MAX_PROMPT_CHARS = 1000  # instructions are a sentence; a 100 KB prompt is an attack
 
 
 class ObservationError(VlastackError):
@@ -43,6 +44,11 @@ class Observation:
     images: dict[str, torch.Tensor]
     state: torch.Tensor | None
     task: str
+
+
+def _keys(obs: Mapping[Any, Any]) -> list[str]:
+    """The keys a client sent, for messages (str and bytes keys may be mixed)."""
+    return sorted(repr(k) if isinstance(k, bytes) else str(k) for k in obs)[:16]
 
 
 def camera_spellings(camera: str) -> list[str]:
@@ -66,13 +72,35 @@ def find_key(obs: Mapping[str, Any], candidates: list[str]) -> Any:
     return None
 
 
+def require_finite(arr: np.ndarray, name: str) -> None:
+    """Raise ``ObservationError`` naming ``name`` when a float array holds a NaN or an Inf: a
+    non-finite input would otherwise come back as a chunk of NaN actions."""
+    if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+        bad = int(arr.size - np.isfinite(arr).sum())
+        what = "NaN" if np.isnan(arr).any() else "Inf"
+        raise ObservationError(
+            f"observation {name!r} holds {bad} non-finite value(s) ({what}); send finite numbers "
+            "(a NaN or Inf would make every action NaN)"
+        )
+
+
 def image_to_chw_float(img: Any, name: str, size: tuple[int, int]) -> torch.Tensor:
     """uint8 HWC or CHW (or float in [0, 1]) -> float32 (C, H, W) in [0, 1] resized to ``size``."""
+    if not isinstance(img, (np.ndarray, list, tuple, torch.Tensor)):
+        raise ObservationError(
+            f"observation {name!r}: expected an image array (uint8 (H, W, 3) or (3, H, W)), "
+            f"got a {type(img).__name__}"
+        )
     arr = np.asarray(img)
     if arr.ndim != 3:
         raise ObservationError(
             f"observation {name!r}: expected an image of shape (H, W, 3) or (3, H, W), "
             f"got shape {arr.shape}"
+        )
+    if 0 in arr.shape:
+        raise ObservationError(
+            f"observation {name!r}: the image is empty (shape {arr.shape}); send a frame of at "
+            "least 1x1 pixels"
         )
     if arr.shape[-1] in (1, 3) and arr.shape[0] not in (1, 3):
         arr = np.moveaxis(arr, -1, 0)
@@ -85,6 +113,7 @@ def image_to_chw_float(img: Any, name: str, size: tuple[int, int]) -> torch.Tens
     if arr.dtype == np.uint8:
         t = torch.tensor(arr, dtype=torch.float32).div_(255.0)
     elif np.issubdtype(arr.dtype, np.floating):
+        require_finite(arr, name)
         t = torch.tensor(arr, dtype=torch.float32)
     else:
         raise ObservationError(
@@ -106,9 +135,11 @@ def parse_observation(
     state_dim: int,
     image_size: tuple[int, int],
     default_prompt: str = "",
+    max_prompt_chars: int | None = DEFAULT_MAX_PROMPT_CHARS,
 ) -> Observation:
     """A client's observation dict -> ``Observation`` for a robot with these ``cameras`` and
-    ``state_dim`` (0 = no state read). Raises ``ObservationError`` naming the missing key."""
+    ``state_dim`` (0 = no state read). Raises ``ObservationError`` naming the missing key, a
+    non-finite value, or a prompt longer than ``max_prompt_chars`` (None: no cap)."""
     if not isinstance(obs, Mapping):
         raise ObservationError(f"observation must be a dict, got {type(obs).__name__}")
     images: dict[str, torch.Tensor] = {}
@@ -117,7 +148,7 @@ def parse_observation(
         if img is None:
             raise ObservationError(
                 f"observation is missing camera {cam!r}: send it as "
-                f"'{image_key(cam)}' (uint8 HWC); got keys {sorted(obs)}"
+                f"'{image_key(cam)}' (uint8 HWC); got keys {_keys(obs)}"
             )
         images[cam] = image_to_chw_float(img, cam, image_size)
     state = None
@@ -126,9 +157,18 @@ def parse_observation(
         if st is None:
             raise ObservationError(
                 f"observation is missing '{STATE_KEY}' (float, {state_dim} values); "
-                f"got keys {sorted(obs)}"
+                f"got keys {_keys(obs)}"
             )
-        arr = np.asarray(st, dtype=np.float32).reshape(-1)
+        try:
+            if isinstance(st, (str, bytes, Mapping)):
+                raise TypeError
+            arr = np.asarray(st, dtype=np.float32).reshape(-1)
+        except (TypeError, ValueError):
+            raise ObservationError(
+                f"observation '{STATE_KEY}' must be an array of {state_dim} numbers, "
+                f"got a {type(st).__name__}"
+            ) from None
+        require_finite(arr, STATE_KEY)
         if arr.shape[0] != state_dim:
             raise ObservationError(
                 f"observation '{STATE_KEY}' has {arr.shape[0]} values, expected {state_dim}"
@@ -136,12 +176,23 @@ def parse_observation(
         state = torch.from_numpy(arr.copy())
     prompt = find_key(obs, [TASK_KEY, "prompt"])
     if isinstance(prompt, bytes):
-        prompt = prompt.decode()
+        prompt = prompt.decode(errors="replace")
     if isinstance(prompt, np.ndarray):
         prompt = str(prompt.item() if prompt.size == 1 else prompt)
     if prompt is None:
         prompt = default_prompt
-    return Observation(images=images, state=state, task=str(prompt))
+    if not isinstance(prompt, str):
+        raise ObservationError(
+            f"observation '{TASK_KEY}' (the instruction) must be a string, got a "
+            f"{type(prompt).__name__}"
+        )
+    if max_prompt_chars is not None and len(prompt) > max_prompt_chars:
+        raise ObservationError(
+            f"observation '{TASK_KEY}' (the instruction) is {len(prompt)} characters; at most "
+            f"{max_prompt_chars} are accepted (raise max_prompt_chars, `vlastack serve "
+            "--max-prompt-chars N`, for longer instructions)"
+        )
+    return Observation(images=images, state=state, task=prompt)
 
 
 def observation_batch(
@@ -189,6 +240,7 @@ def observation_batch(
 
 
 __all__ = [
+    "DEFAULT_MAX_PROMPT_CHARS",
     "STATE_KEY",
     "TASK_KEY",
     "Observation",
@@ -197,4 +249,5 @@ __all__ = [
     "image_to_chw_float",
     "observation_batch",
     "parse_observation",
+    "require_finite",
 ]

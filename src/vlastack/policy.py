@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from vlastack.embodiment import EmbodimentSpec
-from vlastack.errors import ConfigError, DataError
+from vlastack.errors import ConfigError, DataError, NonFiniteActionError
 from vlastack.observation import (
+    DEFAULT_MAX_PROMPT_CHARS,
     Observation,
     ObservationError,
     image_to_chw_float,
@@ -86,6 +87,24 @@ def member_layout(entry: Any, cfg: Any, is_mixture: bool) -> tuple[list[str], in
     return cameras, state_dim, action_dim, [c for c in cfg.cameras if c not in cameras]
 
 
+class PolicySession:
+    """One client's state: its observation history and its noise generator. A policy serving
+    several robots (the server: one per connection) gives each its own, so one client's frames
+    or reconnects never change another's actions."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.history: deque[Observation] = deque(maxlen=policy.obs_horizon)
+        self.generator = torch.Generator(device="cpu").manual_seed(policy.seed)
+
+    def reset(self) -> None:
+        self.history.clear()
+        self.generator.manual_seed(self.policy.seed)
+
+    def infer(self, obs: Mapping[str, Any]) -> dict[str, Any]:
+        return self.policy.infer(obs, session=self)
+
+
 class Policy:
     """A VLA ready to act: ``infer(obs)`` returns an action chunk in the robot's own units."""
 
@@ -124,10 +143,11 @@ class Policy:
         self.action_dim = int(action_dim)
         self.embodiment = embodiment
         self.default_prompt = default_prompt
+        # longer instructions are refused (bounded memory for a server facing clients)
+        self.max_prompt_chars: int | None = DEFAULT_MAX_PROMPT_CHARS
         self.source = source
         self.seed = int(seed)
-        self._generator = torch.Generator(device="cpu").manual_seed(self.seed)
-        self._history: deque[Observation] = deque(maxlen=self.obs_horizon)
+        self._session = PolicySession(self)  # the state of callers that use no session
         self.last_latency_ms: float = 0.0
         # A model trained on a mixture reads/writes padded vectors and every camera of the
         # mixture; this robot sends its own sizes, and cameras it lacks are fed as zero images
@@ -302,10 +322,21 @@ class Policy:
         keys.append("task")
         return keys
 
+    @property
+    def _history(self) -> deque[Observation]:
+        return self._session.history
+
+    @property
+    def _generator(self) -> torch.Generator:
+        return self._session.generator
+
+    def new_session(self) -> PolicySession:
+        """A fresh per-client state (history, generator) for ``infer(obs, session=...)``."""
+        return PolicySession(self)
+
     def reset(self) -> None:
         """Forget the observation history (call at the start of every episode)."""
-        self._history.clear()
-        self._generator.manual_seed(self.seed)
+        self._session.reset()
 
     def parse(self, obs: Mapping[str, Any]) -> Observation:
         """A client's observation (any accepted key spelling, HWC or CHW) -> ``Observation``."""
@@ -315,6 +346,7 @@ class Policy:
             state_dim=self.state_dim,
             image_size=self.image_size,
             default_prompt=self.default_prompt,
+            max_prompt_chars=self.max_prompt_chars,
         )
 
     def batch(self, windows: list[list[Observation]]) -> dict[str, Any]:
@@ -328,14 +360,25 @@ class Policy:
             device=self.device,
         )
 
-    def _window(self, observation: Observation) -> list[Observation]:
-        """Append to history and return the last ``obs_horizon`` observations, oldest first,
-        padding by repeating the oldest one."""
-        if not self._history:
-            for _ in range(self.obs_horizon - 1):
-                self._history.append(observation)
-        self._history.append(observation)
-        return list(self._history)
+    def _window(
+        self, observation: Observation, session: PolicySession | None = None
+    ) -> list[Observation]:
+        """Append to ``session``'s history (default: the policy's own) and return the last
+        ``obs_horizon`` observations, oldest first, padding by repeating the oldest one."""
+        history = (session or self._session).history
+        if not history:
+            history.extend([observation] * (self.obs_horizon - 1))
+        history.append(observation)
+        return list(history)
+
+    def _peek_window(
+        self, observation: Observation, session: PolicySession | None = None
+    ) -> list[Observation]:
+        """The window ``_window`` would return, without changing the history."""
+        past = list((session or self._session).history)
+        if not past:
+            past = [observation] * (self.obs_horizon - 1)
+        return (past + [observation])[-self.obs_horizon :]
 
     def predict(
         self,
@@ -358,14 +401,27 @@ class Policy:
                 actions = sample(normalized)
             with stage("unnormalize"):
                 actions = self.normalizer.unnormalize_actions(actions.detach())
-                return actions.float().cpu().numpy()
+                out = actions.float().cpu().numpy()
+        if not np.isfinite(out).all():
+            bad = int(out.size - np.isfinite(out).sum())
+            raise NonFiniteActionError(
+                f"policy {self.source}: the model produced {bad} non-finite action value(s) "
+                f"(NaN/Inf) in a chunk of shape {out.shape[1:]}; refusing to return them "
+                "(check the checkpoint's weights and normalization stats)"
+            )
+        return out
 
-    def infer(self, obs: Mapping[str, Any]) -> dict[str, Any]:
-        """One observation (unbatched) -> {"actions": float32 (H, A), "policy_timing": {...}}."""
+    def infer(
+        self, obs: Mapping[str, Any], *, session: PolicySession | None = None
+    ) -> dict[str, Any]:
+        """One observation (unbatched) -> {"actions": float32 (H, A), "policy_timing": {...}}.
+        ``session`` (``new_session()``) holds the history and noise of one client; default: the
+        policy's own."""
         t0 = time.perf_counter()
         with stage("preprocess"):  # parse, history window, batch, to device
-            batch = self.batch([self._window(self.parse(obs))])
-        actions = self.predict(batch)[0]
+            batch = self.batch([self._window(self.parse(obs), session)])
+        gen = session.generator if session is not None else None
+        actions = self.predict(batch, generator=gen)[0]
         self.last_latency_ms = (time.perf_counter() - t0) * 1000.0
         return {"actions": actions, "policy_timing": {"infer_ms": self.last_latency_ms}}
 
@@ -434,14 +490,29 @@ class Policy:
         self.last_latency_ms = (time.perf_counter() - t0) * 1000.0
         return {"actions": actions, "policy_timing": {"infer_ms": self.last_latency_ms}}
 
-    def infer_batch(self, observations: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """Several independent single-frame observations (e.g. several server clients) at once.
+    def infer_batch(
+        self,
+        observations: list[Mapping[str, Any]],
+        *,
+        sessions: list[PolicySession] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Several observations (e.g. several server clients) in one model call.
 
-        History is not used here (each observation stands alone, obs_horizon frames repeated).
+        Without ``sessions`` each observation stands alone (its frame repeated ``obs_horizon``
+        times); with them, observation i extends ``sessions[i]``'s history, as ``infer`` would.
+        Histories change only once the whole batch succeeded (a caller may retry one by one).
         """
         t0 = time.perf_counter()
-        windows = [[self.parse(obs)] * self.obs_horizon for obs in observations]
+        parsed = [self.parse(obs) for obs in observations]
+        if sessions is None:
+            windows = [[o] * self.obs_horizon for o in parsed]
+        else:
+            if len(sessions) != len(parsed):
+                raise ValueError(f"{len(sessions)} sessions for {len(parsed)} observations")
+            windows = [self._peek_window(o, s) for o, s in zip(parsed, sessions)]
         actions = self.predict(self.batch(windows))
+        for session, window in zip(sessions or [], windows):
+            session.history.extend(window[len(window) - 1 if session.history else 0 :])
         ms = (time.perf_counter() - t0) * 1000.0
         return [{"actions": a, "policy_timing": {"infer_ms": ms}} for a in actions]
 
@@ -460,7 +531,9 @@ def check_policy_fits_env(policy: Policy, env_embodiment: EmbodimentSpec) -> Non
 
 
 __all__ = [
+    "NonFiniteActionError",
     "Observation",
+    "PolicySession",
     "ObservationError",
     "Policy",
     "UnknownEmbodimentError",

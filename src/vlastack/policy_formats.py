@@ -11,9 +11,12 @@ a hub id (``lerobot/xxx``) found in the local Hugging Face cache (``resolve_chec
 
 This module imports only the registry (and the torch-free folder reader of the built-in
 formats), so evaluation, serving and the CLI can all use it. Built in: ``lerobot_act``,
-``lerobot_diffusion``, ``lerobot_pi0`` and ``lerobot_pi05``, LeRobot ACT / Diffusion Policy /
-pi0 / pi0.5 ``pretrained_model`` folders (``vlastack.pretrained.lerobot``), whose torch code is
-imported only when such a folder loads.
+``lerobot_diffusion``, ``lerobot_smolvla``, ``lerobot_pi0`` and ``lerobot_pi05``, LeRobot
+ACT / Diffusion Policy / SmolVLA / pi0 / pi0.5 ``pretrained_model`` folders
+(``vlastack.pretrained.lerobot``), whose torch code is imported only when such a folder
+loads, ``openpi_pi0`` (openpi's PyTorch pi0 / pi0.5 checkpoints), and
+``lerobot_finetuned``, the checkpoints ``vlastack train --init-from`` writes for them
+(``pretrained.lerobot.finetune``).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vlastack.errors import ConfigError
+from vlastack.errors import ConfigError, VlastackError
 from vlastack.registry import Entry, Registry
 
 
@@ -133,6 +136,67 @@ register_policy_format(
     "LeRobot Diffusion Policy pretrained_model folder (config.json type 'diffusion', "
     "model.safetensors, policy_preprocessor.json)",
     _lerobot_describer("diffusion", "lerobot_diffusion"),
+)
+
+
+def _is_lerobot_finetuned(path: Path) -> bool:
+    """A vlastack checkpoint (or its run / ``checkpoints`` folder) whose config.json says
+    ``"format": "lerobot_finetuned"``; reads that one JSON file, imports no torch."""
+    import json
+
+    from vlastack.checkpoints import resolve_checkpoint
+
+    if not Path(path).is_dir():
+        return False
+    try:
+        ckpt = resolve_checkpoint(path)
+        cfg = json.loads((ckpt / "config.json").read_text())
+    except (VlastackError, OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and cfg.get("format") == "lerobot_finetuned"
+
+
+def _load_lerobot_finetuned(path: Path, **kw: Any) -> Any:
+    from vlastack.pretrained.lerobot.finetune import load_finetuned
+
+    return load_finetuned(path, **kw)
+
+
+def _describe_lerobot_finetuned(path: Path) -> tuple[dict[str, Any], str]:
+    from vlastack.pretrained.lerobot.finetune import describe_finetuned
+
+    return describe_finetuned(path)
+
+
+register_policy_format(
+    "lerobot_finetuned",
+    _is_lerobot_finetuned,
+    _load_lerobot_finetuned,
+    "a LeRobot ACT / Diffusion Policy fine-tuned by `vlastack train --init-from` (a vlastack "
+    "checkpoint folder whose config.json has format 'lerobot_finetuned')",
+    _describe_lerobot_finetuned,
+)
+
+
+def _is_lerobot_smolvla(path: Path) -> bool:
+    from vlastack.pretrained.lerobot.folder import is_lerobot_folder
+
+    return is_lerobot_folder(path, "smolvla")
+
+
+def _load_lerobot_smolvla(path: Path, **kw: Any) -> Any:
+    from vlastack.pretrained.lerobot.smolvla_policy import load_lerobot_smolvla
+
+    return load_lerobot_smolvla(path, **kw)
+
+
+register_policy_format(
+    "lerobot_smolvla",
+    _is_lerobot_smolvla,
+    _load_lerobot_smolvla,
+    "LeRobot SmolVLA pretrained_model folder (config.json type 'smolvla', model.safetensors, "
+    "policy_preprocessor.json; VLM config and tokenizer from a local folder or the HF cache)",
+    _lerobot_describer("smolvla", "lerobot_smolvla"),
 )
 
 

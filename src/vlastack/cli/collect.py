@@ -18,7 +18,12 @@ def add_parser(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--env", required=True, help="env or suite, e.g. metaworld/mt10, pusht")
+    p.add_argument(
+        "--env",
+        required=True,
+        help="env or suite, or a comma list of them (one simulator), e.g. metaworld/mt10, pusht, "
+        "metaworld/reach-v3,metaworld/push-v3",
+    )
     p.add_argument("--out", required=True, help="dataset folder (created, or resumed)")
     p.add_argument("--episodes-per-task", type=int, default=20)
     p.add_argument("--workers", type=int, default=1, help="episode worker processes")

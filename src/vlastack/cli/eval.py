@@ -37,6 +37,14 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="worker processes (0 = in-process)")
     p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch threads per policy (default: the cores shared out among the workers); "
+        "latency on a loaded machine depends on it, so it is recorded in the manifest",
+    )
+    p.add_argument(
         "--execute-horizon",
         type=int,
         default=None,
@@ -139,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
             )
             print_summary(results.summary)
             print(f"results: {out}  (vlastack report {out} --out {out}/report.html)")
-            return 0
+            return exit_code(results.records)
         results = evaluate(
             args.checkpoint,
             args.env,
@@ -158,10 +166,27 @@ def run(args: argparse.Namespace) -> int:
             episode_timeout_s=args.episode_timeout,
             progress=not args.no_progress,
             embodiment=args.embodiment,
+            threads=args.threads,
         )
     print_summary(results.summary)
     print(f"results: {out}  (vlastack report {out} --out {out}/report.html)")
-    return 0
+    return exit_code(results.records)
+
+
+def exit_code(records: list[Any]) -> int:
+    """1 (with the first error on stderr) when every episode errored: nothing was evaluated."""
+    import sys
+
+    errored = [r for r in records if r.status == "error"]
+    if not records or len(errored) < len(records):
+        return 0
+    last = (errored[0].error or "no error text").strip().splitlines()
+    print(
+        f"error: every episode errored ({len(errored)} of {len(records)}), so nothing was "
+        f"evaluated; the first one: {last[-1] if last else '?'} (details in episodes.jsonl)",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def _fmt(x: Any, pct: bool = False, nd: int = 1) -> str:
@@ -181,6 +206,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         "95% CI",
         "n",
         "errors",
+        "success % of completed",
         "steps→success",
         "jerk (u/s³)²",
         "jump",
@@ -188,12 +214,20 @@ def print_summary(summary: dict[str, Any]) -> None:
         table.add_column(col, justify="left" if col == "task" else "right", no_wrap=col == "task")
     rows = list(summary["per_task"].items()) + [("overall", summary["overall"])]
     for name, a in rows:
+        # headline: an errored episode counts as a failure (errors shown beside it)
+        head = "headline_success_rate" in a
+        rate, lo, hi = (
+            ("headline_success_rate", "headline_ci95_low", "headline_ci95_high")
+            if head
+            else ("success_rate", "ci95_low", "ci95_high")
+        )
         table.add_row(
             name,
-            _fmt(a["success_rate"], pct=True),
-            f"{_fmt(a['ci95_low'], True)}–{_fmt(a['ci95_high'], True)}",
-            str(a["completed"]),
+            _fmt(a[rate], pct=True),
+            f"{_fmt(a[lo], True)}–{_fmt(a[hi], True)}",
+            str(a["episodes"] if head else a["completed"]),
             str(a["errors"]),
+            _fmt(a["success_rate"], pct=True),
             _fmt(a["steps_to_success_mean"]),
             "-" if a["mean_squared_jerk"] is None else f"{a['mean_squared_jerk']:.3g}",
             _fmt(a["chunk_jump"], nd=3),

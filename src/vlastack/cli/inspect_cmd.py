@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from vlastack.errors import ConfigError
+from vlastack.errors import ConfigError, DataError
 
 # What a checkpoint folder holds (training/checkpoint.py writes it, checkpoints.py reads it), for
 # error messages.
@@ -104,7 +104,6 @@ def describe_registered(
 def _resolve(path: str | Path) -> Path:
     """The checkpoint folder, or a ConfigError saying what is missing and what belongs there."""
     from vlastack.checkpoints import resolve_checkpoint
-    from vlastack.errors import DataError
 
     p = Path(path)
     if not p.exists():
@@ -164,10 +163,16 @@ def _registry_description(family: str, name: str) -> str:
     return next((e.description for e in reg.entries() if e.name == name), "")
 
 
-def _flat(values: Any) -> list[float]:
+def _flat(values: Any, where: str = "normalization.json") -> list[float]:
     import numpy as np
 
-    return [float(x) for x in np.asarray(values, dtype=np.float64).reshape(-1)]
+    try:
+        return [float(x) for x in np.asarray(values, dtype=np.float64).reshape(-1)]
+    except (TypeError, ValueError):
+        raise DataError(
+            f"{where}: holds a value that is not a number ({str(values)[:80]}); stats must be "
+            "lists of numbers: restore the file from the checkpoint's source or recompute it"
+        ) from None
 
 
 def _vector(
@@ -202,7 +207,7 @@ def _vector(
         if c not in stats:
             problems.append(f"{label}: normalization.json stats[{key!r}] lacks {c!r} ({mode})")
             continue
-        v = _flat(stats[c])
+        v = _flat(stats[c], f"{label}: normalization.json stats[{key!r}][{c!r}]")
         if len(v) != dim and dim:
             problems.append(
                 f"{label}: stats[{key!r}][{c!r}] has {len(v)} values, the policy uses {dim}"

@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 
 from vlastack import __version__
 from vlastack.errors import VlastackError
@@ -25,6 +27,7 @@ SUBCOMMANDS = [
     "bench",
     "report",
     "serve",
+    "robot",
     "export",
     "inspect_cmd",
     "fast",
@@ -52,13 +55,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    if argv[:1] == ["train"] and argv[1:2] and argv[1].startswith("--") and argv[1] != "--help":
+        # `vlastack train --init-from CKPT ...`: no recipe first, so argparse's REMAINDER would
+        # refuse the options; the train command parses its own arguments
+        from vlastack.cli.train import main as train_main
+
+        def func(_: argparse.Namespace) -> int:
+            return train_main(argv[1:])
+
+        args = argparse.Namespace(func=func)
+    else:
+        args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from vlastack.lifeline import TerminatedError, raise_on_sigterm
+
+    previous = signal.getsignal(signal.SIGTERM)
+    raise_on_sigterm()  # SIGTERM unwinds the command: its pools and workers shut down
     try:
         rc = args.func(args)
+    except TerminatedError:
+        print(
+            f"terminated (SIGTERM): vlastack {args.command} stopped and shut its worker "
+            "processes down",
+            file=sys.stderr,
+        )
+        return 128 + signal.SIGTERM
     except VlastackError as exc:
         if os.environ.get("VLASTACK_DEBUG"):
             raise
@@ -67,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
     return int(rc or 0)
 
 

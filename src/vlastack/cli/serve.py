@@ -82,6 +82,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="replay the action head's sampler as CUDA graphs (GPU only; same actions, fewer "
         "kernel launches at batch 1)",
     )
+    p.add_argument(
+        "--max-prompt-chars",
+        type=int,
+        default=None,
+        metavar="N",
+        help="refuse instructions longer than N characters (default 1000; bounds the server's "
+        "memory: the language encoder caches each distinct instruction, at most 256 of them)",
+    )
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=run)
 
@@ -213,6 +221,15 @@ def run(args: argparse.Namespace) -> int:
             args.host,
         )
     policy = _load_policy(args)
+    if args.max_prompt_chars is not None:
+        if args.max_prompt_chars < 1:
+            raise ConfigError(f"--max-prompt-chars must be >= 1, got {args.max_prompt_chars}")
+        if not hasattr(policy, "max_prompt_chars"):
+            raise ConfigError(
+                "--max-prompt-chars applies to vlastack checkpoints; this policy reads no "
+                "instruction cap: drop the flag"
+            )
+        policy.max_prompt_chars = args.max_prompt_chars
     max_frame = None if args.max_frame_mb is None else int(args.max_frame_mb * 1024 * 1024)
     try:
         run_server(

@@ -1,4 +1,6 @@
 """``vlastack train RECIPE --data PATH [--key=value ...]``: train a recipe on a dataset.
+``vlastack train --init-from CKPT --data PATH [--stats keep|recompute]``: fine-tune an imported
+policy (a LeRobot ACT / Diffusion Policy pretrained_model folder) on a dataset instead.
 
 Overrides are ``TrainConfig`` fields (``--steps=500``, ``--lora.rank=8``, ``--freeze=vision``)
 or model-config fields under ``model.`` (``--model.action_horizon=8``). Several ``--data`` (or
@@ -10,12 +12,26 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vlastack.training.config import TrainConfig
 
 EPILOG = """examples:
   vlastack train cpu_default --data data/pusht --steps=2000
   vlastack train smolvla --data data/libero --freeze=vision --lora.rank=8 --precision=bf16
   vlastack train act --data data/aloha --resume --out_dir=runs/act
   torchrun --nproc_per_node 2 -m vlastack.train cpu_default --data data/pusht --distributed=ddp
+
+fine-tune an imported policy (LeRobot ACT / Diffusion Policy pretrained_model folder or cached id):
+  vlastack train --init-from ckpts/act/pretrained_model --data data/mine --steps=2000
+  vlastack train --init-from lerobot/diffusion_pusht --data data/pusht --stats recompute
+  --stats keep|recompute: train with the checkpoint's normalization stats (default) or the
+  dataset's meta/stats.json. --camera_map=CKPT_CAM=DATA_CAM maps a checkpoint camera onto a
+  dataset camera of another name. --freeze=vision (ACT: vision, vae_encoder, encoder, decoder;
+  Diffusion: vision, unet), --lora.rank=8, --resume work as for recipes. The checkpoint loads in
+  `vlastack eval/serve` and `vlastack export lerobot RUN/checkpoints/last --out DIR` writes it
+  back as a LeRobot folder.
 
 mixtures of datasets (several robots in one model):
   vlastack train cpu_default --data data/pusht --data data/aloha     (or --data data/pusht,data/aloha)
@@ -38,7 +54,22 @@ def _known_parser(prog: str = "vlastack train") -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("recipe", help="recipe name (see `vlastack list recipes`)")
+    p.add_argument(
+        "recipe", nargs="?", default="", help="recipe name (see `vlastack list recipes`)"
+    )
+    p.add_argument(
+        "--init-from",
+        default="",
+        metavar="CKPT",
+        help="fine-tune this imported policy (LeRobot ACT / Diffusion folder) instead of a recipe",
+    )
+    p.add_argument(
+        "--stats",
+        choices=["keep", "recompute"],
+        default=None,
+        help="with --init-from: the checkpoint's normalization stats (keep, default) or the "
+        "dataset's (recompute)",
+    )
     p.add_argument(
         "--data",
         action="append",
@@ -74,15 +105,31 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_training(
-    recipe: str, data: list[str], resume: bool, overrides: list[str], print_config: bool = False
+    recipe: str,
+    data: list[str],
+    resume: bool,
+    overrides: list[str],
+    print_config: bool = False,
+    init_from: str = "",
+    stats: str | None = None,
 ) -> int:
     import json
 
+    from vlastack.errors import ConfigError
     from vlastack.training.config import TrainConfig
     from vlastack.training.loop import train
 
     extra = [f"--data={d}" for d in data] if data else []
-    cfg = TrainConfig.from_recipe(recipe, [*overrides, *extra])
+    if init_from:
+        cfg = fine_tune_config(recipe, init_from, stats, [*overrides, *extra])
+    elif not recipe:
+        raise ConfigError(
+            "vlastack train needs a recipe (see `vlastack list recipes`) or --init-from CKPT"
+        )
+    elif stats is not None:
+        raise ConfigError("--stats applies to --init-from only; a recipe uses the dataset's stats")
+    else:
+        cfg = TrainConfig.from_recipe(recipe, [*overrides, *extra])
     if data:
         cfg.data = list(data)
     if resume:
@@ -99,9 +146,43 @@ def run_training(
     return 0
 
 
+def fine_tune_config(
+    recipe: str, init_from: str, stats: str | None, overrides: list[str]
+) -> TrainConfig:
+    """LeRobot's hyperparameters for the folder (``init_from.init_defaults``) < overrides."""
+    from pathlib import Path
+
+    from vlastack.errors import ConfigError
+    from vlastack.policy_formats import resolve_checkpoint_arg
+    from vlastack.training.config import TrainConfig, apply_overrides
+    from vlastack.training.init_from import init_defaults
+
+    if recipe:
+        raise ConfigError(
+            f"--init-from trains the imported policy; drop the recipe name {recipe!r}"
+        )
+    folder = resolve_checkpoint_arg(init_from)
+    if not Path(folder).is_dir():
+        raise ConfigError(f"--init-from {init_from}: no such folder")
+    # runs/finetune-<name>: the hub id's last part, or the folder's (its parent's for the
+    # usual .../<name>/pretrained_model)
+    where = Path(folder).resolve()
+    name = where.parent.name if where.name == "pretrained_model" else where.name
+    if not Path(init_from).exists():
+        name = str(init_from).split("@")[0].rstrip("/").rsplit("/", 1)[-1]
+    cfg = TrainConfig(out_dir=f"runs/finetune-{name or 'policy'}")
+    for k, v in init_defaults(Path(folder)).items():
+        setattr(cfg, k, v)
+    apply_overrides(cfg, overrides)
+    cfg.init_from = str(init_from)
+    if stats is not None:
+        cfg.stats = stats  # type: ignore[assignment]
+    return cfg
+
+
 def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     """Separate ``--key=value`` overrides from the arguments argparse knows."""
-    known = ("--data", "--resume", "--print-config", "-h", "--help")
+    known = ("--data", "--resume", "--print-config", "--init-from", "--stats", "-h", "--help")
     rest, overrides = [], []
     i = 0
     while i < len(argv):
@@ -126,4 +207,12 @@ def main(argv: list[str] | None = None, prog: str = "vlastack train") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     rest, overrides = split_overrides(argv)
     args = _known_parser(prog).parse_args(rest)
-    return run_training(args.recipe, args.data, args.resume, overrides, args.print_config)
+    return run_training(
+        args.recipe,
+        args.data,
+        args.resume,
+        overrides,
+        args.print_config,
+        args.init_from,
+        args.stats,
+    )

@@ -47,7 +47,12 @@ class WindowedDataset(Dataset):
         tasks: list[str] | None = None,
         image_keys: list[str] | None = None,
         image_size: tuple[int, int] | None = None,
+        action_offset: int = 0,
     ) -> None:
+        """``action_offset``: the action window starts that many frames after the observation
+        (negative: before it, as LeRobot's Diffusion Policy trains on actions from the first
+        observation step on); steps outside the episode are clamped to its edge and flagged in
+        ``action_is_pad``."""
         self.reader = (
             reader_or_root
             if isinstance(reader_or_root, DatasetReader)
@@ -104,7 +109,7 @@ class WindowedDataset(Dataset):
         self._from = ep_from[r.frame_episode] if r.num_frames else ep_from
         self._to = ep_to[r.frame_episode] if r.num_frames else ep_to
         self._obs_offsets = np.arange(-(obs_horizon - 1), 1)
-        self._act_offsets = np.arange(action_horizon)
+        self._act_offsets = np.arange(action_offset, action_offset + action_horizon)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -140,7 +145,7 @@ class WindowedDataset(Dataset):
         if self._action is not None:
             act_raw = g + self._act_offsets
             out["action"] = torch.from_numpy(self._action[np.clip(act_raw, lo, hi - 1)])  # (H, A)
-            out["action_is_pad"] = torch.from_numpy(act_raw >= hi)
+            out["action_is_pad"] = torch.from_numpy((act_raw < lo) | (act_raw >= hi))
         out["task"] = r.task_of(g)
         out["episode_index"] = ep
         out["index"] = g
@@ -174,10 +179,23 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def worker_init(_: int) -> None:
+def worker_init(_: int, parent_pid: int | None = None) -> None:
     # Each worker decodes on one thread: workers already use the cores, and oversubscribed
     # decoder threads slow everyone down.
     torch.set_num_threads(1)
+    if parent_pid is not None:  # a forkserver worker outlives a killed trainer otherwise
+        from vlastack.lifeline import watch_parent
+
+        watch_parent(parent_pid)
+
+
+def watched_worker_init() -> Any:
+    """``worker_init`` for a DataLoader started from this process: its workers also die when
+    this process does (kill -9 included; ``vlastack.lifeline``)."""
+    import functools
+    import os
+
+    return functools.partial(worker_init, parent_pid=os.getpid())
 
 
 def make_dataloader(
@@ -203,7 +221,7 @@ def make_dataloader(
     if num_workers > 0:
         kwargs["persistent_workers"] = True if persistent_workers is None else persistent_workers
         kwargs["prefetch_factor"] = prefetch_factor or 4
-        kwargs["worker_init_fn"] = worker_init
+        kwargs["worker_init_fn"] = watched_worker_init()
         kwargs["multiprocessing_context"] = multiprocessing_context
     return DataLoader(
         dataset,

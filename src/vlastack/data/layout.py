@@ -215,6 +215,11 @@ def next_file(chunk: int, file: int, chunks_size: int) -> tuple[int, int]:
 # ---------------------------------------------------------------------------------------------
 def read_info(root: Path) -> dict[str, Any]:
     path = root / "meta" / "info.json"
+    if root.is_file():
+        raise DataError(
+            f"{root} is a file, not a dataset folder; pass the LeRobot v3 dataset folder (the one "
+            "holding meta/info.json)"
+        )
     try:
         info = json.loads(path.read_text())
     except FileNotFoundError:

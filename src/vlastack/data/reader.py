@@ -195,6 +195,14 @@ class DatasetReader:
                 self._columns[k] = np.asarray(col.to_pylist(), dtype=object)
             elif pa.types.is_fixed_size_list(col.type) or pa.types.is_list(col.type):
                 flat = pc.list_flatten(col).to_numpy()
+                per_row = int(np.prod(f.shape)) if f.shape else 1
+                if flat.size != len(data) * per_row:
+                    raise DataError(
+                        f"{self.root}/meta/info.json: feature {k!r} declares shape "
+                        f"{list(f.shape)} ({per_row} values per frame), but the data files hold "
+                        f"{flat.size / max(1, len(data)):g} per frame; fix the shape in "
+                        "info.json (or re-record the dataset)"
+                    )
                 self._columns[k] = flat.reshape(len(data), *f.shape).astype(np_dtype(f), copy=False)
             else:
                 self._columns[k] = col.to_numpy().astype(np_dtype(f), copy=False)

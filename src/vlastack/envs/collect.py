@@ -10,8 +10,10 @@ which are retried.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
+import os
 import threading
 import time
 import zlib
@@ -116,6 +118,43 @@ def _worker_env(env_name: str, options: dict[str, Any]) -> Any:
         )
         _WORKER_ENVS[env_name] = env
     return env
+
+
+def collect_tasks(env: str) -> list[str]:
+    """The tasks of ``env``: an env or suite name, or a comma list of them (``A,B``, as
+    ``bench heads`` takes), in order without duplicates. One dataset holds one robot, so the
+    tasks must come from one simulator (the part before ``/``)."""
+    from vlastack.envs import list_tasks
+
+    names = [n.strip() for n in env.split(",")]
+    if not all(names):
+        raise ConfigError(f"--env {env!r}: an empty name in the comma list")
+    tasks: list[str] = []
+    for name in names:
+        tasks += [t for t in list_tasks(name) if t not in tasks]
+    families = sorted({t.split("/")[0] for t in tasks})
+    if len(families) > 1:
+        raise ConfigError(
+            f"--env {env!r} mixes simulators {families}; one dataset holds one robot, so collect "
+            "from one simulator at a time (and mix datasets in training with --data A,B)"
+        )
+    return tasks
+
+
+def _worker_pool(workers: int, ctx: Any) -> ProcessPoolExecutor:
+    """Episode workers that die with this process, kill -9 included (``vlastack.lifeline``)."""
+    from vlastack.lifeline import watch_parent
+
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=watch_parent, initargs=(os.getpid(),)
+    )
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    # ProcessPoolExecutor has no public way to stop running tasks; its process table does.
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            proc.kill()
 
 
 def run_episode(env_name: str, attempt: int, seed: int, options: dict[str, Any]) -> EpisodeResult:
@@ -232,7 +271,7 @@ def collect(
     """
     from vlastack.data.layout import Feature
     from vlastack.data.writer import DatasetWriter
-    from vlastack.envs import list_tasks, make_env
+    from vlastack.envs import make_env
 
     if episodes_per_task < 1:
         raise ConfigError(f"episodes_per_task={episodes_per_task} must be >= 1")
@@ -240,7 +279,7 @@ def collect(
         raise ConfigError(f"workers={workers} must be >= 1")
     if noise < 0:
         raise ConfigError(f"noise={noise} must be >= 0")
-    tasks = list_tasks(env)
+    tasks = collect_tasks(env)
     root = Path(out)
     env_kwargs = dict(env_kwargs or {})
     options: dict[str, Any] = {
@@ -477,7 +516,7 @@ class _Runner:
 
     def _run_pool(self, workers: int, start_method: str) -> None:
         ctx = mp.get_context(start_method)
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        pool = _worker_pool(workers, ctx)
         inflight: dict[Future[EpisodeResult], tuple[str, int]] = {}
         # After a worker dies, every episode in flight fails with it. Those suspects are re-run
         # one at a time, so that only the episode that really crashes is charged a retry.
@@ -508,7 +547,7 @@ class _Runner:
                     broken += list(inflight.values())
                     inflight.clear()
                     pool.shutdown(wait=False, cancel_futures=True)
-                    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+                    pool = _worker_pool(workers, ctx)
                     self.summary.messages.append(
                         f"a worker process died running {len(broken)} episode(s); "
                         "restarted the pool"
@@ -519,6 +558,11 @@ class _Runner:
                     else:
                         suspects.update(broken)
                         self.requeue[:0] = sorted(broken)
+        except BaseException:
+            # SIGTERM (TerminatedError), Ctrl-C, a write error: stop the episodes in flight now
+            # rather than wait for them (resume redoes them); the dataset is written only here.
+            _kill_workers(pool)
+            raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 

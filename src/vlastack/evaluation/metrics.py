@@ -3,7 +3,9 @@
 Success rates carry a Wilson score 95% interval (Wilson 1927; better than the normal interval
 at the small n and extreme rates of robot evaluations). Smoothness is the mean squared jerk of the
 actions actually executed plus the jump at chunk boundaries; latency is per policy call (one chunk).
-Episodes that errored are kept apart: never counted as a success or a failure.
+Episodes that errored are counted apart (``errors``) and left out of ``success_rate`` (over the
+completed episodes); the headline, ``headline_success_rate`` (with its own interval), counts an
+errored episode as a failure, so a policy that crashes on hard seeds never looks better for it.
 """
 
 from __future__ import annotations
@@ -153,6 +155,8 @@ def aggregate(records: Sequence[EpisodeRecord]) -> dict[str, Any]:
     n_success = sum(r.status == "success" for r in done)
     n = len(done)
     lo, hi = wilson_interval(n_success, n)
+    n_all = len(records)
+    lo_all, hi_all = wilson_interval(n_success, n_all)
     steps_ok = [r.steps_to_success for r in done if r.steps_to_success is not None]
     latencies = [x for r in records for x in r.latencies_ms]
     out: dict[str, Any] = {
@@ -163,6 +167,9 @@ def aggregate(records: Sequence[EpisodeRecord]) -> dict[str, Any]:
         "success_rate": n_success / n if n else None,
         "ci95_low": lo if n else None,
         "ci95_high": hi if n else None,
+        "headline_success_rate": n_success / n_all if n_all else None,
+        "headline_ci95_low": lo_all if n_all else None,
+        "headline_ci95_high": hi_all if n_all else None,
         "steps_to_success_mean": float(np.mean(steps_ok)) if steps_ok else None,
         "steps_to_success_median": float(np.median(steps_ok)) if steps_ok else None,
         "mean_squared_jerk": _nanmean(r.mean_squared_jerk for r in done),

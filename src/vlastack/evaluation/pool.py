@@ -29,6 +29,9 @@ MAX_ATTEMPTS = 2  # the first try plus one retry
 
 
 def _worker_main(spec: RunSpec, jobs: Any, results: Any) -> None:
+    from vlastack.lifeline import watch_parent
+
+    watch_parent(os.getppid())  # spawned by the evaluating process: die with it
     os.environ.setdefault("MUJOCO_GL", "egl")
     runner = EpisodeRunner(spec)
     while True:

@@ -272,6 +272,30 @@ def _overall_table(runs: list[Run]) -> str:
                 _num(timing.get("steps_per_s"), 0),
             ]
         )
+        per_task = r.summary.get("per_task") or {}
+        if len(per_task) > 1:  # a multi-task run: every task gets its own row under the run's
+            for task, a in per_task.items():
+                tl = a.get("latency") or {}
+                rows.append(
+                    [
+                        f"{r.label} · {task.split('/')[-1]}",
+                        task,
+                        r.condition,
+                        _ci(a),
+                        f"{a['successes']}/{a['completed']}",
+                        str(a["errors"]),
+                        _num(a.get("steps_to_success_mean")),
+                        "–"
+                        if a.get("mean_squared_jerk") is None
+                        else f"{a['mean_squared_jerk']:.3g}",
+                        _num(a.get("chunk_jump"), 3),
+                        f"{_num(tl.get('p50_ms'))} / {_num(tl.get('p95_ms'))} / "
+                        f"{_num(tl.get('p99_ms'))}",
+                        "",
+                        "",
+                        "",
+                    ]
+                )
     return _table(
         [
             "run",

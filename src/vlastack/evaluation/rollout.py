@@ -55,6 +55,17 @@ def episode_seed(seed: int, task_index: int, episode: int, episodes_per_task: in
     return seed + task_index * stride + episode
 
 
+def check_weights_readable(checkpoint: str | Path) -> None:
+    """A native checkpoint whose weights file is truncated or corrupt is a ``DataError`` here,
+    before any episode runs (not one error per episode, logged only in ``episodes.jsonl``)."""
+    from vlastack.checkpoints import check_safetensors
+    from vlastack.policy_formats import detect_policy_format
+
+    weights = Path(checkpoint) / "model.safetensors"
+    if weights.is_file() and detect_policy_format(checkpoint) is None:
+        check_safetensors(weights)
+
+
 def make_jobs(
     env: str,
     tasks: list[str],
@@ -97,6 +108,7 @@ def evaluate(
     progress: bool = True,
     video_fps: float = 20.0,
     embodiment: str | None = None,
+    threads: int | None = None,
 ) -> EvalResults:
     """Roll out ``policy`` (checkpoint folder or picklable zero-arg factory) on ``env``.
 
@@ -105,12 +117,15 @@ def evaluate(
     building its own env and policy. Results go to ``out_dir`` when given: ``manifest.json``,
     ``episodes.jsonl``, ``summary.json``, ``videos/``. A checkpoint trained on a mixture of
     robots acts as the member matching the environment's embodiment, or ``embodiment`` (a
-    member name or robot_type) when given.
+    member name or robot_type) when given. ``threads`` sets the policy's torch threads (default:
+    the cores shared out among the workers; in-process, torch's own default).
     """
     if action_remap not in ACTION_REMAP_MODES:
         raise ConfigError(f"action_remap={action_remap!r}; expected one of {ACTION_REMAP_MODES}")
     if episodes_per_task < 1:
         raise ConfigError(f"episodes_per_task must be >= 1, got {episodes_per_task}")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {threads}")
     if execute_horizon is not None and execute_horizon < 1:
         raise ConfigError(f"execute_horizon must be >= 1, got {execute_horizon}")
     checkpoint = None if callable(policy) else str(policy)
@@ -118,6 +133,7 @@ def evaluate(
         if not Path(checkpoint).exists():
             raise ConfigError(f"checkpoint {checkpoint} does not exist; pass a checkpoint folder")
         checkpoint = str(resolve_checkpoint_dir(checkpoint))
+        check_weights_readable(checkpoint)
         if embodiment is not None:  # fail here, not in every worker
             check_embodiment_name(checkpoint, embodiment)
     task_list = list(tasks) if tasks else resolve_tasks(env)
@@ -137,7 +153,7 @@ def evaluate(
         out_dir=str(out_dir) if out_dir else None,
         video_fps=video_fps,
         condition=condition,
-        torch_threads=max(1, ncpu // max(1, workers)) if workers >= 1 else None,
+        torch_threads=threads or (max(1, ncpu // max(1, workers)) if workers >= 1 else None),
         embodiment=embodiment,
     )
     manifest = build_manifest(
@@ -149,6 +165,7 @@ def evaluate(
         video_episodes_per_task=video_episodes_per_task,
         seeds={t: [j.seed for j in jobs if j.task == t] for t in task_list},
     )
+    manifest["torch_threads"] = spec.torch_threads
     out = Path(out_dir) if out_dir else None
     if out:
         start_results_folder(out, manifest)
@@ -196,6 +213,7 @@ __all__ = [
     "PolicyLike",
     "RunSpec",
     "check_embodiment_name",
+    "check_weights_readable",
     "checkpoint_embodiment",
     "checkpoint_label",
     "difficulty",

@@ -139,6 +139,11 @@ def quantize_checkpoint(
         weights = model.state_dict()
     # Keep the same key set as the source (frozen external weights such as MiniLM stay out).
     weights = {k: v for k, v in weights.items() if k in ckpt.weights}
+    if method == "int8":
+        from vlastack.checkpoints import pack_int8_weights
+
+        weights, info["stored_int8"] = pack_int8_weights(weights)
+        info["storage"] = "int8"
     config["quantization"] = info
 
     dst.parent.mkdir(parents=True, exist_ok=True)

@@ -169,6 +169,11 @@ def validate_observation(obs: Any, schema: Mapping[str, FieldSpec]) -> None:
         if arr is None or arr.dtype.kind not in spec.kinds:
             got = "a non-numeric value" if arr is None else f"dtype {arr.dtype.str}"
             raise ProtocolError(f"observation[{key!r}] has {got}: expected {spec.describe()}")
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            what = "NaN" if np.isnan(arr).any() else "Inf"
+            raise ProtocolError(
+                f"observation[{key!r}] holds a non-finite value ({what}): send finite numbers"
+            )
         if spec.shape is not None and (
             arr.ndim != len(spec.shape)
             or any(w is not None and w != n for w, n in zip(spec.shape, arr.shape))

@@ -19,7 +19,6 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from vlastack.errors import ConfigError
-from vlastack.functional.rtc import guided_euler_sample, prefix_weights
 
 # ---------------------------------------------------------------------------------------------
 # Interfaces
@@ -142,6 +141,10 @@ def guided_flow_sample(
     which the first ``inference_delay`` are frozen, and ``guided_euler_sample``.
     """
     import torch
+
+    # here, not at the top: the runtime itself runs without torch (the robot runner in a
+    # simulator's own venv); only guided sampling needs it
+    from vlastack.functional.rtc import guided_euler_sample, prefix_weights
 
     B, H, _ = noise.shape
     y = torch.zeros_like(noise)

@@ -23,12 +23,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from vlastack.errors import VlastackError
+from vlastack.errors import NonFiniteActionError, VlastackError
 from vlastack.serving.protocol import ProtocolError, packb, unpackb
 
 log = logging.getLogger("vlastack.serving")
 
 MAX_ERROR_CHARS = 400
+NON_FINITE_REPLY = (
+    "error: the policy produced a non-finite action (NaN/Inf); no action sent for this "
+    "observation (see server log)"
+)
 
 
 class ServablePolicy(Protocol):
@@ -66,6 +70,7 @@ def _one_line(text: str, limit: int = MAX_ERROR_CHARS) -> str:
 @dataclass
 class _Pending:
     obs: dict
+    session: Any
     future: asyncio.Future = field(repr=False)
 
 
@@ -75,8 +80,12 @@ class PolicyServer:
     ``port=0`` picks a free port (read ``server.port`` once started). ``max_frame_bytes=None``
     means no cap, as openpi. ``batch_window_ms > 0`` groups requests from different clients that
     arrive within the window into one ``policy.infer_batch(list_of_obs)`` call (if the policy has
-    one). ``reset_on_connect`` calls ``policy.reset()`` when a client connects (openpi clients
-    send nothing on reset, so a new connection is the only episode boundary the server sees).
+    one). A policy with ``new_session()`` (``vlastack.policy.Policy``) gives every connection its
+    own state (observation history, noise generator): one client's frames or reconnect never
+    change another's actions, and batched calls pass each request's session
+    (``infer_batch(obs_list, sessions=...)``). For a policy without sessions,
+    ``reset_on_connect`` calls ``policy.reset()`` when a client connects (openpi clients send
+    nothing on reset, so a new connection is the only episode boundary the server sees).
     """
 
     def __init__(
@@ -102,6 +111,7 @@ class PolicyServer:
         self.metadata = dict(metadata if metadata is not None else getattr(policy, "metadata", {}))
         packb(self.metadata)  # fail at construction, not per client, if metadata is not packable
         self._batching = self.batch_window_s > 0 and callable(getattr(policy, "infer_batch", None))
+        self._sessions = callable(getattr(policy, "new_session", None))
         # One worker: a policy object is not assumed thread-safe; inference is serialized but
         # never blocks the event loop.
         self._executor = concurrent.futures.ThreadPoolExecutor(
@@ -130,24 +140,29 @@ class PolicyServer:
         return None
 
     # ---- inference (worker thread) --------------------------------------------------------
-    def _infer_one(self, obs: dict) -> tuple[dict, float]:
+    def _infer_one(self, obs: dict, session: Any = None) -> tuple[dict, float]:
         t0 = time.perf_counter()
-        result = self.policy.infer(obs)
+        result = self.policy.infer(obs) if session is None else session.infer(obs)
         return result, (time.perf_counter() - t0) * 1000.0
 
-    def _infer_many(self, batch: list[dict]) -> list[tuple[dict, float] | BaseException]:
+    def _infer_many(
+        self, batch: list[dict], sessions: list[Any]
+    ) -> list[tuple[dict, float] | BaseException]:
         t0 = time.perf_counter()
         try:
-            results = self.policy.infer_batch(batch)  # type: ignore[attr-defined]
+            if self._sessions:
+                results = self.policy.infer_batch(batch, sessions=sessions)  # type: ignore[attr-defined]
+            else:
+                results = self.policy.infer_batch(batch)  # type: ignore[attr-defined]
             if len(results) != len(batch):
                 raise RuntimeError(f"infer_batch returned {len(results)} results for {len(batch)}")
         except Exception:
             # One bad observation must not fail its neighbours: redo them one by one so each
             # client gets its own answer or its own error.
             out: list[tuple[dict, float] | BaseException] = []
-            for obs in batch:
+            for obs, session in zip(batch, sessions):
                 try:
-                    out.append(self._infer_one(obs))
+                    out.append(self._infer_one(obs, session))
                 except Exception as exc:
                     out.append(exc)
             return out
@@ -173,7 +188,7 @@ class PolicyServer:
             if not live:
                 continue
             outs = await loop.run_in_executor(
-                self._executor, self._infer_many, [p.obs for p in live]
+                self._executor, self._infer_many, [p.obs for p in live], [p.session for p in live]
             )
             for p, out in zip(live, outs):
                 if p.future.done():
@@ -183,16 +198,18 @@ class PolicyServer:
                 else:
                     p.future.set_result(out)
 
-    async def _infer(self, obs: dict) -> tuple[dict, float]:
+    async def _infer(self, obs: dict, session: Any) -> tuple[dict, float]:
         loop = asyncio.get_running_loop()
         if self._batching and self._queue is not None:
             fut: asyncio.Future = loop.create_future()
-            await self._queue.put(_Pending(obs, fut))
+            await self._queue.put(_Pending(obs, session, fut))
             return await fut
-        return await loop.run_in_executor(self._executor, self._infer_one, obs)
+        return await loop.run_in_executor(self._executor, self._infer_one, obs, session)
 
     # ---- one request ----------------------------------------------------------------------
-    async def _answer(self, frame: Any, peer: str, prev_total_ms: float | None) -> bytes | str:
+    async def _answer(
+        self, frame: Any, peer: str, prev_total_ms: float | None, session: Any = None
+    ) -> bytes | str:
         """Return the binary reply, or a short text error frame (connection stays open)."""
         if isinstance(frame, str):
             return "bad request: expected a binary msgpack frame, got a text frame"
@@ -205,7 +222,10 @@ class PolicyServer:
             return f"bad request: expected a map of observation arrays, got {type(obs).__name__}"
         t_recv = time.perf_counter()
         try:
-            result, infer_ms = await self._infer(obs)
+            result, infer_ms = await self._infer(obs, session)
+        except NonFiniteActionError as exc:
+            log.error("no action sent to %s: %s", peer, _one_line(str(exc)))
+            return NON_FINITE_REPLY
         except VlastackError as exc:
             return f"bad request: {_one_line(str(exc))}"
         except Exception as exc:
@@ -221,6 +241,9 @@ class PolicyServer:
                 server_timing["prev_total_ms"] = prev_total_ms
             reply["server_timing"] = server_timing
             return packb(reply)
+        except NonFiniteActionError as exc:
+            log.error("no action sent to %s: %s", peer, _one_line(str(exc)))
+            return NON_FINITE_REPLY
         except Exception as exc:
             log.error(
                 "bad policy result for %s: %s: %s", peer, type(exc).__name__, _one_line(str(exc))
@@ -235,7 +258,9 @@ class PolicyServer:
         log.info("client %s connected", peer)
         try:
             await ws.send(packb(self.metadata))
-            if self.reset_on_connect:
+            # this connection's own history and noise (a policy without sessions is shared)
+            session = self.policy.new_session() if self._sessions else None  # type: ignore[attr-defined]
+            if session is None and self.reset_on_connect:
                 # After the metadata frame: the worker may be busy with another client's chunk.
                 loop = asyncio.get_running_loop()
                 await loop.run_in_executor(self._executor, self.policy.reset)
@@ -243,7 +268,7 @@ class PolicyServer:
             while True:
                 frame = await ws.recv()
                 t0 = time.perf_counter()
-                reply = await self._answer(frame, peer, prev_total_ms)
+                reply = await self._answer(frame, peer, prev_total_ms, session)
                 self.num_requests += 1
                 if isinstance(reply, str):
                     self.num_errors += 1
@@ -311,6 +336,11 @@ def _check_result(result: Any) -> dict:
     if actions.ndim != 2 or actions.dtype.kind != "f":
         raise TypeError(
             f"'actions' must be a float (H, A) array, got {actions.dtype} {actions.shape}"
+        )
+    if not np.isfinite(actions).all():
+        raise NonFiniteActionError(
+            f"'actions' of shape {actions.shape} hold {int((~np.isfinite(actions)).sum())} "
+            "non-finite value(s)"
         )
     return {**result, "actions": actions}
 

@@ -88,7 +88,16 @@ def apply_lora(
     parameter that is not a wrapped base weight, so heads and projectors keep training.
     """
     peft = require("peft", "hf", "LoRA adapters")
-    linear_names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    # nn.MultiheadAttention reads its out_proj weight directly, so an adapter there would
+    # never run: those layers are not candidates
+    in_mha = {
+        f"{n}.out_proj" if n else "out_proj"
+        for n, m in model.named_modules()
+        if isinstance(m, nn.MultiheadAttention)
+    }
+    linear_names = [
+        n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n not in in_mha
+    ]
     rx = re.compile(target)
     matched = [n for n in linear_names if rx.fullmatch(n)]
     if not matched:

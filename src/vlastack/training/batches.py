@@ -48,7 +48,7 @@ def batch_stream(
     One DataLoader serves every epoch (``EpochBatches`` runs on), so data workers start once
     instead of once per epoch (a small dataset has only a few batches per epoch).
     """
-    from vlastack.data.dataset import worker_init
+    from vlastack.data.dataset import watched_worker_init
 
     num_samples = len(parts.train_dataset)  # type: ignore[arg-type]
     batches = EpochBatches(
@@ -64,7 +64,9 @@ def batch_stream(
         # forkserver, not fork: a worker forked after a multi-threaded torch op inherits a broken
         # OpenMP pool; each worker decodes on one thread (data/dataset.py make_dataloader).
         extra = dict(
-            multiprocessing_context="forkserver", worker_init_fn=worker_init, prefetch_factor=4
+            multiprocessing_context="forkserver",
+            worker_init_fn=watched_worker_init(),
+            prefetch_factor=4,
         )
     loader = DataLoader(
         parts.train_dataset,

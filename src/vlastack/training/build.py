@@ -45,7 +45,8 @@ class Member:
 
 
 def build_parts(cfg: TrainConfig) -> TrainingParts:
-    """Datasets, normalizers and model from ``cfg.recipe`` and ``cfg.data``, checked to fit."""
+    """Datasets, normalizers and model from ``cfg.recipe`` and ``cfg.data``, checked to fit
+    (``--init-from`` builds with ``init_from.build_init_from`` instead)."""
     if not cfg.recipe:
         raise ConfigError("no recipe given; run `vlastack list recipes` and pass one by name")
     if not cfg.data:
@@ -58,6 +59,9 @@ def build_parts(cfg: TrainConfig) -> TrainingParts:
     recipe = get_recipe(cfg.recipe, **cfg.model)
     names = member_names([s.path for s in specs])
     members = [read_member(cfg.recipe, recipe.model, n, s) for n, s in zip(names, specs)]
+    if not cfg.allow_image_shape_mismatch:
+        for m in members:
+            check_image_shapes(m.reader)
     h, w = (int(x) for x in recipe.model.image_size)
     merged, resized = merge_embodiments([m.embodiment for m in members], (h, w))
     if resized:
@@ -102,6 +106,26 @@ def read_member(recipe_name: str, model_cfg: Any, name: str, spec: DataSpec) -> 
         raise ConfigError(f"{reader.root}: {exc}") from None
     check_recipe_fits(recipe_name, own, reader, emb)
     return Member(name, spec, reader, emb)
+
+
+def check_image_shapes(reader: Any) -> None:
+    """Each camera's first frame decodes at the shape ``info.json`` declares (``vlastack data
+    doctor``'s check, on one frame): a mismatch means the metadata and the files disagree, and
+    resizing to the model's image size would hide it."""
+    import numpy as np
+
+    if not reader.num_episodes:
+        return
+    for cam in reader.camera_keys:
+        want = tuple(int(s) for s in reader.features[cam].shape)
+        got = tuple(reader.decode_frames(cam, 0, np.array([0])).shape[1:])
+        if got != want:
+            raise ConfigError(
+                f"{reader.root}: camera {cam!r} decodes to frames of shape {got}, but "
+                f"meta/info.json declares {want}; run `vlastack data doctor {reader.root}` and "
+                "fix the metadata or the videos, or pass --allow_image_shape_mismatch=true to "
+                "train anyway (frames are resized to the model's image size)"
+            )
 
 
 def add_windows(m: Member, cfg: TrainConfig, vla_cfg: Any, modes: dict[str, str]) -> None:

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from vlastack.atomic import fsync_dir, fsync_file
 from vlastack.checkpoints import (
@@ -119,11 +119,20 @@ def save_state_file(path: Path, state: Any) -> None:
 
 
 def load_state_file(path: Path) -> Any:
+    from vlastack.checkpoints import check_safetensors, load_safetensors
+
+    check_safetensors(path)
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
     if "structure" not in meta:
         raise DataError(f"{path}: missing 'structure' metadata; the file is not a vlastack state")
-    return unflatten_state(json.loads(meta["structure"]), load_file(str(path)))
+    try:
+        return unflatten_state(json.loads(meta["structure"]), load_safetensors(path))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(
+            f"{path}: its 'structure' metadata does not fit its tensors ({exc}); the file is "
+            "corrupt: resume from another checkpoint step"
+        ) from None
 
 
 def save_weights(path: Path, state_dict: Mapping[str, torch.Tensor]) -> None:
@@ -396,6 +405,8 @@ def recover_checkpoints(root: str | Path) -> Path | None:
 
 
 def load_resume_state(path: str | Path) -> ResumeState:
+    from vlastack.checkpoints import load_safetensors
+
     p = resolve_checkpoint(path)
     if not (p / "trainer_state.json").is_file():
         raise DataError(f"{p}: has no trainer_state.json, so it cannot be resumed (weights only)")
@@ -406,10 +417,10 @@ def load_resume_state(path: str | Path) -> ResumeState:
         scheduler=st["scheduler"],
         rng=st["rng"],
         sampler=st["sampler"],
-        train_weights=load_file(str(p / "train_weights.safetensors"))
+        train_weights=load_safetensors(p / "train_weights.safetensors")
         if st.get("has_train_weights")
         else None,
-        ema=load_file(str(p / "ema.safetensors")) if st.get("has_ema") else None,
+        ema=load_safetensors(p / "ema.safetensors") if st.get("has_ema") else None,
         extra=st.get("extra", {}),
     )
 

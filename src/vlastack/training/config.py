@@ -24,6 +24,7 @@ Precision = Literal["fp32", "bf16"]
 LogBackend = Literal["tensorboard", "wandb", "none"]
 DistributedMode = Literal["auto", "none", "ddp", "fsdp"]
 Schedule = Literal["cosine", "constant"]
+StatsChoice = Literal["keep", "recompute"]
 
 
 @dataclass
@@ -87,10 +88,18 @@ class TrainConfig:
     # infrastructure
     log: LogBackend = "tensorboard"
     log_every: int = 10
+    # train on a dataset whose decoded frames differ in shape from info.json (data doctor flags it)
+    allow_image_shape_mismatch: bool = False
     progress: bool = True
     device: str = "auto"
     distributed: DistributedMode = "auto"
     max_minutes: float | None = None
+    # fine-tuning an imported policy (training/init_from.py): its LeRobot pretrained_model
+    # folder (or cached hub id); whose normalization stats to train with (the checkpoint's, or
+    # recomputed from --data); checkpoint camera -> dataset camera entries "CKPT=DATA"
+    init_from: str = ""
+    stats: StatsChoice = "keep"
+    camera_map: list[str] = field(default_factory=list)
     # model-config overrides forwarded to the recipe (e.g. --model.action_horizon=8)
     model: dict[str, Any] = field(default_factory=dict)
 
@@ -138,6 +147,11 @@ class TrainConfig:
                 raise ConfigError(f"train config: {name}={getattr(self, name)!r} {why}")
         if self.data:
             parse_data(self.data)
+        if not self.init_from and (self.camera_map or self.stats != "keep"):
+            raise ConfigError(
+                "train config: camera_map / stats apply to --init-from only (a recipe maps "
+                "the dataset's own cameras and uses its stats); drop them or pass --init-from"
+            )
 
 
 # ---- datasets and mixture weights ---------------------------------------------------------------

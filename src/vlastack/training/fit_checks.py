@@ -12,7 +12,7 @@ from vlastack.embodiment import EmbodimentSpec
 from vlastack.errors import ConfigError, DataError
 from vlastack.training.batches import first_batch
 from vlastack.training.config import TrainConfig
-from vlastack.training.parts import TrainingParts
+from vlastack.training.parts import TrainablePolicy, TrainingParts
 
 
 def check_action_range(
@@ -84,6 +84,11 @@ def check_recipe_fits(name: str, vla_cfg: Any, reader: Any, emb: EmbodimentSpec)
 
 def check_fits(parts: TrainingParts, cfg: TrainConfig) -> None:
     """Clear errors, before any step, when the data cannot feed the model."""
+    if not isinstance(parts.model, TrainablePolicy):
+        raise ConfigError(
+            f"{type(parts.model).__name__} cannot be trained by the loop: it needs "
+            "loss(batch) and sample_actions(batch) (training.parts.TrainablePolicy)"
+        )
     n = len(parts.train_dataset)  # type: ignore[arg-type]
     if n == 0:
         raise DataError(

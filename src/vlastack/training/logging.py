@@ -23,7 +23,11 @@ class RunLogger:
         backend: str = "tensorboard",
         enabled: bool = True,
         config: dict[str, Any] | None = None,
+        resume_step: int | None = None,
     ) -> None:
+        """``resume_step``: the run resumes from the checkpoint of that step, so rows logged
+        after it (by the killed run; they are logged again) and a row torn by the kill are
+        dropped from ``metrics.jsonl`` first: no step appears twice."""
         self.enabled = enabled
         self.backend = backend
         self.run_dir = Path(run_dir)
@@ -32,6 +36,8 @@ class RunLogger:
         if not enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None:
+            _truncate_metrics(self.run_dir / "metrics.jsonl", resume_step)
         self._jsonl = (self.run_dir / "metrics.jsonl").open("a")
         if backend == "tensorboard":
             require("tensorboard", "train", "TensorBoard logs (or pass --log=none)")
@@ -78,6 +84,22 @@ class RunLogger:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.finish()
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # torn by a kill
+        if isinstance(row, dict) and int(row.get("step", 0)) <= last_step:
+            keep.append(line)
+    from vlastack.atomic import write_text
+
+    write_text(path, "".join(f"{line}\n" for line in keep))
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

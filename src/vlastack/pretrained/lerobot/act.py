@@ -14,8 +14,8 @@ Keys mapped (LeRobot 0.6.1 ``policies/act/modeling_act.py``):
   linear1,linear2,norm1,norm2,norm3}`` and ``model.decoder.norm`` (always);
 * the VAE encoder (``model.vae_encoder.*``, ``model.vae_encoder_cls_embed``,
   ``model.vae_encoder_{robot_state_input,action_input,latent_output}_proj``, buffer
-  ``model.vae_encoder_pos_enc``): built so that every key of the file is consumed, never run
-  here (inference uses a zero latent, as LeRobot does in eval mode).
+  ``model.vae_encoder_pos_enc``): inference uses a zero latent, as LeRobot does in eval mode;
+  training runs it (``losses.act_loss``, with the key padding mask of padded actions).
 
 Inference (``ACTModel.forward``), as LeRobot: tokens are sequence-first ``(S, B, D)`` in the
 order latent, robot state, env state, then per camera (config.json ``input_features`` order)
@@ -91,9 +91,7 @@ class ACTSpec:
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> ACTSpec:
         names = {f for f in cls.__dataclass_fields__}
-        kw: dict[str, Any] = {
-            k: cfg[k] for k in names if k in cfg and k not in _FEATURE_FIELDS
-        }
+        kw: dict[str, Any] = {k: cfg[k] for k in names if k in cfg and k not in _FEATURE_FIELDS}
         inputs = read_features(dict(cfg), "input_features")
         outputs = read_features(dict(cfg), "output_features")
         images = [f for f in inputs if f.type == "VISUAL"]
@@ -175,10 +173,16 @@ class EncoderLayer(nn.Module):
     def _ff(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear2(self.dropout(self.activation(self.linear1(x))))
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        pos: torch.Tensor | None = None,
+        key_padding_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         h = self.norm1(x) if self.pre_norm else x
         qk = h if pos is None else h + pos
-        x = x + self.dropout1(self.self_attn(qk, qk, value=h)[0])
+        attn = self.self_attn(qk, qk, value=h, key_padding_mask=key_padding_mask)[0]
+        x = x + self.dropout1(attn)
         if self.pre_norm:
             return x + self.dropout2(self._ff(self.norm2(x)))
         x = self.norm1(x)
@@ -191,9 +195,16 @@ class Encoder(nn.Module):
         self.layers = nn.ModuleList([EncoderLayer(spec) for _ in range(num_layers)])
         self.norm = nn.LayerNorm(spec.dim_model) if spec.pre_norm else nn.Identity()
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        pos: torch.Tensor | None = None,
+        key_padding_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``key_padding_mask`` (B, S), True = padding: only the VAE encoder uses it (training,
+        ``losses.act_loss``); inference passes none."""
         for layer in self.layers:
-            x = layer(x, pos)
+            x = layer(x, pos, key_padding_mask)
         return self.norm(x)
 
 
@@ -322,14 +333,17 @@ class ACTModel(nn.Module):
         images: list[torch.Tensor],
         state: torch.Tensor | None = None,
         env_state: torch.Tensor | None = None,
+        latent: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Normalized inputs (images (B, 3, H, W) per camera, state (B, S)) -> normalized
-        action chunk (B, chunk_size, A), with the zero latent of inference."""
+        action chunk (B, chunk_size, A), with the zero latent of inference unless ``latent``
+        (B, latent_dim) is given (training: the VAE sample, ``losses.act_loss``)."""
         spec = self.spec
         ref = images[0] if images else env_state
         assert ref is not None
         batch = ref.shape[0]
-        latent = torch.zeros(batch, spec.latent_dim, dtype=torch.float32, device=ref.device)
+        if latent is None:
+            latent = torch.zeros(batch, spec.latent_dim, dtype=torch.float32, device=ref.device)
         tokens = [self.encoder_latent_input_proj(latent)]
         positions = list(self.encoder_1d_feature_pos_embed.weight.unsqueeze(1))
         if spec.state_dim:

@@ -19,13 +19,42 @@ from vlastack.pretrained.lerobot.observation import embodiment_spec, spellings
 # config.json fields shown per policy type (the ones that shape the network or the sampler)
 SHAPING_FIELDS: dict[str, tuple[str, ...]] = {
     "act": (
-        "vision_backbone", "dim_model", "n_heads", "dim_feedforward", "n_encoder_layers",
-        "n_decoder_layers", "use_vae", "latent_dim", "pre_norm", "temporal_ensemble_coeff",
+        "vision_backbone",
+        "dim_model",
+        "n_heads",
+        "dim_feedforward",
+        "n_encoder_layers",
+        "n_decoder_layers",
+        "use_vae",
+        "latent_dim",
+        "pre_norm",
+        "temporal_ensemble_coeff",
     ),
     "diffusion": (
-        "vision_backbone", "crop_shape", "horizon", "down_dims", "kernel_size",
-        "noise_scheduler_type", "num_train_timesteps", "num_inference_steps", "prediction_type",
-        "use_group_norm", "spatial_softmax_num_keypoints",
+        "vision_backbone",
+        "crop_shape",
+        "horizon",
+        "down_dims",
+        "kernel_size",
+        "noise_scheduler_type",
+        "num_train_timesteps",
+        "num_inference_steps",
+        "prediction_type",
+        "use_group_norm",
+        "spatial_softmax_num_keypoints",
+    ),
+    "smolvla": (
+        "vlm_model_name",
+        "num_vlm_layers",
+        "num_expert_layers",
+        "attention_mode",
+        "self_attn_every_n_layers",
+        "expert_width_multiplier",
+        "num_steps",
+        "resize_imgs_with_padding",
+        "max_state_dim",
+        "max_action_dim",
+        "empty_cameras",
     ),
     **{
         kind: (
@@ -36,14 +65,12 @@ SHAPING_FIELDS: dict[str, tuple[str, ...]] = {
         for kind in ("pi0", "pi05")
     },
 }
-# policy types that read the task text (the rest ignore it)
-LANGUAGE_TYPES = ("pi0", "pi05")
 
 
 def horizons(policy_type: str, cfg: dict[str, Any]) -> dict[str, Any]:
     """Chunk length ``infer`` returns, how many of them to execute, observations stacked."""
     n_action = int(cfg.get("n_action_steps") or 1)
-    if policy_type in ("act", *LANGUAGE_TYPES):  # predict_action_chunk gives chunk_size
+    if policy_type in ("act", "smolvla", "pi0", "pi05"):
         chunk = int(cfg.get("chunk_size") or n_action)
     else:  # diffusion: LeRobot's predict_action_chunk returns n_action_steps actions
         chunk = n_action
@@ -57,6 +84,8 @@ def horizons(policy_type: str, cfg: dict[str, Any]) -> dict[str, Any]:
 def _module_group(key: str) -> str:
     """LeRobot keys nest one level deeper (``model.backbone.*``, ``diffusion.unet.*``)."""
     parts = key.split(".")
+    if parts[:2] == ["model", "vlm_with_expert"]:  # smolvla: the VLM apart from the expert
+        return ".".join(parts[:3])
     return ".".join(parts[:2]) if parts[0] == "model" or len(parts) > 2 else parts[0]
 
 
@@ -91,10 +120,15 @@ def describe_folder(path: str | Path, policy_type: str, format_name: str) -> dic
     cfg = lf.read_config(p, policy_type)
     inputs = lf.read_features(cfg, "input_features")
     outputs = lf.read_features(cfg, "output_features")
-    if policy_type in ("pi0", "pi05"):
-        from vlastack.pretrained.lerobot.pi0_policy import read_pi_processors
+    language: dict[str, Any] | None = None
+    if policy_type == "smolvla":  # language-conditioned: the tokenizer step too
+        from vlastack.pretrained.lerobot.smolvla_policy import language_facts
 
-        procs: Any = read_pi_processors(p, policy_type)
+        procs, language = language_facts(p, cfg)
+    elif policy_type in ("pi0", "pi05"):
+        from vlastack.pretrained.lerobot.pi0_policy import pi_language_facts
+
+        procs, language = pi_language_facts(p, policy_type)
     else:
         procs = read_processors(p, cfg)
     rename = {v: k for k, v in procs.rename_map.items()}
@@ -132,6 +166,8 @@ def describe_folder(path: str | Path, policy_type: str, format_name: str) -> dic
         send[c["key"]] = f"uint8 ({h}, {w}, {ch}) HWC or ({ch}, {h}, {w}) CHW, or float in [0, 1]"
     for v in vectors:
         send[v["key"]] = f"float ({v['shape'][0]},)"
+    if language is not None:
+        send["task"] = "str, the instruction"
     action_dim = actions[0]["shape"][0] if actions else 0
     return {
         "path": str(p),
@@ -146,18 +182,27 @@ def describe_folder(path: str | Path, policy_type: str, format_name: str) -> dic
         "rename_map": procs.rename_map,
         "embodiment": embodiment_spec(p, cfg, inputs, outputs, policy_type),
         "parameters": _weights(p / lf.WEIGHTS),
+        "language": language,
         "client": {
             "serve": f"vlastack serve {p}",
             "send": send,
-            "also_accepted": {k: spellings(k, k in {c['key'] for c in cameras})[1:] for k in send},
-            "ignored": "" if policy_type in LANGUAGE_TYPES
-            else "task / prompt (this policy has no language input)",
-            "task": "task (or prompt): str, the instruction" if policy_type in LANGUAGE_TYPES
-            else None,
+            "also_accepted": {
+                k: ["prompt"] if k == "task" else spellings(k, k in {c["key"] for c in cameras})[1:]
+                for k in send
+            },
+            "ignored": "" if language else "task / prompt (this policy has no language input)",
             "reply": {"actions": f"float32 ({hz['chunk_length']}, {action_dim}) dataset units"},
             "metadata": [
-                "policy", "format", "action_horizon", "execute_horizon", "obs_horizon",
-                "action_dim", "state_dim", "cameras", "image_size", "observation_keys",
+                "policy",
+                "format",
+                "action_horizon",
+                "execute_horizon",
+                "obs_horizon",
+                "action_dim",
+                "state_dim",
+                "cameras",
+                "image_size",
+                "observation_keys",
                 "embodiment",
             ],
         },
@@ -178,9 +223,7 @@ def format_text(info: dict[str, Any]) -> str:
         f"  format {info['format']} (LeRobot {info['policy_type']} pretrained_model folder)",
     ]
     if info["config"]:
-        lines.append(
-            "  config: " + ", ".join(f"{k} {v}" for k, v in info["config"].items())
-        )
+        lines.append("  config: " + ", ".join(f"{k} {v}" for k, v in info["config"].items()))
     lines.append(
         f"  chunk length {info['chunk_length']} (actions per infer), execute_horizon "
         f"{info['execute_horizon']} (n_action_steps), obs_horizon {info['obs_horizon']}"
@@ -188,8 +231,7 @@ def format_text(info: dict[str, Any]) -> str:
     prm = info["parameters"]
     groups = ", ".join(f"{g} {n:,}" for g, n in list(prm["by_module"].items())[:8])
     lines.append(
-        f"  parameters: {prm['total']:,} ({'/'.join(prm['dtypes'])}, {prm['file_mb']} MB): "
-        f"{groups}"
+        f"  parameters: {prm['total']:,} ({'/'.join(prm['dtypes'])}, {prm['file_mb']} MB): {groups}"
     )
     emb = info["embodiment"]
     if emb:
@@ -210,8 +252,9 @@ def format_text(info: dict[str, Any]) -> str:
             f"{v['normalization']}"
         )
         lines += _fmt_stats(v["stats"], "      ")
-    if info["client"]["task"]:
-        lines.append("    task: str, the instruction (required; also accepted as 'prompt')")
+    lang = info.get("language")
+    if lang:
+        lines.append(f"    task: str ('' when absent, as lerobot_eval sends); {lang['summary']}")
     else:
         lines.append("    task: ignored (no language input)")
     lines.append("  OUTPUTS")
@@ -225,7 +268,9 @@ def format_text(info: dict[str, Any]) -> str:
     eps = info["normalization_eps"]
     lines.append(
         "  NORMALIZATION (inside the policy: send raw values, get raw actions; "
-        f"MEAN_STD divides by std + {eps:g})" if eps is not None else "  NORMALIZATION: none"
+        f"MEAN_STD divides by std + {eps:g})"
+        if eps is not None
+        else "  NORMALIZATION: none"
     )
     cl = info["client"]
     lines.append(f"  OPENPI CLIENT ({cl['serve']})")
@@ -233,7 +278,8 @@ def format_text(info: dict[str, Any]) -> str:
     for k, v in cl["send"].items():
         alias = " / ".join(repr(a) for a in cl["also_accepted"].get(k, []))
         lines.append(f"      {k!r}: {v}" + (f"  (or {alias})" if alias else ""))
-    lines.append(f"      {cl['task'] or cl['ignored']}")
+    if cl["ignored"]:
+        lines.append(f"      {cl['ignored']}")
     lines.append("    reply: {" + ", ".join(f"{k!r}: {v}" for k, v in cl["reply"].items()) + "}")
     lines.append("    metadata frame on connect: " + ", ".join(cl["metadata"]))
     return "\n".join(lines)

@@ -89,8 +89,16 @@ class DiffusionSpec:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> DiffusionSpec:
-        derived = {"image_keys", "image_shape", "state_key", "state_dim", "env_state_key",
-                   "env_state_dim", "action_key", "action_dim"}
+        derived = {
+            "image_keys",
+            "image_shape",
+            "state_key",
+            "state_dim",
+            "env_state_key",
+            "env_state_dim",
+            "action_key",
+            "action_dim",
+        }
         kw: dict[str, Any] = {
             k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg and k not in derived
         }
@@ -169,6 +177,21 @@ def center_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return x[..., top : top + th, left : left + tw]
 
 
+def random_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """torchvision ``RandomCrop`` (no padding) on a batch: one offset for the whole batch,
+    ``top`` then ``left`` each drawn by ``torch.randint`` from the global RNG, as LeRobot's
+    training crop (``crop_is_random``) does."""
+    h, w = (int(d) for d in x.shape[-2:])
+    th, tw = size
+    if th > h or tw > w:
+        raise ConfigError(f"crop_shape {size} is larger than the image ({h}, {w})")
+    if (h, w) == (th, tw):
+        return x
+    top = int(torch.randint(0, h - th + 1, size=(1,)).item())
+    left = int(torch.randint(0, w - tw + 1, size=(1,)).item())
+    return x[..., top : top + th, left : left + tw]
+
+
 def _group_norm(channels: int) -> nn.Module:
     """LeRobot's replacement of each BatchNorm2d with ``use_group_norm``."""
     return nn.GroupNorm(channels // 16, channels)
@@ -179,6 +202,8 @@ class RgbEncoder(nn.Module):
         super().__init__()
         norm: Norm = _group_norm if spec.use_group_norm else nn.BatchNorm2d
         self.crop = spec.crop_shape
+        # training only (``trainable``): LeRobot's ``crop_is_random`` crop in train mode
+        self.random_crop = False
         self.backbone = build_backbone(spec.vision_backbone, norm=norm).as_sequential()
         assert spec.image_shape is not None
         h, w = spec.crop_shape or spec.image_shape[1:]
@@ -192,7 +217,9 @@ class RgbEncoder(nn.Module):
         self.relu = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.crop is not None:
+        if self.crop is not None and self.training and self.random_crop:
+            x = random_crop(x, self.crop)
+        elif self.crop is not None:
             x = center_crop(x, self.crop)  # eval: LeRobot's random crop is for training only
         x = torch.flatten(self.pool(self.backbone(x)), start_dim=1)
         return self.relu(self.out(x))
@@ -265,11 +292,13 @@ class ConditionalUnet1d(nn.Module):
         for i, (cin, cout) in enumerate(in_out):
             last = i >= len(in_out) - 1
             self.down_modules.append(
-                nn.ModuleList([
-                    ResidualBlock(cin, cout, cond, spec),
-                    ResidualBlock(cout, cout, cond, spec),
-                    nn.Conv1d(cout, cout, 3, 2, 1) if not last else nn.Identity(),
-                ])
+                nn.ModuleList(
+                    [
+                        ResidualBlock(cin, cout, cond, spec),
+                        ResidualBlock(cout, cout, cond, spec),
+                        nn.Conv1d(cout, cout, 3, 2, 1) if not last else nn.Identity(),
+                    ]
+                )
             )
         self.mid_modules = nn.ModuleList(
             [ResidualBlock(dims[-1], dims[-1], cond, spec) for _ in range(2)]
@@ -279,11 +308,13 @@ class ConditionalUnet1d(nn.Module):
             # LeRobot compares with len(in_out) - 1 here too, so every up level upsamples
             last = i >= len(in_out) - 1
             self.up_modules.append(
-                nn.ModuleList([
-                    ResidualBlock(cin * 2, cout, cond, spec),
-                    ResidualBlock(cout, cout, cond, spec),
-                    nn.ConvTranspose1d(cout, cout, 4, 2, 1) if not last else nn.Identity(),
-                ])
+                nn.ModuleList(
+                    [
+                        ResidualBlock(cin * 2, cout, cond, spec),
+                        ResidualBlock(cout, cout, cond, spec),
+                        nn.ConvTranspose1d(cout, cout, 4, 2, 1) if not last else nn.Identity(),
+                    ]
+                )
             )
         self.final_conv = nn.Sequential(
             ConvBlock(dims[0], dims[0], spec.kernel_size), nn.Conv1d(dims[0], spec.action_dim, 1)
@@ -354,7 +385,7 @@ class DDPMSampler:
         if t > 0:
             assert noise is not None
             variance = torch.clamp((1 - a_prev) / (1 - a_t) * cur_beta, min=1e-20)
-            prev = prev + (variance ** 0.5) * noise
+            prev = prev + (variance**0.5) * noise
         return prev
 
 
@@ -389,7 +420,8 @@ class DiffusionModel(nn.Module):
         if images:
             if isinstance(self.rgb_encoder, nn.ModuleList):
                 per_cam = [
-                    enc(img.flatten(0, 1)) for enc, img in zip(self.rgb_encoder, images, strict=True)
+                    enc(img.flatten(0, 1))
+                    for enc, img in zip(self.rgb_encoder, images, strict=True)
                 ]
             else:
                 stacked = torch.stack(images, dim=2).flatten(0, 2)  # (b t n) ...
@@ -419,9 +451,7 @@ class DiffusionModel(nn.Module):
                 if step_noise is not None:
                     draw = step_noise[i].to(device=x.device, dtype=x.dtype)
                 else:
-                    draw = torch.randn(
-                        x.shape, generator=generator, device=x.device, dtype=x.dtype
-                    )
+                    draw = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             x = sampler.step(eps, i, x, draw)
         return x
 

@@ -123,14 +123,18 @@ class Step:
 
 def read_pipeline(path: Path, filename: str) -> list[Step]:
     """The steps of ``policy_preprocessor.json``/``policy_postprocessor.json``, in order."""
-    data = read_json(Path(path) / filename)
+    return parse_pipeline(read_json(Path(path) / filename), str(Path(path) / filename))
+
+
+def parse_pipeline(data: dict[str, Any], where: str) -> list[Step]:
+    """The steps of a processor pipeline already read as JSON (``where`` names it in errors)."""
     steps = data.get("steps")
     if not isinstance(steps, list):
-        raise ConfigError(f"{Path(path) / filename} has no 'steps' list")
+        raise ConfigError(f"{where} has no 'steps' list")
     out = []
     for i, s in enumerate(steps):
         if not isinstance(s, dict) or not isinstance(s.get("registry_name"), str):
-            raise ConfigError(f"{Path(path) / filename}: step {i} has no 'registry_name'")
+            raise ConfigError(f"{where}: step {i} has no 'registry_name'")
         out.append(Step(s["registry_name"], dict(s.get("config") or {}), s.get("state_file")))
     return out
 

@@ -153,6 +153,43 @@ def read_pi_processors(path: Path, policy_type: str) -> PiProcessors:
     return procs
 
 
+def pi_language_facts(path: Path, policy_type: str) -> tuple[Any, dict[str, Any]]:
+    """For ``vlastack inspect``: the processors (a ``PiProcessors``) and what the instruction
+    goes through (prompt rule, tokenizer and where it would be found), loading nothing."""
+    import os
+
+    from vlastack.pretrained.lerobot.hub import hub_cache_dir
+    from vlastack.pretrained.lerobot.pi0_inputs import TOKENIZER_ENV
+
+    procs = read_pi_processors(path, policy_type)
+    name = procs.tokenizer_name
+    if os.environ.get(TOKENIZER_ENV):
+        found = f"${TOKENIZER_ENV} = {os.environ[TOKENIZER_ENV]}"
+    elif (Path(path) / "tokenizer").is_dir():
+        found = f"local folder {(Path(path) / 'tokenizer').resolve()}"
+    elif (hub_cache_dir() / ("models--" + name.replace("/", "--"))).is_dir():
+        found = f"local Hugging Face cache ({hub_cache_dir()})"
+    else:
+        found = f"NOT FOUND locally: `hf download {name}`"
+    prompt = (
+        "written as 'Task: <task>, State: <the normalized state in 256 bins>;\nAction: '"
+        if procs.state_prompt
+        else ("a trailing newline is added" if procs.new_line else "used as sent")
+    )
+    facts = {
+        "tokenizer": name,
+        "tokenizer_found": found,
+        "max_length": procs.max_length,
+        "padding": "max_length",
+        "padding_side": "right",
+        "state_in_prompt": procs.state_prompt,
+        "newline": procs.new_line,
+        "summary": f"{prompt}, tokenized by {name!r} ({found}), right-padded to "
+        f"{procs.max_length}",
+    }
+    return procs, facts
+
+
 def relative_mask(procs: PiProcessors, action_dim: int) -> list[bool]:
     """LeRobot's ``RelativeActionsProcessorStep._build_mask``: dims whose action name contains
     an excluded joint name stay absolute; without names every dim is relative."""
@@ -467,11 +504,10 @@ def _task(obs: Mapping[str, Any]) -> str:
         task = task.decode()
     if isinstance(task, np.ndarray):
         task = str(task.item() if task.size == 1 else task)
+    if task is None:
+        return ""  # as lerobot_eval sends for an env without a task (SmolVLA does the same)
     if not isinstance(task, str):
-        raise ConfigError(
-            "observation has no 'task' (nor 'prompt'): pi0 / pi0.5 follow a language "
-            f"instruction; send it as a string (got {', '.join(map(str, obs))})"
-        )
+        raise ConfigError(f"observation 'task' must be a string, got {type(task).__name__}")
     return task
 
 

@@ -25,11 +25,20 @@ from vlastack.pretrained.lerobot.legacy import weight_key
 M = TypeVar("M", bound=nn.Module)
 
 
+ACT_HINT = (
+    "dim_model, n_heads, dim_feedforward, the layer counts, vision_backbone, chunk_size and the "
+    "feature shapes in config.json"
+)
+
+
 def check_state_dict(
-    expected: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple[int, ...]], where: str
+    expected: Mapping[str, tuple[int, ...]],
+    found: Mapping[str, tuple[int, ...]],
+    where: str,
+    hint: str = ACT_HINT,
 ) -> None:
     """Every key of the checkpoint consumed, none missing, shapes equal; else a ConfigError
-    naming the first offending keys and what to do."""
+    naming the first offending keys and what to do (``hint``: the config fields to check)."""
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
     wrong = sorted(k for k in set(expected) & set(found) if tuple(expected[k]) != tuple(found[k]))
@@ -39,8 +48,10 @@ def check_state_dict(
     if wrong:
         parts.append(
             "shape mismatch: "
-            + "; ".join(f"{k} is {tuple(found[k])} in the file, the config gives "
-                        f"{tuple(expected[k])}" for k in wrong[:5])
+            + "; ".join(
+                f"{k} is {tuple(found[k])} in the file, the config gives {tuple(expected[k])}"
+                for k in wrong[:5]
+            )
         )
     if missing:
         parts.append(f"missing from the file: {', '.join(missing[:5])}")
@@ -48,14 +59,11 @@ def check_state_dict(
         parts.append(f"not in the network the config builds: {', '.join(unexpected[:5])}")
     raise ConfigError(
         f"{where} does not fit its config.json ({'; '.join(parts)}). The weights and config.json "
-        "must come from the same LeRobot checkpoint: check dim_model, n_heads, dim_feedforward, "
-        "the layer counts, vision_backbone, chunk_size and the feature shapes in config.json"
+        f"must come from the same LeRobot checkpoint: check {hint}"
     )
 
 
-def load_strict(
-    build: Callable[[], M], file: Path, device: str | torch.device = "cpu"
-) -> M:
+def load_strict(build: Callable[[], M], file: Path, device: str | torch.device = "cpu") -> M:
     """``build()`` loaded from the safetensors ``file`` after ``check_state_dict``; eval mode."""
     from safetensors import safe_open
 

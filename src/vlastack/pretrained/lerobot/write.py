@@ -1,5 +1,5 @@
-"""Writing an imported LeRobot ACT / Diffusion Policy back as a LeRobot 0.6.1 ``pretrained_model``
-folder (``vlastack export lerobot CKPT --out DIR``).
+"""Writing an imported LeRobot ACT / Diffusion Policy / SmolVLA back as a LeRobot 0.6.1
+``pretrained_model`` folder (``vlastack export lerobot CKPT --out DIR``).
 
 What is written, from the policy object as it is now (so a fine-tuned policy exports its new
 weights and stats; no file of the source folder is copied):
@@ -17,6 +17,10 @@ weights and stats; no file of the source folder is copied):
   the three files of the fixtures come back byte for byte. No field is changed: in particular
   ``device`` (config.json and the ``device_processor`` steps) stays the source's, whatever
   device the policy ran on.
+
+A checkpoint of ``vlastack train --init-from`` (``finetune``, format ``lerobot_finetuned``)
+exports the same way: its policy carries the source's JSON (with the camera renames the
+fine-tune added) and the stats it trained with.
 
 A LeRobot < 0.4 folder (stats as buffers in model.safetensors, no processor JSON) and a native
 vlastack checkpoint are ConfigErrors. The folder is written into a temporary sibling and renamed
@@ -39,7 +43,10 @@ from vlastack.errors import ConfigError
 from vlastack.pretrained.lerobot import folder as lf
 from vlastack.pretrained.lerobot.normalize import FeatureNormalizer
 
-FORMATS = ("lerobot_act", "lerobot_diffusion", "lerobot_pi0", "lerobot_pi05")
+FORMATS = (
+    "lerobot_act", "lerobot_diffusion", "lerobot_smolvla", "lerobot_finetuned", "lerobot_pi0",
+    "lerobot_pi05",
+)
 
 
 def _parts(policy: Any) -> tuple[torch.nn.Module, Any, Any, lf.FolderJSON]:
@@ -47,17 +54,19 @@ def _parts(policy: Any) -> tuple[torch.nn.Module, Any, Any, lf.FolderJSON]:
     policy."""
     from vlastack.pretrained.lerobot.diffusion_policy import LeRobotDiffusionPolicy
     from vlastack.pretrained.lerobot.policy import LeRobotACTPolicy
+    from vlastack.pretrained.lerobot.smolvla_policy import LeRobotSmolVLAPolicy
 
     if isinstance(policy, LeRobotACTPolicy):
         norm, unnorm = policy.normalizer, policy.unnormalizer
-    elif isinstance(policy, LeRobotDiffusionPolicy) or hasattr(policy, "lerobot_state_dict"):
-        # Diffusion Policy; pi0 / pi0.5 (pi0_policy.LeRobotPi0Policy)
+    elif isinstance(policy, (LeRobotDiffusionPolicy, LeRobotSmolVLAPolicy)) or hasattr(
+        policy, "lerobot_state_dict"  # pi0 / pi0.5 (pi0_policy.LeRobotPi0Policy)
+    ):
         norm, unnorm = policy.processors.normalizer, policy.processors.unnormalizer
     else:
         raise ConfigError(
-            f"{type(policy).__name__} is not an imported LeRobot policy; only LeRobot ACT and "
-            "Diffusion Policy checkpoints loaded by vlastack can be written back as LeRobot "
-            "pretrained_model folders"
+            f"{type(policy).__name__} is not an imported LeRobot policy; only LeRobot ACT, "
+            "Diffusion Policy and SmolVLA checkpoints loaded by vlastack can be written back as "
+            "LeRobot pretrained_model folders"
         )
     src = policy.folder_json
     if src is None or src.preprocessor is None:
@@ -170,8 +179,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, force: bool = 
         else:
             kind = "no checkpoint folder (no model.safetensors)"
         raise ConfigError(
-            f"{path} is {kind}; only imported LeRobot policies (ACT, Diffusion Policy, pi0 or "
-            "pi0.5 pretrained_model folders) can be exported with `vlastack export lerobot`"
+            f"{path} is {kind}; only imported LeRobot policies (ACT, Diffusion Policy, SmolVLA, "
+            "pi0 or pi0.5 pretrained_model folders) can be exported with `vlastack export lerobot`"
         )
     _check_out(Path(out), force)  # before loading the weights
     # pi0 / pi0.5: no tokenizer needed to write weights and stats back

@@ -1,0 +1,234 @@
+"""``vlastack robot``: run a policy on a robot (or simulator) with the safety layer on.
+
+The policy is a CHECKPOINT run in this process, or ``--server HOST:PORT`` (a ``vlastack serve``
+or any openpi-protocol server). The robot is ``--env NAME`` (a vlastack simulator, one control
+tick = one env step, paced at ``--control-hz``; ``aloha/TASK`` runs with .venv-aloha's python and
+--server, as gym-aloha lives in its own venv) or ``--lerobot MODULE:FACTORY`` (a function that
+returns an object with LeRobot's ``Robot`` API, e.g. an SO-100 follower; LeRobot is not a
+dependency of vlastack). Chunks run through the action runtime ``--strategy``.
+
+Safety is always on: actions are clamped to the action range (the intersection of what the
+checkpoint's and the robot's embodiment declare, else the checkpoint's action stats), limited in
+change per tick and velocity, and a non-finite action, a chunk older than ``--stale-after-s`` or
+a lost server holds the robot where it is. ``--limits FILE`` (YAML or JSON: low, high, max_delta,
+max_velocity, safe_action, stale_after_s) overrides any of them. ``--record DIR`` writes every
+rollout (observations, commands, the policy's raw actions, interventions) as a LeRobot v3
+dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+from typing import Any
+
+from vlastack.errors import ConfigError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "robot",
+        help="run a policy on a robot or simulator, safety layer on",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("checkpoint", nargs="?", help="checkpoint folder to run in this process")
+    p.add_argument("--server", metavar="HOST:PORT", help="policy server to ask for chunks")
+    p.add_argument("--api-key", default=None, help="the server's API key")
+    robot = p.add_mutually_exclusive_group(required=True)
+    robot.add_argument("--env", help="vlastack simulator to drive (metaworld/reach-v3, pusht ...)")
+    robot.add_argument(
+        "--lerobot", metavar="MODULE:FACTORY", help="function returning a LeRobot-API robot"
+    )
+    p.add_argument("--strategy", default="sync", choices=["sync", "ensemble", "async", "rtc"])
+    p.add_argument("--execute-horizon", type=int, default=None, help="sync: actions per chunk")
+    p.add_argument("--threshold", type=float, default=None, help="async/rtc: request threshold")
+    p.add_argument("--control-hz", type=float, default=None, help="default: the robot's rate")
+    p.add_argument("--episodes", type=int, default=1)
+    p.add_argument("--max-ticks", type=int, default=200, help="control ticks per episode")
+    p.add_argument("--seed", type=int, default=0, help="first episode's seed (simulators)")
+    p.add_argument("--task", default="", help="prompt when the robot's observation has none")
+    p.add_argument("--limits", metavar="FILE", help="safety limits override (YAML or JSON)")
+    p.add_argument(
+        "--stale-after-s",
+        type=float,
+        default=None,
+        help="hold when the newest chunk is older (default: 1.5x its executed part)",
+    )
+    p.add_argument(
+        "--abort-after-s",
+        type=float,
+        default=5.0,
+        help="end an episode after this long without a usable action",
+    )
+    p.add_argument(
+        "--obs-key",
+        action="append",
+        default=[],
+        metavar="OURS=THEIRS",
+        help="rename an observation key for the server (repeatable), e.g. "
+        "observation.images.front=observation/image",
+    )
+    p.add_argument("--record", metavar="DIR", help="record rollouts as a LeRobot v3 dataset")
+    p.add_argument("--record-images", choices=["video", "png"], default="video")
+    p.add_argument("--image-size", type=int, nargs=2, default=[128, 128], metavar=("H", "W"))
+    p.add_argument(
+        "--device", default="auto", help="in-process policy: auto (cuda if any), cpu, cuda:N"
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    p.set_defaults(func=run)
+
+
+def _policy(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any, Any]:
+    """(policy, metadata, checkpoint embodiment or None, action stats dict or None)."""
+    from vlastack.embodiment import EmbodimentSpec
+
+    if args.server and args.checkpoint:
+        raise ConfigError("give a CHECKPOINT or --server HOST:PORT, not both")
+    if args.server:
+        from vlastack.errors import require
+        from vlastack.robot.sources import PolicyLostError, RemotePolicy
+
+        require("websockets", "serve", "talking to a policy server")
+        host, _, port = args.server.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"--server {args.server!r}: expected HOST:PORT, e.g. 127.0.0.1:8000")
+        remote = RemotePolicy(host, int(port), api_key=args.api_key)
+        try:
+            meta = remote.connect(timeout_s=30.0)
+        except PolicyLostError as exc:
+            raise ConfigError(f"{exc}; start it with `vlastack serve CHECKPOINT`") from None
+        emb = meta.get("embodiment")
+        spec = EmbodimentSpec.from_dict(emb, source=f"{args.server} metadata") if emb else None
+        return remote, meta, spec, None
+    if not args.checkpoint:
+        raise ConfigError("vlastack robot needs a CHECKPOINT folder or --server HOST:PORT")
+    from vlastack.policy import Policy
+    from vlastack.training.distributed import pick_device
+
+    policy = Policy.from_checkpoint(
+        args.checkpoint, device=str(pick_device(args.device)), execute_horizon=args.execute_horizon
+    )
+    meta = dict(getattr(policy, "metadata", {}) or {})
+    normalizer = getattr(policy, "normalizer", None)
+    stats = getattr(normalizer, "stats", None) if normalizer is not None else None
+    return policy, meta, getattr(policy, "embodiment", None), stats
+
+
+def _robot(args: argparse.Namespace, meta: dict[str, Any]) -> Any:
+    from vlastack.robot.adapters import GymRobot, LeRobotRobot
+
+    if args.env and args.env.startswith("aloha/"):
+        from vlastack.robot.adapters import aloha_robot
+
+        cams = [str(c) for c in meta.get("cameras") or []]
+        return aloha_robot(args.env.split("/", 1)[1], cams, args.image_size[0])
+    if args.env:
+        from vlastack.envs import make_env
+
+        cams = meta.get("cameras") or []
+        camera = cams[0] if len(cams) == 1 else None
+        env = make_env(args.env, camera=camera, image_size=tuple(args.image_size), seed=args.seed)
+        return GymRobot(env)
+    module, _, name = args.lerobot.partition(":")
+    if not module or not name:
+        raise ConfigError(f"--lerobot {args.lerobot!r}: expected MODULE:FACTORY, e.g. my_arm:make")
+    try:
+        factory = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"--lerobot {args.lerobot}: cannot load it ({exc})") from None
+    if args.control_hz is None:
+        raise ConfigError("--lerobot needs --control-hz (the rate the arm is driven at)")
+    return LeRobotRobot(factory(), control_hz=args.control_hz)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vlastack.robot.record import RolloutRecorder
+    from vlastack.robot.runner import RobotRunner, stale_default
+    from vlastack.robot.safety import SafetyFilter, limits_for, read_limits_file
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.episodes < 1 or args.max_ticks < 1:
+        raise ConfigError("--episodes and --max-ticks must be >= 1")
+    policy, meta, ckpt_spec, stats = _policy(args)
+    robot = _robot(args, meta)
+    spec = robot.embodiment
+    if ckpt_spec is not None and ckpt_spec.action.dim != spec.action.dim:
+        raise ConfigError(
+            f"the policy acts for {ckpt_spec.robot_type!r} with {ckpt_spec.action.dim} actions; "
+            f"the robot {spec.robot_type!r} takes {spec.action.dim}: use a checkpoint for it"
+        )
+    control_hz = float(args.control_hz or spec.control_hz)
+    limits = limits_for(
+        list(spec.action.names),
+        control_hz,
+        checkpoint=ckpt_spec,
+        robot=spec,
+        stats=stats,
+        overrides=read_limits_file(args.limits) if args.limits else None,
+        overrides_source=args.limits or "",
+        stale_after_s=args.stale_after_s or stale_default(meta, control_hz),
+    )
+    logging.getLogger("vlastack.robot").info("safety: %s", limits.describe())
+    rk: dict[str, Any] = {}
+    if args.strategy == "sync":
+        rk["execute_horizon"] = args.execute_horizon or meta.get("execute_horizon")
+    if args.threshold is not None:
+        rk["threshold"] = args.threshold
+    rename = {}
+    for item in args.obs_key:
+        ours, sep, theirs = item.partition("=")
+        if not sep or not ours or not theirs:
+            raise ConfigError(f"--obs-key {item!r}: expected OURS=THEIRS")
+        rename[ours] = theirs
+    recorder = None
+    if args.record:
+        recorder = RolloutRecorder(args.record, spec, use_videos=args.record_images == "video")
+    runner = RobotRunner(
+        robot,
+        policy,
+        SafetyFilter(limits),
+        strategy=args.strategy,
+        runtime_kwargs=rk,
+        control_hz=control_hz,
+        task=args.task,
+        abort_after_s=args.abort_after_s,
+        recorder=recorder,
+        rename=rename,
+    )
+    results = []
+    robot.connect()
+    try:
+        for ep in range(args.episodes):
+            res = runner.run_episode(args.max_ticks, seed=args.seed + ep)
+            results.append(res.summary())
+            print(f"episode {ep}: {json.dumps(results[-1])}")
+    finally:
+        runner.close()
+        if recorder is not None:
+            recorder.close()
+        robot.disconnect()
+    total = {
+        "episodes": len(results),
+        "ticks": sum(r["ticks"] for r in results),
+        "successes": sum(bool(r["success"]) for r in results),
+        "violations": sum(r["violations"] for r in results),
+        "interventions": {},
+    }
+    for r in results:
+        for k, v in r["interventions"].items():
+            total["interventions"][k] = total["interventions"].get(k, 0) + v
+    print(
+        f"{total['episodes']} episode(s), {total['ticks']} ticks, {total['successes']} success(es); "
+        f"interventions {total['interventions'] or 'none'}; "
+        f"commands outside the limits: {total['violations']}"
+    )
+    if args.record:
+        print(f"recorded to {args.record}")
+    if args.json:
+        print(json.dumps(total))
+    return 1 if total["violations"] else 0
