@@ -172,7 +172,7 @@ def pi_language_facts(path: Path, policy_type: str) -> tuple[Any, dict[str, Any]
     else:
         found = f"NOT FOUND locally: `hf download {name}`"
     prompt = (
-        "written as 'Task: <task>, State: <the normalized state in 256 bins>;\nAction: '"
+        "written as 'Task: <task>, State: <the normalized state in 256 bins>;\\nAction: '"
         if procs.state_prompt
         else ("a trailing newline is added" if procs.new_line else "used as sent")
     )
