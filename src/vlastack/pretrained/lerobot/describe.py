@@ -58,9 +58,16 @@ SHAPING_FIELDS: dict[str, tuple[str, ...]] = {
     ),
     **{
         kind: (
-            "paligemma_variant", "action_expert_variant", "dtype", "image_resolution",
-            "max_state_dim", "max_action_dim", "num_inference_steps", "tokenizer_max_length",
-            "empty_cameras", "use_relative_actions",
+            "paligemma_variant",
+            "action_expert_variant",
+            "dtype",
+            "image_resolution",
+            "max_state_dim",
+            "max_action_dim",
+            "num_inference_steps",
+            "tokenizer_max_length",
+            "empty_cameras",
+            "use_relative_actions",
         )
         for kind in ("pi0", "pi05")
     },

@@ -184,8 +184,7 @@ def pi_language_facts(path: Path, policy_type: str) -> tuple[Any, dict[str, Any]
         "padding_side": "right",
         "state_in_prompt": procs.state_prompt,
         "newline": procs.new_line,
-        "summary": f"{prompt}, tokenized by {name!r} ({found}), right-padded to "
-        f"{procs.max_length}",
+        "summary": f"{prompt}, tokenized by {name!r} ({found}), right-padded to {procs.max_length}",
     }
     return procs, facts
 

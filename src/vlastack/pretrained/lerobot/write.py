@@ -44,7 +44,11 @@ from vlastack.pretrained.lerobot import folder as lf
 from vlastack.pretrained.lerobot.normalize import FeatureNormalizer
 
 FORMATS = (
-    "lerobot_act", "lerobot_diffusion", "lerobot_smolvla", "lerobot_finetuned", "lerobot_pi0",
+    "lerobot_act",
+    "lerobot_diffusion",
+    "lerobot_smolvla",
+    "lerobot_finetuned",
+    "lerobot_pi0",
     "lerobot_pi05",
 )
 
@@ -59,7 +63,8 @@ def _parts(policy: Any) -> tuple[torch.nn.Module, Any, Any, lf.FolderJSON]:
     if isinstance(policy, LeRobotACTPolicy):
         norm, unnorm = policy.normalizer, policy.unnormalizer
     elif isinstance(policy, (LeRobotDiffusionPolicy, LeRobotSmolVLAPolicy)) or hasattr(
-        policy, "lerobot_state_dict"  # pi0 / pi0.5 (pi0_policy.LeRobotPi0Policy)
+        policy,
+        "lerobot_state_dict",  # pi0 / pi0.5 (pi0_policy.LeRobotPi0Policy)
     ):
         norm, unnorm = policy.processors.normalizer, policy.processors.unnormalizer
     else:
