@@ -11,10 +11,12 @@ a hub id (``lerobot/xxx``) found in the local Hugging Face cache (``resolve_chec
 
 This module imports only the registry (and the torch-free folder reader of the built-in
 formats), so evaluation, serving and the CLI can all use it. Built in: ``lerobot_act``,
-``lerobot_diffusion`` and ``lerobot_smolvla``, LeRobot ACT / Diffusion Policy / SmolVLA
-``pretrained_model`` folders (``vlastack.pretrained.lerobot``), whose torch code is imported
-only when such a folder loads, and ``lerobot_finetuned``, the checkpoints
-``vlastack train --init-from`` writes for them (``pretrained.lerobot.finetune``).
+``lerobot_diffusion``, ``lerobot_smolvla``, ``lerobot_pi0`` and ``lerobot_pi05``, LeRobot
+ACT / Diffusion Policy / SmolVLA / pi0 / pi0.5 ``pretrained_model`` folders
+(``vlastack.pretrained.lerobot``), whose torch code is imported only when such a folder
+loads, ``openpi_pi0`` (openpi's PyTorch pi0 / pi0.5 checkpoints), and
+``lerobot_finetuned``, the checkpoints ``vlastack train --init-from`` writes for them
+(``pretrained.lerobot.finetune``).
 """
 
 from __future__ import annotations
@@ -195,6 +197,59 @@ register_policy_format(
     "LeRobot SmolVLA pretrained_model folder (config.json type 'smolvla', model.safetensors, "
     "policy_preprocessor.json; VLM config and tokenizer from a local folder or the HF cache)",
     _lerobot_describer("smolvla", "lerobot_smolvla"),
+)
+
+
+def _lerobot_pi_format(policy_type: str) -> tuple[Callable[[Path], bool], Callable[..., Any]]:
+    def detect(path: Path) -> bool:
+        from vlastack.pretrained.lerobot.folder import is_lerobot_folder
+
+        return is_lerobot_folder(path, policy_type)
+
+    def load(path: Path, **kw: Any) -> Any:
+        from vlastack.pretrained.lerobot.pi0_policy import load_lerobot_pi0
+
+        return load_lerobot_pi0(path, policy_type=policy_type, **kw)
+
+    return detect, load
+
+
+for _kind, _words in (("pi0", "pi0"), ("pi05", "pi0.5")):
+    register_policy_format(
+        f"lerobot_{_kind}",
+        *_lerobot_pi_format(_kind),
+        f"LeRobot {_words} pretrained_model folder (config.json type '{_kind}', "
+        "model.safetensors, policy_preprocessor.json; PaliGemma's tokenizer from a local folder "
+        "or the Hugging Face cache)",
+        _lerobot_describer(_kind, f"lerobot_{_kind}"),
+    )
+
+
+def _is_openpi_pi0(path: Path) -> bool:
+    from vlastack.pretrained.lerobot.openpi_folder import is_openpi_folder
+
+    return is_openpi_folder(path)
+
+
+def _describe_openpi_pi0(path: Path) -> tuple[dict[str, Any], str]:
+    from vlastack.pretrained.lerobot.openpi_pi0 import describe_openpi
+
+    return describe_openpi(path)
+
+
+def _load_openpi_pi0(path: Path, **kw: Any) -> Any:
+    from vlastack.pretrained.lerobot.openpi_pi0 import load_openpi_pi0
+
+    return load_openpi_pi0(path, **kw)
+
+
+register_policy_format(
+    "openpi_pi0",
+    _is_openpi_pi0,
+    _load_openpi_pi0,
+    "openpi PyTorch pi0 / pi0.5 checkpoint (convert_jax_model_to_pytorch.py output: config.json "
+    "with action_horizon, model.safetensors, assets/<asset_id>/norm_stats.json)",
+    _describe_openpi_pi0,
 )
 
 

@@ -153,9 +153,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     o.set_defaults(func=run_onnx)
 
     r = sub.add_parser(
-        "lerobot", help="write an imported LeRobot ACT/Diffusion policy back as pretrained_model"
+        "lerobot",
+        help="write an imported LeRobot ACT/Diffusion/pi0 policy back as pretrained_model",
     )
-    r.add_argument("checkpoint", help="LeRobot ACT or Diffusion pretrained_model folder")
+    r.add_argument("checkpoint", help="LeRobot ACT, Diffusion, pi0 or pi05 pretrained_model folder")
     r.add_argument("--out", required=True, help="folder to write (LeRobot's layout)")
     r.add_argument("--force", action="store_true", help="replace a non-empty --out")
     r.set_defaults(func=run_lerobot)

@@ -18,4 +18,12 @@ attention-mask rule, Euler sampler), ``tokenizer`` (local-only tokenizer loading
 fixtures' byte-level stand-in), ``smolvla_policy`` (the ``lerobot_smolvla`` format). Only
 ``folder`` (and the torch-free ``legacy``/``hub``) is imported by that registration; the torch
 modules load when a checkpoint does.
+
+pi0 / pi0.5 (``lerobot_pi0`` / ``lerobot_pi05``): ``gemma`` (PiGemma decoder layers, adaRMS,
+RoPE, the Gemma size table), ``paligemma`` (SigLIP via transformers + projector + Gemma and the
+action expert, LeRobot's key layout), ``flow`` (shared with SmolVLA),
+``pi0`` (prefix/suffix attention and ``sample_actions``), ``pi0_inputs`` (prompts, tokenizers,
+resize-with-pad), ``pi0_weights`` (strict loading, unused keys), ``pi0_policy`` (the policy and
+loader); ``openpi_folder`` / ``openpi_pi0``: openpi's PyTorch checkpoints (``openpi_pi0``) on
+the same modules.
 """

@@ -56,13 +56,28 @@ SHAPING_FIELDS: dict[str, tuple[str, ...]] = {
         "max_action_dim",
         "empty_cameras",
     ),
+    **{
+        kind: (
+            "paligemma_variant",
+            "action_expert_variant",
+            "dtype",
+            "image_resolution",
+            "max_state_dim",
+            "max_action_dim",
+            "num_inference_steps",
+            "tokenizer_max_length",
+            "empty_cameras",
+            "use_relative_actions",
+        )
+        for kind in ("pi0", "pi05")
+    },
 }
 
 
 def horizons(policy_type: str, cfg: dict[str, Any]) -> dict[str, Any]:
     """Chunk length ``infer`` returns, how many of them to execute, observations stacked."""
     n_action = int(cfg.get("n_action_steps") or 1)
-    if policy_type in ("act", "smolvla"):
+    if policy_type in ("act", "smolvla", "pi0", "pi05"):
         chunk = int(cfg.get("chunk_size") or n_action)
     else:  # diffusion: LeRobot's predict_action_chunk returns n_action_steps actions
         chunk = n_action
@@ -117,6 +132,10 @@ def describe_folder(path: str | Path, policy_type: str, format_name: str) -> dic
         from vlastack.pretrained.lerobot.smolvla_policy import language_facts
 
         procs, language = language_facts(p, cfg)
+    elif policy_type in ("pi0", "pi05"):
+        from vlastack.pretrained.lerobot.pi0_policy import pi_language_facts
+
+        procs, language = pi_language_facts(p, policy_type)
     else:
         procs = read_processors(p, cfg)
     rename = {v: k for k, v in procs.rename_map.items()}
@@ -134,6 +153,9 @@ def describe_folder(path: str | Path, policy_type: str, format_name: str) -> dic
             "normalization": procs.normalizer.mode(f.key) if procs.normalizer else "IDENTITY",
             "stats": _stats_table(procs.normalizer, f.key),
         }
+        if image and policy_type in ("pi0", "pi05"):
+            res = cfg.get("image_resolution")
+            entry["resized"] = f"resized with centred padding to {res} inside the policy"
         (cameras if image else vectors).append(entry)
     actions: list[dict[str, Any]] = [
         {
@@ -226,7 +248,8 @@ def format_text(info: dict[str, Any]) -> str:
     for c in info["cameras"]:
         ch, h, w = c["shape"]
         lines.append(
-            f"    {c['key']}: image {ch}x{h}x{w} (C, H, W), uint8 H×W×{ch} or CHW; not resized; "
+            f"    {c['key']}: image {ch}x{h}x{w} (C, H, W), uint8 H×W×{ch} or CHW; "
+            f"{c.get('resized') or 'not resized'}; "
             f"normalized {c['normalization']}"
         )
         lines += _fmt_stats(c["stats"], "      ")

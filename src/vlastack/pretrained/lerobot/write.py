@@ -43,7 +43,14 @@ from vlastack.errors import ConfigError
 from vlastack.pretrained.lerobot import folder as lf
 from vlastack.pretrained.lerobot.normalize import FeatureNormalizer
 
-FORMATS = ("lerobot_act", "lerobot_diffusion", "lerobot_smolvla", "lerobot_finetuned")
+FORMATS = (
+    "lerobot_act",
+    "lerobot_diffusion",
+    "lerobot_smolvla",
+    "lerobot_finetuned",
+    "lerobot_pi0",
+    "lerobot_pi05",
+)
 
 
 def _parts(policy: Any) -> tuple[torch.nn.Module, Any, Any, lf.FolderJSON]:
@@ -55,7 +62,10 @@ def _parts(policy: Any) -> tuple[torch.nn.Module, Any, Any, lf.FolderJSON]:
 
     if isinstance(policy, LeRobotACTPolicy):
         norm, unnorm = policy.normalizer, policy.unnormalizer
-    elif isinstance(policy, (LeRobotDiffusionPolicy, LeRobotSmolVLAPolicy)):
+    elif isinstance(policy, (LeRobotDiffusionPolicy, LeRobotSmolVLAPolicy)) or hasattr(
+        policy,
+        "lerobot_state_dict",  # pi0 / pi0.5 (pi0_policy.LeRobotPi0Policy)
+    ):
         norm, unnorm = policy.processors.normalizer, policy.processors.unnormalizer
     else:
         raise ConfigError(
@@ -94,8 +104,11 @@ def folder_files(policy: Any) -> dict[str, bytes]:
     from safetensors.torch import save
 
     network, norm, unnorm, src = _parts(policy)
+    # pi0 / pi0.5 add the saved-but-unused lm_head matrices the network does not hold
+    state = policy.lerobot_state_dict() if hasattr(policy, "lerobot_state_dict") else None
     weights = {
-        k: v.detach().to("cpu").contiguous().clone() for k, v in network.state_dict().items()
+        k: v.detach().to("cpu").contiguous().clone()
+        for k, v in (state if state is not None else network.state_dict()).items()
     }
     files = {
         lf.CONFIG: json.dumps(src.config, indent=4).encode(),
@@ -171,9 +184,11 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, force: bool = 
         else:
             kind = "no checkpoint folder (no model.safetensors)"
         raise ConfigError(
-            f"{path} is {kind}; only imported LeRobot policies (ACT, Diffusion Policy or SmolVLA "
-            "pretrained_model folders) can be exported with `vlastack export lerobot`"
+            f"{path} is {kind}; only imported LeRobot policies (ACT, Diffusion Policy, SmolVLA, "
+            "pi0 or pi0.5 pretrained_model folders) can be exported with `vlastack export lerobot`"
         )
     _check_out(Path(out), force)  # before loading the weights
-    policy = fmt.obj.load(path, device="cpu")
+    # pi0 / pi0.5: no tokenizer needed to write weights and stats back
+    kw = {"tokenizer": False} if fmt.name in ("lerobot_pi0", "lerobot_pi05") else {}
+    policy = fmt.obj.load(path, device="cpu", **kw)
     return write_pretrained(policy, out, force=force)
