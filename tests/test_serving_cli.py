@@ -65,4 +65,4 @@ def test_serve_toy_process_end_to_end():
             )
     finally:
         proc.terminate()
-        proc.wait(10)
+        proc.wait(30)  # SIGTERM stops serve in ~1 s; generous for a loaded CI box

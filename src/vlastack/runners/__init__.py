@@ -50,13 +50,22 @@ def default_runner(device: torch.device | str) -> str:
 
 
 def structure_key(model: Any) -> tuple:
-    """What a runner built for ``model`` depends on beyond weight values: the identity of every
-    module and parameter under its head and trunk. A swapped layer (int8 / ternary
-    quantization of a loaded policy), an assigned parameter or a new head changes it; an
-    in-place update of a weight's values does not (rebuild the runner then: ``use_runner``).
-    Cheap (~tens of µs), so the ``Policy`` compares it before each chunk."""
+    """What a runner built for ``model`` depends on: the identity of every module and parameter
+    under its head and trunk, and each parameter's in-place version counter. A swapped layer
+    (int8 / ternary quantization of a loaded policy), an assigned parameter, a new head or an
+    in-place update of a weight's values (``copy_`` under ``no_grad``, an optimizer step)
+    changes it, so a runner never serves stale packed weights. Cheap (~tens of µs), so the
+    ``Policy`` compares it before each chunk. (Writes through ``.data`` bypass the counter:
+    call ``use_runner`` again after those.)"""
     parts = [m for m in (getattr(model, "head", None), getattr(model, "trunk", None)) if m]
-    return tuple((tuple(map(id, m.modules())), tuple(map(id, m.parameters()))) for m in parts)
+    return tuple(
+        (
+            tuple(map(id, m.modules())),
+            tuple(map(id, m.parameters())),
+            tuple(-1 if p.is_inference() else p._version for p in m.parameters()),
+        )
+        for m in parts
+    )
 
 
 def use_runner(model: Any, name: str = "auto") -> str:
