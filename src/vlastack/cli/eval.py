@@ -24,6 +24,24 @@ def _image_size(text: str) -> tuple[int, int]:
         ) from None
 
 
+def add_executor_args(p: argparse.ArgumentParser) -> None:
+    """``--executor`` and ``--ray-address``, shared by eval, collect and the suites."""
+    p.add_argument(
+        "--executor",
+        choices=["pool", "ray"],
+        default="pool",
+        help="where episodes run: local worker processes (pool) or Ray tasks (ray: a local Ray "
+        "instance with --workers CPUs, or the cluster at --ray-address; pip install "
+        "'vlastack[ray]')",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="an existing Ray cluster (host:6379 or ray://host:10001) for --executor ray",
+    )
+
+
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "eval",
@@ -36,6 +54,13 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--episodes-per-task", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="worker processes (0 = in-process)")
+    add_executor_args(p)
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run in --out: keep the episodes its episodes.jsonl holds "
+        "and run the rest (same protocol and checkpoint only)",
+    )
     p.add_argument(
         "--execute-horizon",
         type=int,
@@ -83,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
     from vlastack.evaluation.reproduce import evaluate_manifest
     from vlastack.evaluation.rollout import evaluate
 
+    if args.manifest and args.resume:
+        raise ConfigError("--resume continues a run in --out; drop --manifest, or --resume")
     if args.manifest:
         if args.embodiment is not None:
             raise ConfigError(
@@ -95,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint,
             workers=args.workers,
             progress=not args.no_progress,
+            executor=args.executor,
+            ray_address=args.ray_address,
         )
     else:
         if not args.checkpoint or not args.env:
@@ -108,6 +137,11 @@ def run(args: argparse.Namespace) -> int:
             args.label = args.label or name
         out = args.out or str(Path("results") / name)
         if args.env.split("/")[0] in REMOTE_FAMILIES:
+            if args.executor != "pool" or args.resume:
+                raise ConfigError(
+                    f"--env {args.env} runs in its own venv through the remote runner, which "
+                    "takes neither --executor ray nor --resume yet; drop them"
+                )
             # These simulators pin their own MuJoCo: they run in their own venv and reach the
             # policy over the policy-server protocol (vlastack.envs.remote).
             from vlastack.evaluation.remote import evaluate_remote
@@ -158,6 +192,9 @@ def run(args: argparse.Namespace) -> int:
             episode_timeout_s=args.episode_timeout,
             progress=not args.no_progress,
             embodiment=args.embodiment,
+            executor=args.executor,
+            ray_address=args.ray_address,
+            resume=args.resume,
         )
     print_summary(results.summary)
     print(f"results: {out}  (vlastack report {out} --out {out}/report.html)")
