@@ -128,9 +128,10 @@ def test_act_graph_reproduces_the_golden_chunk(act, i):
     # the manifest's stats alone are enough outside vlastack (MEAN_STD: x * std + mean)
     stats = manifest["normalization"]["unnormalizer"]["features"]["action"]["stats"]
     by_hand = got.numpy() * np.array(stats["std"], np.float32) + np.array(stats["mean"], np.float32)
-    assert max_abs(torch.from_numpy(by_hand), golden[f"obs{i}.action_chunk"]) <= tol[
-        "action_chunk (dataset units)"
-    ]
+    assert (
+        max_abs(torch.from_numpy(by_hand), golden[f"obs{i}.action_chunk"])
+        <= tol["action_chunk (dataset units)"]
+    )
 
 
 def test_diffusion_manifest(diffusion):

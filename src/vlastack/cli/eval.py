@@ -8,6 +8,7 @@ on a mixture of robots acts as the member matching the environment (``--embodime
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 
@@ -106,7 +107,6 @@ def run(args: argparse.Namespace) -> int:
 
     from vlastack.errors import ConfigError
     from vlastack.evaluation.reproduce import evaluate_manifest
-    from vlastack.evaluation.rollout import evaluate
 
     if args.manifest and args.resume:
         raise ConfigError("--resume continues a run in --out; drop --manifest, or --resume")
@@ -174,31 +174,45 @@ def run(args: argparse.Namespace) -> int:
             print_summary(results.summary)
             print(f"results: {out}  (vlastack report {out} --out {out}/report.html)")
             return 0
-        results = evaluate(
-            args.checkpoint,
-            args.env,
-            episodes_per_task=args.episodes_per_task,
-            seed=args.seed,
-            workers=args.workers,
-            execute_horizon=args.execute_horizon,
-            ensemble=args.ensemble,
-            max_steps=args.max_steps,
-            image_size=args.image_size,
-            camera=args.camera,
-            video_episodes_per_task=args.videos_per_task,
-            out_dir=out,
-            action_remap="pad" if args.allow_mismatch else args.action_remap,
-            label=args.label,
-            episode_timeout_s=args.episode_timeout,
-            progress=not args.no_progress,
-            embodiment=args.embodiment,
-            executor=args.executor,
-            ray_address=args.ray_address,
-            resume=args.resume,
-        )
+        try:
+            results = _evaluate(args, out)
+        except KeyboardInterrupt:
+            print(
+                f"the finished episodes are in {out}/episodes.jsonl; the same command with "
+                "--resume continues the run",
+                file=sys.stderr,
+            )
+            raise
     print_summary(results.summary)
     print(f"results: {out}  (vlastack report {out} --out {out}/report.html)")
     return 0
+
+
+def _evaluate(args: argparse.Namespace, out: str) -> Any:
+    from vlastack.evaluation.rollout import evaluate
+
+    return evaluate(
+        args.checkpoint,
+        args.env,
+        episodes_per_task=args.episodes_per_task,
+        seed=args.seed,
+        workers=args.workers,
+        execute_horizon=args.execute_horizon,
+        ensemble=args.ensemble,
+        max_steps=args.max_steps,
+        image_size=args.image_size,
+        camera=args.camera,
+        video_episodes_per_task=args.videos_per_task,
+        out_dir=out,
+        action_remap="pad" if args.allow_mismatch else args.action_remap,
+        label=args.label,
+        episode_timeout_s=args.episode_timeout,
+        progress=not args.no_progress,
+        embodiment=args.embodiment,
+        executor=args.executor,
+        ray_address=args.ray_address,
+        resume=args.resume,
+    )
 
 
 def _fmt(x: Any, pct: bool = False, nd: int = 1) -> str:
