@@ -314,4 +314,3 @@ def weight_summary(path: Path, group: Callable[[str], str] = top_module) -> dict
         "dtypes": dtypes,
         "file_mb": round(Path(path).stat().st_size / 2**20, 2),
     }
-

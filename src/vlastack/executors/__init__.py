@@ -17,7 +17,8 @@ Both take one job per worker at a time, so a worker that dies names the one epis
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -97,6 +98,18 @@ def make_executor(
     return ProcessExecutor(work, workers, episode_timeout_s, start_method=start_method)
 
 
+@contextlib.contextmanager
+def executor_session(choice: ExecutorChoice, workers: int) -> Iterator[None]:
+    """Around several evaluations (the suites): with Ray, start or reach it once for all."""
+    if choice.kind != "ray":
+        yield
+        return
+    from vlastack.executors.ray_executor import ray_session
+
+    with ray_session(choice.address, max(1, workers)):
+        yield
+
+
 __all__ = [
     "EXECUTORS",
     "Executor",
@@ -104,5 +117,6 @@ __all__ = [
     "Finished",
     "Lost",
     "as_choice",
+    "executor_session",
     "make_executor",
 ]

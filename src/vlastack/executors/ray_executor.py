@@ -14,11 +14,12 @@ this process is used as it is. ``VLASTACK_*`` and ``MUJOCO_GL`` variables travel
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from vlastack.errors import ConfigError
@@ -51,6 +52,38 @@ def import_ray() -> Any:
     return ray
 
 
+def init_ray(address: str | None, workers: int) -> None:
+    """Start a local Ray instance with ``workers`` CPUs, or connect to the one at ``address``."""
+    ray = import_ray()
+    kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+    try:
+        if address:
+            ray.init(address=address, **kw)
+        else:
+            ray.init(num_cpus=workers, **kw)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        raise ConfigError(
+            f"could not start or reach {where}: {exc}; check --ray-address "
+            "(host:6379 or ray://host:10001) or drop it to start a local instance"
+        ) from exc
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, workers: int) -> Iterator[None]:
+    """Ray up for the whole block (several evaluations share it), shut down after it unless it
+    was already up."""
+    ray = import_ray()
+    if ray.is_initialized():
+        yield
+        return
+    init_ray(address, workers)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
 def _env_vars() -> dict[str, str]:
     keep = ("MUJOCO_GL", "PYOPENGL_PLATFORM", "HF_HUB_OFFLINE")
     return {k: v for k, v in os.environ.items() if k.startswith("VLASTACK_") or k in keep}
@@ -69,21 +102,9 @@ class RayExecutor:
         ray = self.ray = import_ray()
         self.workers = workers
         self.timeout_s = episode_timeout_s
-        self.owns_ray = False
-        if not ray.is_initialized():
-            kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-            try:
-                if address:
-                    ray.init(address=address, **kw)
-                else:
-                    ray.init(num_cpus=workers, **kw)
-            except (ConnectionError, RuntimeError, ValueError) as exc:
-                where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-                raise ConfigError(
-                    f"could not start or reach {where}: {exc}; check --ray-address "
-                    "(host:6379 or ray://host:10001) or drop it to start a local instance"
-                ) from exc
-            self.owns_ray = True
+        self.owns_ray = not ray.is_initialized()
+        if self.owns_ray:
+            init_ray(address, workers)
         self._task = ray.remote(num_cpus=1, max_retries=0)(_run_job).options(
             runtime_env={"env_vars": _env_vars()}
         )
@@ -137,4 +158,4 @@ class RayExecutor:
             ray.shutdown()
 
 
-__all__ = ["RayExecutor", "import_ray"]
+__all__ = ["RayExecutor", "import_ray", "init_ray", "ray_session"]

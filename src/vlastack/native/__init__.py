@@ -97,8 +97,12 @@ def _build() -> Path:
         raise RuntimeError(f"{cc} --version failed: {e}") from e
     flags = _FLAGS + os.environ.get("VLASTACK_NATIVE_CFLAGS", "").split()
     key = hashlib.sha256()
-    for part in (_SRC.read_bytes(), version.encode(), " ".join(flags).encode(),
-                 _cpu_flags().encode()):
+    for part in (
+        _SRC.read_bytes(),
+        version.encode(),
+        " ".join(flags).encode(),
+        _cpu_flags().encode(),
+    ):
         key.update(part)
     out = _cache_dir() / f"vlkernels-{key.hexdigest()[:16]}.so"
     if out.exists():
@@ -141,7 +145,23 @@ def _load() -> ctypes.CDLL | None:
     lib.vl_linear.restype = None
     lib.vl_attention.argtypes = [L] * 5 + [P, L, L] * 3 + [P, ctypes.c_float, P]  # type: ignore[assignment]
     lib.vl_attention.restype = ctypes.c_int
-    lib.vl_ln_linear.argtypes = [L, L, L, P, L, P, P, ctypes.c_float, P, P, P, L, P, L, ctypes.c_int]  # type: ignore[assignment]
+    lib.vl_ln_linear.argtypes = [
+        L,
+        L,
+        L,
+        P,
+        L,
+        P,
+        P,
+        ctypes.c_float,
+        P,
+        P,
+        P,
+        L,
+        P,
+        L,
+        ctypes.c_int,
+    ]  # type: ignore[assignment]
     lib.vl_ln_linear.restype = ctypes.c_int
     lib.vl_decoder.argtypes = [L] * 7 + [P, L, P, L, P, L, P, P, P, ctypes.c_int, P]  # type: ignore[assignment]
     lib.vl_decoder.restype = ctypes.c_int
@@ -297,8 +317,20 @@ def key_mask_bytes(mask: torch.Tensor | None, batch: int) -> torch.Tensor | None
 
 
 def _attend(
-    B: int, T: int, S: int, H: int, D: int,
-    q: int, qb: int, qt: int, k: int, kb: int, ks: int, v: int, vb: int, vs: int,
+    B: int,
+    T: int,
+    S: int,
+    H: int,
+    D: int,
+    q: int,
+    qb: int,
+    qt: int,
+    k: int,
+    kb: int,
+    ks: int,
+    v: int,
+    vb: int,
+    vs: int,
     mask: torch.Tensor | None,
 ) -> torch.Tensor:
     out = torch.empty((B, T, D), dtype=_F32)

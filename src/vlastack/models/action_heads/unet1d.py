@@ -300,7 +300,11 @@ class UnetPlan:
             i = cols[piece]
             (p1, k1, s1, q1), *n1 = b1
             (p2, k2, s2, q2), *n2 = b2
-            f = (film[:, i : i + C], film[:, i + C : i + 2 * C]) if scale else (None, film[:, i : i + C])
+            f = (
+                (film[:, i : i + C], film[:, i + C : i + 2 * C])
+                if scale
+                else (None, film[:, i : i + C])
+            )
             h1 = conv(h, p1, k1, s1, q1, tuple(n1), f)
             return conv(h1, p2, k2, s2, q2, tuple(n2), residual=h if rp is None else lin(h, rp))
 

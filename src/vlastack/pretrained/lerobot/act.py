@@ -91,9 +91,7 @@ class ACTSpec:
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> ACTSpec:
         names = {f for f in cls.__dataclass_fields__}
-        kw: dict[str, Any] = {
-            k: cfg[k] for k in names if k in cfg and k not in _FEATURE_FIELDS
-        }
+        kw: dict[str, Any] = {k: cfg[k] for k in names if k in cfg and k not in _FEATURE_FIELDS}
         inputs = read_features(dict(cfg), "input_features")
         outputs = read_features(dict(cfg), "output_features")
         images = [f for f in inputs if f.type == "VISUAL"]

@@ -19,13 +19,29 @@ from vlastack.pretrained.lerobot.observation import embodiment_spec, spellings
 # config.json fields shown per policy type (the ones that shape the network or the sampler)
 SHAPING_FIELDS: dict[str, tuple[str, ...]] = {
     "act": (
-        "vision_backbone", "dim_model", "n_heads", "dim_feedforward", "n_encoder_layers",
-        "n_decoder_layers", "use_vae", "latent_dim", "pre_norm", "temporal_ensemble_coeff",
+        "vision_backbone",
+        "dim_model",
+        "n_heads",
+        "dim_feedforward",
+        "n_encoder_layers",
+        "n_decoder_layers",
+        "use_vae",
+        "latent_dim",
+        "pre_norm",
+        "temporal_ensemble_coeff",
     ),
     "diffusion": (
-        "vision_backbone", "crop_shape", "horizon", "down_dims", "kernel_size",
-        "noise_scheduler_type", "num_train_timesteps", "num_inference_steps", "prediction_type",
-        "use_group_norm", "spatial_softmax_num_keypoints",
+        "vision_backbone",
+        "crop_shape",
+        "horizon",
+        "down_dims",
+        "kernel_size",
+        "noise_scheduler_type",
+        "num_train_timesteps",
+        "num_inference_steps",
+        "prediction_type",
+        "use_group_norm",
+        "spatial_softmax_num_keypoints",
     ),
 }
 
@@ -131,12 +147,20 @@ def describe_folder(path: str | Path, policy_type: str, format_name: str) -> dic
         "client": {
             "serve": f"vlastack serve {p}",
             "send": send,
-            "also_accepted": {k: spellings(k, k in {c['key'] for c in cameras})[1:] for k in send},
+            "also_accepted": {k: spellings(k, k in {c["key"] for c in cameras})[1:] for k in send},
             "ignored": "task / prompt (this policy has no language input)",
             "reply": {"actions": f"float32 ({hz['chunk_length']}, {action_dim}) dataset units"},
             "metadata": [
-                "policy", "format", "action_horizon", "execute_horizon", "obs_horizon",
-                "action_dim", "state_dim", "cameras", "image_size", "observation_keys",
+                "policy",
+                "format",
+                "action_horizon",
+                "execute_horizon",
+                "obs_horizon",
+                "action_dim",
+                "state_dim",
+                "cameras",
+                "image_size",
+                "observation_keys",
                 "embodiment",
             ],
         },
@@ -157,9 +181,7 @@ def format_text(info: dict[str, Any]) -> str:
         f"  format {info['format']} (LeRobot {info['policy_type']} pretrained_model folder)",
     ]
     if info["config"]:
-        lines.append(
-            "  config: " + ", ".join(f"{k} {v}" for k, v in info["config"].items())
-        )
+        lines.append("  config: " + ", ".join(f"{k} {v}" for k, v in info["config"].items()))
     lines.append(
         f"  chunk length {info['chunk_length']} (actions per infer), execute_horizon "
         f"{info['execute_horizon']} (n_action_steps), obs_horizon {info['obs_horizon']}"
@@ -167,8 +189,7 @@ def format_text(info: dict[str, Any]) -> str:
     prm = info["parameters"]
     groups = ", ".join(f"{g} {n:,}" for g, n in list(prm["by_module"].items())[:8])
     lines.append(
-        f"  parameters: {prm['total']:,} ({'/'.join(prm['dtypes'])}, {prm['file_mb']} MB): "
-        f"{groups}"
+        f"  parameters: {prm['total']:,} ({'/'.join(prm['dtypes'])}, {prm['file_mb']} MB): {groups}"
     )
     emb = info["embodiment"]
     if emb:
@@ -200,7 +221,9 @@ def format_text(info: dict[str, Any]) -> str:
     eps = info["normalization_eps"]
     lines.append(
         "  NORMALIZATION (inside the policy: send raw values, get raw actions; "
-        f"MEAN_STD divides by std + {eps:g})" if eps is not None else "  NORMALIZATION: none"
+        f"MEAN_STD divides by std + {eps:g})"
+        if eps is not None
+        else "  NORMALIZATION: none"
     )
     cl = info["client"]
     lines.append(f"  OPENPI CLIENT ({cl['serve']})")

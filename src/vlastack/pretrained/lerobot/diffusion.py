@@ -89,8 +89,16 @@ class DiffusionSpec:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> DiffusionSpec:
-        derived = {"image_keys", "image_shape", "state_key", "state_dim", "env_state_key",
-                   "env_state_dim", "action_key", "action_dim"}
+        derived = {
+            "image_keys",
+            "image_shape",
+            "state_key",
+            "state_dim",
+            "env_state_key",
+            "env_state_dim",
+            "action_key",
+            "action_dim",
+        }
         kw: dict[str, Any] = {
             k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg and k not in derived
         }
@@ -265,11 +273,13 @@ class ConditionalUnet1d(nn.Module):
         for i, (cin, cout) in enumerate(in_out):
             last = i >= len(in_out) - 1
             self.down_modules.append(
-                nn.ModuleList([
-                    ResidualBlock(cin, cout, cond, spec),
-                    ResidualBlock(cout, cout, cond, spec),
-                    nn.Conv1d(cout, cout, 3, 2, 1) if not last else nn.Identity(),
-                ])
+                nn.ModuleList(
+                    [
+                        ResidualBlock(cin, cout, cond, spec),
+                        ResidualBlock(cout, cout, cond, spec),
+                        nn.Conv1d(cout, cout, 3, 2, 1) if not last else nn.Identity(),
+                    ]
+                )
             )
         self.mid_modules = nn.ModuleList(
             [ResidualBlock(dims[-1], dims[-1], cond, spec) for _ in range(2)]
@@ -279,11 +289,13 @@ class ConditionalUnet1d(nn.Module):
             # LeRobot compares with len(in_out) - 1 here too, so every up level upsamples
             last = i >= len(in_out) - 1
             self.up_modules.append(
-                nn.ModuleList([
-                    ResidualBlock(cin * 2, cout, cond, spec),
-                    ResidualBlock(cout, cout, cond, spec),
-                    nn.ConvTranspose1d(cout, cout, 4, 2, 1) if not last else nn.Identity(),
-                ])
+                nn.ModuleList(
+                    [
+                        ResidualBlock(cin * 2, cout, cond, spec),
+                        ResidualBlock(cout, cout, cond, spec),
+                        nn.ConvTranspose1d(cout, cout, 4, 2, 1) if not last else nn.Identity(),
+                    ]
+                )
             )
         self.final_conv = nn.Sequential(
             ConvBlock(dims[0], dims[0], spec.kernel_size), nn.Conv1d(dims[0], spec.action_dim, 1)
@@ -354,7 +366,7 @@ class DDPMSampler:
         if t > 0:
             assert noise is not None
             variance = torch.clamp((1 - a_prev) / (1 - a_t) * cur_beta, min=1e-20)
-            prev = prev + (variance ** 0.5) * noise
+            prev = prev + (variance**0.5) * noise
         return prev
 
 
@@ -389,7 +401,8 @@ class DiffusionModel(nn.Module):
         if images:
             if isinstance(self.rgb_encoder, nn.ModuleList):
                 per_cam = [
-                    enc(img.flatten(0, 1)) for enc, img in zip(self.rgb_encoder, images, strict=True)
+                    enc(img.flatten(0, 1))
+                    for enc, img in zip(self.rgb_encoder, images, strict=True)
                 ]
             else:
                 stacked = torch.stack(images, dim=2).flatten(0, 2)  # (b t n) ...
@@ -419,9 +432,7 @@ class DiffusionModel(nn.Module):
                 if step_noise is not None:
                     draw = step_noise[i].to(device=x.device, dtype=x.dtype)
                 else:
-                    draw = torch.randn(
-                        x.shape, generator=generator, device=x.device, dtype=x.dtype
-                    )
+                    draw = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             x = sampler.step(eps, i, x, draw)
         return x
 

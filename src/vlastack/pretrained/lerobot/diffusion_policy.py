@@ -114,8 +114,13 @@ class LeRobotDiffusionPolicy:
     def preprocess(self, observations: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         p = self.processors
         return preprocess_observations(
-            observations, self.input_shapes, set(self.spec.image_keys), p.rename_map,
-            p.normalizer, self.device, "Diffusion Policy",
+            observations,
+            self.input_shapes,
+            set(self.spec.image_keys),
+            p.rename_map,
+            p.normalizer,
+            self.device,
+            "Diffusion Policy",
         )
 
     def window(self, pre: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -149,7 +154,9 @@ class LeRobotDiffusionPolicy:
         if noise is None:
             noise = torch.randn(
                 (state.shape[0], s.horizon, s.action_dim),
-                generator=self._generator, device=state.device, dtype=state.dtype,
+                generator=self._generator,
+                device=state.device,
+                dtype=state.dtype,
             )
         trajectory = model.sample(cond, noise.to(state.device), step_noise, self._generator)
         return model.chunk(trajectory)

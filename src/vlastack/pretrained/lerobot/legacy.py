@@ -61,9 +61,7 @@ def weight_key(key: str) -> str | None:
     return None if stat_prefix(key) else key.replace(COMPILED, "")
 
 
-def extract_stats(
-    tensors: dict[str, Any], feature_keys: list[str]
-) -> dict[str, dict[str, Any]]:
+def extract_stats(tensors: dict[str, Any], feature_keys: list[str]) -> dict[str, dict[str, Any]]:
     """``{feature: {stat: tensor}}`` from the stats buffers among ``tensors``."""
     by_buffer = {k.replace(".", "_"): k for k in feature_keys}
     stats: dict[str, dict[str, Any]] = {}

@@ -278,8 +278,13 @@ class LeRobotACTPolicy:
         preprocessor gives ``predict_action_chunk``."""
         s = self.spec
         return preprocess_observations(
-            observations, self.input_shapes, set(s.image_keys), self.rename_map, self.normalizer,
-            self.device, "ACT",
+            observations,
+            self.input_shapes,
+            set(s.image_keys),
+            self.rename_map,
+            self.normalizer,
+            self.device,
+            "ACT",
         )
 
     @torch.inference_mode()

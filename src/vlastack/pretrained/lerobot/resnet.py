@@ -124,14 +124,19 @@ class ResNetTrunk(nn.Module):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
-
     def as_sequential(self) -> nn.Sequential:
         """The same modules as ``nn.Sequential(conv1, bn1, relu, maxpool, layer1..4)``: the
         layout (keys ``0.*``, ``1.*``, ``4.<j>.*``..``7.<j>.*``) of LeRobot's Diffusion Policy,
         which keeps ``list(resnet.children())[:-2]``."""
         return nn.Sequential(
-            self.conv1, self.bn1, self.relu, self.maxpool,
-            self.layer1, self.layer2, self.layer3, self.layer4,
+            self.conv1,
+            self.bn1,
+            self.relu,
+            self.maxpool,
+            self.layer1,
+            self.layer2,
+            self.layer3,
+            self.layer4,
         )
 
 

@@ -39,8 +39,10 @@ def check_state_dict(
     if wrong:
         parts.append(
             "shape mismatch: "
-            + "; ".join(f"{k} is {tuple(found[k])} in the file, the config gives "
-                        f"{tuple(expected[k])}" for k in wrong[:5])
+            + "; ".join(
+                f"{k} is {tuple(found[k])} in the file, the config gives {tuple(expected[k])}"
+                for k in wrong[:5]
+            )
         )
     if missing:
         parts.append(f"missing from the file: {', '.join(missing[:5])}")
@@ -53,9 +55,7 @@ def check_state_dict(
     )
 
 
-def load_strict(
-    build: Callable[[], M], file: Path, device: str | torch.device = "cpu"
-) -> M:
+def load_strict(build: Callable[[], M], file: Path, device: str | torch.device = "cpu") -> M:
     """``build()`` loaded from the safetensors ``file`` after ``check_state_dict``; eval mode."""
     from safetensors import safe_open
 

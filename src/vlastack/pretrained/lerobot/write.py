@@ -89,7 +89,9 @@ def folder_files(policy: Any) -> dict[str, bytes]:
     from safetensors.torch import save
 
     network, norm, unnorm, src = _parts(policy)
-    weights = {k: v.detach().to("cpu").contiguous().clone() for k, v in network.state_dict().items()}
+    weights = {
+        k: v.detach().to("cpu").contiguous().clone() for k, v in network.state_dict().items()
+    }
     files = {
         lf.CONFIG: json.dumps(src.config, indent=4).encode(),
         lf.WEIGHTS: save(weights),
