@@ -8,7 +8,6 @@ tests' fake envs (tests/vlastack_test_plugins) for crashes and the interrupted-t
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -116,12 +115,3 @@ def test_collect_on_ray_writes_the_same_dataset(ray_address, tmp_path):
     assert [e.extra for e in a.episodes] == [e.extra for e in b.episodes]
     for key in ("action", "observation.state"):
         np.testing.assert_array_equal(a.column(key), b.column(key))
-
-
-def test_ray_address_without_ray_executor_is_refused(tmp_path):
-    from vlastack.errors import ConfigError
-
-    ckpt = fakes.write_fake_checkpoint(tmp_path / "ckpt")
-    with pytest.raises(ConfigError, match="--executor ray"):
-        evaluate(ckpt, "fake/reach-easy", episodes_per_task=1, ray_address="x:6379", **KW)
-    assert os.environ.get("VLASTACK_FAKE_CRASH") is None
