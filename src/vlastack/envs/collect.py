@@ -1,11 +1,12 @@
 """Collect scripted-expert demonstrations from simulators into a LeRobot v3 dataset.
 
 Workers (processes of the default pool, or Ray tasks: ``vlastack.executors``) each roll out whole
-episodes and send them to the parent, the only writer. The seed of every attempt is a pure function of (base seed, env name, attempt index),
-and the parent writes results in attempt order and keeps the first N successes, so the dataset
-does not depend on the number of workers, and a resumed run (``meta/collect_state.json``) continues
-exactly where the interrupted one stopped. A crashed worker costs only the episodes in flight,
-which are retried.
+episodes, one at a time, and send them to the parent, the only writer. The seed of every attempt
+is a pure function of (base seed, env name, attempt index), and the parent writes results in
+attempt order and keeps the first N successes, so the dataset depends neither on the number of
+workers nor on the executor, and a resumed run (``meta/collect_state.json``) continues exactly
+where the interrupted one stopped. A crashed worker costs only the episode it was running, which
+is retried.
 """
 
 from __future__ import annotations
