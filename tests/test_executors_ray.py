@@ -88,6 +88,23 @@ def test_a_dying_ray_worker_loses_only_its_episode(ray_address, tmp_path, monkey
     assert [r.attempts for r in res.records] == [1, 2, 2]
 
 
+def test_a_ray_episode_past_its_timeout_is_cancelled_retried_then_an_error(ray_address, tmp_path):
+    # 0.5 s per policy call: an episode needs >= 4 s; the limit is 1.5 s
+    ckpt = fakes.write_fake_checkpoint(tmp_path / "ckpt", action_horizon=8, latency_s=0.5)
+    res = evaluate(
+        ckpt,
+        "fake/reach-easy",
+        episodes_per_task=1,
+        workers=1,
+        executor="ray",
+        episode_timeout_s=1.5,
+        **KW,
+    )
+    (rec,) = res.records
+    assert rec.status == "error" and rec.attempts == 2
+    assert rec.error == "episode exceeded 1.5 s"
+
+
 def test_an_interrupted_ray_evaluation_resumes_where_it_stopped(ray_address, tmp_path, capsys):
     import test_eval_resume as resume
 
