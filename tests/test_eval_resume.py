@@ -71,5 +71,6 @@ def test_resume_refuses_another_protocol_or_no_run(slow_ckpt, tmp_path):
     other = fakes.write_fake_checkpoint(tmp_path / "other", action_horizon=4)
     with pytest.raises(ConfigError, match="other weights"):
         evaluate(other, "fake/reach-easy", resume=True, **kw)
-    again = evaluate(slow_ckpt, "fake/reach-easy", resume=True, **kw)  # nothing left to run
+    # nothing left to run: no worker is started
+    again = evaluate(slow_ckpt, "fake/reach-easy", resume=True, **{**kw, "workers": 2})
     assert again.summary["timing"]["resumed_episodes"] == 1 and len(again.records) == 1

@@ -91,7 +91,9 @@ def run_jobs(
         bar.update(1)
 
     try:
-        if workers <= 0:
+        if not jobs:  # a resumed run that had finished: nothing to start
+            pass
+        elif workers <= 0:
             _run_inline(spec, jobs, finish)
         else:
             choice = executor or ExecutorChoice()
