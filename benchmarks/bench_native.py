@@ -145,7 +145,9 @@ def main() -> None:
         for name, ts in variants.items():
             p50 = statistics.median(ts)
             gf = f"{flops / p50 / 1e9:.1f}" if g == "products" else ""
-            print(f"{g:12s} {name:8s} {p50 * 1e6:9.1f} {min(ts) * 1e6:9.1f} {p50 / base:9.2f}  {gf}")
+            print(
+                f"{g:12s} {name:8s} {p50 * 1e6:9.1f} {min(ts) * 1e6:9.1f} {p50 / base:9.2f}  {gf}"
+            )
             rows.append(
                 {
                     "what": g,

@@ -27,6 +27,12 @@ def _common(p: argparse.ArgumentParser, out: str, image: str = "96") -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+def _executor_args(p: argparse.ArgumentParser) -> None:
+    from vlastack.cli.eval import add_executor_args
+
+    add_executor_args(p)
+
+
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "bench",
@@ -48,6 +54,7 @@ def add_parser(subparsers: Any) -> None:
     h.add_argument("--max-minutes", type=float, default=None, help="or a time budget per head")
     h.add_argument("--max-steps", type=int, default=None, help="episode step limit")
     h.add_argument("--workers", type=int, default=1)
+    _executor_args(h)
     _common(h, "results/heads")
     h.set_defaults(func=run_heads)
 
@@ -57,6 +64,7 @@ def add_parser(subparsers: Any) -> None:
     s.add_argument("--conditions", default=None, help="comma list (default: all)")
     s.add_argument("--max-steps", type=int, default=None)
     s.add_argument("--workers", type=int, default=1)
+    _executor_args(s)
     s.add_argument("--videos-per-task", type=int, default=0)
     _common(s, "results/stress")
     s.set_defaults(func=run_stress)
@@ -73,6 +81,7 @@ def add_parser(subparsers: Any) -> None:
     t.add_argument("--finetune-steps", type=int, default=100)
     t.add_argument("--max-steps", type=int, default=None)
     t.add_argument("--workers", type=int, default=1)
+    _executor_args(t)
     _common(t, "results/transfer")
     t.set_defaults(func=run_transfer)
 
@@ -123,69 +132,81 @@ def _done(paths: list[str]) -> None:
 
 
 def run_heads(args: argparse.Namespace) -> int:
+    from vlastack.executors import ExecutorChoice, executor_session
     from vlastack.experiments import heads
 
-    table = heads(
-        args.env,
-        heads=[x.strip() for x in args.heads.split(",") if x.strip()],
-        recipe=args.recipe,
-        data=args.data,
-        collect_episodes=args.collect_episodes,
-        steps=args.steps,
-        max_minutes=args.max_minutes,
-        episodes_per_task=args.episodes_per_task,
-        seed=args.seed,
-        workers=args.workers,
-        image_size=args.image_size,
-        max_steps=args.max_steps,
-        out_dir=args.out,
-        progress=not args.no_progress,
-    )
+    choice = ExecutorChoice(args.executor, args.ray_address)
+    with executor_session(choice, args.workers):
+        table = heads(
+            args.env,
+            heads=[x.strip() for x in args.heads.split(",") if x.strip()],
+            recipe=args.recipe,
+            data=args.data,
+            collect_episodes=args.collect_episodes,
+            steps=args.steps,
+            max_minutes=args.max_minutes,
+            episodes_per_task=args.episodes_per_task,
+            seed=args.seed,
+            workers=args.workers,
+            image_size=args.image_size,
+            max_steps=args.max_steps,
+            out_dir=args.out,
+            progress=not args.no_progress,
+            executor=choice,
+        )
     _done([r["eval_dir"] for r in table["rows"]])
     return 0
 
 
 def run_stress(args: argparse.Namespace) -> int:
+    from vlastack.executors import ExecutorChoice, executor_session
     from vlastack.experiments import stress
 
-    stress(
-        args.checkpoint,
-        args.env,
-        conditions=args.conditions.split(",") if args.conditions else None,
-        episodes_per_task=args.episodes_per_task,
-        seed=args.seed,
-        workers=args.workers,
-        out_dir=args.out,
-        image_size=args.image_size,
-        max_steps=args.max_steps,
-        video_episodes_per_task=args.videos_per_task,
-        progress=not args.no_progress,
-    )
+    choice = ExecutorChoice(args.executor, args.ray_address)
+    with executor_session(choice, args.workers):
+        stress(
+            args.checkpoint,
+            args.env,
+            conditions=args.conditions.split(",") if args.conditions else None,
+            episodes_per_task=args.episodes_per_task,
+            seed=args.seed,
+            workers=args.workers,
+            out_dir=args.out,
+            image_size=args.image_size,
+            max_steps=args.max_steps,
+            video_episodes_per_task=args.videos_per_task,
+            progress=not args.no_progress,
+            executor=choice,
+        )
     _done([args.out])
     return 0
 
 
 def run_transfer(args: argparse.Namespace) -> int:
+    from vlastack.executors import ExecutorChoice, executor_session
     from vlastack.experiments import transfer
 
-    s = transfer(
-        args.task,
-        recipe=args.recipe,
-        source_data=args.source_data,
-        target_data=args.target_data,
-        source_checkpoint=args.source_checkpoint,
-        collect_episodes=args.collect_episodes,
-        finetune_episodes=args.finetune_episodes,
-        steps=args.steps,
-        finetune_steps=args.finetune_steps,
-        episodes_per_task=args.episodes_per_task,
-        seed=args.seed,
-        workers=args.workers,
-        image_size=args.image_size,
-        max_steps=args.max_steps,
-        out_dir=args.out,
-        progress=not args.no_progress,
-    )
+    choice = ExecutorChoice(args.executor, args.ray_address)
+    with executor_session(choice, args.workers):
+        s = transfer(
+            args.task,
+            recipe=args.recipe,
+            source_data=args.source_data,
+            target_data=args.target_data,
+            source_checkpoint=args.source_checkpoint,
+            collect_episodes=args.collect_episodes,
+            finetune_episodes=args.finetune_episodes,
+            steps=args.steps,
+            finetune_steps=args.finetune_steps,
+            episodes_per_task=args.episodes_per_task,
+            seed=args.seed,
+            workers=args.workers,
+            image_size=args.image_size,
+            max_steps=args.max_steps,
+            out_dir=args.out,
+            progress=not args.no_progress,
+            executor=choice,
+        )
     print(
         f"transfer gap (success points): zero-shot {100 * s['gap_zero_shot']:.1f}, "
         f"fine-tuned {100 * s['gap_finetuned']:.1f}"

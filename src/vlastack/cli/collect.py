@@ -10,6 +10,8 @@ import argparse
 import json
 from typing import Any
 
+from vlastack.cli.eval import add_executor_args
+
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -27,6 +29,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--out", required=True, help="dataset folder (created, or resumed)")
     p.add_argument("--episodes-per-task", type=int, default=20)
     p.add_argument("--workers", type=int, default=1, help="episode worker processes")
+    add_executor_args(p)
     p.add_argument("--image-size", type=int, default=128, help="square image side in pixels")
     p.add_argument("--camera", default=None, help="camera name (Meta-World default corner2)")
     p.add_argument("--noise", type=float, default=0.1, help="std of Gaussian action noise")
@@ -61,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         env_kwargs=env_kwargs,
         progress=not args.json,
+        executor=args.executor,
+        ray_address=args.ray_address,
     )
     if args.json:
         print(json.dumps(summary.to_dict(), default=float))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Any
 
 from vlastack.cli.runner_option import add_runner_option
@@ -25,6 +26,24 @@ def _image_size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(
             f"image size {text!r}: give one number (128) or HxW (128x160)"
         ) from None
+
+
+def add_executor_args(p: argparse.ArgumentParser) -> None:
+    """``--executor`` and ``--ray-address``, shared by eval, collect and the suites."""
+    p.add_argument(
+        "--executor",
+        choices=["pool", "ray"],
+        default="pool",
+        help="where episodes run: local worker processes (pool) or Ray tasks (ray: a local Ray "
+        "instance with --workers CPUs, or the cluster at --ray-address; pip install "
+        "'vlastack[ray]')",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="an existing Ray cluster (host:6379 or ray://host:10001) for --executor ray",
+    )
 
 
 def add_parser(subparsers: Any) -> None:
@@ -47,6 +66,13 @@ def add_parser(subparsers: Any) -> None:
         metavar="N",
         help="torch threads per policy (default: the cores shared out among the workers); "
         "latency on a loaded machine depends on it, so it is recorded in the manifest",
+    )
+    add_executor_args(p)
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run in --out: keep the episodes its episodes.jsonl holds "
+        "and run the rest (same protocol and checkpoint only)",
     )
     p.add_argument(
         "--execute-horizon",
@@ -93,10 +119,11 @@ def run(args: argparse.Namespace) -> int:
 
     from vlastack.errors import ConfigError
     from vlastack.evaluation.reproduce import evaluate_manifest
-    from vlastack.evaluation.rollout import evaluate
 
     if args.runner != "auto":  # Policy reads it, in this process and in the workers it starts
         os.environ["VLASTACK_RUNNER"] = args.runner
+    if args.manifest and args.resume:
+        raise ConfigError("--resume continues a run in --out; drop --manifest, or --resume")
     if args.manifest:
         if args.embodiment is not None:
             raise ConfigError(
@@ -109,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint,
             workers=args.workers,
             progress=not args.no_progress,
+            executor=args.executor,
+            ray_address=args.ray_address,
         )
     else:
         if not args.checkpoint or not args.env:
@@ -122,6 +151,11 @@ def run(args: argparse.Namespace) -> int:
             args.label = args.label or name
         out = args.out or str(Path("results") / name)
         if args.env.split("/")[0] in REMOTE_FAMILIES:
+            if args.executor != "pool" or args.resume:
+                raise ConfigError(
+                    f"--env {args.env} runs in its own venv through the remote runner, which "
+                    "takes neither --executor ray nor --resume yet; drop them"
+                )
             # These simulators pin their own MuJoCo: they run in their own venv and reach the
             # policy over the policy-server protocol (vlastack.envs.remote).
             from vlastack.evaluation.remote import evaluate_remote
@@ -154,26 +188,15 @@ def run(args: argparse.Namespace) -> int:
             print_summary(results.summary)
             print(f"results: {out}  (vlastack report {out} --out {out}/report.html)")
             return exit_code(results.records)
-        results = evaluate(
-            args.checkpoint,
-            args.env,
-            episodes_per_task=args.episodes_per_task,
-            seed=args.seed,
-            workers=args.workers,
-            execute_horizon=args.execute_horizon,
-            ensemble=args.ensemble,
-            max_steps=args.max_steps,
-            image_size=args.image_size,
-            camera=args.camera,
-            video_episodes_per_task=args.videos_per_task,
-            out_dir=out,
-            action_remap="pad" if args.allow_mismatch else args.action_remap,
-            label=args.label,
-            episode_timeout_s=args.episode_timeout,
-            progress=not args.no_progress,
-            embodiment=args.embodiment,
-            threads=args.threads,
-        )
+        try:
+            results = _evaluate(args, out)
+        except KeyboardInterrupt:
+            print(
+                f"the finished episodes are in {out}/episodes.jsonl; the same command with "
+                "--resume continues the run",
+                file=sys.stderr,
+            )
+            raise
     print_summary(results.summary)
     print(f"results: {out}  (vlastack report {out} --out {out}/report.html)")
     return exit_code(results.records)
@@ -181,8 +204,6 @@ def run(args: argparse.Namespace) -> int:
 
 def exit_code(records: list[Any]) -> int:
     """1 (with the first error on stderr) when every episode errored: nothing was evaluated."""
-    import sys
-
     errored = [r for r in records if r.status == "error"]
     if not records or len(errored) < len(records):
         return 0
@@ -193,6 +214,34 @@ def exit_code(records: list[Any]) -> int:
         file=sys.stderr,
     )
     return 1
+
+
+def _evaluate(args: argparse.Namespace, out: str) -> Any:
+    from vlastack.evaluation.rollout import evaluate
+
+    return evaluate(
+        args.checkpoint,
+        args.env,
+        episodes_per_task=args.episodes_per_task,
+        seed=args.seed,
+        workers=args.workers,
+        execute_horizon=args.execute_horizon,
+        ensemble=args.ensemble,
+        max_steps=args.max_steps,
+        image_size=args.image_size,
+        camera=args.camera,
+        video_episodes_per_task=args.videos_per_task,
+        out_dir=out,
+        action_remap="pad" if args.allow_mismatch else args.action_remap,
+        label=args.label,
+        episode_timeout_s=args.episode_timeout,
+        progress=not args.no_progress,
+        embodiment=args.embodiment,
+        executor=args.executor,
+        ray_address=args.ray_address,
+        resume=args.resume,
+        threads=args.threads,
+    )
 
 
 def _fmt(x: Any, pct: bool = False, nd: int = 1) -> str:

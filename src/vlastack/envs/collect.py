@@ -1,30 +1,21 @@
 """Collect scripted-expert demonstrations from simulators into a LeRobot v3 dataset.
 
-Worker processes (spawn/forkserver) each roll out whole episodes and send them to the parent, the
-only writer. The seed of every attempt is a pure function of (base seed, env name, attempt index),
-and the parent writes results in attempt order and keeps the first N successes, so the dataset
-does not depend on the number of workers, and a resumed run (``meta/collect_state.json``) continues
-exactly where the interrupted one stopped. A crashed worker costs only the episodes in flight,
-which are retried.
+Workers (processes of the default pool, or Ray tasks: ``vlastack.executors``) each roll out whole
+episodes, one at a time, and send them to the parent, the only writer. The seed of every attempt
+is a pure function of (base seed, env name, attempt index), and the parent writes results in
+attempt order and keeps the first N successes, so the dataset depends neither on the number of
+workers nor on the executor, and a resumed run (``meta/collect_state.json``) continues exactly
+where the interrupted one stopped. A crashed worker costs only the episode it was running, which
+is retried.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import multiprocessing as mp
-import os
 import threading
 import time
 import zlib
-from concurrent.futures import (
-    FIRST_COMPLETED,
-    Future,
-    ProcessPoolExecutor,
-    ThreadPoolExecutor,
-    wait,
-)
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +24,7 @@ import numpy as np
 
 from vlastack import atomic
 from vlastack.errors import ConfigError, DataError
+from vlastack.executors import ExecutorChoice, as_choice, make_executor
 
 STATE_FILE = "meta/collect_state.json"
 STATE_VERSION = 1
@@ -141,22 +133,6 @@ def collect_tasks(env: str) -> list[str]:
     return tasks
 
 
-def _worker_pool(workers: int, ctx: Any) -> ProcessPoolExecutor:
-    """Episode workers that die with this process, kill -9 included (``vlastack.lifeline``)."""
-    from vlastack.lifeline import watch_parent
-
-    return ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=watch_parent, initargs=(os.getpid(),)
-    )
-
-
-def _kill_workers(pool: ProcessPoolExecutor) -> None:
-    # ProcessPoolExecutor has no public way to stop running tasks; its process table does.
-    for proc in list((getattr(pool, "_processes", None) or {}).values()):
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            proc.kill()
-
-
 def run_episode(env_name: str, attempt: int, seed: int, options: dict[str, Any]) -> EpisodeResult:
     """Roll out the scripted expert for one episode (runs in a worker or in-process)."""
     from vlastack.envs.experts import make_expert
@@ -188,6 +164,31 @@ def run_episode(env_name: str, attempt: int, seed: int, options: dict[str, Any])
         actions=np.stack(actions),
         sim_s=time.perf_counter() - t0,
     )
+
+
+class EpisodeFailed(Exception):
+    """An episode's exception as a worker reports it (its class name and message)."""
+
+
+class CollectWork:
+    """What one worker runs: ``(env_name, attempt, seed)`` -> ``EpisodeResult``, or
+    ``EpisodeFailed`` when the episode raised. Picklable; ``fn`` is ``run_episode`` as the
+    parent sees it when the run starts."""
+
+    def __init__(self, fn: Any, options: dict[str, Any]) -> None:
+        self.fn = fn
+        self.options = options
+
+    def __call__(self, job: tuple[str, int, int]) -> EpisodeResult | EpisodeFailed:
+        try:
+            return self.fn(*job, self.options)
+        except Exception as exc:  # a simulator error: the parent retries, then records it
+            return EpisodeFailed(f"{type(exc).__name__}: {exc}")
+
+    def close(self) -> None:
+        for env in _WORKER_ENVS.values():
+            env.close()
+        _WORKER_ENVS.clear()
 
 
 # ---- parent side -----------------------------------------------------------------------
@@ -262,13 +263,19 @@ def collect(
     env_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
     start_method: str = "forkserver",
+    executor: str | ExecutorChoice | None = None,
+    ray_address: str | None = None,
 ) -> CollectSummary:
     """Collect ``episodes_per_task`` expert episodes for every task of ``env`` into ``out``.
 
     ``env`` is an env or suite name (``metaworld/mt10``). Only successful episodes are kept unless
     ``keep_failures``; a task stops after ``ceil(max_attempts_factor * episodes_per_task)``
-    attempts. Re-running on an existing ``out`` resumes. Returns per-task statistics.
+    attempts. Re-running on an existing ``out`` resumes. ``executor`` runs the episodes:
+    ``"pool"`` (default; ``workers=1`` runs in this process) or ``"ray"`` (Ray tasks on a local
+    instance with ``workers`` CPUs, or the cluster at ``ray_address``); the dataset is the same.
+    Returns per-task statistics.
     """
+    choice = as_choice(executor, ray_address)
     from vlastack.data.layout import Feature
     from vlastack.data.writer import DatasetWriter
     from vlastack.envs import make_env
@@ -337,7 +344,7 @@ def collect(
         tasks, options, state, writer, summary, episodes_per_task, max_attempts, keep_failures
     )
     try:
-        runner.run(workers, progress, start_method)
+        runner.run(workers, progress, start_method, choice)
     finally:
         writer.finalize()
         state.save()
@@ -450,7 +457,7 @@ class _Runner:
         task, attempt = job
         return task, attempt, attempt_seed(self.options["seed"], task, attempt), self.options
 
-    def run(self, workers: int, progress: bool, start_method: str) -> None:
+    def run(self, workers: int, progress: bool, start_method: str, choice: ExecutorChoice) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
         total = self.target * len(self.tasks)
@@ -464,10 +471,10 @@ class _Runner:
         ) as bar:
             self._bar = bar
             self._bar_id = bar.add_task("collecting episodes", total=total, completed=already)
-            if workers == 1:
+            if workers == 1 and choice.kind == "pool":
                 self._run_inline()
             else:
-                self._run_pool(workers, start_method)
+                self._run_executor(choice, workers, start_method)
 
     def _run_inline(self) -> None:
         try:
@@ -514,57 +521,37 @@ class _Runner:
             if pending is not None:
                 pending.result()
 
-    def _run_pool(self, workers: int, start_method: str) -> None:
-        ctx = mp.get_context(start_method)
-        pool = _worker_pool(workers, ctx)
-        inflight: dict[Future[EpisodeResult], tuple[str, int]] = {}
-        # After a worker dies, every episode in flight fails with it. Those suspects are re-run
-        # one at a time, so that only the episode that really crashes is charged a retry.
-        suspects: set[tuple[str, int]] = set()
+    def _run_executor(self, choice: ExecutorChoice, workers: int, start_method: str) -> None:
+        """One episode per worker at a time, so a worker that dies names the attempt it lost."""
+        work = CollectWork(run_episode, self.options)
+        ex = make_executor(choice, work, workers, start_method=start_method)
+        inflight = 0
         try:
             while True:
-                limit = 1 if suspects else 2 * workers
-                for job in self._jobs(limit - len(inflight)):
-                    inflight[pool.submit(run_episode, *self._job_args(job))] = job
+                for job in self._jobs(ex.free()):
+                    ex.submit(self._job_args(job)[:3])
+                    inflight += 1
                 if not inflight:
                     break
-                finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
-                broken: list[tuple[str, int]] = []
-                for fut in finished:
-                    job = inflight.pop(fut)
-                    try:
-                        res = fut.result()
-                    except BrokenProcessPool:
-                        broken.append(job)
-                        continue
-                    except Exception as exc:
-                        suspects.discard(job)
-                        self._retry_or_fail(job, exc)
-                        continue
-                    suspects.discard(job)
-                    self._deliver(job, res)
-                if broken:
-                    broken += list(inflight.values())
-                    inflight.clear()
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    pool = _worker_pool(workers, ctx)
-                    self.summary.messages.append(
-                        f"a worker process died running {len(broken)} episode(s); "
-                        "restarted the pool"
-                    )
-                    if len(broken) == 1:  # the culprit is known
-                        suspects.discard(broken[0])
-                        self._retry_or_fail(broken[0], RuntimeError("worker process died"))
+                finished, lost = ex.poll(timeout_s=0.5)
+                for args, res in finished:
+                    inflight -= 1
+                    if isinstance(res, EpisodeFailed):
+                        self._retry_or_fail((args[0], args[1]), res)
                     else:
-                        suspects.update(broken)
-                        self.requeue[:0] = sorted(broken)
+                        self._deliver((args[0], args[1]), res)
+                for args, why in lost:
+                    inflight -= 1
+                    self.summary.messages.append(
+                        f"{args[0]} attempt {args[1]}: {why}; its worker was replaced"
+                    )
+                    self._retry_or_fail((args[0], args[1]), RuntimeError(why))
         except BaseException:
             # SIGTERM (TerminatedError), Ctrl-C, a write error: stop the episodes in flight now
             # rather than wait for them (resume redoes them); the dataset is written only here.
-            _kill_workers(pool)
+            ex.close(abort=True)
             raise
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        ex.close()
 
     def _retry_or_fail(self, job: tuple[str, int], exc: BaseException) -> None:
         n = self.retries.get(job, 0)
@@ -595,7 +582,7 @@ class _Runner:
             "frames": 0,
         }
         if isinstance(r, Exception):
-            rec["error"] = f"{type(r).__name__}: {r}"
+            rec["error"] = str(r) if isinstance(r, EpisodeFailed) else f"{type(r).__name__}: {r}"
             self.summary.messages.append(f"{task} attempt {attempt}: {rec['error']}")
             _commit(self.state, rec)
             self.state.save()

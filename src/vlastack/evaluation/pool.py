@@ -1,159 +1,62 @@
-"""Running many episodes: inline, or in a pool of spawned worker processes, with one retry each.
+"""Running many episodes: inline, or on an executor (process pool or Ray), with one retry each.
 
-``run_jobs`` hands ``Job``s to ``EpisodeRunner``s (``workers=0``: in this process, no crash
-isolation; else ``WorkerPool``: one spawned process per worker, one job at a time each), retries
-an episode whose run or worker crashed (or ran past ``episode_timeout_s``) once, then records it
-as ``error``. A ``VlastackError`` while building the env or policy is a setup mistake and stops
-the whole run. Finished episodes are appended to ``episodes.jsonl`` as they come in.
+``run_jobs`` runs ``Job``s with ``EpisodeRunner``s: ``workers=0`` in this process (no crash
+isolation); else on an executor (``vlastack.executors``: the default process pool, or Ray
+tasks), each worker keeping one ``EvalWork`` (its policy and envs) and running one job at a
+time. An episode whose run or worker crashed (or ran past ``episode_timeout_s``) is retried once,
+then recorded as ``error``. A ``VlastackError`` while building the env or policy is a setup
+mistake and stops the whole run. Finished episodes are appended to ``episodes.jsonl`` as they
+come in, whichever executor runs them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import multiprocessing as mp
-import os
-import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vlastack.errors import ConfigError, VlastackError
 from vlastack.evaluation.episode import EpisodeRunner, Job, RunSpec, error_record
 from vlastack.evaluation.metrics import EpisodeRecord
+from vlastack.executors import Executor, ExecutorChoice, make_executor
 
 MAX_ATTEMPTS = 2  # the first try plus one retry
 
 
-def _worker_main(spec: RunSpec, jobs: Any, results: Any) -> None:
-    from vlastack.lifeline import watch_parent
+class EvalWork:
+    """What one worker runs: builds an ``EpisodeRunner`` on its first job, then answers each
+    ``Job`` with ``("done", key, record dict)``, ``("error", key, traceback)`` or, for a setup
+    mistake, ``("fatal", key, (error class name, message))``. Picklable: it travels to spawned
+    processes and Ray workers before its runner exists."""
 
-    watch_parent(os.getppid())  # spawned by the evaluating process: die with it
-    os.environ.setdefault("MUJOCO_GL", "egl")
-    runner = EpisodeRunner(spec)
-    while True:
-        try:
-            job = jobs.recv()
-        except EOFError:  # the parent went away
-            break
-        if job is None:
-            break
-        try:
-            runner.prepare(job.task)
-        except VlastackError as exc:  # a setup mistake: stop the whole evaluation
-            results.send(("fatal", job.key, (type(exc).__name__, str(exc))))
-            continue
-        except Exception:
-            results.send(("error", job.key, traceback.format_exc(limit=8)))
-            continue
-        try:
-            rec = runner.run(job)
-            results.send(("done", job.key, rec.to_dict()))
-        except Exception:
-            results.send(("error", job.key, traceback.format_exc(limit=8)))
-    runner.close()
-
-
-@dataclass
-class _Worker:
-    proc: Any
-    jobs: Any  # parent's sending end of the job pipe
-    results: Any  # parent's receiving end of the result pipe
-    job: Job | None = None
-    since: float = 0.0
-
-
-class WorkerPool:
-    """N spawned workers, one job at a time each, so a dead worker names the episode it held.
-
-    Each worker has its own pair of pipes (no queue shared between processes): a worker that dies
-    mid-write cannot leave a shared lock held and stall the others, and ``connection.wait`` on
-    the result pipes and process sentinels notices both results and deaths at once.
-    """
-
-    def __init__(self, spec: RunSpec, workers: int, episode_timeout_s: float | None) -> None:
-        self.ctx = mp.get_context("spawn")
+    def __init__(self, spec: RunSpec) -> None:
         self.spec = spec
-        self.timeout_s = episode_timeout_s
-        self.workers: list[_Worker] = [self._start() for _ in range(workers)]
+        self._runner: EpisodeRunner | None = None
 
-    def _start(self) -> _Worker:
-        job_r, job_w = self.ctx.Pipe(duplex=False)
-        res_r, res_w = self.ctx.Pipe(duplex=False)
-        proc = self.ctx.Process(target=_worker_main, args=(self.spec, job_r, res_w), daemon=True)
-        proc.start()
-        job_r.close()  # the child holds its own copies
-        res_w.close()
-        return _Worker(proc, job_w, res_r)
+    def __getstate__(self) -> dict[str, Any]:
+        return {"spec": self.spec, "_runner": None}
 
-    def idle(self) -> list[_Worker]:
-        return [w for w in self.workers if w.job is None]
-
-    def submit(self, w: _Worker, job: Job) -> None:
-        w.job, w.since = job, time.monotonic()
-        w.jobs.send(job)
-
-    def poll(self, timeout_s: float) -> tuple[list[tuple[Job, Any]], list[tuple[Job, str]]]:
-        """Wait for results; returns (job, message) pairs and (job, reason) for lost jobs."""
-        from multiprocessing.connection import wait
-
-        busy = [w for w in self.workers if w.job is not None]
-        handles = [w.results for w in busy] + [w.proc.sentinel for w in busy]
-        ready = set(wait(handles, timeout=timeout_s)) if handles else set()
-        messages, lost = [], []
-        now = time.monotonic()
-        for i, w in enumerate(self.workers):
-            if w.job is None:
-                if not w.proc.is_alive():
-                    self.workers[i] = self._start()
-                continue
-            msg = None
-            if w.results in ready or w.proc.sentinel in ready:
-                try:
-                    if w.results.poll():
-                        msg = w.results.recv()
-                except (EOFError, OSError):
-                    msg = None
-            if msg is not None:
-                messages.append((w.job, msg))
-                w.job = None
-                continue
-            timed_out = self.timeout_s is not None and now - w.since > self.timeout_s
-            if w.proc.is_alive() and not timed_out:
-                continue
-            if timed_out:
-                w.proc.kill()
-            w.proc.join(timeout=5)
-            why = (
-                f"episode exceeded {self.timeout_s} s"
-                if timed_out
-                else f"worker process died (exit code {w.proc.exitcode})"
-            )
-            lost.append((w.job, why))
-            self._discard(w)
-            self.workers[i] = self._start()
-        return messages, lost
-
-    @staticmethod
-    def _discard(w: _Worker) -> None:
-        for conn in (w.jobs, w.results):
-            with contextlib.suppress(OSError):
-                conn.close()
+    def __call__(self, job: Job) -> tuple[str, tuple[str, int], Any]:
+        try:
+            if self._runner is None:
+                self._runner = EpisodeRunner(self.spec)
+            self._runner.prepare(job.task)
+        except VlastackError as exc:  # a setup mistake: stop the whole evaluation
+            return ("fatal", job.key, (type(exc).__name__, str(exc)))
+        except Exception:
+            return ("error", job.key, traceback.format_exc(limit=8))
+        try:
+            return ("done", job.key, self._runner.run(job).to_dict())
+        except Exception:
+            return ("error", job.key, traceback.format_exc(limit=8))
 
     def close(self) -> None:
-        for w in self.workers:
-            with contextlib.suppress(OSError, BrokenPipeError):
-                w.jobs.send(None)
-        deadline = time.monotonic() + 10
-        for w in self.workers:
-            w.proc.join(timeout=max(0.1, deadline - time.monotonic()))
-            if w.proc.is_alive():
-                w.proc.kill()
-                w.proc.join(timeout=5)
-            self._discard(w)
+        if self._runner is not None:
+            self._runner.close()
+            self._runner = None
 
 
 def _progress_bar(total: int, enabled: bool) -> Any:
@@ -169,7 +72,9 @@ def run_jobs(
     episode_timeout_s: float | None,
     progress: bool,
     out: Path | None,
+    executor: ExecutorChoice | None = None,
 ) -> list[EpisodeRecord]:
+    """Run ``jobs``; ``workers=0`` inline, else on ``executor`` (default: the process pool)."""
     records: list[EpisodeRecord] = []
     bar = _progress_bar(len(jobs), progress)
     n_success = 0
@@ -186,10 +91,17 @@ def run_jobs(
         bar.update(1)
 
     try:
-        if workers <= 0:
+        if not jobs:  # a resumed run that had finished: nothing to start
+            pass
+        elif workers <= 0:
             _run_inline(spec, jobs, finish)
         else:
-            _run_pool(spec, jobs, workers, episode_timeout_s, finish)
+            choice = executor or ExecutorChoice()
+            ex = make_executor(choice, EvalWork(spec), min(workers, len(jobs)), episode_timeout_s)
+            try:
+                run_on_executor(ex, jobs, finish)
+            finally:
+                ex.close()
     finally:
         bar.close()
     return records
@@ -234,14 +146,9 @@ def _reraise(name: str, message: str) -> None:
     raise ConfigError(message)
 
 
-def _run_pool(
-    spec: RunSpec,
-    jobs: list[Job],
-    workers: int,
-    episode_timeout_s: float | None,
-    finish: Callable[[EpisodeRecord], None],
-) -> None:
-    pool = WorkerPool(spec, min(workers, len(jobs)), episode_timeout_s)
+def run_on_executor(ex: Executor, jobs: list[Job], finish: Callable[[EpisodeRecord], None]) -> None:
+    """Keep every worker of ``ex`` busy with ``jobs``; retry a lost or failed episode once
+    (before the remaining jobs), then record it as an error."""
     pending = deque(jobs)
     remaining = len(jobs)
     consecutive_deaths = 0
@@ -254,38 +161,33 @@ def _run_pool(
         else:
             pending.appendleft(job)  # retry once, before the remaining jobs
 
-    try:
-        while remaining:
-            for w in pool.idle():
-                if not pending:
-                    break
-                job = pending.popleft()
-                job.attempts += 1
-                pool.submit(w, job)
-            messages, lost = pool.poll(timeout_s=0.5)
-            for job, (kind, _key, payload) in messages:
-                consecutive_deaths = 0
-                if kind == "fatal":
-                    _reraise(*payload)
-                elif kind == "done":
-                    rec = EpisodeRecord.from_dict(payload)
-                    rec.attempts = job.attempts
-                    finish(rec)
-                    remaining -= 1
-                else:
-                    failed(job, payload)
-            for job, why in lost:
-                consecutive_deaths += 1
-                if consecutive_deaths > 2 * len(pool.workers) + 2:
-                    raise RuntimeError(
-                        f"{consecutive_deaths} worker processes in a row died without finishing "
-                        f"an episode (last: {why}). If evaluate() is called from a script, guard "
-                        "the call with `if __name__ == '__main__':` (workers are spawned and "
-                        "re-import the main module)."
-                    )
-                failed(job, why)
-    finally:
-        pool.close()
+    while remaining:
+        while pending and ex.free() > 0:
+            job = pending.popleft()
+            job.attempts += 1
+            ex.submit(job)
+        messages, lost = ex.poll(timeout_s=0.5)
+        for job, (kind, _key, payload) in messages:
+            consecutive_deaths = 0
+            if kind == "fatal":
+                _reraise(*payload)
+            elif kind == "done":
+                rec = EpisodeRecord.from_dict(payload)
+                rec.attempts = job.attempts
+                finish(rec)
+                remaining -= 1
+            else:
+                failed(job, payload)
+        for job, why in lost:
+            consecutive_deaths += 1
+            if consecutive_deaths > 2 * ex.workers + 2:
+                raise RuntimeError(
+                    f"{consecutive_deaths} workers in a row died without finishing an episode "
+                    f"(last: {why}). If evaluate() is called from a script, guard the call with "
+                    "`if __name__ == '__main__':` (workers are spawned and re-import the main "
+                    "module)."
+                )
+            failed(job, why)
 
 
-__all__ = ["MAX_ATTEMPTS", "WorkerPool", "run_jobs"]
+__all__ = ["MAX_ATTEMPTS", "EvalWork", "run_jobs", "run_on_executor"]

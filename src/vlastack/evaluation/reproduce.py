@@ -24,6 +24,8 @@ def evaluate_manifest(
     checkpoint: str | Path | None = None,
     workers: int | None = None,
     progress: bool = True,
+    executor: Any = None,
+    ray_address: str | None = None,
 ) -> Any:
     """Re-run the protocol of a manifest exactly; the results' summary gains a ``reproduction``
     block comparing the checkpoint hash, versions and initial-state fingerprints."""
@@ -69,6 +71,8 @@ def evaluate_manifest(
         progress=progress,
         video_fps=float(p.get("video_fps", 20.0)),
         embodiment=p.get("embodiment"),  # a member forced with --embodiment (mixtures)
+        executor=executor,
+        ray_address=ray_address,
     )
     old = m.get("initial_states", {})
     new = results.manifest.get("initial_states", {})

@@ -31,11 +31,59 @@ class EvalResults:
         return self.summary["overall"]["success_rate"]
 
 
-def start_results_folder(out: Path, manifest: dict[str, Any]) -> None:
-    """Create ``out`` with the manifest of the run about to start and an empty episode log."""
+def start_results_folder(
+    out: Path, manifest: dict[str, Any], kept: Sequence[EpisodeRecord] = ()
+) -> None:
+    """Create ``out`` with the manifest of the run about to start and an episode log holding
+    only ``kept`` (the episodes a resumed run already has)."""
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "manifest.json", json.dumps(manifest, indent=2))
-    (out / "episodes.jsonl").write_text("")
+    write_text(out / "episodes.jsonl", "".join(json.dumps(r.to_dict()) + "\n" for r in kept))
+
+
+def finished_records(
+    out: Path, manifest: dict[str, Any], jobs: Sequence[Any]
+) -> list[EpisodeRecord]:
+    """The episodes an interrupted run in ``out`` finished, to keep when resuming it: those of
+    ``out/episodes.jsonl`` that match one of ``jobs`` (task, episode and seed). Refuses a folder
+    whose manifest has another protocol or other weights."""
+    from vlastack.errors import ConfigError
+
+    path = out / "manifest.json"
+    if not path.exists():
+        raise ConfigError(
+            f"--resume: {path} not found; {out} holds no run to resume (drop --resume)"
+        )
+    try:
+        old = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--resume: {path} is not valid JSON ({exc}); drop --resume") from None
+    old_protocol = old.get("protocol", {})
+    for key, value in manifest["protocol"].items():
+        if json.loads(json.dumps(value)) != old_protocol.get(key):
+            raise ConfigError(
+                f"--resume: {path} has {key}={old_protocol.get(key)!r} but this run asks for "
+                f"{key}={value!r}; resume with the same settings or choose a new --out"
+            )
+    old_w = (old.get("checkpoint") or {}).get("weights_sha256")
+    new_w = (manifest.get("checkpoint") or {}).get("weights_sha256")
+    if old_w != new_w:
+        raise ConfigError(
+            f"--resume: {path} was made with other weights (sha256 {old_w} vs {new_w}); "
+            "resume with the same checkpoint or choose a new --out"
+        )
+    wanted = {(j.task, j.episode): j.seed for j in jobs}
+    kept: dict[tuple[str, int], EpisodeRecord] = {}
+    log = out / "episodes.jsonl"
+    lines = log.read_text().splitlines() if log.exists() else []
+    for line in lines:
+        try:
+            rec = EpisodeRecord.from_dict(json.loads(line))
+        except (json.JSONDecodeError, TypeError, KeyError, AttributeError):
+            continue  # the line being written when the run was killed
+        if wanted.get((rec.task, rec.episode)) == rec.seed:
+            kept[(rec.task, rec.episode)] = rec
+    return list(kept.values())
 
 
 def write_results_folder(
@@ -88,6 +136,7 @@ __all__ = [
     "initial_states",
     "resolved_horizons",
     "run_timing",
+    "finished_records",
     "start_results_folder",
     "write_results_folder",
     "write_summary",

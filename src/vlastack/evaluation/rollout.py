@@ -35,16 +35,18 @@ from vlastack.evaluation.loading import (
     resolve_tasks,
 )
 from vlastack.evaluation.manifest import build_manifest
-from vlastack.evaluation.metrics import summarize
+from vlastack.evaluation.metrics import EpisodeRecord, summarize
 from vlastack.evaluation.pool import MAX_ATTEMPTS, run_jobs
 from vlastack.evaluation.results import (
     EvalResults,
+    finished_records,
     initial_states,
     resolved_horizons,
     run_timing,
     start_results_folder,
     write_results_folder,
 )
+from vlastack.executors import ExecutorChoice, as_choice
 
 ACTION_REMAP_MODES = ("strict", "pad")
 
@@ -109,6 +111,9 @@ def evaluate(
     video_fps: float = 20.0,
     embodiment: str | None = None,
     threads: int | None = None,
+    executor: str | ExecutorChoice | None = None,
+    ray_address: str | None = None,
+    resume: bool = False,
 ) -> EvalResults:
     """Roll out ``policy`` (checkpoint folder or picklable zero-arg factory) on ``env``.
 
@@ -119,7 +124,14 @@ def evaluate(
     robots acts as the member matching the environment's embodiment, or ``embodiment`` (a
     member name or robot_type) when given. ``threads`` sets the policy's torch threads (default:
     the cores shared out among the workers; in-process, torch's own default).
+
+    ``executor`` runs the episodes when ``workers >= 1``: ``"pool"`` (default, spawned processes)
+    or ``"ray"`` (Ray tasks on a local instance with ``workers`` CPUs, or on the cluster at
+    ``ray_address``); the episodes, seeds and records are the same. ``resume=True`` continues an
+    interrupted run in ``out_dir``: the episodes its ``episodes.jsonl`` holds are kept, the rest
+    run (the protocol must be the same).
     """
+    choice = as_choice(executor, ray_address)
     if action_remap not in ACTION_REMAP_MODES:
         raise ConfigError(f"action_remap={action_remap!r}; expected one of {ACTION_REMAP_MODES}")
     if episodes_per_task < 1:
@@ -166,12 +178,23 @@ def evaluate(
         seeds={t: [j.seed for j in jobs if j.task == t] for t in task_list},
     )
     manifest["torch_threads"] = spec.torch_threads
+    if workers >= 1:
+        manifest["executor"] = choice.label
     out = Path(out_dir) if out_dir else None
+    kept: list[EpisodeRecord] = []
+    if resume and out is None:
+        raise ConfigError("resume=True needs out_dir, the folder of the run to continue")
+    if resume and out is not None:
+        kept = finished_records(out, manifest, jobs)
     if out:
-        start_results_folder(out, manifest)
+        start_results_folder(out, manifest, kept)
+    done = {(r.task, r.episode) for r in kept}
+    jobs_left = [j for j in jobs if j.key not in done]
 
     t0 = time.perf_counter()
-    records = run_jobs(spec, jobs, workers, episode_timeout_s, progress, out)
+    records = kept + run_jobs(
+        spec, jobs_left, workers, episode_timeout_s, progress, out, executor=choice
+    )
     wall_s = time.perf_counter() - t0
     order = {j.key: i for i, j in enumerate(jobs)}
     records.sort(key=lambda r: order[(r.task, r.episode)])
@@ -198,6 +221,9 @@ def evaluate(
         **(run_info or {}),
     }
     summary["timing"] = run_timing(records, wall_s, workers)
+    summary["timing"]["executor"] = choice.label if workers >= 1 else "inline"
+    if resume:
+        summary["timing"]["resumed_episodes"] = len(kept)
     if out:
         write_results_folder(out, manifest, records, summary)
     return EvalResults(records, summary, manifest, out)

@@ -51,6 +51,7 @@ def transfer(
     episodes_per_task: int = 10,
     seed: int = 0,
     workers: int = 1,
+    executor: Any = None,
     image_size: tuple[int, int] = (96, 96),
     max_steps: int | None = None,
     out_dir: str | Path = "results/transfer",
@@ -73,6 +74,7 @@ def transfer(
         episodes_per_task=episodes_per_task,
         seed=seed,
         workers=workers,
+        executor=executor,
         image_size=image_size,
         max_steps=max_steps,
         progress=progress,
@@ -87,6 +89,7 @@ def transfer(
             seed=seed,
             workers=workers,
             progress=progress,
+            executor=executor,
         )
         res, src_train_s = train_one(
             recipe,
@@ -110,6 +113,7 @@ def transfer(
         seed=seed + 1,
         workers=workers,
         progress=progress,
+        executor=executor,
     )
     ft, ft_s = train_one(
         recipe,

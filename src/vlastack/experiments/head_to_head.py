@@ -50,6 +50,7 @@ def heads(
     episodes_per_task: int = 10,
     seed: int = 0,
     workers: int = 1,
+    executor: Any = None,
     image_size: tuple[int, int] = (96, 96),
     max_steps: int | None = None,
     out_dir: str | Path = "results/heads",
@@ -83,6 +84,7 @@ def heads(
         seed=seed,
         workers=workers,
         progress=progress,
+        executor=executor,
     )
     base = get_recipe(recipe)
     rows: list[dict[str, Any]] = []
@@ -124,6 +126,7 @@ def heads(
             episodes_per_task=episodes_per_task,
             seed=seed,
             workers=workers,
+            executor=executor,
             image_size=image_size,
             max_steps=max_steps,
             out_dir=out / head / "eval",

@@ -23,6 +23,7 @@ def ensure_dataset(
     seed: int,
     workers: int,
     progress: bool,
+    executor: Any = None,
 ) -> Path:
     """``data`` if given (must exist), else expert demonstrations collected into ``out``
     (``env`` may list several envs or suites, comma-separated: one dataset for all)."""
@@ -47,6 +48,7 @@ def ensure_dataset(
             seed=seed,
             workers=max(1, workers),
             progress=progress,
+            executor=executor,
         )
     return out
 
