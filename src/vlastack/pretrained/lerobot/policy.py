@@ -230,6 +230,7 @@ class LeRobotACTPolicy:
         self.rename_map = dict(rename_map or {})
         self.checkpoint = checkpoint
         self.num_resets = 0
+        self.quantization: dict[str, Any] | None = None  # set by quantize.load_lerobot_int8
         coeff = spec.temporal_ensemble_coeff
         self.ensembler = (
             LeRobotTemporalEnsembler(coeff, spec.chunk_size) if coeff is not None else None
@@ -261,6 +262,7 @@ class LeRobotACTPolicy:
             "image_size": list(s.image_shape[1:]) if s.image_shape else [],
             "observation_keys": self.input_keys,
             "temporal_ensemble_coeff": s.temporal_ensemble_coeff,
+            "quantization": self.quantization,
             "embodiment": self.embodiment_dict,
         }
 
