@@ -32,8 +32,9 @@ import copy
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -150,14 +151,18 @@ def _float_weights(file: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def _load_network(build: Any, file: Path, backend: str) -> nn.Module:
+M = TypeVar("M", bound=nn.Module)
+
+
+def _load_network(build: Callable[[], M], file: Path, backend: str) -> M:
     with torch.device("meta"):
         shapes = {k: tuple(v.shape) for k, v in build().state_dict().items()}
     weights = _float_weights(file)
     check_state_dict(shapes, {k: tuple(v.shape) for k, v in weights.items()}, str(file))
     net = build()
     net.load_state_dict(weights, strict=True)
-    return quantize_dynamic_int8(net.eval(), backend=backend)
+    quantize_dynamic_int8(net.eval(), backend=backend)  # in place
+    return net
 
 
 def load_lerobot_int8(
@@ -203,9 +208,9 @@ def load_lerobot_int8(
     policy: Any
     if kind == "act":
         spec = ACTSpec.from_config(cfg)
-        net = _load_network(lambda: ACTNetwork(spec), path / WEIGHTS_INT8, chosen).to(dev)
+        anet = _load_network(lambda: ACTNetwork(spec), path / WEIGHTS_INT8, chosen).to(dev)
         policy = LeRobotACTPolicy(
-            net,
+            anet,
             spec,
             normalizer=procs.normalizer,
             unnormalizer=procs.unnormalizer,
@@ -214,7 +219,7 @@ def load_lerobot_int8(
         )
     else:
         dspec = DiffusionSpec.from_config(cfg)
-        net = _load_network(lambda: DiffusionNetwork(dspec), path / WEIGHTS_INT8, chosen).to(dev)
-        policy = LeRobotDiffusionPolicy(net, dspec, procs, seed=seed, **common)
+        dnet = _load_network(lambda: DiffusionNetwork(dspec), path / WEIGHTS_INT8, chosen).to(dev)
+        policy = LeRobotDiffusionPolicy(dnet, dspec, procs, seed=seed, **common)
     policy.quantization = quant  # in metadata; ``write`` refuses a quantized policy
     return policy
