@@ -138,9 +138,9 @@ register_policy_format(
 
 
 def _is_lerobot_int8(path: Path) -> bool:
-    from vlastack.pretrained.lerobot.quantize import is_lerobot_int8
+    from vlastack.pretrained.lerobot.folder import is_int8_folder
 
-    return is_lerobot_int8(path)
+    return is_int8_folder(path)
 
 
 def _load_lerobot_int8(path: Path, **kw: Any) -> Any:

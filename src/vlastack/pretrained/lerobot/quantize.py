@@ -45,21 +45,10 @@ from vlastack.pretrained.lerobot import folder as lf
 from vlastack.pretrained.lerobot.weights import check_state_dict
 
 FORMAT_NAME = "lerobot_int8"
-QUANT_FILE = "quantization.json"
-WEIGHTS_INT8 = "model_int8.safetensors"
+QUANT_FILE = lf.QUANT_FILE
+WEIGHTS_INT8 = lf.WEIGHTS_INT8
+is_lerobot_int8 = lf.is_int8_folder
 TYPES = ("act", "diffusion")
-
-
-def is_lerobot_int8(path: Path) -> bool:
-    """A folder ``quantize_lerobot`` wrote (reads two small JSON files, no torch)."""
-    path = Path(path)
-    if not (path / QUANT_FILE).is_file() or not (path / WEIGHTS_INT8).is_file():
-        return False
-    try:
-        info = json.loads((path / QUANT_FILE).read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(info, dict) and info.get("format") == FORMAT_NAME
 
 
 def _source_policy(src: Path) -> tuple[str, Any]:
