@@ -92,6 +92,7 @@ def quantize_lerobot(
         "method": "int8",
         "policy_type": kind,
         "backend": resolved,
+        "parts": ["all linear layers"],  # the CLI's summary line; natively a list of VLA parts
         "num_layers": len(layers),
         "layers": layers,
         "source": str(src),
