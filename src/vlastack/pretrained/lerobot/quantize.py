@@ -106,7 +106,7 @@ def quantize_lerobot(
     try:
         for f in src.iterdir():
             if f.is_file() and f.name != lf.WEIGHTS:
-                shutil.copy2(f, tmp / f.name)
+                shutil.copyfile(f, tmp / f.name)
         save_file(weights, str(tmp / WEIGHTS_INT8), {"format": "pt"})
         (tmp / QUANT_FILE).write_text(json.dumps(info, indent=2))
         if dst.exists():
