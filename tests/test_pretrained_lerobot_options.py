@@ -30,6 +30,7 @@ from _lerobot_golden import max_abs, raw_obs
 from _lerobot_python import lerobot_python
 from vlastack.errors import ConfigError
 from vlastack.pretrained.lerobot import diffusion as dmod
+from vlastack.pretrained.lerobot.describe import describe_folder
 from vlastack.pretrained.lerobot.diffusion_policy import load_lerobot_diffusion
 from vlastack.pretrained.lerobot.policy import load_lerobot_act
 
@@ -164,6 +165,8 @@ def test_act_temporal_ensemble_matches_lerobot_select_action(lerobot_runs, fixtu
     golden, tol = G.golden(adir), G.tolerance(adir)
     policy = load_lerobot_act(lerobot_runs["folders"]["act"], device="cpu")
     assert policy.metadata["action_horizon"] == policy.metadata["execute_horizon"] == 1
+    info = describe_folder(lerobot_runs["folders"]["act"], "act", "lerobot_act")  # inspect
+    assert info["chunk_length"] == info["execute_horizon"] == 1
     want = np.asarray(lerobot_runs["results"]["act"])  # (steps, 1, A)
     for run in range(2):  # the second run checks that reset() clears the ensemble
         policy.reset()
