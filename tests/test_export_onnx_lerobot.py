@@ -10,12 +10,13 @@ golden observations of ``fixtures/lerobot_policies/{act,diffusion}``:
   LeRobot's golden ``action_chunk`` within golden.json's fresh-process tolerance (7.6e-6) with
   onnxruntime's basic graph optimizations, within twice it with the default level (whose
   fusions round one action ~1 float32 ulp further: 1.0e-5 on obs1);
-* Diffusion: the 100-step DDPM loop around the exported step (vlastack's ``DDPMSampler.step``,
+* Diffusion: the 100-step DDPM loop around the exported step (vlastack's ``DiffusionSampler.step``,
   the recorded start noise and step draws) reproduces the golden normalized chunk within
   ``DDPM_ATOL`` (errors of the step accumulate over 100 steps, so this is looser than the
   golden tolerance).
 
-``vlastack export quantize`` refuses an imported folder with an error naming what is supported.
+``vlastack export quantize --method ternary`` refuses an imported folder with an error naming
+what is supported (int8 is tests/test_pretrained_lerobot_int8.py).
 """
 
 from __future__ import annotations
@@ -208,11 +209,12 @@ def test_native_entry_points_at_the_lerobot_one(fixtures_dir, tmp_path):
         export_onnx(folder, tmp_path / "o")
 
 
-def test_quantize_refuses_an_imported_folder(fixtures_dir, tmp_path, capsys):
+def test_quantize_ternary_refuses_an_imported_folder(fixtures_dir, tmp_path, capsys):
+    """int8 of these folders: tests/test_pretrained_lerobot_int8.py; ternary is refused."""
     for kind, fmt in (("act", "lerobot_act"), ("diffusion", "lerobot_diffusion")):
         folder = G.policy_dir(fixtures_dir, kind) / "pretrained_model"
         out = tmp_path / kind
-        rc = main(["export", "quantize", str(folder), "--method", "int8", "--out", str(out)])
+        rc = main(["export", "quantize", str(folder), "--method", "ternary", "--out", str(out)])
         err = capsys.readouterr().err
         assert rc == 2 and "Traceback" not in err
         assert f"imported '{fmt}' checkpoint" in err and "vlastack export onnx" in err

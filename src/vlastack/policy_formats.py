@@ -139,6 +139,27 @@ register_policy_format(
 )
 
 
+def _is_lerobot_int8(path: Path) -> bool:
+    from vlastack.pretrained.lerobot.folder import is_int8_folder
+
+    return is_int8_folder(path)
+
+
+def _load_lerobot_int8(path: Path, **kw: Any) -> Any:
+    from vlastack.pretrained.lerobot.quantize import load_lerobot_int8
+
+    return load_lerobot_int8(path, **kw)
+
+
+register_policy_format(
+    "lerobot_int8",
+    _is_lerobot_int8,
+    _load_lerobot_int8,
+    "int8 copy of a LeRobot ACT / Diffusion Policy folder written by `vlastack export quantize` "
+    "(quantization.json, model_int8.safetensors)",
+)
+
+
 def _is_lerobot_finetuned(path: Path) -> bool:
     """A vlastack checkpoint (or its run / ``checkpoints`` folder) whose config.json says
     ``"format": "lerobot_finetuned"``; reads that one JSON file, imports no torch."""

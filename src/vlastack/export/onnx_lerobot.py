@@ -218,9 +218,10 @@ def _spec_json(fmt: str, policy: Any) -> dict[str, Any]:
             "timesteps": [int(t) for t in sampler.timesteps],
             "alphas_cumprod": sampler.alphas_cumprod.tolist(),
             "clip_sample_range": sampler.clip,
-            "prediction": "epsilon",
-            "variance": "fixed_small",
-            "reference": "vlastack.pretrained.lerobot.diffusion.DDPMSampler.step",
+            "scheduler": sampler.kind,
+            "prediction": sampler.prediction,
+            "variance": "fixed_small" if sampler.stochastic else "none (DDIM, eta 0)",
+            "reference": "vlastack.pretrained.lerobot.schedulers.DiffusionSampler.step",
         },
     )
     return out

@@ -61,19 +61,23 @@ def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2))
 
 
-def refuse_imported(src: str | Path) -> None:
+LEROBOT_INT8 = ("lerobot_act", "lerobot_diffusion")  # imported formats with an int8 path
+
+
+def refuse_imported(src: str | Path, method: str = "int8") -> None:
     """ConfigError when ``src`` is a folder a registered checkpoint format claims (an imported
-    policy such as a LeRobot ``pretrained_model``): quantization rewrites native checkpoints."""
+    policy) that ``quantize_checkpoint`` cannot quantize with ``method``: LeRobot ACT / Diffusion
+    folders take int8 (``pretrained.lerobot.quantize``), nothing imported takes ternary."""
     from vlastack.policy_formats import detect_policy_format
 
     fmt = detect_policy_format(src)
-    if fmt is None:
+    if fmt is None or (fmt.name in LEROBOT_INT8 and method == "int8"):
         return
     raise ConfigError(
-        f"{src} is an imported {fmt.name!r} checkpoint; `vlastack export quantize` (int8, "
-        "ternary) rewrites native vlastack checkpoints only. For this folder use `vlastack "
-        "export onnx` (float32 graphs + manifest), whose graphs onnxruntime's quantization "
-        "tools can quantize, or train/convert a native vlastack checkpoint and quantize that"
+        f"{src} is an imported {fmt.name!r} checkpoint; `vlastack export quantize` takes "
+        f"native vlastack checkpoints (int8, ternary) and LeRobot ACT / Diffusion Policy "
+        f"folders (int8 only), not {method!r} on this one. Use `vlastack export onnx` "
+        "(float32 graphs + manifest) or quantize the float source"
     )
 
 
@@ -95,9 +99,21 @@ def quantize_checkpoint(
     """
     from vlastack.training.checkpoint import FORMAT_VERSION, save_weights
 
-    refuse_imported(src)
     if method not in METHODS:
         raise ConfigError(f"quantization method {method!r} unknown; choose one of {METHODS}")
+    refuse_imported(src, method)
+    from vlastack.policy_formats import detect_policy_format
+
+    fmt = detect_policy_format(src)
+    if fmt is not None and fmt.name in LEROBOT_INT8:
+        if parts is not None:
+            raise ConfigError(
+                "--parts names parts of native vlastack models; a LeRobot folder is quantized "
+                "whole (every linear layer): drop --parts"
+            )
+        from vlastack.pretrained.lerobot.quantize import quantize_lerobot
+
+        return quantize_lerobot(src, dst, backend=backend, overwrite=overwrite)
     chosen = list(parts) if parts is not None else list(DEFAULT_PARTS[method])
     check_parts(chosen)
     dst = Path(dst)
@@ -181,7 +197,10 @@ def ternarize_checkpoint(
 def quantization_info(path: str | Path) -> dict[str, Any] | None:
     """The ``quantization`` section of a checkpoint's config.json (None for full precision)."""
     from vlastack.checkpoints import resolve_checkpoint
+    from vlastack.pretrained.lerobot.quantize import QUANT_FILE, is_lerobot_int8
 
+    if is_lerobot_int8(Path(path)):
+        return dict(json.loads((Path(path) / QUANT_FILE).read_text()))
     p = resolve_checkpoint(path) / "config.json"
     try:
         info = json.loads(p.read_text()).get("quantization")

@@ -124,6 +124,11 @@ class ACTSpec:
                 f"config.json feedforward_activation {spec.feedforward_activation!r} is not "
                 f"one of {', '.join(ACTIVATIONS)}"
             )
+        if spec.temporal_ensemble_coeff is not None and spec.n_action_steps > 1:
+            raise ConfigError(
+                f"config.json temporal_ensemble_coeff {spec.temporal_ensemble_coeff} needs "
+                f"n_action_steps 1 (it is {spec.n_action_steps}), as LeRobot requires"
+            )
         if spec.n_obs_steps != 1:
             raise ConfigError(
                 f"config.json n_obs_steps is {spec.n_obs_steps}; LeRobot's ACT supports 1 only"

@@ -77,7 +77,9 @@ SHAPING_FIELDS: dict[str, tuple[str, ...]] = {
 def horizons(policy_type: str, cfg: dict[str, Any]) -> dict[str, Any]:
     """Chunk length ``infer`` returns, how many of them to execute, observations stacked."""
     n_action = int(cfg.get("n_action_steps") or 1)
-    if policy_type in ("act", "smolvla", "pi0", "pi05"):
+    if policy_type == "act" and cfg.get("temporal_ensemble_coeff") is not None:
+        chunk = 1  # select_action semantics: one ensembled action per call (ensemble.py)
+    elif policy_type in ("act", "smolvla", "pi0", "pi05"):
         chunk = int(cfg.get("chunk_size") or n_action)
     else:  # diffusion: LeRobot's predict_action_chunk returns n_action_steps actions
         chunk = n_action

@@ -21,9 +21,12 @@ run through the backbone, spatial soft-argmax (softmax over the H*W cells of eac
 expected (x, y) on a [-1, 1] grid), Linear and ReLU. The global condition is
 ``cat(state, camera features in config order)`` per observation step, flattened over the
 ``n_obs_steps`` steps; the UNet's FiLM input is ``cat(step embedding, global condition)``.
-DDPM (diffusers ``DDPMScheduler`` defaults as LeRobot configures it: ``squaredcos_cap_v2`` betas,
-``epsilon`` prediction, x0 clipped to +-``clip_sample_range``, ``fixed_small`` variance,
-``leading`` timesteps ``num_train_timesteps - 1 .. 0``), one Gaussian draw per step with t > 0.
+With ``resize_shape`` set, each image is first resized (torchvision ``Resize``: bilinear,
+antialiased) and the crop is derived from ``crop_ratio`` as LeRobot's config does
+(``derived_crop``). The sampler is ``schedulers.DiffusionSampler``: diffusers' DDPM or DDIM
+schedule as LeRobot configures it (any ``beta_schedule``, ``prediction_type`` epsilon or sample,
+``clip_sample`` on or off, ``num_inference_steps`` with leading spacing); a DDPM step with t > 0
+takes one Gaussian draw.
 The chunk is steps ``n_obs_steps - 1 .. n_obs_steps - 2 + n_action_steps`` of the horizon.
 
 Verified: the fixture checkpoint (``diffusion/pretrained_model``) gives LeRobot's golden chunks
@@ -48,6 +51,7 @@ from vlastack.errors import ConfigError
 from vlastack.pretrained.lerobot.act import _one
 from vlastack.pretrained.lerobot.folder import read_features
 from vlastack.pretrained.lerobot.resnet import BACKBONES, Norm, build_backbone
+from vlastack.pretrained.lerobot.schedulers import DiffusionSampler
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,7 @@ class DiffusionSpec:
         for k in ("resize_shape", "crop_shape", "down_dims"):
             if kw.get(k) is not None:
                 kw[k] = tuple(int(v) for v in kw[k])
+        kw.update(derived_crop(kw.get("resize_shape"), float(kw.get("crop_ratio", 1.0))) or {})
         inputs = read_features(dict(cfg), "input_features")
         outputs = read_features(dict(cfg), "output_features")
         images = [f for f in inputs if f.type == "VISUAL"]
@@ -126,19 +131,29 @@ class DiffusionSpec:
             action_key=action.key,
             action_dim=action.shape[0],
         )
-        if spec.noise_scheduler_type != "DDPM":
-            raise ConfigError(
-                f"config.json noise_scheduler_type {spec.noise_scheduler_type!r}: only DDPM is "
-                "implemented in vlastack's LeRobot loader so far"
-            )
-        if spec.beta_schedule != "squaredcos_cap_v2" or spec.prediction_type != "epsilon":
-            raise ConfigError(
-                f"config.json beta_schedule {spec.beta_schedule!r} / prediction_type "
-                f"{spec.prediction_type!r}: only squaredcos_cap_v2 / epsilon are implemented"
-            )
-        if spec.resize_shape is not None:
-            raise ConfigError("config.json resize_shape is set: resizing is not implemented yet")
         return spec
+
+
+def derived_crop(
+    resize: tuple[int, ...] | None, crop_ratio: float
+) -> dict[str, tuple[int, int] | None] | None:
+    """LeRobot's ``DiffusionConfig.__post_init__``: with ``resize_shape`` set, ``crop_shape`` is
+    ``int(resize * crop_ratio)`` per side when ``crop_ratio < 1``, else no crop (whatever
+    config.json says); without it, ``crop_shape`` stands. None when nothing is derived."""
+    if not 0 < crop_ratio <= 1.0:
+        raise ConfigError(f"config.json crop_ratio {crop_ratio}: must be in (0, 1]")
+    if resize is None:
+        return None
+    if len(resize) != 2 or min(resize) <= 0:
+        raise ConfigError(f"config.json resize_shape {list(resize)}: must be two positive ints")
+    if crop_ratio < 1.0:
+        return {"crop_shape": (int(resize[0] * crop_ratio), int(resize[1] * crop_ratio))}
+    return {"crop_shape": None}
+
+
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """torchvision ``Resize(size)`` on a float tensor: bilinear, antialiased, half-pixel."""
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
 # ---- vision -------------------------------------------------------------------------------
@@ -202,11 +217,12 @@ class RgbEncoder(nn.Module):
         super().__init__()
         norm: Norm = _group_norm if spec.use_group_norm else nn.BatchNorm2d
         self.crop = spec.crop_shape
+        self.resize = spec.resize_shape
         # training only (``trainable``): LeRobot's ``crop_is_random`` crop in train mode
         self.random_crop = False
         self.backbone = build_backbone(spec.vision_backbone, norm=norm).as_sequential()
         assert spec.image_shape is not None
-        h, w = spec.crop_shape or spec.image_shape[1:]
+        h, w = spec.crop_shape or spec.resize_shape or spec.image_shape[1:]
         for _ in range(5):  # stem conv, max-pool and three stride-2 stages: ceil halving
             h, w = (h + 1) // 2, (w + 1) // 2
         channels = BACKBONES[spec.vision_backbone].widths[-1]
@@ -217,6 +233,8 @@ class RgbEncoder(nn.Module):
         self.relu = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.resize is not None:
+            x = resize(x, self.resize)
         if self.crop is not None and self.training and self.random_crop:
             x = random_crop(x, self.crop)
         elif self.crop is not None:
@@ -339,56 +357,6 @@ class ConditionalUnet1d(nn.Module):
         return self.final_conv(x).transpose(1, 2)
 
 
-# ---- DDPM -------------------------------------------------------------------------------------
-def cosine_betas(n: int, max_beta: float = 0.999) -> torch.Tensor:
-    """``squaredcos_cap_v2``: beta_i = min(1 - abar((i+1)/n) / abar(i/n), max_beta) with
-    abar(t) = cos((t + 0.008) / 1.008 * pi / 2) ** 2, in float64 Python math, then float32."""
-
-    def abar(t: float) -> float:
-        return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
-
-    betas = [min(1 - abar((i + 1) / n) / abar(i / n), max_beta) for i in range(n)]
-    return torch.tensor(betas, dtype=torch.float32)
-
-
-class DDPMSampler:
-    """diffusers' ``DDPMScheduler.step`` for epsilon prediction, x0 clipping and fixed_small
-    variance, with LeRobot's ``leading`` timesteps; the scalar math is done on float32 0-d
-    tensors in diffusers' order so the samples agree to rounding."""
-
-    def __init__(self, spec: DiffusionSpec) -> None:
-        self.num_train = spec.num_train_timesteps
-        self.steps = spec.num_inference_steps or spec.num_train_timesteps
-        self.clip = spec.clip_sample_range if spec.clip_sample else None
-        self.alphas_cumprod = torch.cumprod(1.0 - cosine_betas(self.num_train), dim=0)
-        self.one = torch.tensor(1.0)
-        ratio = self.num_train // self.steps
-        self.timesteps = [i * ratio for i in range(self.steps)][::-1]
-
-    def step(
-        self, eps: torch.Tensor, index: int, sample: torch.Tensor, noise: torch.Tensor | None
-    ) -> torch.Tensor:
-        t = self.timesteps[index]
-        prev_t = self.timesteps[index + 1] if index + 1 < len(self.timesteps) else -1
-        a_t = self.alphas_cumprod[t]
-        a_prev = self.alphas_cumprod[prev_t] if prev_t >= 0 else self.one
-        b_t = 1 - a_t
-        b_prev = 1 - a_prev
-        cur_alpha = a_t / a_prev
-        cur_beta = 1 - cur_alpha
-        x0 = (sample - b_t ** (0.5) * eps) / a_t ** (0.5)
-        if self.clip is not None:
-            x0 = x0.clamp(-self.clip, self.clip)
-        x0_coeff = (a_prev ** (0.5) * cur_beta) / b_t
-        sample_coeff = cur_alpha ** (0.5) * b_prev / b_t
-        prev = x0_coeff * x0 + sample_coeff * sample
-        if t > 0:
-            assert noise is not None
-            variance = torch.clamp((1 - a_prev) / (1 - a_t) * cur_beta, min=1e-20)
-            prev = prev + (variance**0.5) * noise
-        return prev
-
-
 class DiffusionModel(nn.Module):
     """The network under LeRobot's ``DiffusionPolicy.diffusion``."""
 
@@ -409,7 +377,7 @@ class DiffusionModel(nn.Module):
         if spec.env_state_dim:
             cond += spec.env_state_dim
         self.unet = ConditionalUnet1d(spec, cond * spec.n_obs_steps)
-        self.sampler = DDPMSampler(spec)
+        self.sampler = DiffusionSampler(spec)
 
     def global_condition(
         self, state: torch.Tensor, images: list[torch.Tensor], env_state: torch.Tensor | None
@@ -447,7 +415,7 @@ class DiffusionModel(nn.Module):
             t_batch = torch.full(x.shape[:1], t, dtype=torch.long, device=x.device)
             eps = self.unet(x, t_batch, global_cond)
             draw = None
-            if t > 0:
+            if t > 0 and sampler.stochastic:
                 if step_noise is not None:
                     draw = step_noise[i].to(device=x.device, dtype=x.dtype)
                 else:

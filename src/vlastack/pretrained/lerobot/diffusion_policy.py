@@ -64,6 +64,7 @@ class LeRobotDiffusionPolicy:
         self.checkpoint = checkpoint
         self.seed = seed
         self.num_resets = 0
+        self.quantization: dict[str, Any] | None = None  # set by quantize.load_lerobot_int8
         self._history: deque[dict[str, torch.Tensor]] = deque(maxlen=spec.n_obs_steps)
         self._generator = torch.Generator(device=self.device).manual_seed(seed)
 
@@ -97,6 +98,7 @@ class LeRobotDiffusionPolicy:
             "observation_keys": list(self.input_shapes),
             "diffusion_steps": len(self.network.diffusion.sampler.timesteps),
             "seed": self.seed,
+            "quantization": self.quantization,
             "embodiment": self.embodiment_dict,
         }
 

@@ -71,6 +71,23 @@ def is_lerobot_folder(path: Path, policy_type: str) -> bool:
     return (path / PREPROCESSOR).is_file() or has_legacy_stats(path / WEIGHTS)
 
 
+QUANT_FILE = "quantization.json"  # the int8 copies ``quantize.quantize_lerobot`` writes
+WEIGHTS_INT8 = "model_int8.safetensors"
+
+
+def is_int8_folder(path: Path) -> bool:
+    """An int8 copy written by ``vlastack export quantize`` (``quantize.py``): quantization.json
+    with format ``lerobot_int8`` beside model_int8.safetensors. Reads that JSON only."""
+    path = Path(path)
+    if not (path / QUANT_FILE).is_file() or not (path / WEIGHTS_INT8).is_file():
+        return False
+    try:
+        info = json.loads((path / QUANT_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and info.get("format") == "lerobot_int8"
+
+
 def read_config(path: Path, policy_type: str) -> dict[str, Any]:
     """config.json of the folder; a different ``"type"`` is a ConfigError saying which loader
     fits."""

@@ -11,7 +11,11 @@ The observation uses LeRobot's keys (config.json ``input_features``, after the p
 state a float vector. ``infer`` then runs what LeRobot runs: the preprocessor's normalizer,
 ``ACTPolicy.predict_action_chunk`` (``chunk_size`` steps, zero VAE latent) and the
 postprocessor's unnormalizer over the whole chunk. ``metadata["execute_horizon"]`` is
-``n_action_steps`` (how many actions LeRobot's ``select_action`` executes per chunk).
+``n_action_steps`` (how many actions LeRobot's ``select_action`` executes per chunk). With
+``temporal_ensemble_coeff`` set (LeRobot then requires ``n_action_steps`` 1), ``infer`` is
+LeRobot's ``select_action``: one call per control step, a new chunk each time, and the step's
+temporally ensembled action back, (1, A) (``ensemble.LeRobotTemporalEnsembler``; ``reset``
+clears it).
 
 Verified against the golden tensors of ``shared/fixtures/lerobot_policies/act`` (LeRobot 0.6.1):
 the preprocessed tensors bit-exactly, the normalized and final chunks of 3 observations within
@@ -32,6 +36,7 @@ from vlastack.errors import ConfigError
 from vlastack.pretrained.lerobot import folder as lf
 from vlastack.pretrained.lerobot import legacy
 from vlastack.pretrained.lerobot.act import ACTNetwork, ACTSpec, load_act_network
+from vlastack.pretrained.lerobot.ensemble import LeRobotTemporalEnsembler
 from vlastack.pretrained.lerobot.normalize import FeatureNormalizer
 from vlastack.pretrained.lerobot.observation import (
     embodiment_spec,
@@ -225,6 +230,11 @@ class LeRobotACTPolicy:
         self.rename_map = dict(rename_map or {})
         self.checkpoint = checkpoint
         self.num_resets = 0
+        self.quantization: dict[str, Any] | None = None  # set by quantize.load_lerobot_int8
+        coeff = spec.temporal_ensemble_coeff
+        self.ensembler = (
+            LeRobotTemporalEnsembler(coeff, spec.chunk_size) if coeff is not None else None
+        )
 
     @property
     def device(self) -> torch.device:
@@ -238,12 +248,13 @@ class LeRobotACTPolicy:
     @property
     def metadata(self) -> dict[str, Any]:
         s = self.spec
+        ensembled = self.ensembler is not None  # one ensembled action per infer call
         return {
             "policy": "lerobot/act",
             "format": FORMAT_NAME,
             "checkpoint": self.checkpoint,
-            "action_horizon": s.chunk_size,
-            "execute_horizon": s.n_action_steps,
+            "action_horizon": 1 if ensembled else s.chunk_size,
+            "execute_horizon": 1 if ensembled else s.n_action_steps,
             "obs_horizon": 1,
             "action_dim": s.action_dim,
             "state_dim": s.state_dim or 0,
@@ -251,6 +262,7 @@ class LeRobotACTPolicy:
             "image_size": list(s.image_shape[1:]) if s.image_shape else [],
             "observation_keys": self.input_keys,
             "temporal_ensemble_coeff": s.temporal_ensemble_coeff,
+            "quantization": self.quantization,
             "embodiment": self.embodiment_dict,
         }
 
@@ -269,8 +281,11 @@ class LeRobotACTPolicy:
         return example_observation(self.input_shapes, set(self.spec.image_keys), seed)
 
     def reset(self) -> None:
-        """ACT keeps no state between chunks (n_obs_steps 1); counted for the harness."""
+        """Counted for the harness; clears the temporal ensemble when there is one (ACT keeps
+        no other state between calls: n_obs_steps 1)."""
         self.num_resets += 1
+        if self.ensembler is not None:
+            self.ensembler.reset()
 
     # ---- the three LeRobot stages, usable one by one (the tests compare each) --------------
     def preprocess(self, observations: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
@@ -306,8 +321,14 @@ class LeRobotACTPolicy:
         return self.infer_batch([obs])[0]
 
     def infer_batch(self, batch: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """The chunks (B, chunk_size, A); with ``temporal_ensemble_coeff`` set, LeRobot's
+        ``select_action``: each call is one control step of the batch's environments and gives
+        their ensembled actions, (B, 1, A)."""
         with torch.inference_mode():
-            chunk = self.postprocess(self.predict_normalized(self.preprocess(batch)))
+            chunk = self.predict_normalized(self.preprocess(batch))
+            if self.ensembler is not None:
+                chunk = self.ensembler.update(chunk)[:, None]
+            chunk = self.postprocess(chunk)
         arr = chunk.float().cpu().numpy()
         return [{"actions": a} for a in arr]
 

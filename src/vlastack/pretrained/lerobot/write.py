@@ -73,6 +73,11 @@ def _parts(policy: Any) -> tuple[torch.nn.Module, Any, Any, lf.FolderJSON]:
             "Diffusion Policy and SmolVLA checkpoints loaded by vlastack can be written back as "
             "LeRobot pretrained_model folders"
         )
+    if getattr(policy, "quantization", None):
+        raise ConfigError(
+            f"{policy.checkpoint or 'this policy'} is an int8 copy (lerobot_int8); LeRobot "
+            "folders hold float weights: export the float source folder instead"
+        )
     src = policy.folder_json
     if src is None or src.preprocessor is None:
         raise ConfigError(
