@@ -11,30 +11,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_bench_runners_prints_a_row_per_runner_and_a_json_last_line():
+def _bench(*args: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     env.pop("VLASTACK_PLUGINS", None)  # the test plug-ins live in tests/, not on this path
     out = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks/bench_runners.py"),
-            "--heads",
-            "l1,bins_ar",
-            "--runners",
-            "eager,native,onnxruntime",
-            "--iters",
-            "1",
-        ],
+        [sys.executable, str(ROOT / "benchmarks/bench_runners.py"), "--iters", "1", *args],
         capture_output=True,
         text=True,
         env=env,
         timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    last = json.loads(out.stdout.strip().splitlines()[-1])
-    l1 = last["results"]["l1"]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_bench_runners_prints_a_row_per_runner_and_a_json_last_line():
+    l1 = _bench("--heads", "l1", "--runners", "eager,native,onnxruntime")["results"]["l1"]
     assert (
         l1["eager"]["b1_ms"] > 0 and l1["native"]["b32_ms"] > 0 and l1["onnxruntime"]["b1_ms"] > 0
     )
     # a runner that cannot run a head says why instead of timing something else
-    assert "export_kind" in last["results"]["bins_ar"]["onnxruntime"]["not_applicable"]
+    bins_ar = _bench("--heads", "bins_ar", "--runners", "onnxruntime")["results"]["bins_ar"]
+    assert "export_kind" in bins_ar["onnxruntime"]["not_applicable"]
