@@ -59,6 +59,10 @@ def init_defaults(folder: Path) -> dict[str, Any]:
     return out
 
 
+def _truthy(v: Any) -> bool:
+    return str(v).strip().lower() in ("1", "true", "yes", "on")
+
+
 def camera_entries(entries: list[str]) -> dict[str, str]:
     """``["top=front"]`` -> {"top": "front"} (checkpoint camera -> dataset camera)."""
     out: dict[str, str] = {}
@@ -158,10 +162,11 @@ def build_init_from(cfg: TrainConfig) -> TrainingParts:
             f"--init-from trains the imported policy; drop the recipe name {cfg.recipe!r} "
             "(a recipe builds a new model instead)"
         )
-    if cfg.model:
+    others = sorted(set(cfg.model) - {"insulate_head"})
+    if others:
         raise ConfigError(
-            f"--model.* overrides ({sorted(cfg.model)}) do not apply with --init-from: the "
-            "architecture is the checkpoint's"
+            f"--model.* overrides ({others}) do not apply with --init-from: the architecture "
+            "is the checkpoint's (only --model.insulate_head, gradient insulation, does)"
         )
     specs = parse_data(cfg.data) if cfg.data else []
     if len(specs) != 1:
@@ -171,6 +176,14 @@ def build_init_from(cfg: TrainConfig) -> TrainingParts:
         )
     folder = resolve_checkpoint_arg(cfg.init_from)
     src = training_source(folder)
+    if _truthy(cfg.model.get("insulate_head", False)):
+        if not hasattr(src.model, "insulate"):
+            raise ConfigError(
+                f"--model.insulate_head: a LeRobot {src.policy_type} has no VLM for the action "
+                "head to be insulated from; drop the flag"
+            )
+        src.model.insulate = True
+        print("gradient insulation: the action expert reads the VLM's keys/values detached")
     reader = DatasetReader(Path(specs[0].path))
     emb = reader.embodiment or embodiment_from_features(reader)
     info_file = reader.root / "meta" / "info.json"
