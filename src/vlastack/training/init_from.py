@@ -149,6 +149,7 @@ def map_features(
 
 def build_init_from(cfg: TrainConfig) -> TrainingParts:
     """The imported policy, its dataset windows and normalizer (see the module docstring)."""
+    import vlastack.pretrained.lerobot.vla_finetune  # noqa: F401  (registers smolvla)
     from vlastack.data.dataset import WindowedDataset, collate, split_episodes
     from vlastack.data.format import DatasetReader
     from vlastack.policy_formats import resolve_checkpoint_arg
@@ -182,7 +183,7 @@ def build_init_from(cfg: TrainConfig) -> TrainingParts:
                 f"--model.insulate_head: a LeRobot {src.policy_type} has no VLM for the action "
                 "head to be insulated from; drop the flag"
             )
-        src.model.insulate = True
+        setattr(src.model, "insulate", True)  # noqa: B010
         print("gradient insulation: the action expert reads the VLM's keys/values detached")
     reader = DatasetReader(Path(specs[0].path))
     emb = reader.embodiment or embodiment_from_features(reader)

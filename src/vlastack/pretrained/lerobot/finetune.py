@@ -113,7 +113,6 @@ def training_source(path: str | Path, device: str | torch.device = "cpu") -> Tra
     """Load the LeRobot folder ``path`` (a registered type) for fine-tuning."""
     path = Path(path)
     kind = lf.config_type(path)
-    _register_vlas()
     if kind not in FINE_TUNABLE or not (path / lf.WEIGHTS).is_file():
         raise ConfigError(
             f"--init-from {path}: not a LeRobot pretrained_model folder vlastack can fine-tune "
@@ -209,12 +208,6 @@ def _diffusion_policy(
     return LeRobotDiffusionPolicy(
         net, spec, procs, checkpoint=str(ckpt), seed=seed, embodiment=emb, folder_json=fj
     )
-
-
-def _register_vlas() -> None:
-    """SmolVLA registers itself in ``vla_finetune`` (imported here, on first use, to keep
-    the VLM code out of ACT / Diffusion runs)."""
-    import vlastack.pretrained.lerobot.vla_finetune  # noqa: F401
 
 
 register_fine_tunable("act", _build_act, _act_policy)
@@ -334,7 +327,6 @@ def load_finetuned(
         raise ConfigError(f"{given} holds no checkpoint")
     no_embodiment(ckpt, embodiment)
     cfg = lf.read_json(ckpt / "config.json")
-    _register_vlas()
     lr = (cfg.get("model") or {}).get("lerobot")
     if not isinstance(lr, dict) or lr.get("type") not in FINE_TUNABLE:
         raise ConfigError(

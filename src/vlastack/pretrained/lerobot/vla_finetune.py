@@ -107,7 +107,16 @@ class SmolVLATrainable(nn.Module):
         if time is None:
             time = sample_time(b).to(actions.device)
         losses = flow_matching_loss(
-            self.model, images, masks, ids, mask, state, actions, noise, time, insulate=self.insulate
+            self.model,
+            images,
+            masks,
+            ids,
+            mask,
+            state,
+            actions,
+            noise,
+            time,
+            insulate=self.insulate,
         )
         return reduce_loss(losses, s.action_dim, batch.get("action_is_pad"))
 
@@ -145,7 +154,9 @@ def config_freezes(model: SmolVLATrainable, cfg: Mapping[str, Any]) -> list[str]
     if cfg.get("freeze_vision_encoder", True):
         freeze(groups["vision"], "freeze_vision_encoder=true (group 'vision')")
     if cfg.get("train_expert_only", True):
-        freeze(groups["vlm"], "train_expert_only=true (group 'vlm': freeze the VLM, train the expert)")
+        freeze(
+            groups["vlm"], "train_expert_only=true (group 'vlm': freeze the VLM, train the expert)"
+        )
     else:
         n = model.spec.num_vlm_layers
         last = [n - 1]
@@ -153,7 +164,10 @@ def config_freezes(model: SmolVLATrainable, cfg: Mapping[str, Any]) -> list[str]
         if experts > 0 and n != experts and n % experts == 0:
             last.append(n - 2)
         prefixes = tuple(f"{VLM}model.text_model.layers.{i}." for i in last)
-        freeze([k for k in params if k.startswith(prefixes)], f"(LeRobot keeps VLM layers {last} frozen)")
+        freeze(
+            [k for k in params if k.startswith(prefixes)],
+            f"(LeRobot keeps VLM layers {last} frozen)",
+        )
     if not cfg.get("train_state_proj", True):
         freeze([k for k in params if k.startswith("model.state_proj.")], "train_state_proj=false")
     return said
@@ -163,14 +177,19 @@ def _spec_of(policy: Any) -> VLASpec:
     s = policy.spec
     cams = s.cameras
     shape = tuple(s.image_shapes[s.image_keys.index(cams[0])])
-    return VLASpec(cams, shape, s.state_key, s.state_dim, None, s.action_key, s.action_dim, s.n_action_steps)
+    return VLASpec(
+        cams, shape, s.state_key, s.state_dim, None, s.action_key, s.action_dim, s.n_action_steps
+    )
 
 
 def _build_smolvla(path: Path, cfg: dict[str, Any], device: Any) -> Built:
     from vlastack.pretrained.lerobot.smolvla_policy import load_lerobot_smolvla
 
     policy = load_lerobot_smolvla(path, device=device)
-    shapes = {tuple(policy.spec.image_shapes[policy.spec.image_keys.index(k)]) for k in policy.spec.cameras}
+    shapes = {
+        tuple(policy.spec.image_shapes[policy.spec.image_keys.index(k)])
+        for k in policy.spec.cameras
+    }
     if len(shapes) > 1:
         from vlastack.errors import ConfigError
 
