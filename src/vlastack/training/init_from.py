@@ -25,7 +25,9 @@ Training defaults come from the folder's config.json as LeRobot trains these pol
 (``init_defaults``): ``optimizer_lr``, ``optimizer_weight_decay``, ``optimizer_betas``,
 ``scheduler_warmup_steps`` and a cosine schedule where ``scheduler_name`` is cosine (ACT has
 none: constant), gradient clipping at 10 (LeRobot's ``grad_clip_norm``); ``--key=value``
-overrides them. One dataset only (no mixtures), no recipe and no ``--model.*`` overrides.
+overrides them. One dataset only (no mixtures), no recipe and no ``--model.*`` overrides but
+``--model.insulate_head=true`` (gradient insulation, for a model with an ``insulate`` switch:
+SmolVLA, ``pretrained.lerobot.vla_finetune``).
 """
 
 from __future__ import annotations

@@ -11,9 +11,11 @@ A LeRobot < 0.4 folder (no processor JSON) is refused: convert it with LeRobot's
 script first (the export back needs the processor JSON).
 
 Policy types plug in with ``register_fine_tunable(type, build, policy)``: ``build`` makes the
-trainable model from the folder (``trainable.ACTTrainable`` / ``DiffusionTrainable`` here; a
-SmolVLA or pi0 module would register its own, with freeze groups such as 'vlm' and 'expert'),
-``policy`` rebuilds the inference policy from a fine-tuned checkpoint.
+trainable model from the folder (``trainable.ACTTrainable`` / ``DiffusionTrainable`` here;
+``vla_finetune`` registers SmolVLA, with freeze groups 'vision', 'vlm' and 'expert', when it is
+imported: ``training.init_from`` and ``policy_formats`` do), ``policy`` rebuilds the inference
+policy from a fine-tuned checkpoint. ``Built.processors`` replaces ``policy.read_processors``
+for a type whose preprocessor has more steps (SmolVLA's tokenizer).
 
 The run's checkpoint is a vlastack checkpoint folder (``training.checkpoint``) whose
 ``config.json`` has ``"format": "lerobot_finetuned"`` and ``model.lerobot`` = the source's
