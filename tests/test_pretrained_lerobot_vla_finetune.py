@@ -6,8 +6,10 @@
 * the config flags are the default freezes ("freeze the VLM, train the expert"), said in the
   log; gradient insulation keeps the action loss out of the VLM; LoRA on the VLM's projections
   changes only those; a run interrupted at step 2 and resumed ends bit-identical;
-* the run's checkpoint loads with ``Policy.from_checkpoint`` and ``vlastack export lerobot``
-  writes a folder LeRobot 0.6.1 loads with the same actions (one LeRobot process for all).
+* the run's checkpoint loads with ``Policy.from_checkpoint`` / ``inspect`` and ``vlastack export
+  lerobot`` writes a folder LeRobot 0.6.1 loads with the same actions (one LeRobot process for
+  all); a robot with other state / action sizes (up to ``max_*_dim``) trains with recomputed
+  stats and serves its own action size.
 """
 
 from __future__ import annotations
@@ -209,6 +211,7 @@ def test_fine_tuned_checkpoint_serves_and_exports_with_lerobots_actions(
         ours = policy.postprocess(policy.predict_normalized(pre, noise=golden[f"obs{i}.noise"]))
         theirs = torch.tensor(lerobot_checks["export_chunks"][i])
         assert max_abs(ours, theirs) <= 1e-4, i
+    assert main(["inspect", str(lerobot_checks["run"])]) == 0
     before = load_file(str(folders["default"] / "model.safetensors"))
     after = load_file(str(lerobot_checks["export"] / "model.safetensors"))
     changed = {k for k in before if not torch.equal(before[k], after[k])}
@@ -283,3 +286,22 @@ def test_resume_after_interruption_is_exact(folders, dataset, tmp_path):
     loss_a = {r["step"]: r["train/loss"] for r in la if "train/loss" in r}
     loss_b = {r["step"]: r["train/loss"] for r in lb if "train/loss" in r}
     assert [loss_a[s] for s in (3, 4)] == [loss_b[s] for s in (3, 4)]
+
+
+def test_other_state_and_action_sizes_are_padded_with_recomputed_stats(folders, tmp_path, capsys):
+    """A 7-d state / 5-d action robot on the 6/6 checkpoint (max 32): allowed with the
+    dataset's stats, refused with the checkpoint's; the checkpoint serves 5-d actions."""
+    from vlastack.policy import Policy
+
+    data = write_dataset(tmp_path / "d", state=7, action=5, episodes=2, length=12)
+    assert _train_cli(folders["default"], data, tmp_path / "keep", "--steps=1") != 0
+    assert "pass --stats=recompute" in capsys.readouterr().err
+    run = tmp_path / "run"
+    assert _train_cli(folders["default"], data, run, "--steps=1", "--stats=recompute") == 0
+    assert "the dataset's 7 dims replace the checkpoint's 6" in capsys.readouterr().out
+    cfg = json.loads((run / "checkpoints" / "last" / "config.json").read_text())
+    assert cfg["model"]["lerobot"]["config"]["output_features"]["action"]["shape"] == [5]
+    policy = Policy.from_checkpoint(run, device="cpu")
+    obs = policy.example_observation()
+    assert obs["observation.state"].shape == (7,)
+    assert policy.infer({**obs, "task": "push"})["actions"].shape == (10, 5)

@@ -132,6 +132,13 @@ def map_features(
         ("action", src.action_dim, emb.action.dim),
     ):
         key = "observation.state" if what == "state" else src.action_key
+        most = int(getattr(src.spec, f"max_{what}_dim", 0) or 0)
+        if ckpt_dim and ckpt_dim != data_dim and 0 < data_dim <= most:
+            notes.append(
+                f"{what}: the dataset's {data_dim} dims replace the checkpoint's {ckpt_dim} "
+                f"(the network zero-pads to max_{what}_dim {most})"
+            )
+            continue
         if ckpt_dim and ckpt_dim != data_dim:
             raise ConfigError(
                 f"feature {key!r}: {config_file} has size {ckpt_dim}, {info_file} has "
@@ -147,6 +154,17 @@ def map_features(
             f"fed from {info_file}: fine-tuning supports camera + state inputs"
         )
     return key_map, notes
+
+
+def resized_features(src: Any, emb: EmbodimentSpec) -> dict[str, int]:
+    """Checkpoint key -> the dataset's size, for the state / action whose size differs (a VLA
+    that zero-pads to ``max_state_dim`` / ``max_action_dim``; ``map_features`` allowed it)."""
+    out: dict[str, int] = {}
+    if src.state_key and src.state_dim and src.state_dim != emb.state.dim:
+        out[src.state_key] = int(emb.state.dim)
+    if src.action_dim != emb.action.dim:
+        out[src.action_key] = int(emb.action.dim)
+    return out
 
 
 def build_init_from(cfg: TrainConfig) -> TrainingParts:
@@ -214,12 +232,22 @@ def build_init_from(cfg: TrainConfig) -> TrainingParts:
     procs = src.processors
     norm, unnorm = procs.normalizer, procs.unnormalizer
     stats_file = reader.root / "meta" / "stats.json"
+    resized = resized_features(src, emb)
+    if resized:
+        if cfg.stats != "recompute" or not hasattr(src.model, "resize_features"):
+            raise ConfigError(
+                f"the dataset's sizes {resized} differ from {folder / 'config.json'}'s; the "
+                "checkpoint's stats do not fit them: pass --stats=recompute (the dataset's "
+                f"{stats_file})"
+            )
+        vla: Any = src.model
+        vla.resize_features(emb.state.dim, emb.action.dim)
     if cfg.stats == "recompute":
         data_keys = {**key_map, src.action_key: "action"}
         if norm is not None:
-            norm = recomputed(norm, reader.stats, data_keys, str(stats_file))
+            norm = recomputed(norm, reader.stats, data_keys, str(stats_file), resized)
         if unnorm is not None:
-            unnorm = recomputed(unnorm, reader.stats, data_keys, str(stats_file))
+            unnorm = recomputed(unnorm, reader.stats, data_keys, str(stats_file), resized)
         stats_source = str(stats_file)
         print(f"normalization stats: recomputed from the dataset ({stats_file})")
     else:
@@ -237,7 +265,7 @@ def build_init_from(cfg: TrainConfig) -> TrainingParts:
         stats_source=stats_source,
     )
     rename = {d: c for c, d in key_map.items() if c != d}
-    fj = finetuned_json(src, rename)
+    fj = finetuned_json(src, rename, resized)
     print(
         f"fine-tuning LeRobot {src.policy_type} from {folder} on {reader.root}: "
         f"{len(train_ds)} training windows, {len(val_ds) if val_ds else 0} held out"

@@ -64,6 +64,8 @@ class VLASpec:
     action_key: str
     action_dim: int
     n_action_steps: int
+    max_state_dim: int = 0  # > 0: other state / action sizes are zero-padded up to these
+    max_action_dim: int = 0
 
 
 class SmolVLATrainable(nn.Module):
@@ -128,6 +130,14 @@ class SmolVLATrainable(nn.Module):
         out = self.model.sample_actions(images, masks, ids, mask, state, noise)
         return out[:, :, : s.action_dim]
 
+    def resize_features(self, state_dim: int, action_dim: int) -> None:
+        """Train on a robot with other state / action sizes (up to ``max_state_dim`` /
+        ``max_action_dim``, which the network zero-pads to): the loss keeps ``action_dim``."""
+        import dataclasses
+
+        self.spec = dataclasses.replace(self.spec, state_dim=state_dim, action_dim=action_dim)
+        self._policy.spec = self.spec
+
     def param_groups(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {"vision": [], "vlm": [], "expert": []}
         for name, _ in self.named_parameters():
@@ -178,7 +188,16 @@ def _spec_of(policy: Any) -> VLASpec:
     cams = s.cameras
     shape = tuple(s.image_shapes[s.image_keys.index(cams[0])])
     return VLASpec(
-        cams, shape, s.state_key, s.state_dim, None, s.action_key, s.action_dim, s.n_action_steps
+        cams,
+        shape,
+        s.state_key,
+        s.state_dim,
+        None,
+        s.action_key,
+        s.action_dim,
+        s.n_action_steps,
+        s.max_state_dim,
+        s.max_action_dim,
     )
 
 
