@@ -305,3 +305,65 @@ def test_other_state_and_action_sizes_are_padded_with_recomputed_stats(folders, 
     obs = policy.example_observation()
     assert obs["observation.state"].shape == (7,)
     assert policy.infer({**obs, "task": "push"})["actions"].shape == (10, 5)
+
+
+# ---- pi0 / pi0.5 ------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["pi0", "pi05"])
+def test_pi_loss_equals_the_policys_lerobot_verified_loss(fixtures_dir, kind, monkeypatch):
+    """The trainable's loss on a normalized dataset-style batch equals
+    ``LeRobotPi0Policy.training_loss`` on the raw observations (LeRobot 0.6.1's ``forward``
+    loss, checked against LeRobot in tests/test_pretrained_lerobot_pi0.py), same noise/time."""
+    from vlastack.pretrained.lerobot.pi0_policy import load_lerobot_pi0
+    from vlastack.pretrained.lerobot.pi_finetune import Pi0Trainable
+
+    monkeypatch.setenv("VLASTACK_LEROBOT_TOKENIZER", "bytes")
+    torch.set_num_threads(1)
+    d = G.policy_dir(fixtures_dir, kind)
+    golden = load_file(str(d / "golden.safetensors"))
+    meta = json.loads((d / "golden.json").read_text())
+    obs = [{**raw_obs(golden, i), "task": meta["observations"][i]["task"]} for i in OBS]
+    policy = load_lerobot_pi0(d / "pretrained_model", device="cpu")
+    g = torch.Generator().manual_seed(0)
+    actions = torch.randn(len(obs), 10, policy.action_dim, generator=g)
+    noise = torch.randn(len(obs), 10, policy.spec.max_action_dim, generator=g)
+    time = torch.tensor([0.1, 0.5, 0.9])
+    ref = policy.training_loss(obs, actions, noise, time).detach()
+    model = training_source(d / "pretrained_model").model
+    assert isinstance(model, Pi0Trainable)
+    pre = policy.preprocess(obs).batch  # images in [0, 1] (VISUAL is IDENTITY), state normalized
+    batch: dict[str, Any] = {k: pre[k] for k in pre if "language" not in k}
+    batch["action"] = policy.processors.normalizer.normalize("action", actions)
+    batch["task"] = [o["task"] for o in obs]
+    ours = model.loss(batch, noise=noise, time=time)
+    # measured: pi0 23.786273956298828 and pi05 4.713469505310059 on both sides, |diff| 0
+    assert abs(float(ours.detach()) - float(ref)) <= 1e-6 * max(1.0, float(ref))
+    ours.backward()
+    named = dict(model.named_parameters())
+    assert named["model.action_out_proj.weight"].grad.abs().max() > 0
+
+
+@pytest.mark.parametrize("kind", ["pi0", "pi05"])
+def test_pi_fine_tune_serves_and_exports(fixtures_dir, dataset, tmp_path, kind, monkeypatch):
+    from vlastack.policy import Policy
+
+    monkeypatch.setenv("VLASTACK_LEROBOT_TOKENIZER", "bytes")
+    src = G.policy_dir(fixtures_dir, kind) / "pretrained_model"
+    run = tmp_path / "run"
+    rc = _train_cli(src, dataset, run, "--steps=2", "--lr=1e-3", "--freeze=vlm")
+    assert rc == 0
+    before = load_file(str(src / "model.safetensors"))
+    after = load_file(str(run / "checkpoints" / "last" / "model.safetensors"))
+    assert before.keys() == after.keys()  # LeRobot's keys, the lm_heads included
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(
+        not k.startswith("model.paligemma_with_expert.paligemma.") for k in changed
+    )
+    policy = Policy.from_checkpoint(run, device="cpu")
+    obs = policy.example_observation()
+    assert policy.infer({**obs, "task": "push"})["actions"].shape == (10, 6)
+    exp = tmp_path / "exp"
+    assert main(["export", "lerobot", str(run / "checkpoints" / "last"), "--out", str(exp)]) == 0
+    written = load_file(str(exp / "model.safetensors"))
+    assert written.keys() == after.keys()
+    for k in after:
+        assert torch.equal(written[k], after[k]), k

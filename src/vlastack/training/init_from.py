@@ -169,6 +169,7 @@ def resized_features(src: Any, emb: EmbodimentSpec) -> dict[str, int]:
 
 def build_init_from(cfg: TrainConfig) -> TrainingParts:
     """The imported policy, its dataset windows and normalizer (see the module docstring)."""
+    import vlastack.pretrained.lerobot.pi_finetune  # noqa: F401  (registers pi0, pi05)
     import vlastack.pretrained.lerobot.vla_finetune  # noqa: F401  (registers smolvla)
     from vlastack.data.dataset import WindowedDataset, collate, split_episodes
     from vlastack.data.format import DatasetReader

@@ -12,8 +12,8 @@ script first (the export back needs the processor JSON).
 
 Policy types plug in with ``register_fine_tunable(type, build, policy)``: ``build`` makes the
 trainable model from the folder (``trainable.ACTTrainable`` / ``DiffusionTrainable`` here;
-``vla_finetune`` registers SmolVLA, with freeze groups 'vision', 'vlm' and 'expert', when it is
-imported: ``training.init_from`` and ``policy_formats`` do), ``policy`` rebuilds the inference
+``vla_finetune`` / ``pi_finetune`` register SmolVLA / pi0 and pi0.5, with freeze groups
+'vision', 'vlm' and 'expert', when imported: ``training.init_from`` and ``policy_formats`` do), ``policy`` rebuilds the inference
 policy from a fine-tuned checkpoint. ``Built.processors`` replaces ``policy.read_processors``
 for a type whose preprocessor has more steps (SmolVLA's tokenizer).
 
@@ -63,7 +63,7 @@ class Built:
     action_start: int
     action_steps: int
     squeeze_obs: bool = False
-    processors: Processors | None = None  # None: ``policy.read_processors`` (no tokenizer step)
+    processors: Any = None  # Processors-like; None: ``policy.read_processors`` (no tokenizer step)
 
 
 @dataclass(frozen=True)
