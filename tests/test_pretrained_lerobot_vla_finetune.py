@@ -1,4 +1,4 @@
-"""Fine-tuning imported LeRobot SmolVLA: ``vlastack train --init-from FOLDER`` (the fixture).
+"""Fine-tuning imported LeRobot SmolVLA, pi0 and pi0.5: ``vlastack train --init-from FOLDER``.
 
 * LeRobot 0.6.1's own ``SmolVLAPolicy.forward(batch, noise=, time=)`` (run in
   ``.venv-lerobot``) and vlastack's loss agree on the same batch, noise and time, loss and
@@ -8,8 +8,12 @@
   changes only those; a run interrupted at step 2 and resumed ends bit-identical;
 * the run's checkpoint loads with ``Policy.from_checkpoint`` / ``inspect`` and ``vlastack export
   lerobot`` writes a folder LeRobot 0.6.1 loads with the same actions (one LeRobot process for
-  all); a robot with other state / action sizes (up to ``max_*_dim``) trains with recomputed
-  stats and serves its own action size.
+  SmolVLA's checks); a robot with other state / action sizes (up to ``max_*_dim``) trains with recomputed
+  stats and serves its own action size;
+* pi0 / pi0.5: the trainable's loss equals the policy's ``training_loss`` (itself checked
+  against LeRobot in test_pretrained_lerobot_pi0.py) bit for bit; a 2-step fine-tune serves and
+  exports every LeRobot key, and LeRobot 0.6.1 (a second process: the tiny-Gemma patches of
+  tests/lerobot_pi0_tiny_script.py) loads the export with the fine-tuned checkpoint's chunks.
 """
 
 from __future__ import annotations
@@ -367,3 +371,46 @@ def test_pi_fine_tune_serves_and_exports(fixtures_dir, dataset, tmp_path, kind, 
     assert written.keys() == after.keys()
     for k in after:
         assert torch.equal(written[k], after[k]), k
+
+
+@LEROBOT_SLOW
+def test_pi_exports_load_in_lerobot_with_the_fine_tuned_actions(
+    fixtures_dir, dataset, tmp_path, monkeypatch
+):
+    """pi0 and pi0.5 fine-tuned 2 steps, exported, loaded by LeRobot 0.6.1 (one process,
+    tests/lerobot_pi0_tiny_script.py with the fixtures' tiny-Gemma patches): its chunks on the
+    golden preprocessed batches equal the fine-tuned checkpoint's, through Policy.from_checkpoint."""
+    from vlastack.policy import Policy
+
+    monkeypatch.setenv("VLASTACK_LEROBOT_TOKENIZER", "bytes")
+    dirs = []
+    for kind in ("pi0", "pi05"):
+        src = G.policy_dir(fixtures_dir, kind)
+        run = tmp_path / f"run_{kind}"
+        assert _train_cli(src / "pretrained_model", dataset, run, "--steps=2", "--lr=1e-2") == 0
+        exp = tmp_path / "exp" / kind  # the script reads the type from the folder name
+        ckpt = run / "checkpoints" / "last"
+        assert main(["export", "lerobot", str(ckpt), "--out", str(exp / "pretrained_model")]) == 0
+        shutil.copy(src / "golden.safetensors", exp)
+        dirs.append((kind, exp, run))
+    out = tmp_path / "lerobot.safetensors"
+    script = Path(__file__).with_name("lerobot_pi0_tiny_script.py")
+    proc = subprocess.run(
+        [lerobot_python(), str(script), "1", str(out), *(str(d) for _, d, _ in dirs)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    theirs = load_file(str(out))
+    torch.set_num_threads(1)
+    for n, (kind, _, run) in enumerate(dirs):
+        d = G.policy_dir(fixtures_dir, kind)
+        golden = load_file(str(d / "golden.safetensors"))
+        meta = json.loads((d / "golden.json").read_text())
+        policy = Policy.from_checkpoint(run, device="cpu")
+        for i in OBS:
+            obs = {**raw_obs(golden, i), "task": meta["observations"][i]["task"]}
+            ours = policy.predict_normalized(policy.preprocess([obs]), golden[f"obs{i}.noise"])
+            err = max_abs(ours, theirs[f"{n}.obs{i}"][..., : ours.shape[-1]])
+            assert err <= 1e-5, (kind, i, err)
