@@ -178,6 +178,8 @@ def _is_lerobot_finetuned(path: Path) -> bool:
 
 
 def _load_lerobot_finetuned(path: Path, **kw: Any) -> Any:
+    import vlastack.pretrained.lerobot.pi_finetune  # noqa: F401  (registers pi0, pi05)
+    import vlastack.pretrained.lerobot.vla_finetune  # noqa: F401  (registers smolvla)
     from vlastack.pretrained.lerobot.finetune import load_finetuned
 
     return load_finetuned(path, **kw)

@@ -25,7 +25,9 @@ Training defaults come from the folder's config.json as LeRobot trains these pol
 (``init_defaults``): ``optimizer_lr``, ``optimizer_weight_decay``, ``optimizer_betas``,
 ``scheduler_warmup_steps`` and a cosine schedule where ``scheduler_name`` is cosine (ACT has
 none: constant), gradient clipping at 10 (LeRobot's ``grad_clip_norm``); ``--key=value``
-overrides them. One dataset only (no mixtures), no recipe and no ``--model.*`` overrides.
+overrides them. One dataset only (no mixtures), no recipe and no ``--model.*`` overrides but
+``--model.insulate_head=true`` (gradient insulation, for a model with an ``insulate`` switch:
+SmolVLA, ``pretrained.lerobot.vla_finetune``).
 """
 
 from __future__ import annotations
@@ -57,6 +59,10 @@ def init_defaults(folder: Path) -> dict[str, Any]:
         out["schedule"] = "cosine"
         out["warmup_steps"] = int(cfg.get("scheduler_warmup_steps") or 0)
     return out
+
+
+def _truthy(v: Any) -> bool:
+    return str(v).strip().lower() in ("1", "true", "yes", "on")
 
 
 def camera_entries(entries: list[str]) -> dict[str, str]:
@@ -126,6 +132,13 @@ def map_features(
         ("action", src.action_dim, emb.action.dim),
     ):
         key = "observation.state" if what == "state" else src.action_key
+        most = int(getattr(src.spec, f"max_{what}_dim", 0) or 0)
+        if ckpt_dim and ckpt_dim != data_dim and 0 < data_dim <= most:
+            notes.append(
+                f"{what}: the dataset's {data_dim} dims replace the checkpoint's {ckpt_dim} "
+                f"(the network zero-pads to max_{what}_dim {most})"
+            )
+            continue
         if ckpt_dim and ckpt_dim != data_dim:
             raise ConfigError(
                 f"feature {key!r}: {config_file} has size {ckpt_dim}, {info_file} has "
@@ -143,8 +156,21 @@ def map_features(
     return key_map, notes
 
 
+def resized_features(src: Any, emb: EmbodimentSpec) -> dict[str, int]:
+    """Checkpoint key -> the dataset's size, for the state / action whose size differs (a VLA
+    that zero-pads to ``max_state_dim`` / ``max_action_dim``; ``map_features`` allowed it)."""
+    out: dict[str, int] = {}
+    if src.state_key and src.state_dim and src.state_dim != emb.state.dim:
+        out[src.state_key] = int(emb.state.dim)
+    if src.action_dim != emb.action.dim:
+        out[src.action_key] = int(emb.action.dim)
+    return out
+
+
 def build_init_from(cfg: TrainConfig) -> TrainingParts:
     """The imported policy, its dataset windows and normalizer (see the module docstring)."""
+    import vlastack.pretrained.lerobot.pi_finetune  # noqa: F401  (registers pi0, pi05)
+    import vlastack.pretrained.lerobot.vla_finetune  # noqa: F401  (registers smolvla)
     from vlastack.data.dataset import WindowedDataset, collate, split_episodes
     from vlastack.data.format import DatasetReader
     from vlastack.policy_formats import resolve_checkpoint_arg
@@ -158,10 +184,11 @@ def build_init_from(cfg: TrainConfig) -> TrainingParts:
             f"--init-from trains the imported policy; drop the recipe name {cfg.recipe!r} "
             "(a recipe builds a new model instead)"
         )
-    if cfg.model:
+    others = sorted(set(cfg.model) - {"insulate_head"})
+    if others:
         raise ConfigError(
-            f"--model.* overrides ({sorted(cfg.model)}) do not apply with --init-from: the "
-            "architecture is the checkpoint's"
+            f"--model.* overrides ({others}) do not apply with --init-from: the architecture "
+            "is the checkpoint's (only --model.insulate_head, gradient insulation, does)"
         )
     specs = parse_data(cfg.data) if cfg.data else []
     if len(specs) != 1:
@@ -171,6 +198,14 @@ def build_init_from(cfg: TrainConfig) -> TrainingParts:
         )
     folder = resolve_checkpoint_arg(cfg.init_from)
     src = training_source(folder)
+    if _truthy(cfg.model.get("insulate_head", False)):
+        if not hasattr(src.model, "insulate"):
+            raise ConfigError(
+                f"--model.insulate_head: a LeRobot {src.policy_type} has no VLM for the action "
+                "head to be insulated from; drop the flag"
+            )
+        setattr(src.model, "insulate", True)  # noqa: B010
+        print("gradient insulation: the action expert reads the VLM's keys/values detached")
     reader = DatasetReader(Path(specs[0].path))
     emb = reader.embodiment or embodiment_from_features(reader)
     info_file = reader.root / "meta" / "info.json"
@@ -198,12 +233,22 @@ def build_init_from(cfg: TrainConfig) -> TrainingParts:
     procs = src.processors
     norm, unnorm = procs.normalizer, procs.unnormalizer
     stats_file = reader.root / "meta" / "stats.json"
+    resized = resized_features(src, emb)
+    if resized:
+        if cfg.stats != "recompute" or not hasattr(src.model, "resize_features"):
+            raise ConfigError(
+                f"the dataset's sizes {resized} differ from {folder / 'config.json'}'s; the "
+                "checkpoint's stats do not fit them: pass --stats=recompute (the dataset's "
+                f"{stats_file})"
+            )
+        vla: Any = src.model
+        vla.resize_features(emb.state.dim, emb.action.dim)
     if cfg.stats == "recompute":
         data_keys = {**key_map, src.action_key: "action"}
         if norm is not None:
-            norm = recomputed(norm, reader.stats, data_keys, str(stats_file))
+            norm = recomputed(norm, reader.stats, data_keys, str(stats_file), resized)
         if unnorm is not None:
-            unnorm = recomputed(unnorm, reader.stats, data_keys, str(stats_file))
+            unnorm = recomputed(unnorm, reader.stats, data_keys, str(stats_file), resized)
         stats_source = str(stats_file)
         print(f"normalization stats: recomputed from the dataset ({stats_file})")
     else:
@@ -221,7 +266,7 @@ def build_init_from(cfg: TrainConfig) -> TrainingParts:
         stats_source=stats_source,
     )
     rename = {d: c for c, d in key_map.items() if c != d}
-    fj = finetuned_json(src, rename)
+    fj = finetuned_json(src, rename, resized)
     print(
         f"fine-tuning LeRobot {src.policy_type} from {folder} on {reader.root}: "
         f"{len(train_ds)} training windows, {len(val_ds) if val_ds else 0} held out"

@@ -11,9 +11,11 @@ A LeRobot < 0.4 folder (no processor JSON) is refused: convert it with LeRobot's
 script first (the export back needs the processor JSON).
 
 Policy types plug in with ``register_fine_tunable(type, build, policy)``: ``build`` makes the
-trainable model from the folder (``trainable.ACTTrainable`` / ``DiffusionTrainable`` here; a
-SmolVLA or pi0 module would register its own, with freeze groups such as 'vlm' and 'expert'),
-``policy`` rebuilds the inference policy from a fine-tuned checkpoint.
+trainable model from the folder (``trainable.ACTTrainable`` / ``DiffusionTrainable`` here;
+``vla_finetune`` / ``pi_finetune`` register SmolVLA / pi0 and pi0.5, with freeze groups
+'vision', 'vlm' and 'expert', when imported: ``training.init_from`` and ``policy_formats`` do), ``policy`` rebuilds the inference
+policy from a fine-tuned checkpoint. ``Built.processors`` replaces ``policy.read_processors``
+for a type whose preprocessor has more steps (SmolVLA's tokenizer).
 
 The run's checkpoint is a vlastack checkpoint folder (``training.checkpoint``) whose
 ``config.json`` has ``"format": "lerobot_finetuned"`` and ``model.lerobot`` = the source's
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +63,7 @@ class Built:
     action_start: int
     action_steps: int
     squeeze_obs: bool = False
+    processors: Any = None  # Processors-like; None: ``policy.read_processors`` (no tokenizer step)
 
 
 @dataclass(frozen=True)
@@ -125,8 +129,8 @@ def training_source(path: str | Path, device: str | torch.device = "cpu") -> Tra
             "processor/migrate_policy_normalization.py first, then fine-tune the converted folder"
         )
     cfg = lf.read_config(path, kind)
-    procs = read_processors(path, cfg)
     built = FINE_TUNABLE[kind].build(path, cfg, device)
+    procs = built.processors or read_processors(path, cfg)
     spec = built.spec
     return TrainingSource(
         path=path,
@@ -218,6 +222,7 @@ def recomputed(
     stats: dict[str, dict[str, Any]],
     key_map: dict[str, str],
     stats_file: str,
+    dims: dict[str, int] | None = None,
 ) -> FeatureNormalizer:
     """``norm`` with each feature's stats taken from a dataset's ``stats`` (``key_map``:
     checkpoint key -> dataset key), in the checkpoint's stored shapes; a stat the mode needs
@@ -232,7 +237,10 @@ def recomputed(
         have = stats.get(key_map.get(key, key), {})
         needed = ("mean", "std") if mode == "MEAN_STD" else _BOUNDS[mode]
         per: dict[str, torch.Tensor] = {}
-        for name, shape in norm.stored_shapes.get(key, {n: () for n in needed}).items():
+        shapes = norm.stored_shapes.get(key, {n: () for n in needed})
+        if dims and key in dims:  # a resized state / action: the dataset's size
+            shapes = {n: ((dims[key],) if math.prod(sh) > 1 else sh) for n, sh in shapes.items()}
+        for name, shape in shapes.items():
             if name not in have:
                 if name in needed:
                     raise ConfigError(
@@ -253,11 +261,29 @@ def recomputed(
     return FeatureNormalizer(dict(norm.features), dict(norm.norm_map), new, norm.eps)
 
 
-def finetuned_json(src: TrainingSource, rename: dict[str, str]) -> lf.FolderJSON:
+def finetuned_json(
+    src: TrainingSource, rename: dict[str, str], dims: dict[str, int] | None = None
+) -> lf.FolderJSON:
     """The source's JSON with ``rename`` (dataset key -> checkpoint key) added to the
     preprocessor's ``rename_observations_processor`` (so that clients may send the dataset's
-    camera names, and LeRobot renames them the same way after the export)."""
+    camera names, and LeRobot renames them the same way after the export), and ``dims``
+    (feature key -> new size) written into config.json's features and the normalizer steps'."""
     pre = copy.deepcopy(src.folder_json.preprocessor)
+    config = copy.deepcopy(src.folder_json.config)
+    post = copy.deepcopy(src.folder_json.postprocessor)
+    for key, dim in (dims or {}).items():
+        for where in (
+            config.get("input_features") or {},
+            config.get("output_features") or {},
+            *(
+                (st.get("config") or {}).get("features") or {}
+                for p in (pre, post)
+                if p
+                for st in p.get("steps", [])
+            ),
+        ):
+            if key in where:
+                where[key]["shape"] = [dim]
     if rename and pre is not None:
         for step in pre.get("steps", []):
             if step.get("registry_name") == lf.RENAME_STEP:
@@ -268,9 +294,7 @@ def finetuned_json(src: TrainingSource, rename: dict[str, str]) -> lf.FolderJSON
                 f"{src.path / lf.PREPROCESSOR} has no {lf.RENAME_STEP} step to record the "
                 f"camera map {rename} in; name the dataset's cameras as the checkpoint's instead"
             )
-    return lf.FolderJSON(
-        copy.deepcopy(src.folder_json.config), pre, copy.deepcopy(src.folder_json.postprocessor)
-    )
+    return lf.FolderJSON(config, pre, post)
 
 
 # ---- the fine-tuned checkpoint as a policy ----------------------------------------------------
