@@ -15,8 +15,9 @@ state padded, fixed noise): network-level chunk latency at batch 1, pre/post-pro
   vlastack's ``set_precision``); SmolVLA has no bf16 setting on either side, so both run their
   float32 weights under ``torch.autocast("cpu", bfloat16)`` (the same transform on both sides).
 * FLOPs: ``torch.utils.flop_counter`` on vlastack's warm-up chunk (matmuls, convolutions,
-  attention); the matmul peak is a timed 2048^3 GEMM at the same dtype and thread count; % of peak
-  = FLOPs / p50 latency / peak.
+  attention); the matmul peak is a timed 2048^3 GEMM at the same dtype and thread count, taken in
+  each worker right after its chunks (the driver's own peak, taken first, is printed too); % of
+  peak = FLOPs / p50 latency / that peak.
 * stages: time spent in the vision tower (``embed_image``) and the denoise steps (vlastack: the
   expert's velocity calls; LeRobot: ``denoise_step``), the rest being the prefix embedding, the VLM
   prefill and glue. ``vlastack bench latency`` gives N/A per stage for imported LeRobot folders.
@@ -251,6 +252,10 @@ def worker(args: argparse.Namespace) -> None:
         out = chunk()
         times.append(time.perf_counter() - s)
     stages = {k: v / args.repeats for k, v in acc.items()}
+    # the GEMM peak in this process, right after the chunks, at their dtype and thread count:
+    # on a shared machine a peak taken minutes earlier can be off by 2x
+    dt = torch.float32 if args.dtype == "fp32" else torch.bfloat16
+    peak = matmul_peak([best], args.quick, {args.dtype: dt})[args.dtype][best]
     res: dict[str, Any] = {
         "side": args.side,
         "threads": best,
@@ -261,6 +266,7 @@ def worker(args: argparse.Namespace) -> None:
         "stages_s": stages,
         "load_s": load_s,
         "flops": flops,
+        "matmul_peak_gflops": peak,
         "chunk_abs_mean": float(out.float().abs().mean()),
         "chunk_head": out.float().flatten()[:8].tolist(),
     }
@@ -303,12 +309,16 @@ def train_step(args: argparse.Namespace, core: Any, io: dict, amp: Any) -> dict[
 
 
 # ---- driver ---------------------------------------------------------------------------------
-def matmul_peak(threads: list[int], quick: bool) -> dict[str, dict[int, float]]:
+def matmul_peak(
+    threads: list[int], quick: bool, dtypes: dict[str, Any] | None = None
+) -> dict[str, dict[int, float]]:
+    """GFLOP/s of the best of 5 square GEMMs (2048^3; 512^3 with --quick) per dtype and threads."""
     import torch
 
     n = 512 if quick else 2048
     out: dict[str, dict[int, float]] = {}
-    for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+    dtypes = dtypes or {"fp32": torch.float32, "bf16": torch.bfloat16}
+    for name, dt in dtypes.items():
         a, b = torch.randn(n, n, dtype=dt), torch.randn(n, n, dtype=dt)
         out[name] = {}
         for t in threads:
@@ -451,7 +461,7 @@ def report(results: dict[str, Any], peak: dict[str, dict[int, float]], meta: dic
                 if "skipped" in r or not r:
                     print(f"{model:<8} {dtype:<5} {side:<9} skipped: {r.get('skipped')}")
                     continue
-                pk = peak[dtype][r["threads"]] * 1e9
+                pk = r.get("matmul_peak_gflops", peak[dtype][r["threads"]]) * 1e9
                 pct = 100 * flops / r["p50_s"] / pk if flops else float("nan")
                 r["pct_of_matmul_peak"] = pct
                 st = r["stages_s"]
