@@ -27,8 +27,11 @@ POLL_S = 0.5
 _PR_SET_PDEATHSIG = 1
 
 
-class TerminatedError(BaseException):
-    """SIGTERM arrived (a BaseException, like KeyboardInterrupt: no ``except Exception`` eats it)."""
+class TerminatedError(SystemExit):
+    """SIGTERM arrived. A ``SystemExit`` (so no ``except Exception`` eats it) rather than a bare
+    ``BaseException``: asyncio re-raises ``SystemExit``/``KeyboardInterrupt`` out of a task step,
+    but stores any other ``BaseException`` in the task and keeps the loop running, so a SIGTERM
+    landing inside a task of ``vlastack serve`` would otherwise be swallowed and serve never stop."""
 
 
 def _alive(pid: int) -> bool:

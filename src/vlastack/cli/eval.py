@@ -115,13 +115,27 @@ REMOTE_FAMILIES = ("aloha", "libero")
 
 
 def run(args: argparse.Namespace) -> int:
+    """``--runner`` travels to the policy (here and in the workers it starts) as the
+    ``VLASTACK_RUNNER`` environment variable, set for this command only."""
+    if args.runner == "auto":
+        return _run(args)
+    previous = os.environ.get("VLASTACK_RUNNER")
+    os.environ["VLASTACK_RUNNER"] = args.runner
+    try:
+        return _run(args)
+    finally:
+        if previous is None:
+            os.environ.pop("VLASTACK_RUNNER", None)
+        else:
+            os.environ["VLASTACK_RUNNER"] = previous
+
+
+def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from vlastack.errors import ConfigError
     from vlastack.evaluation.reproduce import evaluate_manifest
 
-    if args.runner != "auto":  # Policy reads it, in this process and in the workers it starts
-        os.environ["VLASTACK_RUNNER"] = args.runner
     if args.manifest and args.resume:
         raise ConfigError("--resume continues a run in --out; drop --manifest, or --resume")
     if args.manifest:
