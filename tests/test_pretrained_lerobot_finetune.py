@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import _lerobot_golden as G
+from _lerobot_cli import eval_pusht
 from _lerobot_golden import OBS, max_abs, raw_obs
 from _lerobot_python import lerobot_python
 from vlastack.cli.main import main
@@ -553,23 +554,7 @@ def test_eval_runs_a_fine_tuned_checkpoint_in_pusht(fixtures_dir, tmp_path, caps
     assert main(["collect", *argv, "--keep-failures"]) == 0
     assert _train_cli(src, data, tmp_path / "run", "--steps=3", "--stats=recompute") == 0
     out = tmp_path / "res"
-    rc = main(
-        [
-            "eval",
-            str(tmp_path / "run"),
-            "--env",
-            "pusht",
-            "--episodes-per-task",
-            "1",
-            "--max-steps",
-            "10",
-            "--image-size",
-            "96",
-            "--out",
-            str(out),
-            "--no-progress",
-        ]
-    )
+    rc = eval_pusht(tmp_path / "run", out)
     assert rc == 0, capsys.readouterr().err
     rec = json.loads((out / "episodes.jsonl").read_text().splitlines()[0])
     assert rec["status"] in ("success", "failure") and rec["steps"] == 10
