@@ -17,18 +17,8 @@ import numpy as np
 import pytest
 import torch
 
+import _lerobot_cli as L
 import _lerobot_golden as G
-from _lerobot_cli import (
-    OPENPI_PY,
-    PUSHT_INPUTS,
-    PUSHT_OUTPUTS,
-    bench_latency,
-    eval_pusht,
-    openpi_client_run,
-    pusht_config,
-    pusht_stats,
-    serve_policy,
-)
 from vlastack.cli.main import build_parser, main
 from vlastack.embodiment import EmbodimentSpec
 from vlastack.errors import ConfigError
@@ -151,7 +141,7 @@ def test_control_hz_comes_from_train_config_when_there(act_folder, tmp_path):
 
 # ---- vlastack serve + the real openpi client ----------------------------------------------
 @pytest.mark.skipif(
-    not OPENPI_PY.exists(),
+    not L.OPENPI_PY.exists(),
     reason="the real openpi-client lives in .venv-openpi: python3 -m venv .venv-openpi && "
     ".venv-openpi/bin/pip install openpi-client typing_extensions",
 )
@@ -159,7 +149,7 @@ def test_serve_act_folder_to_the_openpi_client(act, act_folder, tmp_path):
     from vlastack.serving.protocol import packb, unpackb
     from vlastack.serving.server import ServerThread
 
-    served = serve_policy(
+    served = L.serve_policy(
         [str(act_folder), "--device", "cpu", "--threads", "1"]
     )  # what `vlastack serve FOLDER` serves
     assert type(served).__name__ == "LeRobotACTPolicy"
@@ -167,7 +157,7 @@ def test_serve_act_folder_to_the_openpi_client(act, act_folder, tmp_path):
     sent = [spell(raw_obs(act_folder, i), style) for i, style in cases]
     (tmp_path / "obs.msgpack").write_bytes(packb(sent))
     with ServerThread(served) as srv:
-        proc = openpi_client_run(srv.port, tmp_path)
+        proc = L.openpi_client_run(srv.port, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rec = unpackb((tmp_path / "out.msgpack").read_bytes())
     meta = rec["metadata"]
@@ -227,7 +217,7 @@ def test_inspect_diffusion_folder_json(diffusion_folder, capsys):
 
 # ---- vlastack bench latency ---------------------------------------------------------------
 def test_bench_latency_times_a_lerobot_folder(act_folder, capsys):
-    rc = bench_latency(act_folder, iters=3)
+    rc = L.bench_latency(act_folder, iters=3)
     assert rc == 0
     res = json.loads(capsys.readouterr().out)
     assert res["format"] == "lerobot_act" and res["stages"] == []
@@ -279,7 +269,7 @@ def test_hub_id_loads_from_the_local_cache(hub_cache, act, act_folder):
 def test_hub_id_in_serve_and_inspect(hub_cache, capsys):
 
     assert isinstance(
-        serve_policy(["lerobot/act_tiny", "--device", "cpu", "--threads", "1"]), LeRobotACTPolicy
+        L.serve_policy(["lerobot/act_tiny", "--device", "cpu", "--threads", "1"]), LeRobotACTPolicy
     )
     assert main(["inspect", "lerobot/act_tiny"]) == 0
     out = capsys.readouterr().out
@@ -308,8 +298,8 @@ def write_pusht_act_folder(act_folder: Path, dst: Path) -> Path:
     from vlastack.pretrained.lerobot.act import ACTNetwork, ACTSpec
 
     dst.mkdir(parents=True)
-    cfg = pusht_config(act_folder, dst)
-    inputs, outputs = PUSHT_INPUTS, PUSHT_OUTPUTS
+    cfg = L.pusht_config(act_folder, dst)
+    inputs, outputs = L.PUSHT_INPUTS, L.PUSHT_OUTPUTS
     torch.manual_seed(0)
     net = ACTNetwork(ACTSpec.from_config(cfg))
     save_file(
@@ -318,7 +308,7 @@ def write_pusht_act_folder(act_folder: Path, dst: Path) -> Path:
     stats = {
         "observation.images.top.mean": torch.full((3, 1, 1), 0.5),
         "observation.images.top.std": torch.full((3, 1, 1), 0.25),
-        **pusht_stats(),
+        **L.pusht_stats(),
     }
     norm_map = {"VISUAL": "MEAN_STD", "STATE": "MEAN_STD", "ACTION": "MEAN_STD"}
     pre_stats = "policy_preprocessor_step_3_normalizer_processor.safetensors"
@@ -349,7 +339,7 @@ def test_eval_runs_a_lerobot_folder_in_pusht(act_folder, tmp_path, capsys):
     pytest.importorskip("gym_pusht")
     folder = write_pusht_act_folder(act_folder, tmp_path / "pretrained_model")
     out = tmp_path / "res"
-    rc = eval_pusht(folder, out)
+    rc = L.eval_pusht(folder, out)
     assert rc == 0, capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["overall"]["latency"]["p50_ms"] > 0

@@ -14,18 +14,8 @@ import numpy as np
 import pytest
 import torch
 
+import _lerobot_cli as L
 import _lerobot_golden as G
-from _lerobot_cli import (
-    OPENPI_PY,
-    PUSHT_INPUTS,
-    PUSHT_OUTPUTS,
-    bench_latency,
-    eval_pusht,
-    openpi_client_run,
-    pusht_config,
-    pusht_stats,
-    serve_policy,
-)
 from vlastack.cli.main import main
 from vlastack.pretrained.lerobot.pi0_policy import load_lerobot_pi0
 
@@ -44,14 +34,14 @@ def _folder(fixtures_dir: Path, kind: str) -> Path:
 def test_serve_pi05_folder_to_the_openpi_client(fixtures_dir, tmp_path):
     """Openpi-flat keys and ``prompt``; each reply equals the in-process chunk of a policy
     loaded the same way and reset the way the server resets on connect."""
-    if not OPENPI_PY.exists():
-        pytest.skip(f"the openpi client venv is missing at {OPENPI_PY} (make venv-openpi)")
+    if not L.OPENPI_PY.exists():
+        pytest.skip(f"the openpi client venv is missing at {L.OPENPI_PY} (make venv-openpi)")
     from vlastack.serving.protocol import packb, unpackb
     from vlastack.serving.server import ServerThread
 
     folder = _folder(fixtures_dir, "pi05")
     golden = G.golden(folder.parent)
-    served = serve_policy([str(folder), "--device", "cpu", "--threads", "1"])
+    served = L.serve_policy([str(folder), "--device", "cpu", "--threads", "1"])
     assert type(served).__name__ == "LeRobotPi0Policy"
     sent = []
     for i in G.OBS:
@@ -60,7 +50,7 @@ def test_serve_pi05_folder_to_the_openpi_client(fixtures_dir, tmp_path):
         sent.append({**flat, "observation/state": obs["observation.state"], "prompt": TASKS[i]})
     (tmp_path / "obs.msgpack").write_bytes(packb(sent))
     with ServerThread(served) as srv:
-        proc = openpi_client_run(srv.port, tmp_path)
+        proc = L.openpi_client_run(srv.port, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rec = unpackb((tmp_path / "out.msgpack").read_bytes())
     assert rec["metadata"]["format"] == "lerobot_pi05" and rec["metadata"]["language"]
@@ -84,7 +74,7 @@ def test_inspect_pi0_folder(fixtures_dir, capsys):
 
 
 def test_bench_latency_times_a_pi0_folder(fixtures_dir, capsys):
-    rc = bench_latency(_folder(fixtures_dir, "pi0"))
+    rc = L.bench_latency(_folder(fixtures_dir, "pi0"))
     assert rc == 0
     res = json.loads(capsys.readouterr().out)
     assert res["format"] == "lerobot_pi0"
@@ -100,15 +90,15 @@ def write_pusht_pi0_folder(src: Path, dst: Path) -> Path:
     from vlastack.pretrained.lerobot.pi0_weights import expected_shapes
 
     dst.mkdir(parents=True)
-    cfg = pusht_config(src, dst)
-    inputs, outputs = PUSHT_INPUTS, PUSHT_OUTPUTS
+    cfg = L.pusht_config(src, dst)
+    inputs, outputs = L.PUSHT_INPUTS, L.PUSHT_OUTPUTS
     spec = Pi0Spec.from_config(cfg)
     torch.manual_seed(0)
     sd = {k: v.contiguous() for k, v in Pi0Network(spec).state_dict().items()}
     for k, shape in expected_shapes(spec).items():
         sd.setdefault(k, torch.randn(shape) * 0.02)
     save_file(sd, str(dst / "model.safetensors"))
-    stats = pusht_stats()
+    stats = L.pusht_stats()
     pre = json.loads((src / "policy_preprocessor.json").read_text())
     post = json.loads((src / "policy_postprocessor.json").read_text())
     for pipeline, features, name in ((pre, {**inputs, **outputs}, "pre"), (post, outputs, "post")):
@@ -126,7 +116,7 @@ def test_eval_runs_a_pi0_folder_in_pusht(fixtures_dir, tmp_path, capsys):
     pytest.importorskip("gym_pusht")
     folder = write_pusht_pi0_folder(_folder(fixtures_dir, "pi0"), tmp_path / "pretrained_model")
     out = tmp_path / "res"
-    rc = eval_pusht(folder, out)
+    rc = L.eval_pusht(folder, out)
     assert rc == 0, capsys.readouterr().err
     rec = json.loads((out / "episodes.jsonl").read_text().splitlines()[0])
     assert rec["status"] in ("success", "failure") and rec["steps"] == 10

@@ -14,18 +14,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+import _lerobot_cli as L
 import _lerobot_golden as G
-from _lerobot_cli import (
-    OPENPI_PY,
-    PUSHT_INPUTS,
-    PUSHT_OUTPUTS,
-    bench_latency,
-    eval_pusht,
-    openpi_client_run,
-    pusht_config,
-    pusht_stats,
-    serve_policy,
-)
 from _lerobot_golden import raw_obs
 from _lerobot_tokenizer import write_byte_tokenizer
 from vlastack.cli.main import main
@@ -49,14 +39,14 @@ def root(kind_dir: Path, tmp_path_factory) -> Path:
 
 
 def test_bench_latency_times_a_smolvla_folder(root, capsys):
-    rc = bench_latency(root / "pretrained_model")
+    rc = L.bench_latency(root / "pretrained_model")
     assert rc == 0
     res = json.loads(capsys.readouterr().out)
     assert res["format"] == "lerobot_smolvla" and res["total"]["p50_ms"] > 0
 
 
 @pytest.mark.skipif(
-    not OPENPI_PY.exists(),
+    not L.OPENPI_PY.exists(),
     reason="the real openpi-client lives in .venv-openpi: python3 -m venv .venv-openpi && "
     ".venv-openpi/bin/pip install openpi-client typing_extensions",
 )
@@ -64,7 +54,7 @@ def test_serve_smolvla_to_the_openpi_client(root, kind_dir, tmp_path):
     from vlastack.serving.protocol import packb, unpackb
     from vlastack.serving.server import ServerThread
 
-    served = serve_policy([str(root / "pretrained_model"), "--device", "cpu", "--threads", "1"])
+    served = L.serve_policy([str(root / "pretrained_model"), "--device", "cpu", "--threads", "1"])
     assert type(served).__name__ == "LeRobotSmolVLAPolicy"
     golden = G.golden(kind_dir)
     obs = raw_obs(golden, 0)
@@ -74,7 +64,7 @@ def test_serve_smolvla_to_the_openpi_client(root, kind_dir, tmp_path):
     ]
     (tmp_path / "obs.msgpack").write_bytes(packb(sent))
     with ServerThread(served) as srv:
-        proc = openpi_client_run(srv.port, tmp_path)
+        proc = L.openpi_client_run(srv.port, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rec = unpackb((tmp_path / "out.msgpack").read_bytes())
     assert rec["metadata"]["format"] == "lerobot_smolvla" and rec["metadata"]["language"]
@@ -88,9 +78,9 @@ def write_pusht_smolvla_folder(root: Path, dst: Path) -> Path:
     """The fixture with PushT's features (one 96x96 'top' camera, 2-d state and action),
     n_action_steps 5, and stats in PushT's pixel units."""
     shutil.copytree(root / "pretrained_model", dst)
-    pusht_config(dst, dst)
-    inputs, outputs = PUSHT_INPUTS, PUSHT_OUTPUTS
-    stats = pusht_stats()
+    L.pusht_config(dst, dst)
+    inputs, outputs = L.PUSHT_INPUTS, L.PUSHT_OUTPUTS
+    stats = L.pusht_stats()
     for name, keep in (
         ("policy_preprocessor", lambda k: True),
         ("policy_postprocessor", lambda k: k.startswith("action")),
@@ -111,7 +101,7 @@ def test_eval_runs_a_smolvla_folder_in_pusht(root, tmp_path, capsys):
     pytest.importorskip("gym_pusht")
     folder = write_pusht_smolvla_folder(root, root / "pusht_model")
     out = tmp_path / "res"
-    rc = eval_pusht(folder, out)
+    rc = L.eval_pusht(folder, out)
     assert rc == 0, capsys.readouterr().err
     rec = json.loads((out / "episodes.jsonl").read_text().splitlines()[0])
     assert rec["status"] in ("success", "failure") and rec["steps"] == 10
