@@ -26,3 +26,10 @@ def lerobot_python() -> str:
     if probe.returncode != 0:
         pytest.skip(f"{py} cannot import lerobot: {probe.stderr.decode()[-300:]}")
     return py
+
+
+def run_checks(py: str, script: Path, tmp: Path) -> subprocess.CompletedProcess[str]:
+    """``py script tmp/jobs.json tmp/out.json``: a compat check script run over the jobs
+    written to ``tmp`` (ten minutes at the most)."""
+    argv = [py, str(script), str(tmp / "jobs.json"), str(tmp / "out.json")]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=600)

@@ -11,7 +11,6 @@ transposed the wrong way, changes the actions or raises.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,9 @@ import numpy as np
 import pytest
 
 from _export_tiny import tiny_stats, write_tiny_checkpoint
+from _lerobot_cli import OPENPI_PY, openpi_client_run
 from vlastack.policy import ObservationError, Policy
 
-ROOT = Path(__file__).resolve().parents[1]
-OPENPI_PY = ROOT / ".venv-openpi" / "bin" / "python"
-OBS_SCRIPT = Path(__file__).with_name("serving_openpi_obs_script.py")
 CAMS = ("cam_high", "wrist")
 TOL = dict(rtol=1e-6, atol=1e-6)  # same weights, same float32 ops: equal up to rounding
 
@@ -177,18 +174,7 @@ def test_openpi_client_gets_the_in_process_actions_for_every_spelling(
     (tmp_path / "obs.msgpack").write_bytes(packb([*sent, missing]))
     served = Policy.from_checkpoint(ckpt)
     with ServerThread(served) as srv:
-        proc = subprocess.run(
-            [
-                str(OPENPI_PY),
-                str(OBS_SCRIPT),
-                str(srv.port),
-                str(tmp_path / "obs.msgpack"),
-                str(tmp_path / "out.msgpack"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        proc = openpi_client_run(srv.port, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rec = unpackb((tmp_path / "out.msgpack").read_bytes())
     assert rec["metadata"] == policy.metadata

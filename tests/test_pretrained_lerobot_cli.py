@@ -10,7 +10,6 @@ carries a real EmbodimentSpec. LeRobot itself is never imported.
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+import _lerobot_cli as L
 import _lerobot_golden as G
 from vlastack.cli.main import build_parser, main
 from vlastack.embodiment import EmbodimentSpec
@@ -26,9 +26,6 @@ from vlastack.evaluation.loading import load_policy, policy_embodiment
 from vlastack.pretrained.lerobot.diffusion_policy import load_lerobot_diffusion
 from vlastack.pretrained.lerobot.policy import LeRobotACTPolicy, load_lerobot_act
 
-ROOT = Path(__file__).resolve().parents[1]
-OPENPI_PY = ROOT / ".venv-openpi" / "bin" / "python"
-OBS_SCRIPT = Path(__file__).with_name("serving_openpi_obs_script.py")
 CAMS = ("top", "wrist")
 SAME = dict(rtol=0, atol=1e-6)  # same weights, same float32 ops
 
@@ -144,40 +141,23 @@ def test_control_hz_comes_from_train_config_when_there(act_folder, tmp_path):
 
 # ---- vlastack serve + the real openpi client ----------------------------------------------
 @pytest.mark.skipif(
-    not OPENPI_PY.exists(),
+    not L.OPENPI_PY.exists(),
     reason="the real openpi-client lives in .venv-openpi: python3 -m venv .venv-openpi && "
     ".venv-openpi/bin/pip install openpi-client typing_extensions",
 )
 def test_serve_act_folder_to_the_openpi_client(act, act_folder, tmp_path):
-    from vlastack.cli.serve import _load_policy
     from vlastack.serving.protocol import packb, unpackb
     from vlastack.serving.server import ServerThread
 
-    args = build_parser().parse_args(
-        ["serve", str(act_folder), "--device", "cpu", "--threads", "1"]
-    )
-    threads = torch.get_num_threads()
-    try:
-        served = _load_policy(args)  # what `vlastack serve FOLDER` serves
-    finally:
-        torch.set_num_threads(threads)
+    served = L.serve_policy(
+        [str(act_folder), "--device", "cpu", "--threads", "1"]
+    )  # what `vlastack serve FOLDER` serves
     assert type(served).__name__ == "LeRobotACTPolicy"
     cases = [(i, style) for i in (0, 1, 2) for style in ("lerobot", "openpi_flat", "aloha_nested")]
     sent = [spell(raw_obs(act_folder, i), style) for i, style in cases]
     (tmp_path / "obs.msgpack").write_bytes(packb(sent))
     with ServerThread(served) as srv:
-        proc = subprocess.run(
-            [
-                str(OPENPI_PY),
-                str(OBS_SCRIPT),
-                str(srv.port),
-                str(tmp_path / "obs.msgpack"),
-                str(tmp_path / "out.msgpack"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        proc = L.openpi_client_run(srv.port, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rec = unpackb((tmp_path / "out.msgpack").read_bytes())
     meta = rec["metadata"]
@@ -237,24 +217,7 @@ def test_inspect_diffusion_folder_json(diffusion_folder, capsys):
 
 # ---- vlastack bench latency ---------------------------------------------------------------
 def test_bench_latency_times_a_lerobot_folder(act_folder, capsys):
-    threads = torch.get_num_threads()
-    try:
-        rc = main(
-            [
-                "bench",
-                "latency",
-                str(act_folder),
-                "--iters",
-                "3",
-                "--warmup",
-                "1",
-                "--threads",
-                "1",
-                "--json",
-            ]
-        )
-    finally:
-        torch.set_num_threads(threads)
+    rc = L.bench_latency(act_folder, iters=3)
     assert rc == 0
     res = json.loads(capsys.readouterr().out)
     assert res["format"] == "lerobot_act" and res["stages"] == []
@@ -304,16 +267,10 @@ def test_hub_id_loads_from_the_local_cache(hub_cache, act, act_folder):
 
 
 def test_hub_id_in_serve_and_inspect(hub_cache, capsys):
-    from vlastack.cli.serve import _load_policy
 
-    args = build_parser().parse_args(
-        ["serve", "lerobot/act_tiny", "--device", "cpu", "--threads", "1"]
+    assert isinstance(
+        L.serve_policy(["lerobot/act_tiny", "--device", "cpu", "--threads", "1"]), LeRobotACTPolicy
     )
-    threads = torch.get_num_threads()
-    try:
-        assert isinstance(_load_policy(args), LeRobotACTPolicy)
-    finally:
-        torch.set_num_threads(threads)
     assert main(["inspect", "lerobot/act_tiny"]) == 0
     out = capsys.readouterr().out
     assert "format lerobot_act" in out and COMMIT in out
@@ -341,14 +298,8 @@ def write_pusht_act_folder(act_folder: Path, dst: Path) -> Path:
     from vlastack.pretrained.lerobot.act import ACTNetwork, ACTSpec
 
     dst.mkdir(parents=True)
-    cfg = json.loads((act_folder / "config.json").read_text())
-    inputs = {
-        "observation.images.top": {"type": "VISUAL", "shape": [3, 96, 96]},
-        "observation.state": {"type": "STATE", "shape": [2]},
-    }
-    outputs = {"action": {"type": "ACTION", "shape": [2]}}
-    cfg.update(input_features=inputs, output_features=outputs, n_action_steps=5)
-    (dst / "config.json").write_text(json.dumps(cfg))
+    cfg = L.pusht_config(act_folder, dst)
+    inputs, outputs = L.PUSHT_INPUTS, L.PUSHT_OUTPUTS
     torch.manual_seed(0)
     net = ACTNetwork(ACTSpec.from_config(cfg))
     save_file(
@@ -357,10 +308,7 @@ def write_pusht_act_folder(act_folder: Path, dst: Path) -> Path:
     stats = {
         "observation.images.top.mean": torch.full((3, 1, 1), 0.5),
         "observation.images.top.std": torch.full((3, 1, 1), 0.25),
-        "observation.state.mean": torch.full((2,), 256.0),
-        "observation.state.std": torch.full((2,), 100.0),
-        "action.mean": torch.full((2,), 256.0),
-        "action.std": torch.full((2,), 100.0),
+        **L.pusht_stats(),
     }
     norm_map = {"VISUAL": "MEAN_STD", "STATE": "MEAN_STD", "ACTION": "MEAN_STD"}
     pre_stats = "policy_preprocessor_step_3_normalizer_processor.safetensors"
@@ -391,23 +339,7 @@ def test_eval_runs_a_lerobot_folder_in_pusht(act_folder, tmp_path, capsys):
     pytest.importorskip("gym_pusht")
     folder = write_pusht_act_folder(act_folder, tmp_path / "pretrained_model")
     out = tmp_path / "res"
-    rc = main(
-        [
-            "eval",
-            str(folder),
-            "--env",
-            "pusht",
-            "--episodes-per-task",
-            "1",
-            "--max-steps",
-            "10",
-            "--image-size",
-            "96",
-            "--out",
-            str(out),
-            "--no-progress",
-        ]
-    )
+    rc = L.eval_pusht(folder, out)
     assert rc == 0, capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["overall"]["latency"]["p50_ms"] > 0

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +26,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import _lerobot_golden as G
+from _lerobot_cli import eval_pusht
 from _lerobot_golden import OBS, max_abs, raw_obs
-from _lerobot_python import lerobot_python
+from _lerobot_python import lerobot_python, run_checks
 from vlastack.cli.main import main
 from vlastack.data.dataset import collate
 from vlastack.data.format import DatasetWriter, Feature
@@ -180,17 +180,7 @@ def lerobot_checks(fixtures_dir, dataset, tmp_path_factory) -> dict[str, Any]:
         golden_dir = str(G.policy_dir(fixtures_dir, kind))
         jobs.append({"check": f"{kind}_export", "golden_dir": golden_dir, "folder": str(exp)})
     (tmp / "jobs.json").write_text(json.dumps(jobs))
-    res = subprocess.run(
-        [
-            py,
-            str(COMPAT / "lerobot_finetune_checks.py"),
-            str(tmp / "jobs.json"),
-            str(tmp / "out.json"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    res = run_checks(py, COMPAT / "lerobot_finetune_checks.py", tmp)
     assert res.returncode == 0, res.stderr[-3000:]
     results = json.loads((tmp / "out.json").read_text())
     out["loss"] = {k: load_file(str(tmp / f"{k}_out.safetensors")) for k in ("act", "diffusion")}
@@ -553,23 +543,7 @@ def test_eval_runs_a_fine_tuned_checkpoint_in_pusht(fixtures_dir, tmp_path, caps
     assert main(["collect", *argv, "--keep-failures"]) == 0
     assert _train_cli(src, data, tmp_path / "run", "--steps=3", "--stats=recompute") == 0
     out = tmp_path / "res"
-    rc = main(
-        [
-            "eval",
-            str(tmp_path / "run"),
-            "--env",
-            "pusht",
-            "--episodes-per-task",
-            "1",
-            "--max-steps",
-            "10",
-            "--image-size",
-            "96",
-            "--out",
-            str(out),
-            "--no-progress",
-        ]
-    )
+    rc = eval_pusht(tmp_path / "run", out)
     assert rc == 0, capsys.readouterr().err
     rec = json.loads((out / "episodes.jsonl").read_text().splitlines()[0])
     assert rec["status"] in ("success", "failure") and rec["steps"] == 10

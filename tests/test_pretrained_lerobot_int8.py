@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from safetensors import safe_open
 
 import _lerobot_golden as G
+from _lerobot_cli import bench_latency, eval_pusht, serve_policy
 from _lerobot_golden import OBS, raw_obs
 from vlastack.cli.main import main
 from vlastack.errors import ConfigError
@@ -128,24 +128,7 @@ def test_from_checkpoint_bench_and_metadata(quantized, capsys):
     pol = Policy.from_checkpoint(quantized["diffusion"])
     meta = pol.metadata
     assert meta["quantization"]["method"] == "int8" and meta["quantization"]["num_layers"] > 0
-    threads = torch.get_num_threads()
-    try:
-        rc = main(
-            [
-                "bench",
-                "latency",
-                str(quantized["act"]),
-                "--iters",
-                "2",
-                "--warmup",
-                "1",
-                "--threads",
-                "1",
-                "--json",
-            ]
-        )
-    finally:
-        torch.set_num_threads(threads)
+    rc = bench_latency(quantized["act"])
     assert rc == 0
     res = json.loads(capsys.readouterr().out)
     assert res["format"] == "lerobot_int8"
@@ -154,18 +137,11 @@ def test_from_checkpoint_bench_and_metadata(quantized, capsys):
 
 
 def test_serve_int8_folder(quantized, fixtures_dir):
-    from vlastack.cli.main import build_parser
-    from vlastack.cli.serve import _load_policy
     from vlastack.serving.client import PolicyClient
     from vlastack.serving.server import ServerThread
 
     golden = G.golden(G.policy_dir(fixtures_dir, "act"))
-    args = build_parser().parse_args(["serve", str(quantized["act"]), "--device", "cpu"])
-    threads = torch.get_num_threads()
-    try:
-        served = _load_policy(args)
-    finally:
-        torch.set_num_threads(threads)
+    served = serve_policy([str(quantized["act"]), "--device", "cpu"])
     assert served.quantization is not None
     want = served.infer(raw_obs(golden, 0))["actions"]
     with ServerThread(served) as srv, PolicyClient(port=srv.port) as client:
@@ -182,23 +158,7 @@ def test_eval_runs_an_int8_folder_in_pusht(fixtures_dir, tmp_path, capsys):
     q = tmp_path / "int8"
     assert main(["export", "quantize", str(folder), "--out", str(q)]) == 0
     out = tmp_path / "res"
-    rc = main(
-        [
-            "eval",
-            str(q),
-            "--env",
-            "pusht",
-            "--episodes-per-task",
-            "1",
-            "--max-steps",
-            "5",
-            "--image-size",
-            "96",
-            "--out",
-            str(out),
-            "--no-progress",
-        ]
-    )
+    rc = eval_pusht(q, out, max_steps=5)
     assert rc == 0, capsys.readouterr().err
     rec = json.loads((out / "episodes.jsonl").read_text().splitlines()[0])
     assert rec["status"] in ("success", "failure") and rec["steps"] == 5

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ import torch
 
 import _lerobot_golden as G
 from _lerobot_golden import max_abs, raw_obs
-from _lerobot_python import lerobot_python
+from _lerobot_python import lerobot_python, run_checks
 from vlastack.errors import ConfigError
 from vlastack.pretrained.lerobot import diffusion as dmod
 from vlastack.pretrained.lerobot.describe import describe_folder
@@ -86,17 +85,7 @@ def lerobot_runs(fixtures_dir, tmp_path_factory) -> dict[str, Any]:
         }
     )
     (tmp / "jobs.json").write_text(json.dumps(jobs))
-    res = subprocess.run(
-        [
-            py,
-            str(COMPAT / "lerobot_option_checks.py"),
-            str(tmp / "jobs.json"),
-            str(tmp / "out.json"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    res = run_checks(py, COMPAT / "lerobot_option_checks.py", tmp)
     assert res.returncode == 0, res.stderr[-3000:]
     results = json.loads((tmp / "out.json").read_text())
     return {

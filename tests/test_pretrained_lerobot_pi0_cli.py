@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import _lerobot_cli as L
 import _lerobot_golden as G
-from vlastack.cli.main import build_parser, main
+from vlastack.cli.main import main
 from vlastack.pretrained.lerobot.pi0_policy import load_lerobot_pi0
 
-ROOT = Path(__file__).resolve().parents[1]
-OPENPI_PY = ROOT / ".venv-openpi" / "bin" / "python"
-OBS_SCRIPT = Path(__file__).with_name("serving_openpi_obs_script.py")
 TASKS = ("pick up the red block", "put the green cup in the sink", "open the top drawer")
 
 
@@ -37,20 +34,14 @@ def _folder(fixtures_dir: Path, kind: str) -> Path:
 def test_serve_pi05_folder_to_the_openpi_client(fixtures_dir, tmp_path):
     """Openpi-flat keys and ``prompt``; each reply equals the in-process chunk of a policy
     loaded the same way and reset the way the server resets on connect."""
-    if not OPENPI_PY.exists():
-        pytest.skip(f"the openpi client venv is missing at {OPENPI_PY} (make venv-openpi)")
-    from vlastack.cli.serve import _load_policy
+    if not L.OPENPI_PY.exists():
+        pytest.skip(f"the openpi client venv is missing at {L.OPENPI_PY} (make venv-openpi)")
     from vlastack.serving.protocol import packb, unpackb
     from vlastack.serving.server import ServerThread
 
     folder = _folder(fixtures_dir, "pi05")
     golden = G.golden(folder.parent)
-    args = build_parser().parse_args(["serve", str(folder), "--device", "cpu", "--threads", "1"])
-    threads = torch.get_num_threads()
-    try:
-        served = _load_policy(args)
-    finally:
-        torch.set_num_threads(threads)
+    served = L.serve_policy([str(folder), "--device", "cpu", "--threads", "1"])
     assert type(served).__name__ == "LeRobotPi0Policy"
     sent = []
     for i in G.OBS:
@@ -59,18 +50,7 @@ def test_serve_pi05_folder_to_the_openpi_client(fixtures_dir, tmp_path):
         sent.append({**flat, "observation/state": obs["observation.state"], "prompt": TASKS[i]})
     (tmp_path / "obs.msgpack").write_bytes(packb(sent))
     with ServerThread(served) as srv:
-        proc = subprocess.run(
-            [
-                str(OPENPI_PY),
-                str(OBS_SCRIPT),
-                str(srv.port),
-                str(tmp_path / "obs.msgpack"),
-                str(tmp_path / "out.msgpack"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        proc = L.openpi_client_run(srv.port, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rec = unpackb((tmp_path / "out.msgpack").read_bytes())
     assert rec["metadata"]["format"] == "lerobot_pi05" and rec["metadata"]["language"]
@@ -94,24 +74,7 @@ def test_inspect_pi0_folder(fixtures_dir, capsys):
 
 
 def test_bench_latency_times_a_pi0_folder(fixtures_dir, capsys):
-    threads = torch.get_num_threads()
-    try:
-        rc = main(
-            [
-                "bench",
-                "latency",
-                str(_folder(fixtures_dir, "pi0")),
-                "--iters",
-                "2",
-                "--warmup",
-                "1",
-                "--threads",
-                "1",
-                "--json",
-            ]
-        )
-    finally:
-        torch.set_num_threads(threads)
+    rc = L.bench_latency(_folder(fixtures_dir, "pi0"))
     assert rc == 0
     res = json.loads(capsys.readouterr().out)
     assert res["format"] == "lerobot_pi0"
@@ -127,26 +90,15 @@ def write_pusht_pi0_folder(src: Path, dst: Path) -> Path:
     from vlastack.pretrained.lerobot.pi0_weights import expected_shapes
 
     dst.mkdir(parents=True)
-    cfg = json.loads((src / "config.json").read_text())
-    inputs = {
-        "observation.images.top": {"type": "VISUAL", "shape": [3, 96, 96]},
-        "observation.state": {"type": "STATE", "shape": [2]},
-    }
-    outputs = {"action": {"type": "ACTION", "shape": [2]}}
-    cfg.update(input_features=inputs, output_features=outputs, n_action_steps=5)
-    (dst / "config.json").write_text(json.dumps(cfg))
+    cfg = L.pusht_config(src, dst)
+    inputs, outputs = L.PUSHT_INPUTS, L.PUSHT_OUTPUTS
     spec = Pi0Spec.from_config(cfg)
     torch.manual_seed(0)
     sd = {k: v.contiguous() for k, v in Pi0Network(spec).state_dict().items()}
     for k, shape in expected_shapes(spec).items():
         sd.setdefault(k, torch.randn(shape) * 0.02)
     save_file(sd, str(dst / "model.safetensors"))
-    stats = {
-        "observation.state.mean": torch.full((2,), 256.0),
-        "observation.state.std": torch.full((2,), 100.0),
-        "action.mean": torch.full((2,), 256.0),
-        "action.std": torch.full((2,), 100.0),
-    }
+    stats = L.pusht_stats()
     pre = json.loads((src / "policy_preprocessor.json").read_text())
     post = json.loads((src / "policy_postprocessor.json").read_text())
     for pipeline, features, name in ((pre, {**inputs, **outputs}, "pre"), (post, outputs, "post")):
@@ -164,23 +116,7 @@ def test_eval_runs_a_pi0_folder_in_pusht(fixtures_dir, tmp_path, capsys):
     pytest.importorskip("gym_pusht")
     folder = write_pusht_pi0_folder(_folder(fixtures_dir, "pi0"), tmp_path / "pretrained_model")
     out = tmp_path / "res"
-    rc = main(
-        [
-            "eval",
-            str(folder),
-            "--env",
-            "pusht",
-            "--episodes-per-task",
-            "1",
-            "--max-steps",
-            "10",
-            "--image-size",
-            "96",
-            "--out",
-            str(out),
-            "--no-progress",
-        ]
-    )
+    rc = L.eval_pusht(folder, out)
     assert rc == 0, capsys.readouterr().err
     rec = json.loads((out / "episodes.jsonl").read_text().splitlines()[0])
     assert rec["status"] in ("success", "failure") and rec["steps"] == 10

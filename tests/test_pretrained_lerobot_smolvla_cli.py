@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +14,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+import _lerobot_cli as L
 import _lerobot_golden as G
 from _lerobot_golden import raw_obs
 from _lerobot_tokenizer import write_byte_tokenizer
-from vlastack.cli.main import build_parser, main
-
-ROOT = Path(__file__).resolve().parents[1]
-OPENPI_PY = ROOT / ".venv-openpi" / "bin" / "python"
-OBS_SCRIPT = Path(__file__).with_name("serving_openpi_obs_script.py")
+from vlastack.cli.main import main
 
 
 @pytest.fixture(scope="module")
@@ -43,47 +39,22 @@ def root(kind_dir: Path, tmp_path_factory) -> Path:
 
 
 def test_bench_latency_times_a_smolvla_folder(root, capsys):
-    threads = torch.get_num_threads()
-    try:
-        rc = main(
-            [
-                "bench",
-                "latency",
-                str(root / "pretrained_model"),
-                "--iters",
-                "2",
-                "--warmup",
-                "1",
-                "--threads",
-                "1",
-                "--json",
-            ]
-        )
-    finally:
-        torch.set_num_threads(threads)
+    rc = L.bench_latency(root / "pretrained_model")
     assert rc == 0
     res = json.loads(capsys.readouterr().out)
     assert res["format"] == "lerobot_smolvla" and res["total"]["p50_ms"] > 0
 
 
 @pytest.mark.skipif(
-    not OPENPI_PY.exists(),
+    not L.OPENPI_PY.exists(),
     reason="the real openpi-client lives in .venv-openpi: python3 -m venv .venv-openpi && "
     ".venv-openpi/bin/pip install openpi-client typing_extensions",
 )
 def test_serve_smolvla_to_the_openpi_client(root, kind_dir, tmp_path):
-    from vlastack.cli.serve import _load_policy
     from vlastack.serving.protocol import packb, unpackb
     from vlastack.serving.server import ServerThread
 
-    args = build_parser().parse_args(
-        ["serve", str(root / "pretrained_model"), "--device", "cpu", "--threads", "1"]
-    )
-    threads = torch.get_num_threads()
-    try:
-        served = _load_policy(args)
-    finally:
-        torch.set_num_threads(threads)
+    served = L.serve_policy([str(root / "pretrained_model"), "--device", "cpu", "--threads", "1"])
     assert type(served).__name__ == "LeRobotSmolVLAPolicy"
     golden = G.golden(kind_dir)
     obs = raw_obs(golden, 0)
@@ -93,18 +64,7 @@ def test_serve_smolvla_to_the_openpi_client(root, kind_dir, tmp_path):
     ]
     (tmp_path / "obs.msgpack").write_bytes(packb(sent))
     with ServerThread(served) as srv:
-        proc = subprocess.run(
-            [
-                str(OPENPI_PY),
-                str(OBS_SCRIPT),
-                str(srv.port),
-                str(tmp_path / "obs.msgpack"),
-                str(tmp_path / "out.msgpack"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        proc = L.openpi_client_run(srv.port, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rec = unpackb((tmp_path / "out.msgpack").read_bytes())
     assert rec["metadata"]["format"] == "lerobot_smolvla" and rec["metadata"]["language"]
@@ -118,20 +78,9 @@ def write_pusht_smolvla_folder(root: Path, dst: Path) -> Path:
     """The fixture with PushT's features (one 96x96 'top' camera, 2-d state and action),
     n_action_steps 5, and stats in PushT's pixel units."""
     shutil.copytree(root / "pretrained_model", dst)
-    cfg = json.loads((dst / "config.json").read_text())
-    inputs = {
-        "observation.images.top": {"type": "VISUAL", "shape": [3, 96, 96]},
-        "observation.state": {"type": "STATE", "shape": [2]},
-    }
-    outputs = {"action": {"type": "ACTION", "shape": [2]}}
-    cfg.update(input_features=inputs, output_features=outputs, n_action_steps=5)
-    (dst / "config.json").write_text(json.dumps(cfg))
-    stats = {
-        "observation.state.mean": torch.full((2,), 256.0),
-        "observation.state.std": torch.full((2,), 100.0),
-        "action.mean": torch.full((2,), 256.0),
-        "action.std": torch.full((2,), 100.0),
-    }
+    L.pusht_config(dst, dst)
+    inputs, outputs = L.PUSHT_INPUTS, L.PUSHT_OUTPUTS
+    stats = L.pusht_stats()
     for name, keep in (
         ("policy_preprocessor", lambda k: True),
         ("policy_postprocessor", lambda k: k.startswith("action")),
@@ -152,23 +101,7 @@ def test_eval_runs_a_smolvla_folder_in_pusht(root, tmp_path, capsys):
     pytest.importorskip("gym_pusht")
     folder = write_pusht_smolvla_folder(root, root / "pusht_model")
     out = tmp_path / "res"
-    rc = main(
-        [
-            "eval",
-            str(folder),
-            "--env",
-            "pusht",
-            "--episodes-per-task",
-            "1",
-            "--max-steps",
-            "10",
-            "--image-size",
-            "96",
-            "--out",
-            str(out),
-            "--no-progress",
-        ]
-    )
+    rc = L.eval_pusht(folder, out)
     assert rc == 0, capsys.readouterr().err
     rec = json.loads((out / "episodes.jsonl").read_text().splitlines()[0])
     assert rec["status"] in ("success", "failure") and rec["steps"] == 10

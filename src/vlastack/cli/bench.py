@@ -27,10 +27,27 @@ def _common(p: argparse.ArgumentParser, out: str, image: str = "96") -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
-def _executor_args(p: argparse.ArgumentParser) -> None:
+def _suite_args(p: argparse.ArgumentParser, max_steps_help: str | None = None) -> None:
+    """--max-steps, --workers and the executor options of the suites that run evaluations."""
     from vlastack.cli.eval import add_executor_args
 
+    p.add_argument("--max-steps", type=int, default=None, help=max_steps_help)
+    p.add_argument("--workers", type=int, default=1)
     add_executor_args(p)
+
+
+def _suite_kwargs(args: argparse.Namespace, executor: Any) -> dict[str, Any]:
+    """The keyword arguments every evaluating suite takes from its shared options."""
+    return {
+        "episodes_per_task": args.episodes_per_task,
+        "seed": args.seed,
+        "workers": args.workers,
+        "image_size": args.image_size,
+        "max_steps": args.max_steps,
+        "out_dir": args.out,
+        "progress": not args.no_progress,
+        "executor": executor,
+    }
 
 
 def add_parser(subparsers: Any) -> None:
@@ -52,9 +69,7 @@ def add_parser(subparsers: Any) -> None:
     h.add_argument("--collect-episodes", type=int, default=20)
     h.add_argument("--steps", type=int, default=500, help="training steps per head")
     h.add_argument("--max-minutes", type=float, default=None, help="or a time budget per head")
-    h.add_argument("--max-steps", type=int, default=None, help="episode step limit")
-    h.add_argument("--workers", type=int, default=1)
-    _executor_args(h)
+    _suite_args(h, "episode step limit")
     _common(h, "results/heads")
     h.set_defaults(func=run_heads)
 
@@ -62,9 +77,7 @@ def add_parser(subparsers: Any) -> None:
     s.add_argument("checkpoint")
     s.add_argument("--env", default="metaworld/reach-v3")
     s.add_argument("--conditions", default=None, help="comma list (default: all)")
-    s.add_argument("--max-steps", type=int, default=None)
-    s.add_argument("--workers", type=int, default=1)
-    _executor_args(s)
+    _suite_args(s)
     s.add_argument("--videos-per-task", type=int, default=0)
     _common(s, "results/stress")
     s.set_defaults(func=run_stress)
@@ -79,9 +92,7 @@ def add_parser(subparsers: Any) -> None:
     t.add_argument("--finetune-episodes", type=int, default=5)
     t.add_argument("--steps", type=int, default=500)
     t.add_argument("--finetune-steps", type=int, default=100)
-    t.add_argument("--max-steps", type=int, default=None)
-    t.add_argument("--workers", type=int, default=1)
-    _executor_args(t)
+    _suite_args(t)
     _common(t, "results/transfer")
     t.set_defaults(func=run_transfer)
 
@@ -145,14 +156,7 @@ def run_heads(args: argparse.Namespace) -> int:
             collect_episodes=args.collect_episodes,
             steps=args.steps,
             max_minutes=args.max_minutes,
-            episodes_per_task=args.episodes_per_task,
-            seed=args.seed,
-            workers=args.workers,
-            image_size=args.image_size,
-            max_steps=args.max_steps,
-            out_dir=args.out,
-            progress=not args.no_progress,
-            executor=choice,
+            **_suite_kwargs(args, choice),
         )
     _done([r["eval_dir"] for r in table["rows"]])
     return 0
@@ -168,15 +172,8 @@ def run_stress(args: argparse.Namespace) -> int:
             args.checkpoint,
             args.env,
             conditions=args.conditions.split(",") if args.conditions else None,
-            episodes_per_task=args.episodes_per_task,
-            seed=args.seed,
-            workers=args.workers,
-            out_dir=args.out,
-            image_size=args.image_size,
-            max_steps=args.max_steps,
             video_episodes_per_task=args.videos_per_task,
-            progress=not args.no_progress,
-            executor=choice,
+            **_suite_kwargs(args, choice),
         )
     _done([args.out])
     return 0
@@ -198,14 +195,7 @@ def run_transfer(args: argparse.Namespace) -> int:
             finetune_episodes=args.finetune_episodes,
             steps=args.steps,
             finetune_steps=args.finetune_steps,
-            episodes_per_task=args.episodes_per_task,
-            seed=args.seed,
-            workers=args.workers,
-            image_size=args.image_size,
-            max_steps=args.max_steps,
-            out_dir=args.out,
-            progress=not args.no_progress,
-            executor=choice,
+            **_suite_kwargs(args, choice),
         )
     print(
         f"transfer gap (success points): zero-shot {100 * s['gap_zero_shot']:.1f}, "

@@ -32,6 +32,7 @@ from vlastack.pretrained.lerobot.diffusion import DiffusionNetwork, DiffusionSpe
 from vlastack.pretrained.lerobot.observation import example_observation
 from vlastack.pretrained.lerobot.policy import (
     Processors,
+    default_device,
     folder_embodiment,
     no_embodiment,
     preprocess_observations,
@@ -164,8 +165,7 @@ class LeRobotDiffusionPolicy:
         return model.chunk(trajectory)
 
     def postprocess(self, chunk: torch.Tensor) -> torch.Tensor:
-        un = self.processors.unnormalizer
-        return chunk if un is None else un.unnormalize(self.spec.action_key, chunk)
+        return self.processors.postprocess(self.spec.action_key, chunk)
 
     # ---- policy contract --------------------------------------------------------------------
     def infer(self, obs: Mapping[str, Any]) -> dict[str, Any]:
@@ -196,8 +196,7 @@ def load_lerobot_diffusion(
     cfg = lf.read_config(path, "diffusion")
     spec = DiffusionSpec.from_config(cfg)
     procs = read_processors(path, cfg)
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = default_device(device)
     network = load_strict(lambda: DiffusionNetwork(spec), path / lf.WEIGHTS, device)
     return LeRobotDiffusionPolicy(
         network,

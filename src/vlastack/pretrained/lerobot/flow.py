@@ -1,5 +1,6 @@
 """Flow-matching pieces shared by the openpi-derived policies (pi0, pi0.5; SmolVLA uses the same
-two): the sine-cosine time embedding and the forward-Euler sampler from t=1 (noise) to t=0.
+two): the sine-cosine time embedding, the forward-Euler sampler from t=1 (noise) to t=0, and
+big_vision's attention-mask rule (prefix, then the action suffix) both build their masks with.
 
 Numerics as LeRobot 0.6.1 (``policies/common/vla_utils.py: create_sinusoidal_pos_embedding``,
 ``policies/common/flow_matching.py: euler_integrate``, both copies of openpi's): the embedding is
@@ -65,3 +66,26 @@ def sample_time(
             torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
             x, y = torch._standard_gamma(a), torch._standard_gamma(b)
     return (x / (x + y) * scale + offset).to(device)
+
+
+def attention_2d(pad: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
+    """(B, N) bool pad mask and (B, N) block starts -> (B, N, N) bool 'query may see key':
+    both real and ``cumsum(blocks)[key] <= cumsum(blocks)[query]`` (LeRobot's
+    ``make_att_2d_masks``, big_vision's rule: 0 joins the previous block, 1 starts one that
+    earlier tokens cannot see)."""
+    cum = torch.cumsum(blocks, dim=1)
+    return (cum[:, None, :] <= cum[:, :, None]) & (pad[:, None, :] & pad[:, :, None])
+
+
+def suffix_attention(
+    prefix_pad: torch.Tensor, blocks: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The action suffix's view of a prefilled prefix: (B, S) suffix block starts -> ((B, S,
+    P + S) bool mask: every real prefix token, the suffix by ``attention_2d``; (B, S) positions,
+    continuing after the prefix's real tokens)."""
+    b, s = blocks.shape
+    pad = torch.ones(b, s, dtype=torch.bool, device=blocks.device)
+    prefix = prefix_pad[:, None, :].expand(b, s, prefix_pad.shape[1])
+    full = torch.cat([prefix, attention_2d(pad, blocks)], dim=2)
+    positions = prefix_pad.sum(dim=-1)[:, None] + torch.cumsum(pad, dim=1) - 1
+    return full, positions

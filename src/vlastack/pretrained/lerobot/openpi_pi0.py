@@ -46,7 +46,7 @@ from vlastack.pretrained.lerobot.pi0 import Pi0Spec
 from vlastack.pretrained.lerobot.pi0_inputs import PALIGEMMA_TOKENIZER, load_tokenizer
 from vlastack.pretrained.lerobot.pi0_policy import LeRobotPi0Policy, PiProcessors
 from vlastack.pretrained.lerobot.pi0_weights import load_pi0_network
-from vlastack.pretrained.lerobot.policy import no_embodiment
+from vlastack.pretrained.lerobot.policy import default_device, no_embodiment
 
 FORMAT_NAME = "openpi_pi0"
 CAMERAS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")  # openpi models/model.py
@@ -201,8 +201,7 @@ def load_openpi_pi0(
         clean_prompt=True,
     )
     tok = load_tokenizer(tokenizer, PALIGEMMA_TOKENIZER, path)
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = default_device(device)
     network = load_pi0_network(
         path / lf.WEIGHTS, spec, device, key_map=lambda k: f"model.{k}", optional=UNUSED_HEADS[1:]
     )

@@ -33,7 +33,12 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from vlastack.errors import ConfigError
-from vlastack.pretrained.lerobot.flow import euler_sample, sinusoidal_time_embedding
+from vlastack.pretrained.lerobot.flow import (
+    attention_2d,
+    euler_sample,
+    sinusoidal_time_embedding,
+    suffix_attention,
+)
 from vlastack.pretrained.lerobot.gemma import GemmaSize, gemma_size
 from vlastack.pretrained.lerobot.paligemma import (
     PaliGemmaSize,
@@ -136,13 +141,6 @@ class Pi0Spec:
         )
 
 
-def attention_2d(pad: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
-    """big_vision's mask: token i sees token j when j is valid, i is valid and j's block number
-    (``cumsum(blocks)``) is at most i's."""
-    cum = torch.cumsum(blocks, dim=1)
-    return (cum[:, None, :] <= cum[:, :, None]) & (pad[:, None, :] & pad[:, :, None])
-
-
 def additive(mask_2d: torch.Tensor) -> torch.Tensor:
     """(B, Q, K) bool -> (B, 1, Q, K) float32: 0 where seen, ``MASK_VALUE`` elsewhere."""
     return torch.where(mask_2d[:, None], 0.0, MASK_VALUE)
@@ -236,15 +234,10 @@ class Pi0Core(nn.Module):
         prefix_mask = additive(attention_2d(prefix_pad, prefix_blocks))
         prefix_pos = torch.cumsum(prefix_pad, dim=1) - 1
         cache = pwe.language_model.prefill(prefix, prefix_pos, prefix_mask)
-        offsets = torch.sum(prefix_pad, dim=-1)[:, None]
 
         def velocity(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             embs, blocks, cond = self.embed_suffix(state, x_t, t)
-            s = embs.shape[1]
-            suffix_pad = torch.ones(b, s, dtype=torch.bool, device=embs.device)
-            suffix_2d = attention_2d(suffix_pad, blocks[None, :].expand(b, s))
-            full = torch.cat([prefix_pad[:, None, :].expand(b, s, p), suffix_2d], dim=2)
-            pos = offsets + torch.cumsum(suffix_pad, dim=1) - 1
+            full, pos = suffix_attention(prefix_pad, blocks[None, :].expand(b, embs.shape[1]))
             out = pwe.expert.decode(embs, pos, additive(full), cache, cond)
             out = out[:, -self.spec.chunk_size :].to(torch.float32)
             return self.action_out_proj(out)

@@ -48,6 +48,7 @@ from vlastack.pretrained.lerobot.pi0_inputs import (
 )
 from vlastack.pretrained.lerobot.pi0_weights import load_pi0_network
 from vlastack.pretrained.lerobot.policy import (
+    default_device,
     folder_embodiment,
     no_embodiment,
     preprocess_observations,
@@ -534,8 +535,7 @@ def load_lerobot_pi0(
     spec = Pi0Spec.from_config(cfg)
     procs = read_pi_processors(path, kind)
     tok = load_tokenizer(tokenizer, procs.tokenizer_name, path)
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = default_device(device)
     network = load_pi0_network(path / lf.WEIGHTS, spec, device)
     return LeRobotPi0Policy(
         network,

@@ -128,6 +128,11 @@ class Processors:
     normalizer: FeatureNormalizer | None
     unnormalizer: FeatureNormalizer | None
 
+    def postprocess(self, action_key: str, chunk: torch.Tensor) -> torch.Tensor:
+        """The postprocessor: ``chunk`` back in dataset units (as it is without one)."""
+        un = self.unnormalizer
+        return chunk if un is None else un.unnormalize(action_key, chunk)
+
 
 def legacy_processors(path: Path, cfg: dict[str, Any]) -> Processors:
     """The processors LeRobot's converter would write for the pre-0.4 folder ``path``
@@ -196,6 +201,12 @@ def read_processors(path: Path, cfg: dict[str, Any] | None = None) -> Processors
     return Processors(
         rename, _normalizer(path, lf.PREPROCESSOR, pre), _normalizer(path, lf.POSTPROCESSOR, post)
     )
+
+
+def default_device(device: str | torch.device | None) -> str | torch.device:
+    """``device``, or when None the GPU if there is one and the CPU otherwise (every LeRobot
+    loader's default)."""
+    return device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def no_embodiment(path: Path, embodiment: str | None) -> None:
@@ -349,8 +360,7 @@ def load_lerobot_act(
     cfg = lf.read_config(path, "act")
     spec = ACTSpec.from_config(cfg)
     procs = read_processors(path, cfg)
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = default_device(device)
     network = load_act_network(path, spec, device)
     return LeRobotACTPolicy(
         network,

@@ -47,7 +47,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlastack.errors import ConfigError
-from vlastack.pretrained.lerobot.flow import euler_sample, sinusoidal_time_embedding
+from vlastack.pretrained.lerobot.flow import (
+    attention_2d,
+    euler_sample,
+    sinusoidal_time_embedding,
+    suffix_attention,
+)
 from vlastack.pretrained.lerobot.folder import read_features
 from vlastack.pretrained.lerobot.smolvlm import SmolVLM, decoder_layer, rms_norm
 
@@ -170,16 +175,6 @@ class SmolVLASpec:
     def cameras(self) -> tuple[str, ...]:
         """The cameras a client sends (empty cameras are filled in by the policy)."""
         return tuple(k for k in self.image_keys if not k.startswith(EMPTY_CAMERA))
-
-
-def attention_2d(pad: torch.Tensor, ar: torch.Tensor) -> torch.Tensor:
-    """(B, N) bool pad mask and (B, N) block starts -> (B, N, N) bool 'query may see key':
-    both real and ``cumsum(ar)[key] <= cumsum(ar)[query]`` (LeRobot's ``make_att_2d_masks``,
-    big_vision's rule: ``ar = 0`` joins the previous block, ``ar = 1`` starts one that earlier
-    tokens cannot see)."""
-    cumsum = torch.cumsum(ar, dim=1)
-    blocks = cumsum[:, None, :] <= cumsum[:, :, None]
-    return blocks & (pad[:, None, :] * pad[:, :, None])
 
 
 def expert_intermediate_size(width: int, multiplier: int = 4, multiple_of: int = 256) -> int:
@@ -435,10 +430,8 @@ class SmolVLAModel(nn.Module):
     ) -> torch.Tensor:
         suffix = self.embed_suffix(x, t)
         b, ls = suffix.shape[:2]
-        ones = torch.ones(b, ls, dtype=torch.bool, device=x.device)
-        causal = attention_2d(ones, torch.ones(b, ls, dtype=suffix.dtype, device=x.device))
-        full = torch.cat([prefix_pad[:, None, :].expand(b, ls, prefix_pad.shape[1]), causal], 2)
-        positions = prefix_pad.sum(dim=-1)[:, None] + torch.cumsum(ones, dim=1) - 1
+        blocks = torch.ones(b, ls, dtype=suffix.dtype, device=x.device)  # causal
+        full, positions = suffix_attention(prefix_pad, blocks)
         out = self.vlm_with_expert.expert_forward(suffix, cache, full, positions)
         out = out[:, -self.spec.chunk_size :].to(torch.float32)
         return self.action_out_proj(out)

@@ -47,6 +47,7 @@ from vlastack.pretrained.lerobot.normalize import FeatureNormalizer
 from vlastack.pretrained.lerobot.observation import example_observation
 from vlastack.pretrained.lerobot.policy import (
     Processors,
+    default_device,
     folder_embodiment,
     legacy_processors,
     no_embodiment,
@@ -374,8 +375,7 @@ class LeRobotSmolVLAPolicy:
         return out[:, :, : s.action_dim]
 
     def postprocess(self, chunk: torch.Tensor) -> torch.Tensor:
-        un = self.processors.unnormalizer
-        return chunk if un is None else un.unnormalize(self.spec.action_key, chunk)
+        return self.processors.postprocess(self.spec.action_key, chunk)
 
     # ---- policy contract --------------------------------------------------------------------
     def infer(self, obs: Mapping[str, Any]) -> dict[str, Any]:
@@ -437,8 +437,7 @@ def load_lerobot_smolvla(
     vcfg, source = vlm_config(spec.vlm_model_name, path)
     if tokenizer is None:
         tokenizer = load_tokenizer(tok_step.tokenizer_name, path, what="tokenizer_name")
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = default_device(device)
     network = load_smolvla_network(path / lf.WEIGHTS, spec, vcfg, device)
     return LeRobotSmolVLAPolicy(
         network,
