@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from vlastack.observation import camera_spellings, find_key
+from vlastack.errors import ConfigError
+from vlastack.observation import TASK_KEY, camera_spellings, find_key
 from vlastack.pretrained.lerobot.folder import Feature
 
 IMAGE_PREFIX = "observation.images."
@@ -133,3 +134,23 @@ def embodiment_spec(
     )
     spec.validate(str(folder))
     return spec.to_dict()
+
+
+def task_text(obs: Mapping[str, Any], key: str = TASK_KEY) -> str:
+    """The instruction of one observation (``task`` or ``prompt``: str, bytes or a one-element
+    array). Absent: ``""``, what LeRobot 0.6.1's ``lerobot_eval`` sends for an environment with
+    no task description (``observation["task"] = [""] * env.num_envs``); the newline step then
+    makes it ``"\\n"``."""
+    value = find_key(obs, list(dict.fromkeys([key, TASK_KEY, "prompt"])))
+    if value is None:
+        return ""
+    if isinstance(value, np.ndarray):
+        value = value.item() if value.size == 1 else str(value)
+    if isinstance(value, bytes):
+        value = value.decode()
+    if not isinstance(value, str):
+        raise ConfigError(
+            f"observation {key!r} must be the instruction as a string, got "
+            f"{type(value).__name__}; {key!r} must be a string, bytes or a one-element array"
+        )
+    return value

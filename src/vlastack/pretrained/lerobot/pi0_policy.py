@@ -35,7 +35,12 @@ import torch
 from vlastack.errors import ConfigError
 from vlastack.pretrained.lerobot import folder as lf
 from vlastack.pretrained.lerobot.normalize import FeatureNormalizer
-from vlastack.pretrained.lerobot.observation import example_observation, find_input, short_name
+from vlastack.pretrained.lerobot.observation import (
+    example_observation,
+    find_input,
+    short_name,
+    task_text,
+)
 from vlastack.pretrained.lerobot.pi0 import Pi0Network, Pi0Spec
 from vlastack.pretrained.lerobot.pi0_inputs import (
     PALIGEMMA_TOKENIZER,
@@ -341,7 +346,7 @@ class LeRobotPi0Policy:
             self.policy_type,
         )
         batch = {k: (p.normalizer.normalize(k, v) if p.normalizer else v) for k, v in raw.items()}
-        tasks = [_task(o) for o in observations]
+        tasks = [task_text(o) for o in observations]
         if p.clean_prompt:
             tasks = [t.strip().replace("_", " ").replace("\n", " ") for t in tasks]
         if s.pi05:
@@ -494,21 +499,6 @@ def _frame_shape(value: Any, default: tuple[int, ...]) -> tuple[int, ...]:
 
 def _empty(key: str) -> bool:
     return short_name(key).startswith("empty_camera_")
-
-
-def _task(obs: Mapping[str, Any]) -> str:
-    from vlastack.observation import TASK_KEY, find_key
-
-    task = find_key(obs, [TASK_KEY, "prompt"])
-    if isinstance(task, bytes):
-        task = task.decode()
-    if isinstance(task, np.ndarray):
-        task = str(task.item() if task.size == 1 else task)
-    if task is None:
-        return ""  # as lerobot_eval sends for an env without a task (SmolVLA does the same)
-    if not isinstance(task, str):
-        raise ConfigError(f"observation 'task' must be a string, got {type(task).__name__}")
-    return task
 
 
 def load_lerobot_pi0(

@@ -40,7 +40,7 @@ from vlastack.pretrained.lerobot.pi0_inputs import (
     resize_with_pad,
 )
 from vlastack.pretrained.lerobot.pi0_train import flow_matching_loss
-from vlastack.pretrained.lerobot.vla_finetune import VLASpec
+from vlastack.pretrained.lerobot.vla_finetune import VLASpec, vla_param_groups
 
 Batch = dict[str, Any]
 PWE = "model.paligemma_with_expert."
@@ -130,15 +130,7 @@ class Pi0Trainable(nn.Module):
         return out[:, :, : self._policy.action_dim]
 
     def param_groups(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {"vision": [], "vlm": [], "expert": []}
-        for name, _ in self.named_parameters():
-            if name.startswith(VISION):
-                out["vision"].append(name)
-            if name.startswith(VLM):
-                out["vlm"].append(name)
-            elif name.startswith(EXPERT):
-                out["expert"].append(name)
-        return out
+        return vla_param_groups(self, VISION, VLM, EXPERT)
 
 
 def _build_pi(path: Path, cfg: dict[str, Any], device: Any) -> Built:

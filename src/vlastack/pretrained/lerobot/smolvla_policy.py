@@ -37,14 +37,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from vlastack.errors import ConfigError
-from vlastack.observation import TASK_KEY, find_key
+from vlastack.observation import TASK_KEY
 from vlastack.pretrained.lerobot import folder as lf
 from vlastack.pretrained.lerobot.normalize import FeatureNormalizer
-from vlastack.pretrained.lerobot.observation import example_observation
+from vlastack.pretrained.lerobot.observation import example_observation, task_text
 from vlastack.pretrained.lerobot.policy import (
     Processors,
     default_device,
@@ -204,25 +203,6 @@ def language_facts(path: Path, cfg: Mapping[str, Any]) -> tuple[Processors, dict
         f"{vlm!r} ({vlm_where})"
     )
     return procs, facts
-
-
-def task_text(obs: Mapping[str, Any], key: str = TASK_KEY) -> str:
-    """The instruction of one observation (``task`` or ``prompt``: str, bytes or a one-element
-    array). Absent: ``""``, what LeRobot 0.6.1's ``lerobot_eval`` sends for an environment with
-    no task description (``observation["task"] = [""] * env.num_envs``); the newline step then
-    makes it ``"\\n"``."""
-    value = find_key(obs, list(dict.fromkeys([key, TASK_KEY, "prompt"])))
-    if value is None:
-        return ""
-    if isinstance(value, np.ndarray):
-        value = value.item() if value.size == 1 else str(value)
-    if isinstance(value, bytes):
-        value = value.decode()
-    if not isinstance(value, str):
-        raise ConfigError(
-            f"observation {key!r} must be the instruction as a string, got {type(value).__name__}"
-        )
-    return value
 
 
 class LeRobotSmolVLAPolicy:

@@ -52,6 +52,22 @@ EXPERT = (
 )
 
 
+def vla_param_groups(
+    model: nn.Module, vision: str, vlm: str, expert: str | tuple[str, ...]
+) -> dict[str, list[str]]:
+    """The freeze groups of a VLM + action-expert policy by parameter-name prefix: ``vision``
+    (inside ``vlm`` too), ``vlm`` and ``expert`` (the expert and its projections)."""
+    out: dict[str, list[str]] = {"vision": [], "vlm": [], "expert": []}
+    for name, _ in model.named_parameters():
+        if name.startswith(vision):
+            out["vision"].append(name)
+        if name.startswith(vlm):
+            out["vlm"].append(name)
+        elif name.startswith(expert):
+            out["expert"].append(name)
+    return out
+
+
 @dataclass(frozen=True)
 class VLASpec:
     """What ``finetune.Built.spec`` says of a SmolVLA / pi0 checkpoint."""
@@ -139,15 +155,7 @@ class SmolVLATrainable(nn.Module):
         self._policy.spec = self.spec
 
     def param_groups(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {"vision": [], "vlm": [], "expert": []}
-        for name, _ in self.named_parameters():
-            if name.startswith(VISION):
-                out["vision"].append(name)
-            if name.startswith(VLM):
-                out["vlm"].append(name)
-            elif name.startswith(EXPERT):
-                out["expert"].append(name)
-        return out
+        return vla_param_groups(self, VISION, VLM, EXPERT)
 
 
 def config_freezes(model: SmolVLATrainable, cfg: Mapping[str, Any]) -> list[str]:
