@@ -38,14 +38,29 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--max-steps", type=int, default=None, help="eval episode cap (default 500)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
+        "--groups",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="write the per-difficulty-group table (groups.md/.json/.png) beside the published "
+        "MT50 rows (default: when --tasks names a suite such as metaworld/mt10)",
+    )
+    p.add_argument(
+        "--groups-only",
+        action="store_true",
+        help="only (re)write the per-group table of the finished demo in --out; run nothing",
+    )
+    p.add_argument(
         "overrides", nargs="*", default=[], help="training overrides, e.g. --lr=3e-4 (after --)"
     )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from vlastack.demo import DemoConfig, run_demo
+    from vlastack.demo import DemoConfig, run_demo, write_groups
 
+    if args.groups_only:
+        write_groups(args.out)
+        return 0
     cfg = DemoConfig(
         tasks=list(args.tasks),
         episodes_per_task=args.episodes_per_task,
@@ -63,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         max_steps=args.max_steps,
         overrides=list(args.overrides),
         progress=not args.no_progress,
+        group_table=args.groups,
     )
     run_demo(cfg)
     return 0
