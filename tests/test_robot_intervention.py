@@ -21,8 +21,8 @@ from _robot_fakes import (
 )
 from vlastack.errors import ConfigError
 from vlastack.robot.adapters import LeRobotRobot
-from vlastack.robot.intervention import InterventionSwitch, TeleopIntervention
 from vlastack.robot.interface import RobotError
+from vlastack.robot.intervention import InterventionSwitch, TeleopIntervention
 from vlastack.robot.record import RolloutRecorder
 from vlastack.robot.runner import RobotRunner
 from vlastack.robot.safety import SafetyFilter, limits_for
@@ -55,9 +55,7 @@ def test_the_teleop_overrides_the_policy_through_the_safety_layer(tmp_path):
     from vlastack.data.reader import DatasetReader
 
     # the person commands 3.0 (outside the range [-1, 1]), far from the policy's |0.8| sine
-    leader = FakeLeader(
-        names=["j0", "j1", "j2"], value=3.0, intervene=lambda n: ON <= n < OFF
-    )
+    leader = FakeLeader(names=["j0", "j1", "j2"], value=3.0, intervene=lambda n: ON <= n < OFF)
     recorder = RolloutRecorder(tmp_path / "rollouts", PointRobot().embodiment, use_videos=False)
     policy = ScriptedPolicy()
     robot, runner = _point_runner(leader, recorder, policy)
