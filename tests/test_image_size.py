@@ -143,3 +143,22 @@ def test_collect_and_demo_share_one_default():
     assert tuple(VLAConfig().image_size) == DEFAULT_IMAGE_SIZE
     assert tuple(get_recipe("demo").model.image_size) == DEFAULT_IMAGE_SIZE
     assert make_env("fake/reach-easy").image_size == DEFAULT_IMAGE_SIZE  # make_env's default
+
+
+def test_robot_renders_at_the_policys_size_unless_told():
+    import argparse
+
+    from vlastack.cli.robot import _robot
+
+    def args(size):
+        return argparse.Namespace(
+            env="fake/reach-easy", image_size=size, server=None, checkpoint="ck", seed=0
+        )
+
+    meta = {"image_size": [40, 40], "cameras": ["top"]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ImageSizeWarning)
+        assert _robot(args(None), meta).env.image_size == (40, 40)
+    assert _robot(args(None), {}).env.image_size == DEFAULT_IMAGE_SIZE  # nothing says: default
+    with pytest.warns(ImageSizeWarning, match="ck was trained at 40x40"):
+        assert _robot(args([24, 24]), meta).env.image_size == (24, 24)
