@@ -10,7 +10,8 @@ Success per task and overall with Wilson 95% intervals, and how many ticks were 
 
 Ticks run on a virtual clock (one control period per tick, no real sleeping) so machine load
 cannot turn slow inferences into held ticks; ``wait`` in the output counts any tick that still
-had no action within one real period (``--control-hz``, default 5: a 200 ms budget).
+had no action within one real period (``--control-hz``, default 0.5: a 2 s budget; the limits
+are per tick, so the rate does not change them).
 
     .venv/bin/python benchmarks/bench_robot_limits.py CKPT [--episodes 10] [--fractions 0.25,1.0]
 
@@ -102,6 +103,8 @@ def run(args: argparse.Namespace) -> dict:
                 res = runner.run_episode(max_ticks=args.max_ticks, seed=s)
                 runner.close()
                 ok += bool(res.success)
+                if args.verbose:
+                    print(f"  seed {s}: {res.summary()}", flush=True)
                 row["episodes"].append(
                     {
                         "task": task,
@@ -159,10 +162,11 @@ def main() -> int:
     ap.add_argument("--episodes", type=int, default=10, help="per task and fraction")
     ap.add_argument("--fractions", default="0.25,1.0", help="max_delta_fraction values")
     ap.add_argument("--camera", default="corner2")
-    ap.add_argument("--control-hz", type=float, default=5.0)
+    ap.add_argument("--control-hz", type=float, default=0.5)
     ap.add_argument("--max-ticks", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--verbose", action="store_true", help="one line per episode")
     args = ap.parse_args()
     out = run(args)
     print("\nfraction  success  Wilson 95%  rate-limited ticks  waits  violations")
