@@ -11,6 +11,7 @@ import argparse
 from typing import Any
 
 from vlastack.cli.runner_option import add_runner_option
+from vlastack.image_size import DEFAULT_IMAGE_SIZE
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -19,10 +20,19 @@ def _image_size(text: str) -> tuple[int, int]:
     return parse(text)
 
 
-def _common(p: argparse.ArgumentParser, out: str, image: str = "96") -> None:
+_TRAINED = "camera size, H or HxW (default: the size the checkpoint was trained at)"
+_COLLECT = "camera size of the collected data and of the evaluations, H or HxW"
+
+
+def _common(p: argparse.ArgumentParser, out: str, runs_checkpoint: bool = False) -> None:
     p.add_argument("--episodes-per-task", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=_image_size, default=image, help="H or HxW")
+    p.add_argument(
+        "--image-size",
+        type=_image_size,
+        default=None if runs_checkpoint else DEFAULT_IMAGE_SIZE,
+        help=_TRAINED if runs_checkpoint else _COLLECT,
+    )
     p.add_argument("--out", default=out, help="results folder")
     p.add_argument("--no-progress", action="store_true")
 
@@ -79,7 +89,7 @@ def add_parser(subparsers: Any) -> None:
     s.add_argument("--conditions", default=None, help="comma list (default: all)")
     _suite_args(s)
     s.add_argument("--videos-per-task", type=int, default=0)
-    _common(s, "results/stress")
+    _common(s, "results/stress", runs_checkpoint=True)
     s.set_defaults(func=run_stress)
 
     t = sub.add_parser("transfer", help="native Sawyer -> 7-d Sawyer", formatter_class=fmt)
@@ -104,7 +114,12 @@ def add_parser(subparsers: Any) -> None:
     c.add_argument("--episodes", type=int, default=10)
     c.add_argument("--no-modular", action="store_true")
     c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--image-size", type=_image_size, default="128", help="H or HxW")
+    c.add_argument(
+        "--image-size",
+        type=_image_size,
+        default=None,
+        help=_TRAINED + f"; the modular baseline alone: {DEFAULT_IMAGE_SIZE[0]}",
+    )
     c.add_argument("--out", default="results/chain")
     c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=run_chain)

@@ -16,6 +16,7 @@ from vlastack.experiments.common import (
     write_json,
 )
 from vlastack.experiments.prepare import ensure_dataset, train_one
+from vlastack.image_size import DEFAULT_IMAGE_SIZE
 
 
 def _warm_start_build(source: Path) -> Callable[[Any], Any]:
@@ -52,7 +53,7 @@ def transfer(
     seed: int = 0,
     workers: int = 1,
     executor: Any = None,
-    image_size: tuple[int, int] = (96, 96),
+    image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE,
     max_steps: int | None = None,
     out_dir: str | Path = "results/transfer",
     progress: bool = True,

@@ -16,6 +16,7 @@ from vlastack.experiments.common import (
     write_json,
 )
 from vlastack.experiments.prepare import ensure_dataset, split_envs, train_one
+from vlastack.image_size import DEFAULT_IMAGE_SIZE
 
 DEFAULT_HEADS = ("bins", "fast", "l1", "diffusion", "flow_matching", "act")
 
@@ -51,7 +52,7 @@ def heads(
     seed: int = 0,
     workers: int = 1,
     executor: Any = None,
-    image_size: tuple[int, int] = (96, 96),
+    image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE,
     max_steps: int | None = None,
     out_dir: str | Path = "results/heads",
     progress: bool = True,
@@ -127,7 +128,7 @@ def heads(
             seed=seed,
             workers=workers,
             executor=executor,
-            image_size=image_size,
+            image_size=None,  # the size it was trained at (the data's: --data may differ)
             max_steps=max_steps,
             out_dir=out / head / "eval",
             label=head,

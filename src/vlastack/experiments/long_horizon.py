@@ -25,6 +25,7 @@ from vlastack.experiments.common import (
     write_json,
     write_results,
 )
+from vlastack.image_size import choose_image_size, trained_image_size
 
 
 def _chain_episode(
@@ -92,7 +93,7 @@ def chain(
     steps_per_subtask: int = 150,
     episodes: int = 10,
     seed: int = 0,
-    image_size: tuple[int, int] = (128, 128),
+    image_size: tuple[int, int] | None = None,
     execute_horizon: int | None = None,
     modular: bool = True,
     out_dir: str | Path = "results/chain",
@@ -100,7 +101,8 @@ def chain(
 ) -> dict[str, Any]:
     """Run ``episodes`` chains of ``num_subtasks`` with the VLA (``checkpoint``; None skips it)
     and the modular baseline on the same seeds; writes ``out_dir/vla`` and ``out_dir/modular``
-    (report: chain-length curves) and ``chain.json``. Runs in this process."""
+    (report: chain-length curves) and ``chain.json``. Runs in this process. ``image_size`` None:
+    the size the checkpoint was trained at (``DEFAULT_IMAGE_SIZE`` without one)."""
     from tqdm.auto import tqdm
 
     from vlastack.envs.chains import ChainEnv
@@ -110,6 +112,9 @@ def chain(
         raise ConfigError("chain: nothing to run; give a checkpoint or keep the modular baseline")
     out = Path(out_dir)
     seeds = [seed + i for i in range(episodes)]
+    ckpt_dir = checkpoint_info(checkpoint)["checkpoint"] if checkpoint is not None else None
+    trained = trained_image_size(ckpt_dir) if ckpt_dir else None
+    image_size = choose_image_size(image_size, trained)
     env = ChainEnv(
         task,
         num_subtasks=num_subtasks,

@@ -19,6 +19,7 @@ from vlastack.experiments.common import (
     register_env_names,
     write_results,
 )
+from vlastack.image_size import choose_image_size, trained_image_size
 
 
 def stress(
@@ -31,7 +32,7 @@ def stress(
     workers: int = 1,
     executor: Any = None,
     out_dir: str | Path = "results/stress",
-    image_size: tuple[int, int] = (128, 128),
+    image_size: tuple[int, int] | None = None,
     max_steps: int | None = None,
     execute_horizon: int | None = None,
     video_episodes_per_task: int = 0,
@@ -42,7 +43,8 @@ def stress(
 
     Writes ``out_dir/<condition>/`` (one ``evaluate`` folder each) and ``out_dir/`` with all
     episodes, ``per_condition`` aggregates and each condition's ``drop`` (percentage points /
-    100) from the ``default`` success rate. Returns that summary.
+    100) from the ``default`` success rate. Returns that summary. ``image_size`` None renders at
+    the size the checkpoint was trained at.
     """
     from vlastack.envs.perturbations import DEFAULT_CONDITIONS, PERTURBATIONS, stress_env_name
     from vlastack.evaluation.rollout import episode_seed, evaluate, resolve_tasks
@@ -60,6 +62,8 @@ def stress(
         for ti, t in enumerate(tasks)
     }
     info = checkpoint_info(checkpoint)
+    # the checkpoint runs through a policy factory: pick its trained size here (None -> it)
+    image_size = choose_image_size(image_size, trained_image_size(info["checkpoint"]))
     label = label or info["checkpoint_label"]
     records: list[EpisodeRecord] = []
     manifests: dict[str, Any] = {}
