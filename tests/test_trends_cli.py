@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
-from _export_tiny import tiny_obs, write_tiny_checkpoint
+from _export_tiny import tiny_obs, tiny_stats, write_tiny_checkpoint
 from vlastack.cli.main import main
 
 TINY = {
@@ -62,7 +62,12 @@ def test_train_two_steps_and_the_checkpoint_acts(tmp_path, lerobot_fixture, name
 
 @pytest.mark.parametrize("name", ["flower", "hierarchy"])
 def test_eval_runs_episodes(tmp_path, name, capsys):
-    ck = _ckpt(tmp_path, name)
+    kw = dict(TINY[name], cameras=["top"], action_dim=2, gripper_index=None)
+    stats = {
+        "observation.state": tiny_stats(4)["observation.state"],
+        "action": tiny_stats(2)["action"],
+    }
+    ck = write_tiny_checkpoint(tmp_path / name, kw.pop("head"), stats=stats, **kw)
     out = tmp_path / "r"
     args = ["--episodes-per-task", "1", "--image-size", "16", "--workers", "0", "--no-progress"]
     assert main(["eval", str(ck), "--env", "fake/reach-easy", "--out", str(out), *args]) == 0
