@@ -151,7 +151,8 @@ class HierarchicalRuntime(ActionRuntime):
     def step(self, obs: dict) -> np.ndarray:
         tick = self._tick()
         if self.schedule.due(tick):
-            self.subtask = str(self.policy.infer_high_level(obs)[SUBTASK_KEY])
+            policy: Any = self.policy  # checked at construction (check_hierarchical)
+            self.subtask = str(policy.infer_high_level(obs)[SUBTASK_KEY])
             self.high_level_ticks.append(tick)
         action = self.inner.step({**obs, SUBTASK_KEY: self.subtask})
         self.last_chunk_id = self.inner.last_chunk_id

@@ -171,7 +171,10 @@ class FlowerHead(FlowHead):
                 "context token (state_dim)"
             )
         prefix = self.context_norm(self.context_proj(context))[0]
-        kvs = [blk.cross_attn.project_kv(prefix) for blk in self.blocks]  # type: ignore[union-attr]
+        kvs = []
+        for blk in self.blocks:
+            assert isinstance(blk, FlowerBlock)
+            kvs.append(blk.cross_attn.project_kv(prefix))
         return FlowPrefixCache(kvs, context_mask[:, None, None, :], None)
 
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor, cache: FlowPrefixCache) -> torch.Tensor:
