@@ -114,6 +114,38 @@ class WindowedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    def _camera_window(self, key: str, ep: int, lo: int, obs_idx: np.ndarray) -> np.ndarray:
+        """uint8 frames (T, H, W, C) of one camera at ``obs_idx``: the distinct frames are decoded
+        once (one contiguous range, a single seek + forward pass), then the repeats expanded."""
+        first, last = int(obs_idx[0]), int(obs_idx[-1])
+        frames = self.reader.decode_frames(key, ep, np.arange(first - lo, last - lo + 1))
+        return frames[obs_idx - first]
+
+    def _to_float(self, frames: np.ndarray, out: np.ndarray | None = None) -> torch.Tensor:
+        """uint8 (T, H, W, C) -> float32 (T, C, H, W) in [0, 1], resized to ``image_size``.
+
+        numpy, not torch: one single-threaded pass (uint8 * float32(1/255), the same bits as
+        torch's ``.to(float32).mul_(1/255)``) that reads the channel-last frames and writes the
+        channel-first result, into ``out`` when given (a slot of the batch). torch would split
+        each small op over its OpenMP pool, whose spinning threads cost several times the work
+        itself on a busy machine.
+        """
+        chw = frames.transpose(0, 3, 1, 2)
+        resize = self.image_size is not None and tuple(chw.shape[-2:]) != tuple(self.image_size)
+        if out is None or resize:
+            dst = np.empty(chw.shape, np.float32)
+        else:
+            dst = out
+        np.multiply(chw, _INV255, out=dst, dtype=np.float32)
+        imgs = torch.from_numpy(dst)
+        if resize:
+            imgs = torch.nn.functional.interpolate(
+                imgs, size=self.image_size, mode="bilinear", align_corners=False, antialias=True
+            ).clamp_(0.0, 1.0)
+            if out is not None:
+                torch.from_numpy(out).copy_(imgs)
+        return imgs
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         r = self.reader
         g = int(self.indices[i])
@@ -123,20 +155,7 @@ class WindowedDataset(Dataset):
         out: dict[str, Any] = {}
         ep = int(r.frame_episode[g])
         for k in self.image_keys:
-            # Decode the distinct frames once (a contiguous range), then expand the repeats.
-            first, last = int(obs_idx[0]), int(obs_idx[-1])
-            frames = r.decode_frames(k, ep, np.arange(first - lo, last - lo + 1))
-            # uint8 (T, H, W, C) -> contiguous uint8 (T, C, H, W) first, so the float conversion
-            # runs over contiguous memory (about 3x faster than converting the permuted view).
-            imgs = torch.from_numpy(
-                np.ascontiguousarray(frames[obs_idx - first].transpose(0, 3, 1, 2))
-            )
-            imgs = imgs.to(torch.float32).mul_(1.0 / 255.0)
-            if self.image_size is not None and tuple(imgs.shape[-2:]) != tuple(self.image_size):
-                imgs = torch.nn.functional.interpolate(
-                    imgs, size=self.image_size, mode="bilinear", align_corners=False, antialias=True
-                ).clamp_(0.0, 1.0)
-            out[k] = imgs
+            out[k] = self._to_float(self._camera_window(k, ep, lo, obs_idx))
         obs_pad = torch.from_numpy(obs_raw < lo)
         for k, col in self._obs_vectors.items():
             v = col[obs_idx]
@@ -151,9 +170,93 @@ class WindowedDataset(Dataset):
         out["index"] = g
         return out
 
+    def __getitems__(self, indices: list[int]) -> PrebatchedSamples:
+        """The samples at ``indices``, built straight into one batch (what DataLoader calls with
+        a batch size): each camera window is converted into its slot of a (B, T, C, H, W) array
+        (shared memory in a worker, so the batch crosses to the trainer without a copy), and the
+        vector columns are gathered for the whole batch at once. ``collate`` returns that batch
+        as is; any other collate function sees the usual list of per-sample dicts (views into
+        the batch). The batch equals ``collate([self[i] for i in indices])`` exactly."""
+        r = self.reader
+        g = self.indices[np.asarray(indices, dtype=np.int64).reshape(-1)]
+        n = len(g)
+        if n == 0:
+            raise DataError("__getitems__ got no indices; ask for at least one sample")
+        lo, hi = self._from[g], self._to[g]
+        obs_raw = g[:, None] + self._obs_offsets[None, :]
+        obs_idx = np.clip(obs_raw, lo[:, None], hi[:, None] - 1)
+        ep = r.frame_episode[g]
+        batch: dict[str, Any] = {}
+        for k in self.image_keys:
+            dst: np.ndarray | None = None
+            for b in range(n):
+                frames = self._camera_window(k, int(ep[b]), int(lo[b]), obs_idx[b])
+                if dst is None:
+                    t, h, w, c = frames.shape
+                    if self.image_size is not None:
+                        h, w = self.image_size
+                    dst = _batch_array((n, t, c, h, w))
+                self._to_float(frames, out=dst[b])
+            assert dst is not None
+            batch[k] = torch.from_numpy(dst)
+        obs_pad = obs_raw < lo[:, None]
+        for k, col in self._obs_vectors.items():
+            v = col[obs_idx]
+            batch[k] = torch.from_numpy(v if v.ndim > 2 else v[..., None])  # (B, T, S)
+            batch[f"{k}_is_pad"] = torch.from_numpy(obs_pad.copy())
+        if self._action is not None:
+            act_raw = g[:, None] + self._act_offsets[None, :]
+            act_idx = np.clip(act_raw, lo[:, None], hi[:, None] - 1)
+            batch["action"] = torch.from_numpy(self._action[act_idx])  # (B, H, A)
+            batch["action_is_pad"] = torch.from_numpy(
+                (act_raw < lo[:, None]) | (act_raw >= hi[:, None])
+            )
+        batch["task"] = [r.task_of(int(x)) for x in g]
+        batch["episode_index"] = torch.from_numpy(ep.astype(np.int64))
+        batch["index"] = torch.from_numpy(g.astype(np.int64))
+        return PrebatchedSamples(batch, n)
+
+
+_INV255 = np.float32(1.0 / 255.0)
+
+
+def _batch_array(shape: tuple[int, ...]) -> np.ndarray:
+    """A float32 array for a batch: in shared memory inside a DataLoader worker (so sending the
+    batch to the main process passes a handle, not the data), ordinary memory elsewhere."""
+    if get_worker_info() is None:
+        return np.empty(shape, np.float32)
+    numel = int(np.prod(shape))
+    t = torch.empty(0, dtype=torch.float32)
+    storage = t._typed_storage()._new_shared(numel, device=t.device)
+    return t.new(storage).view(shape).numpy()
+
+
+class PrebatchedSamples(list):
+    """What ``WindowedDataset.__getitems__`` returns: the per-sample dicts (views into one
+    batch) for any collate function, and ``batch``, the whole batch, for ``collate``."""
+
+    def __init__(self, batch: dict[str, Any], n: int) -> None:
+        super().__init__(
+            {
+                k: (v[b] if isinstance(v, torch.Tensor) and k not in _INT_KEYS else _item(v, b))
+                for k, v in batch.items()
+            }
+            for b in range(n)
+        )
+        self.batch = batch
+
+
+_INT_KEYS = ("episode_index", "index")
+
+
+def _item(v: Any, b: int) -> Any:
+    return int(v[b]) if isinstance(v, torch.Tensor) else v[b]
+
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack tensors (and ints) along a new leading B axis; strings become ``list[str]``."""
+    if isinstance(samples, PrebatchedSamples):
+        return samples.batch
     if not samples:
         raise DataError("collate got an empty list of samples")
     out: dict[str, Any] = {}
