@@ -9,6 +9,9 @@ contiguous frame range decoded in a single seek + forward pass.
 
 from __future__ import annotations
 
+import functools
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,33 +113,40 @@ class WindowedDataset(Dataset):
         self._to = ep_to[r.frame_episode] if r.num_frames else ep_to
         self._obs_offsets = np.arange(-(obs_horizon - 1), 1)
         self._act_offsets = np.arange(action_offset, action_offset + action_horizon)
+        self._buffers = BatchBuffers()
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def _camera_window(self, key: str, ep: int, lo: int, obs_idx: np.ndarray) -> np.ndarray:
-        """uint8 frames (T, H, W, C) of one camera at ``obs_idx``: the distinct frames are decoded
-        once (one contiguous range, a single seek + forward pass), then the repeats expanded."""
-        first, last = int(obs_idx[0]), int(obs_idx[-1])
-        frames = self.reader.decode_frames(key, ep, np.arange(first - lo, last - lo + 1))
-        return frames[obs_idx - first]
+    def _camera_window(
+        self,
+        key: str,
+        ep: int,
+        lo: int,
+        obs_idx: np.ndarray,
+        out: np.ndarray | Callable[[tuple[int, ...]], np.ndarray] | None = None,
+    ) -> torch.Tensor:
+        """float32 (T, C, H, W) in [0, 1] of one camera at frames ``obs_idx``, resized to
+        ``image_size``, written into ``out`` when given (a slot of the batch, or a function
+        that returns that slot given the window's shape).
 
-    def _to_float(self, frames: np.ndarray, out: np.ndarray | None = None) -> torch.Tensor:
-        """uint8 (T, H, W, C) -> float32 (T, C, H, W) in [0, 1], resized to ``image_size``.
-
-        numpy, not torch: one single-threaded pass (uint8 * float32(1/255), the same bits as
-        torch's ``.to(float32).mul_(1/255)``) that reads the channel-last frames and writes the
-        channel-first result, into ``out`` when given (a slot of the batch). torch would split
-        each small op over its OpenMP pool, whose spinning threads cost several times the work
-        itself on a busy machine.
+        The distinct frames are decoded once (one contiguous range, a single seek + forward
+        pass) as channel-first uint8, then each time step is converted with numpy into its
+        slot: uint8 * float32(1/255), the same bits as torch's ``.to(float32).mul_(1/255)``, in
+        one single-threaded pass. torch would split each small op over its OpenMP pool, whose
+        spinning threads cost several times the work itself on a busy machine.
         """
-        chw = frames.transpose(0, 3, 1, 2)
-        resize = self.image_size is not None and tuple(chw.shape[-2:]) != tuple(self.image_size)
-        if out is None or resize:
-            dst = np.empty(chw.shape, np.float32)
-        else:
-            dst = out
-        np.multiply(chw, _INV255, out=dst, dtype=np.float32)
+        first, last = int(obs_idx[0]), int(obs_idx[-1])
+        frames = self.reader.decode_frames(
+            key, ep, np.arange(first - lo, last - lo + 1), channels_first=True
+        )
+        shape = (len(obs_idx), *frames.shape[1:])
+        resize = self.image_size is not None and tuple(shape[-2:]) != tuple(self.image_size)
+        if callable(out):
+            out = out((*shape[:2], *(self.image_size if resize else shape[2:])))  # type: ignore[misc]
+        dst = out if out is not None and not resize else np.empty(shape, np.float32)
+        for t, src in enumerate(obs_idx - first):
+            np.multiply(frames[src], _INV255, out=dst[t], dtype=np.float32)
         imgs = torch.from_numpy(dst)
         if resize:
             imgs = torch.nn.functional.interpolate(
@@ -155,7 +165,7 @@ class WindowedDataset(Dataset):
         out: dict[str, Any] = {}
         ep = int(r.frame_episode[g])
         for k in self.image_keys:
-            out[k] = self._to_float(self._camera_window(k, ep, lo, obs_idx))
+            out[k] = self._camera_window(k, ep, lo, obs_idx)
         obs_pad = torch.from_numpy(obs_raw < lo)
         for k, col in self._obs_vectors.items():
             v = col[obs_idx]
@@ -169,6 +179,10 @@ class WindowedDataset(Dataset):
         out["episode_index"] = ep
         out["index"] = g
         return out
+
+    def _first_slot(self, n: int, held: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+        held.append(self._buffers.get((n, *shape)))
+        return held[0][0]
 
     def __getitems__(self, indices: list[int]) -> PrebatchedSamples:
         """The samples at ``indices``, built straight into one batch (what DataLoader calls with
@@ -188,16 +202,18 @@ class WindowedDataset(Dataset):
         ep = r.frame_episode[g]
         batch: dict[str, Any] = {}
         for k in self.image_keys:
-            dst: np.ndarray | None = None
-            for b in range(n):
-                frames = self._camera_window(k, int(ep[b]), int(lo[b]), obs_idx[b])
-                if dst is None:
-                    t, h, w, c = frames.shape
-                    if self.image_size is not None:
-                        h, w = self.image_size
-                    dst = _batch_array((n, t, c, h, w))
-                self._to_float(frames, out=dst[b])
-            assert dst is not None
+            # the first window's shape sizes the batch array
+            held: list[np.ndarray] = []
+            self._camera_window(
+                k,
+                int(ep[0]),
+                int(lo[0]),
+                obs_idx[0],
+                out=functools.partial(self._first_slot, n, held),
+            )
+            dst = held.pop()
+            for b in range(1, n):
+                self._camera_window(k, int(ep[b]), int(lo[b]), obs_idx[b], out=dst[b])
             batch[k] = torch.from_numpy(dst)
         obs_pad = obs_raw < lo[:, None]
         for k, col in self._obs_vectors.items():
@@ -220,15 +236,43 @@ class WindowedDataset(Dataset):
 _INV255 = np.float32(1.0 / 255.0)
 
 
-def _batch_array(shape: tuple[int, ...]) -> np.ndarray:
-    """A float32 array for a batch: in shared memory inside a DataLoader worker (so sending the
-    batch to the main process passes a handle, not the data), ordinary memory elsewhere."""
-    if get_worker_info() is None:
-        return np.empty(shape, np.float32)
-    numel = int(np.prod(shape))
-    t = torch.empty(0, dtype=torch.float32)
-    storage = t._typed_storage()._new_shared(numel, device=t.device)
-    return t.new(storage).view(shape).numpy()
+class BatchBuffers:
+    """float32 arrays for the image batches ``__getitems__`` builds.
+
+    Inside a DataLoader worker each batch gets fresh shared memory, so sending it to the main
+    process passes a handle, not the data. In the process that trains, a batch array whose
+    tensors have all been dropped is handed out again: a 2x224² batch of 32 is 38 MB per
+    camera, above glibc's mmap threshold, so a fresh one would be mapped and faulted in page by
+    page on every batch (~25% of the sampler's CPU time at 224², measured). An array is free
+    when nothing but this pool refers to it: ``torch.from_numpy`` holds a reference to the
+    array for as long as any tensor (or view) on its memory lives.
+    """
+
+    def __init__(self, keep: int = 4) -> None:
+        self.keep = keep
+        self._pool: list[np.ndarray] = []
+
+    def get(self, shape: tuple[int, ...]) -> np.ndarray:
+        if get_worker_info() is not None:
+            numel = int(np.prod(shape))
+            t = torch.empty(0, dtype=torch.float32)
+            storage = t._typed_storage()._new_shared(numel, device=t.device)
+            return t.new(storage).view(shape).numpy()
+        for arr in self._pool:
+            # free: referred to only by the pool, the loop variable and getrefcount's argument
+            if arr.shape == shape and sys.getrefcount(arr) == 3:
+                return arr
+        arr = np.empty(shape, np.float32)
+        if len(self._pool) >= self.keep:
+            self._pool.pop(0)
+        self._pool.append(arr)
+        return arr
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"keep": self.keep}  # a worker starts with an empty pool
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
 
 
 class PrebatchedSamples(list):
@@ -295,7 +339,6 @@ def worker_init(_: int, parent_pid: int | None = None) -> None:
 def watched_worker_init() -> Any:
     """``worker_init`` for a DataLoader started from this process: its workers also die when
     this process does (kill -9 included; ``vlastack.lifeline``)."""
-    import functools
     import os
 
     return functools.partial(worker_init, parent_pid=os.getpid())
