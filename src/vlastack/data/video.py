@@ -323,18 +323,23 @@ class VideoDecoder:
             dst[c] = rows[:, : plane.width]
 
     def _planar(self, path: str, frame: Any) -> bool:
-        """Whether swscale's planar output equals its packed one for this file (checked once per
-        file and process on a real frame). They were equal on every frame tested (yuv420p from
-        AV1, H.264 and MPEG-4, PyAV 18's FFmpeg 8.1), but they are separate swscale code paths,
-        so a file where they differ keeps the packed one."""
+        """Whether this file can use swscale's planar output: equal to the packed one on a real
+        frame (checked once per file and process), and only for widths that are a multiple of
+        16. PyAV 18's swscale (FFmpeg 8.1) fills the columns past the last multiple of 16 with
+        garbage in planar ``gbrp`` at FAST_BILINEAR (e.g. width 56: columns 48-55 off by up to
+        250), while packed ``rgb24`` is right there; a file that fails either test keeps the
+        packed path, so the pixels never change."""
         table = self._open_planar
         ok = table.get(path)
         if ok is None:
-            packed = np.empty((frame.height, frame.width, 3), np.uint8)
-            planar = np.empty((3, frame.height, frame.width), np.uint8)
-            self._rgb_into(frame, packed, False)
-            self._rgb_into(frame, planar, True)
-            ok = table[path] = bool(np.array_equal(planar, packed.transpose(2, 0, 1)))
+            ok = frame.width % 16 == 0
+            if ok:
+                packed = np.empty((frame.height, frame.width, 3), np.uint8)
+                planar = np.empty((3, frame.height, frame.width), np.uint8)
+                self._rgb_into(frame, packed, False)
+                self._rgb_into(frame, planar, True)
+                ok = bool(np.array_equal(planar, packed.transpose(2, 0, 1)))
+            table[path] = ok
         return ok
 
     @property
