@@ -209,8 +209,9 @@ def machine() -> str:
 
 
 def _pyplot() -> Any:
-    import matplotlib
+    from vlastack.errors import require
 
+    matplotlib = require("matplotlib", "report", "the suites' result plots")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
