@@ -258,3 +258,46 @@ def test_runtime_page(tmp_path):
     for name in ("success", "missed"):
         for pol in ("l1", "flow"):
             assert _is_png(tmp_path / f"runtime_{name}_{pol}.png")
+
+
+def test_seed_list_parsing_names_the_fix():
+    from vlastack.errors import ConfigError
+    from vlastack.experiments.prepare import parse_seeds
+
+    assert parse_seeds("0,1,2") == [0, 1, 2] and parse_seeds(3) == [3]
+    for bad in ("0,0", "a,b", ""):
+        with pytest.raises(ConfigError, match="e.g. 0,1,2"):
+            parse_seeds(bad)
+
+
+def test_backbone_conditions_and_conv_lora_merge():
+    import torch
+    from torch import nn
+
+    from vlastack.experiments.backbone import condition_settings
+    from vlastack.recipes import get_recipe
+    from vlastack.training.adapters import apply_lora, merged_copy
+
+    demo = get_recipe("demo").model
+    assert condition_settings("frozen", demo)[0]["freeze_vision"] is True
+    assert condition_settings("finetuned", demo)[0]["freeze_vision"] is False
+    model, overrides = condition_settings("lora", demo)
+    assert model["freeze_vision"] is True and "--lora.rank=8" in overrides
+    scratch = condition_settings("scratch", demo)[0]
+    assert scratch["vision_kwargs"] == {**demo.vision_kwargs, "pretrained": False}
+
+    # LoRA reaches a CNN encoder's ordinary convs (not depthwise ones) and merges exactly
+    torch.manual_seed(0)
+    net = nn.Sequential()
+    net.add_module("vision", nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3, groups=8)))
+    net.add_module("head", nn.Linear(8, 2))
+    wrapped = apply_lora(net, 4, 8.0, r"vision\..*")
+    assert wrapped == ["vision.0"]
+    for n, p in net.named_parameters():
+        if "lora_B" in n:
+            nn.init.normal_(p)  # B starts at zero: make the adapter change the output
+    x = torch.randn(2, 3, 9, 9)
+    merged = merged_copy(net)
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    torch.testing.assert_close(merged.vision(x), net.vision(x), rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(merged.vision[0].weight, net.vision[0].base_layer.weight)

@@ -21,27 +21,31 @@ def _image_size(text: str) -> tuple[int, int]:
 
 
 def _seeds(text: str) -> list[int]:
+    from vlastack.errors import ConfigError
     from vlastack.experiments.prepare import parse_seeds
 
-    return parse_seeds(text)
+    try:
+        return parse_seeds(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _floats(text: str) -> list[float]:
-    from vlastack.errors import ConfigError
-
     try:
         return [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise ConfigError(f"{text!r}: give numbers separated by commas, e.g. 0,100,200") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give numbers separated by commas, e.g. 0,100,200"
+        ) from None
 
 
 def _ints(text: str) -> list[int]:
-    from vlastack.errors import ConfigError
-
     try:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise ConfigError(f"{text!r}: give integers separated by commas, e.g. 5,20") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give integers separated by commas, e.g. 5,20"
+        ) from None
 
 
 def _common(p: argparse.ArgumentParser, out: str, image: str = "96", trains: bool = False) -> None:
