@@ -155,9 +155,9 @@ def spread_text(values: Sequence[float], scale: float = 100.0, nd: int = 1) -> s
     if not s["seeds"]:
         return "-"
     lo, hi = float(s["min"] or 0.0) * scale, float(s["max"] or 0.0) * scale
-    std = "± -" if s["std"] is None else f"± {float(s['std']) * scale:.{nd}f}"
-    seeds = "1 seed" if s["seeds"] == 1 else f"{s['seeds']} seeds"
-    return f"{std} ({lo:.{nd}f}–{hi:.{nd}f}, {seeds})"
+    if s["std"] is None:
+        return "- (1 seed)"
+    return f"± {float(s['std']) * scale:.{nd}f} ({lo:.{nd}f}–{hi:.{nd}f}, {s['seeds']} seeds)"
 
 
 def difference_text(diff: tuple[float, float, float] | None) -> str:
