@@ -300,12 +300,17 @@ def line_plot(
     percent: bool = True,
 ) -> Path:
     """One line per series over ``x``; each point ``(value, low, high)`` (an interval band when
-    low < high), None for a missing point. ``percent`` scales 0..1 values to %."""
+    low < high), None for a missing point. ``percent`` scales 0..1 values to %. Series are
+    nudged apart along x by at most 1% of its range so equal ones do not hide each other."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
     k = 100.0 if percent else 1.0
-    for name, pts in series.items():
-        xs = [xv for xv, p in zip(x, pts) if p is not None]
+    # overlapping series (equal rates) stay visible: each is nudged by up to ±1% of the x range
+    span = (max(x) - min(x)) if len(x) > 1 else 1.0
+    n_series = max(1, len(series))
+    for i, (name, pts) in enumerate(series.items()):
+        dx = span * 0.02 * (i - (n_series - 1) / 2) / n_series
+        xs = [xv + dx for xv, p in zip(x, pts) if p is not None]
         vals = [p for p in pts if p is not None]
         if not vals:
             continue
