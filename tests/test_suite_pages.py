@@ -131,7 +131,14 @@ def test_backbone_page(tmp_path):
         "train_seeds": [0, 1, 2],
         "episodes_per_task": 10,
         "rows": aggregate_runs(
-            _runs("condition", conds, train_s=12.0, train_peak_rss_mb=900.0, params_trainable=2e6),
+            _runs(
+                "condition",
+                conds,
+                train_s=12.0,
+                train_mem_est_mb=80.0,
+                train_peak_rss_mb=900.0,
+                params_trainable=2e6,
+            ),
             "condition",
             conds,
             METRICS,
@@ -142,7 +149,7 @@ def test_backbone_page(tmp_path):
     rows = _table_rows(md)
     assert [r[0] for r in rows] == conds
     assert rows[3][1] == "50.0 [33.2, 66.8] (15/30)"  # scratch: 4+5+6 of 30
-    assert rows[0][3:6] == ["12", "900", "2.00M"]
+    assert rows[0][3:7] == ["12", "80", "900", "2.00M"]
     assert "MiniLM" in md and _is_png(tmp_path / "backbone_success.png")
 
 

@@ -212,7 +212,7 @@ def test_runtime_suite_writes_strategy_x_delay_page(tiny_checkpoint):
         delays=[0.0, 200.0],
         strategies=["sync", "async"],
         episodes_per_task=1,
-        max_ticks=10,
+        max_ticks=30,
         out_dir=root / "runtime",
         progress=False,
     )

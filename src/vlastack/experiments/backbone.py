@@ -20,6 +20,7 @@ import numpy as np
 from vlastack.errors import ConfigError
 from vlastack.experiments.common import write_json
 from vlastack.experiments.page import (
+    MEMORY_NOTE,
     SuccessCell,
     aggregate_runs,
     bar_plot,
@@ -29,10 +30,17 @@ from vlastack.experiments.page import (
     success_text,
     write_section,
 )
-from vlastack.experiments.prepare import ensure_dataset, split_envs, train_one
+from vlastack.experiments.prepare import ensure_dataset, mem_est_mb, split_envs, train_one
 
 CONDITIONS = ("frozen", "finetuned", "lora", "scratch")
-METRICS = ("train_s", "train_peak_rss_mb", "params_trainable", "params_total", "latency_p50_ms")
+METRICS = (
+    "train_s",
+    "train_mem_est_mb",
+    "train_peak_rss_mb",
+    "params_trainable",
+    "params_total",
+    "latency_p50_ms",
+)
 
 
 def condition_settings(
@@ -161,6 +169,7 @@ def backbone(
                     "train_seed": ts,
                     "train_s": round(train_s, 2),
                     "train_peak_rss_mb": mem.peak_mb,
+                    "train_mem_est_mb": mem_est_mb(result),
                 },
                 progress=progress,
             )
@@ -174,6 +183,7 @@ def backbone(
                     "train_s": round(train_s, 2),
                     "train_steps": result.step,
                     "train_peak_rss_mb": mem.peak_mb,
+                    "train_mem_est_mb": mem_est_mb(result),
                     "train_peak_cuda_mb": mem.peak_cuda_mb,
                     "params_total": total,
                     "params_trainable": trainable,
@@ -218,7 +228,7 @@ def write_backbone_page(out: Path, table: dict[str, Any]) -> Path:
         "frozen: pretrained encoders fixed (frames encoded once); finetuned: every encoder weight "
         f"trains; lora: encoders fixed, rank-{table['lora_rank']} LoRA on their Linear and "
         "groups-1 Conv2d layers; scratch: the vision encoder randomly initialized and trained.",
-        "Train s and peak RSS (sampled during training) are means over seeds.",
+        "Train s and memory are means over seeds. " + MEMORY_NOTE,
     ]
     if table["language"] == "minilm":
         notes.append(
@@ -243,7 +253,8 @@ def write_backbone_page(out: Path, table: dict[str, Any]) -> Path:
             "success % [95% CI] (succ/n)",
             "seed spread",
             "train s",
-            "train peak RSS MB",
+            "train mem est. MB",
+            "process peak RSS MB",
             "trainable params",
             "p50 ms",
         ],
@@ -253,6 +264,7 @@ def write_backbone_page(out: Path, table: dict[str, Any]) -> Path:
                 success_text(c),
                 spread_text(c.per_seed),
                 num(r["train_s"], nd=0),
+                num(r["train_mem_est_mb"], nd=0),
                 num(r["train_peak_rss_mb"], nd=0),
                 "-" if r["params_trainable"] is None else f"{r['params_trainable'] / 1e6:.2f}M",
                 num(r["latency_p50_ms"]),

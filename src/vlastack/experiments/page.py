@@ -26,6 +26,13 @@ from typing import Any
 from vlastack.atomic import write_text
 from vlastack.evaluation.metrics import wilson_interval
 
+MEMORY_NOTE = (
+    "Train mem est.: the trainer's estimate for one run (parameters, gradients, AdamW states, "
+    "one micro-batch's activations). Process peak RSS: sampled while the run trained, but the "
+    "runs share one process that keeps freed memory, so it also holds what earlier runs left: "
+    "compare it only in run order."
+)
+
 
 @dataclass
 class SuccessCell:
@@ -403,6 +410,7 @@ def write_section(
 
 
 __all__ = [
+    "MEMORY_NOTE",
     "SuccessCell",
     "aggregate_runs",
     "bar_plot",

@@ -130,6 +130,13 @@ class PeakMemory:
             self.peak_cuda_mb = torch.cuda.max_memory_allocated() / 2**20
 
 
+def mem_est_mb(result: Any) -> float | None:
+    """The trainer's own estimate of one run's training memory (parameters, gradients, AdamW
+    states and one micro-batch's activations, ``training/probes.py``), MB; None if it made none."""
+    mem = getattr(result, "memory", None)
+    return None if mem is None else mem.total_bytes / 2**20
+
+
 def train_one(
     recipe: str,
     data: Path,
@@ -167,4 +174,4 @@ def train_one(
     return result, time.perf_counter() - t0, mem
 
 
-__all__ = ["PeakMemory", "ensure_dataset", "parse_seeds", "split_envs", "train_one"]
+__all__ = ["PeakMemory", "ensure_dataset", "mem_est_mb", "parse_seeds", "split_envs", "train_one"]
