@@ -3,8 +3,9 @@
 
 * Nothing committed (L = 0), or guidance switched off (max weight 0, or all weights 0 with the
   vector-Jacobian products still computed), gives ``infer``'s chunk bit for bit.
-* With a committed prefix the first actions follow it (much closer than the unguided chunk),
-  in dataset units, through each policy's postprocessor inverse (pi0's relative actions too).
+* With a committed prefix the first (frozen) actions follow it: 25 degrees away unguided,
+  within about 0.4 guided (max guidance weight 5), through each policy's postprocessor
+  inverse.
 * ``vlastack robot FOLDER --strategy rtc`` drives PushT with a PushT-shaped SmolVLA folder.
 """
 
@@ -82,13 +83,15 @@ def test_a_committed_prefix_is_followed(policies, golden, kind):
     policy = policies[kind]
     obs = _obs(golden, 0)
     plain = _fresh(policy, lambda: policy.infer(obs))
-    prev = _fresh(policy, lambda: policy.infer(_obs(golden, 2)))[:6]  # another chunk
+    # another observation's chunk, 25 dataset units (degrees) away: the random-weight fixtures
+    # give nearly the same chunk for every observation, too close to show guidance
+    prev = _fresh(policy, lambda: policy.infer(_obs(golden, 2)))[:6] + 25.0
     d = 3
     guided = _fresh(policy, lambda: policy.infer_guided(obs, prev, d, max_guidance_weight=5.0))
     assert guided.shape == plain.shape and np.isfinite(guided).all()
     err_plain = float(np.abs(plain[:d] - prev[:d]).mean())
     err_guided = float(np.abs(guided[:d] - prev[:d]).mean())
-    assert err_guided < 0.3 * err_plain, (err_guided, err_plain)
+    assert err_guided < 0.05 * err_plain, (err_guided, err_plain)  # measured 0.01-0.015
     with pytest.raises(Exception, match=r"prev_actions must have shape \(L, 6\)"):
         policy.infer_guided(obs, np.zeros((3, 4)), 1)
 
@@ -127,5 +130,8 @@ def test_robot_cli_runs_smolvla_with_rtc_in_pusht(fixtures_dir, tmp_path, capsys
     rc = main([*argv, "--image-size", "96", "96", "--device", "cpu", "--json"])
     out = capsys.readouterr()
     assert rc == 0, out.err[-3000:]
-    total = json.loads(out.out.strip().splitlines()[-1])
-    assert total["ticks"] > 0 and total["violations"] == 0 and total["chunks"] >= 2
+    lines = out.out.strip().splitlines()
+    total = json.loads(lines[-1])
+    assert total["ticks"] > 0 and total["violations"] == 0
+    episode = json.loads(next(x for x in lines if x.startswith("episode 0: "))[11:])
+    assert episode["chunks"] >= 2  # at least one guided request after the first chunk

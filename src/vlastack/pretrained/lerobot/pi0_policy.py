@@ -10,6 +10,9 @@ tokenizer, relative actions), ``predict_action_chunk`` (``pi0_inputs`` then ``Pi
 sample_actions``, noise from a generator seeded with ``seed`` at load and on ``reset``; LeRobot
 draws it from the global RNG) and the postprocessor (unnormalize, absolute actions) on the whole
 ``chunk_size`` chunk, in dataset units. ``metadata["execute_horizon"]`` is ``n_action_steps``.
+The noise generator is per session (``new_session()``; the server gives each connection one).
+``infer_guided`` is real-time chunking (``serving.runtime.RTCRuntime``): ``functional.rtc``'s
+guided Euler sampler over the expert's velocity, toward the committed actions (``guided``).
 
 Weights: every key of model.safetensors is loaded by name into ``Pi0Network`` except the two
 ``lm_head`` matrices (saved, never used: ``paligemma.UNUSED_HEADS``; their shapes are checked).

@@ -28,6 +28,10 @@ it (``tokenizer.load_tokenizer``: a local folder or the local HF cache) unless o
 (``tokenizer=``; the fixtures' ``tokenizer.ByteTokenizer``). A LeRobot < 0.4 folder (no processor
 JSON) is read as LeRobot's migration would: stats from model.safetensors, the tokenizer settings
 from config.json (``tokenizer_max_length``, ``pad_language_to``, right padding).
+
+The noise generator is per session (``new_session()``; the server gives each connection one).
+``infer_guided`` is real-time chunking (``serving.runtime.RTCRuntime``): ``functional.rtc``'s
+guided Euler sampler over the model's velocity, toward the committed actions (``guided``).
 """
 
 from __future__ import annotations
