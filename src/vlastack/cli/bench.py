@@ -404,8 +404,9 @@ def run_latency(args: argparse.Namespace) -> int:
     args.checkpoint = str(resolve_checkpoint_arg(args.checkpoint))  # a hub id: its cached copy
     fmt = detect_policy_format(args.checkpoint)
     if fmt is not None:
-        # another checkpoint format (a LeRobot folder): its modules record no vlastack stages,
-        # so the table has end-to-end latency only (per stage: N/A)
+        # another checkpoint format (a LeRobot folder): SmolVLA and pi0 / pi0.5 mark their
+        # stages as native policies do; one whose modules mark none gets end-to-end latency
+        # only (per stage: N/A)
         if args.cuda_graphs or args.runner not in ("auto", "eager"):
             raise ConfigError(
                 f"--cuda-graphs / --runner apply to vlastack checkpoints, not {fmt.name} "
@@ -428,7 +429,7 @@ def run_latency(args: argparse.Namespace) -> int:
     )
     result["checkpoint"] = str(args.checkpoint)
     result["format"] = fmt.name if fmt is not None else "vlastack"
-    if fmt is not None:
+    if fmt is not None and all(r["stage"] == "other" for r in result["stages"]):
         result["stages"] = []  # nothing instrumented: the "other" row would be the total again
         result["stages_note"] = (
             f"per-stage times are N/A for a {fmt.name} checkpoint (its modules are not "

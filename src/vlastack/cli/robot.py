@@ -143,15 +143,15 @@ def _robot(args: argparse.Namespace, meta: dict[str, Any]) -> Any:
         size = choose_image_size(args.image_size, metadata_image_size(meta), source=source)
         args.image_size = list(size)
 
+    # camera names; an imported LeRobot policy lists its input keys (observation.images.top)
+    cams = [str(c).removeprefix("observation.images.") for c in meta.get("cameras") or []]
     if args.env and args.env.startswith("aloha/"):
         from vlastack.robot.adapters import aloha_robot
 
-        cams = [str(c) for c in meta.get("cameras") or []]
         return aloha_robot(args.env.split("/", 1)[1], cams, args.image_size[0])
     if args.env:
         from vlastack.envs import make_env
 
-        cams = meta.get("cameras") or []
         camera = cams[0] if len(cams) == 1 else None
         env = make_env(args.env, camera=camera, image_size=tuple(args.image_size), seed=args.seed)
         return GymRobot(env)

@@ -207,6 +207,8 @@ class EpisodeRunner:
         latencies_ms: list[float] = []
         pending: deque[np.ndarray] = deque()
         ensembler = None
+        # a policy whose history advances every control step (LeRobot's Diffusion Policy)
+        observe = getattr(policy, "observe", None)
         success = False
         steps_to_success = None
         step = 0
@@ -230,6 +232,8 @@ class EpisodeRunner:
                 else:
                     chunk_starts.append(step - 1)
                     pending.extend(chunk[: max(1, min(int(execute_horizon), horizon))])
+            elif callable(observe):
+                observe(remap.obs(obs) if remap else obs)
             action = pending.popleft()
             if spec.clip_actions and low is not None:
                 clipped = np.clip(action, low, high)

@@ -210,7 +210,11 @@ class ActionRuntime:
 
 
 class SyncRuntime(ActionRuntime):
-    """Block on inference whenever the queue is empty; execute ``execute_horizon`` actions."""
+    """Block on inference whenever the queue is empty; execute ``execute_horizon`` actions.
+
+    A policy with ``observe(obs)`` (an observation history that advances every control step, as
+    LeRobot's Diffusion Policy ``select_action`` keeps it) is given the observation of every
+    step it is not asked for a chunk, so its next chunk sees the previous control step."""
 
     name = "sync"
 
@@ -228,6 +232,10 @@ class SyncRuntime(ActionRuntime):
         if not len(self.queue):
             self.queue.push(self._infer_chunk(obs))
             self.last_chunk_id += 1
+        else:
+            observe = getattr(self.policy, "observe", None)
+            if callable(observe):
+                observe(obs)
         return self.queue.pop()
 
 

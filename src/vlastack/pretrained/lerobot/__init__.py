@@ -26,4 +26,9 @@ action expert, LeRobot's key layout), ``flow`` (shared with SmolVLA),
 resize-with-pad), ``pi0_weights`` (strict loading, unused keys), ``pi0_policy`` (the policy and
 loader); ``openpi_folder`` / ``openpi_pi0``: openpi's PyTorch checkpoints (``openpi_pi0``) on
 the same modules.
+
+Shared by all: ``session`` (one client's noise generator, Diffusion history and ACT ensembler:
+``policy.new_session()``, one per server connection) and ``guided`` (real-time chunking's
+committed actions laid out for the flow VLAs' ``infer_guided``; the math is
+``functional.rtc``).
 """

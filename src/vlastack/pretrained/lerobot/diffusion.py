@@ -39,7 +39,7 @@ default full-size config built on the meta device has the keys and shapes of
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -405,10 +405,11 @@ class DiffusionModel(nn.Module):
         global_cond: torch.Tensor,
         noise: torch.Tensor,
         step_noise: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | Callable[[], torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """DDPM from ``noise`` (B, horizon, A); step ``i``'s variance draw is ``step_noise[i]``
-        when given (the golden test), else ``torch.randn`` from ``generator``."""
+        when given (the golden test), else ``torch.randn`` from ``generator``, or ``generator()``
+        when it is a function (per-client draws: ``diffusion_policy``)."""
         x = noise
         sampler = self.sampler
         for i, t in enumerate(sampler.timesteps):
@@ -418,6 +419,8 @@ class DiffusionModel(nn.Module):
             if t > 0 and sampler.stochastic:
                 if step_noise is not None:
                     draw = step_noise[i].to(device=x.device, dtype=x.dtype)
+                elif callable(generator):
+                    draw = generator()
                 else:
                     draw = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             x = sampler.step(eps, i, x, draw)

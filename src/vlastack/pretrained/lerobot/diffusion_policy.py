@@ -4,13 +4,17 @@
 Observations use LeRobot's keys or the client spellings of vlastack's ``Policy``, as for ACT (``policy.preprocess_observations``). ``infer``
 keeps the last ``n_obs_steps`` preprocessed observations (after ``reset`` the first one is
 repeated, as LeRobot's ``populate_queues`` does) and stacks them along dim 1, which is what
-LeRobot's ``select_action`` gives ``predict_action_chunk``; note that vlastack calls ``infer``
-once per chunk, so the history holds the observations of the previous ``infer`` calls (the same
-rule as vlastack's own policies), while LeRobot's ``select_action`` enqueues every control step.
-``infer_batch`` treats each observation alone (its frame repeated). The sampler noise comes from
-a ``torch.Generator`` seeded with ``seed`` at load and on ``reset`` (LeRobot draws the DDPM step
-noise from the global RNG); ``predict_normalized(..., noise=, step_noise=)`` takes recorded
-draws instead. The returned chunk is ``n_action_steps`` long, in dataset units.
+LeRobot's ``select_action`` gives ``predict_action_chunk``. LeRobot's ``select_action``
+enqueues every control step's observation and predicts only when its action queue is empty, so
+the chunk's history is the previous control step; a caller running the chunk step by step calls
+``observe(obs)`` on the other steps to get the same (``serving.runtime.SyncRuntime`` and
+``vlastack eval`` do; over the openpi protocol a client sends only the observations it wants a
+chunk for, so a served Diffusion policy's history is the previous request's observation).
+The history and the noise generator (seeded with ``seed`` at creation and on ``reset``; LeRobot
+draws the DDPM step noise from the global RNG) are per session (``new_session()``,
+``session.LeRobotSession``: one per server connection); ``infer_batch`` without sessions treats
+each observation alone (its frame repeated). ``predict_normalized(..., noise=, step_noise=)``
+takes recorded draws instead. The returned chunk is ``n_action_steps`` long, in dataset units.
 
 Verified against ``shared/fixtures/lerobot_policies/diffusion`` (LeRobot 0.6.1): the
 preprocessed tensors and the n_obs_steps stacks (``policy_input``) bit-exactly, the normalized
@@ -38,6 +42,7 @@ from vlastack.pretrained.lerobot.policy import (
     preprocess_observations,
     read_processors,
 )
+from vlastack.pretrained.lerobot.session import LeRobotSession, check_sessions, draw_noise
 from vlastack.pretrained.lerobot.weights import load_strict
 
 FORMAT_NAME = "lerobot_diffusion"
@@ -66,8 +71,7 @@ class LeRobotDiffusionPolicy:
         self.seed = seed
         self.num_resets = 0
         self.quantization: dict[str, Any] | None = None  # set by quantize.load_lerobot_int8
-        self._history: deque[dict[str, torch.Tensor]] = deque(maxlen=spec.n_obs_steps)
-        self._generator = torch.Generator(device=self.device).manual_seed(seed)
+        self._session = self.new_session()  # the state of callers that pass no session
 
     @property
     def device(self) -> torch.device:
@@ -107,11 +111,23 @@ class LeRobotDiffusionPolicy:
         """A random observation of the checkpoint's shapes, in LeRobot keys."""
         return example_observation(self.input_shapes, set(self.spec.image_keys), seed)
 
+    def new_session(self) -> LeRobotSession:
+        """One client's state (its observation history and noise generator, seeded with
+        ``seed``) for ``infer(obs, session=...)``; the server gives each connection one."""
+        return LeRobotSession(self, seed=self.seed, history=self.spec.n_obs_steps)
+
+    @property
+    def _history(self) -> deque[dict[str, torch.Tensor]]:
+        return self._session.history
+
+    @property
+    def _generator(self) -> torch.Generator | None:
+        return self._session.generator
+
     def reset(self) -> None:
-        """Forget the observation history and reseed the sampler."""
+        """Forget the default session's observation history and reseed its sampler."""
         self.num_resets += 1
-        self._history.clear()
-        self._generator.manual_seed(self.seed)
+        self._session.reset()
 
     # ---- LeRobot's stages, usable one by one (the tests compare each) -----------------------
     def preprocess(self, observations: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
@@ -126,13 +142,33 @@ class LeRobotDiffusionPolicy:
             "Diffusion Policy",
         )
 
-    def window(self, pre: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Append to the history; ``{key: (B, n_obs_steps, ...)}``, oldest first."""
-        if not self._history:
+    def window(
+        self, pre: dict[str, torch.Tensor], session: LeRobotSession | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Append to ``session``'s history (default: the policy's) as LeRobot's
+        ``populate_queues`` does (the first observation fills it); ``{key: (B, n_obs_steps,
+        ...)}``, oldest first."""
+        history = (session or self._session).history
+        self._append(history, pre)
+        return {k: torch.stack([h[k] for h in history], dim=1) for k in pre}
+
+    def _append(
+        self, history: deque[dict[str, torch.Tensor]], pre: dict[str, torch.Tensor]
+    ) -> None:
+        if not history:
             for _ in range(self.spec.n_obs_steps - 1):
-                self._history.append(pre)
-        self._history.append(pre)
-        return {k: torch.stack([h[k] for h in self._history], dim=1) for k in pre}
+                history.append(pre)
+        history.append(pre)
+
+    def observe(self, obs: Mapping[str, Any], *, session: LeRobotSession | None = None) -> None:
+        """Record a control step's observation in ``session``'s history (default: the
+        policy's) without computing a chunk. LeRobot's ``select_action`` enqueues every control
+        step's observation and predicts a chunk only when its action queue is empty; a caller
+        that executes a chunk step by step (``serving.runtime.SyncRuntime``, ``vlastack eval``)
+        calls ``observe`` on the steps it does not call ``infer``, so that the chunk's history
+        holds the previous control step, as LeRobot's does."""
+        with torch.inference_mode():
+            self._append((session or self._session).history, self.preprocess([obs]))
 
     def repeated(self, pre: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         n = self.spec.n_obs_steps
@@ -144,8 +180,12 @@ class LeRobotDiffusionPolicy:
         policy_input: Mapping[str, torch.Tensor],
         noise: torch.Tensor | None = None,
         step_noise: torch.Tensor | None = None,
+        *,
+        sessions: Sequence[LeRobotSession] | None = None,
     ) -> torch.Tensor:
-        """``{key: (B, n_obs_steps, ...)}`` -> (B, n_action_steps, A), normalized units."""
+        """``{key: (B, n_obs_steps, ...)}`` -> (B, n_action_steps, A), normalized units.
+        The start noise and the DDPM step draws come from the default session's generator, or
+        row i's from ``sessions[i]``."""
         s = self.spec
         model = self.network.diffusion
         state = policy_input[s.state_key]
@@ -154,31 +194,59 @@ class LeRobotDiffusionPolicy:
             [policy_input[k] for k in s.image_keys],
             policy_input[s.env_state_key] if s.env_state_key else None,
         )
+        shape = (state.shape[0], s.horizon, s.action_dim)
+        gen = self._generator
         if noise is None:
-            noise = torch.randn(
-                (state.shape[0], s.horizon, s.action_dim),
-                generator=self._generator,
-                device=state.device,
-                dtype=state.dtype,
-            )
-        trajectory = model.sample(cond, noise.to(state.device), step_noise, self._generator)
+            noise = draw_noise(shape, gen, sessions, state.device, state.dtype)
+
+        def draw() -> torch.Tensor:
+            return draw_noise(shape, gen, sessions, state.device, state.dtype)
+
+        trajectory = model.sample(cond, noise.to(state.device), step_noise, draw)
         return model.chunk(trajectory)
 
     def postprocess(self, chunk: torch.Tensor) -> torch.Tensor:
         return self.processors.postprocess(self.spec.action_key, chunk)
 
     # ---- policy contract --------------------------------------------------------------------
-    def infer(self, obs: Mapping[str, Any]) -> dict[str, Any]:
-        with torch.inference_mode():
-            policy_input = self.window(self.preprocess([obs]))
-            chunk = self.postprocess(self.predict_normalized(policy_input))
-        return {"actions": chunk[0].float().cpu().numpy()}
+    def infer(
+        self, obs: Mapping[str, Any], *, session: LeRobotSession | None = None
+    ) -> dict[str, Any]:
+        """One chunk from ``session``'s history and noise (default: the policy's own)."""
+        return self.infer_batch([obs], sessions=[session or self._session])[0]
 
-    def infer_batch(self, batch: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    def infer_batch(
+        self,
+        batch: list[Mapping[str, Any]],
+        *,
+        sessions: Sequence[LeRobotSession] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Several observations in one model call. Without ``sessions`` each stands alone
+        (its frame repeated ``n_obs_steps`` times; noise from the default generator); with
+        them, observation i extends ``sessions[i]``'s history and draws its noise, as
+        ``infer(obs, session=sessions[i])`` would. Histories change only once the whole batch
+        succeeded."""
+        check_sessions(sessions, len(batch), self)
         with torch.inference_mode():
-            policy_input = self.repeated(self.preprocess(batch))
-            chunk = self.postprocess(self.predict_normalized(policy_input))
+            pre = self.preprocess(batch)
+            if sessions is None:
+                policy_input = self.repeated(pre)
+            else:
+                rows = [{k: v[i : i + 1] for k, v in pre.items()} for i in range(len(batch))]
+                windows = [self._peek(s.history, r) for s, r in zip(sessions, rows)]
+                policy_input = {k: torch.cat([w[k] for w in windows]) for k in pre}
+            chunk = self.postprocess(self.predict_normalized(policy_input, sessions=sessions))
+            for s, r in zip(sessions or [], rows if sessions is not None else []):
+                self._append(s.history, r)
         return [{"actions": a} for a in chunk.float().cpu().numpy()]
+
+    def _peek(
+        self, history: deque[dict[str, torch.Tensor]], pre: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """The window ``window`` would stack, without changing ``history``."""
+        past = list(history) or [pre] * (self.spec.n_obs_steps - 1)
+        steps = (past + [pre])[-self.spec.n_obs_steps :]
+        return {k: torch.stack([h[k] for h in steps], dim=1) for k in pre}
 
 
 def load_lerobot_diffusion(

@@ -25,6 +25,7 @@ Verified against ``sample_actions.output`` of ``shared/fixtures/lerobot_policies
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from vlastack.errors import ConfigError
+from vlastack.functional.rtc import guided_euler_sample
 from vlastack.pretrained.lerobot.flow import (
     attention_2d,
     euler_sample,
@@ -45,6 +47,7 @@ from vlastack.pretrained.lerobot.paligemma import (
     PaliGemmaWithExpert,
     paligemma_size,
 )
+from vlastack.profiling import stage
 
 MASK_VALUE = -2.3819763e38  # lerobot.utils.constants.OPENPI_ATTENTION_MASK_VALUE
 
@@ -178,10 +181,12 @@ class Pi0Core(nn.Module):
         pwe = self.paligemma_with_expert
         embs, pads = [], []
         for img, m in zip(images, img_masks, strict=True):
-            e = pwe.embed_image(img)
+            with stage("vision"):
+                e = pwe.embed_image(img)
             embs.append(e)
             pads.append(m[:, None].expand(e.shape[0], e.shape[1]))
-        embs.append(pwe.language_model.embed(lang_tokens))
+        with stage("language"):
+            embs.append(pwe.language_model.embed(lang_tokens))
         pads.append(lang_masks)
         return torch.cat(embs, dim=1), torch.cat(pads, dim=1)
 
@@ -215,6 +220,35 @@ class Pi0Core(nn.Module):
         return embs, blocks, None
 
     # ---- sampling --------------------------------------------------------------------------
+    def prefix_velocity(
+        self,
+        images: list[torch.Tensor],
+        img_masks: list[torch.Tensor],
+        lang_tokens: torch.Tensor,
+        lang_masks: torch.Tensor,
+        state: torch.Tensor | None,
+    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """Prefill the prefix once; the returned ``velocity(x_t, t)`` runs the expert over
+        that cache (differentiable in ``x_t`` when called with autograd on and the cache made
+        under ``no_grad``, as guided sampling needs)."""
+        pwe = self.paligemma_with_expert
+        prefix, prefix_pad = self.embed_prefix(images, img_masks, lang_tokens, lang_masks)
+        b, p = prefix_pad.shape
+        prefix_blocks = torch.zeros(b, p, dtype=torch.bool, device=prefix_pad.device)
+        prefix_mask = additive(attention_2d(prefix_pad, prefix_blocks))
+        prefix_pos = torch.cumsum(prefix_pad, dim=1) - 1
+        with stage("backbone"):
+            cache = pwe.language_model.prefill(prefix, prefix_pos, prefix_mask)
+
+        def velocity(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            embs, blocks, cond = self.embed_suffix(state, x_t, t)
+            full, pos = suffix_attention(prefix_pad, blocks[None, :].expand(b, embs.shape[1]))
+            out = pwe.expert.decode(embs, pos, additive(full), cache, cond)
+            out = out[:, -self.spec.chunk_size :].to(torch.float32)
+            return self.action_out_proj(out)
+
+        return velocity
+
     @torch.no_grad()
     def sample_actions(
         self,
@@ -227,22 +261,31 @@ class Pi0Core(nn.Module):
         num_steps: int | None = None,
     ) -> torch.Tensor:
         """(B, chunk_size, max_action_dim) actions in normalized units, padded dims included."""
-        pwe = self.paligemma_with_expert
-        prefix, prefix_pad = self.embed_prefix(images, img_masks, lang_tokens, lang_masks)
-        b, p = prefix_pad.shape
-        prefix_blocks = torch.zeros(b, p, dtype=torch.bool, device=prefix_pad.device)
-        prefix_mask = additive(attention_2d(prefix_pad, prefix_blocks))
-        prefix_pos = torch.cumsum(prefix_pad, dim=1) - 1
-        cache = pwe.language_model.prefill(prefix, prefix_pos, prefix_mask)
+        velocity = self.prefix_velocity(images, img_masks, lang_tokens, lang_masks, state)
+        with stage("head"):
+            return euler_sample(velocity, noise, num_steps or self.spec.num_inference_steps)
 
-        def velocity(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            embs, blocks, cond = self.embed_suffix(state, x_t, t)
-            full, pos = suffix_attention(prefix_pad, blocks[None, :].expand(b, embs.shape[1]))
-            out = pwe.expert.decode(embs, pos, additive(full), cache, cond)
-            out = out[:, -self.spec.chunk_size :].to(torch.float32)
-            return self.action_out_proj(out)
-
-        return euler_sample(velocity, noise, num_steps or self.spec.num_inference_steps)
+    def sample_actions_guided(
+        self,
+        images: list[torch.Tensor],
+        img_masks: list[torch.Tensor],
+        lang_tokens: torch.Tensor,
+        lang_masks: torch.Tensor,
+        state: torch.Tensor | None,
+        noise: torch.Tensor,
+        target: torch.Tensor,
+        weights: torch.Tensor,
+        max_guidance_weight: float = 5.0,
+    ) -> torch.Tensor:
+        """``sample_actions`` with real-time chunking's guidance toward ``target`` (B,
+        chunk_size, max_action_dim), normalized, weighted by ``weights`` (broadcastable to it;
+        ``functional.rtc.prefix_weights``): ``functional.rtc.guided_euler_sample`` over this
+        model's velocity. With all weights 0 it is ``sample_actions``."""
+        with torch.no_grad():
+            velocity = self.prefix_velocity(images, img_masks, lang_tokens, lang_masks, state)
+        with stage("head"):
+            steps = self.spec.num_inference_steps
+            return guided_euler_sample(velocity, noise, target, weights, steps, max_guidance_weight)
 
 
 class Pi0Network(nn.Module):

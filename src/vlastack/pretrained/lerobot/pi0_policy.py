@@ -10,6 +10,9 @@ tokenizer, relative actions), ``predict_action_chunk`` (``pi0_inputs`` then ``Pi
 sample_actions``, noise from a generator seeded with ``seed`` at load and on ``reset``; LeRobot
 draws it from the global RNG) and the postprocessor (unnormalize, absolute actions) on the whole
 ``chunk_size`` chunk, in dataset units. ``metadata["execute_horizon"]`` is ``n_action_steps``.
+The noise generator is per session (``new_session()``; the server gives each connection one).
+``infer_guided`` is real-time chunking (``serving.runtime.RTCRuntime``): ``functional.rtc``'s
+guided Euler sampler over the expert's velocity, toward the committed actions (``guided``).
 
 Weights: every key of model.safetensors is loaded by name into ``Pi0Network`` except the two
 ``lm_head`` matrices (saved, never used: ``paligemma.UNUSED_HEADS``; their shapes are checked).
@@ -34,6 +37,7 @@ import torch
 
 from vlastack.errors import ConfigError
 from vlastack.pretrained.lerobot import folder as lf
+from vlastack.pretrained.lerobot.guided import check_prev_actions, guidance
 from vlastack.pretrained.lerobot.normalize import FeatureNormalizer
 from vlastack.pretrained.lerobot.observation import (
     example_observation,
@@ -58,6 +62,8 @@ from vlastack.pretrained.lerobot.policy import (
     no_embodiment,
     preprocess_observations,
 )
+from vlastack.pretrained.lerobot.session import LeRobotSession, check_sessions, draw_noise
+from vlastack.profiling import stage
 
 FORMAT_NAMES = {"pi0": "lerobot_pi0", "pi05": "lerobot_pi05"}
 NEW_LINE = "pi0_new_line_processor"
@@ -280,7 +286,7 @@ class LeRobotPi0Policy:
                     f"{checkpoint}: the {what} has {dim} dims, more than config.json's "
                     f"max_{what}_dim {most}; the network only takes {most}"
                 )
-        self._generator = torch.Generator(device=self.device).manual_seed(seed)
+        self._session = self.new_session()  # the state of callers that pass no session
 
     @property
     def device(self) -> torch.device:
@@ -323,10 +329,23 @@ class LeRobotPi0Policy:
     def example_observation(self, seed: int = 0) -> dict[str, Any]:
         return example_observation(self.shapes, set(self.image_keys), seed)
 
+    def new_session(self) -> LeRobotSession:
+        """One client's state (its noise generator, seeded with ``seed``) for
+        ``infer(obs, session=...)``; the server gives each connection one."""
+        return LeRobotSession(self, seed=self.seed)
+
+    @property
+    def _generator(self) -> torch.Generator | None:
+        return self._session.generator
+
+    @_generator.setter
+    def _generator(self, generator: torch.Generator) -> None:
+        self._session.generator = generator
+
     def reset(self) -> None:
-        """Reseed the sampler noise (pi0 keeps no observation history)."""
+        """Reseed the default session's noise (pi0 keeps no observation history)."""
         self.num_resets += 1
-        self._generator.manual_seed(self.seed)
+        self._session.reset()
 
     # ---- LeRobot's stages, usable one by one (the tests compare each) -----------------------
     def preprocess(self, observations: Sequence[Mapping[str, Any]]) -> Pi0Inputs:
@@ -373,18 +392,26 @@ class LeRobotPi0Policy:
         state = None if s.pi05 else pad_state(batch[self.state_key], s.max_state_dim)
         return Pi0Inputs(batch, prompts, raw[self.state_key], images, masks, state)
 
-    @torch.inference_mode()
-    def sample(self, inputs: Pi0Inputs, noise: torch.Tensor | None = None) -> torch.Tensor:
-        """``sample_actions``: (B, chunk_size, max_action_dim), normalized, padded dims kept."""
+    def draw_noise(
+        self, batch: int, sessions: Sequence[LeRobotSession] | None = None
+    ) -> torch.Tensor:
+        """The sampler's start noise (B, chunk_size, max_action_dim): row i from
+        ``sessions[i]``, or the whole batch from the default session's generator."""
         s = self.spec
-        b = inputs.batch["observation.language.tokens"].shape[0]
+        shape = (batch, s.chunk_size, s.max_action_dim)
+        return draw_noise(shape, self._generator, sessions, self.device)
+
+    @torch.inference_mode()
+    def sample(
+        self,
+        inputs: Pi0Inputs,
+        noise: torch.Tensor | None = None,
+        *,
+        sessions: Sequence[LeRobotSession] | None = None,
+    ) -> torch.Tensor:
+        """``sample_actions``: (B, chunk_size, max_action_dim), normalized, padded dims kept."""
         if noise is None:
-            noise = torch.randn(
-                (b, s.chunk_size, s.max_action_dim),
-                generator=self._generator,
-                device=self.device,
-                dtype=torch.float32,
-            )
+            noise = self.draw_noise(inputs.batch["observation.language.tokens"].shape[0], sessions)
         return self.network.model.sample_actions(
             inputs.images,
             inputs.img_masks,
@@ -395,10 +422,14 @@ class LeRobotPi0Policy:
         )
 
     def predict_normalized(
-        self, inputs: Pi0Inputs, noise: torch.Tensor | None = None
+        self,
+        inputs: Pi0Inputs,
+        noise: torch.Tensor | None = None,
+        *,
+        sessions: Sequence[LeRobotSession] | None = None,
     ) -> torch.Tensor:
         """``predict_action_chunk``: (B, chunk_size, action_dim) in normalized units."""
-        return self.sample(inputs, noise)[:, :, : self.action_dim]
+        return self.sample(inputs, noise, sessions=sessions)[:, :, : self.action_dim]
 
     def postprocess(self, chunk: torch.Tensor, raw_state: torch.Tensor) -> torch.Tensor:
         """Unnormalize, then (``use_relative_actions``) add the raw state back."""
@@ -478,14 +509,77 @@ class LeRobotPi0Policy:
         return loss[:, :, : self.action_dim].mean()
 
     # ---- policy contract --------------------------------------------------------------------
-    def infer(self, obs: Mapping[str, Any]) -> dict[str, Any]:
-        return self.infer_batch([obs])[0]
+    def infer(
+        self, obs: Mapping[str, Any], *, session: LeRobotSession | None = None
+    ) -> dict[str, Any]:
+        """One chunk; ``session`` (``new_session()``) draws the noise, default: the policy's."""
+        return self.infer_batch([obs], sessions=[session or self._session])[0]
 
-    def infer_batch(self, batch: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    def infer_batch(
+        self,
+        batch: list[Mapping[str, Any]],
+        *,
+        sessions: Sequence[LeRobotSession] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Chunks for several observations in one call; with ``sessions`` row i's noise comes
+        from ``sessions[i]`` (what that client would get alone, up to the batch's rounding)."""
+        check_sessions(sessions, len(batch), self)
         with torch.inference_mode():
-            inputs = self.preprocess(batch)
-            chunk = self.postprocess(self.predict_normalized(inputs), inputs.raw_state)
+            with stage("preprocess"):
+                inputs = self.preprocess(batch)
+            normalized = self.predict_normalized(inputs, sessions=sessions)
+            with stage("unnormalize"):
+                chunk = self.postprocess(normalized, inputs.raw_state)
         return [{"actions": a} for a in chunk.float().cpu().numpy()]
+
+    # ---- real-time chunking (``serving.runtime.RTCRuntime``) ---------------------------------
+    supports_guided_sampling = True
+
+    def infer_guided(
+        self,
+        obs: Mapping[str, Any],
+        prev_actions: Any,
+        inference_delay: int,
+        *,
+        max_guidance_weight: float = 5.0,
+        schedule: str = "exp",
+        session: LeRobotSession | None = None,
+    ) -> dict[str, Any]:
+        """A chunk guided to agree with ``prev_actions`` (L, action_dim), the previous chunk's
+        not-yet-executed actions in dataset units, ``prev_actions[0]`` at this observation's
+        tick; the first ``inference_delay`` execute while this runs (``guided``; REFERENCE.md
+        §3.6). They are mapped back as the postprocessor's inverse (minus the state on the
+        relative dims, then normalized). With none (L = 0) this is ``infer``."""
+        prev = check_prev_actions(prev_actions, self.action_dim, self.policy_type)
+        session = session or self._session
+        if len(prev) == 0:
+            return self.infer(obs, session=session)
+        p, s = self.processors, self.spec
+        with torch.no_grad():  # not inference_mode: the guidance differentiates the expert
+            inputs = self.preprocess([obs])
+            noise = self.draw_noise(1, [session])
+            y = torch.from_numpy(prev).to(self.device)
+            if p.relative:
+                mask = torch.tensor(relative_mask(p, y.shape[-1]), dtype=y.dtype, device=y.device)
+                dims = mask.shape[0]
+                y = y.clone()
+                y[..., :dims] -= inputs.raw_state[0, :dims].to(y) * mask
+            if p.unnormalizer is not None:
+                y = p.unnormalizer.normalize(self.action_key, y)
+            target, weights = guidance(y, inference_delay, s.chunk_size, s.max_action_dim, schedule)
+            out = self.network.model.sample_actions_guided(
+                inputs.images,
+                inputs.img_masks,
+                inputs.batch["observation.language.tokens"],
+                inputs.batch["observation.language.attention_mask"],
+                inputs.state,
+                noise,
+                target,
+                weights,
+                max_guidance_weight,
+            )
+            chunk = self.postprocess(out[:, :, : self.action_dim], inputs.raw_state)
+        return {"actions": chunk[0].float().cpu().numpy()}
 
 
 def _frame_shape(value: Any, default: tuple[int, ...]) -> tuple[int, ...]:

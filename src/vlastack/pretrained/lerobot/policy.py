@@ -44,6 +44,7 @@ from vlastack.pretrained.lerobot.observation import (
     find_input,
     spellings,
 )
+from vlastack.pretrained.lerobot.session import LeRobotSession, check_sessions
 
 FORMAT_NAME = "lerobot_act"
 
@@ -242,10 +243,32 @@ class LeRobotACTPolicy:
         self.checkpoint = checkpoint
         self.num_resets = 0
         self.quantization: dict[str, Any] | None = None  # set by quantize.load_lerobot_int8
-        coeff = spec.temporal_ensemble_coeff
-        self.ensembler = (
-            LeRobotTemporalEnsembler(coeff, spec.chunk_size) if coeff is not None else None
-        )
+        self._ensembled = spec.temporal_ensemble_coeff is not None
+        self._session = self.new_session()  # the state of callers that pass no session
+
+    def _make_ensembler(self) -> LeRobotTemporalEnsembler:
+        coeff = self.spec.temporal_ensemble_coeff
+        assert coeff is not None
+        return LeRobotTemporalEnsembler(coeff, self.spec.chunk_size)
+
+    def new_session(self) -> LeRobotSession:
+        """One client's state (its temporal ensembler, when the checkpoint ensembles) for
+        ``infer(obs, session=...)``; the server gives each connection one."""
+        return LeRobotSession(self, ensembler=self._make_ensembler if self._ensembled else None)
+
+    @property
+    def ensembler(self) -> LeRobotTemporalEnsembler | None:
+        """The default session's temporal ensembler (None: the checkpoint does not ensemble,
+        or it was switched off by setting this to None)."""
+        return self._session.ensembler if self._ensembled else None
+
+    @ensembler.setter
+    def ensembler(self, value: LeRobotTemporalEnsembler | None) -> None:
+        if value is None:
+            self._ensembled = False
+        else:
+            self._ensembled = True
+            self._session.ensembler = value
 
     @property
     def device(self) -> torch.device:
@@ -295,8 +318,7 @@ class LeRobotACTPolicy:
         """Counted for the harness; clears the temporal ensemble when there is one (ACT keeps
         no other state between calls: n_obs_steps 1)."""
         self.num_resets += 1
-        if self.ensembler is not None:
-            self.ensembler.reset()
+        self._session.reset()
 
     # ---- the three LeRobot stages, usable one by one (the tests compare each) --------------
     def preprocess(self, observations: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
@@ -328,17 +350,31 @@ class LeRobotACTPolicy:
         return self.unnormalizer.unnormalize(self.spec.action_key, chunk)
 
     # ---- policy contract --------------------------------------------------------------------
-    def infer(self, obs: Mapping[str, Any]) -> dict[str, Any]:
-        return self.infer_batch([obs])[0]
+    def infer(
+        self, obs: Mapping[str, Any], *, session: LeRobotSession | None = None
+    ) -> dict[str, Any]:
+        """One chunk (or ensembled action) with ``session``'s ensembler (default: the
+        policy's own)."""
+        return self.infer_batch([obs], sessions=[session or self._session])[0]
 
-    def infer_batch(self, batch: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    def infer_batch(
+        self,
+        batch: list[Mapping[str, Any]],
+        *,
+        sessions: Sequence[LeRobotSession] | None = None,
+    ) -> list[dict[str, Any]]:
         """The chunks (B, chunk_size, A); with ``temporal_ensemble_coeff`` set, LeRobot's
         ``select_action``: each call is one control step of the batch's environments and gives
-        their ensembled actions, (B, 1, A)."""
+        their ensembled actions, (B, 1, A), from the default session's ensembler, or row i from
+        ``sessions[i]``'s (one client each, as it would get alone)."""
+        check_sessions(sessions, len(batch), self)
         with torch.inference_mode():
             chunk = self.predict_normalized(self.preprocess(batch))
-            if self.ensembler is not None:
-                chunk = self.ensembler.update(chunk)[:, None]
+            if self._ensembled and sessions is None:
+                chunk = self._session.ensembler.update(chunk)[:, None]
+            elif self._ensembled and sessions is not None:
+                rows = [s.ensembler.update(chunk[i : i + 1]) for i, s in enumerate(sessions)]
+                chunk = torch.cat(rows)[:, None]
             chunk = self.postprocess(chunk)
         arr = chunk.float().cpu().numpy()
         return [{"actions": a} for a in arr]

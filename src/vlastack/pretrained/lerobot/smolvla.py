@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlastack.errors import ConfigError
+from vlastack.functional.rtc import guided_euler_sample
 from vlastack.pretrained.lerobot.flow import (
     attention_2d,
     euler_sample,
@@ -55,6 +56,7 @@ from vlastack.pretrained.lerobot.flow import (
 )
 from vlastack.pretrained.lerobot.folder import read_features
 from vlastack.pretrained.lerobot.smolvlm import SmolVLM, decoder_layer, rms_norm
+from vlastack.profiling import stage
 
 ROPE_WAVELENGTH = 10_000  # LeRobot's apply_rope default, used instead of the config's rope_theta
 EMPTY_CAMERA = "observation.images.empty_camera_"
@@ -392,12 +394,14 @@ class SmolVLAModel(nn.Module):
         vlm = self.vlm_with_expert.vlm
         embs, pads, ar = [], [], []
         for img, m in zip(images, img_masks, strict=True):
-            e = vlm.embed_image(img)
+            with stage("vision"):
+                e = vlm.embed_image(img)
             e = e * torch.tensor(e.shape[-1] ** 0.5, dtype=e.dtype, device=e.device)
             embs.append(e)
             pads.append(m[:, None].expand(e.shape[0], e.shape[1]))
             ar += [0] * e.shape[1]
-        lang = vlm.embed_tokens(tokens)
+        with stage("language"):
+            lang = vlm.embed_tokens(tokens)
         embs.append(lang * math.sqrt(lang.shape[-1]))
         pads.append(lang_mask)
         ar += [0] * lang.shape[1]
@@ -436,6 +440,24 @@ class SmolVLAModel(nn.Module):
         out = out[:, -self.spec.chunk_size :].to(torch.float32)
         return self.action_out_proj(out)
 
+    def prefix_velocity(
+        self,
+        images: list[torch.Tensor],
+        img_masks: list[torch.Tensor],
+        tokens: torch.Tensor,
+        lang_mask: torch.Tensor,
+        state: torch.Tensor,
+    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """Prefill the prefix (images, language, state) once; the returned ``velocity(x_t, t)``
+        runs the action expert over that cache (differentiable in ``x_t`` when called with
+        autograd on and the cache made under ``no_grad``, as guided sampling needs)."""
+        emb, pad, ar = self.embed_prefix(images, img_masks, tokens, lang_mask, state)
+        mask = attention_2d(pad, ar)
+        positions = torch.cumsum(pad, dim=1) - 1
+        with stage("backbone"):
+            cache = self.vlm_with_expert.prefill(emb, mask, positions)
+        return lambda x, t: self.velocity(x, t, cache, pad)
+
     def sample_actions(
         self,
         images: list[torch.Tensor],
@@ -448,13 +470,32 @@ class SmolVLAModel(nn.Module):
         """LeRobot's ``sample_actions``: images already resized/padded in [-1, 1], state padded
         to max_state_dim, noise (B, chunk_size, max_action_dim) -> (B, chunk_size,
         max_action_dim) normalized actions."""
-        emb, pad, ar = self.embed_prefix(images, img_masks, tokens, lang_mask, state)
-        mask = attention_2d(pad, ar)
-        positions = torch.cumsum(pad, dim=1) - 1
-        cache = self.vlm_with_expert.prefill(emb, mask, positions)
-        return euler_sample(
-            lambda x, t: self.velocity(x, t, cache, pad), noise, self.spec.num_steps
-        )
+        velocity = self.prefix_velocity(images, img_masks, tokens, lang_mask, state)
+        with stage("head"):
+            return euler_sample(velocity, noise, self.spec.num_steps)
+
+    def sample_actions_guided(
+        self,
+        images: list[torch.Tensor],
+        img_masks: list[torch.Tensor],
+        tokens: torch.Tensor,
+        lang_mask: torch.Tensor,
+        state: torch.Tensor,
+        noise: torch.Tensor,
+        target: torch.Tensor,
+        weights: torch.Tensor,
+        max_guidance_weight: float = 5.0,
+    ) -> torch.Tensor:
+        """``sample_actions`` with real-time chunking's guidance toward ``target`` (B,
+        chunk_size, max_action_dim), normalized, weighted by ``weights`` (broadcastable to it;
+        ``functional.rtc.prefix_weights``): ``functional.rtc.guided_euler_sample`` over this
+        model's velocity. With all weights 0 it is ``sample_actions``."""
+        with torch.no_grad():
+            velocity = self.prefix_velocity(images, img_masks, tokens, lang_mask, state)
+        with stage("head"):
+            return guided_euler_sample(
+                velocity, noise, target, weights, self.spec.num_steps, max_guidance_weight
+            )
 
 
 class SmolVLANetwork(nn.Module):

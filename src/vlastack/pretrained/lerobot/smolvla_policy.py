@@ -28,6 +28,10 @@ it (``tokenizer.load_tokenizer``: a local folder or the local HF cache) unless o
 (``tokenizer=``; the fixtures' ``tokenizer.ByteTokenizer``). A LeRobot < 0.4 folder (no processor
 JSON) is read as LeRobot's migration would: stats from model.safetensors, the tokenizer settings
 from config.json (``tokenizer_max_length``, ``pad_language_to``, right padding).
+
+The noise generator is per session (``new_session()``; the server gives each connection one).
+``infer_guided`` is real-time chunking (``serving.runtime.RTCRuntime``): ``functional.rtc``'s
+guided Euler sampler over the model's velocity, toward the committed actions (``guided``).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import torch
 from vlastack.errors import ConfigError
 from vlastack.observation import TASK_KEY
 from vlastack.pretrained.lerobot import folder as lf
+from vlastack.pretrained.lerobot.guided import check_prev_actions, guidance
 from vlastack.pretrained.lerobot.normalize import FeatureNormalizer
 from vlastack.pretrained.lerobot.observation import example_observation, task_text
 from vlastack.pretrained.lerobot.policy import (
@@ -52,6 +57,7 @@ from vlastack.pretrained.lerobot.policy import (
     no_embodiment,
     preprocess_observations,
 )
+from vlastack.pretrained.lerobot.session import LeRobotSession, check_sessions, draw_noise
 from vlastack.pretrained.lerobot.smolvla import (
     EMPTY_CAMERA,
     SmolVLANetwork,
@@ -59,6 +65,7 @@ from vlastack.pretrained.lerobot.smolvla import (
     pad_vector,
     resize_with_pad,
 )
+from vlastack.profiling import stage
 
 FORMAT_NAME = "lerobot_smolvla"
 SMOLVLA_HINT = (
@@ -235,7 +242,7 @@ class LeRobotSmolVLAPolicy:
         self.folder_json = folder_json
         self.vlm_source = vlm_source
         self.num_resets = 0
-        self._generator = torch.Generator(device=self.device).manual_seed(seed)
+        self._session = self.new_session()  # the state of callers that pass no session
 
     @property
     def device(self) -> torch.device:
@@ -277,10 +284,23 @@ class LeRobotSmolVLAPolicy:
         """A random observation of the checkpoint's shapes, in LeRobot keys, with a task."""
         return example_observation(self.input_shapes, set(self.spec.cameras), seed)
 
+    def new_session(self) -> LeRobotSession:
+        """One client's state (its noise generator, seeded with ``seed``) for
+        ``infer(obs, session=...)``; the server gives each connection one."""
+        return LeRobotSession(self, seed=self.seed)
+
+    @property
+    def _generator(self) -> torch.Generator | None:
+        return self._session.generator
+
+    @_generator.setter
+    def _generator(self, generator: torch.Generator) -> None:
+        self._session.generator = generator
+
     def reset(self) -> None:
-        """Reseed the sampler (SmolVLA keeps no observation history)."""
+        """Reseed the default session's sampler (SmolVLA keeps no observation history)."""
         self.num_resets += 1
-        self._generator.manual_seed(self.seed)
+        self._session.reset()
 
     # ---- LeRobot's stages, usable one by one (the tests compare each) -----------------------
     def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -335,20 +355,29 @@ class LeRobotSmolVLAPolicy:
             masks.append(torch.zeros_like(masks[-1]))
         return images, masks, pad_vector(pre[s.state_key], s.max_state_dim)
 
+    def draw_noise(
+        self, batch: int, sessions: Sequence[LeRobotSession] | None = None
+    ) -> torch.Tensor:
+        """The sampler's start noise (B, chunk_size, max_action_dim): row i from
+        ``sessions[i]``, or the whole batch from the default session's generator."""
+        s = self.spec
+        shape = (batch, s.chunk_size, s.max_action_dim)
+        return draw_noise(shape, self._generator, sessions, self.device)
+
     @torch.inference_mode()
     def predict_normalized(
-        self, pre: Mapping[str, torch.Tensor], noise: torch.Tensor | None = None
+        self,
+        pre: Mapping[str, torch.Tensor],
+        noise: torch.Tensor | None = None,
+        *,
+        sessions: Sequence[LeRobotSession] | None = None,
     ) -> torch.Tensor:
         """Preprocessed tensors -> (B, chunk_size, action_dim), normalized units."""
         s = self.spec
-        images, masks, state = self.prepare(pre)
+        with stage("preprocess"):
+            images, masks, state = self.prepare(pre)
         if noise is None:
-            noise = torch.randn(
-                (state.shape[0], s.chunk_size, s.max_action_dim),
-                generator=self._generator,
-                device=state.device,
-                dtype=torch.float32,
-            )
+            noise = self.draw_noise(state.shape[0], sessions)
         out = self.network.model.sample_actions(
             images, masks, pre[TOKENS], pre[TOKEN_MASK], state, noise.to(state.device)
         )
@@ -358,13 +387,74 @@ class LeRobotSmolVLAPolicy:
         return self.processors.postprocess(self.spec.action_key, chunk)
 
     # ---- policy contract --------------------------------------------------------------------
-    def infer(self, obs: Mapping[str, Any]) -> dict[str, Any]:
-        return self.infer_batch([obs])[0]
+    def infer(
+        self, obs: Mapping[str, Any], *, session: LeRobotSession | None = None
+    ) -> dict[str, Any]:
+        """One chunk; ``session`` (``new_session()``) draws the noise, default: the policy's."""
+        return self.infer_batch([obs], sessions=[session or self._session])[0]
 
-    def infer_batch(self, batch: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    def infer_batch(
+        self,
+        batch: list[Mapping[str, Any]],
+        *,
+        sessions: Sequence[LeRobotSession] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Chunks for several observations in one call; with ``sessions`` row i's noise comes
+        from ``sessions[i]`` (what that client would get alone, up to the batch's rounding)."""
+        check_sessions(sessions, len(batch), self)
         with torch.inference_mode():
-            chunk = self.postprocess(self.predict_normalized(self.preprocess(batch)))
+            with stage("preprocess"):
+                pre = self.preprocess(batch)
+            normalized = self.predict_normalized(pre, sessions=sessions)
+            with stage("unnormalize"):
+                chunk = self.postprocess(normalized)
         return [{"actions": a} for a in chunk.float().cpu().numpy()]
+
+    # ---- real-time chunking (``serving.runtime.RTCRuntime``) ---------------------------------
+    supports_guided_sampling = True
+
+    def infer_guided(
+        self,
+        obs: Mapping[str, Any],
+        prev_actions: Any,
+        inference_delay: int,
+        *,
+        max_guidance_weight: float = 5.0,
+        schedule: str = "exp",
+        session: LeRobotSession | None = None,
+    ) -> dict[str, Any]:
+        """A chunk guided to agree with ``prev_actions`` (L, action_dim), the previous chunk's
+        not-yet-executed actions in dataset units, ``prev_actions[0]`` at this observation's
+        tick; the first ``inference_delay`` execute while this runs (``guided``; REFERENCE.md
+        §3.6). With none (L = 0) this is ``infer``. Same noise draw as ``infer``."""
+        prev = check_prev_actions(prev_actions, self.spec.action_dim, "SmolVLA")
+        session = session or self._session
+        if len(prev) == 0:
+            return self.infer(obs, session=session)
+        s = self.spec
+        with torch.no_grad():  # not inference_mode: the guidance differentiates the expert
+            pre = self.preprocess([obs])
+            images, masks, state = self.prepare(pre)
+            noise = self.draw_noise(1, [session])
+            prev_t = torch.from_numpy(prev).to(self.device)
+            un = self.processors.unnormalizer
+            prev_n = un.normalize(s.action_key, prev_t) if un is not None else prev_t
+            target, weights = guidance(
+                prev_n, inference_delay, s.chunk_size, s.max_action_dim, schedule
+            )
+            out = self.network.model.sample_actions_guided(
+                images,
+                masks,
+                pre[TOKENS],
+                pre[TOKEN_MASK],
+                state,
+                noise,
+                target,
+                weights,
+                max_guidance_weight,
+            )
+            chunk = self.postprocess(out[:, :, : s.action_dim])
+        return {"actions": chunk[0].float().cpu().numpy()}
 
 
 def load_smolvla_network(
