@@ -48,11 +48,14 @@ class WindowedDataset(Dataset):
         image_keys: list[str] | None = None,
         image_size: tuple[int, int] | None = None,
         action_offset: int = 0,
+        future_offset: int = 0,
     ) -> None:
         """``action_offset``: the action window starts that many frames after the observation
         (negative: before it, as LeRobot's Diffusion Policy trains on actions from the first
         observation step on); steps outside the episode are clamped to its edge and flagged in
-        ``action_is_pad``."""
+        ``action_is_pad``. ``future_offset`` k > 0 adds each camera's frame t+k as
+        ``future.images.<cam>`` (C, H, W) (the target of a predicted subgoal / world model,
+        models/foresight.py); past the episode end it is the last frame, with ``future_is_pad``."""
         self.reader = (
             reader_or_root
             if isinstance(reader_or_root, DatasetReader)
@@ -63,8 +66,11 @@ class WindowedDataset(Dataset):
             raise DataError(
                 f"obs_horizon={obs_horizon}, action_horizon={action_horizon}; both must be >= 1"
             )
+        if future_offset < 0:
+            raise DataError(f"future_offset={future_offset}; it must be >= 0 (frames ahead)")
         self.obs_horizon = obs_horizon
         self.action_horizon = action_horizon
+        self.future_offset = future_offset
         self.image_size = image_size
         if image_keys is None:
             image_keys = list(r.camera_keys)
@@ -114,6 +120,18 @@ class WindowedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    def _to_tensor(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 (T, H, W, C) -> float (T, C, H, W) in [0, 1] at ``image_size``."""
+        # contiguous uint8 (T, C, H, W) first, so the float conversion runs over contiguous
+        # memory (about 3x faster than converting the permuted view)
+        imgs = torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))
+        imgs = imgs.to(torch.float32).mul_(1.0 / 255.0)
+        if self.image_size is not None and tuple(imgs.shape[-2:]) != tuple(self.image_size):
+            imgs = torch.nn.functional.interpolate(
+                imgs, size=self.image_size, mode="bilinear", align_corners=False, antialias=True
+            ).clamp_(0.0, 1.0)
+        return imgs
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         r = self.reader
         g = int(self.indices[i])
@@ -126,17 +144,13 @@ class WindowedDataset(Dataset):
             # Decode the distinct frames once (a contiguous range), then expand the repeats.
             first, last = int(obs_idx[0]), int(obs_idx[-1])
             frames = r.decode_frames(k, ep, np.arange(first - lo, last - lo + 1))
-            # uint8 (T, H, W, C) -> contiguous uint8 (T, C, H, W) first, so the float conversion
-            # runs over contiguous memory (about 3x faster than converting the permuted view).
-            imgs = torch.from_numpy(
-                np.ascontiguousarray(frames[obs_idx - first].transpose(0, 3, 1, 2))
-            )
-            imgs = imgs.to(torch.float32).mul_(1.0 / 255.0)
-            if self.image_size is not None and tuple(imgs.shape[-2:]) != tuple(self.image_size):
-                imgs = torch.nn.functional.interpolate(
-                    imgs, size=self.image_size, mode="bilinear", align_corners=False, antialias=True
-                ).clamp_(0.0, 1.0)
-            out[k] = imgs
+            out[k] = self._to_tensor(frames[obs_idx - first])
+            if self.future_offset:
+                fut = min(g + self.future_offset, hi - 1)
+                frame = r.decode_frames(k, ep, np.array([fut - lo]))
+                out["future." + k.removeprefix("observation.")] = self._to_tensor(frame)[0]
+        if self.future_offset:
+            out["future_is_pad"] = torch.tensor(g + self.future_offset >= hi)
         obs_pad = torch.from_numpy(obs_raw < lo)
         for k, col in self._obs_vectors.items():
             v = col[obs_idx]

@@ -3,6 +3,7 @@
 See ``presets.py`` for each system's paper and what was scaled down to train on a CPU.
 """
 
+from vlastack.recipes import foresight as _foresight  # noqa: F401  (registers cot_vla)
 from vlastack.recipes import presets as _presets  # noqa: F401  (registers the recipes)
 from vlastack.recipes.base import RECIPES, TRAIN_KEYS, Recipe, get_recipe
 
