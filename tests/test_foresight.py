@@ -321,3 +321,50 @@ def test_cli_trains_cot_vla_with_world_model_and_the_policy_serves(tmp_path, ler
     assert policy.infer(obs)["actions"].shape == (4, policy.model.config.action_dim)
     assert policy.model.last_subgoal is not None
     assert main(["export", "onnx", str(ckpt), "--out", str(tmp_path / "onnx")]) == 2
+
+
+def test_rollout_tracker_pairs_each_subgoal_with_frame_t_plus_k_and_the_report_shows_it(tmp_path):
+    import json
+
+    from vlastack.evaluation.metrics import EpisodeRecord, summarize
+    from vlastack.evaluation.report import build_report
+    from vlastack.evaluation.subgoal import SubgoalTracker
+
+    torch.manual_seed(0)
+    cfg = _cot()
+    vla = build_vla(cfg).eval()
+
+    class StubPolicy:  # the two Policy methods the tracker uses, on raw (3, H, W) frames
+        model = vla
+
+        def parse(self, obs):
+            return obs
+
+        def batch(self, windows):
+            return {"observation.images.main": windows[0][-1]["img"][None, None]}
+
+    frames = [{"img": torch.rand(3, 32, 32)} for _ in range(12)]
+    tracker = SubgoalTracker.for_policy(StubPolicy())
+    assert tracker is not None and tracker.k == 3
+    assert SubgoalTracker.for_policy(object()) is None  # not a local subgoal policy
+    for t in range(0, 8, 2):  # a chunk every 2 frames
+        b = make_batch(cfg, B=1)
+        b["observation.images.main"] = frames[t]["img"][None, None]
+        vla.sample_actions(b)
+        tracker.after_infer(t, frames[t])
+        for j in (t + 1, t + 2):
+            tracker.on_frame(j, frames[j])
+    # predictions at frames 0, 2, 4 met frames 3, 5, 7; the one at 6 waits for frame 9
+    assert len(tracker.rows) == 3 and set(tracker.pending) == {9}
+    s = tracker.summary()
+    assert s["pairs"] == 3 and s["chance"] == pytest.approx(1 / 3, abs=1e-4)
+    assert -1.0 <= s["cos"] <= 1.0 and 0.0 <= s["top1"] <= 1.0
+    rec = EpisodeRecord(task="t", episode=0, seed=0, status="failure", extra={"subgoal": s})
+    d = tmp_path / "run"
+    d.mkdir()
+    summary = summarize([rec])
+    summary["run"] = {"label": "cot"}
+    (d / "summary.json").write_text(json.dumps(summary))
+    (d / "episodes.jsonl").write_text(json.dumps(rec.to_dict()) + "\n")
+    html = build_report([d], tmp_path / "r.html").read_text()
+    assert "Subgoal vs the real future frame" in html and f"{s['cos']:.3f}" in html
