@@ -19,4 +19,7 @@ def make_batch(cfg, B: int = 2, seed: int = 0) -> dict:
     b["action"] = torch.rand(B, cfg.action_horizon, cfg.action_dim, generator=g) * 2 - 1
     b["action_is_pad"] = torch.zeros(B, cfg.action_horizon, dtype=torch.bool)
     b["task"] = [TASKS[i % len(TASKS)] for i in range(B)]
+    if getattr(cfg, "subgoal", None) or (getattr(cfg, "world_model", None) or {}).get("weight"):
+        for c in cfg.cameras:  # the frame t+k the foresight losses predict (models/foresight.py)
+            b[f"future.images.{c}"] = torch.rand(B, 3, H, W, generator=g)
     return b

@@ -1,7 +1,7 @@
 """``vlastack list [FAMILY]``: every registered component with a one-line description.
 
 Families: encoders (vision), backbones (language), projectors, heads (action heads), envs
-(simulators) and recipes. A family whose module is not installed is skipped with a note.
+(simulators), recipes, and objectives (model-config switches such as the world-model loss). A family whose module is not installed is skipped with a note.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ FAMILIES: dict[str, tuple[str, str, str]] = {
     "heads": ("vlastack.models.action_heads", "ACTION_HEADS", "action heads"),
     "envs": ("vlastack.envs", "ENVS", "environments"),
     "recipes": ("vlastack.recipes", "RECIPES", "recipes"),
+    "objectives": ("vlastack.models.foresight", "OBJECTIVES", "model-config objectives"),
 }
 
 

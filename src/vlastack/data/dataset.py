@@ -51,11 +51,14 @@ class WindowedDataset(Dataset):
         image_keys: list[str] | None = None,
         image_size: tuple[int, int] | None = None,
         action_offset: int = 0,
+        future_offset: int = 0,
     ) -> None:
         """``action_offset``: the action window starts that many frames after the observation
         (negative: before it, as LeRobot's Diffusion Policy trains on actions from the first
         observation step on); steps outside the episode are clamped to its edge and flagged in
-        ``action_is_pad``."""
+        ``action_is_pad``. ``future_offset`` k > 0 adds each camera's frame t+k as
+        ``future.images.<cam>`` (C, H, W) (the target of a predicted subgoal / world model,
+        models/foresight.py); past the episode end it is the last frame, with ``future_is_pad``."""
         self.reader = (
             reader_or_root
             if isinstance(reader_or_root, DatasetReader)
@@ -66,8 +69,11 @@ class WindowedDataset(Dataset):
             raise DataError(
                 f"obs_horizon={obs_horizon}, action_horizon={action_horizon}; both must be >= 1"
             )
+        if future_offset < 0:
+            raise DataError(f"future_offset={future_offset}; it must be >= 0 (frames ahead)")
         self.obs_horizon = obs_horizon
         self.action_horizon = action_horizon
+        self.future_offset = future_offset
         self.image_size = image_size
         if image_keys is None:
             image_keys = list(r.camera_keys)
@@ -166,6 +172,11 @@ class WindowedDataset(Dataset):
         ep = int(r.frame_episode[g])
         for k in self.image_keys:
             out[k] = self._camera_window(k, ep, lo, obs_idx)
+            if self.future_offset:
+                fut = np.array([min(g + self.future_offset, hi - 1)])
+                out[_future_key(k)] = self._camera_window(k, ep, lo, fut)[0]
+        if self.future_offset:
+            out["future_is_pad"] = torch.tensor(g + self.future_offset >= hi)
         obs_pad = torch.from_numpy(obs_raw < lo)
         for k, col in self._obs_vectors.items():
             v = col[obs_idx]
@@ -215,6 +226,22 @@ class WindowedDataset(Dataset):
             for b in range(1, n):
                 self._camera_window(k, int(ep[b]), int(lo[b]), obs_idx[b], out=dst[b])
             batch[k] = torch.from_numpy(dst)
+        if self.future_offset:
+            fut = np.minimum(g + self.future_offset, hi - 1)
+            for k in self.image_keys:
+                held = []
+                self._camera_window(
+                    k,
+                    int(ep[0]),
+                    int(lo[0]),
+                    fut[:1],
+                    out=functools.partial(self._first_slot, n, held),
+                )
+                dst = held.pop()
+                for b in range(1, n):
+                    self._camera_window(k, int(ep[b]), int(lo[b]), fut[b : b + 1], out=dst[b])
+                batch[_future_key(k)] = torch.from_numpy(dst)[:, 0]
+            batch["future_is_pad"] = torch.from_numpy(g + self.future_offset >= hi)
         obs_pad = obs_raw < lo[:, None]
         for k, col in self._obs_vectors.items():
             v = col[obs_idx]
@@ -234,6 +261,11 @@ class WindowedDataset(Dataset):
 
 
 _INV255 = np.float32(1.0 / 255.0)
+
+
+def _future_key(camera_key: str) -> str:
+    """``observation.images.top`` -> ``future.images.top`` (frame t+k of that camera)."""
+    return "future." + camera_key.removeprefix("observation.")
 
 
 class BatchBuffers:

@@ -188,6 +188,9 @@ class EpisodeRunner:
         obs, reset_info = env.reset(seed=job.seed)
         env_s += time.perf_counter() - t0
         policy.reset()
+        from vlastack.evaluation.subgoal import SubgoalTracker
+
+        tracker = SubgoalTracker.for_policy(policy)  # CoT-VLA: subgoal vs the real frame t+k
         # Fingerprint of the initial simulator state (the privileged one when the env exposes
         # it: the policy's state may not include object poses).
         raw = reset_info.get("raw_obs", obs.get("observation.state", np.zeros(0)))
@@ -218,6 +221,8 @@ class EpisodeRunner:
                 t0 = time.perf_counter()
                 chunk = np.asarray(policy.infer(pobs)["actions"], dtype=np.float32)
                 latencies_ms.append((time.perf_counter() - t0) * 1e3)
+                if tracker is not None:
+                    tracker.after_infer(step - 1, pobs)
                 if chunk.ndim == 3:  # (1, H, A) from a batched policy
                     chunk = chunk[0]
                 if remap:
@@ -243,6 +248,8 @@ class EpisodeRunner:
             t0 = time.perf_counter()
             obs, _r, terminated, truncated, info = env.step(action)
             env_s += time.perf_counter() - t0
+            if tracker is not None:
+                tracker.on_frame(step, remap.obs(obs) if remap else obs)
             if job.record_video and cam_key:
                 frames.append(np.asarray(obs[cam_key]))
             if info.get("success"):
@@ -282,6 +289,7 @@ class EpisodeRunner:
                 "clipped_steps": n_clipped,
                 **({"embodiment": meta["embodiment_name"]} if meta.get("embodiment_name") else {}),
                 **({"remap": self.remap_notes[job.task]} if job.task in self.remap_notes else {}),
+                **({"subgoal": sg} if tracker and (sg := tracker.summary()) else {}),
             },
         )
         if frames and spec.out_dir:

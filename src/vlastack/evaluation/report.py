@@ -334,6 +334,42 @@ def _grouped_table(runs: list[Run], key: str, title: str) -> str:
     return _table(headers, rows)
 
 
+def _subgoal_table(runs: list[Run]) -> str:
+    """CoT-VLA runs: the generated subgoal against the real frame k steps later, in latent space
+    (evaluation/subgoal.py says what each column is)."""
+    from vlastack.evaluation.subgoal import aggregate
+
+    rows = []
+    for r in runs:
+        a = aggregate(r.episodes)
+        if a is not None:
+            rows.append(
+                [r.label]
+                + [f"{a[k]:.3f}" for k in ("cos", "cos_copy", "top1", "top1_copy", "chance")]
+                + [f"{a['pairs']:.1f}", str(int(a["episodes"]))]
+            )
+    if not rows:
+        return ""
+    headers = [
+        "run",
+        "cosine subgoal↔real t+k",
+        "cosine current↔real t+k",
+        "nearest-frame top-1 (subgoal)",
+        "top-1 (current frame)",
+        "chance",
+        "pairs/episode",
+        "episodes",
+    ]
+    note = (
+        "<p class='muted'>The subgoal is a latent of the frozen vision encoder (no image to "
+        "show): each generated subgoal is compared with the encoder's latent of the frame the "
+        "robot saw k steps later (global latents centred on the episode's mean real future; "
+        "top-1 = the subgoal is nearest its own real future among the episode's). 'Current' is "
+        "the frame the subgoal was predicted from, the guess that nothing changes.</p>"
+    )
+    return "<h2>Subgoal vs the real future frame</h2>" + note + _table(headers, rows)
+
+
 def _video_src(path: Path, out_dir: Path, embed: bool) -> str:
     if embed:
         return "data:video/mp4;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
@@ -440,6 +476,7 @@ policy call.</p>
 <h2>Per task</h2>{_grouped_table(runs, "per_task", "task")}
 {"<h2>Per difficulty group</h2>" + difficulty if difficulty else ""}
 {"<h2>Per condition</h2>" + conditions if conditions else ""}
+{_subgoal_table(runs)}
 {_errors(runs)}
 <h2>Rollout videos</h2>{_videos(runs, out.parent, videos)}
 <h2>Protocols</h2>{manifests}

@@ -552,6 +552,13 @@ def export_model_heads(
             "RT-H models append a predicted motion token to the context; export the head after "
             "that step is implemented in ONNX (not yet)"
         )
+    fs = getattr(model, "foresight", None)  # models/foresight.py: steps beyond the head
+    if fs is not None and (fs.subgoal is not None or fs.rank_samples > 1):
+        what = "generate CoT-VLA subgoal tokens" if fs.subgoal else "rank sampled chunks"
+        raise ConfigError(
+            f"this model's policy steps {what} with modules the ONNX head graphs do not hold "
+            "(not exported yet); serve the checkpoint with `vlastack serve` (PyTorch) instead"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.eval()

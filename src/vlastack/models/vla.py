@@ -29,6 +29,7 @@ from vlastack.functional.fast_tokenizer import FastTokenizer
 from vlastack.models.action_heads.fast import check_tokenizer_shape, encode_chunks
 from vlastack.models.bitlinear import ternarize_
 from vlastack.models.common import freeze_, make_config, masked_mean
+from vlastack.models.foresight import Foresight, subgoal_config, world_model_config
 from vlastack.models.hierarchy import SUBTASK_KEY, SubtaskHierarchy
 from vlastack.models.language import build_language
 from vlastack.models.language.language_motion import label_motions, motion_vocabulary
@@ -82,6 +83,7 @@ class VLA(nn.Module):
     # ``encoder_forward(trunk, x, mask)``; None runs the modules themselves (eager)
     head_runner: Any = None
     trunk_runner: Any = None
+    last_subgoal: torch.Tensor | None = None  # CoT-VLA: latents of the last generated subgoal
 
     def __init__(self, cfg: VLAConfig, head_builder: HeadBuilder | None = None) -> None:
         super().__init__()
@@ -144,6 +146,9 @@ class VLA(nn.Module):
             self.hierarchy = SubtaskHierarchy(
                 D, cfg.action_dim, cfg.gripper_index, cfg.motion_threshold
             )
+        self.foresight: Foresight | None = None  # CoT-VLA subgoal / world model
+        if self.vision is not None and (subgoal_config(cfg) or world_model_config(cfg)):
+            self.foresight = Foresight(cfg, D, self.vision, self.head)
         self.aux_bins: nn.Module | None = None
         if cfg.aux_token_loss == "bins" and not decoder:
             self.aux_bins = nn.Linear(D, cfg.action_horizon * cfg.action_dim * cfg.num_action_bins)
@@ -462,6 +467,11 @@ class VLA(nn.Module):
                 motion_logits, labels, reduction="none"
             )
             head_ctx, head_mask = self._with_motion(head_ctx, mask, labels)  # teacher forcing
+        if self.foresight is not None:  # future-latent losses; the head reads the true subgoal
+            extra, head_ctx, head_mask = self.foresight.loss(
+                self.vision, batch, ctx, mask, head_ctx, head_mask, actions
+            )
+            total = total + extra
         assert self.head is not None
         kwargs = {"action_dim_mask": dim_mask} if dim_mask is not None else {}
         total = total + self.head.loss(head_ctx, head_mask, actions, is_pad, **kwargs)
@@ -563,9 +573,10 @@ class VLA(nn.Module):
         )
 
     def head_context(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """What the action head reads at inference: the prefix (+ RT-H's predicted motion), or
-        with ``hierarchy`` System 1's context: the pre-backbone tokens + ``batch["subtask"]`` (the
-        latest high-level output), System 2 run here when the batch has none."""
+        """What the action head reads at inference: the prefix (+ RT-H's predicted motion, +
+        the generated CoT-VLA subgoal tokens), or with ``hierarchy`` System 1's context: the
+        pre-backbone tokens + ``batch["subtask"]`` (the latest high-level output), System 2 run
+        here when the batch has none."""
         if self.hierarchy is not None:
             embeds = self._prefix_embeds(batch)
             subtask = batch.get(SUBTASK_KEY)
@@ -576,11 +587,21 @@ class VLA(nn.Module):
                 ids = self.hierarchy.ids(subtask, embeds[0].shape[0], self.device)
             return self.hierarchy.low_level_context(embeds[0], embeds[1], ids)
         ctx, mask, _ = self.encode_prefix(batch)
+        return self._conditioned(ctx, mask)[:2]
+
+    def _conditioned(
+        self, prefix: torch.Tensor, pmask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        ctx, mask, goal = prefix, pmask, None
         if self.config.motion_hierarchy:
             with stage("head"):
                 motion = self.motion_classifier(masked_mean(ctx, mask)).argmax(-1)
                 ctx, mask = self._with_motion(ctx, mask, motion)
-        return ctx, mask
+        if self.foresight is not None:
+            with stage("head"):
+                ctx, mask, goal = self.foresight.extend(prefix, pmask, ctx, mask)
+            self.last_subgoal = goal  # the evaluation compares it with the real frame t+k
+        return ctx, mask, goal
 
     @torch.no_grad()
     def sample_actions(
@@ -589,10 +610,15 @@ class VLA(nn.Module):
         """A normalized action chunk (B, action_horizon, action_dim)."""
         if self.config.action_tokens_in_lm:
             return self._decode_action_tokens(batch)
-        ctx, mask = self.head_context(batch)
         assert self.head is not None
+        runner = self.head_runner or self.head.sample_actions
+        if self.foresight is not None and self.foresight.rank_samples > 1:
+            prefix, pmask, _ = self.encode_prefix(batch)  # world-model ranking of N samples
+            ctx, mask, goal = self._conditioned(prefix, pmask)
+            with stage("head"):
+                return self.foresight.rank(prefix, pmask, ctx, mask, goal, runner, generator)
+        ctx, mask = self.head_context(batch)
         with stage("head"):
-            runner = self.head_runner or self.head.sample_actions
             return runner(ctx, mask, generator=generator)
 
     @property

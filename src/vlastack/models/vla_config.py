@@ -11,6 +11,7 @@ from typing import Any
 
 from vlastack.errors import ConfigError
 from vlastack.models.common import make_config
+from vlastack.models.foresight import check_foresight
 from vlastack.models.language import LANGUAGE_BACKBONES
 from vlastack.models.projectors import PROJECTORS
 from vlastack.models.vision import VISION_ENCODERS
@@ -72,6 +73,10 @@ class VLAConfig:
     # reuses motion_threshold / motion_loss_weight / gripper_index
     hierarchy: bool = False
     ternary: list[str] = field(default_factory=list)  # parts to swap to BitLinear (BitVLA)
+    # Foresight (models/foresight.py): CoT-VLA's latent subgoal ({} = off; SubgoalConfig) and the
+    # world-model auxiliary objective ({} or weight 0 = off; WorldModelConfig)
+    subgoal: dict[str, Any] = field(default_factory=dict)
+    world_model: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -133,6 +138,7 @@ class VLAConfig:
             )
         if self.film and not self.cameras:
             raise ConfigError("model config: film=True needs at least one camera")
+        check_foresight(self)
         bad = [p for p in self.ternary if p not in TERNARY_PARTS]
         if bad:
             raise ConfigError(

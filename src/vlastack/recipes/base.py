@@ -89,6 +89,9 @@ def get_recipe(name: str, **overrides: Any) -> Recipe:
                 _apply_backbone(r.model, str(value), name)
         elif key == "normalization":  # per feature: --model.normalization.action=min_max
             r.normalization = {**r.normalization, **dict(value)}
+        elif key in ("subgoal", "world_model") and isinstance(value, dict):
+            # merged, so --model.subgoal.horizon=4 keeps the recipe's other subgoal settings
+            setattr(r.model, key, {**getattr(r.model, key), **value})
         elif key in model_fields:
             setattr(r.model, key, tuple(value) if key == "image_size" else value)
         elif key in TRAIN_KEYS:

@@ -132,6 +132,7 @@ def add_windows(m: Member, cfg: TrainConfig, vla_cfg: Any, modes: dict[str, str]
     """The member's training and held-out windows, with the cameras it has, and its normalizer."""
     from vlastack.data.dataset import WindowedDataset, split_episodes
     from vlastack.data.normalization import Normalizer
+    from vlastack.models.foresight import future_offset
 
     keys = [f"observation.images.{c}" for c in vla_cfg.cameras]
     keys = [k for k in keys if k in m.reader.camera_keys]
@@ -140,6 +141,7 @@ def add_windows(m: Member, cfg: TrainConfig, vla_cfg: Any, modes: dict[str, str]
         action_horizon=vla_cfg.action_horizon,
         image_keys=keys,
         image_size=tuple(vla_cfg.image_size) if keys else None,
+        future_offset=future_offset(vla_cfg),  # CoT-VLA subgoal / world model target frame
     )
     train_eps, val_eps = split_episodes(m.reader.num_episodes, cfg.val_fraction, cfg.seed)
     m.train = WindowedDataset(m.reader, episodes=train_eps, **windows)

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from vlastack.data.dataset import WindowedDataset
 from vlastack.data.reader import DatasetReader
+from vlastack.models.foresight import FUTURE_FEATURES_KEY
 from vlastack.models.vla import IMAGE_FEATURES_KEY
 
 
@@ -108,6 +109,8 @@ class FeatureWindowDataset(Dataset):
         lo, hi = int(self.base._from[g]), int(self.base._to[g])
         window = np.clip(g + self.base._obs_offsets, lo, hi - 1)
         s[IMAGE_FEATURES_KEY] = self.features[window].float().transpose(0, 1)  # (cams, T, n, D)
+        if self.base.future_offset:  # the frame a subgoal / world model predicts (foresight.py)
+            s[FUTURE_FEATURES_KEY] = self.features[min(g + self.base.future_offset, hi - 1)].float()
         return s
 
 
@@ -127,6 +130,7 @@ def cached_datasets(
                 action_horizon=d.action_horizon,
                 episodes=d.episodes,
                 image_keys=[],
+                future_offset=d.future_offset,
             ),
             features,
         )

@@ -299,3 +299,30 @@ def estimate_memory(
         model.load_state_dict(buffers, strict=False)
     model.train(was_training)
     return MemoryEstimate(params, grads, opt, saved)
+
+
+SUBGOAL_KEYS = (
+    "subgoal_cos",
+    "subgoal_cos_copy",
+    "subgoal_nn_top1",
+    "subgoal_nn_top1_copy",
+    "subgoal_nn_chance",
+)
+
+
+def subgoal_eval(
+    model: Any, normalizer: Any, batches: Iterable[Batch], device: torch.device, max_batches: int
+) -> dict[str, float]:
+    """CoT-VLA models: the generated subgoal against the real frame t+k on held-out batches
+    (``models.foresight.subgoal_metrics``, averaged over batches); {} for other models."""
+    from vlastack.models.foresight import subgoal_metrics
+
+    fs = getattr(model, "foresight", None)
+    if fs is None or fs.subgoal is None:
+        return {}
+    rows: list[dict[str, float]] = []
+    for bi, raw in enumerate(batches):
+        if bi >= max_batches:
+            break
+        rows.append(subgoal_metrics(model, normalize_batch(normalizer, to_device(raw, device))))
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} if rows else {}

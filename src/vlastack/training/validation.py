@@ -81,6 +81,12 @@ def validate(
             trace_episodes=cfg.val_episodes,
         )
         metrics.update(result.metrics(f"val/{vs.name}/" if vs.name else "val/"))
+        if dist.mode != "fsdp":  # CoT-VLA: generated subgoal vs the real future frame
+            foresight = probes.subgoal_eval(
+                eval_model, vs.normalizer, loader, dist.device, cfg.val_batches
+            )
+            for k, v in foresight.items():
+                metrics[(f"val/{vs.name}/" if vs.name else "val/") + k] = v
         probe = None
         if parts.uses_language:
             first = next(iter(loader))
@@ -128,6 +134,14 @@ def validate(
             f"{metrics.get(prefix + 'action_mse', math.nan):.5g} (per dim: {dims}), "
             f"L1 {metrics.get(prefix + 'action_l1', math.nan):.5g}; plot {plot_path}"
         )
+        if prefix + "subgoal_cos" in metrics:
+            m = {k: metrics[prefix + k] for k in probes.SUBGOAL_KEYS}
+            print(
+                f"subgoal vs the real frame t+k (latent): cosine {m['subgoal_cos']:.3f} (current "
+                f"frame {m['subgoal_cos_copy']:.3f}), nearest-frame top-1 "
+                f"{m['subgoal_nn_top1']:.2f} (current frame {m['subgoal_nn_top1_copy']:.2f}, "
+                f"chance {m['subgoal_nn_chance']:.2f})"
+            )
         if member_probe is not None:
             swap = (
                 f", swapped {member_probe.swap_delta:.4f}"
