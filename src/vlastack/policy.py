@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from vlastack.batch import STATE, TASK, Batch, as_batch, image_key
 from vlastack.embodiment import EmbodimentSpec
 from vlastack.errors import ConfigError, DataError, NonFiniteActionError
 from vlastack.observation import (
@@ -334,10 +335,10 @@ class Policy:
         }
 
     def observation_keys(self) -> list[str]:
-        keys = [f"observation.images.{c}" for c in self.cameras]
+        keys = [image_key(c) for c in self.cameras]
         if self.state_dim:
-            keys.append("observation.state")
-        keys.append("task")
+            keys.append(STATE)
+        keys.append(TASK)
         return keys
 
     @property
@@ -367,7 +368,7 @@ class Policy:
             max_prompt_chars=self.max_prompt_chars,
         )
 
-    def batch(self, windows: list[list[Observation]]) -> dict[str, Any]:
+    def batch(self, windows: list[list[Observation]]) -> Batch:
         """Windows of observations -> the model's batch on this policy's device (mixture
         padding included), in robot units."""
         return observation_batch(
@@ -411,7 +412,8 @@ class Policy:
         ``model.sample_actions`` (real-time chunking's guided sampler, which needs autograd)."""
         with torch.no_grad() if sample is None else nullcontext():
             with stage("normalize"):
-                normalized = self.normalizer.normalize(dict(batch))
+                batch = as_batch(batch)  # a caller's plain dict: keys checked here
+                normalized = as_batch(self.normalizer.normalize(dict(batch)))
             if sample is None:
                 if structure_key(self.model) != self._runner_key:  # layers swapped since
                     self.use_runner(self._runner_request)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlastack.batch import as_batch
 from vlastack.errors import ConfigError, DataError
 from vlastack.functional.action_tokenization import (
     actions_to_token_ids,
@@ -77,9 +78,11 @@ class VLA(nn.Module):
     head: Any  # an action head (vlastack.models.action_heads.base.ActionHead contract)
     # The runner slots (``vlastack.runners``): set, they are called at inference instead of
     # ``head.sample_actions(context, mask, generator=...)`` and the trunk's
-    # ``encoder_forward(trunk, x, mask)``; None runs the modules themselves (eager)
+    # ``encoder_forward(trunk, x, mask)`` and ``self.vision(batch, film_cond)`` (the vision
+    # runner only in eval mode); None runs the modules themselves (eager)
     head_runner: Any = None
     trunk_runner: Any = None
+    vision_runner: Any = None
 
     def __init__(self, cfg: VLAConfig, head_builder: HeadBuilder | None = None) -> None:
         super().__init__()
@@ -296,7 +299,14 @@ class VLA(nn.Module):
         assert self.vision is not None and self.projector is not None
         feats = batch.get(IMAGE_FEATURES_KEY)  # precomputed by a frozen encoder (feature_cache)
         if feats is None:
-            feats = self.vision(batch, film_cond)  # (B, cams, T, n, D_enc)
+            vision = self.vision
+            if (
+                self.vision_runner is not None
+                and not torch.is_grad_enabled()
+                and not vision.training
+            ):
+                vision = self.vision_runner  # runners are inference only
+            feats = vision(batch, film_cond)  # (B, cams, T, n, D_enc)
         B, C, T, n, _ = feats.shape
         tok = self.projector(feats.flatten(0, 2))  # (B*C*T, n', D): reduce each frame on its own
         tok = tok.view(B, C, T, tok.shape[1], -1)
@@ -327,6 +337,7 @@ class VLA(nn.Module):
         self, batch: Mapping[str, Any]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(B, N, D) prefix embeddings before any backbone, mask (B, N), and the instruction embedding."""
+        batch = as_batch(batch)  # a plain dict is checked here: one spelling of each key
         B = self._batch_size(batch)
         dev = self.device
         parts: list[torch.Tensor] = []
@@ -423,6 +434,7 @@ class VLA(nn.Module):
     def loss(self, batch: Mapping[str, Any]) -> torch.Tensor:
         """Per-sample training loss (B,) on a normalized batch."""
         cfg = self.config
+        batch = as_batch(batch)
         actions, is_pad = self._actions(batch)
         dim_mask = batch.get("action_dim_mask")
         dim_mask = dim_mask.to(self.device) if isinstance(dim_mask, torch.Tensor) else None
