@@ -162,18 +162,19 @@ class Policy:
         self.pad_cameras = list(pad_cameras or [])
         self.embodiment_name = embodiment_name
         self.mixture_members = list(mixture_members or [])
-        # the runner the model's head and trunk run through at inference (vlastack.runners):
-        # the fastest that applies on this device unless ``use_runner`` names another, or
+        # what the model's head, trunk and vision encoder run through at inference
+        # (vlastack.runners): the fastest that applies on this device unless ``use_runner`` names another, or
         # VLASTACK_RUNNER does (``vlastack eval --runner`` sets it for its worker processes)
         self.use_runner(os.environ.get("VLASTACK_RUNNER") or "auto")
 
     def use_runner(self, name: str = "auto") -> str:
-        """Run the model's head (and trunk) through runner ``name`` from now on: ``eager``,
-        ``native`` (CPU), ``cuda_graphs`` (GPU), ``onnxruntime`` (CPU), or ``auto`` (the
+        """Run the model's head (trunk, vision encoder) through runner ``name`` from now on:
+        ``eager``, ``native`` (CPU), ``cuda_graphs`` (GPU), ``onnxruntime`` (CPU), or ``auto`` (the
         fastest that applies here). A runner is built for the weights as they are now: a layer
-        or parameter replaced under the head or trunk afterwards (quantizing the loaded model)
-        is noticed before the next chunk and the runner rebuilt; after changing weight values
-        in place, call this again. Returns the runner's name."""
+        or parameter replaced under the head, trunk or vision encoder afterwards (quantizing the
+        loaded model), an in-place update and a change of BatchNorm statistics or train/eval
+        mode are noticed before the next chunk (``runners.structure_key``) and the runner
+        rebuilt; after writing weights through ``.data``, call this again. Returns the runner's name."""
         if name == "cuda_graphs" and self.device.type != "cuda":
             raise ConfigError(
                 f"CUDA graphs need a CUDA device; this policy runs on {self.device} "
