@@ -41,9 +41,13 @@ def test_a_misspelled_key_names_itself_and_the_spelling_meant(key, meant):
         b.get(key)  # a reader's typo fails too, instead of reading None
 
 
-def test_an_unknown_key_lists_the_spellings():
-    with pytest.raises(BatchKeyError, match="'foo'.*batch keys are"):
-        check_key("foo")
+def test_a_key_confusable_with_none_passes_and_a_bare_prefix_does_not():
+    check_key("my_plugin_feature")  # a plugin model's own field: not another spelling
+    check_key("observation.language.tokens")  # a dataset / imported policy's vector feature
+    with pytest.raises(BatchKeyError, match="'observation.images'.*observation.images.<camera>"):
+        check_key("observation.images")
+    with pytest.raises(BatchKeyError, match="is a int"):
+        check_key(3)
 
 
 def test_valid_keys_and_typed_reads():

@@ -21,6 +21,10 @@ Keys (B = batch, T = observation history, H = action horizon):
 - ``action`` (B, H, A), ``action_is_pad`` (B, H), ``action_dim_mask`` / ``state_dim_mask``
   (mixtures), ``dataset_index``, ``episode_index``, ``index``, ``frame_index``, ``timestamp``,
   ``task_index``.
+
+A key outside this list that is not confusable with one of them (a plugin model's own field)
+passes: what is refused is another spelling of a key above (an alias, a near miss by edit
+distance, a camera under another prefix).
 """
 
 from __future__ import annotations
@@ -109,9 +113,11 @@ def _meant(key: str) -> str | None:
     close = difflib.get_close_matches(key, sorted(KEYS), n=1, cutoff=0.85)
     if close:
         return close[0]
-    if key.startswith("observation.") and len(key) > len("observation."):
-        return None  # another vector feature of the dataset
-    return ""
+    if key in ("observation.", "observation.images"):
+        return image_key("<camera>")
+    # another vector feature of a dataset (observation.<name>), or a key of a plugin's own
+    # (a TrainablePolicy reading its dataset's fields): not confusable with a batch key
+    return None
 
 
 def check_key(key: Any) -> None:
@@ -121,15 +127,10 @@ def check_key(key: Any) -> None:
     meant = _meant(key)
     if meant is None:
         return
-    fix = (
-        f"; did you mean '{meant}'?"
-        if meant
-        else (
-            f"; batch keys are {sorted(KEYS)}, '{image_key('<camera>')}' and other "
-            "'observation.<feature>' vectors"
-        )
+    raise BatchKeyError(
+        f"batch key '{key}' is another spelling of a vlastack batch key; did you mean '{meant}'? "
+        "(one spelling per key: vlastack.batch)"
     )
-    raise BatchKeyError(f"batch key '{key}' is not a vlastack batch key{fix} (vlastack.batch)")
 
 
 class Batch(dict[str, Any]):
