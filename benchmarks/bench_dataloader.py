@@ -1,17 +1,31 @@
 """Training-sampler throughput: vlastack's WindowedDataset vs LeRobot's LeRobotDataset.
 
-Writes a dataset with vlastack (2 cameras, AV1 when available, 96x96 or 224x224), then measures
-samples/s of shuffled batches (obs_horizon 2, action_horizon 16) with 0 and 2 DataLoader workers.
-LeRobot runs on the same files in its own venv (``--lerobot-python``, default
-/work/lerobot-venv/bin/python, or VLASTACK_LEROBOT_PYTHON) with ``video_backend='pyav'``.
+Writes a dataset with vlastack (2 cameras, AV1 when available, 96x96 and 224x224), then measures
+shuffled batches (obs_horizon 2, action_horizon 16, float32 images in [0, 1] on both sides) with
+0 and 2 DataLoader workers. LeRobot runs on the same files in its own venv (``--lerobot-python``,
+default ``.venv-lerobot`` beside the repo or VLASTACK_LEROBOT_PYTHON) with both of its video
+backends, ``torchcodec`` (LeRobot 0.6.1's default) and ``pyav``; vlastack is compared with the
+faster of the two. ``--baseline-src OLD/src`` adds another vlastack checkout (a before/after).
+
+Every measurement is a fresh process (warm-up batch first: worker start, first decodes), and the
+rounds are interleaved (each round runs every contender once, in a rotating order), so machine
+load hits all of them alike. Each run reports samples/s (wall clock) and CPU seconds per sample
+of the process and its DataLoader workers (psutil over the timed batches): on a shared machine
+the CPU figure is the steadier one. The table gives medians over rounds and the 1-minute load
+average around each row's runs; rows whose load exceeded the core count are marked as loaded.
 Prints a table, then one JSON line.
+
+    .venv/bin/python benchmarks/bench_dataloader.py [--rounds 3] [--baseline-src ../main/src]
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
+import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -20,29 +34,60 @@ from pathlib import Path
 
 import numpy as np
 
-LEROBOT_SCRIPT = r"""
-import json, sys, time, os
+REPO = Path(__file__).resolve().parents[1]
+
+# One script for every contender, run in the contender's interpreter. argv[1] is a JSON config.
+MEASURE_SCRIPT = r"""
+import json, os, sys, time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import psutil
 import torch
-from lerobot.datasets.lerobot_dataset import LeRobotDataset
-root, workers, batches, batch_size, obs_h, act_h = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
-def main():
-    probe = LeRobotDataset("local/bench", root=root, video_backend="pyav")
+
+cfg = json.loads(sys.argv[1])
+
+def cpu_s():
+    me = psutil.Process()
+    total = 0.0
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+def loader():
+    w = cfg["workers"]
+    if cfg["kind"] == "vlastack":
+        from vlastack.data.dataset import WindowedDataset, make_dataloader
+        ds = WindowedDataset(cfg["root"], obs_horizon=cfg["obs_h"], action_horizon=cfg["act_h"])
+        return make_dataloader(ds, batch_size=cfg["batch_size"], shuffle=True, num_workers=w, seed=0)
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    backend = cfg["backend"]
+    probe = LeRobotDataset("local/bench", root=cfg["root"], video_backend=backend)
     dt = 1.0 / probe.fps
-    obs = [-(obs_h - 1 - k) * dt for k in range(obs_h)]
+    obs = [-(cfg["obs_h"] - 1 - k) * dt for k in range(cfg["obs_h"])]
     delta = {k: obs for k in probe.meta.camera_keys}
     delta["observation.state"] = obs
-    delta["action"] = [k * dt for k in range(act_h)]
-    ds = LeRobotDataset("local/bench", root=root, video_backend="pyav", delta_timestamps=delta)
+    delta["action"] = [k * dt for k in range(cfg["act_h"])]
+    ds = LeRobotDataset("local/bench", root=cfg["root"], video_backend=backend, delta_timestamps=delta)
     g = torch.Generator(); g.manual_seed(0)
-    kw = dict(persistent_workers=True, prefetch_factor=4) if workers else {}
-    dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers, generator=g, **kw)
-    it = iter(dl)
-    next(it)  # warm-up: worker start, first decodes
-    t = time.perf_counter(); n = 0
-    for _ in range(batches):
-        b = next(it); n += len(b["index"])
-    print(json.dumps({"samples_per_s": n / (time.perf_counter() - t)}))
+    kw = dict(persistent_workers=True, prefetch_factor=4) if w else {}
+    return torch.utils.data.DataLoader(ds, batch_size=cfg["batch_size"], shuffle=True, num_workers=w, generator=g, **kw)
+
+def main():
+    it = iter(loader())
+    b = next(it)  # warm-up
+    shape = list(b[cfg["camera"]].shape)
+    c0, t0 = cpu_s(), time.perf_counter()
+    n = 0
+    for _ in range(cfg["batches"]):
+        n += len(next(it)["index"])
+    wall = time.perf_counter() - t0
+    cpu = cpu_s() - c0
+    print(json.dumps({"samples_per_s": n / wall, "cpu_ms_per_sample": 1e3 * cpu / n, "shape": shape}))
+    os._exit(0)  # skip the workers' teardown (it is not part of the measurement)
+
 if __name__ == "__main__":
     main()
 """
@@ -80,48 +125,34 @@ def write_dataset(root: Path, size: int, episodes: int, length: int, seed: int =
             w.save_episode()
 
 
-def bench_vlastack(
-    root: Path, workers: int, batches: int, batch_size: int, obs_h: int, act_h: int
-) -> float:
-    from vlastack.data.dataset import WindowedDataset, make_dataloader
-
-    ds = WindowedDataset(root, obs_horizon=obs_h, action_horizon=act_h)
-    it = iter(make_dataloader(ds, batch_size=batch_size, shuffle=True, num_workers=workers, seed=0))
-    next(it)
-    t = time.perf_counter()
-    n = 0
-    for _ in range(batches):
-        n += len(next(it)["index"])
-    return n / (time.perf_counter() - t)
-
-
-def bench_lerobot(
-    python: str, root: Path, workers: int, batches: int, batch_size: int, obs_h: int, act_h: int
-) -> float | None:
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
-        f.write(LEROBOT_SCRIPT)
-    try:
-        proc = subprocess.run(
-            [
-                python,
-                f.name,
-                str(root),
-                str(workers),
-                str(batches),
-                str(batch_size),
-                str(obs_h),
-                str(act_h),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=1800,
-        )
-    finally:
-        os.unlink(f.name)
+def run_one(python: str, cfg: dict, src: str | None, script: str) -> dict | None:
+    """One measurement in a fresh process; None (with the reason on stderr) if it failed."""
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = src
+    proc = subprocess.run(
+        [python, script, json.dumps(cfg)], capture_output=True, text=True, timeout=1800, env=env
+    )
     if proc.returncode != 0:
-        print(f"LeRobot run failed: {proc.stderr[-1500:]}", file=sys.stderr)
+        print(f"{cfg.get('name')} failed: {proc.stderr[-1500:]}", file=sys.stderr)
         return None
-    return float(json.loads(proc.stdout.strip().splitlines()[-1])["samples_per_s"])
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def machine() -> dict:
+    model = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": model, "cpu_count": os.cpu_count(), "python": platform.python_version()}
+
+
+def _med(xs: list[float]) -> float | None:
+    return round(statistics.median(xs), 2) if xs else None
 
 
 def main() -> None:
@@ -130,13 +161,27 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     ap.add_argument("--episodes", type=int, default=10)
     ap.add_argument("--length", type=int, default=100)
-    ap.add_argument("--batches", type=int, default=10)
+    ap.add_argument("--batches", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--obs-horizon", type=int, default=2)
     ap.add_argument("--action-horizon", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians reported)")
+    ap.add_argument(
+        "--backends",
+        nargs="+",
+        default=["torchcodec", "pyav"],
+        help="LeRobot video backends to measure",
+    )
+    ap.add_argument(
+        "--baseline-src",
+        default=None,
+        help="another vlastack src/ folder measured alongside (before/after comparisons)",
+    )
     ap.add_argument(
         "--lerobot-python",
-        default=os.environ.get("VLASTACK_LEROBOT_PYTHON", "/work/lerobot-venv/bin/python"),
+        default=os.environ.get(
+            "VLASTACK_LEROBOT_PYTHON", str(REPO / ".venv-lerobot" / "bin" / "python")
+        ),
     )
     ap.add_argument(
         "--root", default=None, help="folder for the generated datasets (default: a temp dir)"
@@ -150,55 +195,118 @@ def main() -> None:
         ).returncode
         == 0
     )
+    if not have_lerobot:
+        print(f"no LeRobot at {args.lerobot_python}: vlastack only", file=sys.stderr)
+    # (name, python, src or None, LeRobot backend or None)
+    contenders: list[tuple[str, str, str | None, str | None]] = [
+        ("vlastack", sys.executable, str(REPO / "src"), None)
+    ]
+    if args.baseline_src:
+        contenders.append(("vlastack_before", sys.executable, args.baseline_src, None))
+    if have_lerobot:
+        contenders += [(f"lerobot_{b}", args.lerobot_python, None, b) for b in args.backends]
+
     base = Path(args.root or tempfile.mkdtemp(prefix="vlastack_bench_"))
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     rows = []
-    for size in args.sizes:
-        root = base / f"two_cam_{size}"
-        if not (root / "meta" / "info.json").exists():
-            t = time.perf_counter()
-            write_dataset(root, size, args.episodes, args.length)
-            print(f"wrote {root} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
-        for workers in args.workers:
-            ours = bench_vlastack(
-                root, workers, args.batches, args.batch_size, args.obs_horizon, args.action_horizon
-            )
-            theirs = (
-                bench_lerobot(
-                    args.lerobot_python,
-                    root,
-                    workers,
-                    args.batches,
-                    args.batch_size,
-                    args.obs_horizon,
-                    args.action_horizon,
-                )
-                if have_lerobot
-                else None
-            )
-            rows.append(
-                {
-                    "size": size,
-                    "workers": workers,
-                    "vlastack_samples_per_s": round(ours, 1),
-                    "lerobot_samples_per_s": None if theirs is None else round(theirs, 1),
-                    "speedup": None if not theirs else round(ours / theirs, 2),
-                }
-            )
-    print(f"{'cams':>10} {'workers':>7} {'vlastack/s':>11} {'lerobot/s':>10} {'speedup':>8}")
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(MEASURE_SCRIPT)
+    try:
+        for size in args.sizes:
+            root = base / f"two_cam_{size}"
+            if not (root / "meta" / "info.json").exists():
+                t = time.perf_counter()
+                write_dataset(root, size, args.episodes, args.length)
+                print(f"wrote {root} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+            for workers in args.workers:
+                runs: dict[str, list[dict]] = {c[0]: [] for c in contenders}
+                loads: list[float] = []
+                for rnd in range(args.rounds):
+                    k = rnd % len(contenders)
+                    for name, python, src, backend in contenders[k:] + contenders[:k]:
+                        cfg = {
+                            "name": name,
+                            "kind": "lerobot" if backend else "vlastack",
+                            "backend": backend,
+                            "root": str(root),
+                            "workers": workers,
+                            "batches": args.batches,
+                            "batch_size": args.batch_size,
+                            "obs_h": args.obs_horizon,
+                            "act_h": args.action_horizon,
+                            "camera": "observation.images.front",
+                        }
+                        loads.append(os.getloadavg()[0])
+                        res = run_one(python, cfg, src, f.name)
+                        if res is not None:
+                            runs[name].append(res)
+                loads.append(os.getloadavg()[0])
+                row: dict = {"size": size, "workers": workers}
+                for name, rs in runs.items():
+                    row[name] = {
+                        "samples_per_s": _med([r["samples_per_s"] for r in rs]),
+                        "cpu_ms_per_sample": _med([r["cpu_ms_per_sample"] for r in rs]),
+                        "runs": len(rs),
+                    }
+                theirs = [n for n in runs if n.startswith("lerobot_") and row[n]["samples_per_s"]]
+                if theirs and row["vlastack"]["samples_per_s"]:
+                    best = max(theirs, key=lambda n: row[n]["samples_per_s"])
+                    best_cpu = min(theirs, key=lambda n: row[n]["cpu_ms_per_sample"])
+                    row["lerobot_best"] = best
+                    row["speedup_vs_best"] = round(
+                        row["vlastack"]["samples_per_s"] / row[best]["samples_per_s"], 2
+                    )
+                    row["cpu_speedup_vs_best"] = round(
+                        row[best_cpu]["cpu_ms_per_sample"] / row["vlastack"]["cpu_ms_per_sample"],
+                        2,
+                    )
+                row["load_1min"] = [round(min(loads), 2), round(max(loads), 2)]
+                row["loaded"] = max(loads) > (os.cpu_count() or 1)
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr)
+    finally:
+        os.unlink(f.name)
+
+    names = [c[0] for c in contenders]
+    print(
+        f"{'cams':>6} {'wk':>2} "
+        + " ".join(f"{n[:18]:>18}" for n in names)
+        + f" {'vs best':>8} {'cpu vs':>7} {'load 1m':>10}"
+    )
+    print(f"{'':>6} {'':>2} " + " ".join(f"{'samples/s | ms cpu':>18}" for _ in names))
     for r in rows:
-        lr = "n/a" if r["lerobot_samples_per_s"] is None else f"{r['lerobot_samples_per_s']:.1f}"
-        sp = "n/a" if r["speedup"] is None else f"{r['speedup']:.2f}x"
+        cells = []
+        for n in names:
+            sp, cp = r[n]["samples_per_s"], r[n]["cpu_ms_per_sample"]
+            cells.append(f"{'n/a' if sp is None else f'{sp:.1f} | {cp:.2f}':>18}")
+        sp = r.get("speedup_vs_best")
+        cs = r.get("cpu_speedup_vs_best")
+        lo, hi = r["load_1min"]
         print(
-            f"{'2x' + str(r['size']):>10} {r['workers']:>7} {r['vlastack_samples_per_s']:>11.1f} {lr:>10} {sp:>8}"
+            f"{'2x' + str(r['size']):>6} {r['workers']:>2} "
+            + " ".join(cells)
+            + f" {'n/a' if sp is None else f'{sp:.2f}x':>8} {'n/a' if cs is None else f'{cs:.2f}x':>7}"
+            + f" {f'{lo:.1f}-{hi:.1f}':>10}{' loaded' if r['loaded'] else ''}"
         )
+    mach = machine()
+    print(
+        f"machine: {mach['cpu']}, {mach['cpu_count']} cores; {started}; medians of {args.rounds} "
+        "interleaved rounds; 'vs best': samples/s over LeRobot's faster backend; 'cpu vs': its "
+        "CPU ms/sample over vlastack's (process + workers); 'loaded': the 1-minute load average "
+        "exceeded the core count during the row, so its wall-clock ratio was measured under load"
+    )
     print(
         json.dumps(
             {
                 "bench": "dataloader",
+                "machine": mach,
+                "date": started,
+                "rounds": args.rounds,
                 "obs_horizon": args.obs_horizon,
                 "action_horizon": args.action_horizon,
                 "batch_size": args.batch_size,
-                "cpu_count": os.cpu_count(),
+                "batches": args.batches,
+                "contenders": names,
                 "results": rows,
             }
         )

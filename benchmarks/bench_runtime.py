@@ -11,7 +11,8 @@ changes (vs. inside chunks), mean squared jerk and tracking RMSE.
 
     .venv/bin/python benchmarks/bench_runtime.py [--seconds 10] [--delays 100 200]
 
-``--sim metaworld/<task> --checkpoint CKPT`` runs a trained policy in Meta-World instead
+``vlastack bench runtime`` is the suite form of ``--sim`` (several policies, tasks, episodes,
+Wilson intervals and a results page). ``--sim metaworld/<task> --checkpoint CKPT`` runs a trained policy in Meta-World instead
 (``simulate_env``). The control rate is emulated: the runtime's virtual clock ticks at each
 --rates value while every tick applies exactly one env step (Meta-World's native step is 1/80 s),
 so a delay of δ ms costs δ·Hz/1000 ticks. A missed tick sends a hold command (zero motion, last
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 from typing import Any
@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vlastack.experiments.realtime import metaworld_hold, nanmean, sim_strategies, strategy_label
 from vlastack.serving.runtime import make_runtime
 from vlastack.serving.simulate import SimClock, SimExecutor, simulate
 from vlastack.serving.toy import FlowTrackingPolicy
@@ -59,42 +60,6 @@ def strategies(horizon: int, hz: float) -> list[tuple[str, str, dict[str, Any]]]
         ),
         ("rtc g=0.5 beta=5 exp", "rtc", {"threshold": 0.5, "control_hz": hz}),
     ]
-
-
-def sim_strategies(
-    policy: Any, hz: float, delay_ms: float
-) -> list[tuple[str, str, dict[str, Any]]]:
-    # Request threshold g: SmolVLA's 0.5, raised when the delay is longer than half a chunk so
-    # that the queue still holds the d = ⌈δ·Hz⌉ actions that run while the next chunk computes.
-    delay_ticks = math.ceil(delay_ms / 1000 * hz - 1e-9)
-    g = round(max(0.5, min(1.0, (delay_ticks + 1) / policy.action_horizon)), 3)
-    out = [
-        (f"sync (execute {policy.execute_horizon})", "sync", {}),
-        ("ensemble (ACT m=0.01)", "ensemble", {"m": 0.01}),
-        (f"async weighted_avg g={g}", "async", {"threshold": g, "control_hz": hz}),
-        (
-            f"async latest_only g={g}",
-            "async",
-            {"threshold": g, "aggregate": "latest_only", "control_hz": hz},
-        ),
-    ]
-    if policy.supports_guided_sampling:
-        out.append((f"rtc g={g} beta=5 exp", "rtc", {"threshold": g, "control_hz": hz}))
-    return out
-
-
-def nanmean(values: list[float]) -> float:
-    """Mean over the episodes where the metric exists (no boundary inside ensembling: NaN)."""
-    finite = [v for v in values if not math.isnan(v)]
-    return float(np.mean(finite)) if finite else float("nan")
-
-
-def metaworld_hold(last: np.ndarray | None) -> np.ndarray:
-    """Missed tick: no motion (xyz delta 0), the gripper keeps its last command."""
-    hold = np.zeros(4)
-    if last is not None:
-        hold[3] = last[3]
-    return hold
 
 
 def run_sim(args: argparse.Namespace) -> None:
@@ -130,9 +95,10 @@ def run_sim(args: argparse.Namespace) -> None:
     t_start = time.perf_counter()
     for hz in args.rates:
         for delay_ms in args.delays:
-            for label, name, kw in sim_strategies(policy, hz, delay_ms):
+            for key, name, kw in sim_strategies(policy, hz, delay_ms):
                 if args.strategies and name not in args.strategies:
                     continue
+                label = strategy_label(key, kw, policy)
                 per_seed = []
                 for seed in range(args.seeds):
                     clock = SimClock()

@@ -10,6 +10,7 @@ import torch
 
 HEAD_KWARGS: dict[str, dict[str, Any]] = {
     "flow_matching": {"width": 32, "depth": 2, "num_heads": 2, "num_steps": 4},
+    "flower": {"width": 32, "depth": 2, "num_heads": 2, "num_steps": 4},
     "diffusion": {"width": 32, "depth": 2, "num_heads": 2, "num_inference_steps": 4},
     "l1": {"width": 32, "depth": 2, "num_heads": 2, "resnet_blocks": 1},
     "act": {"width": 32, "encoder_depth": 1, "decoder_depth": 2, "num_heads": 2, "latent_dim": 8},

@@ -3,6 +3,7 @@ and a fake arm with LeRobot 0.6.1's ``Robot`` API (``src/lerobot/robots/robot.py
 
 from __future__ import annotations
 
+import enum
 import threading
 import time
 
@@ -234,3 +235,70 @@ def make_so100_two_cams() -> FakeSO100TwoCams:
     arm = FakeSO100TwoCams()
     MADE.append(arm)
     return arm
+
+
+class IsIntervention(enum.Enum):
+    """Shaped like LeRobot 0.6.1's ``TeleopEvents`` (``teleoperators/utils.py``)."""
+
+    IS_INTERVENTION = "is_intervention"
+    SUCCESS = "success"
+
+
+class FakeLeader:
+    """The members of LeRobot 0.6.1's ``Teleoperator`` (``teleoperators/teleoperator.py``)
+    that vlastack uses, shaped like a leader arm for ``FakeSO100`` (or ``PointRobot``: pass its
+    action names), plus the ``get_teleop_events()`` of LeRobot's gamepad/keyboard teleops.
+    ``value`` is what the person commands; ``intervene(n)`` says whether they intervene at the
+    n-th events query (0-based; one query per control tick)."""
+
+    def __init__(self, names=None, value=30.0, intervene=lambda n: False):
+        self.names = list(names or [f"{m}.pos" for m in FakeSO100.MOTORS])
+        self.value = value
+        self.intervene = intervene
+        self.queries = 0
+        self.actions_read = 0
+        self._connected = False
+        self.calibrate_arg = None
+
+    @property
+    def action_features(self) -> dict:
+        return {n: float for n in self.names}
+
+    @property
+    def feedback_features(self) -> dict:
+        return {}
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connected
+
+    def connect(self, calibrate: bool = True) -> None:
+        self.calibrate_arg = calibrate
+        self._connected = True
+
+    def get_action(self) -> dict:
+        self.actions_read += 1
+        v = self.value(self.actions_read) if callable(self.value) else self.value
+        return {n: float(v) for n in self.names}
+
+    def get_teleop_events(self) -> dict:
+        on = bool(self.intervene(self.queries))
+        self.queries += 1
+        return {IsIntervention.IS_INTERVENTION: on, IsIntervention.SUCCESS: False}
+
+    def send_feedback(self, feedback: dict) -> None:
+        pass
+
+    def disconnect(self) -> None:
+        self._connected = False
+
+
+LEADERS: list[FakeLeader] = []
+
+
+def make_leader_always() -> FakeLeader:
+    """``--teleop _robot_fakes:make_leader_always``: a leader for ``FakeSO100`` whose person
+    intervenes on every tick, commanding 30 degrees on every joint."""
+    leader = FakeLeader(intervene=lambda n: True)
+    LEADERS.append(leader)
+    return leader

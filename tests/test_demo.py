@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -123,9 +124,17 @@ def test_demo_end_to_end_tiny(tmp_path):
     assert saved["tasks"] == [TASK]
     assert headline["train_steps"] == 4
     _check_outputs(out, saved)
-    # a second run in the same folder works: episodes reused, the first run kept aside
+    assert not (out / "groups.md").exists()  # one named task: no per-group table (as before)
+    # a second run in the same folder works: episodes reused, the first run kept aside; asked
+    # for, the per-group table counts this run's episodes
     first_ckpt = (out / "run" / "checkpoints" / "last" / "model.safetensors").read_bytes()
-    run_demo(cfg)
+    again = run_demo(dataclasses.replace(cfg, group_table=True))
+    groups = json.loads((out / "groups.json").read_text())
+    overall = json.loads((out / "eval" / "summary.json").read_text())["overall"]
+    assert groups["pooled"]["episodes"] == overall["episodes"] == 1
+    assert groups["pooled"]["successes"] == overall["successes"]
+    assert set(groups["groups"]) == {"easy"} and again["groups"]["average"] == groups["average"]
+    assert (out / "groups.png").stat().st_size > 0
     assert (out / "run.1" / "checkpoints" / "last" / "model.safetensors").read_bytes() == first_ckpt
     assert (out / "eval.1" / "summary.json").exists()
     assert (out / "run" / "checkpoints" / "last" / "model.safetensors").exists()

@@ -40,12 +40,13 @@ def _run(sess, feeds):
     return sess.run(None, {k: v.detach().numpy() for k, v in feeds.items()})
 
 
-@pytest.mark.parametrize("head", ["flow_matching", "diffusion", "l1", "act"])
+@pytest.mark.parametrize("head", ["flow_matching", "flower", "diffusion", "l1", "act"])
 def test_every_graph_matches_pytorch(tmp_path, head):
     model = _model(head)
     manifest = export_model_heads(model, tmp_path, check=False)
     expected = {
         "flow_matching": {"flow_matching_prefix", "flow_matching_step", "flow_matching_sampler"},
+        "flower": {"flower_prefix", "flower_step", "flower_sampler"},
         "diffusion": {"diffusion_prefix", "diffusion_step", "diffusion_sampler"},
         "l1": {"l1_sampler"},
         "act": {"act_sampler"},

@@ -30,6 +30,8 @@ REQUIRED = {
     "act",
     "bitvla",
     "cpu_default",
+    "flower",
+    "hierarchy",
 }
 
 

@@ -139,6 +139,9 @@ def test_chain_suite_vla_and_modular(tiny_checkpoint):
     assert mod["subtasks_completed"] == 2 and mod["steps"] > per_subtask // 2
     assert t["modular"]["chain_length_mean"] == 2 and t["modular"]["full_chain_rate"] == 1
     assert t["modular"]["perception"]["goal_error_m_median"] < 0.05
+    page = (root / "chain" / "section.md").read_text()
+    assert "| VLA | 1 |" in page and "| modular | - |" in page
+    assert (root / "chain" / "chain_length.png").exists()
 
 
 def test_transfer_suite_zero_shot_and_finetune(tiny_checkpoint):
@@ -158,8 +161,103 @@ def test_transfer_suite_zero_shot_and_finetune(tiny_checkpoint):
         out_dir=root / "transfer",
         progress=False,
     )
-    assert set(s["results"]) == {"native", "zero_shot", "finetuned"}
-    man = json.loads((root / "transfer" / "zero_shot" / "manifest.json").read_text())
+    assert set(s["results"]) == {"native", "zero_shot", "finetuned_k2"}
+    man = json.loads((root / "transfer" / "seed0" / "zero_shot" / "manifest.json").read_text())
     assert "action_remap_applied" in man["protocol"]
-    emb = json.loads((root / "transfer" / "finetuned" / "manifest.json").read_text())
+    emb = json.loads((root / "transfer" / "seed0" / "finetuned_k2" / "manifest.json").read_text())
     assert "sawyer7" in json.dumps(emb)
+    assert set(s["gap"]) == {"zero_shot", "finetuned_k2"}
+    page = (root / "transfer" / "section.md").read_text()
+    for run in ("native", "zero_shot", "finetuned_k2"):
+        assert f"| {run} |" in page
+    assert (root / "transfer" / "transfer_success.png").exists()
+
+
+def _page_rows(path):
+    lines = [ln for ln in path.read_text().splitlines() if ln.startswith("|")][2:]
+    return [[c.strip() for c in ln.strip("|").split(" | ")] for ln in lines]
+
+
+def test_stress_suite_pools_checkpoints_into_its_page(tiny_checkpoint):
+    from vlastack.experiments import stress_suite
+
+    root, ckpt = tiny_checkpoint
+    t = stress_suite(
+        [ckpt, ckpt],
+        "metaworld/reach-v3",
+        conditions=["lighting_dark"],
+        episodes_per_task=1,
+        max_steps=4,
+        workers=0,
+        image_size=(32, 32),
+        out_dir=root / "stress2",
+        progress=False,
+    )
+    assert [r["condition"] for r in t["rows"]] == ["default", "lighting_dark"]
+    assert all(r["success"]["n"] == 2 and len(r["success"]["per_seed"]) == 2 for r in t["rows"])
+    rows = _page_rows(root / "stress2" / "section.md")
+    assert [r[0] for r in rows] == ["default", "lighting_dark"]
+    assert rows[1][2].endswith("/2)")
+    assert (root / "stress2" / "ckpt1" / "lighting_dark" / "summary.json").exists()
+    assert (root / "stress2" / "stress_success.png").exists()
+
+
+def test_runtime_suite_writes_strategy_x_delay_page(tiny_checkpoint):
+    from vlastack.experiments import runtime_suite
+
+    root, ckpt = tiny_checkpoint
+    t = runtime_suite(
+        [f"tiny={ckpt}"],
+        "metaworld/reach-v3",
+        delays=[0.0, 200.0],
+        strategies=["sync", "async"],
+        episodes_per_task=1,
+        max_ticks=30,
+        out_dir=root / "runtime",
+        progress=False,
+    )
+    cells = {(r["delay_ms"], r["strategy"]): r for r in t["rows"]}
+    assert set(cells) == {(0.0, "sync"), (0.0, "async"), (200.0, "sync"), (200.0, "async")}
+    assert all(r["success"]["n"] == 1 for r in t["rows"])
+    # sync blocks for each chunk: 200 ms at 20 Hz = 4 ticks, 3 of them missed per request
+    assert cells[(0.0, "sync")]["missed_ticks"] == 0
+    assert cells[(200.0, "sync")]["missed_ticks"] > 0
+    rows = _page_rows(root / "runtime" / "section.md")
+    assert len(rows) == 4 and {r[1] for r in rows} == {"0", "200"}
+    assert (root / "runtime" / "runtime_success_tiny.png").exists()
+    assert (root / "runtime" / "runtime_missed_tiny.png").exists()
+
+
+def test_heads_suite_trains_each_head_per_seed(tiny_checkpoint):
+    from vlastack.experiments import heads
+
+    root, _ = tiny_checkpoint
+    t = heads(
+        "metaworld/reach-v3",
+        heads=["l1", "diffusion_unet"],
+        recipe="cpu_default",
+        data=root / "data",
+        steps=2,
+        seeds=[0, 1],
+        episodes_per_task=1,
+        max_steps=4,
+        workers=0,
+        image_size=(32, 32),
+        out_dir=root / "heads",
+        progress=False,
+    )
+    assert [(r["head"], r["train_seed"]) for r in t["runs"]] == [
+        ("l1", 0),
+        ("l1", 1),
+        ("diffusion_unet", 0),
+        ("diffusion_unet", 1),
+    ]
+    assert all(r["train_peak_rss_mb"] and r["train_peak_rss_mb"] > 50 for r in t["runs"])
+    cfg_path = next(
+        (root / "heads" / "diffusion_unet" / "seed1" / "checkpoints").rglob("config.json")
+    )
+    cfg = json.loads(cfg_path.read_text())
+    assert cfg["model"]["head"] == "diffusion" and cfg["model"]["head_kwargs"]["denoiser"] == "unet"
+    rows = _page_rows(root / "heads" / "section.md")
+    assert [r[0] for r in rows] == ["l1", "diffusion_unet"]
+    assert all(r[1].endswith("/2)") and "2 seeds" in r[2] for r in rows)

@@ -10,6 +10,7 @@ import pytest
 from vlastack.errors import ConfigError
 from vlastack.evaluation.metrics import EpisodeRecord
 from vlastack.experiments import DEFAULT_HEADS, head_kwargs, write_results
+from vlastack.experiments.head_to_head import base_head
 
 
 def test_every_default_head_builds_with_shared_size():
@@ -22,14 +23,16 @@ def test_every_default_head_builds_with_shared_size():
     ctx, mask = torch.randn(2, 5, 32), torch.ones(2, 5, dtype=torch.bool)
     actions, pad = torch.rand(2, 8, 4) * 2 - 1, torch.zeros(2, 8, dtype=torch.bool)
     for head in DEFAULT_HEADS:
-        r = get_recipe("demo", head=head, head_kwargs=head_kwargs(head, base))
-        h = ACTION_HEADS.get(head)(
+        r = get_recipe("demo", head=base_head(head), head_kwargs=head_kwargs(head, base))
+        h = ACTION_HEADS.get(base_head(head))(
             r.model.head_kwargs, context_dim=32, action_dim=4, action_horizon=8
         )
         assert h.loss(ctx, mask, actions, pad).shape == (2,)
         assert h.sample_actions(ctx, mask).shape == (2, 8, 4)
         width = getattr(h, "width", None)
         assert width in (None, base["width"]), head
+        if head == "diffusion_unet":
+            assert h.denoiser == "unet" and hasattr(h, "unet")
 
 
 def test_reparam_action_maps_round_trip():

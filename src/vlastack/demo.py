@@ -50,6 +50,8 @@ class DemoConfig:
     max_steps: int | None = None  # evaluation episode cap (None = the benchmark's 500 steps)
     overrides: list[str] = field(default_factory=list)  # extra `--key=value` for training
     progress: bool = True
+    # the per-difficulty-group table (groups.md/.json/.png); None = when --tasks names a suite
+    group_table: bool | None = None
 
 
 def _say(msg: str) -> None:
@@ -69,6 +71,13 @@ def _check_tasks(tasks: list[str]) -> list[str]:
     return out
 
 
+def _names_suite(tasks: list[str]) -> bool:
+    """Whether any ``--tasks`` entry is a suite (mt10, mt50, a difficulty group), not one task."""
+    from vlastack.envs import list_tasks
+
+    return any(len(list_tasks(t if "/" in t else f"metaworld/{t}")) > 1 for t in tasks)
+
+
 def _set_aside(path: Path) -> Path | None:
     """Rename a non-empty ``path`` to the first free ``path.1``, ``path.2``, ... (nothing is
     deleted); None when there was nothing to move."""
@@ -85,6 +94,7 @@ def _set_aside(path: Path) -> Path | None:
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run every stage; return the headline numbers (also written to ``<out>/demo_summary.json``)."""
     from vlastack.envs.collect import collect
+    from vlastack.evaluation.groups import machine
     from vlastack.evaluation.report import build_report
     from vlastack.evaluation.rollout import evaluate
     from vlastack.training.config import TrainConfig
@@ -182,6 +192,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             "success_rate": agg.get("success_rate"),
             "ci95": [agg.get("ci95_low"), agg.get("ci95_high")],
             "expert_success_rate": expert_success.get(t),
+            "successes": agg.get("successes"),
+            "episodes": agg.get("episodes"),
         }
         for t, agg in results.summary.get("per_task", {}).items()
     }
@@ -204,10 +216,24 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         "report": str(report),
         "checkpoint": str(ckpt),
         "config": asdict(cfg),
+        "machine": machine(),
     }
     (out / "demo_summary.json").write_text(json.dumps(headline, indent=2, default=str))
     _print_headline(headline)
+    want_groups = cfg.group_table if cfg.group_table is not None else _names_suite(cfg.tasks)
+    if want_groups:
+        headline["groups"] = write_groups(out)
     return headline
+
+
+def write_groups(out: Path | str) -> dict[str, Any]:
+    """The per-difficulty-group table of a demo folder: write groups.md/.json/.png and print it."""
+    from vlastack.evaluation.groups import write_group_table
+
+    table = write_group_table(out)
+    print("\n" + (Path(out) / "groups.md").read_text(), flush=True)
+    print(f"per-group table: {Path(out) / 'groups.md'} (+ groups.json, groups.png)", flush=True)
+    return table
 
 
 def _collected_seeds(data_dir: Path) -> set[tuple[str, int]]:

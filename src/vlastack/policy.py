@@ -28,6 +28,7 @@ import torch
 from vlastack.batch import STATE, TASK, Batch, as_batch, image_key
 from vlastack.embodiment import EmbodimentSpec
 from vlastack.errors import ConfigError, DataError, NonFiniteActionError
+from vlastack.models.hierarchy import SUBTASK_KEY
 from vlastack.observation import (
     DEFAULT_MAX_PROMPT_CHARS,
     Observation,
@@ -443,10 +444,53 @@ class Policy:
         t0 = time.perf_counter()
         with stage("preprocess"):  # parse, history window, batch, to device
             batch = self.batch([self._window(self.parse(obs), session)])
+        subtasks = self._subtasks(batch, [obs])
         gen = session.generator if session is not None else None
         actions = self.predict(batch, generator=gen)[0]
         self.last_latency_ms = (time.perf_counter() - t0) * 1000.0
-        return {"actions": actions, "policy_timing": {"infer_ms": self.last_latency_ms}}
+        out = {"actions": actions, "policy_timing": {"infer_ms": self.last_latency_ms}}
+        if subtasks is not None:
+            out[SUBTASK_KEY] = subtasks[0]
+        return out
+
+    # ---- System 2 / System 1 (a model built with hierarchy=True) -------------------------
+    @property
+    def supports_hierarchy(self) -> bool:
+        """True when the model has a slow high level naming subtasks (``hierarchy=True``)."""
+        return bool(getattr(self.model, "supports_hierarchy", False))
+
+    def infer_high_level(
+        self, obs: Mapping[str, Any], *, session: PolicySession | None = None
+    ) -> dict[str, Any]:
+        """System 2 alone: {"subtask": str, "policy_timing": {"high_level_ms"}}. The history is
+        read, not advanced (the low level's ``infer`` on the same tick advances it)."""
+        if not self.supports_hierarchy:
+            raise ConfigError(
+                f"policy {self.source}: no high level; train a recipe with hierarchy=True "
+                "(`vlastack train --recipe hierarchy`) to run two rates"
+            )
+        t0 = time.perf_counter()
+        batch = self.batch([self._peek_window(self.parse(obs), session)])
+        with torch.no_grad():
+            subtask = self.model.predict_subtasks(self.normalizer.normalize(batch))[0]
+        ms = (time.perf_counter() - t0) * 1000.0
+        return {SUBTASK_KEY: subtask, "policy_timing": {"high_level_ms": ms}}
+
+    def _subtasks(
+        self, batch: dict[str, Any], observations: list[Mapping[str, Any]]
+    ) -> list[str] | None:
+        """The subtask each observation's low level acts on: the client's ``subtask`` (the
+        latest high-level output), else System 2 run now; None for a model without one."""
+        if not self.supports_hierarchy:
+            return None
+        given = [subtask_of(o) for o in observations]
+        if any(s is None for s in given):
+            with torch.no_grad():
+                predicted = self.model.predict_subtasks(self.normalizer.normalize(batch))
+            given = [s if s is not None else p for s, p in zip(given, predicted)]
+        subtasks = [str(s) for s in given]
+        batch[SUBTASK_KEY] = subtasks
+        return subtasks
 
     @property
     def supports_guided_sampling(self) -> bool:
@@ -533,11 +577,35 @@ class Policy:
             if len(sessions) != len(parsed):
                 raise ValueError(f"{len(sessions)} sessions for {len(parsed)} observations")
             windows = [self._peek_window(o, s) for o, s in zip(parsed, sessions)]
-        actions = self.predict(self.batch(windows))
+        batch = self.batch(windows)
+        subtasks = self._subtasks(batch, observations)
+        actions = self.predict(batch)
         for session, window in zip(sessions or [], windows):
             session.history.extend(window[len(window) - 1 if session.history else 0 :])
         ms = (time.perf_counter() - t0) * 1000.0
-        return [{"actions": a, "policy_timing": {"infer_ms": ms}} for a in actions]
+        out: list[dict[str, Any]] = [
+            {"actions": a, "policy_timing": {"infer_ms": ms}} for a in actions
+        ]
+        for o, s in zip(out, subtasks or []):
+            o[SUBTASK_KEY] = s
+        return out
+
+
+def subtask_of(obs: Mapping[str, Any]) -> str | None:
+    """An observation's ``subtask`` (str, bytes or a one-element array), or None."""
+    value = obs.get(SUBTASK_KEY)
+    if value is None:
+        return None
+    if isinstance(value, np.ndarray) and value.size == 1:
+        value = value.reshape(-1)[0]
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        raise ObservationError(
+            f"observation '{SUBTASK_KEY}' must be a string (a subtask the policy knows), "
+            f"got {type(value).__name__}"
+        )
+    return value
 
 
 def check_policy_fits_env(policy: Policy, env_embodiment: EmbodimentSpec) -> None:

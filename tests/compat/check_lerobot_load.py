@@ -19,7 +19,7 @@ import sys
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def load(path: str, repo_id: str, backend: str | None) -> dict:
+def load(path: str, repo_id: str, backend: str | None, values: list[str] = ()) -> dict:
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     kw = {} if backend is None else {"video_backend": backend}
@@ -43,6 +43,8 @@ def load(path: str, repo_id: str, backend: str | None) -> dict:
         for k in ds.meta.camera_keys:
             rec[f"mean:{k}"] = float(item[k].float().mean())
         rec["action"] = item["action"].tolist()
+        for k in values:  # --values: these features' values, as LeRobot returns them
+            rec[f"value:{k}"] = item[k].tolist() if hasattr(item[k], "tolist") else item[k]
         rec["action_is_pad"] = item["action_is_pad"].tolist()
         out["frames"].append(rec)
     return out
@@ -53,13 +55,15 @@ def main() -> int:
     ap.add_argument("path")
     ap.add_argument("--repo-id", default="local/vlastack_compat")
     ap.add_argument("--backends", default="default,pyav")
+    ap.add_argument("--values", default="", help="comma list of features whose values to print")
     args = ap.parse_args()
     import lerobot
 
     result = {"lerobot_version": getattr(lerobot, "__version__", "?"), "backends": {}}
     for name in args.backends.split(","):
         backend = None if name == "default" else name
-        result["backends"][name] = load(args.path, args.repo_id, backend)
+        values = [v for v in args.values.split(",") if v]
+        result["backends"][name] = load(args.path, args.repo_id, backend, values)
     print(json.dumps(result))
     return 0
 

@@ -24,6 +24,7 @@ TINY_CONFIGS: dict[str, dict] = {
     "mlp": dict(width=32, depth=1, num_heads=2),
     "diffusion": dict(width=32, depth=1, num_heads=2, num_inference_steps=5),
     "flow_matching": dict(width=32, depth=1, num_heads=2, num_steps=5),
+    "flower": dict(width=32, depth=1, num_heads=2, num_steps=4),
     "act": dict(width=32, encoder_depth=1, decoder_depth=1, num_heads=2),
 }
 

@@ -38,6 +38,7 @@ TRAINED_CONFIGS: dict[str, tuple[str, dict]] = {
         ),
     ),
     "flow_matching": ("flow_matching", dict(width=32, depth=1, num_heads=2, num_steps=5)),
+    "flower": ("flower", dict(width=32, depth=1, num_heads=2, num_steps=4)),
     "act": ("act", dict(width=32, encoder_depth=1, decoder_depth=1, num_heads=2)),
 }
 PATH = Path(__file__).with_name("trained_heads.safetensors")

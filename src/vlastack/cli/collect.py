@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from vlastack.cli.eval import add_executor_args
+from vlastack.image_size import DEFAULT_IMAGE_SIZE
 
 
 def add_parser(subparsers: Any) -> None:
@@ -30,7 +31,13 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--episodes-per-task", type=int, default=20)
     p.add_argument("--workers", type=int, default=1, help="episode worker processes")
     add_executor_args(p)
-    p.add_argument("--image-size", type=int, default=128, help="square image side in pixels")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=DEFAULT_IMAGE_SIZE[0],
+        help="square image side in pixels (the default is vlastack demo's and the demo "
+        "recipe's; vlastack eval renders at the size a checkpoint was trained at)",
+    )
     p.add_argument("--camera", default=None, help="camera name (Meta-World default corner2)")
     p.add_argument("--noise", type=float, default=0.1, help="std of Gaussian action noise")
     p.add_argument("--keep-failures", action="store_true", help="also keep failed episodes")

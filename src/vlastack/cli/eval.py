@@ -82,7 +82,13 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--ensemble", action="store_true", help="ACT temporal ensembling")
     p.add_argument("--max-steps", type=int, default=None, help="default: the env's limit")
-    p.add_argument("--image-size", type=_image_size, default=(128, 128), help="H or HxW")
+    p.add_argument(
+        "--image-size",
+        type=_image_size,
+        default=None,
+        help="camera size, H or HxW (default: the size the checkpoint was trained at; another "
+        "size warns; --manifest replays the recorded size)",
+    )
     p.add_argument("--camera", default=None, help="default: the env's default camera")
     p.add_argument("--videos-per-task", type=int, default=1, help="episodes filmed per task")
     p.add_argument(
@@ -142,6 +148,11 @@ def _run(args: argparse.Namespace) -> int:
         if args.embodiment is not None:
             raise ConfigError(
                 "--manifest repeats the manifest's protocol, embodiment included; drop --embodiment"
+            )
+        if args.image_size is not None:
+            raise ConfigError(
+                "--manifest replays the image size the manifest recorded (protocol.image_size); "
+                "drop --image-size"
             )
         out = args.out or str(Path(args.manifest).resolve().parent) + "-rerun"
         results = evaluate_manifest(

@@ -308,7 +308,9 @@ def _member(
         )
     send: dict[str, str] = {}
     for cam_out in cams_out:
-        send[cam_out["key"]] = f"uint8 (H, W, 3) RGB, upright; any H×W, resized to {H}×{W}"
+        send[cam_out["key"]] = (
+            f"uint8 (H, W, 3) RGB, upright; {H}×{W} as trained (another H×W is resized to it)"
+        )
     if state_dim:
         send[STATE_KEY] = f"float32 ({state_dim},), raw robot units (normalized by the policy)"
     send["task"] = (

@@ -13,7 +13,11 @@ change per tick and velocity, and a non-finite action, a chunk older than ``--st
 a lost server holds the robot where it is. ``--limits FILE`` (YAML or JSON: low, high, max_delta,
 max_velocity, safe_action, stale_after_s) overrides any of them. ``--record DIR`` writes every
 rollout (observations, commands, the policy's raw actions, interventions) as a LeRobot v3
-dataset.
+dataset. ``--teleop MODULE:FACTORY`` (a function returning an object with LeRobot's
+``Teleoperator`` API, or a ``vlastack.robot.intervention.TeleopIntervention``) lets a person take
+over while it reports an intervention (its ``get_teleop_events()`` ``is_intervention``, as
+LeRobot's gamepad and keyboard teleops do); those ticks send the teleop's action, through the
+same safety layer, and are recorded with ``intervention`` True.
 """
 
 from __future__ import annotations
@@ -71,9 +75,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="rename an observation key for the server (repeatable), e.g. "
         "observation.images.front=observation/image",
     )
+    p.add_argument(
+        "--teleop",
+        metavar="MODULE:FACTORY",
+        help="function returning a LeRobot-API teleoperator a person takes over with",
+    )
     p.add_argument("--record", metavar="DIR", help="record rollouts as a LeRobot v3 dataset")
     p.add_argument("--record-images", choices=["video", "png"], default="video")
-    p.add_argument("--image-size", type=int, nargs=2, default=[128, 128], metavar=("H", "W"))
+    p.add_argument(
+        "--image-size",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("H", "W"),
+        help="simulator camera size (default: the size the policy was trained at, from its "
+        "metadata; another size warns)",
+    )
     p.add_argument(
         "--device", default="auto", help="in-process policy: auto (cuda if any), cpu, cuda:N"
     )
@@ -118,7 +135,13 @@ def _policy(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any, Any]:
 
 
 def _robot(args: argparse.Namespace, meta: dict[str, Any]) -> Any:
+    from vlastack.image_size import choose_image_size, metadata_image_size
     from vlastack.robot.adapters import GymRobot, LeRobotRobot
+
+    if args.env:
+        source = args.server or args.checkpoint or "the policy"
+        size = choose_image_size(args.image_size, metadata_image_size(meta), source=source)
+        args.image_size = list(size)
 
     if args.env and args.env.startswith("aloha/"):
         from vlastack.robot.adapters import aloha_robot
@@ -132,16 +155,31 @@ def _robot(args: argparse.Namespace, meta: dict[str, Any]) -> Any:
         camera = cams[0] if len(cams) == 1 else None
         env = make_env(args.env, camera=camera, image_size=tuple(args.image_size), seed=args.seed)
         return GymRobot(env)
-    module, _, name = args.lerobot.partition(":")
-    if not module or not name:
-        raise ConfigError(f"--lerobot {args.lerobot!r}: expected MODULE:FACTORY, e.g. my_arm:make")
-    try:
-        factory = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"--lerobot {args.lerobot}: cannot load it ({exc})") from None
+    factory = _load_factory(args.lerobot, "--lerobot")
     if args.control_hz is None:
         raise ConfigError("--lerobot needs --control-hz (the rate the arm is driven at)")
     return LeRobotRobot(factory(), control_hz=args.control_hz)
+
+
+def _load_factory(text: str, flag: str) -> Any:
+    module, _, name = text.partition(":")
+    if not module or not name:
+        raise ConfigError(f"{flag} {text!r}: expected MODULE:FACTORY, e.g. my_arm:make")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"{flag} {text}: cannot load it ({exc})") from None
+
+
+def _intervention(args: argparse.Namespace, action_names: list[str]) -> Any:
+    from vlastack.robot.intervention import TeleopIntervention
+
+    if not args.teleop:
+        return None
+    made = _load_factory(args.teleop, "--teleop")()
+    if isinstance(made, TeleopIntervention):
+        return made
+    return TeleopIntervention(made, action_names)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -199,9 +237,12 @@ def run(args: argparse.Namespace) -> int:
         abort_after_s=args.abort_after_s,
         recorder=recorder,
         rename=rename,
+        intervention=_intervention(args, list(spec.action.names)),
     )
     results = []
     robot.connect()
+    if runner.intervention is not None:
+        runner.intervention.connect()
     try:
         for ep in range(args.episodes):
             res = runner.run_episode(args.max_ticks, seed=args.seed + ep)
@@ -211,12 +252,15 @@ def run(args: argparse.Namespace) -> int:
         runner.close()
         if recorder is not None:
             recorder.close()
+        if runner.intervention is not None:
+            runner.intervention.disconnect()
         robot.disconnect()
     total = {
         "episodes": len(results),
         "ticks": sum(r["ticks"] for r in results),
         "successes": sum(bool(r["success"]) for r in results),
         "violations": sum(r["violations"] for r in results),
+        "human_ticks": sum(r["human_ticks"] for r in results),
         "interventions": {},
     }
     for r in results:
@@ -224,7 +268,8 @@ def run(args: argparse.Namespace) -> int:
             total["interventions"][k] = total["interventions"].get(k, 0) + v
     print(
         f"{total['episodes']} episode(s), {total['ticks']} ticks, {total['successes']} success(es); "
-        f"interventions {total['interventions'] or 'none'}; "
+        f"safety interventions {total['interventions'] or 'none'}; "
+        f"ticks a person drove: {total['human_ticks']}; "
         f"commands outside the limits: {total['violations']}"
     )
     if args.record:

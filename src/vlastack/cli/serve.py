@@ -91,6 +91,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="refuse instructions longer than N characters (default 1000; bounds the server's "
         "memory: the language encoder caches each distinct instruction, at most 256 of them)",
     )
+    p.add_argument(
+        "--high-level-hz",
+        type=float,
+        default=None,
+        metavar="HZ",
+        help="hierarchical checkpoints (recipe 'hierarchy'): run the slow high level (System 2, "
+        "the subtask) at most HZ times a second per client and the low level on every request "
+        "with the latest subtask; replies add 'subtask' and 'high_level_ran'. Default: both on "
+        "every request",
+    )
+    p.add_argument(
+        "--control-hz",
+        type=float,
+        default=None,
+        metavar="HZ",
+        help="with --high-level-hz: the client's control rate, checked (>= --high-level-hz) and "
+        "sent in the metadata",
+    )
     add_runner_option(p)
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=run)
@@ -236,6 +254,16 @@ def run(args: argparse.Namespace) -> int:
                 "instruction cap: drop the flag"
             )
         policy.max_prompt_chars = args.max_prompt_chars
+    if args.high_level_hz is not None:
+        from vlastack.serving.hierarchy import TwoRatePolicy
+
+        if args.batch_window_ms:
+            raise ConfigError(
+                "--high-level-hz serves each client on its own: drop --batch-window-ms"
+            )
+        policy = TwoRatePolicy(policy, args.high_level_hz, args.control_hz)
+    elif args.control_hz is not None:
+        raise ConfigError("--control-hz goes with --high-level-hz (two rates); drop it")
     max_frame = None if args.max_frame_mb is None else int(args.max_frame_mb * 1024 * 1024)
     try:
         run_server(

@@ -9,6 +9,9 @@ contiguous frame range decoded in a single seek + forward pass.
 
 from __future__ import annotations
 
+import functools
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,9 +113,48 @@ class WindowedDataset(Dataset):
         self._to = ep_to[r.frame_episode] if r.num_frames else ep_to
         self._obs_offsets = np.arange(-(obs_horizon - 1), 1)
         self._act_offsets = np.arange(action_offset, action_offset + action_horizon)
+        self._buffers = BatchBuffers()
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def _camera_window(
+        self,
+        key: str,
+        ep: int,
+        lo: int,
+        obs_idx: np.ndarray,
+        out: np.ndarray | Callable[[tuple[int, ...]], np.ndarray] | None = None,
+    ) -> torch.Tensor:
+        """float32 (T, C, H, W) in [0, 1] of one camera at frames ``obs_idx``, resized to
+        ``image_size``, written into ``out`` when given (a slot of the batch, or a function
+        that returns that slot given the window's shape).
+
+        The distinct frames are decoded once (one contiguous range, a single seek + forward
+        pass) as channel-first uint8, then each time step is converted with numpy into its
+        slot: uint8 * float32(1/255), the same bits as torch's ``.to(float32).mul_(1/255)``, in
+        one single-threaded pass. torch would split each small op over its OpenMP pool, whose
+        spinning threads cost several times the work itself on a busy machine.
+        """
+        first, last = int(obs_idx[0]), int(obs_idx[-1])
+        frames = self.reader.decode_frames(
+            key, ep, np.arange(first - lo, last - lo + 1), channels_first=True
+        )
+        shape = (len(obs_idx), *frames.shape[1:])
+        resize = self.image_size is not None and tuple(shape[-2:]) != tuple(self.image_size)
+        if callable(out):
+            out = out((*shape[:2], *(self.image_size if resize else shape[2:])))  # type: ignore[misc]
+        dst = out if out is not None and not resize else np.empty(shape, np.float32)
+        for t, src in enumerate(obs_idx - first):
+            np.multiply(frames[src], _INV255, out=dst[t], dtype=np.float32)
+        imgs = torch.from_numpy(dst)
+        if resize:
+            imgs = torch.nn.functional.interpolate(
+                imgs, size=self.image_size, mode="bilinear", align_corners=False, antialias=True
+            ).clamp_(0.0, 1.0)
+            if out is not None:
+                torch.from_numpy(out).copy_(imgs)
+        return imgs
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         r = self.reader
@@ -123,20 +165,7 @@ class WindowedDataset(Dataset):
         out: dict[str, Any] = {}
         ep = int(r.frame_episode[g])
         for k in self.image_keys:
-            # Decode the distinct frames once (a contiguous range), then expand the repeats.
-            first, last = int(obs_idx[0]), int(obs_idx[-1])
-            frames = r.decode_frames(k, ep, np.arange(first - lo, last - lo + 1))
-            # uint8 (T, H, W, C) -> contiguous uint8 (T, C, H, W) first, so the float conversion
-            # runs over contiguous memory (about 3x faster than converting the permuted view).
-            imgs = torch.from_numpy(
-                np.ascontiguousarray(frames[obs_idx - first].transpose(0, 3, 1, 2))
-            )
-            imgs = imgs.to(torch.float32).mul_(1.0 / 255.0)
-            if self.image_size is not None and tuple(imgs.shape[-2:]) != tuple(self.image_size):
-                imgs = torch.nn.functional.interpolate(
-                    imgs, size=self.image_size, mode="bilinear", align_corners=False, antialias=True
-                ).clamp_(0.0, 1.0)
-            out[k] = imgs
+            out[k] = self._camera_window(k, ep, lo, obs_idx)
         obs_pad = torch.from_numpy(obs_raw < lo)
         for k, col in self._obs_vectors.items():
             v = col[obs_idx]
@@ -151,9 +180,127 @@ class WindowedDataset(Dataset):
         out["index"] = g
         return out
 
+    def _first_slot(self, n: int, held: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+        held.append(self._buffers.get((n, *shape)))
+        return held[0][0]
+
+    def __getitems__(self, indices: list[int]) -> PrebatchedSamples:
+        """The samples at ``indices``, built straight into one batch (what DataLoader calls with
+        a batch size): each camera window is converted into its slot of a (B, T, C, H, W) array
+        (shared memory in a worker, so the batch crosses to the trainer without a copy), and the
+        vector columns are gathered for the whole batch at once. ``collate`` returns that batch
+        as is; any other collate function sees the usual list of per-sample dicts (views into
+        the batch). The batch equals ``collate([self[i] for i in indices])`` exactly."""
+        r = self.reader
+        g = self.indices[np.asarray(indices, dtype=np.int64).reshape(-1)]
+        n = len(g)
+        if n == 0:
+            raise DataError("__getitems__ got no indices; ask for at least one sample")
+        lo, hi = self._from[g], self._to[g]
+        obs_raw = g[:, None] + self._obs_offsets[None, :]
+        obs_idx = np.clip(obs_raw, lo[:, None], hi[:, None] - 1)
+        ep = r.frame_episode[g]
+        batch: dict[str, Any] = {}
+        for k in self.image_keys:
+            # the first window's shape sizes the batch array
+            held: list[np.ndarray] = []
+            self._camera_window(
+                k,
+                int(ep[0]),
+                int(lo[0]),
+                obs_idx[0],
+                out=functools.partial(self._first_slot, n, held),
+            )
+            dst = held.pop()
+            for b in range(1, n):
+                self._camera_window(k, int(ep[b]), int(lo[b]), obs_idx[b], out=dst[b])
+            batch[k] = torch.from_numpy(dst)
+        obs_pad = obs_raw < lo[:, None]
+        for k, col in self._obs_vectors.items():
+            v = col[obs_idx]
+            batch[k] = torch.from_numpy(v if v.ndim > 2 else v[..., None])  # (B, T, S)
+            batch[f"{k}_is_pad"] = torch.from_numpy(obs_pad.copy())
+        if self._action is not None:
+            act_raw = g[:, None] + self._act_offsets[None, :]
+            act_idx = np.clip(act_raw, lo[:, None], hi[:, None] - 1)
+            batch["action"] = torch.from_numpy(self._action[act_idx])  # (B, H, A)
+            batch["action_is_pad"] = torch.from_numpy(
+                (act_raw < lo[:, None]) | (act_raw >= hi[:, None])
+            )
+        batch["task"] = [r.task_of(int(x)) for x in g]
+        batch["episode_index"] = torch.from_numpy(ep.astype(np.int64))
+        batch["index"] = torch.from_numpy(g.astype(np.int64))
+        return PrebatchedSamples(batch, n)
+
+
+_INV255 = np.float32(1.0 / 255.0)
+
+
+class BatchBuffers:
+    """float32 arrays for the image batches ``__getitems__`` builds.
+
+    Inside a DataLoader worker each batch gets fresh shared memory, so sending it to the main
+    process passes a handle, not the data. In the process that trains, a batch array whose
+    tensors have all been dropped is handed out again: a 2x224² batch of 32 is 38 MB per
+    camera, above glibc's mmap threshold, so a fresh one would be mapped and faulted in page by
+    page on every batch (~25% of the sampler's CPU time at 224², measured). An array is free
+    when nothing but this pool refers to it: ``torch.from_numpy`` holds a reference to the
+    array for as long as any tensor (or view) on its memory lives.
+    """
+
+    def __init__(self, keep: int = 4) -> None:
+        self.keep = keep
+        self._pool: list[np.ndarray] = []
+
+    def get(self, shape: tuple[int, ...]) -> np.ndarray:
+        if get_worker_info() is not None:
+            numel = int(np.prod(shape))
+            t = torch.empty(0, dtype=torch.float32)
+            storage = t._typed_storage()._new_shared(numel, device=t.device)
+            return t.new(storage).view(shape).numpy()
+        for arr in self._pool:
+            # free: referred to only by the pool, the loop variable and getrefcount's argument
+            if arr.shape == shape and sys.getrefcount(arr) == 3:
+                return arr
+        arr = np.empty(shape, np.float32)
+        if len(self._pool) >= self.keep:
+            self._pool.pop(0)
+        self._pool.append(arr)
+        return arr
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"keep": self.keep}  # a worker starts with an empty pool
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
+
+
+class PrebatchedSamples(list):
+    """What ``WindowedDataset.__getitems__`` returns: the per-sample dicts (views into one
+    batch) for any collate function, and ``batch``, the whole batch, for ``collate``."""
+
+    def __init__(self, batch: dict[str, Any], n: int) -> None:
+        super().__init__(
+            {
+                k: (v[b] if isinstance(v, torch.Tensor) and k not in _INT_KEYS else _item(v, b))
+                for k, v in batch.items()
+            }
+            for b in range(n)
+        )
+        self.batch = batch
+
+
+_INT_KEYS = ("episode_index", "index")
+
+
+def _item(v: Any, b: int) -> Any:
+    return int(v[b]) if isinstance(v, torch.Tensor) else v[b]
+
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack tensors (and ints) along a new leading B axis; strings become ``list[str]``."""
+    if isinstance(samples, PrebatchedSamples):
+        return samples.batch
     if not samples:
         raise DataError("collate got an empty list of samples")
     out: dict[str, Any] = {}
@@ -192,7 +339,6 @@ def worker_init(_: int, parent_pid: int | None = None) -> None:
 def watched_worker_init() -> Any:
     """``worker_init`` for a DataLoader started from this process: its workers also die when
     this process does (kill -9 included; ``vlastack.lifeline``)."""
-    import functools
     import os
 
     return functools.partial(worker_init, parent_pid=os.getpid())

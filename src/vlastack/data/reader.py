@@ -279,8 +279,16 @@ class DatasetReader:
         out["task"] = self.task_of(global_index)
         return out
 
-    def decode_frames(self, camera_key: str, episode_index: int, frame_indices: Any) -> np.ndarray:
-        """Frames (N, H, W, C) uint8 of one camera at frame indices within an episode."""
+    def decode_frames(
+        self,
+        camera_key: str,
+        episode_index: int,
+        frame_indices: Any,
+        *,
+        channels_first: bool = False,
+    ) -> np.ndarray:
+        """Frames (N, H, W, C) uint8 of one camera at frame indices within an episode;
+        ``channels_first``: (N, C, H, W), contiguous or a strided view."""
         if camera_key not in self.camera_keys:
             raise DataError(
                 f"{self.root}: {camera_key!r} is not a camera; cameras: {self.camera_keys}"
@@ -295,7 +303,7 @@ class DatasetReader:
         if self.features[camera_key].dtype == "image":
             c = self.features[camera_key].shape[2]
             col = self._images[camera_key]
-            return np.stack(
+            imgs = np.stack(
                 [
                     self._png.decode(
                         col[int(r)].as_py(), c, f"{self.root} {camera_key} frame {int(r)}"
@@ -303,7 +311,10 @@ class DatasetReader:
                     for r in rows
                 ]
             )
+            return imgs.transpose(0, 3, 1, 2) if channels_first else imgs
         ts = ep.video_from_timestamp[camera_key] + self._columns["timestamp"][rows].astype(
             np.float64
         )
-        return self._decoder.decode(self.video_path(camera_key, episode_index), ts)
+        return self._decoder.decode(
+            self.video_path(camera_key, episode_index), ts, channels_first=channels_first
+        )

@@ -19,6 +19,7 @@ from typing import Any
 from vlastack.envs.metaworld_tasks import DIFFICULTY, MT10, TASKS
 from vlastack.envs.metaworld_tasks import difficulty_of as metaworld_difficulty_of
 from vlastack.errors import ConfigError, MissingExtraError
+from vlastack.image_size import DEFAULT_IMAGE_SIZE
 from vlastack.plugins import load_plugins
 from vlastack.registry import Registry
 
@@ -153,7 +154,7 @@ def make_env(
     name: str,
     *,
     camera: str | None = None,
-    image_size: tuple[int, int] = (128, 128),
+    image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE,
     seed: int | None = None,
     **kw: Any,
 ) -> Any:

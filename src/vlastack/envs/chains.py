@@ -19,6 +19,7 @@ import numpy as np
 
 from vlastack.envs.base import ObsDict, VlaEnv
 from vlastack.errors import ConfigError
+from vlastack.image_size import DEFAULT_IMAGE_SIZE
 
 PREFIX = "chain/"
 # Scenes whose goal is a free 3-d point that Meta-World's success check reads from _target_pos.
@@ -40,7 +41,7 @@ class ChainEnv(VlaEnv):
         object_nudge_m: float = 0.03,
         min_goal_move_m: float = 0.1,
         camera: str | None = None,
-        image_size: tuple[int, int] = (128, 128),
+        image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE,
         seed: int | None = None,
     ) -> None:
         from vlastack.envs.metaworld import MAX_STEPS, MetaWorldEnv

@@ -25,6 +25,7 @@ import numpy as np
 from vlastack import atomic
 from vlastack.errors import ConfigError, DataError
 from vlastack.executors import ExecutorChoice, as_choice, make_executor
+from vlastack.image_size import DEFAULT_IMAGE_SIZE
 
 STATE_FILE = "meta/collect_state.json"
 STATE_VERSION = 1
@@ -254,7 +255,7 @@ def collect(
     *,
     episodes_per_task: int = 20,
     workers: int = 1,
-    image_size: tuple[int, int] = (128, 128),
+    image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE,
     camera: str | None = None,
     noise: float = 0.1,
     keep_failures: bool = False,

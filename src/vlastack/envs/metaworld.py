@@ -24,6 +24,7 @@ from vlastack.envs.base import (
 )
 from vlastack.envs.metaworld_tasks import DIFFICULTY, INSTRUCTIONS, MT10, TASKS, difficulty_of
 from vlastack.errors import ConfigError, require
+from vlastack.image_size import DEFAULT_IMAGE_SIZE
 
 __all__ = [
     "DIFFICULTY",
@@ -121,7 +122,7 @@ class MetaWorldEnv(VlaEnv):
         task: str,
         *,
         camera: str | None = None,
-        image_size: tuple[int, int] = (128, 128),
+        image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE,
         seed: int | None = None,
         state: str = "agent_pos",
         max_steps: int = MAX_STEPS,

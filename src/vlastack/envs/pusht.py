@@ -18,6 +18,7 @@ import numpy as np
 from vlastack.embodiment import CameraSpec, EmbodimentSpec, VectorSpec
 from vlastack.envs.base import ObsDict, ScriptedExpert, VlaEnv, check_action
 from vlastack.errors import ConfigError, require
+from vlastack.image_size import DEFAULT_IMAGE_SIZE
 
 MAX_STEPS = 300
 CONTROL_HZ = 10.0
@@ -60,7 +61,7 @@ class PushTEnv(VlaEnv):
         self,
         *,
         camera: str | None = None,
-        image_size: tuple[int, int] = (96, 96),
+        image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE,
         seed: int | None = None,
         max_steps: int = MAX_STEPS,
         clip_actions: bool = False,

@@ -42,6 +42,7 @@ from vlastack.evaluation.metrics import (
     peak_memory_mb,
 )
 from vlastack.evaluation.remap import Remap, mismatch_message
+from vlastack.image_size import DEFAULT_IMAGE_SIZE
 
 
 @dataclass
@@ -51,7 +52,7 @@ class RunSpec:
     env: str
     checkpoint: str | None = None
     policy_factory: PolicyFactory | None = None
-    image_size: tuple[int, int] = (128, 128)
+    image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE
     camera: str | None = None
     max_steps: int | None = None
     execute_horizon: int | None = None

@@ -47,6 +47,7 @@ from vlastack.evaluation.results import (
     write_results_folder,
 )
 from vlastack.executors import ExecutorChoice, as_choice
+from vlastack.image_size import choose_image_size, trained_image_size
 
 ACTION_REMAP_MODES = ("strict", "pad")
 
@@ -95,7 +96,7 @@ def evaluate(
     execute_horizon: int | None = None,
     ensemble: bool = False,
     max_steps: int | None = None,
-    image_size: tuple[int, int] = (128, 128),
+    image_size: tuple[int, int] | None = None,
     camera: str | None = None,
     video_episodes_per_task: int = 0,
     out_dir: str | Path | None = None,
@@ -130,6 +131,10 @@ def evaluate(
     ``ray_address``); the episodes, seeds and records are the same. ``resume=True`` continues an
     interrupted run in ``out_dir``: the episodes its ``episodes.jsonl`` holds are kept, the rest
     run (the protocol must be the same).
+
+    ``image_size`` (H, W) renders the cameras; None: the size the checkpoint was trained at
+    (``image_size.trained_image_size``), or ``DEFAULT_IMAGE_SIZE`` for a policy factory. A size
+    other than the trained one warns (``ImageSizeWarning``).
     """
     choice = as_choice(executor, ray_address)
     if action_remap not in ACTION_REMAP_MODES:
@@ -155,7 +160,9 @@ def evaluate(
         env=env,
         checkpoint=checkpoint,
         policy_factory=policy if callable(policy) else None,
-        image_size=(int(image_size[0]), int(image_size[1])),
+        image_size=choose_image_size(
+            image_size, trained_image_size(checkpoint) if checkpoint else None
+        ),
         camera=camera,
         max_steps=max_steps,
         execute_horizon=execute_horizon,

@@ -14,11 +14,22 @@ from vlastack.evaluation.metrics import (
 from vlastack.experiments.common import (
     SuitePolicy,
     checkpoint_info,
-    fmt,
-    print_table,
     register_env_names,
+    write_json,
     write_results,
 )
+from vlastack.experiments.page import (
+    SuccessCell,
+    bar_plot,
+    difference_interval,
+    difference_text,
+    record_counts,
+    spread_text,
+    success_cell,
+    success_text,
+    write_section,
+)
+from vlastack.image_size import choose_image_size, trained_image_size
 
 
 def stress(
@@ -31,7 +42,7 @@ def stress(
     workers: int = 1,
     executor: Any = None,
     out_dir: str | Path = "results/stress",
-    image_size: tuple[int, int] = (128, 128),
+    image_size: tuple[int, int] | None = None,
     max_steps: int | None = None,
     execute_horizon: int | None = None,
     video_episodes_per_task: int = 0,
@@ -42,7 +53,8 @@ def stress(
 
     Writes ``out_dir/<condition>/`` (one ``evaluate`` folder each) and ``out_dir/`` with all
     episodes, ``per_condition`` aggregates and each condition's ``drop`` (percentage points /
-    100) from the ``default`` success rate. Returns that summary.
+    100) from the ``default`` success rate. Returns that summary. ``image_size`` None renders at
+    the size the checkpoint was trained at.
     """
     from vlastack.envs.perturbations import DEFAULT_CONDITIONS, PERTURBATIONS, stress_env_name
     from vlastack.evaluation.rollout import episode_seed, evaluate, resolve_tasks
@@ -60,6 +72,8 @@ def stress(
         for ti, t in enumerate(tasks)
     }
     info = checkpoint_info(checkpoint)
+    # the checkpoint runs through a policy factory: pick its trained size here (None -> it)
+    image_size = choose_image_size(image_size, trained_image_size(info["checkpoint"]))
     label = label or info["checkpoint_label"]
     records: list[EpisodeRecord] = []
     manifests: dict[str, Any] = {}
@@ -97,6 +111,10 @@ def stress(
             records.append(r)
     from vlastack.envs.perturbations import PERTURBATIONS as P
 
+    counts = {
+        c: list(record_counts([r for r in records if r.condition == c]))
+        for c in ["default", *conditions]
+    }
     summary = write_results(
         out,
         records,
@@ -107,22 +125,106 @@ def stress(
             "seeds": seeds,
             "per_condition": manifests,
         },
-    )
-    rows = []
-    for cond, agg in summary.get("per_condition", {}).items():
-        rows.append(
-            [
-                cond,
-                fmt(agg["success_rate"], True),
-                f"{fmt(agg['ci95_low'], True)}–{fmt(agg['ci95_high'], True)}",
-                str(agg["completed"]),
-                "-" if cond == "default" else fmt(agg.get("drop"), True),
-            ]
-        )
-    print_table(
-        f"stress: {label} on {env}", ["condition", "success %", "95% CI", "n", "drop pp"], rows
+        extra={"counts": counts},
     )
     return summary
 
 
-__all__ = ["stress"]
+def stress_suite(
+    checkpoints: list[str | Path],
+    env: str,
+    *,
+    conditions: list[str] | None = None,
+    out_dir: str | Path = "results/stress",
+    progress: bool = True,
+    **kw: Any,
+) -> dict[str, Any]:
+    """``stress`` for each checkpoint (one per training seed; one checkpoint writes straight into
+    ``out_dir``, several into ``out_dir/ckpt<i>/``), then ``stress.json`` and the page: per
+    condition, success pooled over checkpoints, its drop from ``default`` with Newcombe's
+    interval, and the per-checkpoint drops' spread."""
+    from vlastack.envs.perturbations import DEFAULT_CONDITIONS, PERTURBATIONS
+
+    if not checkpoints:
+        raise ConfigError("stress: give at least one checkpoint")
+    out = Path(out_dir)
+    summaries = []
+    for i, ckpt in enumerate(checkpoints):
+        sub = out if len(checkpoints) == 1 else out / f"ckpt{i}"
+        summaries.append(
+            stress(ckpt, env, conditions=conditions, out_dir=sub, progress=progress, **kw)
+        )
+    conds = ["default", *(conditions or DEFAULT_CONDITIONS)]
+    table = {
+        "suite": "stress",
+        "env": env,
+        "checkpoints": [str(c) for c in checkpoints],
+        "episodes_per_task": kw.get("episodes_per_task", 10),
+        "descriptions": {c: PERTURBATIONS[c].description for c in conds if c in PERTURBATIONS},
+        "rows": [
+            {
+                "condition": c,
+                "success": success_cell([tuple(s["counts"][c]) for s in summaries]).to_dict(),
+            }
+            for c in conds
+        ],
+    }
+    write_json(out / "stress.json", table)
+    write_stress_page(out, table)
+    return table
+
+
+def write_stress_page(out: Path, table: dict[str, Any]) -> Path:
+    rows = table["rows"]
+    cells = {r["condition"]: SuccessCell.from_dict(r["success"]) for r in rows}
+    base = cells["default"]
+    out_rows = []
+    for r in rows:
+        c = cells[r["condition"]]
+        diff = None if r["condition"] == "default" else difference_interval(base, c)
+        per_seed_drop = [b - v for b, v in zip(base.per_seed, c.per_seed)]
+        out_rows.append(
+            [
+                r["condition"],
+                table["descriptions"].get(r["condition"], "unperturbed"),
+                success_text(c),
+                spread_text(c.per_seed),
+                "-" if diff is None else difference_text(diff),
+                "-" if diff is None else spread_text(per_seed_drop),
+            ]
+        )
+    names = [r["condition"] for r in rows]
+    plot = bar_plot(
+        out / "stress_success.png",
+        names,
+        [cells[n] for n in names],
+        title=f"success per perturbation, {table['env']}",
+    )
+    return write_section(
+        out,
+        title=f"Generalization stress on {table['env']}",
+        setup=[
+            f"policies: {len(table['checkpoints'])} checkpoint(s) (one per training seed): "
+            + ", ".join(f"`{c}`" for c in table["checkpoints"]),
+            f"evaluation: {table['episodes_per_task']} episodes per task per condition per "
+            "checkpoint, the same episode seeds under every condition",
+        ],
+        columns=[
+            "condition",
+            "what changes",
+            "success % [95% CI] (succ/n)",
+            "seed spread",
+            "drop pp [95% CI]",
+            "drop spread",
+        ],
+        rows=out_rows,
+        plots=[plot],
+        notes=[
+            "Drop = default − condition in percentage points, with Newcombe's hybrid Wilson "
+            "interval (treats the two rates as independent; the seeds are paired, so it is "
+            "conservative)."
+        ],
+    )
+
+
+__all__ = ["stress", "stress_suite", "write_stress_page"]

@@ -1,9 +1,12 @@
 """What a suite trains on and how: its dataset (collected by the experts when not given) and one
-training run with a suite's budget (``train_one``, above the evaluation layer: it calls ``train``).
+training run with a suite's budget (``train_one``, above the evaluation layer: it calls ``train``),
+its wall time and the peak memory during it (``PeakMemory``), and the ``--seeds`` list parser.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -61,6 +64,79 @@ def split_envs(env: str) -> list[str]:
     return names
 
 
+def parse_seeds(text: str | int | list[int], field: str = "--seeds") -> list[int]:
+    """``"0,1,2"`` (or an int, or a list) -> distinct seeds in order; a clear error otherwise."""
+    if isinstance(text, int):
+        return [text]
+    items = text if isinstance(text, list) else [x.strip() for x in str(text).split(",")]
+    try:
+        seeds = [int(x) for x in items if str(x).strip() != ""]
+    except ValueError:
+        raise ConfigError(
+            f"{field} {text!r}: give integers separated by commas, e.g. 0,1,2"
+        ) from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{field} {text!r}: give at least one seed, each once (e.g. 0,1,2)")
+    return seeds
+
+
+def _rss_mb() -> float | None:
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class PeakMemory:
+    """Peak resident memory (MB) of this process while the block runs, sampled every
+    ``interval_s`` from /proc/self/statm (Linux; elsewhere ``peak_mb`` stays None: the process's
+    lifetime peak would mix in earlier runs), and CUDA's peak allocation when CUDA is in use."""
+
+    def __init__(self, interval_s: float = 0.05) -> None:
+        self.interval_s = interval_s
+        self.peak_mb: float | None = None
+        self.peak_cuda_mb: float | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        v = _rss_mb()
+        if v is not None:
+            self.peak_mb = v if self.peak_mb is None else max(self.peak_mb, v)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def __enter__(self) -> PeakMemory:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.reset_peak_memory_stats()
+        self._sample()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import torch
+
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._sample()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            self.peak_cuda_mb = torch.cuda.max_memory_allocated() / 2**20
+
+
+def mem_est_mb(result: Any) -> float | None:
+    """The trainer's own estimate of one run's training memory (parameters, gradients, AdamW
+    states and one micro-batch's activations, ``training/probes.py``), MB; None if it made none."""
+    mem = getattr(result, "memory", None)
+    return None if mem is None else mem.total_bytes / 2**20
+
+
 def train_one(
     recipe: str,
     data: Path,
@@ -73,7 +149,9 @@ def train_one(
     progress: bool,
     build: Callable[[Any], Any] | None = None,
     extra_overrides: list[str] | None = None,
-) -> tuple[Any, float]:
+) -> tuple[Any, float, PeakMemory]:
+    """Train ``recipe`` on ``data`` into ``out`` with the suite's budget; returns the
+    ``TrainResult``, its wall seconds and the peak memory while it ran."""
     from vlastack.training.config import TrainConfig
     from vlastack.training.loop import train
 
@@ -88,11 +166,12 @@ def train_one(
     cfg.model = {**cfg.model, **model}
     cfg.warmup_steps = min(cfg.warmup_steps, max(1, steps // 10))
     t0 = time.perf_counter()
-    result = train(cfg, build)
+    with PeakMemory() as mem:
+        result = train(cfg, build)
     if result.stopped_by in ("SIGINT", "SIGTERM"):
         # train() saved a checkpoint and returned; a suite must stop, not go on to evaluate
         raise KeyboardInterrupt(f"training stopped by {result.stopped_by}; run dir {out}")
-    return result, time.perf_counter() - t0
+    return result, time.perf_counter() - t0, mem
 
 
-__all__ = ["ensure_dataset", "split_envs", "train_one"]
+__all__ = ["PeakMemory", "ensure_dataset", "mem_est_mb", "parse_seeds", "split_envs", "train_one"]

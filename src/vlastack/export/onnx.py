@@ -514,7 +514,8 @@ def parity(graph: ExportedGraph, session: Any, inputs: tuple[torch.Tensor, ...] 
 
 
 def example_context(model: Any, batch_size: int = 1, seed: int = 0):
-    """Real prefix tokens of ``model`` for a random observation: context (B, N, D), mask (B, N)."""
+    """Real tokens the head of ``model`` reads for a random observation: context (B, N, D),
+    mask (B, N) (``head_context``: RT-H's motion or a hierarchy's subtask token included)."""
     cfg = model.config
     g = torch.Generator().manual_seed(seed)
     H, W = cfg.image_size
@@ -528,7 +529,7 @@ def example_context(model: Any, batch_size: int = 1, seed: int = 0):
         )
     batch["task"] = ["pick up the object"] * batch_size
     with torch.no_grad():
-        context, mask, _ = model.encode_prefix(batch)
+        context, mask = model.head_context(batch)
     return context, mask
 
 

@@ -5,7 +5,8 @@ instruction embedding, one state token]; the action head reads them as ``context
 the survey's design axes: FiLM (RT-1), gradient insulation and an auxiliary discrete-token loss
 (π0.5 knowledge insulation, Driess et al. 2505.23705: 256-bin or FAST tokens, next-token CE in the
 LM after the prefix), action bins as the last 256 LM tokens (RT-2 / OpenVLA), and RT-H's
-language-motion hierarchy. Batches are already normalized.
+language-motion hierarchy and its two-rate generalization (System 2 / System 1,
+``models/hierarchy.py``). Batches are already normalized.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from vlastack.functional.fast_tokenizer import FastTokenizer
 from vlastack.models.action_heads.fast import check_tokenizer_shape, encode_chunks
 from vlastack.models.bitlinear import ternarize_
 from vlastack.models.common import freeze_, make_config, masked_mean
+from vlastack.models.hierarchy import SUBTASK_KEY, SubtaskHierarchy
 from vlastack.models.language import build_language
 from vlastack.models.language.language_motion import label_motions, motion_vocabulary
 from vlastack.models.projectors import build_projector
@@ -140,6 +142,11 @@ class VLA(nn.Module):
             self.motion_vocab = motion_vocabulary(cfg.action_dim, cfg.gripper_index)
             self.motion_classifier = nn.Linear(D, len(self.motion_vocab))
             self.motion_embed = nn.Embedding(len(self.motion_vocab), D)
+        self.hierarchy: SubtaskHierarchy | None = None
+        if cfg.hierarchy:
+            self.hierarchy = SubtaskHierarchy(
+                D, cfg.action_dim, cfg.gripper_index, cfg.motion_threshold
+            )
         self.aux_bins: nn.Module | None = None
         if cfg.aux_token_loss == "bins" and not decoder:
             self.aux_bins = nn.Linear(D, cfg.action_horizon * cfg.action_dim * cfg.num_action_bins)
@@ -376,11 +383,13 @@ class VLA(nn.Module):
         batch: Mapping[str, Any],
         action_ids: torch.Tensor | None = None,
         action_mask: torch.Tensor | None = None,
+        embeds: tuple[torch.Tensor, torch.Tensor, Any] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """-> context (B, N, D), context_mask (B, N), and (with ``action_ids`` (B, K), decoder only)
         the LM logits (B, K+1, V), teacher-forced after the prefix: entry k predicts token k, the
-        last one what follows token K-1. ``action_mask`` (B, K) marks right padding (False)."""
-        x, mask, _ = self._prefix_embeds(batch)
+        last one what follows token K-1. ``action_mask`` (B, K) marks right padding (False).
+        ``embeds``: ``_prefix_embeds(batch)`` when the caller already has them."""
+        x, mask, _ = embeds if embeds is not None else self._prefix_embeds(batch)
         if self.lang_kind == "decoder":
             N = x.shape[1]
             if action_ids is not None:
@@ -438,6 +447,8 @@ class VLA(nn.Module):
         actions, is_pad = self._actions(batch)
         dim_mask = batch.get("action_dim_mask")
         dim_mask = dim_mask.to(self.device) if isinstance(dim_mask, torch.Tensor) else None
+        if self.hierarchy is not None:
+            return self._hierarchy_loss(batch, actions, is_pad, dim_mask)
         decoder = self.lang_kind == "decoder"
         vocab = self.language.vocab_size if decoder else 0
         lm_tokens = decoder and (cfg.action_tokens_in_lm or cfg.aux_token_loss == "bins")
@@ -488,7 +499,39 @@ class VLA(nn.Module):
             total = total + cfg.aux_loss_weight * aux
         return total
 
+    def _hierarchy_loss(
+        self,
+        batch: Mapping[str, Any],
+        actions: torch.Tensor,
+        is_pad: torch.Tensor,
+        dim_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """System 2's subtask CE on the backbone + System 1's head loss on the pre-backbone
+        tokens and the window's own subtask (teacher forcing)."""
+        assert self.hierarchy is not None and self.head is not None
+        embeds = self._prefix_embeds(batch)
+        ctx, mask, _ = self.encode_prefix(batch, embeds=embeds)
+        labels = self.hierarchy.labels(actions, is_pad)
+        high = self.hierarchy.loss(ctx, mask, labels)
+        low_ctx, low_mask = self.hierarchy.low_level_context(embeds[0], embeds[1], labels)
+        kwargs = {"action_dim_mask": dim_mask} if dim_mask is not None else {}
+        low = self.head.loss(low_ctx, low_mask, actions, is_pad, **kwargs)
+        return self.config.motion_loss_weight * high + low
+
     # ------------------------------------------------------------------ inference
+    @property
+    def supports_hierarchy(self) -> bool:
+        """True for a System 2 / System 1 model (``hierarchy=True``)."""
+        return self.hierarchy is not None
+
+    @torch.no_grad()
+    def predict_subtasks(self, batch: Mapping[str, Any]) -> list[str]:
+        """System 2 (the slow high level): the subtask for each sample."""
+        if self.hierarchy is None:
+            raise ConfigError("predict_subtasks needs a model built with hierarchy=True")
+        ctx, mask, _ = self.encode_prefix(batch)
+        return self.hierarchy.predict(ctx, mask)
+
     @torch.no_grad()
     def predict_motions(self, batch: Mapping[str, Any]) -> list[str]:
         """RT-H: the language motion the policy would condition on for each sample."""
@@ -532,7 +575,18 @@ class VLA(nn.Module):
         )
 
     def head_context(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """What the action head reads at inference: the prefix (+ RT-H's predicted motion)."""
+        """What the action head reads at inference: the prefix (+ RT-H's predicted motion), or
+        with ``hierarchy`` System 1's context: the pre-backbone tokens + ``batch["subtask"]`` (the
+        latest high-level output), System 2 run here when the batch has none."""
+        if self.hierarchy is not None:
+            embeds = self._prefix_embeds(batch)
+            subtask = batch.get(SUBTASK_KEY)
+            if subtask is None:
+                ctx, mask, _ = self.encode_prefix(batch, embeds=embeds)
+                ids = self.hierarchy.logits(ctx, mask).argmax(-1)
+            else:
+                ids = self.hierarchy.ids(subtask, embeds[0].shape[0], self.device)
+            return self.hierarchy.low_level_context(embeds[0], embeds[1], ids)
         ctx, mask, _ = self.encode_prefix(batch)
         if self.config.motion_hierarchy:
             with stage("head"):

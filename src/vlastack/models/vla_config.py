@@ -67,6 +67,10 @@ class VLAConfig:
     motion_threshold: float = 0.2
     motion_loss_weight: float = 1.0
     gripper_index: int | None = None
+    # System 2 / System 1 (models/hierarchy.py): the backbone predicts a subtask (a language
+    # motion) at a low rate, the head acts every tick on the pre-backbone tokens + that subtask;
+    # reuses motion_threshold / motion_loss_weight / gripper_index
+    hierarchy: bool = False
     ternary: list[str] = field(default_factory=list)  # parts to swap to BitLinear (BitVLA)
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,6 +119,13 @@ class VLAConfig:
         if self.action_tokens_in_lm and self.motion_hierarchy:
             raise ConfigError(
                 "model config: motion_hierarchy with action_tokens_in_lm is not supported"
+            )
+        if self.hierarchy and (
+            self.motion_hierarchy or self.action_tokens_in_lm or self.aux_token_loss
+        ):
+            raise ConfigError(
+                "model config: hierarchy=True (System 2 / System 1) cannot be combined with "
+                "motion_hierarchy, action_tokens_in_lm or aux_token_loss; set those off"
             )
         if self.film and self.language != "minilm":
             raise ConfigError(

@@ -5,7 +5,9 @@ command the robot received as ``action`` (what a policy trained on the rollout s
 safety corrections included), the policy's raw action as ``action.policy`` (non-finite values
 stored as 0, ``action.policy_valid`` False; also False on ticks with no action), and the safety
 layer's interventions as ``safety.interventions`` (one 0/1 per kind of ``safety.KINDS``) and
-``safety.hold``. Episode rows carry ``success``, ``stopped`` and ``seed``. An existing dataset is
+``safety.hold``, and ``intervention`` (bool (1,), LeRobot 0.6.1's name for it in its
+human-in-the-loop rollouts): True on the ticks a person drove through a teleoperator
+(``intervention.TeleopIntervention``), whose command is then the ``action``. Episode rows carry ``success``, ``stopped`` and ``seed``. An existing dataset is
 appended to (its features must match).
 """
 
@@ -22,7 +24,7 @@ from vlastack.robot.safety import HOLD_REASONS, KINDS
 
 
 class RolloutRecorder:
-    """``add(obs, command, raw_action, kinds, task)`` per tick, ``save_episode(extra)`` per episode.
+    """``add(obs, command, raw_action, kinds, task, intervention=)`` per tick, ``save_episode(extra)`` per episode.
 
     The dataset is created on the first frame (image sizes come from the observations).
     ``use_videos=False`` stores PNG frames instead of video.
@@ -55,6 +57,7 @@ class RolloutRecorder:
         feats["action.policy_valid"] = Feature("bool", (1,))
         feats["safety.interventions"] = Feature("int32", (len(KINDS),), list(KINDS))
         feats["safety.hold"] = Feature("bool", (1,))
+        feats["intervention"] = Feature("bool", (1,))
         return feats
 
     def _open(self, obs: dict[str, Any]) -> None:
@@ -93,6 +96,8 @@ class RolloutRecorder:
         raw_action: np.ndarray | None,
         kinds: list[str],
         task: str,
+        *,
+        intervention: bool = False,
     ) -> None:
         if self.writer is None:
             self._open(obs)
@@ -110,7 +115,9 @@ class RolloutRecorder:
         )
         frame["action.policy_valid"] = np.array([valid])
         frame["safety.interventions"] = np.array([k in kinds for k in KINDS], np.int32)
-        frame["safety.hold"] = np.array([any(k in HOLD_REASONS for k in kinds) or not valid])
+        held = any(k in HOLD_REASONS for k in kinds) or (not valid and not intervention)
+        frame["safety.hold"] = np.array([held])
+        frame["intervention"] = np.array([bool(intervention)])
         self.writer.add_frame(frame, task=task)
 
     def save_episode(self, extra: dict[str, Any] | None = None) -> int | None:

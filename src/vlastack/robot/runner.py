@@ -15,6 +15,11 @@ exception) goes through the ``SafetyFilter`` and exactly one command goes to the
   tick asks again (``RemotePolicy`` reconnects);
 * holds of those kinds for ``abort_after_s`` in a row end the episode (``stopped`` says why).
 
+With an ``intervention`` source (``intervention.TeleopIntervention``), a tick on which a person
+intervenes sends the teleoperator's action instead, through the same safety layer; the policy
+keeps running (its action is recorded beside the human's) and its queued chunks are dropped
+when the person hands back.
+
 Waits are bounded in real time by one control period, so a clock that jumps cannot stall the
 loop. Each tick can be recorded (``record.RolloutRecorder``).
 """
@@ -52,6 +57,7 @@ class EpisodeResult:
     violations: int  # commands outside the declared limits (must be 0)
     duration_s: float
     chunks: int  # inferences the runtime started
+    human_ticks: int = 0  # ticks a person drove through the intervention source
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -63,6 +69,7 @@ class EpisodeResult:
             "violations": self.violations,
             "duration_s": round(self.duration_s, 3),
             "chunks": self.chunks,
+            "human_ticks": self.human_ticks,
         }
 
 
@@ -76,6 +83,8 @@ class RobotRunner:
     sent when the robot's observation has none. ``recorder`` (``RolloutRecorder``) records.
     ``rename`` maps vlastack's observation keys to the ones a server expects (an openpi server
     for LIBERO wants ``observation/image`` ...; vlastack's server reads either).
+    ``intervention`` (``TeleopIntervention``: ``poll()`` -> the human's command or None) lets a
+    person take over.
     """
 
     def __init__(
@@ -93,8 +102,10 @@ class RobotRunner:
         sleep: Callable[[float], None] = time.sleep,
         recorder: Any = None,
         rename: dict[str, str] | None = None,
+        intervention: Any = None,
     ) -> None:
         self.robot = robot
+        self.intervention = intervention
         self.rename = dict(rename or {})
         self.safety = safety
         self.strategy = strategy
@@ -188,8 +199,10 @@ class RobotRunner:
         bad: dict[str, int] = {}  # its reasons
         stopped = "max_ticks"
         chunks = 0
+        human_ticks = 0
+        was_human = False
         try:
-            for _tick in range(max_ticks):
+            for tick in range(max_ticks):
                 obs = robot.get_observation()
                 if pending is None:
                     pending = self._pool.submit(self.runtime.step, self._policy_obs(obs))
@@ -226,7 +239,22 @@ class RobotRunner:
                             reason = "stale"
                 else:
                     reason = "stale" if now - last_fresh > stale_s else WAIT
-                cmd = safety.command(action, now, robot.hold_action(), reason)
+                human = self.intervention.poll() if self.intervention is not None else None
+                if human is not None:
+                    if not was_human:
+                        log.info("intervention: a person drives (tick %d)", tick)
+                    human_ticks += 1
+                    cmd = safety.command(human, now, robot.hold_action(), None)
+                else:
+                    if was_human:  # handed back: the policy restarts from what it sees now
+                        log.info("intervention ended (tick %d); the policy drives", tick)
+                        pending = None  # its result belongs to the dropped runtime
+                        chunks += self.runtime.num_inferences
+                        self.runtime = self._fresh_runtime()
+                        last_fresh = now
+                        action, reason = None, WAIT  # this tick holds; no queued action runs
+                    cmd = safety.command(action, now, robot.hold_action(), reason)
+                was_human = human is not None
                 if cmd is not None:  # None: must hold but no hold is known: send nothing
                     robot.send_action(cmd)
                     commands.append(cmd)
@@ -234,10 +262,14 @@ class RobotRunner:
                     raws.append(np.full(dim, np.nan) if raw is None else raw.reshape(-1))
                     if self.recorder is not None:
                         kinds = safety.last_kinds
-                        self.recorder.add(obs, cmd, raw, kinds, self._task_of(obs))
+                        self.recorder.add(
+                            obs, cmd, raw, kinds, self._task_of(obs), intervention=was_human
+                        )
                 if robot.episode_done:
                     stopped = "done"
                     break
+                if was_human:  # a person drives: the policy's troubles end no episode
+                    reason = None
                 if reason is None and "nonfinite" in safety.last_kinds:
                     reason = "nonfinite"  # found by the filter: a held tick like the others
                 if reason is None:
@@ -272,6 +304,7 @@ class RobotRunner:
             violations=count_violations(cmd_arr, safety.limits),
             duration_s=self.clock() - t_start,
             chunks=chunks,
+            human_ticks=human_ticks,
         )
         if self.recorder is not None:
             self.recorder.save_episode(

@@ -3,7 +3,8 @@
 A model may expose ``param_groups()`` naming its parts ('vision', 'language', 'projector',
 'head', 'state'); ``--freeze`` accepts those names or regular expressions over parameter names.
 LoRA (Hu et al. 2021) is injected with ``peft.inject_adapter_in_model`` into any backbone's
-``nn.Linear`` layers whose module name matches a pattern; only the wrapped base weights are frozen.
+``nn.Linear`` (and plain ``nn.Conv2d``) layers whose module name matches a pattern; only the
+wrapped base weights are frozen.
 """
 
 from __future__ import annotations
@@ -82,7 +83,9 @@ def apply_freeze(model: nn.Module, patterns: list[str]) -> list[str]:
 def apply_lora(
     model: nn.Module, rank: int, alpha: float, target: str, dropout: float = 0.0
 ) -> list[str]:
-    """Inject LoRA into every ``nn.Linear`` whose module name fully matches ``target``.
+    """Inject LoRA into every ``nn.Linear`` whose module name fully matches ``target``, and into
+    every ordinary ``nn.Conv2d`` (groups 1: not depthwise) it matches, so a CNN encoder such as
+    MobileNetV2 can be LoRA-tuned (peft's Conv2d LoRA: a k×k conv down to ``rank``, 1×1 up).
 
     peft freezes the whole model on injection; we restore the previous trainable state of every
     parameter that is not a wrapped base weight, so heads and projectors keep training.
@@ -99,10 +102,15 @@ def apply_lora(
         n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n not in in_mha
     ]
     rx = re.compile(target)
-    matched = [n for n in linear_names if rx.fullmatch(n)]
+    conv_names = [
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, nn.Conv2d) and m.groups == 1 and rx.fullmatch(n)
+    ]
+    matched = [n for n in linear_names if rx.fullmatch(n)] + conv_names
     if not matched:
         raise ConfigError(
-            f"lora.target={target!r} matches no nn.Linear module. Linear layers are named like: "
+            f"lora.target={target!r} matches no nn.Linear module (nor a groups-1 nn.Conv2d). Linear layers are named like: "
             f"{linear_names[:6]}"
         )
     before = {n: p.requires_grad for n, p in model.named_parameters()}

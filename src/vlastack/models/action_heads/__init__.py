@@ -13,7 +13,7 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-from vlastack.models.action_heads import act, bins, diffusion, fast, flow_matching, l1
+from vlastack.models.action_heads import act, bins, diffusion, fast, flow_matching, flower, l1
 from vlastack.models.action_heads.act import ACTHead, ACTHeadConfig
 from vlastack.models.action_heads.base import ActionHead
 from vlastack.models.action_heads.bins import BinsHead, BinsHeadConfig
@@ -24,6 +24,7 @@ from vlastack.models.action_heads.flow_matching import (
     FlowMatchingHeadConfig,
     FlowPrefixCache,
 )
+from vlastack.models.action_heads.flower import FlowerHead, FlowerHeadConfig
 from vlastack.models.action_heads.l1 import L1Head, L1HeadConfig
 from vlastack.registry import Registry
 
@@ -48,6 +49,11 @@ ACTION_HEADS.add(
 )
 ACTION_HEADS.add(
     "flow_matching", flow_matching.build, "π0 flow-matching action expert over a cached prefix"
+)
+ACTION_HEADS.add(
+    "flower",
+    flower.build,
+    "FLOWER rectified-flow transformer: global AdaLN, causal action tokens, 4 Euler steps",
 )
 ACTION_HEADS.add("act", act.build, "CVAE chunk head, L1 + KL, z=0 at inference (ACT)")
 
@@ -87,6 +93,8 @@ __all__ = [
     "FlowMatchingHead",
     "FlowMatchingHeadConfig",
     "FlowPrefixCache",
+    "FlowerHead",
+    "FlowerHeadConfig",
     "L1Head",
     "L1HeadConfig",
     "build_action_head",

@@ -5,7 +5,9 @@ layer its queries attend jointly to the prefix (context) keys/values and to the 
 blockwise-causal mask of ``functional.attention_masks.make_attn_mask`` (prefix ar=0, state ar=1,
 first action ar=1, other actions 0). The prefix K/V are per-layer projections of the context,
 computed ONCE per chunk (``prefix_cache``) and reused by every Euler step, like π0's KV cache.
-Convention: t=1 noise, t=0 data; see ``functional.flow_matching``.
+Convention: t=1 noise, t=0 data; see ``functional.flow_matching``. ``FlowHead`` holds what every
+flow head shares (loss, Euler sampler, real-time-chunking guidance); FLOWER's head
+(``flower.py``) is another ``FlowHead``.
 """
 
 from __future__ import annotations
@@ -104,13 +106,97 @@ class FlowPrefixCache:
     state_token: torch.Tensor | None  # (B, 1, W)
 
 
-class FlowMatchingHead(ActionHead):
-    """π0 action expert: flow matching, Euler sampling over a cached prefix."""
+class FlowHead(ActionHead):
+    """The flow-matching contract written once (π0's expert, FLOWER's AdaLN transformer): a
+    subclass gives ``prefix_cache(context, mask, state)`` and ``velocity(x_t, t, cache)``; the
+    loss, the Euler sampler and real-time-chunking guidance are these. ``time_alpha`` is the
+    Beta(α, 1) of the training times (π0: 1.5; 1.0 = uniform, rectified flow); a head with an
+    ``output_range`` clamps its chunk to it (FLOWER clips to [-1, 1])."""
 
     cuda_graph_noise = True
-
     cuda_graph_blocker = None
     export_kind = "flow"
+    num_steps: int = 10
+    time_alpha: float = 1.5
+
+    def prefix_cache(
+        self, context: torch.Tensor, context_mask: torch.Tensor, state: torch.Tensor | None = None
+    ) -> FlowPrefixCache:
+        raise NotImplementedError
+
+    def velocity(self, x_t: torch.Tensor, t: torch.Tensor, cache: FlowPrefixCache) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _bound(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.output_range
+        return x if r is None else x.clamp(-r, r)
+
+    # ---- contract -------------------------------------------------------------------------
+    def loss(self, context, context_mask, actions, action_is_pad, action_dim_mask=None, state=None):
+        self._check(context, context_mask, actions)
+        A = fill_padded_actions(actions, action_is_pad)
+        noise = torch.randn_like(A)
+        t = sample_time(A.shape[0], alpha=self.time_alpha, device=A.device)
+        x_t = interpolate(A, noise, t)
+        v = self.velocity(x_t, t, self.prefix_cache(context, context_mask, state))
+        err = F.mse_loss(v, target_velocity(A, noise), reduction="none")
+        return masked_mean(err, loss_weights(action_is_pad, action_dim_mask, self.action_dim))
+
+    def _noise(self, B: int, device, generator) -> torch.Tensor:
+        shape = (B, self.action_horizon, self.action_dim)
+        return randn(shape, generator, device)
+
+    @torch.no_grad()
+    def sample_actions(
+        self, context, context_mask, generator=None, noise=None, num_steps=None, state=None
+    ):
+        cache = self.prefix_cache(context, context_mask, state)
+        x1 = (
+            noise if noise is not None else self._noise(context.shape[0], context.device, generator)
+        )
+        return self._bound(
+            euler_integrate(
+                lambda x, t: self.velocity(x, t, cache), x1, num_steps or self.num_steps
+            )
+        )
+
+    def sample_actions_guided(
+        self,
+        context: torch.Tensor,
+        context_mask: torch.Tensor,
+        prev_actions: torch.Tensor,
+        weights: torch.Tensor,
+        max_guidance_weight: float = 5.0,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
+        num_steps: int | None = None,
+        state: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Real-time chunking guided sampling (Black, Galliker, Levine 2506.07339, REFERENCE §3.6).
+
+        ``prev_actions`` (B, H, A): the previous chunk's leftover aligned to this chunk's steps;
+        ``weights`` (H,) or (B, H): 1 on the frozen prefix, decaying to 0 (soft mask, e.g.
+        ``functional.rtc.prefix_weights``). The Euler steps with one VJP each are
+        ``functional.rtc.guided_euler_sample`` over this head's velocity and cached prefix.
+        """
+        cache = self.prefix_cache(context, context_mask, state)
+        x = noise if noise is not None else self._noise(context.shape[0], context.device, generator)
+        W = weights.to(x.dtype)
+        W = (W[None] if W.dim() == 1 else W)[..., None]
+        return self._bound(
+            guided_euler_sample(
+                lambda x_t, t: self.velocity(x_t, t, cache),
+                x,
+                prev_actions,
+                W,
+                num_steps or self.num_steps,
+                max_guidance_weight,
+            )
+        )
+
+
+class FlowMatchingHead(FlowHead):
+    """π0 action expert: flow matching, Euler sampling over a cached prefix."""
 
     @classmethod
     def suite_kwargs(cls, size: dict[str, object], depth: int) -> dict[str, object]:
@@ -205,65 +291,6 @@ class FlowMatchingHead(ActionHead):
             tokens = layer(tokens, kv, cache.mask, cond)
         h, _ = self.final_norm(tokens, cond)
         return self.action_out(h[:, -self.action_horizon :])
-
-    # ---- contract -------------------------------------------------------------------------
-    def loss(self, context, context_mask, actions, action_is_pad, action_dim_mask=None, state=None):
-        self._check(context, context_mask, actions)
-        A = fill_padded_actions(actions, action_is_pad)
-        noise = torch.randn_like(A)
-        t = sample_time(A.shape[0], device=A.device)
-        x_t = interpolate(A, noise, t)
-        v = self.velocity(x_t, t, self.prefix_cache(context, context_mask, state))
-        err = F.mse_loss(v, target_velocity(A, noise), reduction="none")
-        return masked_mean(err, loss_weights(action_is_pad, action_dim_mask, self.action_dim))
-
-    def _noise(self, B: int, device, generator) -> torch.Tensor:
-        shape = (B, self.action_horizon, self.action_dim)
-        return randn(shape, generator, device)
-
-    @torch.no_grad()
-    def sample_actions(
-        self, context, context_mask, generator=None, noise=None, num_steps=None, state=None
-    ):
-        cache = self.prefix_cache(context, context_mask, state)
-        x1 = (
-            noise if noise is not None else self._noise(context.shape[0], context.device, generator)
-        )
-        return euler_integrate(
-            lambda x, t: self.velocity(x, t, cache), x1, num_steps or self.num_steps
-        )
-
-    def sample_actions_guided(
-        self,
-        context: torch.Tensor,
-        context_mask: torch.Tensor,
-        prev_actions: torch.Tensor,
-        weights: torch.Tensor,
-        max_guidance_weight: float = 5.0,
-        generator: torch.Generator | None = None,
-        noise: torch.Tensor | None = None,
-        num_steps: int | None = None,
-        state: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Real-time chunking guided sampling (Black, Galliker, Levine 2506.07339, REFERENCE §3.6).
-
-        ``prev_actions`` (B, H, A): the previous chunk's leftover aligned to this chunk's steps;
-        ``weights`` (H,) or (B, H): 1 on the frozen prefix, decaying to 0 (soft mask, e.g.
-        ``functional.rtc.prefix_weights``). The Euler steps with one VJP each are
-        ``functional.rtc.guided_euler_sample`` over this head's velocity and cached prefix.
-        """
-        cache = self.prefix_cache(context, context_mask, state)
-        x = noise if noise is not None else self._noise(context.shape[0], context.device, generator)
-        W = weights.to(x.dtype)
-        W = (W[None] if W.dim() == 1 else W)[..., None]
-        return guided_euler_sample(
-            lambda x_t, t: self.velocity(x_t, t, cache),
-            x,
-            prev_actions,
-            W,
-            num_steps or self.num_steps,
-            max_guidance_weight,
-        )
 
 
 def build(cfg=None, *, context_dim: int, action_dim: int, action_horizon: int) -> FlowMatchingHead:

@@ -3,11 +3,15 @@
 The VLA feeds ``inputs_embeds`` = [projected image tokens, text token embeddings, state token] and
 reads the last hidden states as context (PaliGemma in π0, Llama-2 in OpenVLA, SmolLM2 in SmolVLA).
 Loads a local folder or hub id with ``from_pretrained``, or builds the real class from a small
-config dict with random weights. ``num_layers`` keeps only the first layers (SmolVLA uses 16 of 32).
+config dict with random weights. ``num_layers`` keeps only the first layers (SmolVLA uses 16 of 32);
+``layer_fraction`` keeps that share of them, rounded up (FLOWER's intermediate fusion: 0.5 keeps the
+lower half, whatever the loaded model's depth). The dropped layers are deleted at build time: they
+are neither stored in a checkpoint nor computed.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +40,7 @@ class HFCausalLMConfig:
     tokenizer: str | None = None  # default: ``pretrained``, else the offline MiniLM WordPiece vocab
     max_text_tokens: int = 32
     num_layers: int | None = None
+    layer_fraction: float | None = None  # keep ceil(fraction × layers) (FLOWER: 0.5)
 
 
 class HFCausalLM(nn.Module):
@@ -50,6 +55,7 @@ class HFCausalLM(nn.Module):
         tokenizer: str | None = None,
         max_text_tokens: int = 32,
         num_layers: int | None = None,
+        layer_fraction: float | None = None,
     ) -> None:
         super().__init__()
         transformers = require("transformers", "hf", "decoder language-model backbones")
@@ -90,6 +96,18 @@ class HFCausalLM(nn.Module):
                 f"tokenizer '{tok_path}' has {len(self.tokenizer)} tokens but the LM's vocab_size is "
                 f"{self.vocab_size}; set language_kwargs.config.vocab_size >= {len(self.tokenizer)}"
             )
+        if layer_fraction is not None:
+            if num_layers is not None:
+                raise ConfigError(
+                    "language_kwargs: give num_layers or layer_fraction, not both "
+                    f"(got {num_layers} and {layer_fraction})"
+                )
+            if not 0.0 < layer_fraction <= 1.0:
+                raise ConfigError(
+                    f"language_kwargs.layer_fraction must be in (0, 1], got {layer_fraction}"
+                )
+            total = len(self.model.get_decoder().layers)
+            num_layers = max(1, math.ceil(layer_fraction * total - 1e-9))
         if num_layers is not None:
             self._truncate(num_layers)
         self.max_text_tokens = max_text_tokens
@@ -149,5 +167,10 @@ class HFCausalLM(nn.Module):
 
 def build(cfg: HFCausalLMConfig) -> HFCausalLM:
     return HFCausalLM(
-        cfg.pretrained, cfg.config, cfg.tokenizer, cfg.max_text_tokens, cfg.num_layers
+        cfg.pretrained,
+        cfg.config,
+        cfg.tokenizer,
+        cfg.max_text_tokens,
+        cfg.num_layers,
+        cfg.layer_fraction,
     )
