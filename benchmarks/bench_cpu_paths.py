@@ -13,7 +13,7 @@ each variant once, so machine load hits both alike), and reports the medians and
   ``addmm`` (eager LeRobot) vs the oneDNN prepacked linear (vlastack's fast path), in GFLOP/s
   beside the 2048² matmul peak.
 * ``bn fold``: MobileNetV2 (the demo's 14 blocks) and the ResNet-18 at inference, batch 1 and 8
-  at 96², Conv→BatchNorm unfolded (``reference_inference``) vs folded.
+  at 96², Conv→BatchNorm unfolded (the plain module) vs folded (the native runner's encoder).
 * ``page faults``: a ResNet-18 ACT training step (``training.loop.train``, 20 steps on a real
   dataset when ``--data`` is given) with ``--retain_host_memory`` off vs on, each in its own
   process: median step time and minor page faults per step.
@@ -167,8 +167,8 @@ def gemm_rows(rounds: int) -> list[dict]:
 
 
 def fold_rows(rounds: int) -> list[dict]:
-    from vlastack.models.layers.inference import reference_inference
     from vlastack.models.vision import build_vision_encoder
+    from vlastack.runners.native.vision import fold_encoder
 
     rows = []
     torch.manual_seed(0)
@@ -180,14 +180,15 @@ def fold_rows(rounds: int) -> list[dict]:
     }
     for name, enc in encoders.items():
         enc.eval()
+        fast = fold_encoder(enc)
         for bs in (1, 8):
             x = torch.rand(bs, 3, 96, 96)
 
             def unfolded(enc: nn.Module = enc, x: torch.Tensor = x) -> None:
-                with torch.no_grad(), reference_inference():
+                with torch.no_grad():
                     enc(x)
 
-            def folded(enc: nn.Module = enc, x: torch.Tensor = x) -> None:
+            def folded(enc: nn.Module = fast, x: torch.Tensor = x) -> None:
                 with torch.no_grad():
                     enc(x)
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from vlastack.models.action_heads import ACTION_HEADS, build_action_head
-from vlastack.models.layers.inference import fast_inference, reference_inference
 from vlastack.runners.native import NativeRunner
 from vlastack.runners.native.decoder import DecoderPlan
 from vlastack.runners.native.linear import plain_linears
@@ -218,14 +217,6 @@ def test_cached_packs_follow_weight_updates(name, kernels):
     torch.testing.assert_close(after, ref, atol=1e-5, rtol=1e-5)
 
 
-def test_fast_path_only_without_autograd():
-    assert not fast_inference()
-    with torch.no_grad():
-        assert fast_inference()
-        with reference_inference():
-            assert not fast_inference()
-
-
 @pytest.mark.parametrize("name", ["act", "l1", "flow_matching"])
 def test_fast_path_respects_ternary_linears(name):
     """BitLinear (and int8) layers must not be bypassed by the stacked raw-weight shortcuts."""
@@ -254,14 +245,6 @@ def test_fast_path_with_weights_cast_under_inference_mode(name):
         ref = head.sample_actions(context.bfloat16(), mask, torch.Generator().manual_seed(0))
     assert fast.dtype == torch.bfloat16
     torch.testing.assert_close(fast.float(), ref.float(), atol=3e-2, rtol=3e-2)
-
-
-def test_fast_path_is_off_while_compiling(monkeypatch):
-    """Under torch.compile the plain ops run (the vision folding caches on storage pointers)."""
-    with torch.no_grad():
-        assert fast_inference()
-        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
-        assert not fast_inference()
 
 
 def test_fast_path_respects_int8_swap_after_caching():

@@ -1,5 +1,6 @@
-"""The CNN encoders' exact-math speedups (models/vision/fusion.py): the channels-last max pool,
-Conv→BatchNorm folding at inference, hf_resnet's frozen BatchNorm."""
+"""The CNN encoders' exact-math speedups: the channels-last max pool (models/vision/fusion.py),
+Conv→BatchNorm folding at inference (the native runner's, runners/native/vision.py; the modules
+stay plain), hf_resnet's frozen BatchNorm."""
 
 from __future__ import annotations
 
@@ -11,12 +12,8 @@ from torch import nn
 
 from vlastack.errors import ConfigError
 from vlastack.models.vision import build_vision_encoder
-from vlastack.models.vision.fusion import (
-    ConvBNAct,
-    FastMaxPool2d,
-    FoldingSequential,
-    accelerate_hf_resnet,
-)
+from vlastack.models.vision.fusion import FastMaxPool2d, accelerate_hf_resnet
+from vlastack.runners.native.vision import fold_encoder
 
 RESNET18 = {
     "embedding_size": 64,
@@ -72,22 +69,25 @@ def test_fast_max_pool_takes_the_stock_op_where_it_does_not_apply() -> None:
         assert torch.equal(pool(x), ref(x))
 
 
-def test_folding_sequential_folds_only_without_autograd_and_tracks_the_statistics() -> None:
+def test_native_runner_folds_eval_pairs_and_follows_the_statistics() -> None:
     torch.manual_seed(0)
-    seq = FoldingSequential(nn.Conv2d(4, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU())
+    seq = nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU())
     ref = nn.Sequential(*copy.deepcopy(list(seq)))
     ref.load_state_dict(seq.state_dict())
     assert list(seq.state_dict()) == list(ref.state_dict())
     _random_bn_stats(seq)
     ref.load_state_dict(seq.state_dict())
     x = torch.randn(2, 4, 8, 8)
+    assert fold_encoder(seq) is seq  # training mode: batch statistics, nothing to fold
     seq.eval()
     ref.eval()
+    fast = fold_encoder(seq)
+    assert len(fast) == 2 and isinstance(fast[0], nn.Conv2d)  # the folded path runs
+    assert isinstance(seq[1], nn.BatchNorm2d)  # the module itself is untouched
     with torch.no_grad():
-        torch.testing.assert_close(seq(x), ref(x), rtol=1e-5, atol=1e-5)
-        assert "_bn_fold" in seq[0].__dict__["_inference_cache"]  # the folded path ran
-    # a training-mode step updates the running statistics inside BatchNorm's kernel (no version
-    # bump on them): the folded weights must follow
+        torch.testing.assert_close(fast(x), ref(x), rtol=1e-5, atol=1e-5)
+    # a training-mode step updates the running statistics inside BatchNorm's kernel: the
+    # runner built again (as Policy does when runners.structure_key changes) follows them
     seq.train()
     ref.train()
     seq(x * 3 + 1)
@@ -95,12 +95,13 @@ def test_folding_sequential_folds_only_without_autograd_and_tracks_the_statistic
     seq.eval()
     ref.eval()
     with torch.no_grad():
-        torch.testing.assert_close(seq(x), ref(x), rtol=1e-5, atol=1e-5)
-    # and so must load_state_dict
+        torch.testing.assert_close(fold_encoder(seq)(x), ref(x), rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(fast(x), ref(x), rtol=1e-5, atol=1e-5)  # the old fold is stale
+    # and so does load_state_dict
     _random_bn_stats(ref)
     seq.load_state_dict(ref.state_dict())
     with torch.no_grad():
-        torch.testing.assert_close(seq(x), ref(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(fold_encoder(seq)(x), ref(x), rtol=1e-5, atol=1e-5)
 
 
 def test_accelerated_hf_resnet_keeps_keys_outputs_and_gradients() -> None:
@@ -112,7 +113,6 @@ def test_accelerated_hf_resnet_keeps_keys_outputs_and_gradients() -> None:
     _random_bn_stats(base)
     fast = accelerate_hf_resnet(copy.deepcopy(base))
     assert list(fast.state_dict()) == list(base.state_dict())
-    assert any(isinstance(m, ConvBNAct) for m in fast.modules())
     assert isinstance(fast.embedder.pooler, FastMaxPool2d)
     x = torch.randn(2, 3, 64, 64)
     for train in (True, False):
@@ -128,9 +128,12 @@ def test_accelerated_hf_resnet_keeps_keys_outputs_and_gradients() -> None:
         for (name, pa), pb in zip(base.named_parameters(), fast.parameters()):
             assert pa.grad is not None and pb.grad is not None, name
             torch.testing.assert_close(pb.grad, pa.grad, rtol=1e-3, atol=1e-5, msg=name)
-    with torch.no_grad():  # eval + no autograd: the folded path
+    folded = fold_encoder(fast)  # eval: the native runner's form, every pair folded
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in fast.modules()) > 0
+    with torch.no_grad():
         torch.testing.assert_close(
-            fast(pixel_values=x).last_hidden_state,
+            folded(pixel_values=x).last_hidden_state,
             base(pixel_values=x).last_hidden_state,
             rtol=1e-4,
             atol=1e-4,
@@ -164,3 +167,19 @@ def test_freeze_bn_on_an_encoder_without_batchnorm_names_the_field() -> None:
     pytest.importorskip("transformers")
     with pytest.raises(ConfigError, match="freeze_bn"):
         build_vision_encoder("hf_vit", {"freeze_bn": True})
+
+
+def test_modules_carry_no_inference_fast_path() -> None:
+    """The plain modules run the same ops with and without autograd (no folding inside them,
+    bit for bit) and store nothing on themselves at inference: speed is the runner's."""
+    pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    for name, kwargs in (("hf_resnet", {}), ("mobilenet_v2", {"pretrained": False})):
+        enc = build_vision_encoder(name, kwargs).eval()
+        _random_bn_stats(enc)
+        x = torch.rand(2, 3, 64, 64)
+        with_grad = enc(x)
+        with torch.no_grad():
+            without = enc(x)
+        assert torch.equal(with_grad, without), name
+        assert not any("_inference_cache" in m.__dict__ for m in enc.modules()), name

@@ -261,7 +261,6 @@ def test_one_call_decoder_matches_the_per_op_loop_and_the_modules(activation):
     """``vl_decoder`` (the whole decoder in one call) against ``DecoderPlan._run_native``'s
     per-op loop and the modules: padded keys, batch 3, and from block 1 with given queries."""
     from vlastack.models.layers.decoder import CrossDecoder
-    from vlastack.models.layers.inference import reference_inference
     from vlastack.runners.native.decoder import DecoderPlan
 
     torch.manual_seed(0)
@@ -280,8 +279,7 @@ def test_one_call_decoder_matches_the_per_op_loop_and_the_modules(activation):
         loop = plan.run(x, plan.context_kv(ctx), cross_mask)
         loop1 = plan.run(x, plan.context_kv(ctx), cross_mask, start=1, first_q=first_q)
         plan.native_params = params
-        with reference_inference():
-            ref = dec(x, dec.context_kv(ctx), valid)
+        ref = dec(x, dec.context_kv(ctx), valid)  # the plain module
     torch.testing.assert_close(fused, loop, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fused1, loop1, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fused, ref, atol=1e-5, rtol=1e-5)

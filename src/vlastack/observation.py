@@ -1,6 +1,6 @@
 """What a robot sends a policy, resolved once: ``parse_observation`` turns a client's dict (any of
 the key spellings real clients use) into a typed ``Observation``, and ``observation_batch`` turns
-windows of them into the model's batch dict (LeRobot keys, ARCHITECTURE.md "Contracts").
+windows of them into the model's ``Batch`` (``vlastack.batch``: LeRobot keys, one spelling each).
 
 Spellings accepted for camera ``<cam>``: ``observation.images.<cam>`` (LeRobot),
 ``observation/<cam>`` (openpi flat), ``images/<cam>`` or ``{"images": {<cam>: ...}}`` (openpi
@@ -19,20 +19,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vlastack.batch import STATE as STATE_KEY
+from vlastack.batch import TASK as TASK_KEY
+from vlastack.batch import Batch, image_key, image_pad_key
 from vlastack.errors import VlastackError
 
-STATE_KEY = "observation.state"
-TASK_KEY = "task"
 DEFAULT_MAX_PROMPT_CHARS = 1000  # instructions are a sentence; a 100 KB prompt is an attack
 
 
 class ObservationError(VlastackError):
     """An observation sent to a policy is missing a key or has the wrong shape or dtype."""
-
-
-def image_key(camera: str) -> str:
-    """The batch key of a camera's frames: ``observation.images.<camera>``."""
-    return f"observation.images.{camera}"
 
 
 @dataclass(frozen=True)
@@ -202,15 +198,15 @@ def observation_batch(
     model_state_dim: int = 0,
     pad_cameras: Sequence[str] = (),
     device: str | torch.device = "cpu",
-) -> dict[str, Any]:
-    """B windows of T observations (oldest first) -> the model's batch: ``observation.images.<cam>``
+) -> Batch:
+    """B windows of T observations (oldest first) -> the model's ``Batch`` (``vlastack.batch``): ``observation.images.<cam>``
     (B, T, 3, H, W), ``observation.state`` (B, T, S), ``task`` list[str] (the newest frame's).
 
     A model trained on a mixture reads more than one robot sends: the state is zero-padded to
     ``model_state_dim`` and each of ``pad_cameras`` is a zero image flagged
     ``observation.images.<cam>_is_pad`` (B, T), as in training (data/mixture.py)."""
     first = windows[0][0]
-    batch: dict[str, Any] = {}
+    batch = Batch()
 
     def stack(get: Any) -> torch.Tensor:
         return torch.stack([torch.stack([get(o) for o in w]) for w in windows]).to(device)
@@ -234,7 +230,7 @@ def observation_batch(
         B, T = len(windows), len(windows[0])
         for cam in pad_cameras:
             batch[image_key(cam)] = torch.zeros(B, T, 3, *image_size, device=device)
-            batch[f"{image_key(cam)}_is_pad"] = torch.ones(B, T, dtype=torch.bool, device=device)
+            batch[image_pad_key(cam)] = torch.ones(B, T, dtype=torch.bool, device=device)
     batch[TASK_KEY] = [w[-1].task for w in windows]
     return batch
 

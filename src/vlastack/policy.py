@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from vlastack.batch import STATE, TASK, Batch, as_batch, image_key
 from vlastack.embodiment import EmbodimentSpec
 from vlastack.errors import ConfigError, DataError, NonFiniteActionError
 from vlastack.models.hierarchy import SUBTASK_KEY
@@ -162,18 +163,19 @@ class Policy:
         self.pad_cameras = list(pad_cameras or [])
         self.embodiment_name = embodiment_name
         self.mixture_members = list(mixture_members or [])
-        # the runner the model's head and trunk run through at inference (vlastack.runners):
-        # the fastest that applies on this device unless ``use_runner`` names another, or
+        # what the model's head, trunk and vision encoder run through at inference
+        # (vlastack.runners): the fastest that applies on this device unless ``use_runner`` names another, or
         # VLASTACK_RUNNER does (``vlastack eval --runner`` sets it for its worker processes)
         self.use_runner(os.environ.get("VLASTACK_RUNNER") or "auto")
 
     def use_runner(self, name: str = "auto") -> str:
-        """Run the model's head (and trunk) through runner ``name`` from now on: ``eager``,
-        ``native`` (CPU), ``cuda_graphs`` (GPU), ``onnxruntime`` (CPU), or ``auto`` (the
+        """Run the model's head (trunk, vision encoder) through runner ``name`` from now on:
+        ``eager``, ``native`` (CPU), ``cuda_graphs`` (GPU), ``onnxruntime`` (CPU), or ``auto`` (the
         fastest that applies here). A runner is built for the weights as they are now: a layer
-        or parameter replaced under the head or trunk afterwards (quantizing the loaded model)
-        is noticed before the next chunk and the runner rebuilt; after changing weight values
-        in place, call this again. Returns the runner's name."""
+        or parameter replaced under the head, trunk or vision encoder afterwards (quantizing the
+        loaded model), an in-place update and a change of BatchNorm statistics or train/eval
+        mode are noticed before the next chunk (``runners.structure_key``) and the runner
+        rebuilt; after writing weights through ``.data``, call this again. Returns the runner's name."""
         if name == "cuda_graphs" and self.device.type != "cuda":
             raise ConfigError(
                 f"CUDA graphs need a CUDA device; this policy runs on {self.device} "
@@ -335,10 +337,10 @@ class Policy:
         }
 
     def observation_keys(self) -> list[str]:
-        keys = [f"observation.images.{c}" for c in self.cameras]
+        keys = [image_key(c) for c in self.cameras]
         if self.state_dim:
-            keys.append("observation.state")
-        keys.append("task")
+            keys.append(STATE)
+        keys.append(TASK)
         return keys
 
     @property
@@ -368,7 +370,7 @@ class Policy:
             max_prompt_chars=self.max_prompt_chars,
         )
 
-    def batch(self, windows: list[list[Observation]]) -> dict[str, Any]:
+    def batch(self, windows: list[list[Observation]]) -> Batch:
         """Windows of observations -> the model's batch on this policy's device (mixture
         padding included), in robot units."""
         return observation_batch(
@@ -412,7 +414,8 @@ class Policy:
         ``model.sample_actions`` (real-time chunking's guided sampler, which needs autograd)."""
         with torch.no_grad() if sample is None else nullcontext():
             with stage("normalize"):
-                normalized = self.normalizer.normalize(dict(batch))
+                batch = as_batch(batch)  # a caller's plain dict: keys checked here
+                normalized = as_batch(self.normalizer.normalize(dict(batch)))
             if sample is None:
                 if structure_key(self.model) != self._runner_key:  # layers swapped since
                     self.use_runner(self._runner_request)

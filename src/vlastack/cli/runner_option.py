@@ -14,6 +14,6 @@ def add_runner_option(p: argparse.ArgumentParser) -> None:
         "--runner",
         default="auto",
         choices=RUNNER_NAMES,
-        help="what runs the model's head and trunk (vlastack.runners): auto = the fastest that "
-        "applies on the device (native on a CPU, eager elsewhere)",
+        help="what runs the model's head, trunk and vision encoder (vlastack.runners): auto = the "
+        "fastest that applies on the device (native on a CPU, eager elsewhere)",
     )

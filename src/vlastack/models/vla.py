@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlastack.batch import as_batch
 from vlastack.errors import ConfigError, DataError
 from vlastack.functional.action_tokenization import (
     actions_to_token_ids,
@@ -26,9 +27,9 @@ from vlastack.functional.action_tokenization import (
     token_ids_to_actions,
 )
 from vlastack.functional.fast_tokenizer import FastTokenizer
-from vlastack.models.action_heads.fast import check_tokenizer_shape, encode_chunks
+from vlastack.models.aux_fast import build_aux_fast, fast_lm_ids
 from vlastack.models.bitlinear import ternarize_
-from vlastack.models.common import freeze_, make_config, masked_mean
+from vlastack.models.common import freeze_, masked_mean
 from vlastack.models.foresight import Foresight, subgoal_config, world_model_config
 from vlastack.models.hierarchy import SUBTASK_KEY, SubtaskHierarchy
 from vlastack.models.language import build_language
@@ -80,9 +81,11 @@ class VLA(nn.Module):
     head: Any  # an action head (vlastack.models.action_heads.base.ActionHead contract)
     # The runner slots (``vlastack.runners``): set, they are called at inference instead of
     # ``head.sample_actions(context, mask, generator=...)`` and the trunk's
-    # ``encoder_forward(trunk, x, mask)``; None runs the modules themselves (eager)
+    # ``encoder_forward(trunk, x, mask)`` and ``self.vision(batch, film_cond)`` (the vision
+    # runner only in eval mode); None runs the modules themselves (eager)
     head_runner: Any = None
     trunk_runner: Any = None
+    vision_runner: Any = None
     last_subgoal: torch.Tensor | None = None  # CoT-VLA: latents of the last generated subgoal
 
     def __init__(self, cfg: VLAConfig, head_builder: HeadBuilder | None = None) -> None:
@@ -160,55 +163,19 @@ class VLA(nn.Module):
             raise ConfigError("the LM vocabulary is smaller than num_action_bins")
         self.aux_fast: FastTokenizer | None = None
         if cfg.aux_token_loss == "fast":
-            self.aux_fast = self._build_aux_fast()
+            self.aux_fast = build_aux_fast(self.config, self.language.vocab_size)
         for part in cfg.ternary:
             mod = self.head if part == "head" else getattr(self, part, None)
             if mod is not None:
                 ternarize_(mod)
 
-    def _build_aux_fast(self) -> FastTokenizer:
-        """The FAST tokenizer of the auxiliary loss; its ids take the LM vocabulary's last
-        ``vocab_size + 1`` slots (one end-of-action id), as openpi overwrites PaliGemma's."""
-        cfg = self.config
-        fc = make_config(FastAuxConfig, cfg.aux_token_kwargs, "model config aux_token_kwargs")
-        if fc.tokenizer_path:
-            tok = FastTokenizer.load(fc.tokenizer_path)
-            check_tokenizer_shape(
-                tok, cfg.action_horizon, cfg.action_dim, "aux_token_kwargs.tokenizer_path"
-            )
-        else:
-            tok = FastTokenizer.untrained(cfg.action_horizon, cfg.action_dim, fc.scale)
-        if self.language.vocab_size < tok.vocab_size + 1:
-            raise ConfigError(
-                f"aux_token_loss='fast': the LM vocabulary ({self.language.vocab_size}) is smaller "
-                f"than the FAST vocabulary + end-of-action ({tok.vocab_size + 1}); fit a smaller "
-                "tokenizer (`vlastack fast fit --vocab-size`)"
-            )
-        return tok
-
     def fast_lm_ids(
         self, actions: torch.Tensor, action_is_pad: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """FAST tokens of each chunk as LM ids: FAST id t -> vocab-1-t, end-of-action ->
-        vocab-1-V_fast. Returns the teacher-forced inputs (B, L) and their mask (B, L) (False on
-        right padding), and targets (B, L+1) = tokens + end-of-action, -100 on padding."""
+        """The chunks' FAST tokens as LM ids (``aux_fast.fast_lm_ids``) on this model's device."""
         assert self.aux_fast is not None
-        top = self.language.vocab_size - 1
-        eoa = top - self.aux_fast.vocab_size
-        seqs = [
-            [top - t for t in s][: self.aux_fast.max_tokens_per_chunk]
-            for s in encode_chunks(self.aux_fast, actions, action_is_pad)
-        ]
-        B, L = len(seqs), max(len(s) for s in seqs)
-        inp = torch.full((B, L), eoa, dtype=torch.long)
-        inp_mask = torch.zeros(B, L, dtype=torch.bool)
-        tgt = torch.full((B, L + 1), -100, dtype=torch.long)
-        for i, seq in enumerate(seqs):
-            inp[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-            inp_mask[i, : len(seq)] = True
-            tgt[i, : len(seq) + 1] = torch.tensor([*seq, eoa], dtype=torch.long)
-        dev = self.device
-        return inp.to(dev), inp_mask.to(dev), tgt.to(dev)
+        ids = fast_lm_ids(self.aux_fast, self.language.vocab_size, actions, action_is_pad)
+        return tuple(t.to(self.device) for t in ids)  # type: ignore[return-value]
 
     def _tokens_per_frame(self) -> int:
         """Tokens the projector makes from one frame (one dummy forward at build time)."""
@@ -308,7 +275,14 @@ class VLA(nn.Module):
         assert self.vision is not None and self.projector is not None
         feats = batch.get(IMAGE_FEATURES_KEY)  # precomputed by a frozen encoder (feature_cache)
         if feats is None:
-            feats = self.vision(batch, film_cond)  # (B, cams, T, n, D_enc)
+            vision = self.vision
+            if (
+                self.vision_runner is not None
+                and not torch.is_grad_enabled()
+                and not vision.training
+            ):
+                vision = self.vision_runner  # runners are inference only
+            feats = vision(batch, film_cond)  # (B, cams, T, n, D_enc)
         B, C, T, n, _ = feats.shape
         tok = self.projector(feats.flatten(0, 2))  # (B*C*T, n', D): reduce each frame on its own
         tok = tok.view(B, C, T, tok.shape[1], -1)
@@ -339,6 +313,7 @@ class VLA(nn.Module):
         self, batch: Mapping[str, Any]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(B, N, D) prefix embeddings before any backbone, mask (B, N), and the instruction embedding."""
+        batch = as_batch(batch)  # a plain dict is checked here: one spelling of each key
         B = self._batch_size(batch)
         dev = self.device
         parts: list[torch.Tensor] = []
@@ -437,6 +412,7 @@ class VLA(nn.Module):
     def loss(self, batch: Mapping[str, Any]) -> torch.Tensor:
         """Per-sample training loss (B,) on a normalized batch."""
         cfg = self.config
+        batch = as_batch(batch)
         actions, is_pad = self._actions(batch)
         dim_mask = batch.get("action_dim_mask")
         dim_mask = dim_mask.to(self.device) if isinstance(dim_mask, torch.Tensor) else None

@@ -1,10 +1,10 @@
 """Runners: the one seam inference speed lives behind (see ``base``).
 
-A runner takes a built module (an action head, the trunk) and returns a callable with the same
-outputs: ``eager`` (the modules themselves), ``native`` (the CPU fast path: native kernels and
+A runner takes a built module (an action head, the trunk, the vision encoder) and returns a
+callable with the same outputs: ``eager`` (the modules themselves), ``native`` (the CPU fast path: native kernels and
 prepacked plans per block type), ``cuda_graphs`` (recorded CUDA graphs of the head's sampler)
 and ``onnxruntime`` (the exported ONNX sampler). ``Policy.use_runner`` plugs one into the
-model's ``head_runner`` / ``trunk_runner`` slots; ``auto`` picks the fastest applicable on the
+model's ``head_runner`` / ``trunk_runner`` / ``vision_runner`` slots; ``auto`` picks the fastest applicable on the
 device (``default_runner``). This package sits above ``models``; models never import it.
 """
 
@@ -51,27 +51,37 @@ def default_runner(device: torch.device | str) -> str:
 
 def structure_key(model: Any) -> tuple:
     """What a runner built for ``model`` depends on: the identity of every module and parameter
-    under its head and trunk, and each parameter's in-place version counter. A swapped layer
+    under its head, trunk and vision encoder, and each one's train/eval mode, and each parameter's in-place version counter. A swapped layer
     (int8 / ternary quantization of a loaded policy), an assigned parameter, a new head or an
     in-place update of a weight's values (``copy_`` under ``no_grad``, an optimizer step)
     changes it, so a runner never serves stale packed weights. Cheap (~tens of µs), so the
     ``Policy`` compares it before each chunk. (Writes through ``.data`` bypass the counter:
     call ``use_runner`` again after those.)"""
-    parts = [m for m in (getattr(model, "head", None), getattr(model, "trunk", None)) if m]
+    names = ("head", "trunk", "vision")
+    parts = [m for m in (getattr(model, n, None) for n in names) if m is not None]
     return tuple(
         (
             tuple(map(id, m.modules())),
             tuple(map(id, m.parameters())),
             tuple(-1 if p.is_inference() else p._version for p in m.parameters()),
+            # BatchNorm's running statistics change inside its kernel (no version bump); the
+            # counter it bumps from Python on each training step does
+            tuple(-1 if b.is_inference() else b._version for b in m.buffers()),
+            tuple(x.training for x in m.modules()),
         )
         for m in parts
     )
 
 
+def clear_runners(model: Any) -> None:
+    """Empty ``model``'s runner slots: it runs its own modules again (training goes on)."""
+    model.head_runner = model.trunk_runner = model.vision_runner = None
+
+
 def use_runner(model: Any, name: str = "auto") -> str:
-    """Plug runner ``name`` into ``model``'s (a VLA's) ``head_runner`` / ``trunk_runner``
-    slots; returns the runner's name. ``auto`` picks ``default_runner``; a named runner that
-    cannot run this head raises a ``ConfigError`` with its reason."""
+    """Plug runner ``name`` into ``model``'s (a VLA's) ``head_runner`` / ``trunk_runner`` /
+    ``vision_runner`` slots; returns the runner's name. ``auto`` picks ``default_runner``; a
+    named runner that cannot run this head raises a ``ConfigError`` with its reason."""
     device = next(model.parameters()).device
     resolved = default_runner(device) if name == "auto" else name
     runner = get_runner(resolved)
@@ -79,6 +89,7 @@ def use_runner(model: Any, name: str = "auto") -> str:
         if resolved in ("eager", "native") or name == "auto":
             model.head_runner = None
             model.trunk_runner = runner.trunk(model.trunk) if model.trunk is not None else None
+            model.vision_runner = _vision(runner, model)
             return resolved
         raise ConfigError(
             f"runner {resolved!r}: this model decodes actions as language-model tokens, which "
@@ -89,15 +100,32 @@ def use_runner(model: Any, name: str = "auto") -> str:
         raise ConfigError(f"runner {resolved!r} cannot run head '{model.config.head}': {why}")
     model.head_runner = None if resolved == "eager" else runner.head(model.head)
     model.trunk_runner = runner.trunk(model.trunk) if model.trunk is not None else None
+    model.vision_runner = _vision(runner, model)
     return resolved
+
+
+def _vision(runner: Runner, model: Any) -> Any:
+    """The slot holds the runner's encoder as a bound ``__call__``: a module assigned to a
+    module attribute would become a submodule (its folded weights in the state dict)."""
+    vision = getattr(model, "vision", None)
+    fast = runner.vision(vision) if vision is not None else None
+    return None if fast is None else fast.__call__
+
+
+def vision_for_inference(vision: Any, device: torch.device | str) -> Any:
+    """``vision`` (a ``MultiCameraEncoder`` in eval mode) as the device's default runner runs
+    it, for callers that encode frames outside a ``Policy`` (the feature cache)."""
+    return get_runner(default_runner(device)).vision(vision) or vision
 
 
 __all__ = [
     "RUNNERS",
     "RUNNER_CHOICES",
     "Runner",
+    "clear_runners",
     "default_runner",
     "get_runner",
     "structure_key",
     "use_runner",
+    "vision_for_inference",
 ]

@@ -1,6 +1,6 @@
-"""What a runner is: it takes a built module (an action head, the observation trunk) and
-returns a callable with the same outputs, faster on some device. The modules stay plain
-``nn.Module``s written once; every inference speed-up lives in a runner, chosen by the
+"""What a runner is: it takes a built module (an action head, the observation trunk, the
+vision encoder) and returns a callable with the same outputs, faster on some device. The
+modules stay plain ``nn.Module``s written once; every inference speed-up lives in a runner, chosen by the
 ``Policy`` (``Policy.use_runner``; ``--runner`` on ``serve``, ``bench latency`` and ``eval``).
 
 A runner is built for frozen inference weights: whatever it derives from them (weight packs,
@@ -19,6 +19,8 @@ from torch import nn
 
 HeadFn = Callable[..., torch.Tensor]  # (context, context_mask, generator=None) → (B, H, A)
 TrunkFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x, mask) → x
+# (batch, film_cond) → (B, cams, T, n, D); a module with ``MultiCameraEncoder``'s interface
+VisionFn = nn.Module
 
 
 class Runner:
@@ -39,6 +41,11 @@ class Runner:
 
     def trunk(self, trunk: nn.Module) -> TrunkFn | None:
         """``encoder_forward(trunk, x, mask)`` as this runner runs it; None: the module."""
+        return None
+
+    def vision(self, vision: nn.Module) -> VisionFn | None:
+        """The VLA's ``MultiCameraEncoder`` as this runner runs it (same ``forward`` and
+        ``encode_frames``), used at inference only (autograd off, eval mode); None: the module."""
         return None
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+from vlastack.batch import as_batch
 from vlastack.errors import ConfigError, DataError
 from vlastack.training import distributed
 from vlastack.training.config import TrainConfig
@@ -29,7 +30,7 @@ def per_rank_batch(cfg: TrainConfig, dist: distributed.DistInfo) -> int:
 def first_batch(parts: TrainingParts, batch_size: int) -> Batch:
     n = min(batch_size, len(parts.train_dataset))  # type: ignore[arg-type]
     collate = parts.collate_fn or torch.utils.data.default_collate
-    return collate([parts.train_dataset[i] for i in range(n)])
+    return as_batch(collate([parts.train_dataset[i] for i in range(n)]))
 
 
 def batch_stream(
@@ -83,7 +84,7 @@ def batch_stream(
     it = iter(loader) if num_workers > 0 or not decodes_frames(parts) else ReadAhead(iter(loader))
     try:
         while True:
-            batch = next(it)
+            batch = as_batch(next(it))  # keys checked: one spelling each (vlastack.batch)
             batch_in_epoch += 1
             yield epoch, batch_in_epoch, batch
             if batch_in_epoch == batches.per_epoch:

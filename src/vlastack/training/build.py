@@ -23,7 +23,7 @@ from vlastack.embodiment import EmbodimentSpec
 from vlastack.errors import ConfigError, DataError
 from vlastack.training.config import DataSpec, TrainConfig, parse_data
 from vlastack.training.fit_checks import check_action_range, check_recipe_fits
-from vlastack.training.parts import Batch, TrainingParts, ValSet
+from vlastack.training.parts import TrainingParts, ValSet
 
 
 @dataclass
@@ -318,7 +318,7 @@ def merge_embodiments(
     return merged, resized
 
 
-def collate_own_actions(samples: list[Batch], action_dim: int) -> Batch:
+def collate_own_actions(samples: list[dict[str, Any]], action_dim: int) -> dict[str, Any]:
     """Collate a member's held-out windows and cut ``action`` back to that robot's size, so
     open-loop errors are per real dimension in its units (the model input stays padded)."""
     from vlastack.data.dataset import collate

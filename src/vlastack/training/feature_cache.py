@@ -20,6 +20,7 @@ from vlastack.data.dataset import WindowedDataset
 from vlastack.data.reader import DatasetReader
 from vlastack.models.foresight import FUTURE_FEATURES_KEY
 from vlastack.models.vla import IMAGE_FEATURES_KEY
+from vlastack.runners import vision_for_inference
 
 
 def can_cache(model: Any) -> bool:
@@ -52,6 +53,7 @@ def compute_frame_features(
     was_training = vision.training
     vision.eval()
     dev = next(model.parameters()).device
+    encoder = vision_for_inference(vision, dev)  # native on a CPU: Conv→BatchNorm folded
     out: torch.Tensor | None = None
     bar = None
     if progress:
@@ -75,7 +77,7 @@ def compute_frame_features(
                     x = F.interpolate(
                         x, size=(H, W), mode="bilinear", align_corners=False, antialias=True
                     )
-                toks.append(vision.encode_frames(ci, x).to("cpu", dtype))
+                toks.append(encoder.encode_frames(ci, x).to("cpu", dtype))
             per_cam.append(torch.cat(toks))  # (L, n, D)
         feats = torch.stack(per_cam, dim=1)  # (L, cams, n, D)
         if out is None:

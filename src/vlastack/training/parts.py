@@ -15,9 +15,10 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from vlastack.batch import Batch
 from vlastack.embodiment import EmbodimentSpec
 
-Batch = dict[str, Any]
+Sample = dict[str, Any]  # one dataset window, before ``collate``
 
 
 @runtime_checkable
@@ -55,7 +56,7 @@ class TrainingParts:
     normalizer: Any = None  # data.normalization.Normalizer (or None = batches already normalized)
     embodiment: EmbodimentSpec | None = None
     model_config: dict[str, Any] = field(default_factory=dict)
-    collate_fn: Callable[[list[Batch]], Batch] | None = None
+    collate_fn: Callable[[list[Sample]], dict[str, Any]] | None = None
     tasks: list[str] = field(default_factory=list)  # distinct instructions, for the probe
     action_names: list[str] | None = None
     uses_language: bool = True
@@ -77,6 +78,6 @@ class ValSet:
     name: str  # "" for a single dataset (metric keys stay val/action_mse)
     dataset: Dataset
     normalizer: Any
-    collate_fn: Callable[[list[Batch]], Batch] | None = None
+    collate_fn: Callable[[list[Sample]], dict[str, Any]] | None = None
     action_names: list[str] | None = None
     tasks: list[str] = field(default_factory=list)

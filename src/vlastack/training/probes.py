@@ -10,7 +10,7 @@ whatever I ask".
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,22 +20,19 @@ import numpy as np
 import torch
 
 from vlastack import atomic
-
-Batch = dict[str, Any]
-
-
-def to_device(batch: Batch, device: torch.device) -> Batch:
-    return {
-        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-        for k, v in batch.items()
-    }
+from vlastack.batch import Batch, as_batch
 
 
-def normalize_batch(normalizer: Any, batch: Batch) -> Batch:
+def to_device(batch: Mapping[str, Any], device: torch.device) -> Batch:
+    """The batch on ``device``, as a ``Batch`` (keys checked: one spelling each)."""
+    return as_batch(batch).map(lambda v: v.to(device, non_blocking=True))
+
+
+def normalize_batch(normalizer: Any, batch: Mapping[str, Any]) -> Batch:
     if normalizer is None:
-        return batch
+        return as_batch(batch)
     out = normalizer.normalize(dict(batch))
-    return out if out is not None else batch
+    return as_batch(out if out is not None else batch)
 
 
 SampleFn = Callable[[Batch], torch.Tensor]
@@ -208,13 +205,13 @@ def language_sensitivity(
     nb = normalize_batch(normalizer, to_device(batch, device))
     base = seeded_sample(sample_fn, nb, seed, autocast)
     own = list(nb["task"])
-    blank = seeded_sample(sample_fn, {**nb, "task": [""] * len(own)}, seed, autocast)
+    blank = seeded_sample(sample_fn, Batch({**nb, "task": [""] * len(own)}), seed, autocast)
     distinct = sorted(set(tasks) | set(own))
     swap_delta = None
     if len(distinct) > 1:
         # Each sample gets the next distinct task after its own (never its own).
         swapped = [distinct[(distinct.index(t) + 1) % len(distinct)] for t in own]
-        sw = seeded_sample(sample_fn, {**nb, "task": swapped}, seed, autocast)
+        sw = seeded_sample(sample_fn, Batch({**nb, "task": swapped}), seed, autocast)
         swap_delta = float((sw - base).abs().mean())
     return LanguageProbe(
         blank_delta=float((blank - base).abs().mean()),

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from vlastack.errors import ConfigError
 from vlastack.models.vla import VLA
-from vlastack.runners import use_runner
+from vlastack.runners import clear_runners, use_runner
 from vlastack.training import distributed, probes
 from vlastack.training.config import TrainConfig
 from vlastack.training.logging import RunLogger
@@ -112,7 +112,7 @@ def validate(
         if probe is not None:
             metrics.update(probe.metrics())
     if plugged:  # training goes on with the plain modules (a runner holds this round's weights)
-        eval_model.head_runner = eval_model.trunk_runner = None
+        clear_runners(eval_model)
     net.train(was_training)
     eval_model.train(was_training)
     if not dist.is_main:

@@ -17,7 +17,7 @@ from torch import nn
 from vlastack.errors import ConfigError, MissingExtraError
 from vlastack.models.common import FiLM
 from vlastack.models.vision.base import VisionEncoder
-from vlastack.models.vision.fusion import FoldingSequential, keep_batchnorm_eval
+from vlastack.models.vision.fusion import keep_batchnorm_eval
 
 WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
 # (expansion t, channels c, repeats n, first stride s) from the MobileNetV2 paper, Table 2.
@@ -49,7 +49,7 @@ class MobileNetV2Config:
 def _conv_bn_relu(
     cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1
 ) -> nn.Sequential:
-    return FoldingSequential(
+    return nn.Sequential(
         nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
         nn.BatchNorm2d(cout),
         nn.ReLU6(inplace=True),
@@ -69,7 +69,7 @@ class InvertedResidual(nn.Module):
             nn.Conv2d(hidden, cout, 1, bias=False),
             nn.BatchNorm2d(cout),
         ]
-        self.conv = FoldingSequential(*layers)
+        self.conv = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv(x) if self.use_res_connect else self.conv(x)

@@ -6,6 +6,8 @@ the plain module when the runner is built, so any head made of these blocks is f
 - ``Attention`` / ``MLP`` / ``nn.Linear`` → packed forms (``layers``): q/k/v in one product,
   the activation fused into the first FFN product, weights packed once;
 - the observation trunk (``nn.TransformerEncoder``) → ``trunk.EncoderPlan``;
+- the vision encoder → ``vision.fold_encoder``: each eval-mode Conv2d → BatchNorm2d pair folded
+  into one convolution (MobileNetV2, ``hf_resnet``);
 - whole-head shortcuts where a head's math allows them: ACT's z = 0 sampler (``act``),
   the diffusion U-Net's plan and split FiLM (``unet``), and π0's expert dropping an all-valid
   attention mask (same softmax).
@@ -34,13 +36,14 @@ from vlastack.models.action_heads.flow_matching import FlowMatchingHead
 from vlastack.models.layers.attention import Attention
 from vlastack.models.layers.decoder import CrossDecoder
 from vlastack.models.layers.mlp import MLP
-from vlastack.runners.base import HeadFn, Runner, TrunkFn, no_grad
+from vlastack.runners.base import HeadFn, Runner, TrunkFn, VisionFn, no_grad
 from vlastack.runners.native.act import native_act
 from vlastack.runners.native.decoder import DecoderPlan, NativeDecoder
 from vlastack.runners.native.layers import PackedAttention, PackedLinear, packed_mlp
 from vlastack.runners.native.linear import plain_linears
 from vlastack.runners.native.trunk import native_trunk
 from vlastack.runners.native.unet import native_unet_head
+from vlastack.runners.native.vision import native_vision
 
 
 def _decoder(m: nn.Module) -> nn.Module | None:
@@ -136,3 +139,6 @@ class NativeRunner(Runner):
 
     def trunk(self, trunk: nn.Module) -> TrunkFn | None:
         return native_trunk(trunk)
+
+    def vision(self, vision: nn.Module) -> VisionFn | None:
+        return native_vision(vision)

@@ -20,7 +20,6 @@ from vlastack import native
 from vlastack.models.layers.attention import KV, LayerKVCache
 from vlastack.models.layers.block import Block
 from vlastack.models.layers.decoder import CrossDecoder
-from vlastack.models.layers.inference import _version
 from vlastack.models.layers.mlp import mlp_activation
 from vlastack.runners.native.linear import (
     onednn_plan,
@@ -244,7 +243,7 @@ class DecoderPlan:
                 cross_mask.data_ptr(),
                 cross_mask.shape,
                 cross_mask.stride(),
-                _version(cross_mask),
+                -1 if cross_mask.is_inference() else cross_mask._version,
             )
         )
         hit = kvs.short
