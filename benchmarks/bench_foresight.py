@@ -10,6 +10,10 @@ and ``<out>/foresight_compare.json`` + ``report.html`` over all arms. Arms:
 * ``wm``: ``demo`` + ``--model.world_model.weight=0.1 --model.world_model.horizon=8``
 * ``flow`` / ``flow_wm_rank``: the demo backbone with a flow-matching head, without / with the
   world model ranking 8 sampled chunks (medoid rule)
+* ``flower``: the demo backbone with half its trunk layers and FLOWER's head (global AdaLN,
+  rectified flow, 4 steps): compare with ``flow``
+* ``hierarchy``: ``flow`` + the System 2 / System 1 split (subtask classifier + subtask token):
+  compare with ``flow``
 
     python benchmarks/bench_foresight.py --data DEMO_OUT/data --out runs-cot --steps 400
 """
@@ -32,6 +36,17 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     "wm": ("demo", WM),
     "flow": ("demo", FLOW),
     "flow_wm_rank": ("demo", [*FLOW, *WM, "--model.world_model.rank_samples=8"]),
+    "flower": (
+        "demo",
+        [
+            "--model.head=flower",
+            '--model.head_kwargs={"width": 128, "depth": 2, "num_heads": 4, "num_steps": 4}',
+            "--model.trunk_layers=1",
+            # FLOWER clips the chunk to [-1, 1]: its published (min-max) action range
+            '--model.normalization={"observation.state": "mean_std", "action": "min_max"}',
+        ],
+    ),
+    "hierarchy": ("demo", [*FLOW, "--model.hierarchy=true"]),
 }
 
 
