@@ -17,7 +17,7 @@ from vlastack.runners.cuda_graphs import CudaGraphsRunner, GraphedHead
 
 D, H, A = 32, 4, 3
 SMALL = {"width": 32, "num_heads": 2}
-CAPTURABLE = {"act", "l1", "mlp", "bins", "bins_ar", "flow_matching", "diffusion"}
+CAPTURABLE = {"act", "l1", "mlp", "bins", "bins_ar", "flow_matching", "flower", "diffusion"}
 NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
