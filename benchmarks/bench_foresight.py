@@ -115,15 +115,49 @@ def run_arm(name: str, data: Path, out: Path, steps: int, episodes: int, workers
     return row
 
 
+def plot(rows: list[dict], path: Path) -> None:
+    """Success per arm with Wilson 95% whiskers (the rows of one or more runs)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(rows)), 3.6))
+    for i, r in enumerate(rows):
+        p, (lo, hi) = 100 * r["success_rate"], [100 * x for x in r["ci95"]]
+        ax.bar(i, p, color="tab:orange" if "flow" in " ".join(r["overrides"]) else "tab:blue")
+        ax.errorbar(i, p, yerr=[[p - lo], [hi - p]], color="k", capsize=4)
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels([f"{r['arm']}\n({r['recipe']})" for r in rows], fontsize=8)
+    ax.set_ylabel("success %, Wilson 95%")
+    ax.set_ylim(0, 100)
+    steps = sorted({r["steps"] for r in rows})
+    ax.set_title(f"same data and backbone, {steps} training steps", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True)
+    p.add_argument(
+        "--plot-only",
+        nargs="+",
+        metavar="JSON",
+        help="only draw --out (a .png) from the foresight_compare.json of earlier runs",
+    )
+    p.add_argument("--data")
     p.add_argument("--out", required=True)
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--episodes-per-task", type=int, default=10)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--arms", nargs="+", default=["flat", "cot", "wm"], choices=list(ARMS))
     a = p.parse_args()
+    if a.plot_only:
+        plot([r for f in a.plot_only for r in json.loads(Path(f).read_text())], Path(a.out))
+        return
+    if not a.data:
+        p.error("--data is required (the demo's dataset folder)")
     out = Path(a.out)
     rows = []
     for name in a.arms:
@@ -133,6 +167,7 @@ def main() -> None:
     from vlastack.evaluation.report import build_report
 
     build_report([out / r["arm"] / "eval" for r in rows], out / "report.html", videos="link")
+    plot(rows, out / "foresight_compare.png")
     for r in rows:
         print(
             f"{r['arm']:>13}: {r['successes']}/{r['episodes']} "
