@@ -8,6 +8,7 @@ uninterrupted run gives. The same on Ray: tests/test_executors_ray.py.
 from __future__ import annotations
 
 import json
+import signal
 
 import pytest
 
@@ -27,8 +28,15 @@ def eval_args(ckpt, out, *extra):
 def check_resumed(ckpt, out, argv, capsys):
     """Interrupt ``vlastack eval argv`` after 2 episodes, resume it, check the outcome."""
     log = out / "episodes.jsonl"
-    watcher = interrupt_after_lines(log, 2)
-    assert main(argv) == 130
+    # Ctrl-C must reach the command as Python's KeyboardInterrupt, whatever SIGINT handler an
+    # earlier test in this process left installed (the full run failed here once, in isolation
+    # never): set the interpreter's default for the interrupted run, then put back what was there
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        watcher = interrupt_after_lines(log, 2)
+        assert main(argv) == 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
     watcher.join(timeout=5)
     assert "--resume" in capsys.readouterr().err
     first = [json.loads(x) for x in log.read_text().splitlines()]
