@@ -23,7 +23,6 @@ packs are copies of the weights when the runner was built: rebuild it after they
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +40,7 @@ from vlastack.runners.native.act import native_act
 from vlastack.runners.native.decoder import DecoderPlan, NativeDecoder
 from vlastack.runners.native.layers import PackedAttention, PackedLinear, packed_mlp
 from vlastack.runners.native.linear import plain_linears
+from vlastack.runners.native.rewrite import rewrite, shallow_copy
 from vlastack.runners.native.trunk import native_trunk
 from vlastack.runners.native.unet import native_unet_head
 from vlastack.runners.native.vision import native_vision
@@ -67,32 +67,10 @@ BLOCK_RULES: dict[type, Callable[[nn.Module], nn.Module | None]] = {
 }
 
 
-def shallow_copy(module: nn.Module) -> nn.Module:
-    """A copy of ``module`` with its own child table (parameters and buffers shared)."""
-    c = copy.copy(module)
-    c.__dict__["_modules"] = dict(module._modules)
-    return c
-
-
 def swap_blocks(module: nn.Module) -> nn.Module:
     """``module`` with every block a rule covers replaced by its fast form: the module itself
     where nothing under it changes, else a shallow copy (the original is untouched)."""
-    rule = BLOCK_RULES.get(type(module))
-    if rule is not None:
-        fast = rule(module)
-        if fast is not None:
-            return fast
-    changed: dict[str, nn.Module] = {}
-    for name, child in module._modules.items():
-        if child is not None:
-            new = swap_blocks(child)
-            if new is not child:
-                changed[name] = new
-    if not changed:
-        return module
-    out = shallow_copy(module)
-    out._modules.update(changed)
-    return out
+    return rewrite(module, lambda m: BLOCK_RULES.get(type(m)))
 
 
 def _flow(head: Any) -> Any:

@@ -20,11 +20,12 @@ change (``Policy`` does, from ``runners.structure_key``).
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 
 import torch
 from torch import nn
+
+from vlastack.runners.native.rewrite import rewrite, shallow_copy
 
 
 def foldable(conv: nn.Module, bn: nn.Module) -> bool:
@@ -92,16 +93,10 @@ def _conv_norm(layer: nn.Module) -> nn.Module | None:
     conv, bn = layer._modules.get("convolution"), layer._modules.get("normalization")
     if conv is None or bn is None or not foldable(conv, bn):
         return None
-    out = _shallow_copy(layer)
+    out = shallow_copy(layer)
     out._modules["convolution"] = fold_conv_bn(conv, bn)  # type: ignore[arg-type]
     out._modules["normalization"] = nn.Identity()
     return out
-
-
-def _shallow_copy(module: nn.Module) -> nn.Module:
-    c = copy.copy(module)
-    c.__dict__["_modules"] = dict(module._modules)
-    return c
 
 
 # module type (or, for optional libraries, "module path:class name") → its folded form
@@ -120,22 +115,7 @@ def _rule(module: nn.Module) -> Callable[[nn.Module], nn.Module | None] | None:
 def fold_encoder(module: nn.Module) -> nn.Module:
     """``module`` with every foldable Conv2d → BatchNorm2d pair folded: the module itself where
     nothing under it folds, else a shallow copy (the original is untouched)."""
-    rule = _rule(module)
-    if rule is not None:
-        fast = rule(module)
-        if fast is not None:
-            return fast
-    changed: dict[str, nn.Module] = {}
-    for name, child in module._modules.items():
-        if child is not None:
-            new = fold_encoder(child)
-            if new is not child:
-                changed[name] = new
-    if not changed:
-        return module
-    out = _shallow_copy(module)
-    out._modules.update(changed)
-    return out
+    return rewrite(module, _rule)
 
 
 def native_vision(vision: nn.Module) -> nn.Module | None:
