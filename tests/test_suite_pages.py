@@ -308,3 +308,64 @@ def test_backbone_conditions_and_conv_lora_merge():
     assert not any("lora" in n for n, _ in merged.named_parameters())
     torch.testing.assert_close(merged.vision(x), net.vision(x), rtol=1e-4, atol=1e-4)
     assert not torch.allclose(merged.vision[0].weight, net.vision[0].base_layer.weight)
+
+
+def test_an_interrupted_suite_reuses_finished_runs_and_refuses_another_budget(
+    tmp_path, monkeypatch
+):
+    """A (condition, seed) run that finished is read back instead of retrained; a record with
+    another budget is refused, and a damaged one names the file to delete."""
+    import importlib
+
+    from vlastack.errors import ConfigError
+    from vlastack.experiments.prepare import RUN_RECORD, finished_run, record_finished_run
+
+    bb = importlib.import_module(
+        "vlastack.experiments.backbone"
+    )  # the package re-exports the function
+    data = tmp_path / "data"
+    (data / "meta").mkdir(parents=True)
+    (data / "meta" / "info.json").write_text("{}")
+    out = tmp_path / "out"
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(bb, "train_one", no_training)
+    tasks = ["metaworld/reach-v3"]
+    row = {"condition": "frozen", "train_seed": 0, "successes": 7, "episodes": 10, "train_s": 3.0}
+    budget = {
+        "recipe": "demo",
+        "condition": "frozen",
+        "lora_rank": 8,
+        "data": str(data),
+        "steps": 5,
+        "max_minutes": None,
+        "tasks": tasks,
+        "episodes_per_task": 10,
+        "seed": 0,
+        "max_steps": None,
+    }
+    record_finished_run(out / "frozen" / "seed0", budget, row)
+    table = bb.backbone(
+        "metaworld/reach-v3",
+        conditions=["frozen"],
+        data=data,
+        steps=5,
+        out_dir=out,
+        progress=False,
+    )
+    assert table["runs"] == [row]
+    assert table["rows"][0]["success"]["successes"] == 7
+    with pytest.raises(ConfigError, match="another --out"):
+        bb.backbone(
+            "metaworld/reach-v3",
+            conditions=["frozen"],
+            data=data,
+            steps=6,
+            out_dir=out,
+            progress=False,
+        )
+    (out / "frozen" / "seed0" / RUN_RECORD).write_text("{not json")
+    with pytest.raises(ConfigError, match="delete it"):
+        finished_run(out / "frozen" / "seed0", budget)

@@ -30,7 +30,14 @@ from vlastack.experiments.page import (
     success_text,
     write_section,
 )
-from vlastack.experiments.prepare import ensure_dataset, mem_est_mb, split_envs, train_one
+from vlastack.experiments.prepare import (
+    ensure_dataset,
+    finished_run,
+    mem_est_mb,
+    record_finished_run,
+    split_envs,
+    train_one,
+)
 from vlastack.image_size import DEFAULT_IMAGE_SIZE
 
 CONDITIONS = ("frozen", "finetuned", "lora", "scratch")
@@ -133,9 +140,27 @@ def backbone(
     for cond in conditions:
         model, overrides = condition_settings(cond, base.model, lora_rank)
         for ts in train_seeds:
+            run_dir = out / cond / f"seed{ts}"
+            budget = {
+                "recipe": recipe,
+                "condition": cond,
+                "lora_rank": lora_rank,
+                "data": str(dataset),
+                "steps": steps,
+                "max_minutes": max_minutes,
+                "tasks": tasks,
+                "episodes_per_task": episodes_per_task,
+                "seed": seed,
+                "max_steps": max_steps,
+            }
+            done = finished_run(run_dir, budget)
+            if done is not None:
+                if progress:
+                    print(f"[backbone] {cond} seed {ts}: finished earlier, reusing {run_dir}")
+                runs.append(done)
+                continue
             if progress:
                 print(f"[backbone] {cond} seed {ts}: training {steps} steps of recipe {recipe}")
-            run_dir = out / cond / f"seed{ts}"
             result, train_s, mem = train_one(
                 recipe,
                 dataset,
@@ -193,6 +218,7 @@ def backbone(
                     "eval_dir": str(run_dir / "eval"),
                 }
             )
+            record_finished_run(run_dir, budget, runs[-1])
     table = {
         "suite": "backbone",
         "env": env,

@@ -23,7 +23,14 @@ from vlastack.experiments.page import (
     success_text,
     write_section,
 )
-from vlastack.experiments.prepare import ensure_dataset, mem_est_mb, split_envs, train_one
+from vlastack.experiments.prepare import (
+    ensure_dataset,
+    finished_run,
+    mem_est_mb,
+    record_finished_run,
+    split_envs,
+    train_one,
+)
 from vlastack.image_size import DEFAULT_IMAGE_SIZE
 
 DEFAULT_HEADS = ("l1", "act", "diffusion", "diffusion_unet", "flow_matching", "bins", "fast")
@@ -127,6 +134,23 @@ def heads(
     runs: list[dict[str, Any]] = []
     for head in heads:
         for ts in train_seeds:
+            budget = {
+                "recipe": recipe,
+                "head": head,
+                "data": str(dataset),
+                "steps": steps,
+                "max_minutes": max_minutes,
+                "tasks": tasks,
+                "episodes_per_task": episodes_per_task,
+                "seed": seed,
+                "max_steps": max_steps,
+            }
+            done = finished_run(out / head / f"seed{ts}", budget)
+            if done is not None:
+                if progress:
+                    print(f"[heads] {head} seed {ts}: finished earlier, reusing it")
+                runs.append(done)
+                continue
             if progress:
                 print(f"[heads] {head} seed {ts}: training {steps} steps of recipe {recipe}")
             kw = head_kwargs(head, base.model.head_kwargs)
@@ -197,6 +221,7 @@ def heads(
                     "eval_dir": str(run_dir / "eval"),
                 }
             )
+            record_finished_run(run_dir, budget, runs[-1])
     rows = aggregate_runs(runs, "head", heads, HEAD_METRICS)
     table = {
         "suite": "heads",

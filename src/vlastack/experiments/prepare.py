@@ -1,10 +1,13 @@
 """What a suite trains on and how: its dataset (collected by the experts when not given) and one
 training run with a suite's budget (``train_one``, above the evaluation layer: it calls ``train``),
-its wall time and the peak memory during it (``PeakMemory``), and the ``--seeds`` list parser.
+its wall time and the peak memory during it (``PeakMemory``), the ``--seeds`` list parser, and
+the record of a finished (condition, seed) run that lets an interrupted suite resume
+(``finished_run`` / ``record_finished_run``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -12,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from vlastack.atomic import write_text
 from vlastack.errors import ConfigError
 from vlastack.experiments.common import register_env_names
 
@@ -174,4 +178,45 @@ def train_one(
     return result, time.perf_counter() - t0, mem
 
 
-__all__ = ["PeakMemory", "ensure_dataset", "mem_est_mb", "parse_seeds", "split_envs", "train_one"]
+RUN_RECORD = "run.json"
+
+
+def finished_run(run_dir: Path, budget: dict[str, Any]) -> dict[str, Any] | None:
+    """The table row of a (condition, seed) run that already trained and evaluated under
+    ``run_dir`` with the same ``budget``, else None: a suite stopped part way (Ctrl-C, a session
+    limit) reruns only what is missing. A finished run with another budget is refused rather
+    than mixed into a table it does not belong to."""
+    path = run_dir / RUN_RECORD
+    if not path.exists():
+        return None
+    try:
+        rec = json.loads(path.read_text())
+        row, old = rec["row"], rec["budget"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(
+            f"{path}: unreadable finished-run record ({e}); delete it to rerun that run"
+        ) from e
+    if old != budget:
+        raise ConfigError(
+            f"{path}: this run finished with budget {old}, not {budget}; use another --out "
+            "or delete that run folder to rerun it"
+        )
+    return dict(row)
+
+
+def record_finished_run(run_dir: Path, budget: dict[str, Any], row: dict[str, Any]) -> None:
+    """Write the record ``finished_run`` reads (atomically, after the evaluation finished)."""
+    write_text(run_dir / RUN_RECORD, json.dumps({"budget": budget, "row": row}, indent=1))
+
+
+__all__ = [
+    "RUN_RECORD",
+    "PeakMemory",
+    "ensure_dataset",
+    "finished_run",
+    "mem_est_mb",
+    "parse_seeds",
+    "record_finished_run",
+    "split_envs",
+    "train_one",
+]
