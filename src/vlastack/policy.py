@@ -505,12 +505,14 @@ class Policy:
         *,
         max_guidance_weight: float = 5.0,
         schedule: str = "exp",
+        session: PolicySession | None = None,
     ) -> dict[str, Any]:
         """Real-time chunking (Black, Galliker & Levine 2025; REFERENCE.md §3.6): sample a chunk
         guided to agree with ``prev_actions`` (L, A), the previous chunk's not-yet-executed actions
         in robot units with ``prev_actions[0]`` aligned to this observation's tick. The first
         ``inference_delay`` of them execute while this call runs (weight 1), the rest are a soft
-        target decaying to 0 at L (``prefix_weights``). Same return as ``infer``."""
+        target decaying to 0 at L (``prefix_weights``). Same return as ``infer``; ``session``
+        as there (the server passes each connection's)."""
         from vlastack.functional.rtc import prefix_weights
 
         if not self.supports_guided_sampling:
@@ -532,9 +534,10 @@ class Policy:
         L = min(len(prev), H)
         t0 = time.perf_counter()
         with stage("preprocess"):
-            batch = self.batch([self._window(self.parse(obs))])
+            batch = self.batch([self._window(self.parse(obs), session)])
+        generator = (session or self._session).generator
         if L == 0:  # nothing committed: plain sampling (same noise draw, no VJPs)
-            actions = self.predict(batch)[0]
+            actions = self.predict(batch, generator=generator)[0]
         else:
             # prev (L, A) -> normalized (1, H, A), zero after L (weight 0 there)
             y = torch.zeros(1, H, self.model_action_dim, device=self.device)
@@ -550,7 +553,7 @@ class Policy:
                     y,
                     weights.to(self.device),
                     max_guidance_weight=max_guidance_weight,
-                    generator=self._generator,
+                    generator=generator,
                 )
 
             actions = self.predict(batch, sample=guided)[0]

@@ -5,7 +5,9 @@ or any openpi-protocol server). The robot is ``--env NAME`` (a vlastack simulato
 tick = one env step, paced at ``--control-hz``; ``aloha/TASK`` runs with .venv-aloha's python and
 --server, as gym-aloha lives in its own venv) or ``--lerobot MODULE:FACTORY`` (a function that
 returns an object with LeRobot's ``Robot`` API, e.g. an SO-100 follower; LeRobot is not a
-dependency of vlastack). Chunks run through the action runtime ``--strategy``.
+dependency of vlastack). Chunks run through the action runtime ``--strategy``; ``rtc`` works
+in process and against a server whose metadata advertises guidance (the ``rtc/*`` fields of
+``serving.guidance``).
 
 Safety is always on: actions are clamped to the action range (the intersection of what the
 checkpoint's and the robot's embodiment declare, else the checkpoint's action stats), limited in
@@ -117,6 +119,12 @@ def _policy(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any, Any]:
             meta = remote.connect(timeout_s=30.0)
         except PolicyLostError as exc:
             raise ConfigError(f"{exc}; start it with `vlastack serve CHECKPOINT`") from None
+        if args.strategy == "rtc" and not remote.supports_guided_sampling:
+            raise ConfigError(
+                f"--strategy rtc: the server at {args.server} does not advertise real-time-"
+                "chunking guidance (no 'rtc' entry in its metadata: an openpi server, an older "
+                "vlastack, or a policy without a flow-matching head); use --strategy async"
+            )
         emb = meta.get("embodiment")
         spec = EmbodimentSpec.from_dict(emb, source=f"{args.server} metadata") if emb else None
         return remote, meta, spec, None

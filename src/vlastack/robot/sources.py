@@ -2,7 +2,10 @@
 
 ``RemotePolicy`` talks to any openpi-protocol server (vlastack's or openpi's) through
 ``serving.client.PolicyClient``; a dropped connection raises ``PolicyLostError`` and the next call
-reconnects (a restarted server is picked up again). ``ChunkClock`` wraps either kind and stamps
+reconnects (a restarted server is picked up again). Against a server that advertises real-time
+chunking (``"rtc"`` in its metadata) it is a guided policy too: ``infer_guided`` sends the
+committed actions as the ``rtc/*`` fields (``serving.guidance``), so the ``rtc`` strategy runs
+over the wire. ``ChunkClock`` wraps either kind and stamps
 every chunk with the time its inference started, so the runner can tell a stale chunk.
 """
 
@@ -69,6 +72,25 @@ class RemotePolicy:
                 self.metadata = dict(self._client.metadata or {})
                 self.reconnects += 1
             return self.metadata
+
+    @property
+    def supports_guided_sampling(self) -> bool:
+        """Whether the server (its last metadata frame) takes the ``rtc/*`` guidance fields."""
+        from vlastack.serving.guidance import server_supports_guidance
+
+        return server_supports_guidance(self.metadata)
+
+    def infer_guided(self, obs: dict, prev_actions: np.ndarray, inference_delay: int) -> dict:
+        """Real-time chunking over the wire: ``infer`` with the committed actions attached."""
+        from vlastack.serving.guidance import encode_guidance
+
+        self.connect()
+        if not self.supports_guided_sampling:  # e.g. a reconnect found another server
+            raise PolicyLostError(
+                f"{self.source} no longer advertises real-time-chunking guidance ('rtc' in its "
+                "metadata)"
+            )
+        return self.infer({**obs, **encode_guidance(prev_actions, inference_delay)})
 
     def infer(self, obs: dict) -> dict:
         from vlastack.serving.client import ServerError

@@ -1,8 +1,10 @@
 """Robot-side client for an openpi-protocol policy server (ours or openpi's).
 
 Same behaviour as ``openpi_client.WebsocketClientPolicy`` (REFERENCE.md §1.7) without its numpy<2
-pin, plus what robots need: retry while the server starts, a receive timeout, ``healthz()``, and
-server error frames raised as ``ServerError`` (the connection stays usable with our server).
+pin, plus what robots need: retry while the server starts, a receive timeout, ``healthz()``,
+server error frames raised as ``ServerError`` (the connection stays usable with our server), and
+``infer_guided`` for real-time chunking over the wire (the ``rtc/*`` fields of
+``serving.guidance``; ``supports_guidance`` says whether the server advertises them).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import urllib.request
 from typing import Any
 
 from vlastack.errors import VlastackError
+from vlastack.serving.guidance import encode_guidance, server_supports_guidance
 from vlastack.serving.protocol import Packer, unpackb
 
 
@@ -73,6 +76,42 @@ class PolicyClient:
         if isinstance(reply, str):
             raise ServerError(f"policy server: {reply}")
         return unpackb(reply)
+
+    @property
+    def supports_guidance(self) -> bool:
+        """True when the server's metadata advertises the ``rtc/*`` guidance fields."""
+        return server_supports_guidance(self.metadata)
+
+    def infer_guided(
+        self,
+        obs: dict,
+        prev_actions: Any = None,
+        inference_delay: int = 0,
+        *,
+        prev_chunk_start: int | None = None,
+        max_guidance_weight: float | None = None,
+        schedule: str | None = None,
+    ) -> dict:
+        """A chunk guided to agree with the committed actions (real-time chunking): the
+        previous chunk's not-yet-executed actions ``prev_actions`` (L, A), or
+        ``prev_chunk_start`` = k for rows k.. of the last chunk this connection received; the
+        first ``inference_delay`` execute while the server computes. Unset options keep the
+        server policy's defaults. Raises ``ServerError`` if the server does not advertise
+        guidance (an openpi server would silently ignore the fields)."""
+        if not self.supports_guidance:
+            raise ServerError(
+                f"{self.uri} does not advertise real-time-chunking guidance (no 'rtc' entry in "
+                "its metadata: an openpi server, or a policy without a flow-matching head); "
+                "use infer() (strategy 'async')"
+            )
+        fields = encode_guidance(
+            prev_actions,
+            inference_delay,
+            prev_chunk_start=prev_chunk_start,
+            max_guidance_weight=max_guidance_weight,
+            schedule=schedule,
+        )
+        return self.infer({**obs, **fields})
 
     def reset(self) -> None:
         """Nothing goes over the wire (openpi protocol has no reset message)."""

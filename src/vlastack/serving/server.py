@@ -5,6 +5,9 @@ msgpack-numpy observation -> one result per round trip, ``GET /healthz``. Beyond
 loopback by default, optional API key, inference in a worker thread so the event loop keeps
 answering health checks and other clients, optional batching across clients, and bad requests get
 a short text frame while the connection stays open (openpi sends a traceback and closes).
+Real-time chunking over the wire: a request may carry the optional ``rtc/*`` guidance fields
+(``serving.guidance``); the metadata frame advertises them under ``"rtc"`` when the policy can
+sample with guidance, and a policy that cannot answers a guided request with a text error frame.
 """
 
 from __future__ import annotations
@@ -24,6 +27,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from vlastack.errors import NonFiniteActionError, VlastackError
+from vlastack.serving.guidance import (
+    Guidance,
+    guidance_metadata,
+    guidance_support,
+    has_guidance,
+    split_guidance,
+)
 from vlastack.serving.protocol import ProtocolError, packb, unpackb
 
 log = logging.getLogger("vlastack.serving")
@@ -74,6 +84,16 @@ class _Pending:
     future: asyncio.Future = field(repr=False)
 
 
+@dataclass
+class _Connection:
+    """One client's state on the server, bounded: its policy session, the last chunk it
+    received (for ``rtc/prev_chunk_start``) and the previous round trip's time."""
+
+    session: Any = None
+    last_chunk: np.ndarray | None = None
+    prev_total_ms: float | None = None
+
+
 class PolicyServer:
     """Serve ``policy`` over websockets; see the module docstring for the protocol.
 
@@ -86,6 +106,11 @@ class PolicyServer:
     (``infer_batch(obs_list, sessions=...)``). For a policy without sessions,
     ``reset_on_connect`` calls ``policy.reset()`` when a client connects (openpi clients send
     nothing on reset, so a new connection is the only episode boundary the server sees).
+
+    A request with ``rtc/*`` fields (``serving.guidance``) is sampled with real-time-chunking
+    guidance by ``policy.infer_guided`` (with the connection's session), never batched; the
+    metadata frame gets an ``"rtc"`` entry when the policy can do that. A policy that cannot
+    (no flow-matching head) answers such a request with a text error frame naming why.
     """
 
     def __init__(
@@ -109,6 +134,11 @@ class PolicyServer:
         self.max_batch_size = max(1, max_batch_size)
         self.reset_on_connect = reset_on_connect
         self.metadata = dict(metadata if metadata is not None else getattr(policy, "metadata", {}))
+        self.guidance, self._no_guidance_reason = guidance_support(policy)
+        if self.guidance:
+            self.metadata.setdefault("rtc", guidance_metadata())
+        self._action_dim = _int_or_none(self.metadata.get("action_dim"))
+        self._action_horizon = _int_or_none(self.metadata.get("action_horizon"))
         packb(self.metadata)  # fail at construction, not per client, if metadata is not packable
         self._batching = self.batch_window_s > 0 and callable(getattr(policy, "infer_batch", None))
         self._sessions = callable(getattr(policy, "new_session", None))
@@ -123,6 +153,7 @@ class PolicyServer:
         self.num_clients = 0
         self.num_requests = 0
         self.num_errors = 0
+        self.num_guided = 0  # guided requests answered with a chunk
 
     # ---- HTTP side: health check and API key ---------------------------------------------
     def _process_request(self, connection: Any, request: Any) -> Any:
@@ -143,6 +174,18 @@ class PolicyServer:
     def _infer_one(self, obs: dict, session: Any = None) -> tuple[dict, float]:
         t0 = time.perf_counter()
         result = self.policy.infer(obs) if session is None else session.infer(obs)
+        return result, (time.perf_counter() - t0) * 1000.0
+
+    def _infer_guided_one(
+        self, obs: dict, guidance: Guidance, session: Any = None
+    ) -> tuple[dict, float]:
+        t0 = time.perf_counter()
+        kw = guidance.kwargs()
+        if session is not None:
+            kw["session"] = session
+        result = self.policy.infer_guided(  # type: ignore[attr-defined]
+            obs, guidance.prev_actions, guidance.inference_delay, **kw
+        )
         return result, (time.perf_counter() - t0) * 1000.0
 
     def _infer_many(
@@ -198,8 +241,14 @@ class PolicyServer:
                 else:
                     p.future.set_result(out)
 
-    async def _infer(self, obs: dict, session: Any) -> tuple[dict, float]:
+    async def _infer(
+        self, obs: dict, session: Any, guidance: Guidance | None = None
+    ) -> tuple[dict, float]:
         loop = asyncio.get_running_loop()
+        if guidance is not None:  # one client's committed actions: never batched
+            return await loop.run_in_executor(
+                self._executor, self._infer_guided_one, obs, guidance, session
+            )
         if self._batching and self._queue is not None:
             fut: asyncio.Future = loop.create_future()
             await self._queue.put(_Pending(obs, session, fut))
@@ -207,9 +256,18 @@ class PolicyServer:
         return await loop.run_in_executor(self._executor, self._infer_one, obs, session)
 
     # ---- one request ----------------------------------------------------------------------
-    async def _answer(
-        self, frame: Any, peer: str, prev_total_ms: float | None, session: Any = None
-    ) -> bytes | str:
+    def _split_guidance(self, obs: dict, conn: _Connection) -> tuple[dict, Guidance | None]:
+        """The observation without ``rtc/`` keys and its guidance (ProtocolError if bad)."""
+        if not has_guidance(obs):
+            return obs, None
+        if not self.guidance:
+            raise ProtocolError(
+                "this server's policy cannot sample with real-time-chunking guidance "
+                f"({self._no_guidance_reason}); send no 'rtc/' fields (use strategy 'async')"
+            )
+        return split_guidance(obs, action_dim=self._action_dim, last_chunk=conn.last_chunk)
+
+    async def _answer(self, frame: Any, peer: str, conn: _Connection) -> bytes | str:
         """Return the binary reply, or a short text error frame (connection stays open)."""
         if isinstance(frame, str):
             return "bad request: expected a binary msgpack frame, got a text frame"
@@ -220,9 +278,14 @@ class PolicyServer:
             return f"bad request: {_one_line(str(exc))}"
         if not isinstance(obs, dict):
             return f"bad request: expected a map of observation arrays, got {type(obs).__name__}"
+        try:
+            obs, guidance = self._split_guidance(obs, conn)
+        except ProtocolError as exc:
+            log.warning("bad guidance from %s: %s", peer, exc)
+            return f"bad request: {_one_line(str(exc))}"
         t_recv = time.perf_counter()
         try:
-            result, infer_ms = await self._infer(obs, session)
+            result, infer_ms = await self._infer(obs, conn.session, guidance)
         except NonFiniteActionError as exc:
             log.error("no action sent to %s: %s", peer, _one_line(str(exc)))
             return NON_FINITE_REPLY
@@ -236,11 +299,17 @@ class PolicyServer:
         try:
             reply = _check_result(result)
             reply.setdefault("policy_timing", {"infer_ms": infer_ms})
+            if guidance is not None:
+                reply["rtc"] = guidance.applied(self._action_horizon)
             server_timing = {"infer_ms": (time.perf_counter() - t_recv) * 1000.0}
-            if prev_total_ms is not None:
-                server_timing["prev_total_ms"] = prev_total_ms
+            if conn.prev_total_ms is not None:
+                server_timing["prev_total_ms"] = conn.prev_total_ms
             reply["server_timing"] = server_timing
-            return packb(reply)
+            packed = packb(reply)
+            conn.last_chunk = reply["actions"]  # one chunk per connection: bounded
+            if guidance is not None:
+                self.num_guided += 1
+            return packed
         except NonFiniteActionError as exc:
             log.error("no action sent to %s: %s", peer, _one_line(str(exc)))
             return NON_FINITE_REPLY
@@ -260,20 +329,20 @@ class PolicyServer:
             await ws.send(packb(self.metadata))
             # this connection's own history and noise (a policy without sessions is shared)
             session = self.policy.new_session() if self._sessions else None  # type: ignore[attr-defined]
+            conn = _Connection(session)
             if session is None and self.reset_on_connect:
                 # After the metadata frame: the worker may be busy with another client's chunk.
                 loop = asyncio.get_running_loop()
                 await loop.run_in_executor(self._executor, self.policy.reset)
-            prev_total_ms: float | None = None
             while True:
                 frame = await ws.recv()
                 t0 = time.perf_counter()
-                reply = await self._answer(frame, peer, prev_total_ms, session)
+                reply = await self._answer(frame, peer, conn)
                 self.num_requests += 1
                 if isinstance(reply, str):
                     self.num_errors += 1
                 await ws.send(reply)
-                prev_total_ms = (time.perf_counter() - t0) * 1000.0
+                conn.prev_total_ms = (time.perf_counter() - t0) * 1000.0
         except ConnectionClosed as exc:
             code = exc.rcvd.code if exc.rcvd is not None else (exc.sent.code if exc.sent else None)
             if code == 1009:
@@ -343,6 +412,10 @@ def _check_result(result: Any) -> dict:
             "non-finite value(s)"
         )
     return {**result, "actions": actions}
+
+
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _peer(conn: Any) -> str:

@@ -261,7 +261,14 @@ class FlowTrackingPolicy:
         )
         return GaussianVelocity(mean, self.cov, self._eig), mean
 
-    def _sample(self, obs: dict, prev: np.ndarray | None, delay: int) -> dict:
+    def _sample(
+        self,
+        obs: dict,
+        prev: np.ndarray | None,
+        delay: int,
+        max_guidance_weight: float | None = None,
+        schedule: str = "exp",
+    ) -> dict:
         import torch
 
         from vlastack.serving.runtime import guided_flow_sample
@@ -274,8 +281,11 @@ class FlowTrackingPolicy:
             if prev is None
             else torch.as_tensor(prev)
         )
-        gw = 0.0 if prev is None else self.max_guidance_weight
-        x = guided_flow_sample(model, noise, prev_t, delay, self.num_steps, max_guidance_weight=gw)
+        gw = self.max_guidance_weight if max_guidance_weight is None else max_guidance_weight
+        gw = 0.0 if prev is None else gw
+        x = guided_flow_sample(
+            model, noise, prev_t, delay, self.num_steps, max_guidance_weight=gw, schedule=schedule
+        )
         if self.delay_s > 0:
             time.sleep(max(0.0, self.delay_s - (time.perf_counter() - t0)))
         return {"actions": x[0].numpy()}
@@ -283,5 +293,14 @@ class FlowTrackingPolicy:
     def infer(self, obs: dict) -> dict:
         return self._sample(obs, None, 0)
 
-    def infer_guided(self, obs: dict, prev_actions: np.ndarray, inference_delay: int) -> dict:
-        return self._sample(obs, np.asarray(prev_actions, dtype=np.float64), inference_delay)
+    def infer_guided(
+        self,
+        obs: dict,
+        prev_actions: np.ndarray,
+        inference_delay: int,
+        *,
+        max_guidance_weight: float | None = None,
+        schedule: str = "exp",
+    ) -> dict:
+        prev = np.asarray(prev_actions, dtype=np.float64)
+        return self._sample(obs, prev, inference_delay, max_guidance_weight, schedule)
