@@ -125,9 +125,11 @@ def test_toy_schema_and_server_refuse_nan_and_never_send_a_nan_action():
         ws.close()
 
 
-def _reference_actions(frames: list[dict], obs_horizon: int = 2) -> list[np.ndarray]:
+def _reference_actions(
+    frames: list[dict], obs_horizon: int = 2, head: str = "l1"
+) -> list[np.ndarray]:
     """What one client alone gets for ``frames``: a fresh policy fed only those frames."""
-    local = tiny_policy(obs_horizon=obs_horizon)
+    local = tiny_policy(obs_horizon=obs_horizon, head=head)
     return [local.infer(f)["actions"] for f in frames]
 
 
@@ -159,12 +161,14 @@ def test_each_connection_has_its_own_observation_history(batch_window_ms):
     np.testing.assert_allclose(b_actions, _reference_actions([tiny_obs(99)])[0], atol=1e-5)
 
 
-def test_batched_clients_keep_their_own_histories():
+@pytest.mark.parametrize("head", ["l1", "flow_matching", "diffusion"])
+def test_batched_clients_keep_their_own_histories(head):
     """Several clients whose requests share one infer_batch call each get the actions their own
-    history gives, and the calls were really batched."""
+    history (and, for a sampling head, their own session's noise) gives, and the calls were
+    really batched."""
     import threading
 
-    policy = tiny_policy(obs_horizon=2)
+    policy = tiny_policy(obs_horizon=2, head=head)
     calls: list[int] = []
     inner = policy.infer_batch
 
@@ -195,7 +199,7 @@ def test_batched_clients_keep_their_own_histories():
             t.join(60)
     assert max(calls) > 1, calls
     for k in range(4):
-        for g, e in zip(got[k], _reference_actions(frames[k])):
+        for g, e in zip(got[k], _reference_actions(frames[k], head=head)):
             np.testing.assert_allclose(g, e, atol=1e-5)
 
 
@@ -230,3 +234,17 @@ def test_prompt_length_is_capped_with_a_clear_error():
         ws.send(packb(tiny_obs(0)))
         assert unpackb(ws.recv(timeout=10))["actions"].shape == (4, 4)
         ws.close()
+
+
+def test_row_generators_draw_each_row_block_from_its_own_generator():
+    from vlastack.functional.noise import RowGenerators, randn
+
+    def gens():
+        return [torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)]
+
+    got = randn((4, 3), RowGenerators(gens()), "cpu")  # 2 samples per row (repeat_interleave)
+    a, b = gens()
+    want = torch.cat([torch.randn((2, 3), generator=a), torch.randn((2, 3), generator=b)])
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="cannot be split over 2"):
+        randn((3, 3), RowGenerators(gens()), "cpu")

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ import torch
 from vlastack.batch import STATE, TASK, Batch, as_batch, image_key
 from vlastack.embodiment import EmbodimentSpec
 from vlastack.errors import ConfigError, DataError, NonFiniteActionError
+from vlastack.functional.noise import RowGenerators
 from vlastack.models.hierarchy import SUBTASK_KEY
 from vlastack.observation import (
     DEFAULT_MAX_PROMPT_CHARS,
@@ -582,7 +583,9 @@ class Policy:
             windows = [self._peek_window(o, s) for o, s in zip(parsed, sessions)]
         batch = self.batch(windows)
         subtasks = self._subtasks(batch, observations)
-        actions = self.predict(batch)
+        # each client's noise from its own session, as ``infer`` alone draws it
+        gen = None if sessions is None else RowGenerators([s.generator for s in sessions])
+        actions = self.predict(batch, generator=cast(torch.Generator, gen))
         for session, window in zip(sessions or [], windows):
             session.history.extend(window[len(window) - 1 if session.history else 0 :])
         ms = (time.perf_counter() - t0) * 1000.0
