@@ -8,7 +8,9 @@ iterations, so both modes run it equally often even when load stretches the loop
 counts ticks of the wall clock, as ``vlastack robot`` does (on a loaded machine a stretched loop
 then runs System 2 on more of its iterations). The tick latency is the ``step`` call alone
 (``HierarchicalRuntime.tick_ms``), reported over all ticks and over the ticks on which System 1
-computed a chunk; a tick longer than the period is a missed deadline. The two modes run alternately (``--rounds`` of ``--ticks`` each, sync
+computed a chunk; a tick longer than the period is a missed deadline. ``--system2-extra-ms``
+adds a sleep to every System 2 call (a stand-in for a larger, slower VLM as System 2; a sleep uses
+no CPU, so it shows the scheduling alone, without the contention a real slow model adds). The two modes run alternately (``--rounds`` of ``--ticks`` each, sync
 first) so that load drifting on a shared machine hits both. Before measuring, each level is called
 3 times (warm-up: first-call allocation and the native runner's build).
 
@@ -86,6 +88,10 @@ def pooled(rounds: list[dict], period_ms: float) -> dict:
         "chunk_ticks": int(chunk.sum()),
         "chunk_tick_ms_p50": round(float(np.percentile(ticks[chunk], 50)), 2),
         "chunk_tick_ms_p99": round(float(np.percentile(ticks[chunk], 99)), 2),
+        # the ticks System 1 only pops from its queue: what System 2 adds shows here
+        "other_tick_ms_p99": round(float(np.percentile(ticks[~chunk], 99)), 2),
+        "other_tick_ms_max": round(float(ticks[~chunk].max()), 2),
+        "other_ticks_over_period": int((ticks[~chunk] > period_ms).sum()),
         "ticks_over_period": int((ticks > period_ms).sum()),
         "high_level_runs": sum(r["high_level_runs"] for r in rounds),
         "high_level_skipped": sum(r["high_level_skipped"] for r in rounds),
@@ -104,6 +110,7 @@ def main() -> None:
     ap.add_argument("--execute-horizon", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--ticks-by", choices=["count", "wall"], default="count")
+    ap.add_argument("--system2-extra-ms", type=float, default=0.0)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
@@ -128,6 +135,14 @@ def main() -> None:
         t0 = time.perf_counter()
         policy.infer({**obs, "subtask": sub})
         low.append((time.perf_counter() - t0) * 1e3)
+    if args.system2_extra_ms > 0:
+        real_high = policy.infer_high_level
+
+        def padded(obs, **kw):
+            time.sleep(args.system2_extra_ms / 1e3)
+            return real_high(obs, **kw)
+
+        policy.infer_high_level = padded  # type: ignore[method-assign]
     rounds: dict[str, list[dict]] = {"sync": [], "background": []}
     for k in range(args.rounds):
         for mode in ("sync", "background"):
@@ -150,6 +165,7 @@ def main() -> None:
         "rounds": args.rounds,
         "torch_threads": args.threads,
         "ticks_by": args.ticks_by,
+        "system2_extra_ms": args.system2_extra_ms,
         "warmup_last_ms": {"system2": round(high[-1], 2), "system1_chunk": round(low[-1], 2)},
         "host": {"cpus": os.cpu_count(), "load_avg": os.getloadavg(), "cpu": platform.processor()},
         "sync": pooled(rounds["sync"], period_ms),
