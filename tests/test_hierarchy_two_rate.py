@@ -92,6 +92,19 @@ def _drive(rt: HierarchicalRuntime, ticks: range, period_s: float = 0.005) -> li
     return took
 
 
+class GatedHierarchical(SlowHierarchical):
+    """System 2 calls after the first wait until the test opens ``gate`` (at most 10 s)."""
+
+    def __init__(self) -> None:
+        super().__init__(high_s=0.0)
+        self.gate = threading.Event()
+
+    def infer_high_level(self, obs, session=None):
+        if self.high_calls:
+            assert self.gate.wait(10.0), "the test never opened the gate"
+        return super().infer_high_level(obs, session)
+
+
 def test_a_slow_system2_stalls_its_ticks_in_sync_mode_and_none_in_the_background():
     sync_policy = SlowHierarchical()
     sync = HierarchicalRuntime(sync_policy, high_level_hz=1.0, control_hz=20.0, execute_horizon=1)
@@ -105,9 +118,10 @@ def test_a_slow_system2_stalls_its_ticks_in_sync_mode_and_none_in_the_background
     )
     took = _drive(rt, range(90))
     assert took[0] >= SLOW_S  # the first tick has no subtask to act on: it waits
-    # every other tick costs System 1's own time, far below System 2's
-    assert max(took[1:]) < SLOW_S / 3, max(took[1:])
-    assert len(rt.tick_ms) == 90 and rt.summary()["tick_ms_p99"] < 1e3 * SLOW_S / 3
+    # the other ticks cost System 1's own time, far below System 2's (the median: a loaded
+    # machine may delay a tick or two by itself; the gated test below is the strict one)
+    assert np.median(took[1:]) < SLOW_S / 10, np.median(took[1:])
+    assert len(rt.tick_ms) == 90
     # System 2 started at tick 20 acts from the first tick after it finished, not before
     assert rt.high_level_ticks[:2] == [0, 20]
     switch = next(t for t, s in policy.low_calls if s == "subtask@20")
@@ -117,17 +131,27 @@ def test_a_slow_system2_stalls_its_ticks_in_sync_mode_and_none_in_the_background
     assert not _system2_threads()
 
 
-def test_one_run_in_flight_at_most_and_close_joins_the_thread():
-    policy = SlowHierarchical(high_s=0.1)
+def test_system1_ticks_on_while_system2_is_stuck_and_switches_when_it_finishes():
+    policy = GatedHierarchical()
     rt = HierarchicalRuntime(
         policy, high_level_hz=10.0, control_hz=20.0, high_level_async=True, execute_horizon=1
     )
-    _drive(rt, range(40))  # due every 2 ticks (10 ms of loop); a run takes 100 ms
-    assert policy.max_running == 1
-    assert rt.high_level_skipped > 0
-    assert rt.high_level_runs + rt.high_level_skipped == 20  # every due tick: run or skipped
+    for tick in range(31):  # System 2 is due every 2 ticks; the run of tick 2 never finishes
+        rt.step({"tick": tick})
+    assert not policy.gate.is_set() and rt.subtask == "subtask@0"
+    assert [s for _, s in policy.low_calls] == ["subtask@0"] * 31  # all 31 ticks acted
+    assert rt.high_level_ticks == [0, 2] and rt.high_level_skipped == 14  # ticks 4..30
+    assert policy.max_running == 1 and len(_system2_threads()) == 1
+    policy.gate.set()
+    deadline = time.monotonic() + 10.0
+    tick = 31
+    while rt.subtask != "subtask@2":
+        assert time.monotonic() < deadline, "the finished System 2 never took effect"
+        rt.step({"tick": tick})
+        tick += 1
+        time.sleep(0.001)
+    assert policy.low_calls[-1] == (tick - 1, "subtask@2")  # the switch: the tick after it
     assert rt.summary()["high_level_skipped"] == rt.high_level_skipped
-    assert _system2_threads()  # the worker is alive until close
     rt.close()
     assert not _system2_threads()
 
