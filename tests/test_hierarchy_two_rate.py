@@ -267,6 +267,9 @@ def test_eval_at_two_rates_records_the_rates_and_system2_runs(tmp_path, capsys):
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert manifest["protocol"]["high_level_hz"] == 2.0
     assert "System 2 ran" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "a"), "--out", str(tmp_path / "a.html")]) == 0
+    page = (tmp_path / "a.html").read_text()
+    assert "Two rates (System 2 / System 1)" in page and "2 / 10" in page
 
     # synchronous two rates repeat exactly
     _, again, _ = _eval(ck, tmp_path / "b", "--high-level-hz", "2")
