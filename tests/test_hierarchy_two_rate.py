@@ -271,8 +271,11 @@ def test_eval_at_two_rates_records_the_rates_and_system2_runs(tmp_path, capsys):
     page = (tmp_path / "a.html").read_text()
     assert "Two rates (System 2 / System 1)" in page and "2 / 10" in page
 
-    # synchronous two rates repeat exactly
-    _, again, _ = _eval(ck, tmp_path / "b", "--high-level-hz", "2")
+    # synchronous two rates repeat exactly: the manifest's re-run (its rates included)
+    rerun = ["eval", "--manifest", str(tmp_path / "a" / "manifest.json"), "--out"]
+    assert main([*rerun, str(tmp_path / "b"), "--workers", "0", "--no-progress"]) == 0
+    again = [json.loads(x) for x in (tmp_path / "b" / "episodes.jsonl").read_text().splitlines()]
+    assert again[0]["extra"]["high_level"]["high_level_hz"] == 2.0
     for key in ("status", "steps", "mean_squared_jerk", "chunk_jump", "num_chunks"):
         assert again[0][key] == recs[0][key], key
     assert again[0]["extra"]["high_level"]["high_level_runs"] == hl["high_level_runs"]
