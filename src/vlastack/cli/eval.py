@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from vlastack.cli.runner_option import add_runner_option
+from vlastack.cli.two_rate import add_two_rate_args, two_rate_options
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -81,6 +82,7 @@ def add_parser(subparsers: Any) -> None:
         help="actions executed per predicted chunk (default: the checkpoint's recommendation)",
     )
     p.add_argument("--ensemble", action="store_true", help="ACT temporal ensembling")
+    add_two_rate_args(p, "the env's control rate (one env step = one tick)")
     p.add_argument("--max-steps", type=int, default=None, help="default: the env's limit")
     p.add_argument(
         "--image-size",
@@ -142,6 +144,11 @@ def _run(args: argparse.Namespace) -> int:
     from vlastack.errors import ConfigError
     from vlastack.evaluation.reproduce import evaluate_manifest
 
+    high_level = two_rate_options(args) or {}
+    if args.manifest and high_level:
+        raise ConfigError(
+            "--manifest repeats the manifest's protocol, its rates included; drop --high-level-hz"
+        )
     if args.manifest and args.resume:
         raise ConfigError("--resume continues a run in --out; drop --manifest, or --resume")
     if args.manifest:
@@ -176,6 +183,11 @@ def _run(args: argparse.Namespace) -> int:
             args.label = args.label or name
         out = args.out or str(Path("results") / name)
         if args.env.split("/")[0] in REMOTE_FAMILIES:
+            if high_level:
+                raise ConfigError(
+                    f"--env {args.env} runs through the remote runner, which has no two-rate "
+                    "loop yet; drop --high-level-hz"
+                )
             if args.executor != "pool" or args.resume:
                 raise ConfigError(
                     f"--env {args.env} runs in its own venv through the remote runner, which "
@@ -214,7 +226,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"results: {out}  (vlastack report {out} --out {out}/report.html)")
             return exit_code(results.records)
         try:
-            results = _evaluate(args, out)
+            results = _evaluate(args, out, high_level)
         except KeyboardInterrupt:
             print(
                 f"the finished episodes are in {out}/episodes.jsonl; the same command with "
@@ -241,7 +253,7 @@ def exit_code(records: list[Any]) -> int:
     return 1
 
 
-def _evaluate(args: argparse.Namespace, out: str) -> Any:
+def _evaluate(args: argparse.Namespace, out: str, high_level: dict[str, Any]) -> Any:
     from vlastack.evaluation.rollout import evaluate
 
     return evaluate(
@@ -266,6 +278,7 @@ def _evaluate(args: argparse.Namespace, out: str) -> Any:
         ray_address=args.ray_address,
         resume=args.resume,
         threads=args.threads,
+        **high_level,
     )
 
 
@@ -323,3 +336,12 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"{_fmt(lat['p99_ms'])} ms · peak RSS {_fmt(mem['peak_rss_mb'], nd=0)} MB · "
         f"{_fmt(summary['timing']['steps_per_s'], nd=0)} env steps/s"
     )
+    two = summary.get("two_rate")
+    if two:
+        mode = "in the background" if two["high_level_async"] else "synchronously"
+        console.print(
+            f"two rates: System 2 at {two['high_level_hz']:g} Hz ({mode}), System 1 at "
+            f"{two['control_hz']:g} Hz; System 2 ran {two['high_level_runs']} time(s) "
+            f"({two['high_level_runs_per_episode']:g} per episode, {two['high_level_skipped']} "
+            f"skipped); per tick p50/p99: {_fmt(two['tick_ms_p50'])}/{_fmt(two['tick_ms_p99'])} ms"
+        )

@@ -20,6 +20,10 @@ dataset. ``--teleop MODULE:FACTORY`` (a function returning an object with LeRobo
 over while it reports an intervention (its ``get_teleop_events()`` ``is_intervention``, as
 LeRobot's gamepad and keyboard teleops do); those ticks send the teleop's action, through the
 same safety layer, and are recorded with ``intervention`` True.
+
+A hierarchical checkpoint (recipe ``hierarchy``) runs at two rates with ``--high-level-hz``: System
+2 names the subtask every ``--control-hz / --high-level-hz`` ticks, System 1 acts on it every tick
+(``--high-level-async``: System 2 in a background thread, so it never stalls a tick).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import json
 import logging
 from typing import Any
 
+from vlastack.cli.two_rate import add_two_rate_args, two_rate_options
 from vlastack.errors import ConfigError
 
 
@@ -52,6 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--execute-horizon", type=int, default=None, help="sync: actions per chunk")
     p.add_argument("--threshold", type=float, default=None, help="async/rtc: request threshold")
     p.add_argument("--control-hz", type=float, default=None, help="default: the robot's rate")
+    add_two_rate_args(p, "the control rate (--control-hz, default the robot's)")
     p.add_argument("--episodes", type=int, default=1)
     p.add_argument("--max-ticks", type=int, default=200, help="control ticks per episode")
     p.add_argument("--seed", type=int, default=0, help="first episode's seed (simulators)")
@@ -107,6 +113,12 @@ def _policy(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any, Any]:
     if args.server and args.checkpoint:
         raise ConfigError("give a CHECKPOINT or --server HOST:PORT, not both")
     if args.server:
+        if args.high_level_hz is not None:
+            raise ConfigError(
+                "--high-level-hz runs System 2 in this process; a server runs its own rates: "
+                "start it with `vlastack serve CHECKPOINT --high-level-hz H --control-hz C` and "
+                "drop --high-level-hz here"
+            )
         from vlastack.errors import require
         from vlastack.robot.sources import PolicyLostError, RemotePolicy
 
@@ -200,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.episodes < 1 or args.max_ticks < 1:
         raise ConfigError("--episodes and --max-ticks must be >= 1")
+    high_level = two_rate_options(args)
     policy, meta, ckpt_spec, stats = _policy(args)
     robot = _robot(args, meta)
     spec = robot.embodiment
@@ -246,6 +259,7 @@ def run(args: argparse.Namespace) -> int:
         recorder=recorder,
         rename=rename,
         intervention=_intervention(args, list(spec.action.names)),
+        high_level=high_level,
     )
     results = []
     robot.connect()
@@ -271,6 +285,8 @@ def run(args: argparse.Namespace) -> int:
         "human_ticks": sum(r["human_ticks"] for r in results),
         "interventions": {},
     }
+    if args.high_level_hz is not None:
+        total["high_level_runs"] = sum(r["high_level"]["high_level_runs"] for r in results)
     for r in results:
         for k, v in r["interventions"].items():
             total["interventions"][k] = total["interventions"].get(k, 0) + v
@@ -280,6 +296,12 @@ def run(args: argparse.Namespace) -> int:
         f"ticks a person drove: {total['human_ticks']}; "
         f"commands outside the limits: {total['violations']}"
     )
+    if args.high_level_hz is not None:
+        mode = "in the background" if args.high_level_async else "synchronously"
+        print(
+            f"two rates: System 2 at {args.high_level_hz:g} Hz ({mode}), System 1 at "
+            f"{control_hz:g} Hz; System 2 ran {total['high_level_runs']} time(s)"
+        )
     if args.record:
         print(f"recorded to {args.record}")
     if args.json:

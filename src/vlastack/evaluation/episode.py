@@ -6,6 +6,12 @@ actions of each chunk, clips them to the action bounds, and ends on ``info['succ
 termination or ``max_steps``. It returns an ``EpisodeRecord`` (smoothness, latency, memory,
 initial-state fingerprint) and writes its video when asked. ``RunSpec`` and ``Job`` are
 picklable, so worker processes (``evaluation.pool``) run the same code.
+
+With ``high_level_hz`` a hierarchical policy runs at two rates, one env step = one control tick
+at the env's ``control_hz``: ``serving.hierarchy.HierarchicalRuntime`` (around ``sync`` or
+``ensemble``) runs System 2 every ``control_hz / high_level_hz`` steps and System 1 on the
+latest subtask; the record's ``extra["high_level"]`` says the rates, how many times System 2 ran
+and the per-tick latency.
 """
 
 from __future__ import annotations
@@ -64,6 +70,8 @@ class RunSpec:
     condition: str = "default"
     torch_threads: int | None = None
     embodiment: str | None = None  # mixture member to act as (None: the one matching the env)
+    high_level_hz: float | None = None  # hierarchical policies: System 2's rate (two rates)
+    high_level_async: bool = False  # System 2 in a background thread (HierarchicalRuntime)
 
 
 @dataclass
@@ -103,6 +111,7 @@ class EpisodeRunner:
             [m.name for m in mixture_members(spec.checkpoint)] if spec.checkpoint else []
         )
         self._env_embodiment: EmbodimentSpec | None = None
+        self._two_rate: Any = None  # the episode's HierarchicalRuntime (high_level_hz)
 
     @property
     def policy(self) -> PolicyLike:
@@ -163,7 +172,18 @@ class EpisodeRunner:
     def prepare(self, task: str) -> None:
         """Build the policy and the task's env and check their embodiments. A VlastackError
         here is a setup mistake that stops the evaluation; errors later are episode errors."""
-        self.env(task)
+        env = self.env(task)
+        if self.spec.high_level_hz is not None:
+            from vlastack.serving.hierarchy import check_hierarchical
+
+            hz = _control_hz(env)
+            if self.spec.high_level_hz > hz:
+                raise ConfigError(
+                    f"--high-level-hz {self.spec.high_level_hz:g} is faster than {task}'s control "
+                    f"rate ({hz:g} Hz, one env step per tick): the high level is the slow one; "
+                    f"give at most {hz:g}"
+                )
+            check_hierarchical(self.policy)
         _ = self.policy
 
     def run(self, job: Job) -> EpisodeRecord:
@@ -205,6 +225,7 @@ class EpisodeRunner:
         if job.record_video and cam_key:
             frames.append(np.asarray(obs[cam_key]))
 
+        two_rate = self._two_rate_runtime(policy, env, execute_horizon)
         executed: list[np.ndarray] = []
         chunk_starts: list[int] = []
         latencies_ms: list[float] = []
@@ -216,7 +237,21 @@ class EpisodeRunner:
         steps_to_success = None
         step = 0
         for step in range(1, max_steps + 1):
-            if spec.ensemble or not pending:
+            if two_rate is not None:
+                pobs = remap.obs(obs) if remap else obs
+                before = two_rate.last_chunk_id
+                t0 = time.perf_counter()
+                action = np.asarray(two_rate.step(pobs), dtype=np.float32)
+                if two_rate.last_chunk_id != before:  # a chunk was computed on this tick
+                    latencies_ms.append((time.perf_counter() - t0) * 1e3)
+                    if not spec.ensemble:
+                        chunk_starts.append(step - 1)
+                    if tracker is not None:
+                        tracker.after_infer(step - 1, pobs)
+                if remap:
+                    action = remap.actions(action)
+                pending.append(action)
+            elif spec.ensemble or not pending:
                 pobs = remap.obs(obs) if remap else obs
                 t0 = time.perf_counter()
                 chunk = np.asarray(policy.infer(pobs)["actions"], dtype=np.float32)
@@ -259,8 +294,11 @@ class EpisodeRunner:
                 break
 
         acts = np.stack(executed) if executed else np.zeros((0, 1), dtype=np.float32)
-        emb = getattr(env, "embodiment", None)
-        control_hz = float(getattr(emb, "control_hz", 0.0) or 1.0)
+        control_hz = _control_hz(env)
+        policy_ms = sum(latencies_ms)
+        if two_rate is not None:
+            self._close_two_rate()
+            policy_ms = sum(two_rate.tick_ms)  # ticks where only System 2 ran count too
         mem = peak_memory_mb()
         record = EpisodeRecord(
             task=job.task,
@@ -283,13 +321,14 @@ class EpisodeRunner:
             extra={
                 "execute_horizon": execute_horizon,
                 "env_s": round(env_s, 6),
-                "policy_s": round(sum(latencies_ms) / 1e3, 6),
+                "policy_s": round(policy_ms / 1e3, 6),
                 "max_steps": max_steps,
                 "control_hz": control_hz,
                 "clipped_steps": n_clipped,
                 **({"embodiment": meta["embodiment_name"]} if meta.get("embodiment_name") else {}),
                 **({"remap": self.remap_notes[job.task]} if job.task in self.remap_notes else {}),
                 **({"subgoal": sg} if tracker and (sg := tracker.summary()) else {}),
+                **({"high_level": _two_rate_extra(two_rate)} if two_rate is not None else {}),
             },
         )
         if frames and spec.out_dir:
@@ -306,11 +345,47 @@ class EpisodeRunner:
         record.wall_s = time.perf_counter() - t_start
         return record
 
+    def _two_rate_runtime(self, policy: Any, env: Any, execute_horizon: int | None) -> Any:
+        """The two-rate runtime of an episode (reset), or None without ``high_level_hz``."""
+        self._close_two_rate()  # an episode that raised left its runtime open
+        if self.spec.high_level_hz is None:
+            return None
+        from vlastack.serving.hierarchy import HierarchicalRuntime
+
+        kw: dict[str, Any] = {} if self.spec.ensemble else {"execute_horizon": execute_horizon}
+        rt = HierarchicalRuntime(
+            policy,
+            "ensemble" if self.spec.ensemble else "sync",
+            high_level_hz=self.spec.high_level_hz,
+            control_hz=_control_hz(env),
+            high_level_async=self.spec.high_level_async,
+            **kw,
+        )
+        rt.reset()
+        self._two_rate = rt
+        return rt
+
+    def _close_two_rate(self) -> None:
+        if self._two_rate is not None:
+            self._two_rate.close()  # joins its System 2 thread
+            self._two_rate = None
+
     def close(self) -> None:
+        self._close_two_rate()
         for env in self._envs.values():
             close = getattr(env, "close", None)
             if close:
                 close()
+
+
+def _two_rate_extra(runtime: Any) -> dict[str, Any]:
+    """The episode's two-rate summary, with every tick's wall time (ms) for the run's own."""
+    return {**runtime.summary(), "tick_ms": [round(x, 3) for x in runtime.tick_ms]}
+
+
+def _control_hz(env: Any) -> float:
+    """The env's control rate (its embodiment's), 1 Hz when it declares none."""
+    return float(getattr(getattr(env, "embodiment", None), "control_hz", 0.0) or 1.0)
 
 
 def _image_key(env: Any, obs: dict[str, Any]) -> str | None:

@@ -146,6 +146,11 @@ def build_manifest(
             "video_episodes_per_task": video_episodes_per_task,
             "video_fps": spec.video_fps,
             "success": "info['success'] at any step ends the episode",
+            **(
+                {"high_level_hz": spec.high_level_hz, "high_level_async": spec.high_level_async}
+                if spec.high_level_hz is not None
+                else {}
+            ),
         },
         "checkpoint": policy,
         "workers": workers,

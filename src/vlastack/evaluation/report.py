@@ -421,6 +421,38 @@ def _errors(runs: list[Run]) -> str:
     )
 
 
+def _two_rate_table(runs: list[Run]) -> str:
+    """Hierarchical runs at two rates (``eval --high-level-hz``): the rates, how often System 2
+    ran and the per-tick latency (summary ``two_rate``)."""
+    rows = []
+    for r in runs:
+        t = r.summary.get("two_rate")
+        if t:
+            rows.append(
+                [
+                    r.label,
+                    f"{t['high_level_hz']:g} / {t['control_hz']:g}",
+                    "background" if t["high_level_async"] else "synchronous",
+                    str(t["high_level_runs"]),
+                    _num(t["high_level_runs_per_episode"], 2),
+                    str(t["high_level_skipped"]),
+                    f"{_num(t['tick_ms_p50'], 2)} / {_num(t['tick_ms_p99'], 2)}",
+                ]
+            )
+    if not rows:
+        return ""
+    headers = [
+        "run",
+        "System 2 / control Hz",
+        "System 2 runs in",
+        "System 2 runs",
+        "per episode",
+        "skipped (one in flight)",
+        "tick p50 / p99 ms",
+    ]
+    return "<h2>Two rates (System 2 / System 1)</h2>" + _table(headers, rows)
+
+
 def build_report(
     results_dirs: list[str | Path],
     out: str | Path = "report.html",
@@ -477,6 +509,7 @@ policy call.</p>
 {"<h2>Per difficulty group</h2>" + difficulty if difficulty else ""}
 {"<h2>Per condition</h2>" + conditions if conditions else ""}
 {_subgoal_table(runs)}
+{_two_rate_table(runs)}
 {_errors(runs)}
 <h2>Rollout videos</h2>{_videos(runs, out.parent, videos)}
 <h2>Protocols</h2>{manifests}

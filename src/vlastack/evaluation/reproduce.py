@@ -71,6 +71,8 @@ def evaluate_manifest(
         progress=progress,
         video_fps=float(p.get("video_fps", 20.0)),
         embodiment=p.get("embodiment"),  # a member forced with --embodiment (mixtures)
+        high_level_hz=p.get("high_level_hz"),  # two rates (hierarchical checkpoints)
+        high_level_async=bool(p.get("high_level_async", False)),
         executor=executor,
         ray_address=ray_address,
     )

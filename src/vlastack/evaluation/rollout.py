@@ -86,6 +86,30 @@ def make_jobs(
     return jobs
 
 
+def two_rate_overall(records: list[EpisodeRecord]) -> dict[str, Any] | None:
+    """Over the episodes run at two rates: the rates, System 2 runs in all and per episode,
+    and the per-tick latency (every tick of every episode) p50/p99/max in ms."""
+    import numpy as np
+
+    parts = [r.extra["high_level"] for r in records if r.extra.get("high_level")]
+    if not parts:
+        return None
+    ticks = np.asarray([t for p in parts for t in p.get("tick_ms", [])], dtype=np.float64)
+    runs = [int(p["high_level_runs"]) for p in parts]
+    pct = (lambda q: round(float(np.percentile(ticks, q)), 3)) if ticks.size else (lambda q: None)
+    return {
+        **{k: parts[0][k] for k in ("high_level_hz", "control_hz", "high_level_async", "strategy")},
+        "episodes": len(parts),
+        "high_level_runs": sum(runs),
+        "high_level_runs_per_episode": round(sum(runs) / len(parts), 2),
+        "high_level_skipped": sum(int(p.get("high_level_skipped", 0)) for p in parts),
+        "ticks": int(ticks.size),
+        "tick_ms_p50": pct(50),
+        "tick_ms_p99": pct(99),
+        "tick_ms_max": pct(100),
+    }
+
+
 def evaluate(
     policy: str | Path | PolicyFactory,
     env: str,
@@ -115,6 +139,8 @@ def evaluate(
     executor: str | ExecutorChoice | None = None,
     ray_address: str | None = None,
     resume: bool = False,
+    high_level_hz: float | None = None,
+    high_level_async: bool = False,
 ) -> EvalResults:
     """Roll out ``policy`` (checkpoint folder or picklable zero-arg factory) on ``env``.
 
@@ -135,6 +161,10 @@ def evaluate(
     ``image_size`` (H, W) renders the cameras; None: the size the checkpoint was trained at
     (``image_size.trained_image_size``), or ``DEFAULT_IMAGE_SIZE`` for a policy factory. A size
     other than the trained one warns (``ImageSizeWarning``).
+
+    ``high_level_hz`` runs a hierarchical policy at two rates (System 2 at that rate, System 1
+    every env step at the env's control rate; ``high_level_async``: System 2 in a background
+    thread), through ``serving.hierarchy.HierarchicalRuntime``.
     """
     choice = as_choice(executor, ray_address)
     if action_remap not in ACTION_REMAP_MODES:
@@ -143,6 +173,10 @@ def evaluate(
         raise ConfigError(f"episodes_per_task must be >= 1, got {episodes_per_task}")
     if threads is not None and threads < 1:
         raise ConfigError(f"threads must be >= 1, got {threads}")
+    if high_level_hz is not None and not high_level_hz > 0:
+        raise ConfigError(f"high_level_hz must be > 0, got {high_level_hz}")
+    if high_level_async and high_level_hz is None:
+        raise ConfigError("high_level_async=True needs high_level_hz (two rates)")
     if execute_horizon is not None and execute_horizon < 1:
         raise ConfigError(f"execute_horizon must be >= 1, got {execute_horizon}")
     checkpoint = None if callable(policy) else str(policy)
@@ -174,6 +208,8 @@ def evaluate(
         condition=condition,
         torch_threads=threads or (max(1, ncpu // max(1, workers)) if workers >= 1 else None),
         embodiment=embodiment,
+        high_level_hz=high_level_hz,
+        high_level_async=high_level_async,
     )
     manifest = build_manifest(
         spec,
@@ -227,6 +263,9 @@ def evaluate(
         **({"embodiment": acted_as[0] if len(acted_as) == 1 else acted_as} if acted_as else {}),
         **(run_info or {}),
     }
+    two_rate = two_rate_overall(records)
+    if two_rate:
+        summary["two_rate"] = two_rate
     summary["timing"] = run_timing(records, wall_s, workers)
     summary["timing"]["executor"] = choice.label if workers >= 1 else "inline"
     if resume:

@@ -22,6 +22,11 @@ when the person hands back.
 
 Waits are bounded in real time by one control period, so a clock that jumps cannot stall the
 loop. Each tick can be recorded (``record.RolloutRecorder``).
+
+With ``high_level`` (``{"high_level_hz": ..., "high_level_async": ...}``) a hierarchical policy
+runs at two rates through ``serving.hierarchy.HierarchicalRuntime`` around the strategy: System 2
+every ``control_hz / high_level_hz`` ticks of the clock, System 1 every tick on the latest
+subtask; the episode's summary says the rates and how often System 2 ran.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from vlastack.errors import ConfigError
 from vlastack.robot.interface import Robot
 from vlastack.robot.safety import WAIT, SafetyFilter, count_violations
 from vlastack.robot.sources import ChunkClock, PolicyLostError, chunk_clock
+from vlastack.serving.hierarchy import HierarchicalRuntime, two_rate_summary
 from vlastack.serving.runtime import ActionRuntime, make_runtime
 
 log = logging.getLogger("vlastack.robot")
@@ -58,6 +64,7 @@ class EpisodeResult:
     duration_s: float
     chunks: int  # inferences the runtime started
     human_ticks: int = 0  # ticks a person drove through the intervention source
+    high_level: dict[str, Any] | None = None  # two rates: HierarchicalRuntime.summary()
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -70,6 +77,7 @@ class EpisodeResult:
             "duration_s": round(self.duration_s, 3),
             "chunks": self.chunks,
             "human_ticks": self.human_ticks,
+            **({"high_level": self.high_level} if self.high_level is not None else {}),
         }
 
 
@@ -103,8 +111,10 @@ class RobotRunner:
         recorder: Any = None,
         rename: dict[str, str] | None = None,
         intervention: Any = None,
+        high_level: dict[str, Any] | None = None,
     ) -> None:
         self.robot = robot
+        self.high_level = dict(high_level) if high_level is not None else None
         self.intervention = intervention
         self.rename = dict(rename or {})
         self.safety = safety
@@ -127,6 +137,7 @@ class RobotRunner:
         self.source: ChunkClock = chunk_clock(policy, clock)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._runtime_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._two_rate: list[HierarchicalRuntime] = []
         self.runtime = self._build_runtime()  # fail fast on a bad strategy / kwargs
 
     # ---- runtime ---------------------------------------------------------------------------
@@ -141,9 +152,24 @@ class RobotRunner:
             kwargs["executor"] = self._runtime_pool
             kwargs["clock"] = self.clock
         self.source.reset_times()
+        if self.high_level is not None:
+            kwargs.pop("control_hz", None)
+            kwargs.pop("clock", None)
+            return HierarchicalRuntime(
+                self.source,
+                self.strategy,
+                control_hz=self.control_hz,
+                clock=self.clock,
+                **self.high_level,
+                **kwargs,
+            )
         return make_runtime(self.strategy, self.source, **kwargs)
 
-    def _drop_runtime(self) -> None:
+    def _drop_runtime(self, wait: bool = False) -> None:
+        """Release the runtime's threads; a request in flight is abandoned unless ``wait``."""
+        runtime = getattr(self, "runtime", None)
+        if isinstance(runtime, HierarchicalRuntime):  # its System 2 thread
+            runtime.close(wait=wait)
         if self._runtime_pool is not None:
             self._runtime_pool.shutdown(wait=False, cancel_futures=True)
             self._runtime_pool = None
@@ -152,6 +178,8 @@ class RobotRunner:
         self._drop_runtime()
         runtime = self._build_runtime()
         runtime.reset()
+        if isinstance(runtime, HierarchicalRuntime):
+            self._two_rate.append(runtime)  # this episode's, for its summary
         return runtime
 
     # ---- timing ---------------------------------------------------------------------------
@@ -185,6 +213,7 @@ class RobotRunner:
         robot.start_episode(seed)
         safety.reset()
         before = dict(safety.counts)
+        self._two_rate = []
         self.runtime = self._fresh_runtime()
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vlastack-robot")
         commands: list[np.ndarray] = []
@@ -291,7 +320,7 @@ class RobotRunner:
             chunks += self.runtime.num_inferences
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
-            self._drop_runtime()
+            self._drop_runtime(wait=True)  # the System 2 thread ends with the episode
         counts = {k: safety.counts[k] - before.get(k, 0) for k in safety.counts}
         cmd_arr = np.stack(commands) if commands else np.zeros((0, dim))
         result = EpisodeResult(
@@ -305,6 +334,7 @@ class RobotRunner:
             duration_s=self.clock() - t_start,
             chunks=chunks,
             human_ticks=human_ticks,
+            high_level=two_rate_summary(self._two_rate) if self._two_rate else None,
         )
         if self.recorder is not None:
             self.recorder.save_episode(
@@ -317,7 +347,7 @@ class RobotRunner:
         return str(task) if task else "unspecified"
 
     def close(self) -> None:
-        self._drop_runtime()
+        self._drop_runtime(wait=True)
         close = getattr(self.source.policy, "close", None)
         if callable(close):
             close()

@@ -145,6 +145,15 @@ class ChunkClock:
     def reset(self) -> None:
         self.policy.reset()
 
+    # System 2 of a hierarchical policy (serving.hierarchy.HierarchicalRuntime): not a chunk,
+    # so not stamped
+    @property
+    def supports_hierarchy(self) -> bool:
+        return bool(getattr(self.policy, "supports_hierarchy", False))
+
+    def infer_high_level(self, obs: dict) -> dict:
+        return self.policy.infer_high_level(obs)
+
     def reset_times(self) -> None:
         with self._lock:
             self.times = []

@@ -16,13 +16,28 @@ For a policy whose model was built with ``hierarchy=True`` (``models/hierarchy.p
   reply is the plain one (``actions``: a plain openpi client reads only that) plus ``subtask`` and
   ``high_level_ran`` for logging.
 
-The high level runs in the caller's thread on its tick (the low level waits for it then);
-running System 2 in the background while System 1 keeps the old subtask is not done here.
+Where System 2 runs (``HierarchicalRuntime(high_level_async=...)``, ``--high-level-async`` on
+``eval`` and ``robot``):
+
+- **synchronous** (the default): in the caller's thread on its tick; that tick's low level waits
+  for it. Deterministic: the subtask of every tick depends only on the observations, never on
+  timing, so an evaluation repeats exactly, and System 1 always acts on a subtask computed from
+  the observation of the tick it was asked on (as in training, where each window's own label is
+  teacher-forced).
+- **background**: on its tick System 2 starts in a thread of its own (one in flight at most: a
+  due tick while one runs is skipped and counted) and the tick goes on with the current subtask;
+  the subtask switches on the first tick after System 2 finished. A slow System 2 then never
+  stalls a System 1 tick, at the price of acting a little longer on the old subtask and of
+  timing-dependent results. Only the first tick of an episode waits (there is no subtask yet).
+  A System 2 exception is raised from the next ``step`` as ``HighLevelError``; ``reset`` waits
+  for a run in flight and drops it, ``close`` joins the thread.
+
 Torch-free, like ``runtime.py``.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 import time
 from collections.abc import Callable
@@ -82,10 +97,19 @@ class HighLevelSchedule:
         return True
 
 
+class HighLevelError(RuntimeError):
+    """System 2 (``infer_high_level``) raised in the background thread; the cause is chained."""
+
+
+def percentile_ms(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 3) if values else None
+
+
 class HierarchicalRuntime(ActionRuntime):
     """The high level every ``control_hz / high_level_hz`` ticks, the inner ``strategy`` every
     tick on the latest subtask. ``subtask`` is the current one; ``high_level_ticks`` the ticks at
-    which the high level ran."""
+    which the high level ran (background: was started); ``tick_ms`` the wall time of every
+    ``step`` (both levels and the inner strategy); ``high_level_ms`` of every System 2 call."""
 
     name = "hierarchy"
 
@@ -96,6 +120,7 @@ class HierarchicalRuntime(ActionRuntime):
         *,
         high_level_hz: float = 1.0,
         control_hz: float = 20.0,
+        high_level_async: bool = False,
         clock: Callable[[], float] | None = None,
         executor: Any | None = None,
         **strategy_kwargs: Any,
@@ -105,6 +130,7 @@ class HierarchicalRuntime(ActionRuntime):
         super().__init__(policy, executor=executor, clock=clock)
         self.control_hz = float(control_hz)
         self.high_level_hz = float(high_level_hz)
+        self.high_level_async = bool(high_level_async)
         self._wall_clock = clock  # None: a tick is one step() call
         if strategy in ("async", "rtc"):
             strategy_kwargs.setdefault("control_hz", control_hz if clock is not None else None)
@@ -114,11 +140,21 @@ class HierarchicalRuntime(ActionRuntime):
         elif executor is not None:
             strategy_kwargs["executor"] = executor
         self.inner = make_runtime(strategy, policy, **strategy_kwargs)
+        self.strategy = strategy
         self.schedule = HighLevelSchedule(self.control_hz / self.high_level_hz)
         self.subtask: str | None = None
         self.high_level_ticks: list[int] = []
+        self.high_level_skipped = 0  # background: due ticks skipped, one was still running
+        self.high_level_ms: list[float] = []
+        self.tick_ms: list[float] = []
         self._calls = 0
         self._t0: float | None = None
+        self._s2_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._s2: tuple[int, concurrent.futures.Future] | None = None  # (tick, run in flight)
+        if self.high_level_async:
+            self._s2_pool = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="vlastack-system2"
+            )
 
     @property
     def num_inferences(self) -> int:  # type: ignore[override]
@@ -127,6 +163,10 @@ class HierarchicalRuntime(ActionRuntime):
     @num_inferences.setter
     def num_inferences(self, value: int) -> None:  # the base class sets 0
         pass
+
+    @property
+    def high_level_runs(self) -> int:
+        return len(self.high_level_ticks)
 
     def _tick(self) -> int:
         if self._wall_clock is None:
@@ -139,27 +179,103 @@ class HierarchicalRuntime(ActionRuntime):
         self._calls += 1
         return tick
 
+    def _wait_in_flight(self) -> None:
+        """Let a background run in flight finish and drop it (its subtask is stale)."""
+        if self._s2 is not None:
+            concurrent.futures.wait([self._s2[1]])
+            self._s2 = None
+
     def reset(self) -> None:
+        self._wait_in_flight()
         self.inner.reset()
         self.schedule.reset()
         self.subtask = None
         self.high_level_ticks.clear()
+        self.high_level_ms.clear()
+        self.tick_ms.clear()
+        self.high_level_skipped = 0
         self._calls = 0
         self._t0 = None
         self.last_chunk_id = -1
 
-    def step(self, obs: dict) -> np.ndarray:
-        tick = self._tick()
+    def _run_high_level(self, obs: dict) -> str:
+        policy: Any = self.policy  # checked at construction (check_hierarchical)
+        t0 = time.perf_counter()
+        subtask = str(policy.infer_high_level(obs)[SUBTASK_KEY])
+        self.high_level_ms.append((time.perf_counter() - t0) * 1e3)
+        return subtask
+
+    def _collect(self, block: bool) -> None:
+        """Background: take the subtask of a finished run (waiting for it with ``block``)."""
+        if self._s2 is None or (not block and not self._s2[1].done()):
+            return
+        (tick, future), self._s2 = self._s2, None
+        try:
+            self.subtask = future.result()
+        except Exception as exc:
+            raise HighLevelError(
+                f"System 2 (infer_high_level of {getattr(self.policy, 'source', '')!s} "
+                f"{type(self.policy).__name__}) failed in the background on the observation of "
+                f"tick {tick}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _high_level(self, tick: int, obs: dict) -> None:
+        if self._s2_pool is None:
+            if self.schedule.due(tick):
+                self.subtask = self._run_high_level(obs)
+                self.high_level_ticks.append(tick)
+            return
+        self._collect(block=False)
         if self.schedule.due(tick):
-            policy: Any = self.policy  # checked at construction (check_hierarchical)
-            self.subtask = str(policy.infer_high_level(obs)[SUBTASK_KEY])
-            self.high_level_ticks.append(tick)
+            if self._s2 is not None:
+                self.high_level_skipped += 1
+            else:
+                self._s2 = (tick, self._s2_pool.submit(self._run_high_level, dict(obs)))
+                self.high_level_ticks.append(tick)
+        if self.subtask is None:  # the episode's first tick: nothing to act on yet
+            self._collect(block=True)
+
+    def step(self, obs: dict) -> np.ndarray:
+        t0 = time.perf_counter()
+        self._high_level(self._tick(), obs)
         action = self.inner.step({**obs, SUBTASK_KEY: self.subtask})
         self.last_chunk_id = self.inner.last_chunk_id
+        self.tick_ms.append((time.perf_counter() - t0) * 1e3)
         return action
 
-    def close(self) -> None:
+    def summary(self) -> dict[str, Any]:
+        """The rates used, how often System 2 ran and what ticks cost (for episode records)."""
+        return two_rate_summary([self])
+
+    def close(self, wait: bool = True) -> None:
+        """Stop the inner strategy and the System 2 thread. ``wait=False`` abandons a run in
+        flight (its thread ends when that call returns) instead of joining it."""
         self.inner.close()
+        if self._s2_pool is not None:
+            self._s2_pool.shutdown(wait=wait, cancel_futures=True)
+            self._s2_pool = None
+            self._s2 = None
+
+
+def two_rate_summary(runtimes: list[HierarchicalRuntime]) -> dict[str, Any]:
+    """One summary of the runtimes an episode used (a runner rebuilds its runtime after an
+    error): the rates, System 2 runs and skips, and tick / System 2 wall times in ms."""
+    first = runtimes[0]
+    ticks = [t for rt in runtimes for t in rt.tick_ms]
+    high = [t for rt in runtimes for t in rt.high_level_ms]
+    return {
+        "high_level_hz": first.high_level_hz,
+        "control_hz": first.control_hz,
+        "high_level_async": first.high_level_async,
+        "strategy": first.strategy,
+        "high_level_runs": sum(rt.high_level_runs for rt in runtimes),
+        "high_level_skipped": sum(rt.high_level_skipped for rt in runtimes),
+        "high_level_ms_p50": percentile_ms(high, 50),
+        "ticks": len(ticks),
+        "tick_ms_p50": percentile_ms(ticks, 50),
+        "tick_ms_p99": percentile_ms(ticks, 99),
+        "tick_ms_max": percentile_ms(ticks, 100),
+    }
 
 
 class _TwoRateSession:
