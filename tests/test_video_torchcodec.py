@@ -173,3 +173,41 @@ def test_windowed_batches_with_workers(moving: Path, workers: int) -> None:
         for cam in (FRONT, WRIST):
             assert a[cam].shape == b[cam].shape
             assert (a[cam] - b[cam]).abs().max().item() <= PIXEL_TOLERANCE / 255 + 1e-7
+
+
+TRAIN = ["--steps=1", "--batch_size=4", "--log=none", "--progress=false", "--num_workers=0"]
+TRAIN += ["--num_threads=1", "--val_fraction=0"]
+
+
+@needs_torchcodec
+def test_train_decodes_with_torchcodec(
+    lerobot_fixture: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vlastack.cli.main import main
+    from vlastack.data.video_torchcodec import TorchCodecDecoder
+
+    calls = []
+    real = TorchCodecDecoder.decode
+
+    def counting(self, *a, **k):
+        calls.append(1)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(TorchCodecDecoder, "decode", counting)
+    argv = ["train", "cpu_default", "--data", str(lerobot_fixture), f"--out_dir={tmp_path / 'r'}"]
+    assert main([*argv, *TRAIN, "--video_backend=torchcodec"]) == 0
+    assert calls, "the training windows were not decoded by torchcodec"
+
+
+def test_train_without_torchcodec_says_how_to_install(
+    lerobot_fixture: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from vlastack.cli.main import main
+
+    for name in [m for m in sys.modules if m.startswith("torchcodec")] or ["torchcodec"]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "torchcodec.decoders", None)
+    argv = ["train", "cpu_default", "--data", str(lerobot_fixture), f"--out_dir={tmp_path / 'r'}"]
+    assert main([*argv, *TRAIN, "--video_backend=torchcodec"]) == 2
+    assert "vlastack[torchcodec]" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "checkpoints").exists()
