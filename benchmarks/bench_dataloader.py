@@ -5,7 +5,9 @@ shuffled batches (obs_horizon 2, action_horizon 16, float32 images in [0, 1] on 
 0 and 2 DataLoader workers. LeRobot runs on the same files in its own venv (``--lerobot-python``,
 default ``.venv-lerobot`` beside the repo or VLASTACK_LEROBOT_PYTHON) with both of its video
 backends, ``torchcodec`` (LeRobot 0.6.1's default) and ``pyav``; vlastack is compared with the
-faster of the two. ``--baseline-src OLD/src`` adds another vlastack checkout (a before/after).
+faster of the two. vlastack runs with each of its own video backends (``--vlastack-backends``):
+``pyav`` (its default) and ``torchcodec`` (opt-in, ``--video_backend=torchcodec``; measured when
+torchcodec imports here). ``--baseline-src OLD/src`` adds another vlastack checkout (a before/after).
 
 Every measurement is a fresh process (warm-up batch first: worker start, first decodes), and the
 rounds are interleaved (each round runs every contender once, in a rotating order), so machine
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -60,7 +63,10 @@ def loader():
     w = cfg["workers"]
     if cfg["kind"] == "vlastack":
         from vlastack.data.dataset import WindowedDataset, make_dataloader
-        ds = WindowedDataset(cfg["root"], obs_horizon=cfg["obs_h"], action_horizon=cfg["act_h"])
+        from vlastack.data.reader import DatasetReader
+        kw = {} if cfg.get("video_backend") is None else {"video_backend": cfg["video_backend"]}
+        reader = DatasetReader(cfg["root"], **kw)
+        ds = WindowedDataset(reader, obs_horizon=cfg["obs_h"], action_horizon=cfg["act_h"])
         return make_dataloader(ds, batch_size=cfg["batch_size"], shuffle=True, num_workers=w, seed=0)
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
     backend = cfg["backend"]
@@ -173,6 +179,12 @@ def main() -> None:
         help="LeRobot video backends to measure",
     )
     ap.add_argument(
+        "--vlastack-backends",
+        nargs="+",
+        default=["pyav", "torchcodec"],
+        help="vlastack video backends to measure (torchcodec only where it imports)",
+    )
+    ap.add_argument(
         "--baseline-src",
         default=None,
         help="another vlastack src/ folder measured alongside (before/after comparisons)",
@@ -197,14 +209,19 @@ def main() -> None:
     )
     if not have_lerobot:
         print(f"no LeRobot at {args.lerobot_python}: vlastack only", file=sys.stderr)
-    # (name, python, src or None, LeRobot backend or None)
-    contenders: list[tuple[str, str, str | None, str | None]] = [
-        ("vlastack", sys.executable, str(REPO / "src"), None)
-    ]
+    # (name, python, src or None, LeRobot backend or None, vlastack backend or None)
+    contenders: list[tuple[str, str, str | None, str | None, str | None]] = []
+    for vb in args.vlastack_backends:
+        if vb == "torchcodec" and importlib.util.find_spec("torchcodec") is None:
+            print("torchcodec is not installed here: no vlastack_torchcodec row", file=sys.stderr)
+            continue
+        name = "vlastack" if vb == "pyav" else f"vlastack_{vb}"
+        contenders.append((name, sys.executable, str(REPO / "src"), None, vb))
     if args.baseline_src:
-        contenders.append(("vlastack_before", sys.executable, args.baseline_src, None))
+        contenders.append(("vlastack_before", sys.executable, args.baseline_src, None, None))
     if have_lerobot:
-        contenders += [(f"lerobot_{b}", args.lerobot_python, None, b) for b in args.backends]
+        contenders += [(f"lerobot_{b}", args.lerobot_python, None, b, None) for b in args.backends]
+    ours = [c[0] for c in contenders if c[4] is not None]  # vlastack rows compared with LeRobot
 
     base = Path(args.root or tempfile.mkdtemp(prefix="vlastack_bench_"))
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -223,11 +240,12 @@ def main() -> None:
                 loads: list[float] = []
                 for rnd in range(args.rounds):
                     k = rnd % len(contenders)
-                    for name, python, src, backend in contenders[k:] + contenders[:k]:
+                    for name, python, src, backend, vb in contenders[k:] + contenders[:k]:
                         cfg = {
                             "name": name,
                             "kind": "lerobot" if backend else "vlastack",
                             "backend": backend,
+                            "video_backend": None if vb == "pyav" else vb,
                             "root": str(root),
                             "workers": workers,
                             "batches": args.batches,
@@ -249,17 +267,21 @@ def main() -> None:
                         "runs": len(rs),
                     }
                 theirs = [n for n in runs if n.startswith("lerobot_") and row[n]["samples_per_s"]]
-                if theirs and row["vlastack"]["samples_per_s"]:
+                if theirs:
                     best = max(theirs, key=lambda n: row[n]["samples_per_s"])
                     best_cpu = min(theirs, key=lambda n: row[n]["cpu_ms_per_sample"])
                     row["lerobot_best"] = best
-                    row["speedup_vs_best"] = round(
-                        row["vlastack"]["samples_per_s"] / row[best]["samples_per_s"], 2
-                    )
-                    row["cpu_speedup_vs_best"] = round(
-                        row[best_cpu]["cpu_ms_per_sample"] / row["vlastack"]["cpu_ms_per_sample"],
-                        2,
-                    )
+                    for name in ours:
+                        if not row[name]["samples_per_s"]:
+                            continue
+                        # "vlastack" (pyav) keeps the original keys; others get a prefix
+                        pre = "" if name == "vlastack" else name.removeprefix("vlastack_") + "_"
+                        row[f"{pre}speedup_vs_best"] = round(
+                            row[name]["samples_per_s"] / row[best]["samples_per_s"], 2
+                        )
+                        row[f"{pre}cpu_speedup_vs_best"] = round(
+                            row[best_cpu]["cpu_ms_per_sample"] / row[name]["cpu_ms_per_sample"], 2
+                        )
                 row["load_1min"] = [round(min(loads), 2), round(max(loads), 2)]
                 row["loaded"] = max(loads) > (os.cpu_count() or 1)
                 rows.append(row)
@@ -268,31 +290,37 @@ def main() -> None:
         os.unlink(f.name)
 
     names = [c[0] for c in contenders]
+    prefixes = ["" if n == "vlastack" else n.removeprefix("vlastack_") + "_" for n in ours]
+    ratio_heads = [f"{(p or 'pyav_')[:-1][:10]} vs|cpu" for p in prefixes]
     print(
         f"{'cams':>6} {'wk':>2} "
-        + " ".join(f"{n[:18]:>18}" for n in names)
-        + f" {'vs best':>8} {'cpu vs':>7} {'load 1m':>10}"
+        + " ".join(f"{n[:19]:>19}" for n in names)
+        + "".join(f" {h:>17}" for h in ratio_heads)
+        + f" {'load 1m':>10}"
     )
-    print(f"{'':>6} {'':>2} " + " ".join(f"{'samples/s | ms cpu':>18}" for _ in names))
+    print(f"{'':>6} {'':>2} " + " ".join(f"{'samples/s | ms cpu':>19}" for _ in names))
     for r in rows:
         cells = []
         for n in names:
             sp, cp = r[n]["samples_per_s"], r[n]["cpu_ms_per_sample"]
-            cells.append(f"{'n/a' if sp is None else f'{sp:.1f} | {cp:.2f}':>18}")
-        sp = r.get("speedup_vs_best")
-        cs = r.get("cpu_speedup_vs_best")
+            cells.append(f"{'n/a' if sp is None else f'{sp:.1f} | {cp:.2f}':>19}")
+        ratios = []
+        for p in prefixes:
+            sp, cs = r.get(f"{p}speedup_vs_best"), r.get(f"{p}cpu_speedup_vs_best")
+            ratios.append(f"{'n/a' if sp is None else f'{sp:.2f}x|{cs:.2f}x':>17}")
         lo, hi = r["load_1min"]
         print(
             f"{'2x' + str(r['size']):>6} {r['workers']:>2} "
             + " ".join(cells)
-            + f" {'n/a' if sp is None else f'{sp:.2f}x':>8} {'n/a' if cs is None else f'{cs:.2f}x':>7}"
+            + "".join(f" {x}" for x in ratios)
             + f" {f'{lo:.1f}-{hi:.1f}':>10}{' loaded' if r['loaded'] else ''}"
         )
     mach = machine()
     print(
         f"machine: {mach['cpu']}, {mach['cpu_count']} cores; {started}; medians of {args.rounds} "
-        "interleaved rounds; 'vs best': samples/s over LeRobot's faster backend; 'cpu vs': its "
-        "CPU ms/sample over vlastack's (process + workers); 'loaded': the 1-minute load average "
+        "interleaved rounds; 'X vs|cpu': vlastack with video backend X, its samples/s over "
+        "LeRobot's faster backend's | LeRobot's lowest CPU ms/sample over its own (process + "
+        "workers); 'loaded': the 1-minute load average "
         "exceeded the core count during the row, so its wall-clock ratio was measured under load"
     )
     print(

@@ -28,7 +28,7 @@ from vlastack.data.layout import (
     read_parquet,
     stats_from_row,
 )
-from vlastack.data.video import PngCodec, VideoDecoder, probe_video
+from vlastack.data.video import PngCodec, make_video_decoder, probe_video
 from vlastack.embodiment import EmbodimentSpec
 from vlastack.errors import DataError
 
@@ -48,9 +48,12 @@ class DatasetReader:
         tolerance_s: float = 1e-4,
         verify_videos: bool = True,
     ) -> None:
-        if video_backend != "pyav":
-            raise DataError(f"video_backend={video_backend!r} is not supported; use 'pyav'")
+        """``video_backend``: ``pyav`` (default) or ``torchcodec`` (opt-in, needs the
+        ``vlastack[torchcodec]`` extra); both give the same frames (``data/video_torchcodec.py``)."""
         self.root = Path(root)
+        # first, so a missing torchcodec is reported before any file is read
+        self._decoder = make_video_decoder(video_backend, tolerance_s)
+        self.video_backend = video_backend
         self.info = read_info(self.root)
         self.fps = float(self.info["fps"])
         self.tolerance_s = tolerance_s
@@ -79,7 +82,6 @@ class DatasetReader:
         self.frame_episode = np.empty(self.num_frames, dtype=np.int64)
         for ep in self._episodes:
             self.frame_episode[ep.dataset_from_index : ep.dataset_to_index] = ep.index
-        self._decoder = VideoDecoder(tolerance_s=tolerance_s)
         self._png = PngCodec()
         if verify_videos:
             self._verify_videos()

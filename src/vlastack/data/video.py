@@ -387,6 +387,25 @@ class VideoDecoder:
             )
 
 
+VIDEO_BACKENDS = ("pyav", "torchcodec")
+
+
+def make_video_decoder(backend: str, tolerance_s: float = 1e-4) -> Any:
+    """The frame decoder for ``backend`` (LeRobot's name for the option, ``video_backend``):
+    ``pyav`` (``VideoDecoder``, the default) or ``torchcodec`` (opt-in, the optional extra
+    ``vlastack[torchcodec]``; ``video_torchcodec.TorchCodecDecoder``, same frames and checks)."""
+    if backend == "pyav":
+        return VideoDecoder(tolerance_s=tolerance_s)
+    if backend == "torchcodec":
+        from vlastack.data.video_torchcodec import TorchCodecDecoder
+
+        return TorchCodecDecoder(tolerance_s=tolerance_s)
+    raise DataError(
+        f"video_backend={backend!r} is not supported; use one of {', '.join(VIDEO_BACKENDS)} "
+        "(e.g. --video_backend=torchcodec)"
+    )
+
+
 class PngCodec:
     """Lossless PNG encode/decode of single uint8 images through PyAV (no Pillow needed).
 

@@ -58,7 +58,9 @@ def build_parts(cfg: TrainConfig) -> TrainingParts:
     specs = parse_data(cfg.data)
     recipe = get_recipe(cfg.recipe, **cfg.model)
     names = member_names([s.path for s in specs])
-    members = [read_member(cfg.recipe, recipe.model, n, s) for n, s in zip(names, specs)]
+    members = [
+        read_member(cfg.recipe, recipe.model, n, s, cfg.video_backend) for n, s in zip(names, specs)
+    ]
     if not cfg.allow_image_shape_mismatch:
         for m in members:
             check_image_shapes(m.reader)
@@ -94,11 +96,13 @@ def build_parts(cfg: TrainConfig) -> TrainingParts:
     return parts if len(members) == 1 else as_mixture(parts, members, vla_cfg, cfg.seed)
 
 
-def read_member(recipe_name: str, model_cfg: Any, name: str, spec: DataSpec) -> Member:
+def read_member(
+    recipe_name: str, model_cfg: Any, name: str, spec: DataSpec, video_backend: str = "pyav"
+) -> Member:
     """Open one dataset and check that the recipe, sized for it alone, can learn from it."""
     from vlastack.data.format import DatasetReader
 
-    reader = DatasetReader(Path(spec.path))
+    reader = DatasetReader(Path(spec.path), video_backend=video_backend)
     emb = reader.embodiment or embodiment_from_features(reader)
     try:
         own = fit_model_config(model_cfg, emb)

@@ -26,6 +26,7 @@ DistributedMode = Literal["auto", "none", "ddp", "fsdp", "hsdp"]
 CheckpointFormat = Literal["auto", "full", "sharded"]
 Schedule = Literal["cosine", "constant"]
 StatsChoice = Literal["keep", "recompute"]
+VideoBackend = Literal["pyav", "torchcodec"]
 
 
 @dataclass
@@ -67,6 +68,9 @@ class TrainConfig:
     # worker per two cores when the dataset decodes video, and intra-op threads = idle cores left.
     num_workers: int = -1
     num_threads: int = 0
+    # frame decoder for video cameras (LeRobot's option name): 'pyav' (default) or 'torchcodec'
+    # (opt-in, `pip install 'vlastack[torchcodec]'`; same frames, about half the decoding CPU)
+    video_backend: VideoBackend = "pyav"
     # CPU: keep freed memory in the process so a step's fresh tensors do not page-fault again
     # (training/host_memory.py; ~10-20% of an ACT step on the 2-core machine)
     retain_host_memory: bool = True

@@ -206,7 +206,7 @@ def build_init_from(cfg: TrainConfig) -> TrainingParts:
             )
         setattr(src.model, "insulate", True)  # noqa: B010
         print("gradient insulation: the action expert reads the VLM's keys/values detached")
-    reader = DatasetReader(Path(specs[0].path))
+    reader = DatasetReader(Path(specs[0].path), video_backend=cfg.video_backend)
     emb = reader.embodiment or embodiment_from_features(reader)
     info_file = reader.root / "meta" / "info.json"
     ckpt_dict = folder_embodiment(folder, src.folder_json.config, src.policy_type)
