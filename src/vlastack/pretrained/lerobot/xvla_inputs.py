@@ -92,7 +92,9 @@ class XVLASpec:
             try:
                 return int(value)
             except (TypeError, ValueError):
-                raise ConfigError(f"config.json '{key}' must be an integer, got {value!r}") from None
+                raise ConfigError(
+                    f"config.json '{key}' must be an integer, got {value!r}"
+                ) from None
 
         chunk, n_exec = num("chunk_size", 32), num("n_action_steps", 32)
         if chunk <= 0 or n_exec > chunk:
@@ -286,3 +288,38 @@ def resize_with_pad(img: torch.Tensor, height: int, width: int) -> torch.Tensor:
     rh, rw = int(h / ratio), int(w / ratio)
     out = F.interpolate(img, size=(rh, rw), mode="bilinear", align_corners=False)
     return F.pad(out, (max(0, width - rw), 0, max(0, height - rh), 0), value=0.0)
+
+
+def xvla_language_facts(path: Path, cfg: Mapping[str, Any]) -> tuple[Processors, dict[str, Any]]:
+    """For ``vlastack inspect``: the processors and what the language input goes through (the
+    tokenizer, whether it is found locally, the domain id), without loading anything."""
+    from vlastack.pretrained.lerobot.hub import hub_cache_dir
+    from vlastack.pretrained.lerobot.tokenizer import local_folder
+
+    procs = read_xvla_processors(path)
+    tok = procs.tokenizer
+    folder = local_folder(tok.tokenizer_name, Path(path))
+    cached = hub_cache_dir() / ("models--" + tok.tokenizer_name.replace("/", "--"))
+    if folder is not None:
+        found = f"local folder {folder.resolve()}"
+    elif cached.is_dir():
+        found = f"local Hugging Face cache ({cached})"
+    else:
+        found = f"NOT FOUND locally: `hf download {tok.tokenizer_name}`"
+    text = (cfg.get("florence_config") or {}).get("text_config") or {}
+    facts = {
+        "tokenizer": tok.tokenizer_name,
+        "tokenizer_found": found,
+        "max_length": tok.max_length,
+        "padding": tok.padding,
+        "padding_side": tok.padding_side,
+        "domain_id": procs.domain_id,
+        "vlm": "Florence-2 (config.json florence_config)",
+    }
+    facts["summary"] = (
+        f"tokenized by {tok.tokenizer_name!r} ({found}), padded to the {tok.padding} "
+        f"({tok.max_length} max) on the {tok.padding_side}; the padding is attended (LeRobot "
+        f"passes no mask); Florence-2 BART encoder d_model {text.get('d_model', '?')}; "
+        f"domain id {procs.domain_id} (xvla_add_domain_id)"
+    )
+    return procs.base, facts
