@@ -267,7 +267,7 @@ register_policy_format(
     _load_lerobot_xvla,
     "LeRobot X-VLA pretrained_model folder (config.json type 'xvla' with its florence_config, "
     "model.safetensors, policy_preprocessor.json; BART's tokenizer from a local folder or the "
-    "HF cache)",
+    "HF cache); LeRobot 0.6.1's actions on the reduced fixture, preprocessing step by step",
     _lerobot_describer("xvla", "lerobot_xvla"),
 )
 

@@ -156,6 +156,14 @@ class XVLAProcessors:
     images: ImageSteps
     domain_id: int
 
+    @property
+    def normalizer(self) -> FeatureNormalizer | None:
+        return self.base.normalizer
+
+    @property
+    def unnormalizer(self) -> FeatureNormalizer | None:
+        return self.base.unnormalizer
+
 
 def _normalizer(path: Path, steps: list[lf.Step], name: str) -> FeatureNormalizer | None:
     found = [s for s in steps if s.name == name]

@@ -148,6 +148,11 @@ class LeRobotXVLAPolicy:
     def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Tasks -> (ids (B, L) int64, mask (B, L) bool) as ``tokenizer_processor`` makes them."""
         st = self.tokenizer_step
+        if self.tokenizer is None:
+            raise ConfigError(
+                "this X-VLA policy was loaded without a tokenizer (tokenizer=False); load it "
+                f"with one to tokenize tasks ({st.tokenizer_name!r})"
+            )
         out = self.tokenizer(
             list(texts),
             max_length=st.max_length,
@@ -184,10 +189,10 @@ class LeRobotXVLAPolicy:
         out[DOMAIN_KEY] = torch.full(
             (len(observations),), p.domain_id, dtype=torch.long, device=self.device
         )
-        key = s.domain_feature_key
-        if key and all(find_input(o, key, False) is not None for o in observations):
-            out[key] = torch.as_tensor(
-                [int(find_input(o, key, False)) for o in observations], device=self.device
+        dkey = s.domain_feature_key
+        if dkey and all(find_input(o, dkey, False) is not None for o in observations):
+            out[dkey] = torch.as_tensor(
+                [int(find_input(o, dkey, False)) for o in observations], device=self.device
             )
         norm = p.base.normalizer
         if norm is not None:
@@ -264,6 +269,22 @@ class LeRobotXVLAPolicy:
     def postprocess(self, chunk: torch.Tensor) -> torch.Tensor:
         return self.processors.base.postprocess(self.spec.action_key, chunk)
 
+    def lerobot_state_dict(self) -> dict[str, torch.Tensor]:
+        """The state dict as LeRobot's ``save_pretrained`` writes it (``vlastack export
+        lerobot``): the tied ``shared`` embedding left out, its alias ``encoder.embed_tokens``
+        kept (``xvla_weights``)."""
+        from vlastack.pretrained.lerobot.xvla_weights import SHARED
+
+        return {k: v for k, v in self.network.state_dict().items() if k != SHARED}
+
+    @property
+    def lerobot_file_metadata(self) -> dict[str, str]:
+        """The header metadata ``safetensors.torch.save_model`` writes for the dropped alias
+        (what LeRobot's file holds: ``{shared: encoder.embed_tokens}``)."""
+        from vlastack.pretrained.lerobot.xvla_weights import EMBED, SHARED
+
+        return {SHARED: EMBED}
+
     # ---- policy contract --------------------------------------------------------------------
     def infer(
         self, obs: Mapping[str, Any], *, session: LeRobotSession | None = None
@@ -316,7 +337,8 @@ def load_lerobot_xvla(
 ) -> LeRobotXVLAPolicy:
     """Load a LeRobot X-VLA ``pretrained_model`` folder. The Florence-2 architecture comes from
     config.json's ``florence_config``; ``tokenizer`` (anything with a Hugging Face tokenizer's
-    call signature) replaces the one the processor JSON names (``facebook/bart-large``)."""
+    call signature) replaces the one the processor JSON names (``facebook/bart-large``);
+    ``tokenizer=False`` loads none (for writing the folder back only)."""
     from vlastack.pretrained.lerobot.tokenizer import load_tokenizer
     from vlastack.pretrained.lerobot.xvla_weights import load_xvla_network
 
@@ -329,6 +351,8 @@ def load_lerobot_xvla(
     build, num_domains = build_xvla(cfg, spec)
     if tokenizer is None:
         tokenizer = load_tokenizer(procs.tokenizer.tokenizer_name, path, what="tokenizer_name")
+    elif tokenizer is False:  # ``export lerobot``: weights and stats only, no task to tokenize
+        tokenizer = None
     dtype = torch.bfloat16 if spec.dtype == "bfloat16" else torch.float32
     network = load_xvla_network(path / lf.WEIGHTS, build, dtype, default_device(device))
     return LeRobotXVLAPolicy(
