@@ -322,6 +322,13 @@ def build_xvla(cfg: Mapping[str, Any], spec: XVLASpec) -> tuple[Any, int]:
             "config.json florence_config.vision_config needs 'projection_dim' (the width of "
             "Florence-2's image tokens, which X-VLA's transformer reads)"
         )
+    out_width = space.keep if space.keep is not None else space.dim_action
+    if out_width != spec.action_dim:
+        raise ConfigError(
+            f"config.json: action_mode {spec.action_mode!r} returns {out_width} action values "
+            f"but output_features {spec.action_key!r} has {spec.action_dim}; set the action "
+            "feature's shape to the action space's width (or action_mode 'auto')"
+        )
     tspec = TransformerSpec.from_config(cfg, space.dim_action, spec.dim_proprio, int(width))
     return (lambda: XVLANetwork(fconfig, tspec, space)), tspec.num_domains
 
