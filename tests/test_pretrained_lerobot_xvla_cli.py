@@ -73,6 +73,33 @@ def test_from_checkpoint_loads_the_folder_as_lerobot_xvla(folder, kind_dir):
     assert policy.metadata["execute_horizon"] == 10 and policy.metadata["language"]
 
 
+@pytest.mark.skipif(
+    not L.OPENPI_PY.exists(),
+    reason="the real openpi-client lives in .venv-openpi: python3 -m venv .venv-openpi && "
+    ".venv-openpi/bin/pip install openpi-client typing_extensions",
+)
+def test_serve_xvla_to_the_openpi_client(folder, kind_dir, tmp_path):
+    from vlastack.serving.protocol import packb, unpackb
+    from vlastack.serving.server import ServerThread
+
+    served = L.serve_policy([str(folder), "--device", "cpu", "--threads", "1"])
+    assert type(served).__name__ == "LeRobotXVLAPolicy"
+    obs = raw_obs(G.golden(kind_dir), 0)
+    sent = [
+        {**obs, "prompt": "pick up the red block"},
+        {**{f"observation/{k.split('.')[-1]}": v for k, v in obs.items()}, "task": "open it"},
+    ]
+    (tmp_path / "obs.msgpack").write_bytes(packb(sent))
+    with ServerThread(served) as srv:
+        proc = L.openpi_client_run(srv.port, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rec = unpackb((tmp_path / "out.msgpack").read_bytes())
+    assert rec["metadata"]["format"] == "lerobot_xvla" and rec["metadata"]["language"]
+    replies = [np.asarray(r["ok"]["actions"]) for r in rec["replies"]]
+    assert all(a.shape == (10, 6) and np.isfinite(a).all() for a in replies)
+    assert not np.allclose(replies[0], replies[1])  # another task and a fresh noise draw
+
+
 def test_inspect_explains_the_folder(folder, capsys):
     assert main(["inspect", str(folder)]) == 0
     text = capsys.readouterr().out

@@ -230,3 +230,35 @@ def test_lerobots_own_remap_agrees_on_the_remote_code_names(remote_code_folder, 
         shapes = {k: list(f.get_slice(n).get_shape()) for k, n in ours.items()}
     shapes[PROJ] = shapes[PROJ][::-1]
     assert shapes == theirs
+
+
+def test_remote_code_florence_config_is_translated(kind_dir):
+    """The Florence-2 config as older X-VLA checkpoints store it (remote-code field names)
+    gives the same architecture as the fixture's native one."""
+    from vlastack.pretrained.lerobot.xvla_model import florence_config
+
+    cfg = json.loads((kind_dir / "pretrained_model" / "config.json").read_text())
+    native = florence_config(cfg)
+    vision = dict(cfg["florence_config"]["vision_config"])
+    vision.update(
+        model_type="davit",
+        dim_embed=vision.pop("embed_dim"),
+        image_pos_embed={
+            "type": "learned_abs_2d",
+            "max_pos_embeddings": vision.pop("max_position_embeddings"),
+        },
+        visual_temporal_embedding={
+            "type": "COSINE",
+            "max_temporal_embeddings": vision.pop("max_temporal_embeddings"),
+        },
+        image_feature_source=["spatial_avg_pool", "temporal_avg_pool"],
+        enable_checkpoint=False,
+    )
+    text = {**cfg["florence_config"]["text_config"], "model_type": "florence2_language"}
+    remote = {**cfg["florence_config"], "vision_config": vision, "text_config": text}
+    translated = florence_config({"florence_config": remote})
+    assert translated.vision_config.to_dict() == native.vision_config.to_dict()
+    assert translated.text_config.to_dict() == native.text_config.to_dict()
+    bad = {**remote, "vision_config": {**vision, "image_feature_source": ["last_frame"]}}
+    with pytest.raises(ConfigError, match=r"image_feature_source \['last_frame'\]"):
+        florence_config({"florence_config": bad})
