@@ -36,6 +36,13 @@ CAMERAS = ("observation.images.top", "observation.images.wrist")
 INPUTS = ("input_ids", "image_input", "image_mask", "domain_id", "proprio")
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The goldens' thread count; also keeps these tiny models from oversubscribing a busy
+    2-core box (two threads made each chunk ~100x slower there; conftest restores it)."""
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="module")
 def kind_dir(fixtures_dir: Path) -> Path:
     return G.policy_dir(fixtures_dir, "xvla")
@@ -108,7 +115,6 @@ def test_image_steps_divide_0_255_floats_and_refuse_out_of_range():
 
 @pytest.mark.parametrize("i", OBS)
 def test_preprocessed_tensors_are_lerobots(policy, golden, meta, i):
-    torch.set_num_threads(1)  # the goldens' thread count (restored by conftest)
     pre = policy.preprocess([observation(golden, meta, i)])
     want = preprocessed(golden, i)
     assert set(pre) == set(want)

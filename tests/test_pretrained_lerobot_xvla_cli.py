@@ -26,6 +26,13 @@ from vlastack.policy_formats import detect_policy_format
 TOKENS = "observation.language.tokens"
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The goldens' thread count; also keeps these tiny models from oversubscribing a busy
+    2-core box (two threads made each chunk ~100x slower there; conftest restores it)."""
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="module")
 def kind_dir(fixtures_dir: Path) -> Path:
     return G.policy_dir(fixtures_dir, "xvla")
@@ -138,7 +145,9 @@ def test_eval_runs_an_xvla_folder_in_pusht(folder, tmp_path, capsys):
                 step["config"]["features"] = feats
         (dst / f"{name}.json").write_text(json.dumps(pipeline))
     out = tmp_path / "res"
-    assert L.eval_pusht(dst, out) == 0, capsys.readouterr().err
+    argv = ["eval", str(dst), "--env", "pusht", "--episodes-per-task", "1", "--max-steps", "10"]
+    argv += ["--image-size", "96", "--out", str(out), "--threads", "1", "--no-progress"]
+    assert main(argv) == 0, capsys.readouterr().err
     rec = json.loads((out / "episodes.jsonl").read_text().splitlines()[0])
     assert rec["status"] in ("success", "failure") and rec["steps"] == 10
     assert rec["num_chunks"] == 2  # 10 steps / n_action_steps 5

@@ -45,6 +45,13 @@ VARIANTS: dict[str, dict] = {
 LIMIT = {"bfloat16": 1e-2}
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The goldens' thread count; also keeps these tiny models from oversubscribing a busy
+    2-core box (two threads made each chunk ~100x slower there; conftest restores it)."""
+    torch.set_num_threads(1)
+
+
 def _variant(kind_dir: Path, dst: Path, change: dict) -> Path:
     shutil.copytree(kind_dir / "pretrained_model", dst)
     cfg = json.loads((dst / "config.json").read_text())

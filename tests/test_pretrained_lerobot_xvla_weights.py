@@ -30,6 +30,13 @@ from vlastack.pretrained.lerobot.xvla_weights import EMBED, SHARED, file_names, 
 PROJ = "model.vlm.multi_modal_projector.image_projection.weight"
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The goldens' thread count; also keeps these tiny models from oversubscribing a busy
+    2-core box (two threads made each chunk ~100x slower there; conftest restores it)."""
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="module")
 def kind_dir(fixtures_dir: Path) -> Path:
     return G.policy_dir(fixtures_dir, "xvla")
