@@ -129,6 +129,9 @@ def test_bench_latency_times_an_xvla_folder(folder, capsys):
     assert L.bench_latency(folder) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["format"] == "lerobot_xvla" and res["total"]["p50_ms"] > 0
+    stages = {row["stage"]: row["p50_ms"] for row in res["stages"]}
+    for name in ("preprocess", "vision", "language", "backbone", "head", "unnormalize"):
+        assert stages[name] > 0, name
 
 
 def test_eval_runs_an_xvla_folder_in_pusht(folder, tmp_path, capsys):

@@ -27,6 +27,7 @@ from torch import nn
 
 from vlastack.errors import ConfigError
 from vlastack.pretrained.lerobot.xvla import ActionSpace, SoftPromptedTransformer, TransformerSpec
+from vlastack.profiling import stage
 
 FLORENCE_KEYS = (
     "pad_token_id",
@@ -122,15 +123,18 @@ class XVLAModel(nn.Module):
         flat_mask = image_mask.reshape(-1).to(torch.bool)
         if not bool(flat_mask.any()):
             raise ConfigError("X-VLA needs at least one valid camera view per batch")
-        feats = self.vlm.get_image_features(images.flatten(0, 1)[flat_mask]).pooler_output
-        tokens, width = feats.shape[1:]
-        all_feats = feats.new_zeros((b * views, tokens, width))
-        all_feats[flat_mask] = feats
-        all_feats = all_feats.view(b, views, tokens, width)
-        text = self.vlm.get_input_embeddings()(input_ids)
-        merged = torch.cat([all_feats[:, 0], text], dim=1)
-        ones = torch.ones(merged.shape[:2], dtype=torch.long, device=merged.device)
-        enc = self.vlm.language_model.encoder(attention_mask=ones, inputs_embeds=merged)[0]
+        with stage("vision"):
+            feats = self.vlm.get_image_features(images.flatten(0, 1)[flat_mask]).pooler_output
+            tokens, width = feats.shape[1:]
+            all_feats = feats.new_zeros((b * views, tokens, width))
+            all_feats[flat_mask] = feats
+            all_feats = all_feats.view(b, views, tokens, width)
+        with stage("language"):
+            text = self.vlm.get_input_embeddings()(input_ids)
+        with stage("backbone"):  # the BART encoder over image + text tokens
+            merged = torch.cat([all_feats[:, 0], text], dim=1)
+            ones = torch.ones(merged.shape[:2], dtype=torch.long, device=merged.device)
+            enc = self.vlm.language_model.encoder(attention_mask=ones, inputs_embeds=merged)[0]
         return enc, all_feats[:, 1:].reshape(b, -1, width)
 
     def generate_actions(
@@ -151,12 +155,13 @@ class XVLAModel(nn.Module):
         b = x1.shape[0]
         action = torch.zeros_like(x1)
         steps = max(1, int(steps))
-        for i in range(steps, 0, -1):
-            t = torch.full((b,), i / steps, device=x1.device, dtype=dtype)
-            x_t = x1 * t.view(-1, 1, 1) + action * (1 - t).view(-1, 1, 1)
-            p, x = self.space.preprocess(proprio, x_t)
-            action = self.transformer(domain, vlm, aux, x, p, t)
-        return self.space.postprocess(action)
+        with stage("head"):  # the soft-prompted transformer, once per step
+            for i in range(steps, 0, -1):
+                t = torch.full((b,), i / steps, device=x1.device, dtype=dtype)
+                x_t = x1 * t.view(-1, 1, 1) + action * (1 - t).view(-1, 1, 1)
+                p, x = self.space.preprocess(proprio, x_t)
+                action = self.transformer(domain, vlm, aux, x, p, t)
+            return self.space.postprocess(action)
 
 
 class XVLANetwork(nn.Module):
