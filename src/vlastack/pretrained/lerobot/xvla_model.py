@@ -15,6 +15,9 @@ pooling and ``image_projection``), invalid (padded) views as zero tokens; the FI
 tokens are put before the text embeddings (``get_input_embeddings()``, i.e. ``shared``) and the
 BART encoder runs over all of them with an all-ones mask (the tokenizer's padding is attended
 too); the other views go to the transformer as ``aux_visual``.
+
+``vlastack bench latency`` stages: ``vision`` (DaViT + projector), ``language`` (the token
+embedding), ``backbone`` (the BART encoder), ``head`` (the denoising steps).
 """
 
 from __future__ import annotations
