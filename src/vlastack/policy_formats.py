@@ -11,8 +11,9 @@ a hub id (``lerobot/xxx``) found in the local Hugging Face cache (``resolve_chec
 
 This module imports only the registry (and the torch-free folder reader of the built-in
 formats), so evaluation, serving and the CLI can all use it. Built in: ``lerobot_act``,
-``lerobot_diffusion``, ``lerobot_smolvla``, ``lerobot_pi0`` and ``lerobot_pi05``, LeRobot
-ACT / Diffusion Policy / SmolVLA / pi0 / pi0.5 ``pretrained_model`` folders
+``lerobot_diffusion``, ``lerobot_smolvla``, ``lerobot_pi0``, ``lerobot_pi05`` and
+``lerobot_xvla``, LeRobot ACT / Diffusion Policy / SmolVLA / pi0 / pi0.5 / X-VLA
+``pretrained_model`` folders
 (``vlastack.pretrained.lerobot``), whose torch code is imported only when such a folder
 loads, ``openpi_pi0`` (openpi's PyTorch pi0 / pi0.5 checkpoints), and
 ``lerobot_finetuned``, the checkpoints ``vlastack train --init-from`` writes for them
@@ -246,6 +247,29 @@ for _kind, _words in (("pi0", "pi0"), ("pi05", "pi0.5")):
         "or the Hugging Face cache)",
         _lerobot_describer(_kind, f"lerobot_{_kind}"),
     )
+
+
+def _is_lerobot_xvla(path: Path) -> bool:
+    from vlastack.pretrained.lerobot.folder import is_lerobot_folder
+
+    return is_lerobot_folder(path, "xvla")
+
+
+def _load_lerobot_xvla(path: Path, **kw: Any) -> Any:
+    from vlastack.pretrained.lerobot.xvla_policy import load_lerobot_xvla
+
+    return load_lerobot_xvla(path, **kw)
+
+
+register_policy_format(
+    "lerobot_xvla",
+    _is_lerobot_xvla,
+    _load_lerobot_xvla,
+    "LeRobot X-VLA pretrained_model folder (config.json type 'xvla' with its florence_config, "
+    "model.safetensors, policy_preprocessor.json; BART's tokenizer from a local folder or the "
+    "HF cache); LeRobot 0.6.1's actions on the reduced fixture, preprocessing step by step",
+    _lerobot_describer("xvla", "lerobot_xvla"),
+)
 
 
 def _is_openpi_pi0(path: Path) -> bool:

@@ -1,7 +1,8 @@
 """``vlastack list [FAMILY]``: every registered component with a one-line description.
 
 Families: encoders (vision), backbones (language), projectors, heads (action heads), envs
-(simulators), recipes, and objectives (model-config switches such as the world-model loss). A family whose module is not installed is skipped with a note.
+(simulators), recipes, objectives (model-config switches such as the world-model loss), and
+formats (the checkpoint formats besides vlastack's own: LeRobot and openpi folders, plugins'). A family whose module is not installed is skipped with a note.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ FAMILIES: dict[str, tuple[str, str, str]] = {
     "envs": ("vlastack.envs", "ENVS", "environments"),
     "recipes": ("vlastack.recipes", "RECIPES", "recipes"),
     "objectives": ("vlastack.models.foresight", "OBJECTIVES", "model-config objectives"),
+    "formats": ("vlastack.policy_formats", "POLICY_FORMATS", "checkpoint formats"),
 }
 
 

@@ -27,6 +27,12 @@ resize-with-pad), ``pi0_weights`` (strict loading, unused keys), ``pi0_policy`` 
 loader); ``openpi_folder`` / ``openpi_pi0``: openpi's PyTorch checkpoints (``openpi_pi0``) on
 the same modules.
 
+X-VLA (``lerobot_xvla``): ``xvla`` (the soft-prompted, domain-aware transformer and the
+action spaces), ``xvla_model`` (Florence-2 from transformers' ``Florence2Model`` without its
+decoder, the encoder pass and the sampler), ``xvla_inputs`` (spec, processor steps: image to
+float, ImageNet normalization, domain id), ``xvla_weights`` (strict loading, the tied BART
+embedding, the remote-code Florence-2 layout), ``xvla_policy`` (the policy and loader).
+
 Shared by all: ``session`` (one client's noise generator, Diffusion history and ACT ensembler:
 ``policy.new_session()``, one per server connection) and ``guided`` (real-time chunking's
 committed actions laid out for the flow VLAs' ``infer_guided``; the math is

@@ -71,6 +71,23 @@ SHAPING_FIELDS: dict[str, tuple[str, ...]] = {
         )
         for kind in ("pi0", "pi05")
     },
+    "xvla": (
+        "hidden_size",
+        "depth",
+        "num_heads",
+        "num_domains",
+        "len_soft_prompts",
+        "dim_time",
+        "max_len_seq",
+        "use_hetero_proj",
+        "action_mode",
+        "num_denoising_steps",
+        "max_state_dim",
+        "max_action_dim",
+        "num_image_views",
+        "resize_imgs_with_padding",
+        "dtype",
+    ),
 }
 
 
@@ -79,7 +96,7 @@ def horizons(policy_type: str, cfg: dict[str, Any]) -> dict[str, Any]:
     n_action = int(cfg.get("n_action_steps") or 1)
     if policy_type == "act" and cfg.get("temporal_ensemble_coeff") is not None:
         chunk = 1  # select_action semantics: one ensembled action per call (ensemble.py)
-    elif policy_type in ("act", "smolvla", "pi0", "pi05"):
+    elif policy_type in ("act", "smolvla", "pi0", "pi05", "xvla"):
         chunk = int(cfg.get("chunk_size") or n_action)
     else:  # diffusion: LeRobot's predict_action_chunk returns n_action_steps actions
         chunk = n_action
@@ -93,7 +110,8 @@ def horizons(policy_type: str, cfg: dict[str, Any]) -> dict[str, Any]:
 def _module_group(key: str) -> str:
     """LeRobot keys nest one level deeper (``model.backbone.*``, ``diffusion.unet.*``)."""
     parts = key.split(".")
-    if parts[:2] == ["model", "vlm_with_expert"]:  # smolvla: the VLM apart from the expert
+    if parts[:2] in (["model", "vlm_with_expert"], ["model", "vlm"]):  # smolvla, xvla: the
+        # VLM's parts apart
         return ".".join(parts[:3])
     return ".".join(parts[:2]) if parts[0] == "model" or len(parts) > 2 else parts[0]
 
@@ -138,6 +156,10 @@ def describe_folder(path: str | Path, policy_type: str, format_name: str) -> dic
         from vlastack.pretrained.lerobot.pi0_policy import pi_language_facts
 
         procs, language = pi_language_facts(p, policy_type)
+    elif policy_type == "xvla":
+        from vlastack.pretrained.lerobot.xvla_inputs import xvla_language_facts
+
+        procs, language = xvla_language_facts(p, cfg)
     else:
         procs = read_processors(p, cfg)
     rename = {v: k for k, v in procs.rename_map.items()}
@@ -158,6 +180,11 @@ def describe_folder(path: str | Path, policy_type: str, format_name: str) -> dic
         if image and policy_type in ("pi0", "pi05"):
             res = cfg.get("image_resolution")
             entry["resized"] = f"resized with centred padding to {res} inside the policy"
+        if image and policy_type == "xvla":
+            res = cfg.get("resize_imgs_with_padding")
+            entry["resized"] = (
+                f"resized with top/left padding to {res} (H, W), " if res else "not resized; "
+            ) + "ImageNet mean/std inside the policy"
         (cameras if image else vectors).append(entry)
     actions: list[dict[str, Any]] = [
         {

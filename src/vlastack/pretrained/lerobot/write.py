@@ -50,6 +50,7 @@ FORMATS = (
     "lerobot_finetuned",
     "lerobot_pi0",
     "lerobot_pi05",
+    "lerobot_xvla",
 )
 
 
@@ -64,7 +65,7 @@ def _parts(policy: Any) -> tuple[torch.nn.Module, Any, Any, lf.FolderJSON]:
         norm, unnorm = policy.normalizer, policy.unnormalizer
     elif isinstance(policy, (LeRobotDiffusionPolicy, LeRobotSmolVLAPolicy)) or hasattr(
         policy,
-        "lerobot_state_dict",  # pi0 / pi0.5 (pi0_policy.LeRobotPi0Policy)
+        "lerobot_state_dict",  # pi0 / pi0.5 (pi0_policy.LeRobotPi0Policy), X-VLA
     ):
         norm, unnorm = policy.processors.normalizer, policy.processors.unnormalizer
     else:
@@ -109,7 +110,8 @@ def folder_files(policy: Any) -> dict[str, bytes]:
     from safetensors.torch import save
 
     network, norm, unnorm, src = _parts(policy)
-    # pi0 / pi0.5 add the saved-but-unused lm_head matrices the network does not hold
+    # pi0 / pi0.5 add the saved-but-unused lm_head matrices the network does not hold; X-VLA
+    # leaves out the tied embedding safetensors does not save twice
     state = policy.lerobot_state_dict() if hasattr(policy, "lerobot_state_dict") else None
     weights = {
         k: v.detach().to("cpu").contiguous().clone()
@@ -117,7 +119,8 @@ def folder_files(policy: Any) -> dict[str, bytes]:
     }
     files = {
         lf.CONFIG: json.dumps(src.config, indent=4).encode(),
-        lf.WEIGHTS: save(weights),
+        # X-VLA: safetensors' save_model records the tied alias it left out in the metadata
+        lf.WEIGHTS: save(weights, metadata=getattr(policy, "lerobot_file_metadata", None)),
         lf.PREPROCESSOR: json.dumps(src.preprocessor, indent=2).encode(),
     }
     files.update(_stats_files(src.preprocessor, norm, lf.PREPROCESSOR))
@@ -190,10 +193,11 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, force: bool = 
             kind = "no checkpoint folder (no model.safetensors)"
         raise ConfigError(
             f"{path} is {kind}; only imported LeRobot policies (ACT, Diffusion Policy, SmolVLA, "
-            "pi0 or pi0.5 pretrained_model folders) can be exported with `vlastack export lerobot`"
+            "pi0, pi0.5 or X-VLA pretrained_model folders) can be exported with `vlastack "
+            "export lerobot`"
         )
     _check_out(Path(out), force)  # before loading the weights
     # pi0 / pi0.5: no tokenizer needed to write weights and stats back
-    kw = {"tokenizer": False} if fmt.name in ("lerobot_pi0", "lerobot_pi05") else {}
+    kw = {"tokenizer": False} if fmt.name in ("lerobot_pi0", "lerobot_pi05", "lerobot_xvla") else {}
     policy = fmt.obj.load(path, device="cpu", **kw)
     return write_pretrained(policy, out, force=force)
