@@ -188,40 +188,12 @@ def _run(args: argparse.Namespace) -> int:
                     f"--env {args.env} runs through the remote runner, which has no two-rate "
                     "loop yet; drop --high-level-hz"
                 )
-            if args.executor != "pool" or args.resume:
+            if args.resume:
                 raise ConfigError(
                     f"--env {args.env} runs in its own venv through the remote runner, which "
-                    "takes neither --executor ray nor --resume yet; drop them"
+                    "does not take --resume yet; drop it"
                 )
-            # These simulators pin their own MuJoCo: they run in their own venv and reach the
-            # policy over the policy-server protocol (vlastack.envs.remote).
-            from vlastack.evaluation.remote import evaluate_remote
-
-            policy: Any = args.checkpoint
-            if args.embodiment is not None:
-                # evaluate_remote takes a loaded policy; the label keeps the checkpoint's name.
-                from vlastack.evaluation.rollout import (
-                    check_embodiment_name,
-                    checkpoint_label,
-                    load_policy,
-                    resolve_checkpoint_dir,
-                )
-
-                ckpt = resolve_checkpoint_dir(args.checkpoint)
-                check_embodiment_name(ckpt, args.embodiment)
-                policy = load_policy(ckpt, embodiment=args.embodiment)
-                args.label = args.label or f"{checkpoint_label(ckpt)}[{args.embodiment}]"
-            results = evaluate_remote(
-                policy,
-                args.env,
-                episodes=args.episodes_per_task,
-                seed=args.seed,
-                out_dir=out,
-                max_steps=args.max_steps,
-                execute_horizon=args.execute_horizon,
-                label=args.label,
-                progress=not args.no_progress,
-            )
+            results = _evaluate_remote(args, out)
             print_summary(results.summary)
             print(f"results: {out}  (vlastack report {out} --out {out}/report.html)")
             return exit_code(results.records)
@@ -251,6 +223,61 @@ def exit_code(records: list[Any]) -> int:
         file=sys.stderr,
     )
     return 1
+
+
+def _evaluate_remote(args: argparse.Namespace, out: str) -> Any:
+    """ALOHA and LIBERO pin their own MuJoCo: they run in their own venv and reach the policy
+    over the policy-server protocol (vlastack.envs.remote). With ``--executor ray`` or
+    ``--workers`` > 1 each episode is a job of the executor (``remote_sharded``); else one client
+    runs them all in order (``remote.evaluate_remote``)."""
+    if args.embodiment is not None:  # the label keeps the checkpoint's name
+        from vlastack.evaluation.rollout import (
+            check_embodiment_name,
+            checkpoint_label,
+            resolve_checkpoint_dir,
+        )
+
+        ckpt = resolve_checkpoint_dir(args.checkpoint)
+        check_embodiment_name(ckpt, args.embodiment)
+        args.label = args.label or f"{checkpoint_label(ckpt)}[{args.embodiment}]"
+    if args.executor == "ray" or args.workers > 1:
+        from vlastack.evaluation.remote_sharded import evaluate_remote_sharded
+
+        return evaluate_remote_sharded(
+            args.checkpoint,
+            args.env,
+            episodes=args.episodes_per_task,
+            seed=args.seed,
+            workers=max(1, args.workers),
+            executor=args.executor,
+            ray_address=args.ray_address,
+            out_dir=out,
+            max_steps=args.max_steps,
+            execute_horizon=args.execute_horizon,
+            embodiment=args.embodiment,
+            episode_timeout_s=args.episode_timeout,
+            label=args.label,
+            progress=not args.no_progress,
+        )
+    from vlastack.evaluation.remote import evaluate_remote
+
+    policy: Any = args.checkpoint
+    if args.embodiment is not None:
+        # evaluate_remote takes a loaded policy; the label keeps the checkpoint's name.
+        from vlastack.evaluation.rollout import load_policy, resolve_checkpoint_dir
+
+        policy = load_policy(resolve_checkpoint_dir(args.checkpoint), embodiment=args.embodiment)
+    return evaluate_remote(
+        policy,
+        args.env,
+        episodes=args.episodes_per_task,
+        seed=args.seed,
+        out_dir=out,
+        max_steps=args.max_steps,
+        execute_horizon=args.execute_horizon,
+        label=args.label,
+        progress=not args.no_progress,
+    )
 
 
 def _evaluate(args: argparse.Namespace, out: str, high_level: dict[str, Any]) -> Any:

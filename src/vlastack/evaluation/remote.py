@@ -132,6 +132,93 @@ def _finish_record(raw: dict[str, Any], actions_dir: Path, condition: str) -> An
     return rec
 
 
+def remote_manifest(
+    spec: SimSpec,
+    sim: str,
+    *,
+    checkpoint: str | None,
+    policy: Any,
+    episodes: int,
+    seed: int,
+    max_steps: int | None,
+    execute_horizon: int | None,
+    image_size: int,
+    cameras: Sequence[str],
+    condition: str,
+    venv: Path,
+    sim_versions: dict[str, Any],
+    workers: int,
+) -> dict[str, Any]:
+    """The manifest of a remote evaluation (whichever way its episodes run)."""
+    run_spec = SimpleNamespace(
+        env=sim,
+        checkpoint=checkpoint,
+        policy_factory=None if checkpoint else policy,
+        max_steps=max_steps,
+        execute_horizon=execute_horizon,
+        ensemble=False,
+        image_size=(image_size, image_size),
+        camera=",".join(cameras) or None,
+        action_remap="none",
+        clip_actions=False,
+        condition=condition,
+        video_fps=None,
+    )
+    manifest = build_manifest(
+        run_spec,
+        tasks=[sim],
+        episodes_per_task=episodes,
+        seed=seed,
+        workers=workers,
+        video_episodes_per_task=0,
+        seeds={sim: [seed + e for e in range(episodes)]},
+    )
+    manifest["protocol"].update(
+        {
+            "seed_rule": "seed + episode",
+            "success": spec.success,
+            "remote": {
+                "venv": str(venv),
+                "client": spec.module,
+                "observation_style": f"openpi {spec.style}",
+                "transport": "openpi websocket msgpack-numpy over loopback",
+                "sim_versions": sim_versions,
+            },
+        }
+    )
+    return manifest
+
+
+def finish_remote_manifest_and_summary(
+    manifest: dict[str, Any],
+    records: list[EpisodeRecord],
+    sim: str,
+    checkpoint: str | None,
+    condition: str,
+    label: str,
+    wall_s: float,
+    workers: int,
+) -> dict[str, Any]:
+    """Complete ``manifest`` with what the episodes ran (tasks, seeds, initial states, resolved
+    horizons) and return the run's summary."""
+    tasks = list(dict.fromkeys(r.task for r in records))
+    manifest["protocol"]["tasks"] = tasks
+    manifest["protocol"]["seeds"] = {t: [r.seed for r in records if r.task == t] for t in tasks}
+    manifest["initial_states"] = initial_states(records)
+    manifest["protocol"]["execute_horizon_resolved"] = resolved_horizons(records)
+    summary = summarize(records, baseline_condition=condition)
+    summary["run"] = {
+        "label": label,
+        "kind": "eval",
+        "env": sim,
+        "checkpoint": checkpoint,
+        "condition": condition,
+        "remote": True,
+    }
+    summary["timing"] = run_timing(records, wall_s, workers=workers)
+    return summary
+
+
 def evaluate_remote(
     policy: Any,
     sim: str = "aloha/transfer_cube",
@@ -176,41 +263,21 @@ def evaluate_remote(
     actions_dir = work / "actions"
     log_path = work / "sim_client.log"
 
-    run_spec = SimpleNamespace(
-        env=sim,
+    manifest = remote_manifest(
+        spec,
+        sim,
         checkpoint=checkpoint,
-        policy_factory=None if checkpoint else pol,
+        policy=pol,
+        episodes=episodes,
+        seed=seed,
         max_steps=max_steps,
         execute_horizon=execute_horizon,
-        ensemble=False,
-        image_size=(image_size, image_size),
-        camera=",".join(cams) or None,
-        action_remap="none",
-        clip_actions=False,
+        image_size=image_size,
+        cameras=cams,
         condition=condition,
-        video_fps=None,
-    )
-    manifest = build_manifest(
-        run_spec,
-        tasks=[sim],
-        episodes_per_task=episodes,
-        seed=seed,
+        venv=venv_path,
+        sim_versions=sim_versions(spec.family, python),
         workers=1,
-        video_episodes_per_task=0,
-        seeds={sim: [seed + e for e in range(episodes)]},
-    )
-    manifest["protocol"].update(
-        {
-            "seed_rule": "seed + episode",
-            "success": spec.success,
-            "remote": {
-                "venv": str(venv_path),
-                "client": spec.module,
-                "observation_style": f"openpi {spec.style}",
-                "transport": "openpi websocket msgpack-numpy over loopback",
-                "sim_versions": sim_versions(spec.family, python),
-            },
-        }
     )
     if out:
         start_results_folder(out, manifest)
@@ -263,21 +330,11 @@ def evaluate_remote(
         records.append(_finish_record(raw, actions_dir, condition))
     records.extend(_finish_record(r, actions_dir, condition) for r in by_key.values())
 
-    tasks = list(dict.fromkeys(r.task for r in records))
-    manifest["protocol"]["tasks"] = tasks
-    manifest["protocol"]["seeds"] = {t: [r.seed for r in records if r.task == t] for t in tasks}
-    manifest["initial_states"] = initial_states(records)
-    manifest["protocol"]["execute_horizon_resolved"] = resolved_horizons(records)
-    summary = summarize(records, baseline_condition=condition)
-    summary["run"] = {
-        "label": label or (Path(checkpoint).name if checkpoint else type(pol).__name__),
-        "kind": "eval",
-        "env": sim,
-        "checkpoint": checkpoint,
-        "condition": condition,
-        "remote": True,
-    }
-    summary["timing"] = {**run_timing(records, wall_s, workers=1), "client_exit_code": rc}
+    name = label or (Path(checkpoint).name if checkpoint else type(pol).__name__)
+    summary = finish_remote_manifest_and_summary(
+        manifest, records, sim, checkpoint, condition, name, wall_s, workers=1
+    )
+    summary["timing"]["client_exit_code"] = rc
     if out:
         write_results_folder(out, manifest, records, summary)
     tmp_ctx.cleanup()

@@ -61,10 +61,17 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
         help="actions executed per policy query (default: the sim's openpi value)",
     )
     p.add_argument("--image-size", type=int, default=224, help="square image side sent (openpi)")
-    p.add_argument("--out", required=True, help="JSONL file, one line per episode (appended)")
+    p.add_argument("--out", default=None, help="JSONL file, one line per episode (appended)")
     p.add_argument("--actions-dir", default=None, help="write executed actions as .npy here")
     p.add_argument("--connect-timeout-s", type=float, default=60.0)
     p.add_argument("--recv-timeout-s", type=float, default=300.0)
+    p.add_argument(
+        "--result-fd",
+        type=int,
+        default=None,
+        help="job-stream mode (a vlastack worker drives this client): read one JSON request a "
+        "line on stdin, answer each with one JSON line on this inherited file descriptor",
+    )
 
 
 def pad_to_square(img_hwc: np.ndarray, size: int) -> tuple[np.ndarray, int, int]:
@@ -198,10 +205,89 @@ def run_episode(
     }
 
 
-def run_client(sim: RemoteSim, args: argparse.Namespace, default_max_steps: int) -> int:
-    """Run ``args.episodes`` episodes and append their records to ``args.out``; exit code."""
+def _versions(names: list[str]) -> dict[str, str | None]:
+    import importlib.metadata as md
+
+    out: dict[str, str | None] = {}
+    for n in names:
+        try:
+            out[n] = md.version(n)
+        except md.PackageNotFoundError:
+            out[n] = None
+    return out
+
+
+def _error_rec(sim: RemoteSim, job: dict[str, Any], exc: BaseException) -> dict[str, Any]:
+    return {
+        **{k: job[k] for k in ("task", "episode", "seed")},
+        "status": "error",
+        "instruction": sim.instruction,
+        "error": f"{type(exc).__name__}: {exc}",
+        "extra": {"traceback": traceback.format_exc(limit=6)},
+    }
+
+
+def _dead_connection(exc: BaseException) -> bool:
     from vlastack.serving.client import ServerError
 
+    return isinstance(exc, ServerError) or type(exc).__name__.startswith("Connection")
+
+
+def serve_jobs(sim: RemoteSim, args: argparse.Namespace, default_max_steps: int) -> int:
+    """Job-stream mode (``--result-fd``): a vlastack worker (process pool or Ray task) keeps this
+    client and its simulator for many episodes, sharded by (task, seed) across workers.
+
+    Requests, one JSON line each on stdin: ``{"plan": {"episodes": N, "seed": S, "versions":
+    [package names]}}`` -> ``{"jobs": sim.jobs(N, S), "versions": {name: version}}``;
+    ``{"job": JOB}`` (one of the plan's jobs) -> that episode's record, as ``run_client`` writes
+    it. End of stdin ends the client. The answers go to ``--result-fd`` so that whatever the
+    simulator prints on stdout cannot corrupt them.
+    """
+    max_steps = args.max_steps or default_max_steps
+    results = os.fdopen(args.result_fd, "w", buffering=1)
+    client = _connect(args)
+    try:
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            req = json.loads(line)
+            if "plan" in req:
+                plan = req["plan"]
+                answer: dict[str, Any] = {
+                    "jobs": sim.jobs(int(plan["episodes"]), int(plan["seed"])),
+                    "versions": _versions(list(plan.get("versions") or [])),
+                }
+            else:
+                job = req["job"]
+                try:
+                    answer = run_episode(
+                        sim,
+                        client,
+                        job,
+                        max_steps=max_steps,
+                        execute_horizon=args.execute_horizon,
+                        actions_dir=args.actions_dir,
+                    )
+                except Exception as exc:  # reported; the worker decides about a retry
+                    answer = _error_rec(sim, job, exc)
+                    if _dead_connection(exc):
+                        client.close()
+                        client = _connect(args)
+            results.write(json.dumps(answer) + "\n")
+    finally:
+        client.close()
+        sim.close()
+        results.close()
+    return 0
+
+
+def run_client(sim: RemoteSim, args: argparse.Namespace, default_max_steps: int) -> int:
+    """Run ``args.episodes`` episodes and append their records to ``args.out``; exit code.
+    With ``--result-fd``, serve a worker's requests instead (``serve_jobs``)."""
+    if args.result_fd is not None:
+        return serve_jobs(sim, args, default_max_steps)
+    if not args.out:
+        raise SystemExit("--out FILE is required (the JSONL the episodes are appended to)")
     max_steps = args.max_steps or default_max_steps
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -224,14 +310,8 @@ def run_client(sim: RemoteSim, args: argparse.Namespace, default_max_steps: int)
                 )
             except Exception as exc:  # one episode's crash must not lose the others
                 n_errors += 1
-                rec = {
-                    **{k: job[k] for k in ("task", "episode", "seed")},
-                    "status": "error",
-                    "instruction": sim.instruction,
-                    "error": f"{type(exc).__name__}: {exc}",
-                    "extra": {"traceback": traceback.format_exc(limit=6)},
-                }
-                if isinstance(exc, ServerError) or type(exc).__name__.startswith("Connection"):
+                rec = _error_rec(sim, job, exc)
+                if _dead_connection(exc):
                     client.close()
                     client = _connect(args)  # the old connection is dead after an error frame
             with open(out, "a") as f:
