@@ -23,6 +23,7 @@ ray = pytest.importorskip(
 )
 
 from _export_tiny import tiny_stats, write_tiny_checkpoint  # noqa: E402
+from vlastack.evaluation.metrics import EpisodeRecord  # noqa: E402
 from vlastack.evaluation.remote import evaluate_remote  # noqa: E402
 from vlastack.evaluation.remote_sharded import evaluate_remote_sharded  # noqa: E402
 from vlastack_test_plugins.remote_crash import DyingToyPolicy  # noqa: E402
@@ -65,46 +66,76 @@ def _outcomes(records):
 
 
 @needs_aloha
-def test_aloha_on_ray_and_on_the_pool_matches_the_one_client_runner(ray_address, ckpt, tmp_path):
-    serial = evaluate_remote(str(ckpt), SIM, episodes=3, out_dir=tmp_path / "serial", **KW)
+def test_cli_eval_aloha_on_ray_matches_the_one_client_runner(ray_address, ckpt, tmp_path):
+    """``vlastack eval CKPT --env aloha/... --executor ray --ray-address ADDR``: two Ray workers,
+    each serving the checkpoint and driving its own .venv-aloha client, give the episodes the
+    one-client runner gives: same seeds, initial states, steps and executed actions."""
+    from vlastack.cli.main import main
+
+    serial = evaluate_remote(str(ckpt), SIM, episodes=2, out_dir=tmp_path / "serial", **KW)
+    out = tmp_path / "ray"
+    argv = ["eval", str(ckpt), "--env", SIM, "--episodes-per-task", "2", "--seed", "4"]
+    argv += ["--max-steps", "12", "--execute-horizon", "4", "--out", str(out), "--no-progress"]
+    argv += ["--workers", "2", "--executor", "ray", "--ray-address", ray_address]
+    assert main(argv) == 0
+    logged = [json.loads(x) for x in (out / "episodes.jsonl").read_text().splitlines()]
+    on_ray = [EpisodeRecord.from_dict(d) for d in logged]
+
+    assert all(r.status == "failure" for r in serial.records), serial.records[0].error
+    assert [r.seed for r in serial.records] == [4, 5]
+    assert len({r.initial_state_sha for r in serial.records}) == 2  # the seeds place the cube
+    assert _outcomes(on_ray) == _outcomes(serial.records)
+    # the same executed actions, not only the same outcomes: their jerk matches
+    jerk = [r.mean_squared_jerk for r in serial.records]
+    assert all(j is not None and j > 0 for j in jerk)
+    np.testing.assert_allclose([r.mean_squared_jerk for r in on_ray], jerk, rtol=1e-9)
+    np.testing.assert_allclose(
+        [r.chunk_jump for r in on_ray], [r.chunk_jump for r in serial.records], rtol=1e-9
+    )
+    assert all("actions_file" not in r.extra for r in on_ray)  # the workers' copies are gone
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["protocol"] == json.loads(json.dumps(serial.manifest["protocol"]))
+    assert manifest["protocol"]["remote"]["sim_versions"]["gym-aloha"] == "0.1.5"
+    assert manifest["executor"] == f"ray@{ray_address}"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["timing"]["executor"] == f"ray@{ray_address}"
+    assert summary["overall"]["completed"] == 2 and summary["run"]["remote"] is True
+
+
+@pytest.mark.slow
+@needs_aloha
+def test_aloha_on_the_pool_and_on_ray_in_process_matches_the_one_client_runner(
+    ray_address, ckpt, tmp_path
+):
+    """Slow (~100 s on the loaded 2-core box, ~25 s idle): three evaluations, each starting
+    its workers' torch, policy and MuJoCo clients. ``--workers 2`` without Ray shards too."""
+    serial = evaluate_remote(str(ckpt), SIM, episodes=3, **KW)
     pool = evaluate_remote_sharded(
         str(ckpt), SIM, episodes=3, workers=2, out_dir=tmp_path / "pool", **KW
     )
-    on_ray = evaluate_remote_sharded(
-        str(ckpt), SIM, episodes=3, workers=2, executor="ray", out_dir=tmp_path / "ray", **KW
-    )
-    assert all(r.status == "failure" for r in serial.records), serial.records[0].error
-    assert [r.seed for r in serial.records] == [4, 5, 6]
-    assert len(set(r.initial_state_sha for r in serial.records)) == 3  # seeds place the cube
-    assert _outcomes(pool.records) == _outcomes(serial.records)
-    assert _outcomes(on_ray.records) == _outcomes(serial.records)
-    # the same executed actions, not only the same outcomes: the jerk of the actions matches
+    on_ray = evaluate_remote_sharded(str(ckpt), SIM, episodes=3, workers=2, executor="ray", **KW)
+    assert _outcomes(pool.records) == _outcomes(serial.records) == _outcomes(on_ray.records)
     jerk = [r.mean_squared_jerk for r in serial.records]
-    assert all(j is not None and j > 0 for j in jerk)
     np.testing.assert_allclose([r.mean_squared_jerk for r in pool.records], jerk, rtol=1e-9)
     np.testing.assert_allclose([r.mean_squared_jerk for r in on_ray.records], jerk, rtol=1e-9)
-    np.testing.assert_allclose(
-        [r.chunk_jump for r in on_ray.records], [r.chunk_jump for r in serial.records], rtol=1e-9
-    )
-
-    proto = {k: v for k, v in serial.manifest["protocol"].items()}
-    assert on_ray.manifest["protocol"] == proto == pool.manifest["protocol"]
-    assert on_ray.manifest["protocol"]["remote"]["sim_versions"]["gym-aloha"] == "0.1.5"
+    assert pool.manifest["protocol"] == serial.manifest["protocol"] == on_ray.manifest["protocol"]
     assert on_ray.manifest["executor"] == "ray" and pool.manifest["executor"] == "pool"
-    assert on_ray.summary["timing"]["executor"] == "ray"
-    assert on_ray.summary["run"]["remote"] is True
-    assert on_ray.summary["overall"]["completed"] == 3
-    # episodes.jsonl: finished in the plan's order, as the one-client runner writes it
-    logged = [json.loads(x) for x in (tmp_path / "ray" / "episodes.jsonl").read_text().splitlines()]
+    # episodes.jsonl: in the plan's order at the end, whichever worker finished first
+    logged = [
+        json.loads(x) for x in (tmp_path / "pool" / "episodes.jsonl").read_text().splitlines()
+    ]
     assert [(d["episode"], d["seed"]) for d in logged] == [(0, 4), (1, 5), (2, 6)]
-    assert all("actions_file" not in d["extra"] for d in logged)  # the workers' copies are gone
 
 
+@pytest.mark.slow
 @needs_aloha
 def test_a_dying_ray_worker_loses_only_its_episode_retried_once(ray_address, tmp_path):
-    # Two policy calls per episode (8 steps, 4 executed per chunk) on one worker: calls 3 and 4
-    # are episode 1's two attempts (both die: an error after the retry); call 7 is episode 3's
-    # first attempt (dies; the retry finishes it). Each death kills the Ray worker process.
+    """Slow (~60 s loaded): each death costs a new Ray worker (torch import, a MuJoCo client).
+
+    Two policy calls per episode (8 steps, 4 executed per chunk) on one worker: calls 3 and 4
+    are episode 1's two attempts (both die: an error after the retry); call 7 is episode 3's
+    first attempt (dies; the retry finishes it). Each death kills the Ray worker process."""
     count = tmp_path / "calls"
     count.mkdir()
     policy = DyingToyPolicy(count, die_on=(3, 4, 7))
@@ -116,22 +147,6 @@ def test_a_dying_ray_worker_loses_only_its_episode_retried_once(ray_address, tmp
     assert res.records[1].error.startswith("worker process died (")
     assert res.records[3].steps == 8 and res.records[3].num_chunks == 2
     assert len(list(count.iterdir())) == 9  # 6 calls answered (3 episodes) + 3 that died
-
-
-@needs_aloha
-def test_cli_eval_aloha_with_executor_ray_at_an_address(ray_address, ckpt, tmp_path):
-    from vlastack.cli.main import main
-
-    out = tmp_path / "res"
-    argv = ["eval", str(ckpt), "--env", SIM, "--episodes-per-task", "2", "--seed", "4"]
-    argv += ["--max-steps", "12", "--execute-horizon", "4", "--out", str(out), "--no-progress"]
-    argv += ["--workers", "2", "--executor", "ray", "--ray-address", ray_address]
-    assert main(argv) == 0
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["timing"]["executor"] == f"ray@{ray_address}"
-    assert summary["overall"]["completed"] == 2
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["protocol"]["seeds"] == {SIM: [4, 5]}
 
 
 def test_without_the_simulator_venv_the_ray_path_names_what_is_missing(tmp_path):

@@ -326,7 +326,7 @@ def evaluate_remote_sharded(
     ex = make_executor(choice, work, workers, episode_timeout_s)
     try:
         plan = _plan(ex, episodes, seed)
-        jobs = [
+        jobs: list[Job] = [
             RemoteJob(
                 task=str(j["task"]),
                 task_index=0,
