@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from vlastack.envs.remote import runner
-from vlastack.errors import MissingExtraError
+from vlastack.errors import MissingExtraError, VlastackError
 
 ray = pytest.importorskip(
     "ray", reason="Ray is the optional extra vlastack[ray] (pip install 'vlastack[ray]')"
@@ -147,6 +147,19 @@ def test_a_dying_ray_worker_loses_only_its_episode_retried_once(ray_address, tmp
     assert res.records[1].error.startswith("worker process died (")
     assert res.records[3].steps == 8 and res.records[3].num_chunks == 2
     assert len(list(count.iterdir())) == 9  # 6 calls answered (3 episodes) + 3 that died
+
+
+@needs_aloha
+def test_a_client_that_cannot_start_stops_the_run_with_its_log(ckpt):
+    """The simulator client exits at once (a flag it does not know): no plan, and the error
+    carries the client's own last lines rather than a silent hang."""
+    with pytest.raises(VlastackError) as err:
+        evaluate_remote_sharded(
+            str(ckpt), SIM, episodes=1, workers=1, client_args=("--no-such-flag",), **KW
+        )
+    msg = str(err.value)
+    assert "episode plan" in msg and "exited with code 2" in msg
+    assert "unrecognized arguments: --no-such-flag" in msg
 
 
 def test_without_the_simulator_venv_the_ray_path_names_what_is_missing(tmp_path):

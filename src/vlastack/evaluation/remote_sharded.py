@@ -187,10 +187,15 @@ class RemoteEvalWork:
         except (BrokenPipeError, OSError):
             line = ""
         if not line:
-            rc = live["proc"].wait(timeout=30)
+            proc = live["proc"]
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
             tail = self._log_tail()
-            self._stop_client()
-            raise RuntimeError(f"the simulator client exited with code {rc}:\n{tail}")
+            self._stop_client()  # the next request starts a new client
+            raise RuntimeError(f"the simulator client exited with code {proc.returncode}:\n{tail}")
         return dict(json.loads(line))
 
     # -- jobs --------------------------------------------------------------------------------
