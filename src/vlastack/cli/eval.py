@@ -58,7 +58,13 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--env", help="task or suite, e.g. metaworld/mt10 or metaworld/reach-v3")
     p.add_argument("--episodes-per-task", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=1, help="worker processes (0 = in-process)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes (0 = in-process); aloha/* and libero/*: 1 = one simulator "
+        "client runs every episode, more (or --executor ray) = one episode per worker job",
+    )
     add_runner_option(p)
     p.add_argument(
         "--threads",
