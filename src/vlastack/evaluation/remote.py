@@ -163,6 +163,8 @@ def remote_manifest(
         clip_actions=False,
         condition=condition,
         video_fps=None,
+        high_level_hz=None,  # no two-rate loop on the remote runner (cli/eval.py refuses it)
+        high_level_async=False,
     )
     manifest = build_manifest(
         run_spec,
