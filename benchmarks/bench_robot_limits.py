@@ -1,5 +1,5 @@
-"""Does the robot runner's default change limit (25% of the action range per tick) cost a trained
-policy success? (issue 27)
+"""Where does the robot runner's change limit (default 25% of the action range per tick) start to
+cost a trained policy success? (issue 27)
 
 Runs a checkpoint through ``vlastack.robot.RobotRunner`` on the simulator adapter (``GymRobot``
 over a Meta-World env) under each ``--fractions`` value of ``max_delta_fraction`` (the change
@@ -13,9 +13,11 @@ cannot turn slow inferences into held ticks; ``wait`` in the output counts any t
 had no action within one real period (``--control-hz``, default 0.5: a 2 s budget; the limits
 are per tick, so the rate does not change them).
 
-    .venv/bin/python benchmarks/bench_robot_limits.py CKPT [--episodes 10] [--fractions 0.25,1.0]
+    .venv/bin/python benchmarks/bench_robot_limits.py CKPT [--episodes 10] \
+        [--fractions 1.0,0.25,0.1,0.05,0.02]
 
-Prints a table, then one JSON object on the last line.
+Prints a table per task and overall, then one JSON object on the last line. A stricter limit
+makes failing episodes run to ``--max-ticks``, so the strict settings cost the most time.
 """
 
 from __future__ import annotations
@@ -110,6 +112,7 @@ def run(args: argparse.Namespace) -> dict:
                         "task": task,
                         "seed": s,
                         "success": bool(res.success),
+                        "stopped": res.stopped,
                         "ticks": res.ticks,
                         "rate_limited": res.counts.get("rate_limit", 0),
                         "range_clamped": res.counts.get("range_clamp", 0),
@@ -118,7 +121,14 @@ def run(args: argparse.Namespace) -> dict:
                     }
                 )
             lo, hi = wilson_interval(ok, len(seeds))
-            row["per_task"][task] = {"successes": ok, "n": len(seeds), "ci95": [lo, hi]}
+            mine = [e for e in row["episodes"] if e["task"] == task]
+            row["per_task"][task] = {
+                "successes": ok,
+                "n": len(seeds),
+                "ci95": [lo, hi],
+                "rate_limited_ticks": sum(e["rate_limited"] for e in mine),
+                "ticks": sum(e["ticks"] for e in mine),
+            }
             print(
                 f"{task:40s} max_delta {key:>5s} of range: {ok}/{len(seeds)} "
                 f"[{100 * lo:.0f}, {100 * hi:.0f}]  ({time.perf_counter() - t0:.0f} s)",
@@ -160,7 +170,9 @@ def main() -> int:
     ap.add_argument("checkpoint")
     ap.add_argument("--tasks", default=None, help="comma list (default: the demo's four)")
     ap.add_argument("--episodes", type=int, default=10, help="per task and fraction")
-    ap.add_argument("--fractions", default="0.25,1.0", help="max_delta_fraction values")
+    ap.add_argument(
+        "--fractions", default="1.0,0.25,0.1,0.05,0.02", help="max_delta_fraction values"
+    )
     ap.add_argument("--camera", default="corner2")
     ap.add_argument("--control-hz", type=float, default=0.5)
     ap.add_argument("--max-ticks", type=int, default=500)
@@ -169,13 +181,23 @@ def main() -> int:
     ap.add_argument("--verbose", action="store_true", help="one line per episode")
     args = ap.parse_args()
     out = run(args)
-    print("\nfraction  success  Wilson 95%  rate-limited ticks  waits  violations")
+    tasks = list(next(iter(out["fractions"].values()))["per_task"])
+    print("\nper task: successes/n (rate-limited ticks of ticks)")
+    print(f"{'fraction':>8s}  " + "  ".join(f"{t.split('/')[-1][:24]:>24s}" for t in tasks))
+    for key, row in out["fractions"].items():
+        cells = []
+        for t in tasks:
+            c = row["per_task"][t]
+            cells.append(f"{c['successes']}/{c['n']} ({c['rate_limited_ticks']}/{c['ticks']})")
+        print(f"{key:>8s}  " + "  ".join(f"{c:>24s}" for c in cells))
+    print("\nfraction  success  Wilson 95%  rate-limited ticks  waits  violations  ticks/success")
     for key, row in out["fractions"].items():
         o = row["overall"]
         print(
             f"{key:>8s}  {o['successes']:>3d}/{o['n']:<3d}  [{100 * o['ci95'][0]:.0f}, "
             f"{100 * o['ci95'][1]:.0f}]  {o['rate_limited_ticks']:>7d} of {o['ticks']:<7d}  "
-            f"{o['wait_ticks']:>5d}  {o['violations']}"
+            f"{o['wait_ticks']:>5d}  {o['violations']:>10d}  "
+            + (f"{o['mean_ticks_success']:.1f}" if o["mean_ticks_success"] else "-")
         )
     print(json.dumps(out))
     return 0

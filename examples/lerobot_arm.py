@@ -10,10 +10,13 @@ drives the arm through its ``Robot`` API only (``vlastack.robot.adapters.LeRobot
 Set the port, the id (its calibration file) and the cameras to yours; the camera names must be
 the ones the policy was trained with (``vlastack inspect CHECKPOINT`` lists them).
 
-Human corrections with an SO-100 leader arm (``--teleop lerobot_arm:make_leader``): press Enter
-in the terminal to take over (the follower then follows the leader, through the safety layer)
-and Enter again to hand back; with ``--record`` those frames get ``intervention`` = True. A foot
-pedal works the same way: have its handler call ``switch.toggle()``.
+Human corrections with an SO-100 leader arm (``--teleop lerobot_arm:make_leader
+--intervene-key SPACE``): press SPACE in the terminal to take over (the follower then follows
+the leader, through the safety layer) and SPACE again to hand back; with ``--record`` those
+frames get ``intervention`` = True. A USB foot pedal instead: ``--intervene-pedal
+/dev/input/by-id/usb-...-event-kbd`` (a person drives while it is held down; ``--pedal-mode
+toggle`` for press-to-toggle). A leader arm cannot tell when a person takes over, so one of the
+two is needed.
 """
 
 from __future__ import annotations
@@ -34,25 +37,11 @@ def make_follower():
 
 
 def make_leader():
-    import sys
-    import threading
-
     from lerobot.teleoperators.so_leader import SO100Leader, SO100LeaderConfig
 
-    from vlastack.robot.intervention import InterventionSwitch, TeleopIntervention
-
-    leader = SO100Leader(
+    return SO100Leader(
         SO100LeaderConfig(
             port=os.environ.get("SO100_LEADER_PORT", "/dev/ttyACM1"),
             id=os.environ.get("SO100_LEADER_ID", "leader_so100"),
         )
     )
-    switch = InterventionSwitch()
-
-    def keys() -> None:
-        for _line in sys.stdin:  # Enter toggles
-            print("intervening" if switch.toggle() else "policy drives", flush=True)
-
-    threading.Thread(target=keys, daemon=True, name="intervention-key").start()
-    motors = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
-    return TeleopIntervention(leader, [f"{m}.pos" for m in motors], intervening=switch)

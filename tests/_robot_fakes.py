@@ -302,3 +302,12 @@ def make_leader_always() -> FakeLeader:
     leader = FakeLeader(intervene=lambda n: True)
     LEADERS.append(leader)
     return leader
+
+
+def make_leader_plain() -> FakeLeader:
+    """``--teleop _robot_fakes:make_leader_plain``: a leader arm that cannot say when a person
+    intervenes (no ``get_teleop_events``, like LeRobot's SO-100 leader): a switch must."""
+    leader = FakeLeader()
+    leader.get_teleop_events = None  # type: ignore[assignment,method-assign]
+    LEADERS.append(leader)
+    return leader

@@ -19,7 +19,12 @@ dataset. ``--teleop MODULE:FACTORY`` (a function returning an object with LeRobo
 ``Teleoperator`` API, or a ``vlastack.robot.intervention.TeleopIntervention``) lets a person take
 over while it reports an intervention (its ``get_teleop_events()`` ``is_intervention``, as
 LeRobot's gamepad and keyboard teleops do); those ticks send the teleop's action, through the
-same safety layer, and are recorded with ``intervention`` True.
+same safety layer, and are recorded with ``intervention`` True. A teleop that cannot say when a
+person intervenes (a leader arm) gets a switch: ``--intervene-key SPACE`` (a key in this
+terminal toggles it; the terminal's settings are restored on exit, Ctrl-C included; off, with a
+message, when stdin is not a terminal) and/or ``--intervene-pedal /dev/input/eventN`` (a foot
+pedal or any Linux input device: held down = a person drives; ``--pedal-mode toggle``,
+``--pedal-code N`` for one key). Either overrides the teleop's own events.
 
 A hierarchical checkpoint (recipe ``hierarchy``) runs at two rates with ``--high-level-hz``: System
 2 names the subtask every ``--control-hz / --high-level-hz`` ticks, System 1 acts on it every tick
@@ -29,9 +34,11 @@ A hierarchical checkpoint (recipe ``hierarchy``) runs at two rates with ``--high
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from vlastack.cli.two_rate import add_two_rate_args, two_rate_options
@@ -87,6 +94,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--teleop",
         metavar="MODULE:FACTORY",
         help="function returning a LeRobot-API teleoperator a person takes over with",
+    )
+    p.add_argument(
+        "--intervene-key",
+        metavar="KEY",
+        help="with --teleop: a key in this terminal (SPACE, ENTER, TAB or one character) "
+        "toggles who drives: press to take over, again to hand back",
+    )
+    p.add_argument(
+        "--intervene-pedal",
+        metavar="DEVICE",
+        help="with --teleop: a foot pedal (a Linux input device, /dev/input/eventN or "
+        "/dev/input/by-id/...): a person drives while it is held down",
+    )
+    p.add_argument(
+        "--pedal-mode",
+        choices=["hold", "toggle"],
+        default="hold",
+        help="hold: drive while held (default); toggle: each press toggles",
+    )
+    p.add_argument(
+        "--pedal-code",
+        type=int,
+        default=None,
+        metavar="N",
+        help="react to this Linux key code only (default: any key of the device)",
     )
     p.add_argument("--record", metavar="DIR", help="record rollouts as a LeRobot v3 dataset")
     p.add_argument("--record-images", choices=["video", "png"], default="video")
@@ -191,15 +223,62 @@ def _load_factory(text: str, flag: str) -> Any:
         raise ConfigError(f"{flag} {text}: cannot load it ({exc})") from None
 
 
-def _intervention(args: argparse.Namespace, action_names: list[str]) -> Any:
+def _switches(args: argparse.Namespace) -> list[Any]:
+    """The --intervene-key / --intervene-pedal switches, not started yet."""
+    from vlastack.robot.switches import EvdevPedalSwitch, TerminalKeySwitch, parse_key
+
+    switches: list[Any] = []
+    if args.intervene_key or args.intervene_pedal:
+        if not args.teleop:
+            flag = "--intervene-key" if args.intervene_key else "--intervene-pedal"
+            raise ConfigError(
+                f"{flag} says when a person takes over, --teleop MODULE:FACTORY with what "
+                "(a leader arm, a gamepad): add --teleop"
+            )
+    elif args.pedal_code is not None or args.pedal_mode != "hold":
+        raise ConfigError("--pedal-mode / --pedal-code need --intervene-pedal DEVICE")
+    if args.intervene_key:
+        parse_key(args.intervene_key, "--intervene-key")
+        switches.append(TerminalKeySwitch(args.intervene_key))
+    if args.intervene_pedal:
+        switches.append(
+            EvdevPedalSwitch(
+                args.intervene_pedal,
+                code=args.pedal_code,
+                mode=args.pedal_mode,
+                flag="--intervene-pedal",
+            )
+        )
+    return switches
+
+
+def _intervention(args: argparse.Namespace, action_names: list[str], switches: list[Any]) -> Any:
     from vlastack.robot.intervention import TeleopIntervention
 
     if not args.teleop:
         return None
+    flag: Callable[[], bool] | None = None
+    if len(switches) == 1:
+        flag = switches[0]
+    elif switches:
+        flag = lambda: any(s() for s in switches)  # noqa: E731
     made = _load_factory(args.teleop, "--teleop")()
     if isinstance(made, TeleopIntervention):
-        return made
-    return TeleopIntervention(made, action_names)
+        if flag is None:
+            return made
+        made = made.teleop  # the switch decides when, the factory's teleop what
+    return TeleopIntervention(made, action_names, intervening=flag)
+
+
+def _start_switches(switches: list[Any], args: argparse.Namespace) -> None:
+    for switch in switches:
+        if not switch.start():  # only the key switch declines (no terminal)
+            print(
+                f"--intervene-key {args.intervene_key} is off: {switch.reason}; the policy "
+                "drives throughout. Run in a terminal (in the foreground) or use "
+                "--intervene-pedal DEVICE",
+                flush=True,
+            )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -213,6 +292,7 @@ def run(args: argparse.Namespace) -> int:
     if args.episodes < 1 or args.max_ticks < 1:
         raise ConfigError("--episodes and --max-ticks must be >= 1")
     high_level = two_rate_options(args)
+    switches = _switches(args)  # flag mistakes before anything loads or connects
     policy, meta, ckpt_spec, stats = _policy(args)
     robot = _robot(args, meta)
     spec = robot.embodiment
@@ -258,7 +338,7 @@ def run(args: argparse.Namespace) -> int:
         abort_after_s=args.abort_after_s,
         recorder=recorder,
         rename=rename,
-        intervention=_intervention(args, list(spec.action.names)),
+        intervention=_intervention(args, list(spec.action.names), switches),
         high_level=high_level,
     )
     results = []
@@ -266,10 +346,16 @@ def run(args: argparse.Namespace) -> int:
     if runner.intervention is not None:
         runner.intervention.connect()
     try:
-        for ep in range(args.episodes):
-            res = runner.run_episode(args.max_ticks, seed=args.seed + ep)
-            results.append(res.summary())
-            print(f"episode {ep}: {json.dumps(results[-1])}")
+        # after connecting (calibration may ask for Enter); closed first: the terminal's
+        # settings come back before anything else is cleaned up, Ctrl-C and SIGTERM included
+        with contextlib.ExitStack() as stack:
+            for switch in switches:
+                stack.callback(switch.close)
+            _start_switches(switches, args)
+            for ep in range(args.episodes):
+                res = runner.run_episode(args.max_ticks, seed=args.seed + ep)
+                results.append(res.summary())
+                print(f"episode {ep}: {json.dumps(results[-1])}")
     finally:
         runner.close()
         if recorder is not None:

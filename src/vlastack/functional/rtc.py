@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from vlastack.errors import ConfigError
+from vlastack.functional.flow_matching import time_dtype
 
 
 def prefix_weights(
@@ -77,7 +78,7 @@ def guided_euler_sample(
     dt = -1.0 / num_steps
     for k in range(num_steps):
         t = 1.0 + k * dt
-        t_vec = torch.full((B,), t, dtype=x.dtype, device=x.device)
+        t_vec = torch.full((B,), t, dtype=time_dtype(x), device=x.device)
         gw = guidance_weight(t, max_guidance_weight)
         with torch.enable_grad():
             if gw == 0.0:

@@ -110,8 +110,10 @@ class TeleopIntervention:
         else:
             raise ConfigError(
                 f"cannot tell when a person intervenes with {type(teleop).__name__}: it has no "
-                "get_teleop_events() (is_intervention) and no boolean 'intervening'; pass "
-                "intervening= (e.g. an InterventionSwitch a key or foot pedal flips)"
+                "get_teleop_events() (is_intervention) and no boolean 'intervening'; give "
+                "`vlastack robot` --intervene-key SPACE or --intervene-pedal /dev/input/eventN, "
+                "or pass intervening= (an InterventionSwitch: robot.switches has a terminal "
+                "key and a foot pedal one)"
             )
 
     def _from_events(self) -> bool:

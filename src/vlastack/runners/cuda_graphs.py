@@ -64,8 +64,9 @@ class GraphedHead:
             if self.head.cuda_graph_noise:
                 B = context.shape[0]
                 shape = (B, self.head.action_horizon, self.head.action_dim)
-                # the default dtype, as the heads' own draws (functional.noise.randn)
-                bufs["noise"] = torch.zeros(shape, device=context.device)
+                # the context's dtype, as the heads' own draws (ActionHead.initial_noise)
+                dtype = context.dtype if context.is_floating_point() else None
+                bufs["noise"] = torch.zeros(shape, device=context.device, dtype=dtype)
         with graph_capture():  # warm up on the same (capture-safe) path that is recorded
             graph, bufs["out"] = self._record(lambda: self._run(bufs), context.device)
         self.captures += 1
@@ -104,7 +105,8 @@ class GraphedHead:
         bufs["mask"].copy_(mask)
         if "noise" in bufs:
             n = bufs["noise"]
-            bufs["noise"].copy_(randn(tuple(n.shape), generator, n.device, n.dtype))
+            # drawn in float32 and cast by the copy: the eager head's noise for the same seed
+            bufs["noise"].copy_(randn(tuple(n.shape), generator, n.device))
         graph.replay()
         return bufs["out"].clone()
 

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from vlastack.errors import ConfigError
+from vlastack.functional.noise import randn
 from vlastack.models.layers.inference import is_capturing
 
 
@@ -70,6 +71,24 @@ class ActionHead(nn.Module):
                 f"(action_horizon, action_dim), got {tuple(actions.shape)}; match the dataset's "
                 "embodiment spec and the recipe's action_horizon."
             )
+
+    def initial_noise(
+        self, context: torch.Tensor, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """A sampler's starting noise (B, H, A) ~ N(0, I), in the dtype the head computes in (the
+        context's: a head cast to bf16 is given bf16 tokens; an int8 or autocast head float32
+        ones). Drawn in float32 and then cast, so one seed gives the same noise whatever the
+        dtype (torch's bf16 ``randn`` draws other numbers for some sizes)."""
+        shape = (context.shape[0], self.action_horizon, self.action_dim)
+        z = randn(shape, generator, context.device)
+        return z if not context.is_floating_point() else z.to(context.dtype)
+
+    # bf16 (``head.to(torch.bfloat16)``, run in eager with bf16 context): the largest
+    # |action - float32 action| (normalized units, same weights, inputs and noise) that
+    # ``tests/test_action_heads_bf16.py`` holds the head to, or None where the head does not
+    # claim bf16, with the reason in ``bf16_blocker``.
+    bf16_atol: float | None = None
+    bf16_blocker = "this head does not declare bf16 support"
 
     # CUDA-graph replay (graphs.GraphedHead): heads whose sampler has fixed shapes and no host
     # synchronization set the blocker to None; stochastic ones also take their initial noise as

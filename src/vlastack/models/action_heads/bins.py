@@ -44,6 +44,10 @@ class BinsHead(ActionHead):
         return {**super().suite_kwargs(size, depth), "num_bins": 256}
 
     output_range = 1.0
+    bf16_blocker = (
+        "a token head: bf16 rounding flips near-tied argmax bins (and, decoded "
+        "autoregressively, every later token), so its chunk is not close to float32's"
+    )
     output_range_reason = "its bins span [-1, 1]"
 
     def __init__(

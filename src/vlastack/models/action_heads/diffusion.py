@@ -20,7 +20,6 @@ from torch import nn
 from vlastack.errors import ConfigError
 from vlastack.functional.diffusion_sampling import q_sample, sample_loop
 from vlastack.functional.flow_matching import sincos_time_embedding
-from vlastack.functional.noise import randn
 from vlastack.functional.noise_schedules import make_alphas_cumprod
 from vlastack.models.action_heads.base import ActionHead
 from vlastack.models.action_heads.unet1d import ConditionalUnet1d
@@ -61,6 +60,9 @@ class DiffusionHead(ActionHead):
 
     cuda_graph_noise = True
     export_kind = "diffusion"
+    # bf16 eager vs float32 (tests/test_action_heads_bf16.py): 10 DDIM steps, each dividing by
+    # √ᾱ_t (down to ~0.05): the largest drift of the heads, bounded by the x̂0 clip
+    bf16_atol = 0.25
     suite_action_normalization = "min_max"  # x̂0 is clipped to [-1, 1] (Diffusion Policy)
 
     @classmethod
@@ -118,6 +120,7 @@ class DiffusionHead(ActionHead):
         # what the sampler can output, in normalized units (checked against the data's stats)
         self.output_range = self.clip_range if clip_sample else None
         self.output_range_reason = "diffusion clips its x0 estimate, --model.head_kwargs.clip_range"
+        self.beta_schedule = beta_schedule
         self.register_buffer(
             "alphas_cumprod",
             make_alphas_cumprod(beta_schedule, num_train_timesteps),
@@ -143,6 +146,17 @@ class DiffusionHead(ActionHead):
         self.cond_mlp = nn.Sequential(nn.SiLU(), nn.Linear(2 * width, width))
         self.decoder = CrossDecoder(width, depth, num_heads, mlp_ratio, cond_dim=width)
         self.action_out = nn.Linear(width, action_dim)
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        """``.to(torch.bfloat16)`` casts every floating buffer, but the noise schedule is
+        arithmetic, not a weight: bf16 would round ᾱ_t near 1 to 1.0 (its step below 1 is 2^-8)
+        and every ᾱ to 3 digits. It stays float32 (recomputed, exact) on whatever device."""
+        super()._apply(fn, recurse)
+        abar = self.alphas_cumprod
+        if abar.dtype in (torch.bfloat16, torch.float16):
+            exact = make_alphas_cumprod(self.beta_schedule, self.num_train_timesteps)
+            self.alphas_cumprod = exact.to(abar.device)
+        return self
 
     def _prefix(self, context, context_mask):
         c = self.context_proj(context)
@@ -187,8 +201,7 @@ class DiffusionHead(ActionHead):
         self._check(context, context_mask)
         B = context.shape[0]
         kvs, pooled = self._prefix(context, context_mask)
-        shape = (B, self.action_horizon, self.action_dim)
-        x_T = noise if noise is not None else randn(shape, generator, context.device)
+        x_T = noise if noise is not None else self.initial_noise(context, generator)
 
         def eps_fn(x: torch.Tensor, t: int) -> torch.Tensor:
             tt = torch.full((B,), t, device=x.device, dtype=torch.long)

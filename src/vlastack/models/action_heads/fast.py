@@ -60,6 +60,10 @@ class FastHead(ActionHead):
 
     cuda_graph_blocker = "autoregressive decoding stops on the tokens it reads"
     suite_action_normalization = "quantile"  # π0-FAST's
+    bf16_blocker = (
+        "autoregressive tokens: a bf16 rounding that flips one greedy token changes every "
+        "later one, so its chunk is not close to float32's"
+    )
 
     def __init__(
         self,

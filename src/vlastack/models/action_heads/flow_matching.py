@@ -27,7 +27,6 @@ from vlastack.functional.flow_matching import (
     sincos_time_embedding,
     target_velocity,
 )
-from vlastack.functional.noise import randn
 from vlastack.functional.rtc import guided_euler_sample
 from vlastack.models.action_heads.base import ActionHead
 from vlastack.models.layers.attention import KV, Attention
@@ -116,6 +115,9 @@ class FlowHead(ActionHead):
     cuda_graph_noise = True
     cuda_graph_blocker = None
     export_kind = "flow"
+    # bf16 eager vs float32 (tests/test_action_heads_bf16.py): the Euler steps add up the
+    # velocity's rounding; the times stay float32 (functional.flow_matching.time_dtype)
+    bf16_atol = 0.12
     num_steps: int = 10
     time_alpha: float = 1.5
 
@@ -142,18 +144,12 @@ class FlowHead(ActionHead):
         err = F.mse_loss(v, target_velocity(A, noise), reduction="none")
         return masked_mean(err, loss_weights(action_is_pad, action_dim_mask, self.action_dim))
 
-    def _noise(self, B: int, device, generator) -> torch.Tensor:
-        shape = (B, self.action_horizon, self.action_dim)
-        return randn(shape, generator, device)
-
     @torch.no_grad()
     def sample_actions(
         self, context, context_mask, generator=None, noise=None, num_steps=None, state=None
     ):
         cache = self.prefix_cache(context, context_mask, state)
-        x1 = (
-            noise if noise is not None else self._noise(context.shape[0], context.device, generator)
-        )
+        x1 = noise if noise is not None else self.initial_noise(context, generator)
         return self._bound(
             euler_integrate(
                 lambda x, t: self.velocity(x, t, cache), x1, num_steps or self.num_steps
@@ -180,7 +176,7 @@ class FlowHead(ActionHead):
         ``functional.rtc.guided_euler_sample`` over this head's velocity and cached prefix.
         """
         cache = self.prefix_cache(context, context_mask, state)
-        x = noise if noise is not None else self._noise(context.shape[0], context.device, generator)
+        x = noise if noise is not None else self.initial_noise(context, generator)
         W = weights.to(x.dtype)
         W = (W[None] if W.dim() == 1 else W)[..., None]
         return self._bound(
