@@ -50,9 +50,12 @@ import torch
 cfg = json.loads(sys.argv[1])
 
 def cpu_s():
-    # (user s, system s, minor page faults) of this process and its DataLoader workers
+    # (user s, system s, minor page faults) of this process and its DataLoader workers, and
+    # this process's own user + system s
     me = psutil.Process()
     user = system = faults = 0.0
+    t = me.cpu_times()
+    main_s = t.user + t.system
     for p in [me, *me.children(recursive=True)]:
         try:
             t = p.cpu_times()
@@ -61,7 +64,7 @@ def cpu_s():
             user, system, faults = user + t.user, system + t.system, faults + int(stat[7])
         except (psutil.Error, OSError):
             pass
-    return user, system, faults
+    return user, system, faults, main_s
 
 def loader():
     w = cfg["workers"]
@@ -94,11 +97,11 @@ def main():
     for _ in range(cfg["batches"]):
         n += len(next(it)["index"])
     wall = time.perf_counter() - t0
-    user, system, faults = (x1 - x0 for x0, x1 in zip(c0, cpu_s()))
+    user, system, faults, main_s = (x1 - x0 for x0, x1 in zip(c0, cpu_s()))
     print(json.dumps({
         "samples_per_s": n / wall, "cpu_ms_per_sample": 1e3 * (user + system) / n,
         "user_ms_per_sample": 1e3 * user / n, "sys_ms_per_sample": 1e3 * system / n,
-        "faults_per_sample": faults / n, "shape": shape,
+        "faults_per_sample": faults / n, "main_ms_per_sample": 1e3 * main_s / n, "shape": shape,
     }))
     os._exit(0)  # skip the workers' teardown (it is not part of the measurement)
 
@@ -277,6 +280,7 @@ def main() -> None:
                             "user_ms_per_sample",
                             "sys_ms_per_sample",
                             "faults_per_sample",
+                            "main_ms_per_sample",
                         )
                     }
                     row[name]["runs"] = len(rs)
