@@ -12,8 +12,9 @@ torchcodec imports here). ``--baseline-src OLD/src`` adds another vlastack check
 Every measurement is a fresh process (warm-up batch first: worker start, first decodes), and the
 rounds are interleaved (each round runs every contender once, in a rotating order), so machine
 load hits all of them alike. Each run reports samples/s (wall clock) and CPU seconds per sample
-of the process and its DataLoader workers (psutil over the timed batches): on a shared machine
-the CPU figure is the steadier one. The table gives medians over rounds and the 1-minute load
+of the process and its DataLoader workers (psutil over the timed batches; also split into user
+and system time, with minor page faults per sample from /proc): on a shared machine the CPU
+figure is the steadier one. The table gives medians over rounds and the 1-minute load
 average around each row's runs; rows whose load exceeded the core count are marked as loaded.
 Prints a table, then one JSON line.
 
@@ -49,15 +50,21 @@ import torch
 cfg = json.loads(sys.argv[1])
 
 def cpu_s():
+    # (user s, system s, minor page faults) of this process and its DataLoader workers, and
+    # this process's own user + system s
     me = psutil.Process()
-    total = 0.0
+    user = system = faults = 0.0
+    t = me.cpu_times()
+    main_s = t.user + t.system
     for p in [me, *me.children(recursive=True)]:
         try:
             t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.Error:
+            with open(f"/proc/{p.pid}/stat") as f:
+                stat = f.read().rsplit(")", 1)[1].split()
+            user, system, faults = user + t.user, system + t.system, faults + int(stat[7])
+        except (psutil.Error, OSError):
             pass
-    return total
+    return user, system, faults, main_s
 
 def loader():
     w = cfg["workers"]
@@ -90,8 +97,12 @@ def main():
     for _ in range(cfg["batches"]):
         n += len(next(it)["index"])
     wall = time.perf_counter() - t0
-    cpu = cpu_s() - c0
-    print(json.dumps({"samples_per_s": n / wall, "cpu_ms_per_sample": 1e3 * cpu / n, "shape": shape}))
+    user, system, faults, main_s = (x1 - x0 for x0, x1 in zip(c0, cpu_s()))
+    print(json.dumps({
+        "samples_per_s": n / wall, "cpu_ms_per_sample": 1e3 * (user + system) / n,
+        "user_ms_per_sample": 1e3 * user / n, "sys_ms_per_sample": 1e3 * system / n,
+        "faults_per_sample": faults / n, "main_ms_per_sample": 1e3 * main_s / n, "shape": shape,
+    }))
     os._exit(0)  # skip the workers' teardown (it is not part of the measurement)
 
 if __name__ == "__main__":
@@ -262,10 +273,17 @@ def main() -> None:
                 row: dict = {"size": size, "workers": workers}
                 for name, rs in runs.items():
                     row[name] = {
-                        "samples_per_s": _med([r["samples_per_s"] for r in rs]),
-                        "cpu_ms_per_sample": _med([r["cpu_ms_per_sample"] for r in rs]),
-                        "runs": len(rs),
+                        k: _med([r[k] for r in rs])
+                        for k in (
+                            "samples_per_s",
+                            "cpu_ms_per_sample",
+                            "user_ms_per_sample",
+                            "sys_ms_per_sample",
+                            "faults_per_sample",
+                            "main_ms_per_sample",
+                        )
                     }
+                    row[name]["runs"] = len(rs)
                 theirs = [n for n in runs if n.startswith("lerobot_") and row[n]["samples_per_s"]]
                 if theirs:
                     best = max(theirs, key=lambda n: row[n]["samples_per_s"])

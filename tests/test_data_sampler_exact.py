@@ -6,6 +6,7 @@ resizing, PNG cameras and DataLoader workers included."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import av
@@ -13,7 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from vlastack.data.dataset import PrebatchedSamples, WindowedDataset, collate, make_dataloader
+from vlastack.data.dataset import (
+    PrebatchedSamples,
+    ShippedBatch,
+    WindowedDataset,
+    collate,
+    make_dataloader,
+)
 from vlastack.data.format import DatasetWriter, Feature
 from vlastack.data.video import VideoDecoder
 
@@ -180,3 +187,74 @@ def test_workers_deliver_the_same_batches(lerobot_fixture: Path) -> None:
     assert len(plain) == len(workers) == 6
     for a, b in zip(plain, workers):
         assert_same_batch(a, b)
+
+
+class _InWorker:
+    """Stands in for ``get_worker_info()`` inside a DataLoader worker."""
+
+    id, num_workers = 0, 1
+
+
+def test_worker_batches_ship_uint8_and_arrive_float32(
+    lerobot_fixture: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ds = WindowedDataset(lerobot_fixture, obs_horizon=2, action_horizon=4, future_offset=3)
+    idx = [12, 0, 13, 30, 46]
+    local = collate(ds.__getitems__(idx))
+    monkeypatch.setattr("vlastack.data.dataset.get_worker_info", lambda: _InWorker())
+    samples = ds.__getitems__(idx)
+    futures = ["future.images." + k.removeprefix("observation.images.") for k in ds.image_keys]
+    assert samples.uint8_keys == (*ds.image_keys, *futures)
+    shipped = collate(samples)
+    assert isinstance(shipped, ShippedBatch)
+    assert all(shipped[k].dtype == torch.uint8 for k in samples.uint8_keys)
+    assert shipped[ds.image_keys[0]].is_shared()  # shared memory: a handle crosses, not data
+    arrived = pickle.loads(pickle.dumps(shipped))  # what the worker's queue does
+    assert type(arrived) is dict
+    assert_same_batch(arrived, local)
+    # the receiving side recycles its float32 arrays once the batch is dropped
+    ptr = arrived[ds.image_keys[0]].data_ptr()
+    del arrived
+    again = pickle.loads(pickle.dumps(shipped))
+    assert ptr in {again[k].data_ptr() for k in samples.uint8_keys}
+    assert_same_batch(again, local)
+    # another collate function still sees float32 per-sample dicts
+    assert_same_batch(torch.utils.data.default_collate(list(samples)), local)
+    # a resize happens in float32 in the worker, as before: nothing left to convert
+    small = WindowedDataset(lerobot_fixture, obs_horizon=2, image_size=(16, 24))
+    resized = small.__getitems__([0, 5])
+    assert resized.uint8_keys == () and not isinstance(collate(resized), ShippedBatch)
+
+
+@pytest.mark.parametrize("size", [96, 224])
+def test_workers_match_in_process_at_training_sizes(size: int, tmp_path: Path) -> None:
+    """Two cameras at 96² and 224² (the benchmark's shapes): 2 workers (uint8 shipped, converted
+    on arrival) deliver the batches of 0 workers, which are the old per-sample formula."""
+    feats = {
+        FRONT: Feature("video", (size, size, 3)),
+        WRIST: Feature("video", (size, size, 3)),
+        "action": Feature("float32", (2,)),
+    }
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    with DatasetWriter.create(tmp_path / "ds", fps=10, features=feats) as w:
+        for e in range(2):
+            for i in range(6):
+                ph = 0.5 * i + e
+                img = np.stack(
+                    [127 + 120 * np.sin(6 * xx + ph), 127 + 120 * np.cos(5 * yy - ph), 99 + 0 * xx],
+                    -1,
+                ).astype(np.uint8)
+                w.add_frame(
+                    {FRONT: img, WRIST: img[::-1].copy(), "action": np.ones(2, np.float32)}, "t"
+                )
+            w.save_episode()
+    ds = WindowedDataset(tmp_path / "ds", obs_horizon=2, action_horizon=3)
+    plain = list(make_dataloader(ds, batch_size=4, shuffle=True, num_workers=0, seed=1))
+    workers = list(make_dataloader(ds, batch_size=4, shuffle=True, num_workers=2, seed=1))
+    assert len(plain) == len(workers) == 3
+    for a, b in zip(plain, workers):
+        assert_same_batch(a, b)
+        assert b[FRONT].shape == (4, 2, 3, size, size) and b[FRONT].dtype == torch.float32
+    for key in (FRONT, WRIST):
+        ref = torch.stack([reference_images(ds, key, int(g)) for g in workers[0]["index"]])
+        assert torch.equal(workers[0][key], ref), key

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,10 +143,8 @@ class WindowedDataset(Dataset):
         one single-threaded pass. torch would split each small op over its OpenMP pool, whose
         spinning threads cost several times the work itself on a busy machine.
         """
-        first, last = int(obs_idx[0]), int(obs_idx[-1])
-        frames = self.reader.decode_frames(
-            key, ep, np.arange(first - lo, last - lo + 1), channels_first=True
-        )
+        first = int(obs_idx[0])
+        frames = self._window_frames(key, ep, lo, obs_idx)
         shape = (len(obs_idx), *frames.shape[1:])
         resize = self.image_size is not None and tuple(shape[-2:]) != tuple(self.image_size)
         if callable(out):
@@ -191,17 +190,57 @@ class WindowedDataset(Dataset):
         out["index"] = g
         return out
 
-    def _first_slot(self, n: int, held: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    def _first_slot(self, n: int, held: list[torch.Tensor], shape: tuple[int, ...]) -> np.ndarray:
         held.append(self._buffers.get((n, *shape)))
-        return held[0][0]
+        return held[0].numpy()[0]
+
+    def _window_frames(self, key: str, ep: int, lo: int, obs_idx: np.ndarray) -> np.ndarray:
+        """uint8 (F, C, H, W): the frames obs_idx[0]..obs_idx[-1] of one camera, one contiguous
+        range decoded in a single seek + forward pass."""
+        first, last = int(obs_idx[0]), int(obs_idx[-1])
+        return self.reader.decode_frames(
+            key, ep, np.arange(first - lo, last - lo + 1), channels_first=True
+        )
+
+    def _image_batch(
+        self, key: str, ep: np.ndarray, lo: np.ndarray, idx: np.ndarray
+    ) -> tuple[torch.Tensor, bool]:
+        """One camera's (B, T, C, H, W) batch of windows ``idx`` (B, T): float32 in [0, 1], or,
+        in a DataLoader worker when no resize is needed, the uint8 frames (True second), which
+        ``collate`` ships for the trainer to convert (``ShippedBatch``)."""
+        n = len(idx)
+        if get_worker_info() is not None:
+            frames = self._window_frames(key, int(ep[0]), int(lo[0]), idx[0])
+            if self.image_size is None or tuple(frames.shape[-2:]) == tuple(self.image_size):
+                batch = self._buffers.get((n, idx.shape[1], *frames.shape[1:]), np.uint8)
+                dst = batch.numpy()
+                for b in range(n):
+                    if b:
+                        frames = self._window_frames(key, int(ep[b]), int(lo[b]), idx[b])
+                    for t, src in enumerate(idx[b] - idx[b, 0]):
+                        np.copyto(dst[b, t], frames[src])
+                return batch, True
+        # the first window's shape sizes the batch array
+        held: list[torch.Tensor] = []
+        self._camera_window(
+            key, int(ep[0]), int(lo[0]), idx[0], out=functools.partial(self._first_slot, n, held)
+        )
+        batch = held.pop()
+        dst = batch.numpy()
+        for b in range(1, n):
+            self._camera_window(key, int(ep[b]), int(lo[b]), idx[b], out=dst[b])
+        return batch, False
 
     def __getitems__(self, indices: list[int]) -> PrebatchedSamples:
         """The samples at ``indices``, built straight into one batch (what DataLoader calls with
         a batch size): each camera window is converted into its slot of a (B, T, C, H, W) array
-        (shared memory in a worker, so the batch crosses to the trainer without a copy), and the
-        vector columns are gathered for the whole batch at once. ``collate`` returns that batch
-        as is; any other collate function sees the usual list of per-sample dicts (views into
-        the batch). The batch equals ``collate([self[i] for i in indices])`` exactly."""
+        (in-process: recycled arrays, ``BatchBuffers``), and the vector columns are gathered for
+        the whole batch at once. In a DataLoader worker the camera batches stay uint8 (in fresh
+        shared memory, a quarter of the float32 size) and are converted to float32 in the
+        process that receives the batch, into its recycled arrays (``ShippedBatch``): the same
+        bits. ``collate`` returns that batch as is; any other collate function sees the usual
+        list of per-sample float32 dicts. The batch equals ``collate([self[i] for i in
+        indices])`` exactly."""
         r = self.reader
         g = self.indices[np.asarray(indices, dtype=np.int64).reshape(-1)]
         n = len(g)
@@ -212,35 +251,19 @@ class WindowedDataset(Dataset):
         obs_idx = np.clip(obs_raw, lo[:, None], hi[:, None] - 1)
         ep = r.frame_episode[g]
         batch: dict[str, Any] = {}
+        uint8_keys: list[str] = []
         for k in self.image_keys:
-            # the first window's shape sizes the batch array
-            held: list[np.ndarray] = []
-            self._camera_window(
-                k,
-                int(ep[0]),
-                int(lo[0]),
-                obs_idx[0],
-                out=functools.partial(self._first_slot, n, held),
-            )
-            dst = held.pop()
-            for b in range(1, n):
-                self._camera_window(k, int(ep[b]), int(lo[b]), obs_idx[b], out=dst[b])
-            batch[k] = torch.from_numpy(dst)
+            dst, u8 = self._image_batch(k, ep, lo, obs_idx)
+            batch[k] = dst
+            if u8:
+                uint8_keys.append(k)
         if self.future_offset:
-            fut = np.minimum(g + self.future_offset, hi - 1)
+            fut = np.minimum(g + self.future_offset, hi - 1)[:, None]
             for k in self.image_keys:
-                held = []
-                self._camera_window(
-                    k,
-                    int(ep[0]),
-                    int(lo[0]),
-                    fut[:1],
-                    out=functools.partial(self._first_slot, n, held),
-                )
-                dst = held.pop()
-                for b in range(1, n):
-                    self._camera_window(k, int(ep[b]), int(lo[b]), fut[b : b + 1], out=dst[b])
-                batch[_future_key(k)] = torch.from_numpy(dst)[:, 0]
+                dst, u8 = self._image_batch(k, ep, lo, fut)
+                batch[_future_key(k)] = dst[:, 0]
+                if u8:
+                    uint8_keys.append(_future_key(k))
             batch["future_is_pad"] = torch.from_numpy(g + self.future_offset >= hi)
         obs_pad = obs_raw < lo[:, None]
         for k, col in self._obs_vectors.items():
@@ -257,7 +280,7 @@ class WindowedDataset(Dataset):
         batch["task"] = [r.task_of(int(x)) for x in g]
         batch["episode_index"] = torch.from_numpy(ep.astype(np.int64))
         batch["index"] = torch.from_numpy(g.astype(np.int64))
-        return PrebatchedSamples(batch, n)
+        return PrebatchedSamples(batch, n, uint8_keys)
 
 
 _INV255 = np.float32(1.0 / 255.0)
@@ -269,36 +292,44 @@ def _future_key(camera_key: str) -> str:
 
 
 class BatchBuffers:
-    """float32 arrays for the image batches ``__getitems__`` builds.
+    """Arrays for the image batches ``__getitems__`` builds (float32, or uint8 in a worker).
 
     Inside a DataLoader worker each batch gets fresh shared memory, so sending it to the main
-    process passes a handle, not the data. In the process that trains, a batch array whose
-    tensors have all been dropped is handed out again: a 2x224² batch of 32 is 38 MB per
-    camera, above glibc's mmap threshold, so a fresh one would be mapped and faulted in page by
-    page on every batch (~25% of the sampler's CPU time at 224², measured). An array is free
-    when nothing but this pool refers to it: ``torch.from_numpy`` holds a reference to the
-    array for as long as any tensor (or view) on its memory lives.
+    process passes a handle, not the data (a worker cannot tell when the trainer has dropped a
+    batch, so it cannot recycle one). In the process that trains, a batch array whose tensors
+    have all been dropped is handed out again: a 2x224² batch of 32 is 38 MB per camera, above
+    glibc's mmap threshold, so a fresh one would be mapped and faulted in page by page on every
+    batch (~25% of the sampler's CPU time at 224², measured). An array is free when nothing but
+    this pool refers to it: ``torch.from_numpy`` holds a reference to the array for as long as
+    any tensor (or view) on its memory lives. Thread-safe (a DataLoader's pin-memory thread
+    receives batches beside the main thread).
     """
 
     def __init__(self, keep: int = 4) -> None:
         self.keep = keep
         self._pool: list[np.ndarray] = []
+        self._lock = threading.Lock()
 
-    def get(self, shape: tuple[int, ...]) -> np.ndarray:
+    def get(self, shape: tuple[int, ...], dtype: Any = np.float32) -> torch.Tensor:
+        """A (shape, dtype) tensor to fill (write through ``.numpy()``): in a worker, on its own
+        shared-memory storage, which pickles as a handle (a tensor made by ``torch.from_numpy``
+        on that memory would not count as shared and would be copied into new shared memory on
+        its way out); in-process, on a free pooled array."""
+        dtype = np.dtype(dtype)
         if get_worker_info() is not None:
-            numel = int(np.prod(shape))
-            t = torch.empty(0, dtype=torch.float32)
-            storage = t._typed_storage()._new_shared(numel, device=t.device)
-            return t.new(storage).view(shape).numpy()
-        for arr in self._pool:
-            # free: referred to only by the pool, the loop variable and getrefcount's argument
-            if arr.shape == shape and sys.getrefcount(arr) == 3:
-                return arr
-        arr = np.empty(shape, np.float32)
-        if len(self._pool) >= self.keep:
-            self._pool.pop(0)
-        self._pool.append(arr)
-        return arr
+            t = torch.empty(0, dtype=_TORCH_DTYPES[dtype])
+            storage = t._typed_storage()._new_shared(int(np.prod(shape)), device=t.device)
+            return t.new(storage).view(shape)  # allocated in shared memory, not copied there
+        with self._lock:
+            for arr in self._pool:
+                # free: referred to only by the pool, the loop variable and getrefcount's argument
+                if arr.shape == shape and arr.dtype == dtype and sys.getrefcount(arr) == 3:
+                    return torch.from_numpy(arr)
+            arr = np.empty(shape, dtype)
+            if len(self._pool) >= self.keep:
+                self._pool.pop(0)
+            self._pool.append(arr)
+            return torch.from_numpy(arr)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"keep": self.keep}  # a worker starts with an empty pool
@@ -307,19 +338,94 @@ class BatchBuffers:
         self.__init__(**state)  # type: ignore[misc]
 
 
+_TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.uint8): torch.uint8}
+
+
+def _to_float(u8: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """uint8 -> float32 [0, 1] into ``out``: uint8 * float32(1/255), the bits of the in-process
+    path (and of torch's ``.to(float32).mul_(1/255)``), numpy on one thread."""
+    np.multiply(u8.numpy(), _INV255, out=out.numpy(), dtype=np.float32)
+    return out
+
+
+# Where batches from DataLoader workers are converted to float32: recycled arrays of the
+# receiving process (the current batch and the next one of a few cameras stay alive at once).
+_RECEIVED = BatchBuffers(keep=8)
+
+
+def _received_batch(batch: dict[str, Any], uint8_keys: tuple[str, ...]) -> dict[str, Any]:
+    """A ``ShippedBatch`` arriving in the process that trains: its uint8 cameras become float32
+    in [0, 1], in that process's recycled arrays (``_RECEIVED``)."""
+    for k in uint8_keys:
+        batch[k] = _to_float(batch[k], _RECEIVED.get(tuple(batch[k].shape)))
+    return batch
+
+
+class ShippedBatch(dict):
+    """A batch ``collate`` made in a DataLoader worker with its camera images still uint8
+    (``uint8_keys``). Unpickled on the other side of the worker's queue (in the main thread or
+    the pin-memory thread), it becomes a plain dict with those images float32 in [0, 1]
+    (``_received_batch``): the training loop sees the usual batch, and the worker sends a
+    quarter of the shared memory. Only a worker makes one; it is never used where it was made."""
+
+    def __init__(self, batch: dict[str, Any], uint8_keys: tuple[str, ...]) -> None:
+        super().__init__(batch)
+        self.uint8_keys = uint8_keys
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_received_batch, (dict(self), self.uint8_keys))
+
+
 class PrebatchedSamples(list):
     """What ``WindowedDataset.__getitems__`` returns: the per-sample dicts (views into one
-    batch) for any collate function, and ``batch``, the whole batch, for ``collate``."""
+    batch) for any collate function, and ``batch``, the whole batch, for ``collate``.
 
-    def __init__(self, batch: dict[str, Any], n: int) -> None:
-        super().__init__(
-            {
-                k: (v[b] if isinstance(v, torch.Tensor) and k not in _INT_KEYS else _item(v, b))
-                for k, v in batch.items()
-            }
-            for b in range(n)
-        )
+    From a DataLoader worker the camera batches named in ``uint8_keys`` are still uint8; the
+    per-sample dicts (float32, as always) are then built only when something reads this list
+    (a collate function other than ``collate``), so ``collate`` pays nothing for them."""
+
+    def __init__(
+        self, batch: dict[str, Any], n: int, uint8_keys: list[str] | tuple[str, ...] = ()
+    ) -> None:
+        super().__init__()
         self.batch = batch
+        self.uint8_keys = tuple(uint8_keys)
+        self._n = n
+        if not self.uint8_keys:
+            self._fill()
+
+    def _fill(self) -> None:
+        if list.__len__(self) == self._n:
+            return
+        batch = dict(self.batch)
+        for k in self.uint8_keys:
+            batch[k] = _to_float(batch[k], torch.empty(batch[k].shape))
+        list.extend(
+            self,
+            (
+                {
+                    k: (v[b] if isinstance(v, torch.Tensor) and k not in _INT_KEYS else _item(v, b))
+                    for k, v in batch.items()
+                }
+                for b in range(self._n)
+            ),
+        )
+
+    def __len__(self) -> int:
+        self._fill()
+        return list.__len__(self)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        self._fill()
+        return list.__iter__(self)
+
+    def __reversed__(self) -> Iterator[dict[str, Any]]:
+        self._fill()
+        return list.__reversed__(self)
+
+    def __getitem__(self, i: Any) -> Any:
+        self._fill()
+        return list.__getitem__(self, i)
 
 
 _INT_KEYS = ("episode_index", "index")
@@ -332,6 +438,8 @@ def _item(v: Any, b: int) -> Any:
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack tensors (and ints) along a new leading B axis; strings become ``list[str]``."""
     if isinstance(samples, PrebatchedSamples):
+        if samples.uint8_keys:
+            return ShippedBatch(samples.batch, samples.uint8_keys)
         return samples.batch
     if not samples:
         raise DataError("collate got an empty list of samples")
