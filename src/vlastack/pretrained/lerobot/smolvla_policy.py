@@ -65,6 +65,7 @@ from vlastack.pretrained.lerobot.smolvla import (
     pad_vector,
     resize_with_pad,
 )
+from vlastack.pretrained.lerobot.vla_runner import RunnerSlot
 from vlastack.profiling import stage
 
 FORMAT_NAME = "lerobot_smolvla"
@@ -212,7 +213,7 @@ def language_facts(path: Path, cfg: Mapping[str, Any]) -> tuple[Processors, dict
     return procs, facts
 
 
-class LeRobotSmolVLAPolicy:
+class LeRobotSmolVLAPolicy(RunnerSlot):
     """LeRobot SmolVLA checkpoint with the vlastack policy contract (module docstring)."""
 
     def __init__(
@@ -248,6 +249,9 @@ class LeRobotSmolVLAPolicy:
     def device(self) -> torch.device:
         return next(self.network.parameters()).device
 
+    def runner_format(self) -> str:
+        return FORMAT_NAME
+
     @property
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
         s = self.spec
@@ -278,6 +282,7 @@ class LeRobotSmolVLAPolicy:
             "tokenizer": self.tokenizer_step.tokenizer_name,
             "seed": self.seed,
             "embodiment": self.embodiment_dict,
+            "runner": self.runner,
         }
 
     def example_observation(self, seed: int = 0) -> dict[str, Any]:
@@ -378,7 +383,7 @@ class LeRobotSmolVLAPolicy:
             images, masks, state = self.prepare(pre)
         if noise is None:
             noise = self.draw_noise(state.shape[0], sessions)
-        out = self.network.model.sample_actions(
+        out = self.sample_fn(
             images, masks, pre[TOKENS], pre[TOKEN_MASK], state, noise.to(state.device)
         )
         return out[:, :, : s.action_dim]
