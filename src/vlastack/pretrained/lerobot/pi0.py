@@ -42,7 +42,7 @@ from vlastack.pretrained.lerobot.flow import (
     sinusoidal_time_embedding,
     suffix_attention,
 )
-from vlastack.pretrained.lerobot.gemma import GemmaSize, gemma_size
+from vlastack.pretrained.lerobot.gemma import GemmaSize, compute_dtype, gemma_size
 from vlastack.pretrained.lerobot.paligemma import (
     PaliGemmaSize,
     PaliGemmaWithExpert,
@@ -211,7 +211,7 @@ class Pi0Core(nn.Module):
             blocks = torch.tensor([1] + [0] * (chunk - 1), dtype=action_emb.dtype)
             return action_emb, blocks.to(action_emb.device), cond
         assert state is not None
-        if self.state_proj.weight.dtype == torch.float32:
+        if compute_dtype(self.state_proj) == torch.float32:
             state = state.to(torch.float32)
         state_emb = self.state_proj(state)[:, None, :]
         fused = torch.cat([action_emb, time_emb[:, None, :].expand_as(action_emb)], dim=2)

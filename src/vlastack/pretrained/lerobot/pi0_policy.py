@@ -609,9 +609,12 @@ def load_lerobot_pi0(
     policy_type: str | None = None,
     expect_embodiment: Any = None,
     embodiment: str | None = None,
+    network: Any = None,
 ) -> LeRobotPi0Policy:
     """Load a LeRobot pi0 or pi0.5 ``pretrained_model`` folder (``policy_type`` "pi0"/"pi05";
-    None: config.json's type). ``tokenizer``: see ``pi0_inputs.load_tokenizer``."""
+    None: config.json's type). ``tokenizer``: see ``pi0_inputs.load_tokenizer``. ``network``:
+    a callable ``(spec) -> Pi0Network`` used instead of reading model.safetensors (the int8
+    copy's loader, ``quantize.load_lerobot_int8``)."""
     del expect_embodiment
     path = Path(path)
     no_embodiment(path, embodiment)
@@ -625,9 +628,12 @@ def load_lerobot_pi0(
     procs = read_pi_processors(path, kind)
     tok = load_tokenizer(tokenizer, procs.tokenizer_name, path)
     device = default_device(device)
-    network = load_pi0_network(path / lf.WEIGHTS, spec, device)
+    if network is None:
+        net = load_pi0_network(path / lf.WEIGHTS, spec, device)
+    else:
+        net = network(spec).to(device).eval()
     return LeRobotPi0Policy(
-        network,
+        net,
         cfg,
         procs,
         tok,

@@ -496,10 +496,13 @@ def load_lerobot_smolvla(
     tokenizer: Any = None,
     expect_embodiment: Any = None,
     embodiment: str | None = None,
+    network: Any = None,
 ) -> LeRobotSmolVLAPolicy:
     """Load a LeRobot SmolVLA ``pretrained_model`` folder. The VLM architecture comes from
     config.json's ``vlm_model_name`` (``smolvlm.vlm_config``); ``tokenizer`` (anything with a
-    Hugging Face tokenizer's call signature) replaces the one the processor JSON names."""
+    Hugging Face tokenizer's call signature) replaces the one the processor JSON names.
+    ``network``: a callable ``(spec, vlm_config) -> SmolVLANetwork`` used instead of reading
+    model.safetensors (the int8 copy's loader, ``quantize.load_lerobot_int8``)."""
     from vlastack.pretrained.lerobot.smolvlm import vlm_config
     from vlastack.pretrained.lerobot.tokenizer import load_tokenizer
 
@@ -513,9 +516,12 @@ def load_lerobot_smolvla(
     if tokenizer is None:
         tokenizer = load_tokenizer(tok_step.tokenizer_name, path, what="tokenizer_name")
     device = default_device(device)
-    network = load_smolvla_network(path / lf.WEIGHTS, spec, vcfg, device)
+    if network is None:
+        net = load_smolvla_network(path / lf.WEIGHTS, spec, vcfg, device)
+    else:
+        net = network(spec, vcfg).to(device).eval()
     return LeRobotSmolVLAPolicy(
-        network,
+        net,
         spec,
         procs,
         tokenizer,
