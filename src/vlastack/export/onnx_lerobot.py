@@ -1,4 +1,7 @@
-"""ONNX export of imported LeRobot policies (``lerobot_act`` / ``lerobot_diffusion`` folders).
+"""ONNX export of imported LeRobot policies (``lerobot_act`` / ``lerobot_diffusion`` folders here;
+``lerobot_smolvla`` / ``lerobot_pi0`` / ``lerobot_pi05`` through ``export.onnx_vla``: a prefix
+graph giving the VLM KV cache and a step graph giving the expert's velocity, the Euler loop
+outside, or with ``parts=["sampler"]`` the loop unrolled; see that module).
 
 ``vlastack export onnx CKPT --out DIR`` calls ``export_any_onnx``, which sends a folder that
 ``policy_formats.detect_policy_format`` claims here and any other to the native

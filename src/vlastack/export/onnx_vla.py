@@ -58,7 +58,7 @@ class _VLAGraph(nn.Module):
 
     def __init__(self, model: nn.Module, n_images: int, state: str) -> None:
         super().__init__()
-        self.model = model
+        self.model: Any = model
         self.n_images = n_images
         self.state = state  # "prefix" (SmolVLA), "suffix" (pi0) or "none" (pi0.5)
 

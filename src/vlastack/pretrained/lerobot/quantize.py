@@ -1,5 +1,14 @@
-"""int8 copies of imported LeRobot ACT / Diffusion Policy folders (``vlastack export quantize
-LEROBOT_FOLDER --method int8``) and their loader, the ``lerobot_int8`` checkpoint format.
+"""int8 copies of imported LeRobot ACT / Diffusion Policy / SmolVLA / pi0 / pi0.5 folders
+(``vlastack export quantize LEROBOT_FOLDER --method int8``) and their loader, the
+``lerobot_int8`` checkpoint format.
+
+SmolVLA / pi0 / pi0.5: every ``nn.Linear`` of the network (VLM and vision tower, action expert,
+projections; not ``lm_head``) is int8; the embedding tables, convolutions and norms stay
+float32. They load through their own loaders (``load_lerobot_smolvla`` / ``load_lerobot_pi0``
+with ``network=``), so tokenization, preprocessing and the sampler are the float policy's; the
+tokenizer and SmolVLA's VLM config are found as for the source folder (relative names from the
+new folder). A pi0 config with ``dtype`` bfloat16 is refused (quantize a float32 copy).
+Accuracy: tests/test_export_int8_vla.py.
 
 Which layers: those ``models.quantize.quantize_dynamic_int8`` swaps in a native model, i.e.
 every exact ``nn.Linear`` (ACT: the encoder/decoder feed-forwards, the input projections, the
@@ -76,9 +85,9 @@ def _source_policy(src: Path) -> tuple[str, Any]:
             'networks: set "dtype": "float32" in a copy of the folder and quantize that'
         )
     if kind in VLA_TYPES:  # the network only: the tokenizer is the folder's, loaded at use
-        load = load_lerobot_smolvla if kind == "smolvla" else load_lerobot_pi0
-        return str(kind), load(src, device="cpu", tokenizer=False)
-    load = load_lerobot_act if kind == "act" else load_lerobot_diffusion
+        vla: Any = load_lerobot_smolvla if kind == "smolvla" else load_lerobot_pi0
+        return str(kind), vla(src, device="cpu", tokenizer=False)
+    load: Any = load_lerobot_act if kind == "act" else load_lerobot_diffusion
     return str(kind), load(src, device="cpu")
 
 
