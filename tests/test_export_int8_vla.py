@@ -30,6 +30,7 @@ import _lerobot_golden as G
 from _lerobot_golden import OBS
 from vlastack.cli.main import main
 from vlastack.errors import ConfigError
+from vlastack.export.quantize import quantize_checkpoint
 from vlastack.models.quantize import is_int8_linear
 from vlastack.pretrained.lerobot.pi0_policy import load_lerobot_pi0
 from vlastack.pretrained.lerobot.quantize import QUANT_FILE, WEIGHTS_INT8
@@ -123,4 +124,4 @@ def test_int8_refuses_bfloat16_pi0(fixtures_dir, tmp_path):
     cfg = json.loads((copy / "config.json").read_text())
     (copy / "config.json").write_text(json.dumps({**cfg, "dtype": "bfloat16"}))
     with pytest.raises(ConfigError, match="bfloat16"):
-        main(["export", "quantize", str(copy), "--method", "int8", "--out", str(tmp_path / "q")])
+        quantize_checkpoint(copy, tmp_path / "q", "int8")
