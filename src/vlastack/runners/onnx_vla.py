@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from vlastack.errors import ConfigError, MissingExtraError
+from vlastack.profiling import stage
 
 
 def not_applicable(model: torch.nn.Module) -> str | None:
@@ -86,7 +87,8 @@ class OrtFlowVLA:
         prefix, step = self._pair(args, noise)
         names, values = sample_inputs(self.fmt, *args, prefix_only=True)
         feed = {n: v.detach().cpu().numpy() for n, v in zip(names, values, strict=True)}
-        pad, k, v = prefix.run(["prefix_pad", "prefix_k", "prefix_v"], feed)
+        with stage("backbone"):  # the stages eager marks (``bench latency`` per stage)
+            pad, k, v = prefix.run(["prefix_pad", "prefix_k", "prefix_v"], feed)
         step_feed: dict[str, Any] = {"prefix_pad": pad, "prefix_k": k, "prefix_v": v}
         if state_role(self.fmt) == "suffix":
             assert state is not None
@@ -99,7 +101,8 @@ class OrtFlowVLA:
             return torch.from_numpy(out)
 
         x = noise.detach().cpu().to(torch.float32)
-        return euler_sample(velocity, x, num_steps(self.model))
+        with stage("head"):
+            return euler_sample(velocity, x, num_steps(self.model))
 
 
 __all__ = ["OrtFlowVLA", "not_applicable"]
