@@ -156,7 +156,7 @@ register_policy_format(
     "lerobot_int8",
     _is_lerobot_int8,
     _load_lerobot_int8,
-    "int8 copy of a LeRobot ACT / Diffusion Policy folder written by `vlastack export quantize` "
+    "int8 copy of a LeRobot ACT / Diffusion Policy / SmolVLA / pi0 / pi0.5 folder written by `vlastack export quantize` "
     "(quantization.json, model_int8.safetensors)",
 )
 

@@ -407,14 +407,16 @@ def run_latency(args: argparse.Namespace) -> int:
         # another checkpoint format (a LeRobot folder): SmolVLA and pi0 / pi0.5 mark their
         # stages as native policies do; one whose modules mark none gets end-to-end latency
         # only (per stage: N/A)
-        if args.cuda_graphs or args.runner not in ("auto", "eager"):
+        if args.cuda_graphs:
             raise ConfigError(
-                f"--cuda-graphs / --runner apply to vlastack checkpoints, not {fmt.name} "
-                "(it runs eagerly)"
+                f"--cuda-graphs applies to vlastack checkpoints, not {fmt.name} (drop it)"
             )
+        from vlastack.cli.runner_option import apply_runner
+
         policy: Any = fmt.obj.load(
             Path(args.checkpoint), device=args.device, embodiment=args.embodiment
         )
+        apply_runner(policy, args.runner, args.checkpoint, fmt.name)
     else:
         policy = Policy.from_checkpoint(
             args.checkpoint, device=args.device, embodiment=args.embodiment

@@ -77,13 +77,12 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def run_onnx(args: argparse.Namespace) -> int:
-    from vlastack.export.onnx import EXPORT_PARTS
     from vlastack.export.onnx_lerobot import export_any_onnx  # native or imported (LeRobot)
 
     manifest = export_any_onnx(
         args.checkpoint,
         args.out,
-        _parts(args.parts) or EXPORT_PARTS,
+        _parts(args.parts) or None,
         opset=args.opset,
         check=not args.no_check,
         atol=args.atol,
@@ -146,7 +145,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     o = sub.add_parser("onnx", help="export the action head (prefix/step/sampler) to ONNX")
     o.add_argument("checkpoint")
     o.add_argument("--out", required=True, help="folder for the .onnx files and manifest.json")
-    o.add_argument("--parts", default=None, help="comma list of prefix,step,sampler (default all)")
+    o.add_argument(
+        "--parts",
+        default=None,
+        help="comma list of prefix,step,sampler (default all; imported SmolVLA / pi0 / pi0.5: "
+        "prefix,step, the unrolled sampler only when named)",
+    )
     o.add_argument("--opset", type=int, default=17)
     o.add_argument("--atol", type=float, default=1e-4, help="parity tolerance vs PyTorch")
     o.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")

@@ -16,7 +16,7 @@ import logging
 import os
 from pathlib import Path
 
-from vlastack.cli.runner_option import add_runner_option
+from vlastack.cli.runner_option import add_runner_option, apply_runner
 from vlastack.errors import ConfigError, VlastackError
 
 
@@ -185,11 +185,6 @@ def _load_registered(args: argparse.Namespace):
             f"--cuda-graphs replays a vlastack action head; {args.checkpoint} is a "
             f"{fmt.name} checkpoint: drop --cuda-graphs"
         )
-    if getattr(args, "runner", "auto") not in ("auto", "eager"):
-        raise ConfigError(
-            f"--runner {args.runner} runs vlastack heads; {args.checkpoint} is a {fmt.name} "
-            "checkpoint, which runs eagerly: drop --runner"
-        )
     from vlastack.training.distributed import pick_device
 
     device = str(pick_device(args.device))
@@ -202,8 +197,9 @@ def _load_registered(args: argparse.Namespace):
             f"{args.checkpoint}: could not load the {fmt.name} checkpoint "
             f"({type(exc).__name__}: {exc})"
         ) from None
+    runner = apply_runner(policy, getattr(args, "runner", "auto"), args.checkpoint, fmt.name)
     logging.getLogger("vlastack.serving").info(
-        "%s: %s checkpoint on %s", args.checkpoint, fmt.name, device
+        "%s: %s checkpoint on %s (runner %s)", args.checkpoint, fmt.name, device, runner
     )
     return policy
 

@@ -9,6 +9,7 @@ Checkpoint folders are read through ``vlastack.checkpoints`` (not the training p
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -117,6 +118,11 @@ def load_policy(
         raise ConfigError(f"checkpoint {path} does not exist; pass a checkpoint folder")
     other = load_registered_policy(path, expect_embodiment=expect_embodiment, embodiment=embodiment)
     if other is not None:
+        runner = os.environ.get("VLASTACK_RUNNER") or "auto"  # `vlastack eval --runner`
+        if hasattr(other, "use_runner"):
+            other.use_runner(runner)  # SmolVLA / pi0 / pi0.5: eager or onnxruntime
+        elif runner not in ("auto", "eager"):
+            raise ConfigError(f"--runner {runner}: {path} is an imported policy that runs eagerly")
         return other
     try:
         from vlastack.policy import Policy

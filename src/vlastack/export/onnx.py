@@ -24,6 +24,7 @@ from torch import nn
 
 from vlastack import atomic
 from vlastack.errors import ConfigError, MissingExtraError
+from vlastack.export.onnx_ops import typed_full
 
 # The built-in heads that export (each declares an ``export_kind``); a plugin's head exports
 # through the same path by declaring one of ``GRAPH_FAMILIES``.
@@ -457,7 +458,7 @@ def _quiet() -> Iterator[None]:
 def export_graph(graph: ExportedGraph, path: str | Path, opset: int = DEFAULT_OPSET) -> Path:
     """Trace ``graph`` to ``path`` (written under a temporary name, then renamed)."""
     path = Path(path)
-    with atomic.replacing(path) as tmp, _quiet(), torch.no_grad():
+    with atomic.replacing(path) as tmp, _quiet(), torch.no_grad(), typed_full(opset):
         torch.onnx.export(
             graph.module,
             graph.inputs,

@@ -1,4 +1,7 @@
-"""ONNX export of imported LeRobot policies (``lerobot_act`` / ``lerobot_diffusion`` folders).
+"""ONNX export of imported LeRobot policies (``lerobot_act`` / ``lerobot_diffusion`` folders here;
+``lerobot_smolvla`` / ``lerobot_pi0`` / ``lerobot_pi05`` through ``export.onnx_vla``: a prefix
+graph giving the VLM KV cache and a step graph giving the expert's velocity, the Euler loop
+outside, or with ``parts=["sampler"]`` the loop unrolled; see that module).
 
 ``vlastack export onnx CKPT --out DIR`` calls ``export_any_onnx``, which sends a folder that
 ``policy_formats.detect_policy_format`` claims here and any other to the native
@@ -39,8 +42,10 @@ from vlastack.export.onnx import (
     export_onnx,
     write_graphs,
 )
+from vlastack.export.onnx_vla import VLA_FORMATS, example_args, spec_json, vla_graphs
 
-LEROBOT_FORMATS = ("lerobot_act", "lerobot_diffusion")
+LEROBOT_FORMATS = ("lerobot_act", "lerobot_diffusion", *VLA_FORMATS)
+VLA_DEFAULT_PARTS = ("prefix", "step")  # the unrolled sampler only when asked (slow to trace)
 PROCESSOR_FILES = ("policy_preprocessor.json", "policy_postprocessor.json")
 
 
@@ -160,6 +165,9 @@ def diffusion_graphs(
 def _graphs(
     fmt: str, policy: Any, parts: list[str], batch_size: int, seed: int
 ) -> list[ExportedGraph]:
+    if fmt in VLA_FORMATS:
+        args, noise = example_args(policy, fmt, batch_size, seed)
+        return vla_graphs(fmt, policy.network.model, args, noise, parts)
     pre = _example_batch(policy, batch_size, seed)
     if fmt == "lerobot_act":
         return act_graphs(policy, pre) if {"step", "sampler"} & set(parts) else []
@@ -196,6 +204,8 @@ def _normalization(fmt: str, policy: Any) -> dict[str, Any]:
 
 
 def _spec_json(fmt: str, policy: Any) -> dict[str, Any]:
+    if fmt in VLA_FORMATS:
+        return spec_json(policy, fmt)
     s = policy.spec
     out: dict[str, Any] = {
         "action_key": s.action_key,
@@ -231,14 +241,17 @@ def export_lerobot_onnx(
     folder: str | Path,
     out_dir: str | Path,
     fmt: str,
-    parts: Iterable[str] = EXPORT_PARTS,
+    parts: Iterable[str] | None = None,
     *,
     opset: int = DEFAULT_OPSET,
     check: bool = True,
     atol: float = 1e-4,
 ) -> dict[str, Any]:
     """Export the LeRobot folder ``folder`` (checkpoint format ``fmt``) to ``out_dir``; with
-    ``check``, each graph is compared with PyTorch in onnxruntime on a batch of 1 and of 3."""
+    ``check``, each graph is compared with PyTorch in onnxruntime on a batch of 1 and of 3.
+    ``parts`` None: every part, except SmolVLA / pi0 / pi0.5's unrolled ``sampler`` (its trace
+    takes minutes: ask for it by name; ``onnx_vla``). Their tokenizer is not loaded (the
+    graphs take token ids; the manifest names the tokenizer)."""
     from vlastack.policy_formats import POLICY_FORMATS
 
     if fmt not in LEROBOT_FORMATS:
@@ -246,12 +259,15 @@ def export_lerobot_onnx(
             f"{folder} is a {fmt!r} checkpoint; ONNX export covers native vlastack checkpoints "
             f"and the imported formats {', '.join(LEROBOT_FORMATS)}"
         )
+    if parts is None:
+        parts = VLA_DEFAULT_PARTS if fmt in VLA_FORMATS else EXPORT_PARTS
     parts = list(parts)
     bad = [p for p in parts if p not in EXPORT_PARTS]
     if bad:
         raise ConfigError(f"ONNX export parts {bad} unknown; choose from {list(EXPORT_PARTS)}")
     folder = Path(folder)
-    policy = POLICY_FORMATS.get(fmt).load(folder, device="cpu")
+    kw: dict[str, Any] = {"tokenizer": False} if fmt in VLA_FORMATS else {}
+    policy = POLICY_FORMATS.get(fmt).load(folder, device="cpu", **kw)
     policy.network.eval()
     graphs = _graphs(fmt, policy, parts, 1, 0)
     if not graphs:
@@ -280,7 +296,7 @@ def export_lerobot_onnx(
 def export_any_onnx(
     checkpoint: str | Path,
     out_dir: str | Path,
-    parts: Iterable[str] = EXPORT_PARTS,
+    parts: Iterable[str] | None = None,
     *,
     opset: int = DEFAULT_OPSET,
     check: bool = True,
@@ -293,7 +309,7 @@ def export_any_onnx(
     fmt = detect_policy_format(checkpoint)
     kw: dict[str, Any] = {"opset": opset, "check": check, "atol": atol}
     if fmt is None:
-        return export_onnx(checkpoint, out_dir, parts, **kw)
+        return export_onnx(checkpoint, out_dir, EXPORT_PARTS if parts is None else parts, **kw)
     return export_lerobot_onnx(checkpoint, out_dir, fmt.name, parts, **kw)
 
 

@@ -61,13 +61,21 @@ def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2))
 
 
-LEROBOT_INT8 = ("lerobot_act", "lerobot_diffusion")  # imported formats with an int8 path
+# imported formats with an int8 path (pretrained.lerobot.quantize)
+LEROBOT_INT8 = (
+    "lerobot_act",
+    "lerobot_diffusion",
+    "lerobot_smolvla",
+    "lerobot_pi0",
+    "lerobot_pi05",
+)
 
 
 def refuse_imported(src: str | Path, method: str = "int8") -> None:
     """ConfigError when ``src`` is a folder a registered checkpoint format claims (an imported
     policy) that ``quantize_checkpoint`` cannot quantize with ``method``: LeRobot ACT / Diffusion
-    folders take int8 (``pretrained.lerobot.quantize``), nothing imported takes ternary."""
+    / SmolVLA / pi0 / pi0.5 folders take int8 (``pretrained.lerobot.quantize``), nothing
+    imported takes ternary."""
     from vlastack.policy_formats import detect_policy_format
 
     fmt = detect_policy_format(src)
@@ -75,8 +83,8 @@ def refuse_imported(src: str | Path, method: str = "int8") -> None:
         return
     raise ConfigError(
         f"{src} is an imported {fmt.name!r} checkpoint; `vlastack export quantize` takes "
-        f"native vlastack checkpoints (int8, ternary) and LeRobot ACT / Diffusion Policy "
-        f"folders (int8 only), not {method!r} on this one. Use `vlastack export onnx` "
+        f"native vlastack checkpoints (int8, ternary) and LeRobot ACT / Diffusion Policy / "
+        f"SmolVLA / pi0 / pi0.5 folders (int8 only), not {method!r} on this one. Use `vlastack export onnx` "
         "(float32 graphs + manifest) or quantize the float source"
     )
 

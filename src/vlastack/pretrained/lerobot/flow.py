@@ -68,12 +68,23 @@ def sample_time(
     return (x / (x + y) * scale + offset).to(device)
 
 
+def counts(mask: torch.Tensor) -> torch.Tensor:
+    """A bool mask as int64 for ``cumsum`` / ``sum`` (what eager promotes it to anyway; ONNX's
+    CumSum and ReduceSum take no bool); other dtypes unchanged."""
+    return mask.to(torch.int64) if mask.dtype == torch.bool else mask
+
+
+def pad_positions(pad: torch.Tensor) -> torch.Tensor:
+    """(B, N) bool pad mask -> (B, N) int64 positions ``cumsum(pad) - 1`` (LeRobot's)."""
+    return torch.cumsum(counts(pad), dim=1) - 1
+
+
 def attention_2d(pad: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
     """(B, N) bool pad mask and (B, N) block starts -> (B, N, N) bool 'query may see key':
     both real and ``cumsum(blocks)[key] <= cumsum(blocks)[query]`` (LeRobot's
     ``make_att_2d_masks``, big_vision's rule: 0 joins the previous block, 1 starts one that
     earlier tokens cannot see)."""
-    cum = torch.cumsum(blocks, dim=1)
+    cum = torch.cumsum(counts(blocks), dim=1)
     return (cum[:, None, :] <= cum[:, :, None]) & (pad[:, None, :] & pad[:, :, None])
 
 
@@ -87,5 +98,5 @@ def suffix_attention(
     pad = torch.ones(b, s, dtype=torch.bool, device=blocks.device)
     prefix = prefix_pad[:, None, :].expand(b, s, prefix_pad.shape[1])
     full = torch.cat([prefix, attention_2d(pad, blocks)], dim=2)
-    positions = prefix_pad.sum(dim=-1)[:, None] + torch.cumsum(pad, dim=1) - 1
+    positions = counts(prefix_pad).sum(dim=-1)[:, None] + torch.cumsum(counts(pad), dim=1) - 1
     return full, positions

@@ -104,6 +104,14 @@ class PiRMSNorm(nn.Module):
         return normed.to(x.dtype), gate.to(x.dtype)
 
 
+def compute_dtype(layer: nn.Module) -> torch.dtype:
+    """The dtype a linear layer computes in: its weight's, or float32 for a layer whose weight
+    is no float parameter (an int8 layer of ``vlastack export quantize``: weight-only or torch.ao
+    dynamic, whose ``weight`` is a buffer or a method)."""
+    w = layer._parameters.get("weight")  # not ``.weight``: an int8 layer's property dequantizes
+    return w.dtype if w is not None else torch.float32
+
+
 def gated_residual(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None) -> torch.Tensor:
     return x + y if gate is None else x + y * gate
 
@@ -197,10 +205,10 @@ class GemmaBlock(nn.Module):
         cond: torch.Tensor | None,
     ) -> torch.Tensor:
         """o_proj of the attention output (B, L, H*D), gated residual, post-norm, MLP."""
-        out = self.self_attn.o_proj(attn.to(self.self_attn.o_proj.weight.dtype))
+        out = self.self_attn.o_proj(attn.to(compute_dtype(self.self_attn.o_proj)))
         x = gated_residual(x, out, gate)
         h, gate2 = self.post_attention_layernorm(x, cond)
-        if self.mlp.up_proj.weight.dtype == torch.bfloat16:
+        if compute_dtype(self.mlp.up_proj) == torch.bfloat16:
             h = h.to(torch.bfloat16)
         return gated_residual(x, self.mlp(h), gate2)
 
@@ -252,7 +260,7 @@ class GemmaStack(nn.Module):
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The KV cache of ``x`` through every layer. The last layer's output (its MLP, the
         final norm) is not needed: only its keys/values are, so it stops after them."""
-        if self.blocks[0].self_attn.q_proj.weight.dtype == torch.bfloat16:
+        if compute_dtype(self.blocks[0].self_attn.q_proj) == torch.bfloat16:
             x = x.to(torch.bfloat16)
         cos, sin = rope_cos_sin(position_ids, self.size.head_dim, x.dtype, self.rope_freq_dtype)
         cache = []
@@ -275,7 +283,7 @@ class GemmaStack(nn.Module):
     ) -> torch.Tensor:
         """``x`` through every layer attending to ``cache`` (one entry per layer) and itself;
         final norm applied."""
-        if self.blocks[0].self_attn.q_proj.weight.dtype == torch.bfloat16:
+        if compute_dtype(self.blocks[0].self_attn.q_proj) == torch.bfloat16:
             x = x.to(torch.bfloat16)
         cos, sin = rope_cos_sin(position_ids, self.size.head_dim, x.dtype, self.rope_freq_dtype)
         for layer, past in zip(self.blocks, cache, strict=True):

@@ -38,10 +38,11 @@ from vlastack.functional.rtc import guided_euler_sample
 from vlastack.pretrained.lerobot.flow import (
     attention_2d,
     euler_sample,
+    pad_positions,
     sinusoidal_time_embedding,
     suffix_attention,
 )
-from vlastack.pretrained.lerobot.gemma import GemmaSize, gemma_size
+from vlastack.pretrained.lerobot.gemma import GemmaSize, compute_dtype, gemma_size
 from vlastack.pretrained.lerobot.paligemma import (
     PaliGemmaSize,
     PaliGemmaWithExpert,
@@ -210,7 +211,7 @@ class Pi0Core(nn.Module):
             blocks = torch.tensor([1] + [0] * (chunk - 1), dtype=action_emb.dtype)
             return action_emb, blocks.to(action_emb.device), cond
         assert state is not None
-        if self.state_proj.weight.dtype == torch.float32:
+        if compute_dtype(self.state_proj) == torch.float32:
             state = state.to(torch.float32)
         state_emb = self.state_proj(state)[:, None, :]
         fused = torch.cat([action_emb, time_emb[:, None, :].expand_as(action_emb)], dim=2)
@@ -220,6 +221,42 @@ class Pi0Core(nn.Module):
         return embs, blocks, None
 
     # ---- sampling --------------------------------------------------------------------------
+    def prefix_cache(
+        self,
+        images: list[torch.Tensor],
+        img_masks: list[torch.Tensor],
+        lang_tokens: torch.Tensor,
+        lang_masks: torch.Tensor,
+    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+        """One PaliGemma pass over the prefix: (per layer the rotated (K, V), each (B,
+        kv_heads, P, head_dim); the prefix pad mask (B, P))."""
+        pwe = self.paligemma_with_expert
+        prefix, prefix_pad = self.embed_prefix(images, img_masks, lang_tokens, lang_masks)
+        b, p = prefix_pad.shape
+        prefix_blocks = torch.zeros(b, p, dtype=torch.bool, device=prefix_pad.device)
+        prefix_mask = additive(attention_2d(prefix_pad, prefix_blocks))
+        prefix_pos = pad_positions(prefix_pad)
+        with stage("backbone"):
+            cache = pwe.language_model.prefill(prefix, prefix_pos, prefix_mask)
+        return cache, prefix_pad
+
+    def velocity(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        cache: list[tuple[torch.Tensor, torch.Tensor]],
+        prefix_pad: torch.Tensor,
+        state: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The expert's velocity (B, chunk_size, max_action_dim) at ``x_t``, time ``t`` (B,),
+        over the prefix ``cache`` (``prefix_cache``); ``state`` for pi0, None for pi0.5."""
+        embs, blocks, cond = self.embed_suffix(state, x_t, t)
+        b = prefix_pad.shape[0]
+        full, pos = suffix_attention(prefix_pad, blocks[None, :].expand(b, embs.shape[1]))
+        out = self.paligemma_with_expert.expert.decode(embs, pos, additive(full), cache, cond)
+        out = out[:, -self.spec.chunk_size :].to(torch.float32)
+        return self.action_out_proj(out)
+
     def prefix_velocity(
         self,
         images: list[torch.Tensor],
@@ -228,26 +265,11 @@ class Pi0Core(nn.Module):
         lang_masks: torch.Tensor,
         state: torch.Tensor | None,
     ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """Prefill the prefix once; the returned ``velocity(x_t, t)`` runs the expert over
-        that cache (differentiable in ``x_t`` when called with autograd on and the cache made
-        under ``no_grad``, as guided sampling needs)."""
-        pwe = self.paligemma_with_expert
-        prefix, prefix_pad = self.embed_prefix(images, img_masks, lang_tokens, lang_masks)
-        b, p = prefix_pad.shape
-        prefix_blocks = torch.zeros(b, p, dtype=torch.bool, device=prefix_pad.device)
-        prefix_mask = additive(attention_2d(prefix_pad, prefix_blocks))
-        prefix_pos = torch.cumsum(prefix_pad, dim=1) - 1
-        with stage("backbone"):
-            cache = pwe.language_model.prefill(prefix, prefix_pos, prefix_mask)
-
-        def velocity(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            embs, blocks, cond = self.embed_suffix(state, x_t, t)
-            full, pos = suffix_attention(prefix_pad, blocks[None, :].expand(b, embs.shape[1]))
-            out = pwe.expert.decode(embs, pos, additive(full), cache, cond)
-            out = out[:, -self.spec.chunk_size :].to(torch.float32)
-            return self.action_out_proj(out)
-
-        return velocity
+        """Prefill the prefix once (``prefix_cache``); the returned ``velocity(x_t, t)`` runs
+        the expert over that cache (differentiable in ``x_t`` when called with autograd on and
+        the cache made under ``no_grad``, as guided sampling needs)."""
+        cache, prefix_pad = self.prefix_cache(images, img_masks, lang_tokens, lang_masks)
+        return lambda x_t, t: self.velocity(x_t, t, cache, prefix_pad, state)
 
     @torch.no_grad()
     def sample_actions(

@@ -63,6 +63,7 @@ from vlastack.pretrained.lerobot.policy import (
     preprocess_observations,
 )
 from vlastack.pretrained.lerobot.session import LeRobotSession, check_sessions, draw_noise
+from vlastack.pretrained.lerobot.vla_runner import RunnerSlot
 from vlastack.profiling import stage
 
 FORMAT_NAMES = {"pi0": "lerobot_pi0", "pi05": "lerobot_pi05"}
@@ -228,7 +229,7 @@ class Pi0Inputs:
     state: torch.Tensor | None
 
 
-class LeRobotPi0Policy:
+class LeRobotPi0Policy(RunnerSlot):
     """LeRobot pi0 / pi0.5 checkpoint with the vlastack policy contract."""
 
     def __init__(
@@ -292,6 +293,9 @@ class LeRobotPi0Policy:
     def device(self) -> torch.device:
         return next(self.network.parameters()).device
 
+    def runner_format(self) -> str:
+        return "lerobot_pi05" if self.spec.pi05 else "lerobot_pi0"
+
     @property
     def metadata(self) -> dict[str, Any]:
         s = self.spec
@@ -312,6 +316,7 @@ class LeRobotPi0Policy:
             "flow_steps": s.num_inference_steps,
             "seed": self.seed,
             "embodiment": self.embodiment_dict,
+            "runner": self.runner,
         }
 
     def absent(self, observations: Sequence[Mapping[str, Any]]) -> set[str]:
@@ -412,7 +417,7 @@ class LeRobotPi0Policy:
         """``sample_actions``: (B, chunk_size, max_action_dim), normalized, padded dims kept."""
         if noise is None:
             noise = self.draw_noise(inputs.batch["observation.language.tokens"].shape[0], sessions)
-        return self.network.model.sample_actions(
+        return self.sample_fn(
             inputs.images,
             inputs.img_masks,
             inputs.batch["observation.language.tokens"],
@@ -604,9 +609,12 @@ def load_lerobot_pi0(
     policy_type: str | None = None,
     expect_embodiment: Any = None,
     embodiment: str | None = None,
+    network: Any = None,
 ) -> LeRobotPi0Policy:
     """Load a LeRobot pi0 or pi0.5 ``pretrained_model`` folder (``policy_type`` "pi0"/"pi05";
-    None: config.json's type). ``tokenizer``: see ``pi0_inputs.load_tokenizer``."""
+    None: config.json's type). ``tokenizer``: see ``pi0_inputs.load_tokenizer``. ``network``:
+    a callable ``(spec) -> Pi0Network`` used instead of reading model.safetensors (the int8
+    copy's loader, ``quantize.load_lerobot_int8``)."""
     del expect_embodiment
     path = Path(path)
     no_embodiment(path, embodiment)
@@ -620,9 +628,12 @@ def load_lerobot_pi0(
     procs = read_pi_processors(path, kind)
     tok = load_tokenizer(tokenizer, procs.tokenizer_name, path)
     device = default_device(device)
-    network = load_pi0_network(path / lf.WEIGHTS, spec, device)
+    if network is None:
+        net = load_pi0_network(path / lf.WEIGHTS, spec, device)
+    else:
+        net = network(spec).to(device).eval()
     return LeRobotPi0Policy(
-        network,
+        net,
         cfg,
         procs,
         tok,

@@ -1,5 +1,14 @@
-"""int8 copies of imported LeRobot ACT / Diffusion Policy folders (``vlastack export quantize
-LEROBOT_FOLDER --method int8``) and their loader, the ``lerobot_int8`` checkpoint format.
+"""int8 copies of imported LeRobot ACT / Diffusion Policy / SmolVLA / pi0 / pi0.5 folders
+(``vlastack export quantize LEROBOT_FOLDER --method int8``) and their loader, the
+``lerobot_int8`` checkpoint format.
+
+SmolVLA / pi0 / pi0.5: every ``nn.Linear`` of the network (VLM and vision tower, action expert,
+projections; not ``lm_head``) is int8; the embedding tables, convolutions and norms stay
+float32. They load through their own loaders (``load_lerobot_smolvla`` / ``load_lerobot_pi0``
+with ``network=``), so tokenization, preprocessing and the sampler are the float policy's; the
+tokenizer and SmolVLA's VLM config are found as for the source folder (relative names from the
+new folder). A pi0 config with ``dtype`` bfloat16 is refused (quantize a float32 copy).
+Accuracy: tests/test_export_int8_vla.py.
 
 Which layers: those ``models.quantize.quantize_dynamic_int8`` swaps in a native model, i.e.
 every exact ``nn.Linear`` (ACT: the encoder/decoder feed-forwards, the input projections, the
@@ -48,25 +57,37 @@ FORMAT_NAME = "lerobot_int8"
 QUANT_FILE = lf.QUANT_FILE
 WEIGHTS_INT8 = lf.WEIGHTS_INT8
 is_lerobot_int8 = lf.is_int8_folder
-TYPES = ("act", "diffusion")
+TYPES = ("act", "diffusion", "smolvla", "pi0", "pi05")
+VLA_TYPES = ("smolvla", "pi0", "pi05")
 
 
 def _source_policy(src: Path) -> tuple[str, Any]:
     from vlastack.pretrained.lerobot.diffusion_policy import load_lerobot_diffusion
+    from vlastack.pretrained.lerobot.pi0_policy import load_lerobot_pi0
     from vlastack.pretrained.lerobot.policy import load_lerobot_act
+    from vlastack.pretrained.lerobot.smolvla_policy import load_lerobot_smolvla
 
     kind = lf.config_type(src)
     if kind not in TYPES or not lf.is_lerobot_folder(src, str(kind)):
         raise ConfigError(
-            f"{src} is not a LeRobot ACT or Diffusion Policy pretrained_model folder "
-            "(config.json type 'act' / 'diffusion', model.safetensors, policy_preprocessor.json)"
+            f"{src} is not a LeRobot ACT, Diffusion Policy, SmolVLA, pi0 or pi0.5 "
+            "pretrained_model folder (config.json type one of "
+            f"{', '.join(TYPES)}, model.safetensors, policy_preprocessor.json)"
         )
     if not (src / lf.PREPROCESSOR).is_file():
         raise ConfigError(
             f"{src} is a LeRobot < 0.4 folder (stats inside model.safetensors); int8 copies are "
             "written from >= 0.4 folders: convert it with LeRobot's migration script first"
         )
-    load = load_lerobot_act if kind == "act" else load_lerobot_diffusion
+    if kind in ("pi0", "pi05") and lf.read_config(src, str(kind)).get("dtype") == "bfloat16":
+        raise ConfigError(
+            f"{src / lf.CONFIG}: 'dtype' is bfloat16; int8 copies are written from float32 "
+            'networks: set "dtype": "float32" in a copy of the folder and quantize that'
+        )
+    if kind in VLA_TYPES:  # the network only: the tokenizer is the folder's, loaded at use
+        vla: Any = load_lerobot_smolvla if kind == "smolvla" else load_lerobot_pi0
+        return str(kind), vla(src, device="cpu", tokenizer=False)
+    load: Any = load_lerobot_act if kind == "act" else load_lerobot_diffusion
     return str(kind), load(src, device="cpu")
 
 
@@ -163,6 +184,7 @@ def load_lerobot_int8(
     expect_embodiment: Any = None,
     embodiment: str | None = None,
     seed: int = 0,
+    tokenizer: Any = None,
 ) -> Any:
     """Load a ``lerobot_int8`` folder as the ACT / Diffusion policy it came from, int8 kernels
     in. ``backend`` overrides the one recorded (``dynamic`` runs on CPU only: on another device
@@ -189,6 +211,10 @@ def load_lerobot_int8(
     chosen = resolve_int8_backend(backend or str(info.get("backend", "auto")))
     if dev.type != "cpu":
         chosen = "weight_only"
+    if kind in VLA_TYPES:
+        vla = _load_vla_int8(path, str(kind), chosen, dev, seed, tokenizer, embodiment)
+        vla.quantization = {**info, "backend": chosen}  # in metadata; ``write`` refuses it
+        return vla
     procs = read_processors(path, cfg)
     common: dict[str, Any] = {
         "checkpoint": str(path),
@@ -213,3 +239,46 @@ def load_lerobot_int8(
         policy = LeRobotDiffusionPolicy(dnet, dspec, procs, seed=seed, **common)
     policy.quantization = quant  # in metadata; ``write`` refuses a quantized policy
     return policy
+
+
+def _load_vla_int8(
+    path: Path,
+    kind: str,
+    backend: str,
+    device: torch.device,
+    seed: int,
+    tokenizer: Any,
+    embodiment: str | None,
+) -> Any:
+    """SmolVLA / pi0 / pi0.5 through their own loaders, the network built from the int8 file."""
+    file = path / WEIGHTS_INT8
+    if kind == "smolvla":
+        from vlastack.pretrained.lerobot.smolvla import SmolVLANetwork
+        from vlastack.pretrained.lerobot.smolvla_policy import load_lerobot_smolvla
+
+        def smolvla(spec: Any, vcfg: Any) -> nn.Module:
+            return _load_network(lambda: SmolVLANetwork(spec, vcfg), file, backend)
+
+        return load_lerobot_smolvla(
+            path,
+            device=device,
+            seed=seed,
+            tokenizer=tokenizer,
+            embodiment=embodiment,
+            network=smolvla,
+        )
+    from vlastack.pretrained.lerobot.pi0 import Pi0Network
+    from vlastack.pretrained.lerobot.pi0_policy import load_lerobot_pi0
+
+    def pi0(spec: Any) -> nn.Module:
+        return _load_network(lambda: Pi0Network(spec), file, backend)
+
+    return load_lerobot_pi0(
+        path,
+        device=device,
+        seed=seed,
+        tokenizer=tokenizer,
+        policy_type=kind,
+        embodiment=embodiment,
+        network=pi0,
+    )

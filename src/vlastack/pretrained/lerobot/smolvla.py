@@ -51,6 +51,7 @@ from vlastack.functional.rtc import guided_euler_sample
 from vlastack.pretrained.lerobot.flow import (
     attention_2d,
     euler_sample,
+    pad_positions,
     sinusoidal_time_embedding,
     suffix_attention,
 )
@@ -392,27 +393,29 @@ class SmolVLAModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(embeddings (B, Lp, W), pad mask (B, Lp), block starts (B, Lp))."""
         vlm = self.vlm_with_expert.vlm
-        embs, pads, ar = [], [], []
+        embs, pads = [], []
         for img, m in zip(images, img_masks, strict=True):
             with stage("vision"):
                 e = vlm.embed_image(img)
             e = e * torch.tensor(e.shape[-1] ** 0.5, dtype=e.dtype, device=e.device)
             embs.append(e)
             pads.append(m[:, None].expand(e.shape[0], e.shape[1]))
-            ar += [0] * e.shape[1]
         with stage("language"):
             lang = vlm.embed_tokens(tokens)
         embs.append(lang * math.sqrt(lang.shape[-1]))
         pads.append(lang_mask)
-        ar += [0] * lang.shape[1]
         st = self.state_proj(state)
         st = st[:, None, :] if st.ndim == 2 else st
         embs.append(st)
         b = st.shape[0]
-        pads.append(torch.ones(b, st.shape[1], dtype=torch.bool, device=st.device))
-        ar += [1] * st.shape[1]
+        state_pad = torch.ones(b, st.shape[1], dtype=torch.bool, device=st.device)
+        # block starts: 0 for images and language, 1 for the state; built from the pad tensors
+        # (not a Python list of lengths) so that an ONNX trace keeps the token length dynamic
+        att = torch.cat([torch.zeros_like(p, dtype=torch.bool) for p in pads] + [state_pad], dim=1)[
+            :1
+        ]
+        pads.append(state_pad)
         emb, pad = torch.cat(embs, dim=1), torch.cat(pads, dim=1)
-        att = torch.tensor(ar, dtype=torch.bool, device=pad.device)[None, :]
         n = self.spec.prefix_length
         if pad.shape[1] < n:  # LeRobot's pad_tensor: zeros after the prefix
             extra = n - pad.shape[1]
@@ -440,6 +443,22 @@ class SmolVLAModel(nn.Module):
         out = out[:, -self.spec.chunk_size :].to(torch.float32)
         return self.action_out_proj(out)
 
+    def prefix_cache(
+        self,
+        images: list[torch.Tensor],
+        img_masks: list[torch.Tensor],
+        tokens: torch.Tensor,
+        lang_mask: torch.Tensor,
+        state: torch.Tensor,
+    ) -> tuple[Cache, torch.Tensor]:
+        """Prefill the prefix (images, language, state): (per VLM layer the post-RoPE (K, V),
+        each (B, Lp, kv_heads, head_dim); the prefix pad mask (B, Lp))."""
+        emb, pad, ar = self.embed_prefix(images, img_masks, tokens, lang_mask, state)
+        mask = attention_2d(pad, ar)
+        with stage("backbone"):
+            cache = self.vlm_with_expert.prefill(emb, mask, pad_positions(pad))
+        return cache, pad
+
     def prefix_velocity(
         self,
         images: list[torch.Tensor],
@@ -448,14 +467,10 @@ class SmolVLAModel(nn.Module):
         lang_mask: torch.Tensor,
         state: torch.Tensor,
     ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """Prefill the prefix (images, language, state) once; the returned ``velocity(x_t, t)``
+        """Prefill the prefix once (``prefix_cache``); the returned ``velocity(x_t, t)``
         runs the action expert over that cache (differentiable in ``x_t`` when called with
         autograd on and the cache made under ``no_grad``, as guided sampling needs)."""
-        emb, pad, ar = self.embed_prefix(images, img_masks, tokens, lang_mask, state)
-        mask = attention_2d(pad, ar)
-        positions = torch.cumsum(pad, dim=1) - 1
-        with stage("backbone"):
-            cache = self.vlm_with_expert.prefill(emb, mask, positions)
+        cache, pad = self.prefix_cache(images, img_masks, tokens, lang_mask, state)
         return lambda x, t: self.velocity(x, t, cache, pad)
 
     def sample_actions(

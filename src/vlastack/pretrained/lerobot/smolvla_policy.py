@@ -65,6 +65,7 @@ from vlastack.pretrained.lerobot.smolvla import (
     pad_vector,
     resize_with_pad,
 )
+from vlastack.pretrained.lerobot.vla_runner import RunnerSlot
 from vlastack.profiling import stage
 
 FORMAT_NAME = "lerobot_smolvla"
@@ -212,7 +213,7 @@ def language_facts(path: Path, cfg: Mapping[str, Any]) -> tuple[Processors, dict
     return procs, facts
 
 
-class LeRobotSmolVLAPolicy:
+class LeRobotSmolVLAPolicy(RunnerSlot):
     """LeRobot SmolVLA checkpoint with the vlastack policy contract (module docstring)."""
 
     def __init__(
@@ -248,6 +249,9 @@ class LeRobotSmolVLAPolicy:
     def device(self) -> torch.device:
         return next(self.network.parameters()).device
 
+    def runner_format(self) -> str:
+        return FORMAT_NAME
+
     @property
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
         s = self.spec
@@ -278,6 +282,7 @@ class LeRobotSmolVLAPolicy:
             "tokenizer": self.tokenizer_step.tokenizer_name,
             "seed": self.seed,
             "embodiment": self.embodiment_dict,
+            "runner": self.runner,
         }
 
     def example_observation(self, seed: int = 0) -> dict[str, Any]:
@@ -378,7 +383,7 @@ class LeRobotSmolVLAPolicy:
             images, masks, state = self.prepare(pre)
         if noise is None:
             noise = self.draw_noise(state.shape[0], sessions)
-        out = self.network.model.sample_actions(
+        out = self.sample_fn(
             images, masks, pre[TOKENS], pre[TOKEN_MASK], state, noise.to(state.device)
         )
         return out[:, :, : s.action_dim]
@@ -491,10 +496,13 @@ def load_lerobot_smolvla(
     tokenizer: Any = None,
     expect_embodiment: Any = None,
     embodiment: str | None = None,
+    network: Any = None,
 ) -> LeRobotSmolVLAPolicy:
     """Load a LeRobot SmolVLA ``pretrained_model`` folder. The VLM architecture comes from
     config.json's ``vlm_model_name`` (``smolvlm.vlm_config``); ``tokenizer`` (anything with a
-    Hugging Face tokenizer's call signature) replaces the one the processor JSON names."""
+    Hugging Face tokenizer's call signature) replaces the one the processor JSON names.
+    ``network``: a callable ``(spec, vlm_config) -> SmolVLANetwork`` used instead of reading
+    model.safetensors (the int8 copy's loader, ``quantize.load_lerobot_int8``)."""
     from vlastack.pretrained.lerobot.smolvlm import vlm_config
     from vlastack.pretrained.lerobot.tokenizer import load_tokenizer
 
@@ -508,9 +516,12 @@ def load_lerobot_smolvla(
     if tokenizer is None:
         tokenizer = load_tokenizer(tok_step.tokenizer_name, path, what="tokenizer_name")
     device = default_device(device)
-    network = load_smolvla_network(path / lf.WEIGHTS, spec, vcfg, device)
+    if network is None:
+        net = load_smolvla_network(path / lf.WEIGHTS, spec, vcfg, device)
+    else:
+        net = network(spec, vcfg).to(device).eval()
     return LeRobotSmolVLAPolicy(
-        network,
+        net,
         spec,
         procs,
         tokenizer,
