@@ -150,8 +150,10 @@ def test_metadata_and_reset(policy):
 def test_load_policy_and_detection(act_dir, golden):
     folder = act_dir / "pretrained_model"
     assert detect_policy_format(folder).name == "lerobot_act"
-    for other in ("xvla",):  # pi0 / pi05 / smolvla: their own formats
-        assert detect_policy_format(act_dir.parent / other / "pretrained_model") is None
+    for other in ("diffusion", "smolvla", "pi0", "pi05", "xvla"):  # each its own format
+        assert detect_policy_format(act_dir.parent / other / "pretrained_model").name == (
+            f"lerobot_{other}"
+        )
     policy = load_policy(folder)
     assert isinstance(policy, LeRobotACTPolicy)
     actions = policy.infer(raw_obs(golden, 1))["actions"]
@@ -188,9 +190,9 @@ def edit_config(folder: Path, **fields) -> None:
 
 def test_wrong_config_type_names_the_field_and_the_fix(act_dir, tmp_path):
     folder = copy_checkpoint(act_dir, tmp_path / "ck")
-    edit_config(folder, type="xvla")
+    edit_config(folder, type="vqbet")  # a LeRobot type vlastack does not import
     assert detect_policy_format(folder) is None
-    with pytest.raises(ConfigError, match=r"'type' is 'xvla', not 'act'.*act pretrained_model"):
+    with pytest.raises(ConfigError, match=r"'type' is 'vqbet', not 'act'.*act pretrained_model"):
         load_lerobot_act(folder)
 
 

@@ -110,6 +110,13 @@ with TerminalKeySwitch("SPACE", poll_s=0.01) as switch:
 """
 
 
+def _own_the_terminal_with_default_sigint() -> None:
+    # A runner that starts the tests in the background (``cmd &`` in a script) hands every child
+    # SIGINT ignored, and Python then keeps ignoring it: the typed Ctrl-C would never arrive.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_the_terminal_comes_back_after_ctrl_c_and_sigterm(tty_pair, how):
     """A child whose controlling terminal is the pty: Ctrl-C typed into the terminal (the line
@@ -124,7 +131,7 @@ def test_the_terminal_comes_back_after_ctrl_c_and_sigterm(tty_pair, how):
         stderr=subprocess.PIPE,
         env=env,
         start_new_session=True,
-        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+        preexec_fn=_own_the_terminal_with_default_sigint,
     )
     try:
         ready, _, _ = select.select([proc.stdout], [], [], 60)
