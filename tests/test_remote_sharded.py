@@ -185,7 +185,7 @@ LIBERO_VENV = runner.default_venv("libero")
 @pytest.mark.slow
 @pytest.mark.skipif(
     not runner.venv_python(LIBERO_VENV).exists(),
-    reason=f"{LIBERO_VENV} is absent (2.1 GB); create it with "
+    reason=f"LIBERO: {LIBERO_VENV} is absent (2.1 GB, opt-in: make venv-libero); create it with "
     "`python -m vlastack.envs.remote.runner --make-venv libero`",
 )
 def test_libero_on_ray_matches_the_one_client_runner(ray_address, tmp_path):
