@@ -65,6 +65,7 @@ from vlastack.pretrained.lerobot.smolvla import (
     pad_vector,
     resize_with_pad,
 )
+from vlastack.pretrained.lerobot.tokenizer import tokenize_like_lerobot
 from vlastack.pretrained.lerobot.vla_runner import RunnerSlot
 from vlastack.profiling import stage
 
@@ -314,17 +315,7 @@ class LeRobotSmolVLAPolicy(RunnerSlot):
         st = self.tokenizer_step
         if self.newline:
             texts = [t if t.endswith("\n") else f"{t}\n" for t in texts]
-        out = self.tokenizer(
-            list(texts),
-            max_length=st.max_length,
-            truncation=st.truncation,
-            padding=st.padding,
-            padding_side=st.padding_side,
-            return_tensors="pt",
-        )
-        ids = torch.as_tensor(out["input_ids"], dtype=torch.long)
-        mask = torch.as_tensor(out["attention_mask"]).to(torch.bool)
-        return ids.to(self.device), mask.to(self.device)
+        return tokenize_like_lerobot(self.tokenizer, st, list(texts), self.device)
 
     def preprocess(self, observations: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         s, p = self.spec, self.processors

@@ -133,3 +133,22 @@ def cached_snapshot(name: str, what: str) -> Path:
             f"{what} {name!r} is not in the local Hugging Face cache ({hub_cache_dir()}). "
             "vlastack reads it from local files only: " + _download_hint(name)
         ) from None
+
+
+def tokenize_like_lerobot(
+    tokenizer: Any, step: Any, texts: list[str], device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Texts -> (ids (B, L) int64, mask (B, L) bool) on ``device``, called with the settings of
+    LeRobot's ``TokenizerProcessorStep`` (``step``: max_length, truncation, padding and
+    padding_side, as the processor JSON stores them)."""
+    out = tokenizer(
+        texts,
+        max_length=step.max_length,
+        truncation=step.truncation,
+        padding=step.padding,
+        padding_side=step.padding_side,
+        return_tensors="pt",
+    )
+    ids = torch.as_tensor(out["input_ids"], dtype=torch.long)
+    mask = torch.as_tensor(out["attention_mask"]).to(torch.bool)
+    return ids.to(device), mask.to(device)

@@ -44,6 +44,7 @@ from vlastack.pretrained.lerobot.policy import (
     preprocess_observations,
 )
 from vlastack.pretrained.lerobot.session import LeRobotSession, check_sessions, draw_noise
+from vlastack.pretrained.lerobot.tokenizer import tokenize_like_lerobot
 from vlastack.pretrained.lerobot.xvla_inputs import (
     DOMAIN_KEY,
     TOKEN_MASK,
@@ -153,17 +154,7 @@ class LeRobotXVLAPolicy:
                 "this X-VLA policy was loaded without a tokenizer (tokenizer=False); load it "
                 f"with one to tokenize tasks ({st.tokenizer_name!r})"
             )
-        out = self.tokenizer(
-            list(texts),
-            max_length=st.max_length,
-            truncation=st.truncation,
-            padding=st.padding,
-            padding_side=st.padding_side,
-            return_tensors="pt",
-        )
-        ids = torch.as_tensor(out["input_ids"], dtype=torch.long)
-        mask = torch.as_tensor(out["attention_mask"]).to(torch.bool)
-        return ids.to(self.device), mask.to(self.device)
+        return tokenize_like_lerobot(self.tokenizer, st, list(texts), self.device)
 
     def preprocess(self, observations: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         """Raw observations -> LeRobot's preprocessor output (golden ``preprocessed.*``)."""
