@@ -9,9 +9,7 @@ first wanted timestamp and decodes forward once, checking every frame's time aga
 
 from __future__ import annotations
 
-import contextlib
 import os
-import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from vlastack.data.open_handles import PerThreadHandles
 from vlastack.errors import DataError
 
 # SVT-AV1 prints its whole configuration to stderr for every encoder unless told otherwise.
@@ -200,7 +199,7 @@ def probe_video(path: str | Path) -> tuple[int, int, float]:
         ) from None
 
 
-class VideoDecoder:
+class VideoDecoder(PerThreadHandles):
     """Decodes frames at timestamps, keeping one open container per file in this process and
     thread.
 
@@ -208,23 +207,6 @@ class VideoDecoder:
     changed and opens its own) nor across threads (a container's seek/decode state is not
     thread-safe, and the training loop's prefetch thread decodes while validation does too).
     """
-
-    def __init__(self, tolerance_s: float = 1e-4, max_open: int = 64) -> None:
-        self.tolerance_s = tolerance_s
-        self.max_open = max_open
-        self._pid = os.getpid()
-        self._local = threading.local()
-
-    @property
-    def _open(self) -> dict[str, Any]:
-        """This thread's open containers (a thread's are closed when it ends)."""
-        if os.getpid() != self._pid:
-            self._local = threading.local()
-            self._pid = os.getpid()
-        table = getattr(self._local, "open", None)
-        if table is None:
-            table = self._local.open = {}
-        return table
 
     def _container(self, path: str) -> Any:
         import av
@@ -250,18 +232,8 @@ class VideoDecoder:
             self._open[path] = c
         return c
 
-    def close(self) -> None:
-        """Close this thread's containers."""
-        for c in self._open.values():
-            with contextlib.suppress(Exception):
-                c.close()
-        self._open.clear()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"tolerance_s": self.tolerance_s, "max_open": self.max_open}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(**state)  # type: ignore[misc]
+    def _close_handle(self, handle: Any) -> None:
+        handle.close()
 
     def decode(
         self, path: str | Path, timestamps_s: np.ndarray, *, channels_first: bool = False

@@ -21,13 +21,12 @@ flag would change. Another FFmpeg build may round that conversion differently, s
 
 from __future__ import annotations
 
-import os
-import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vlastack.data.open_handles import PerThreadHandles
 from vlastack.errors import DataError
 
 # Largest |torchcodec - PyAV| per uint8 pixel the tests accept (measured here: 0).
@@ -54,26 +53,13 @@ def load_torchcodec() -> Any:
     return TorchCodecVideoDecoder
 
 
-class TorchCodecDecoder:
+class TorchCodecDecoder(PerThreadHandles):
     """Decodes frames at timestamps with torchcodec, one open decoder per file, process and
     thread (a decoder's seek state is not thread-safe; a DataLoader worker opens its own)."""
 
     def __init__(self, tolerance_s: float = 1e-4, max_open: int = 64) -> None:
         self._cls = load_torchcodec()  # fail when the reader is built, not in a worker
-        self.tolerance_s = tolerance_s
-        self.max_open = max_open
-        self._pid = os.getpid()
-        self._local = threading.local()
-
-    @property
-    def _open(self) -> dict[str, Any]:
-        if os.getpid() != self._pid:
-            self._local = threading.local()
-            self._pid = os.getpid()
-        table = getattr(self._local, "open", None)
-        if table is None:
-            table = self._local.open = {}
-        return table
+        super().__init__(tolerance_s, max_open)
 
     def _decoder(self, path: str) -> Any:
         d = self._open.get(path)
@@ -96,16 +82,6 @@ class TorchCodecDecoder:
                 ) from None
             self._open[path] = d
         return d
-
-    def close(self) -> None:
-        """Drop this thread's decoders (torchcodec closes a file with its decoder)."""
-        self._open.clear()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"tolerance_s": self.tolerance_s, "max_open": self.max_open}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(**state)  # type: ignore[misc]
 
     def decode(
         self, path: str | Path, timestamps_s: np.ndarray, *, channels_first: bool = False
