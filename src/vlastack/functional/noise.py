@@ -19,13 +19,14 @@ import torch
 class RowGenerators:
     """One generator per batch row (or per block of consecutive rows: a sampler that draws N
     samples per observation repeats each row N times, ``repeat_interleave``). Passed where a
-    ``torch.Generator`` goes; only ``randn`` below looks inside."""
+    ``torch.Generator`` goes; only ``randn`` below looks inside. A None entry draws from torch's
+    global generator."""
 
-    def __init__(self, generators: Sequence[torch.Generator]) -> None:
+    def __init__(self, generators: Sequence[torch.Generator | None]) -> None:
         if not generators:
             raise ValueError("RowGenerators needs at least one generator")
         self.generators = list(generators)
-        self.device = self.generators[0].device
+        self.device = next((g.device for g in self.generators if g is not None), "cpu")
 
 
 def randn(

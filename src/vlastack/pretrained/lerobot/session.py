@@ -10,7 +10,8 @@ ensembler (ACT with ``temporal_ensemble_coeff``). The policy keeps one default s
 callers that pass none (``infer(obs)``, ``reset()``).
 
 ``draw_noise`` draws a batch's sampler noise: from one generator for a batch without sessions
-(as before sessions existed), or row by row from each session's own generator, so a row's noise
+(as before sessions existed), or row by row from each session's own generator
+(``functional.noise.RowGenerators``, as native policies batch their clients), so a row's noise
 is what that client would have drawn alone.
 """
 
@@ -21,6 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
+
+from vlastack.functional.noise import RowGenerators, randn
 
 
 class LeRobotSession:
@@ -72,10 +75,7 @@ def draw_noise(
         return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
     if len(sessions) != shape[0]:
         raise ValueError(f"{len(sessions)} sessions for a batch of {shape[0]}")
-    row = (1, *shape[1:])
-    return torch.cat(
-        [torch.randn(row, generator=s.generator, device=device, dtype=dtype) for s in sessions]
-    )
+    return randn(tuple(shape), RowGenerators([s.generator for s in sessions]), device, dtype)
 
 
 def check_sessions(sessions: Sequence[Any] | None, n: int, policy: Any) -> None:
