@@ -42,13 +42,18 @@ from vlastack.pretrained.lerobot.policy import (
     preprocess_observations,
     read_processors,
 )
-from vlastack.pretrained.lerobot.session import LeRobotSession, check_sessions, draw_noise
+from vlastack.pretrained.lerobot.session import (
+    LeRobotSession,
+    SessionInfer,
+    check_sessions,
+    draw_noise,
+)
 from vlastack.pretrained.lerobot.weights import load_strict
 
 FORMAT_NAME = "lerobot_diffusion"
 
 
-class LeRobotDiffusionPolicy:
+class LeRobotDiffusionPolicy(SessionInfer):
     """LeRobot Diffusion Policy checkpoint with the vlastack policy contract."""
 
     def __init__(
@@ -209,12 +214,6 @@ class LeRobotDiffusionPolicy:
         return self.processors.postprocess(self.spec.action_key, chunk)
 
     # ---- policy contract --------------------------------------------------------------------
-    def infer(
-        self, obs: Mapping[str, Any], *, session: LeRobotSession | None = None
-    ) -> dict[str, Any]:
-        """One chunk from ``session``'s history and noise (default: the policy's own)."""
-        return self.infer_batch([obs], sessions=[session or self._session])[0]
-
     def infer_batch(
         self,
         batch: list[Mapping[str, Any]],

@@ -62,7 +62,12 @@ from vlastack.pretrained.lerobot.policy import (
     no_embodiment,
     preprocess_observations,
 )
-from vlastack.pretrained.lerobot.session import LeRobotSession, check_sessions, draw_noise
+from vlastack.pretrained.lerobot.session import (
+    LeRobotSession,
+    SessionInfer,
+    check_sessions,
+    draw_noise,
+)
 from vlastack.pretrained.lerobot.vla_runner import RunnerSlot
 from vlastack.profiling import stage
 
@@ -229,7 +234,7 @@ class Pi0Inputs:
     state: torch.Tensor | None
 
 
-class LeRobotPi0Policy(RunnerSlot):
+class LeRobotPi0Policy(RunnerSlot, SessionInfer):
     """LeRobot pi0 / pi0.5 checkpoint with the vlastack policy contract."""
 
     def __init__(
@@ -514,12 +519,6 @@ class LeRobotPi0Policy(RunnerSlot):
         return loss[:, :, : self.action_dim].mean()
 
     # ---- policy contract --------------------------------------------------------------------
-    def infer(
-        self, obs: Mapping[str, Any], *, session: LeRobotSession | None = None
-    ) -> dict[str, Any]:
-        """One chunk; ``session`` (``new_session()``) draws the noise, default: the policy's."""
-        return self.infer_batch([obs], sessions=[session or self._session])[0]
-
     def infer_batch(
         self,
         batch: list[Mapping[str, Any]],

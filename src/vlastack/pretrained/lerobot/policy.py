@@ -44,7 +44,7 @@ from vlastack.pretrained.lerobot.observation import (
     find_input,
     spellings,
 )
-from vlastack.pretrained.lerobot.session import LeRobotSession, check_sessions
+from vlastack.pretrained.lerobot.session import LeRobotSession, SessionInfer, check_sessions
 
 FORMAT_NAME = "lerobot_act"
 
@@ -218,7 +218,7 @@ def no_embodiment(path: Path, embodiment: str | None) -> None:
         )
 
 
-class LeRobotACTPolicy:
+class LeRobotACTPolicy(SessionInfer):
     """LeRobot ACT checkpoint with the vlastack policy contract (see the module docstring)."""
 
     def __init__(
@@ -350,13 +350,6 @@ class LeRobotACTPolicy:
         return self.unnormalizer.unnormalize(self.spec.action_key, chunk)
 
     # ---- policy contract --------------------------------------------------------------------
-    def infer(
-        self, obs: Mapping[str, Any], *, session: LeRobotSession | None = None
-    ) -> dict[str, Any]:
-        """One chunk (or ensembled action) with ``session``'s ensembler (default: the
-        policy's own)."""
-        return self.infer_batch([obs], sessions=[session or self._session])[0]
-
     def infer_batch(
         self,
         batch: list[Mapping[str, Any]],

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -60,6 +60,30 @@ class LeRobotSession:
         """Record a control step's observation without computing a chunk (policies with an
         observation history: ``LeRobotDiffusionPolicy.observe``)."""
         self.policy.observe(obs, session=self)
+
+
+class SessionInfer:
+    """The policy contract's ``infer(obs, session=None)`` for an imported policy: one observation
+    through its ``infer_batch`` with that client's session (default: the policy's own
+    ``_session``, made by its ``new_session()``)."""
+
+    _session: LeRobotSession
+
+    if TYPE_CHECKING:
+
+        def infer_batch(
+            self,
+            batch: list[Mapping[str, Any]],
+            *,
+            sessions: Sequence[LeRobotSession] | None = None,
+        ) -> list[dict[str, Any]]: ...
+
+    def infer(
+        self, obs: Mapping[str, Any], *, session: LeRobotSession | None = None
+    ) -> dict[str, Any]:
+        """One chunk (ACT: the ensembled action) from ``session``'s noise, history and
+        ensembler (default: the policy's own)."""
+        return self.infer_batch([obs], sessions=[session or self._session])[0]
 
 
 def draw_noise(

@@ -57,7 +57,12 @@ from vlastack.pretrained.lerobot.policy import (
     no_embodiment,
     preprocess_observations,
 )
-from vlastack.pretrained.lerobot.session import LeRobotSession, check_sessions, draw_noise
+from vlastack.pretrained.lerobot.session import (
+    LeRobotSession,
+    SessionInfer,
+    check_sessions,
+    draw_noise,
+)
 from vlastack.pretrained.lerobot.smolvla import (
     EMPTY_CAMERA,
     SmolVLANetwork,
@@ -214,7 +219,7 @@ def language_facts(path: Path, cfg: Mapping[str, Any]) -> tuple[Processors, dict
     return procs, facts
 
 
-class LeRobotSmolVLAPolicy(RunnerSlot):
+class LeRobotSmolVLAPolicy(RunnerSlot, SessionInfer):
     """LeRobot SmolVLA checkpoint with the vlastack policy contract (module docstring)."""
 
     def __init__(
@@ -383,12 +388,6 @@ class LeRobotSmolVLAPolicy(RunnerSlot):
         return self.processors.postprocess(self.spec.action_key, chunk)
 
     # ---- policy contract --------------------------------------------------------------------
-    def infer(
-        self, obs: Mapping[str, Any], *, session: LeRobotSession | None = None
-    ) -> dict[str, Any]:
-        """One chunk; ``session`` (``new_session()``) draws the noise, default: the policy's."""
-        return self.infer_batch([obs], sessions=[session or self._session])[0]
-
     def infer_batch(
         self,
         batch: list[Mapping[str, Any]],

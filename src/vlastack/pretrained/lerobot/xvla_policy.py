@@ -43,7 +43,12 @@ from vlastack.pretrained.lerobot.policy import (
     no_embodiment,
     preprocess_observations,
 )
-from vlastack.pretrained.lerobot.session import LeRobotSession, check_sessions, draw_noise
+from vlastack.pretrained.lerobot.session import (
+    LeRobotSession,
+    SessionInfer,
+    check_sessions,
+    draw_noise,
+)
 from vlastack.pretrained.lerobot.tokenizer import tokenize_like_lerobot
 from vlastack.pretrained.lerobot.xvla_inputs import (
     DOMAIN_KEY,
@@ -63,7 +68,7 @@ from vlastack.profiling import stage
 FORMAT_NAME = "lerobot_xvla"
 
 
-class LeRobotXVLAPolicy:
+class LeRobotXVLAPolicy(SessionInfer):
     """LeRobot X-VLA checkpoint with the vlastack policy contract (module docstring)."""
 
     def __init__(
@@ -277,12 +282,6 @@ class LeRobotXVLAPolicy:
         return {SHARED: EMBED}
 
     # ---- policy contract --------------------------------------------------------------------
-    def infer(
-        self, obs: Mapping[str, Any], *, session: LeRobotSession | None = None
-    ) -> dict[str, Any]:
-        """One chunk; ``session`` (``new_session()``) draws the noise, default: the policy's."""
-        return self.infer_batch([obs], sessions=[session or self._session])[0]
-
     def infer_batch(
         self,
         batch: list[Mapping[str, Any]],
